@@ -1,0 +1,3 @@
+pub async fn run(_args: Vec<String>) -> anyhow::Result<()> {
+    Ok(())
+}

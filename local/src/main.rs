@@ -1,0 +1,5 @@
+//! `conveyor`: the local runtime's command line.
+
+fn main() -> anyhow::Result<()> {
+    local::run_cli()
+}

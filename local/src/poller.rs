@@ -1,0 +1,111 @@
+//! The local stand-in for Lambda's SQS event-source mapping: long-polls one queue, builds a real
+//! `SqsEvent` from up to `batch_size` messages, hands it to the worker entrypoint, and deletes
+//! the messages the partial-batch response does not name. At most `concurrency` batches run at
+//! once (Lambda's MaximumConcurrency); failed records reappear after the visibility timeout.
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use shared::entrypoints::sqs::handle_sqs_batch;
+use shared::ports::{JobQueue, ReceivedMessage};
+use shared::worker::Worker;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+
+#[derive(Debug, Clone)]
+pub struct PollerSettings {
+    pub queue: String,
+    pub batch_size: usize,
+    pub concurrency: usize,
+    pub visibility: Duration,
+    /// How long in-flight batches get to finish once stop is signalled.
+    pub grace: Duration,
+}
+
+/// Resolves once stop is signalled (or its sender is gone).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+const LONG_POLL: Duration = Duration::from_secs(20);
+
+/// Build the event Lambda would receive for these messages.
+pub fn sqs_event(queue: &str, messages: &[ReceivedMessage]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = messages
+        .iter()
+        .map(|m| {
+            let mut record = SqsMessage::default();
+            record.message_id = Some(m.message_id.clone());
+            record.receipt_handle = Some(m.receipt_handle.clone());
+            record.body = Some(m.body.clone());
+            record.attributes = HashMap::from([
+                (
+                    "ApproximateReceiveCount".to_string(),
+                    m.receive_count.to_string(),
+                ),
+                (
+                    "SentTimestamp".to_string(),
+                    m.sent_at.timestamp_millis().to_string(),
+                ),
+            ]);
+            record.event_source = Some("aws:sqs".into());
+            record.event_source_arn = Some(format!("arn:aws:sqs:local:000000000000:{queue}"));
+            record.aws_region = Some("local".into());
+            record
+        })
+        .collect();
+    event
+}
+
+pub async fn run_poller(
+    queue: Arc<dyn JobQueue>,
+    worker: Worker,
+    settings: PollerSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let concurrency = settings.concurrency.max(1);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore open"),
+            _ = stopped(&mut stop) => break,
+        };
+        let received = tokio::select! {
+            r = queue.receive(&settings.queue, settings.batch_size.max(1), settings.visibility, LONG_POLL) => r,
+            _ = stopped(&mut stop) => break,
+        };
+        let messages = match received {
+            Ok(m) if m.is_empty() => continue,
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(queue = %settings.queue, error = %e, "receive failed; backing off");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let (queue, worker, name) = (queue.clone(), worker.clone(), settings.queue.clone());
+        tokio::spawn(async move {
+            let response = handle_sqs_batch(&worker, sqs_event(&name, &messages)).await;
+            let failed: HashSet<String> = response
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect();
+            let done: Vec<String> = messages
+                .into_iter()
+                .filter(|m| !failed.contains(&m.message_id))
+                .map(|m| m.receipt_handle)
+                .collect();
+            if let Err(e) = queue.delete(&name, &done).await {
+                tracing::error!(queue = %name, error = %e, "could not delete processed messages; they will be redelivered");
+            }
+            drop(permit);
+        });
+    }
+    // Wait for in-flight batches; what does not finish returns to the queue on its own.
+    let all = permits.acquire_many(concurrency as u32);
+    if tokio::time::timeout(settings.grace, all).await.is_err() {
+        tracing::warn!(queue = %settings.queue, "in-flight batches did not finish in time; their messages return to the queue");
+    }
+}

@@ -1,0 +1,239 @@
+//! Wiring: open the backend, recover what a previous process left, serve, poll, sweep, and
+//! shut down gracefully.
+
+use crate::poller::{run_poller, stopped, PollerSettings};
+use anyhow::{bail, Context};
+use shared::adapters::embedded::EmbeddedBackend;
+use shared::adapters::queue_settings;
+use shared::config::{parse_duration, Backend, Config};
+use shared::domain::Tenant;
+use shared::entrypoints::http::{router, ApiState};
+use shared::entrypoints::schedule::handle_maintenance;
+use shared::jobs::Registry;
+use shared::maintenance::{reap_stalled_jobs, MaintenanceSettings};
+use shared::ports::Ports;
+use shared::service::JobService;
+use shared::worker::{Worker, WorkerSettings};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+pub struct LocalSettings {
+    pub config: Config,
+    pub addr: SocketAddr,
+    /// How long in-flight batches get to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl LocalSettings {
+    pub fn from_env_and_args(args: &[String]) -> anyhow::Result<Self> {
+        let mut config = Config::from_env()?;
+        let mut addr = std::env::var("CONVEYOR_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+        let shutdown_grace = match std::env::var("CONVEYOR_SHUTDOWN_GRACE") {
+            Ok(v) => parse_duration(&v)
+                .with_context(|| format!("CONVEYOR_SHUTDOWN_GRACE={v:?} is not valid"))?,
+            Err(_) => Duration::from_secs(30),
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--addr" => addr = value()?.clone(),
+                "--data-dir" => config.data_dir = value()?.into(),
+                "--backend" => {
+                    config.backend = match value()?.as_str() {
+                        "embedded" => Backend::Embedded,
+                        "aws" => Backend::Aws,
+                        other => bail!("--backend {other}: expected embedded or aws"),
+                    }
+                }
+                other => bail!("unknown argument {other}; see --help"),
+            }
+        }
+        Ok(Self {
+            config,
+            addr: addr
+                .parse()
+                .with_context(|| format!("CONVEYOR_ADDR={addr:?} is not HOST:PORT"))?,
+            shutdown_grace,
+        })
+    }
+}
+
+/// The webhook signing secret: `CONVEYOR_WEBHOOK_SECRET`, else one generated once and kept in
+/// the data directory, so signatures stay verifiable across restarts.
+fn webhook_secret(config: &Config) -> anyhow::Result<String> {
+    if let Some(s) = &config.webhook_secret {
+        return Ok(s.clone());
+    }
+    let path = config.data_dir.join("webhook-secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        return Ok(s.trim().to_string());
+    }
+    let secret = hex_secret();
+    std::fs::create_dir_all(&config.data_dir)?;
+    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated a webhook signing secret");
+    Ok(secret)
+}
+
+fn hex_secret() -> String {
+    (0..32).map(|_| format!("{:02x}", rand_byte())).collect()
+}
+
+fn rand_byte() -> u8 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish() as u8
+}
+
+/// Run until Ctrl-C or SIGTERM.
+pub async fn run(settings: LocalSettings) -> anyhow::Result<()> {
+    let mut config = settings.config.clone();
+    if config.backend != Backend::Embedded {
+        bail!("CONVEYOR_BACKEND=aws is not available in this build yet; use embedded");
+    }
+    config.webhook_secret = Some(webhook_secret(&config)?);
+    let registry = Arc::new(Registry::builtin(
+        &config.queue_prefix,
+        &config.builtin_settings(),
+    ));
+    let backend = open_backend(&config.data_dir, &config, &registry)?;
+    let ports = backend.ports();
+
+    // The data directory has one owner: whatever a previous process had running is stalled.
+    let recovered =
+        reap_stalled_jobs(&ports, &registry, Duration::ZERO, chrono::Utc::now()).await?;
+    if recovered > 0 {
+        tracing::warn!(recovered, "recovered jobs a previous process left running");
+    }
+
+    let service = JobService::new(ports.clone(), registry.clone(), config.max_payload_bytes);
+    let app = router(Arc::new(ApiState {
+        service,
+        default_tenant: Tenant::parse(config.default_tenant.clone())?,
+    }));
+    let listener = tokio::net::TcpListener::bind(settings.addr)
+        .await
+        .with_context(|| format!("binding {}", settings.addr))?;
+    let local_addr = listener.local_addr()?;
+    println!(
+        "conveyor listening on http://{local_addr} (backend embedded, data {})",
+        config.data_dir.display()
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let worker = Worker::new(
+        ports.clone(),
+        registry.clone(),
+        WorkerSettings::from_config(&config),
+    );
+    let mut pollers = vec![];
+    for reg in registry.iter() {
+        pollers.push(tokio::spawn(run_poller(
+            ports.queue.clone(),
+            worker.clone(),
+            PollerSettings {
+                queue: registry.queue_name(&reg.job_type),
+                batch_size: reg.options.batch_size,
+                concurrency: reg.options.concurrency,
+                visibility: reg.options.visibility(),
+                grace: settings.shutdown_grace,
+            },
+            stop_rx.clone(),
+        )));
+    }
+    let maintenance = tokio::spawn(maintenance_loop(
+        ports.clone(),
+        registry.clone(),
+        MaintenanceSettings {
+            stall_after: config.stall_after,
+            orphan_after: config.orphan_after,
+        },
+        config.maintenance_interval,
+        stop_rx.clone(),
+    ));
+
+    let mut http_stop = stop_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        stopped(&mut http_stop).await;
+    });
+    let server = tokio::spawn(async move { server.await });
+
+    shutdown_signal().await;
+    tracing::info!(
+        "shutting down: no new jobs are taken; in-flight jobs get {:?} to finish",
+        settings.shutdown_grace
+    );
+    let _ = stop_tx.send(true);
+    for p in pollers {
+        let _ = p.await;
+    }
+    let _ = maintenance.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    backend.db.close();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub fn open_backend(
+    data_dir: &Path,
+    config: &Config,
+    registry: &Registry,
+) -> anyhow::Result<EmbeddedBackend> {
+    EmbeddedBackend::open(
+        data_dir,
+        config.durability,
+        queue_settings(config, registry),
+    )
+    .with_context(|| format!("opening the data directory {}", data_dir.display()))
+}
+
+async fn maintenance_loop(
+    ports: Ports,
+    registry: Arc<Registry>,
+    settings: MaintenanceSettings,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let _ = handle_maintenance(&ports, &registry, settings).await;
+            }
+            _ = stopped(&mut stop) => return,
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

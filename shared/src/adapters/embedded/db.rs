@@ -1,0 +1,224 @@
+//! One SQLite database in WAL mode. All writes go through a single writer thread that runs
+//! whatever is waiting in one transaction and commits once (group commit): each caller is
+//! answered only after the commit that holds its write, so an answer means durable.
+//! Reads run on a small pool of read connections, beside the writer.
+
+use rusqlite::Connection;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+const MAX_BATCH: usize = 1024;
+const READERS: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("data directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {0} is in use by another Conveyor process")]
+    Locked(PathBuf),
+    #[error("the database writer has stopped")]
+    Closed,
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How far a commit goes before the writer answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Survives a crash or SIGKILL of the process (WAL, `synchronous=NORMAL`). The default.
+    Process,
+    /// Also survives power loss: every group commit is fsynced (`synchronous=FULL`).
+    Power,
+}
+
+impl Durability {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "process" => Some(Self::Process),
+            "power" => Some(Self::Power),
+            _ => None,
+        }
+    }
+}
+
+type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
+type Command = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Option<mpsc::Sender<Command>>>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
+    _lock: File,
+}
+
+fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Process => "NORMAL",
+            Durability::Power => "FULL",
+        },
+    )?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -16_000)?;
+    Ok(conn)
+}
+
+impl Db {
+    pub fn open(dir: &Path, durability: Durability) -> Result<Self, DbError> {
+        let io = |source| DbError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = File::create(dir.join("conveyor.lock")).map_err(io)?;
+        if lock.try_lock().is_err() {
+            return Err(DbError::Locked(dir.to_path_buf()));
+        }
+        let path = dir.join("conveyor.db");
+        let writer_conn = open_conn(&path, durability)?;
+        writer_conn.execute_batch(super::store::SCHEMA)?;
+        writer_conn.execute_batch(super::queue::SCHEMA)?;
+        let readers = (0..READERS)
+            .map(|_| open_conn(&path, durability).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (tx, rx) = mpsc::channel::<Command>();
+        std::thread::Builder::new()
+            .name("conveyor-db-writer".into())
+            .spawn(move || write_loop(writer_conn, rx))
+            .map_err(io)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(Some(tx)),
+                readers,
+                next_reader: Default::default(),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Run `f` in the writer's current transaction; answer after it is committed.
+    /// An error from `f` rolls back only `f`'s own changes.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let command: Command = Box::new(move |conn: &Connection| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit_error: Option<&str>| {
+                let _ = tx.send(match commit_error {
+                    None => result,
+                    Some(e) => Err(DbError::Other(format!("commit failed: {e}"))),
+                });
+            })
+        });
+        {
+            let writer = self.inner.writer.lock().unwrap();
+            writer
+                .as_ref()
+                .ok_or(DbError::Closed)?
+                .send(command)
+                .map_err(|_| DbError::Closed)?;
+        }
+        rx.await.map_err(|_| DbError::Closed)?
+    }
+
+    /// Run a read on one of the read connections.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let start = inner
+                .next_reader
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = inner.readers.len();
+            let guard = (0..n)
+                .find_map(|i| inner.readers[(start + i) % n].try_lock().ok())
+                .unwrap_or_else(|| inner.readers[start % n].lock().unwrap());
+            f(&guard)
+        })
+        .await
+        .map_err(|e| DbError::Other(format!("read task failed: {e}")))?
+    }
+
+    /// A read from synchronous code (start-up).
+    pub fn read_blocking<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let guard = self.inner.readers[0].lock().unwrap();
+        f(&guard)
+    }
+
+    /// Stop accepting writes; the writer finishes what is queued and exits.
+    pub fn close(&self) {
+        self.inner.writer.lock().unwrap().take();
+    }
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    conn.prepare_cached("SAVEPOINT w")?.execute([])?;
+    match f(conn) {
+        Ok(v) => {
+            conn.prepare_cached("RELEASE w")?.execute([])?;
+            Ok(v)
+        }
+        Err(e) => {
+            conn.prepare_cached("ROLLBACK TO w")?.execute([])?;
+            conn.prepare_cached("RELEASE w")?.execute([])?;
+            Err(e)
+        }
+    }
+}
+
+fn write_loop(conn: Connection, rx: mpsc::Receiver<Command>) {
+    while let Ok(first) = rx.recv() {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            first(&conn)(Some(&e.to_string()));
+            continue;
+        }
+        let mut done = Vec::with_capacity(64);
+        done.push(first(&conn));
+        while done.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(command) => done.push(command(&conn)),
+                Err(_) => break,
+            }
+        }
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => done.into_iter().for_each(|d| d(None)),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                let msg = e.to_string();
+                tracing::error!(error = %msg, "group commit failed");
+                done.into_iter().for_each(|d| d(Some(&msg)));
+            }
+        }
+    }
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+}

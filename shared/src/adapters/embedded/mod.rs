@@ -1,0 +1,52 @@
+//! The embedded backend: SQLite on local disk (WAL, one group-commit writer), so a restart or a
+//! SIGKILL loses no accepted job; an in-process event channel.
+
+mod db;
+mod events;
+mod queue;
+mod store;
+
+pub use db::{Db, DbError, Durability};
+pub use events::InProcessEvents;
+pub use queue::{EmbeddedQueue, QueueSettings};
+pub use store::EmbeddedStore;
+
+use std::path::Path;
+use std::sync::Arc;
+
+/// The three embedded adapters over one database in `data_dir`.
+#[derive(Clone)]
+pub struct EmbeddedBackend {
+    pub db: Db,
+    pub store: Arc<EmbeddedStore>,
+    pub queue: Arc<EmbeddedQueue>,
+    pub events: Arc<InProcessEvents>,
+}
+
+impl EmbeddedBackend {
+    pub fn ports(&self) -> crate::ports::Ports {
+        crate::ports::Ports {
+            store: self.store.clone(),
+            queue: self.queue.clone(),
+            events: self.events.clone(),
+        }
+    }
+
+    /// Open (or create) the backend. Takes an exclusive lock on the data directory: the
+    /// embedded backend has one owner, which is also why in-flight messages of a previous
+    /// process are made visible again at once.
+    pub fn open(
+        data_dir: &Path,
+        durability: Durability,
+        queues: Vec<(String, QueueSettings)>,
+    ) -> Result<Self, DbError> {
+        let db = Db::open(data_dir, durability)?;
+        let queue = Arc::new(EmbeddedQueue::open(db.clone(), queues)?);
+        Ok(Self {
+            store: Arc::new(EmbeddedStore::new(db.clone())),
+            queue,
+            events: Arc::new(InProcessEvents::new(1024)),
+            db,
+        })
+    }
+}

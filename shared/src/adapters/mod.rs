@@ -1,0 +1,55 @@
+//! Adapters behind the ports: `embedded` (one machine, durable on local disk).
+
+pub mod embedded;
+
+use crate::config::{Backend, Config};
+use crate::jobs::Registry;
+use crate::ports::Ports;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("CONVEYOR_BACKEND=aws: this build has no AWS adapters yet")]
+    AwsUnavailable,
+    #[error(transparent)]
+    Embedded(#[from] embedded::DbError),
+}
+
+/// The registry of shipped job types and the ports `config.backend` names, with each type's
+/// queue and dead-letter queue declared.
+pub fn open_ports(config: &Config) -> Result<(Ports, Arc<Registry>), OpenError> {
+    let registry = Arc::new(Registry::builtin(
+        &config.queue_prefix,
+        &config.builtin_settings(),
+    ));
+    match config.backend {
+        Backend::Aws => Err(OpenError::AwsUnavailable),
+        Backend::Embedded => {
+            let backend = embedded::EmbeddedBackend::open(
+                &config.data_dir,
+                config.durability,
+                queue_settings(config, &registry),
+            )?;
+            Ok((backend.ports(), registry))
+        }
+    }
+}
+
+/// Each type's queue with its redrive policy (dead-letter queue after too many receives).
+pub fn queue_settings(
+    config: &Config,
+    registry: &Registry,
+) -> Vec<(String, embedded::QueueSettings)> {
+    registry
+        .iter()
+        .map(|r| {
+            (
+                registry.queue_name(&r.job_type),
+                embedded::QueueSettings {
+                    max_receive_count: config.max_receive_count,
+                    dead_letter_queue: Some(registry.dead_letter_queue_name(&r.job_type)),
+                },
+            )
+        })
+        .collect()
+}

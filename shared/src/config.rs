@@ -1,0 +1,163 @@
+//! Settings, read once at start from `CONVEYOR_*` environment variables. Every setting has a
+//! documented default (README, "Configuration"); a malformed value is an error naming the
+//! variable.
+
+use crate::adapters::embedded::Durability;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backend {
+    Embedded,
+    Aws,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub backend: Backend,
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    pub default_tenant: String,
+    pub max_payload_bytes: usize,
+    pub queue_prefix: String,
+    pub max_receive_count: u32,
+    pub heartbeat_interval: Duration,
+    pub stall_after: Duration,
+    pub orphan_after: Duration,
+    pub maintenance_interval: Duration,
+    pub webhook_secret: Option<String>,
+    pub fetch_max_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {}", .0.join("; "))]
+pub struct ConfigError(pub Vec<String>);
+
+/// Parse `10s`, `500ms`, `15m`, `2h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs))
+}
+
+struct Reader<'a> {
+    get: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn parsed<T>(&mut self, name: &str, default: T, parse: impl Fn(&str) -> Option<T>) -> T {
+        match (self.get)(name) {
+            None => default,
+            Some(v) if v.trim().is_empty() => default,
+            Some(v) => parse(&v).unwrap_or_else(|| {
+                self.errors.push(format!("{name}={v:?} is not valid"));
+                default
+            }),
+        }
+    }
+
+    fn string(&mut self, name: &str, default: &str) -> String {
+        self.parsed(name, default.to_string(), |v| Some(v.to_string()))
+    }
+
+    fn duration(&mut self, name: &str, default: Duration) -> Duration {
+        self.parsed(name, default, parse_duration)
+    }
+
+    fn number<T: std::str::FromStr>(&mut self, name: &str, default: T) -> T {
+        self.parsed(name, default, |v| v.trim().parse().ok())
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut r = Reader {
+            get,
+            errors: vec![],
+        };
+        let config = Config {
+            backend: r.parsed("CONVEYOR_BACKEND", Backend::Embedded, |v| match v {
+                "embedded" => Some(Backend::Embedded),
+                "aws" => Some(Backend::Aws),
+                _ => None,
+            }),
+            data_dir: PathBuf::from(r.string("CONVEYOR_DATA_DIR", ".conveyor")),
+            durability: r.parsed(
+                "CONVEYOR_DURABILITY",
+                Durability::Process,
+                Durability::parse,
+            ),
+            default_tenant: r.string("CONVEYOR_DEFAULT_TENANT", "default"),
+            max_payload_bytes: r.number("CONVEYOR_MAX_PAYLOAD_BYTES", 256 * 1024),
+            queue_prefix: r.string("CONVEYOR_QUEUE_PREFIX", "conveyor-"),
+            max_receive_count: r.number("CONVEYOR_MAX_RECEIVE_COUNT", 5),
+            heartbeat_interval: r.duration("CONVEYOR_HEARTBEAT_INTERVAL", Duration::from_secs(10)),
+            stall_after: r.duration("CONVEYOR_STALL_AFTER", Duration::from_secs(60)),
+            orphan_after: r.duration("CONVEYOR_ORPHAN_AFTER", Duration::from_secs(15 * 60)),
+            maintenance_interval: r
+                .duration("CONVEYOR_MAINTENANCE_INTERVAL", Duration::from_secs(10)),
+            webhook_secret: get("CONVEYOR_WEBHOOK_SECRET").filter(|s| !s.is_empty()),
+            fetch_max_bytes: r.number("CONVEYOR_FETCH_MAX_BYTES", 1024 * 1024),
+        };
+        if r.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(r.errors))
+        }
+    }
+
+    pub fn builtin_settings(&self) -> crate::jobs::BuiltinSettings {
+        crate::jobs::BuiltinSettings {
+            webhook_secret: self.webhook_secret.clone(),
+            fetch_max_bytes: self.fetch_max_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+
+    #[test]
+    fn defaults_apply_and_bad_values_are_named() {
+        let c = Config::from_lookup(&|_| None).unwrap();
+        assert_eq!(c.max_payload_bytes, 262_144);
+        assert_eq!(c.backend, Backend::Embedded);
+        let err = Config::from_lookup(&|name| match name {
+            "CONVEYOR_STALL_AFTER" => Some("forever".into()),
+            "CONVEYOR_BACKEND" => Some("cloud".into()),
+            _ => None,
+        })
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("CONVEYOR_STALL_AFTER") && text.contains("CONVEYOR_BACKEND"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! Newtypes that can only hold valid values: parse at the edge, trust everywhere else.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A value that failed to parse, with the field it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A job's id: a ULID, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(ulid::Ulid);
+
+impl JobId {
+    pub fn new() -> Self {
+        Self(ulid::Ulid::new())
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        ulid::Ulid::from_str(s).map(Self).map_err(|_| {
+            ValidationError::new("id", format!("'{s}' is not a job id (a 26-character ULID)"))
+        })
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+fn check_name(field: &str, s: &str, max: usize, extra: &[char]) -> Result<(), ValidationError> {
+    if s.is_empty() || s.len() > max {
+        return Err(ValidationError::new(
+            field,
+            format!("must be 1 to {max} characters"),
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || extra.contains(c)))
+    {
+        return Err(ValidationError::new(
+            field,
+            format!("must not contain '{c}'"),
+        ));
+    }
+    Ok(())
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $max:literal, $extra:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(s: impl Into<String>) -> Result<Self, ValidationError> {
+                let s = s.into();
+                check_name($field, &s, $max, $extra)?;
+                Ok(Self(s))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = ValidationError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                Self::parse(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A job type's registered name, e.g. `http.fetch`.
+    JobType, "type", 64, &['.', '_', '-']
+);
+name_type!(
+    /// The tenant a job belongs to; every query is scoped by it.
+    Tenant, "tenant", 64, &['.', '_', '-']
+);
+name_type!(
+    /// A client-chosen key: submitting twice with it yields the same job.
+    IdempotencyKey, "idempotency_key", 255, &['.', '_', '-', ':', '/', '+', '=']
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_round_trip_and_reject_garbage() {
+        let id = JobId::new();
+        assert_eq!(JobId::parse(&id.to_string()).unwrap(), id);
+        let err = JobId::parse("nope").unwrap_err();
+        assert_eq!(err.field, "id");
+    }
+
+    #[test]
+    fn names_reject_empty_long_and_odd_characters() {
+        assert!(JobType::parse("http.fetch").is_ok());
+        assert_eq!(JobType::parse("").unwrap_err().field, "type");
+        assert!(JobType::parse("a b").unwrap_err().message.contains("' '"));
+        assert!(JobType::parse("x".repeat(65)).is_err());
+        assert!(IdempotencyKey::parse("order:42/charge").is_ok());
+    }
+}

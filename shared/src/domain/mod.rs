@@ -1,0 +1,12 @@
+//! The job domain: identifiers, the job record, its lifecycle and the retry policy. No I/O here.
+
+mod backoff;
+mod ids;
+mod job;
+
+pub use backoff::Backoff;
+pub use ids::{IdempotencyKey, JobId, JobType, Tenant, ValidationError};
+pub use job::{
+    Expected, Job, JobError, JobStatus, LifecycleEvent, LifecycleKind, NewJob, Outcome, Progress,
+    TransitionError, MAX_QUEUE_DELAY,
+};

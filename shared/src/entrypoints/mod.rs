@@ -1,0 +1,6 @@
+//! Event translation: API Gateway HTTP requests (an axum `Router`), SQS batches and scheduled
+//! events into domain calls. The Lambda binaries, `local/` and the tests all use these.
+
+pub mod http;
+pub mod schedule;
+pub mod sqs;

@@ -1,0 +1,97 @@
+//! `http.fetch`: GET a URL and record its status, size and timing.
+//! Payload: `{"url": "https://…", "timeout_ms": 10000, "max_bytes": 1048576}` (last two optional).
+//! 408, 429, 5xx and network errors are retryable; any other answer is the result.
+
+use super::{field, http_client, payload_url, status_is_retryable, JobContext, JobHandler};
+use crate::domain::{JobError, ValidationError};
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+pub struct HttpFetch {
+    max_bytes: usize,
+}
+
+impl HttpFetch {
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes: max_bytes.max(1),
+        }
+    }
+}
+
+fn optional_u64(payload: &Value, name: &str) -> Result<Option<u64>, ValidationError> {
+    match field(payload, name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().filter(|n| *n > 0).map(Some).ok_or_else(|| {
+            ValidationError::new(format!("payload.{name}"), "must be a positive whole number")
+        }),
+    }
+}
+
+#[async_trait]
+impl JobHandler for HttpFetch {
+    fn validate(&self, payload: &Value) -> Result<(), ValidationError> {
+        payload_url(payload)?;
+        optional_u64(payload, "timeout_ms")?;
+        optional_u64(payload, "max_bytes")?;
+        Ok(())
+    }
+
+    async fn run(&self, ctx: JobContext, payload: Value) -> Result<Value, JobError> {
+        let url = payload_url(&payload).map_err(|e| JobError::permanent(e.to_string()))?;
+        let timeout = optional_u64(&payload, "timeout_ms")
+            .ok()
+            .flatten()
+            .unwrap_or(DEFAULT_TIMEOUT_MS);
+        let limit = optional_u64(&payload, "max_bytes")
+            .ok()
+            .flatten()
+            .map_or(self.max_bytes, |m| (m as usize).min(self.max_bytes));
+        let started = Instant::now();
+        let mut response = http_client()
+            .get(url.clone())
+            .timeout(Duration::from_millis(timeout))
+            .send()
+            .await
+            .map_err(|e| JobError::retryable(format!("GET {url}: {e}")))?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut bytes = 0usize;
+        let mut truncated = false;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| JobError::retryable(format!("reading {url}: {e}")))?
+        {
+            bytes += chunk.len();
+            if bytes >= limit {
+                truncated = bytes > limit;
+                bytes = bytes.min(limit);
+                break;
+            }
+        }
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if status_is_retryable(status) {
+            return Err(JobError::retryable(format!("GET {url}: HTTP {status}")));
+        }
+        ctx.log(format!(
+            "GET {url} -> {status}, {bytes} bytes in {elapsed_ms} ms"
+        ))
+        .await;
+        Ok(json!({
+            "url": url.as_str(),
+            "status": status,
+            "bytes": bytes,
+            "truncated": truncated,
+            "elapsed_ms": elapsed_ms,
+            "content_type": content_type,
+        }))
+    }
+}

@@ -1,0 +1,352 @@
+//! Job types: a registry of async handlers by name, each with its options, and the context a
+//! handler gets (progress, log, heartbeat, cooperative cancel). Adding a type is one file here
+//! and one line in `Registry::builtin`.
+
+mod http_fetch;
+mod noop;
+mod sleep;
+mod webhook;
+
+pub use http_fetch::HttpFetch;
+pub use noop::Noop;
+pub use sleep::Sleep;
+pub use webhook::{sign, WebhookDeliver};
+
+use crate::domain::{Backoff, JobError, JobId, JobType, Progress, ValidationError};
+use crate::ports::{JobStore, StoreError};
+use async_trait::async_trait;
+use chrono::Utc;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// A job type's behaviour.
+#[async_trait]
+pub trait JobHandler: Send + Sync + 'static {
+    /// Check a payload at submit time, so a job that can never run is refused with a 400.
+    fn validate(&self, _payload: &Value) -> Result<(), ValidationError> {
+        Ok(())
+    }
+
+    /// Run one attempt. A retryable `JobError` retries with backoff while attempts remain.
+    async fn run(&self, ctx: JobContext, payload: Value) -> Result<Value, JobError>;
+}
+
+/// Per-type options. Queue-side ones (`concurrency`, `batch_size`, `visibility`) are what the
+/// SQS event-source mapping (or the local poller) honours.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOptions {
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub timeout: Duration,
+    /// Batches processed at once (Lambda: the event source's MaximumConcurrency).
+    pub concurrency: usize,
+    pub batch_size: usize,
+    /// Least time between two starts of this type (0 = no limit).
+    pub min_interval: Duration,
+    /// How long a finished job is kept.
+    pub retention: Duration,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(15 * 60)),
+            timeout: Duration::from_secs(60),
+            concurrency: 4,
+            batch_size: 10,
+            min_interval: Duration::ZERO,
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl JobOptions {
+    /// The queue's visibility timeout: six times the handler timeout, as Lambda asks of an
+    /// SQS event source, so a live batch never reappears.
+    pub fn visibility(&self) -> Duration {
+        (self.timeout * 6).max(Duration::from_secs(30))
+    }
+}
+
+pub struct Registration {
+    pub job_type: JobType,
+    pub options: JobOptions,
+    pub handler: Arc<dyn JobHandler>,
+    start_gate: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Registration {
+    /// Wait until this type may start another job (`min_interval` between starts).
+    pub async fn wait_for_start_slot(&self) {
+        if self.options.min_interval.is_zero() {
+            return;
+        }
+        let mut last = self.start_gate.lock().await;
+        let now = tokio::time::Instant::now();
+        let at = last.map_or(now, |l| (l + self.options.min_interval).max(now));
+        *last = Some(at);
+        drop(last);
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// Settings the shipped types read from the environment (through `Config`).
+#[derive(Debug, Clone, Default)]
+pub struct BuiltinSettings {
+    pub webhook_secret: Option<String>,
+    pub fetch_max_bytes: usize,
+}
+
+pub struct Registry {
+    types: BTreeMap<String, Arc<Registration>>,
+    queue_prefix: String,
+}
+
+impl Registry {
+    pub fn new(queue_prefix: impl Into<String>) -> Self {
+        Self {
+            types: BTreeMap::new(),
+            queue_prefix: queue_prefix.into(),
+        }
+    }
+
+    /// The shipped types: `noop`, `sleep`, `http.fetch`, `webhook.deliver`.
+    pub fn builtin(queue_prefix: &str, settings: &BuiltinSettings) -> Self {
+        let http = JobOptions {
+            timeout: Duration::from_secs(30),
+            max_attempts: 5,
+            ..JobOptions::default()
+        };
+        let mut r = Self::new(queue_prefix);
+        r.register(
+            "noop",
+            JobOptions {
+                concurrency: 8,
+                ..JobOptions::default()
+            },
+            Noop,
+        );
+        r.register(
+            "sleep",
+            JobOptions {
+                timeout: Duration::from_secs(15 * 60),
+                concurrency: 16,
+                batch_size: 1,
+                ..JobOptions::default()
+            },
+            Sleep,
+        );
+        r.register(
+            "http.fetch",
+            http.clone(),
+            HttpFetch::new(settings.fetch_max_bytes),
+        );
+        r.register(
+            "webhook.deliver",
+            http,
+            WebhookDeliver::new(settings.webhook_secret.clone()),
+        );
+        r
+    }
+
+    pub fn register(&mut self, name: &str, options: JobOptions, handler: impl JobHandler) {
+        let job_type = JobType::parse(name).expect("registered type names are valid");
+        self.types.insert(
+            name.to_string(),
+            Arc::new(Registration {
+                job_type,
+                options,
+                handler: Arc::new(handler),
+                start_gate: tokio::sync::Mutex::new(None),
+            }),
+        );
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Registration>> {
+        self.types.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Registration>> {
+        self.types.values()
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.types.keys().map(String::as_str).collect()
+    }
+
+    /// The queue a type's jobs go through: `<prefix><type with '.' as '-'>`.
+    pub fn queue_name(&self, job_type: &JobType) -> String {
+        format!(
+            "{}{}",
+            self.queue_prefix,
+            job_type.as_str().replace('.', "-")
+        )
+    }
+
+    pub fn dead_letter_queue_name(&self, job_type: &JobType) -> String {
+        format!("{}-dlq", self.queue_name(job_type))
+    }
+}
+
+/// What a running handler can do and learn.
+#[derive(Clone)]
+pub struct JobContext {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    job_id: JobId,
+    job_type: JobType,
+    attempt: u32,
+    store: Arc<dyn JobStore>,
+    cancelled: AtomicBool,
+    cancel_notify: Notify,
+    last_progress: Mutex<Option<Progress>>,
+}
+
+impl JobContext {
+    pub fn new(job_id: JobId, job_type: JobType, attempt: u32, store: Arc<dyn JobStore>) -> Self {
+        Self {
+            inner: Arc::new(ContextInner {
+                job_id,
+                job_type,
+                attempt,
+                store,
+                cancelled: AtomicBool::new(false),
+                cancel_notify: Notify::new(),
+                last_progress: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn job_id(&self) -> JobId {
+        self.inner.job_id
+    }
+
+    pub fn job_type(&self) -> &JobType {
+        &self.inner.job_type
+    }
+
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
+    }
+
+    /// Report progress (0–100); also a heartbeat, and the moment a cancel request is noticed.
+    pub async fn progress(&self, percent: u8, message: impl Into<String>) {
+        let progress = Progress {
+            percent: percent.min(100),
+            message: Some(message.into()).filter(|m: &String| !m.is_empty()),
+        };
+        *self.inner.last_progress.lock().unwrap() = Some(progress.clone());
+        self.beat(Some(&progress)).await;
+    }
+
+    /// Tell the store this attempt is alive (the worker also does this on a timer).
+    pub async fn heartbeat(&self) {
+        self.beat(None).await;
+    }
+
+    /// Append a line to the job's log.
+    pub async fn log(&self, line: impl AsRef<str>) {
+        let i = &self.inner;
+        if let Err(e) = i
+            .store
+            .append_log(i.job_id, i.attempt, Utc::now(), line.as_ref())
+            .await
+        {
+            tracing::warn!(job_id = %i.job_id, error = %e, "could not append to the job log");
+        }
+    }
+
+    /// True once a cancel was requested (or the attempt was taken away from this worker):
+    /// the handler should stop and return `JobError::cancelled()`.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Resolves when `is_cancelled` becomes true.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.inner.cancel_notify.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn last_progress(&self) -> Option<Progress> {
+        self.inner.last_progress.lock().unwrap().clone()
+    }
+
+    fn mark_cancelled(&self) {
+        self.inner.cancelled.store(true, Ordering::Release);
+        self.inner.cancel_notify.notify_waiters();
+    }
+
+    async fn beat(&self, progress: Option<&Progress>) {
+        let i = &self.inner;
+        match i
+            .store
+            .heartbeat(i.job_id, i.attempt, Utc::now(), progress)
+            .await
+        {
+            Ok(l) if l.cancel_requested => self.mark_cancelled(),
+            Ok(_) => {}
+            Err(StoreError::Conflict) => {
+                tracing::warn!(job_id = %i.job_id, attempt = i.attempt, "attempt no longer owns the job; stopping it");
+                self.mark_cancelled();
+            }
+            Err(e) => tracing::warn!(job_id = %i.job_id, error = %e, "heartbeat not recorded"),
+        }
+    }
+}
+
+/// Read an optional field of a payload object.
+pub(crate) fn field<'a>(payload: &'a Value, name: &str) -> Option<&'a Value> {
+    payload.as_object().and_then(|o| o.get(name))
+}
+
+pub(crate) fn require_object(payload: &Value) -> Result<(), ValidationError> {
+    if payload.is_object() {
+        Ok(())
+    } else {
+        Err(ValidationError::new("payload", "must be a JSON object"))
+    }
+}
+
+/// Parse and check an http(s) URL from the payload.
+pub(crate) fn payload_url(payload: &Value) -> Result<reqwest::Url, ValidationError> {
+    require_object(payload)?;
+    let raw = field(payload, "url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ValidationError::new("payload.url", "is required (a string)"))?;
+    let url = reqwest::Url::parse(raw)
+        .map_err(|e| ValidationError::new("payload.url", format!("is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ValidationError::new("payload.url", "must be http or https"));
+    }
+    Ok(url)
+}
+
+/// One HTTP client for the process, built on first use (not at cold start).
+pub(crate) fn http_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .user_agent(concat!("conveyor/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTP client builds")
+    })
+}
+
+/// 429, 408 and 5xx are worth another attempt; other statuses are answers.
+pub(crate) fn status_is_retryable(status: u16) -> bool {
+    status == 408 || status == 429 || status >= 500
+}

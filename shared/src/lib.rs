@@ -1,0 +1,17 @@
+//! Conveyor's shared crate: the job domain, the ports it talks through, the adapters behind them,
+//! and the entrypoints that turn events (HTTP, SQS batches, schedules) into domain calls.
+//!
+//! The Lambda binaries in `functions/` and the one-machine runtime in `local/` are thin wrappers
+//! over this crate, so every path a job takes is the same code wherever it runs.
+
+pub mod adapters;
+pub mod config;
+pub mod domain;
+pub mod entrypoints;
+pub mod jobs;
+pub mod maintenance;
+pub mod ports;
+pub mod service;
+pub mod worker;
+
+pub use config::Config;

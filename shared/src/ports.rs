@@ -1,0 +1,161 @@
+//! The ports the domain talks through. Each has an embedded adapter (`adapters::embedded`) and,
+//! with the AWS layer, an adapter over DynamoDB, SQS and EventBridge. None names an AWS type.
+
+use crate::domain::{Expected, Job, JobId, JobStatus, JobType, LifecycleEvent, Progress, Tenant};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The adapters one deployment runs on, handed to every use case.
+#[derive(Clone)]
+pub struct Ports {
+    pub store: Arc<dyn JobStore>,
+    pub queue: Arc<dyn JobQueue>,
+    pub events: Arc<dyn EventPublisher>,
+}
+
+/// A backend failure. `Conflict` is the expected outcome of a lost race; the others are
+/// infrastructure trouble, worth retrying later.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the job changed since it was read (conditional write failed)")]
+    Conflict,
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("queue unavailable: {0}")]
+pub struct QueueError(pub String);
+
+/// The result of `JobStore::create`.
+#[derive(Debug)]
+pub enum Created {
+    New,
+    /// The idempotency key was used before: here is the job it made.
+    Existing(Box<Job>),
+}
+
+/// What a heartbeat or progress report learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    pub cancel_requested: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub tenant: Option<Tenant>,
+    pub status: Option<JobStatus>,
+    pub job_type: Option<JobType>,
+    /// Return jobs older than this id (the previous page's cursor).
+    pub before: Option<JobId>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LogLine {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub attempt: u32,
+    pub line: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StatsRow {
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub status: JobStatus,
+    pub count: u64,
+}
+
+/// Job state, with conditional writes.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Write a new job; with an idempotency key, atomically with the key's claim.
+    async fn create(&self, job: &Job) -> Result<Created, StoreError>;
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+    /// Write `next` only if the stored job still matches `expected`; else `Conflict`.
+    async fn transition(&self, expected: Expected, next: &Job) -> Result<(), StoreError>;
+    /// A running attempt's heartbeat, with optional progress. `Conflict` when the job is no
+    /// longer running that attempt (the worker lost it and must stop).
+    async fn heartbeat(
+        &self,
+        id: JobId,
+        attempt: u32,
+        at: DateTime<Utc>,
+        progress: Option<&Progress>,
+    ) -> Result<Liveness, StoreError>;
+    /// Newest first.
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError>;
+    async fn stats(&self, tenant: Option<&Tenant>) -> Result<Vec<StatsRow>, StoreError>;
+    /// Append to a job's log (capped per job; lines past the cap are dropped).
+    async fn append_log(
+        &self,
+        id: JobId,
+        attempt: u32,
+        at: DateTime<Utc>,
+        line: &str,
+    ) -> Result<(), StoreError>;
+    async fn logs(
+        &self,
+        id: JobId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<LogLine>, StoreError>;
+    /// Jobs in `status` whose `Job::due_at` is before `before`, oldest first.
+    async fn due(
+        &self,
+        status: JobStatus,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError>;
+    /// Delete finished jobs (and their logs and idempotency keys) whose `expires_at` passed.
+    async fn delete_expired(&self, now: DateTime<Utc>, limit: usize) -> Result<u64, StoreError>;
+}
+
+/// A message as a consumer receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    pub receive_count: u32,
+    pub sent_at: DateTime<Utc>,
+}
+
+/// A queue with SQS semantics: at-least-once, delay, visibility timeout, receive count,
+/// dead-letter queue after too many receives.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// `priority` orders ready messages where the backend can (higher first); SQS ignores it.
+    async fn send(
+        &self,
+        queue: &str,
+        body: &str,
+        delay: Duration,
+        priority: i32,
+    ) -> Result<String, QueueError>;
+    /// Up to `max` messages, waiting up to `wait` for the first (long polling).
+    async fn receive(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError>;
+    async fn delete(&self, queue: &str, receipt_handles: &[String]) -> Result<(), QueueError>;
+    async fn change_visibility(
+        &self,
+        queue: &str,
+        receipt_handle: &str,
+        visibility: Duration,
+    ) -> Result<(), QueueError>;
+}
+
+/// Lifecycle events out to whoever listens (EventBridge bus on AWS, in-process locally).
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    async fn publish(&self, event: &LifecycleEvent) -> Result<(), QueueError>;
+}

@@ -1,0 +1,277 @@
+//! The use cases behind the HTTP API: submit, read, list, cancel, retry, logs, stats.
+//! Also `dispatch`, the one way a queued job's message is sent.
+
+use crate::domain::{
+    Backoff, IdempotencyKey, Job, JobId, JobStatus, JobType, NewJob, Tenant, TransitionError,
+    ValidationError, MAX_QUEUE_DELAY,
+};
+use crate::jobs::Registry;
+use crate::ports::{Created, ListQuery, LogLine, Ports, QueueError, StatsRow, StoreError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Conditional writes that lose a race are re-read and re-applied this many times.
+const CONFLICT_RETRIES: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    #[error("payload is {size} bytes; the limit is {limit}")]
+    PayloadTooLarge { size: usize, limit: usize },
+    #[error("no job {0}")]
+    NotFound(JobId),
+    #[error(transparent)]
+    Illegal(#[from] TransitionError),
+    #[error("the job kept changing; try again")]
+    Contended,
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => ServiceError::Contended,
+            StoreError::Unavailable(m) => ServiceError::Unavailable(m),
+        }
+    }
+}
+
+/// A submit, already parsed into valid values (see `entrypoints::http` for the wire form).
+#[derive(Debug, Clone)]
+pub struct SubmitRequest {
+    pub job_type: JobType,
+    pub payload: Value,
+    pub priority: i32,
+    pub run_at: Option<DateTime<Utc>>,
+    pub delay: Option<Duration>,
+    pub max_attempts: Option<u32>,
+    pub backoff: Option<Backoff>,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// The queue message: just the job's id; the job's state lives in the store.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobMessage {
+    pub job_id: JobId,
+}
+
+/// Send the message for a `queued` job (delay capped at the queue's limit; a worker that gets
+/// it early sends it on again). Does nothing for any other status.
+pub async fn dispatch(
+    ports: &Ports,
+    registry: &Registry,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Result<(), QueueError> {
+    let Some(delay) = job.dispatch_delay(now) else {
+        return Ok(());
+    };
+    let body = serde_json::to_string(&JobMessage { job_id: job.id }).expect("serializable");
+    ports
+        .queue
+        .send(
+            &registry.queue_name(&job.job_type),
+            &body,
+            delay.min(MAX_QUEUE_DELAY),
+            job.priority,
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Announce a job's end, if it ended. A lost event is logged, never fatal to the job.
+pub async fn announce(ports: &Ports, job: &Job) {
+    if let Some(event) = job.lifecycle_event() {
+        if let Err(e) = ports.events.publish(&event).await {
+            tracing::warn!(job_id = %job.id, error = %e, "lifecycle event not published");
+        }
+    }
+}
+
+pub struct JobService {
+    ports: Ports,
+    registry: Arc<Registry>,
+    max_payload_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    pub jobs: Vec<Job>,
+    pub next_cursor: Option<String>,
+}
+
+impl JobService {
+    pub fn new(ports: Ports, registry: Arc<Registry>, max_payload_bytes: usize) -> Self {
+        Self {
+            ports,
+            registry,
+            max_payload_bytes,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn max_payload_bytes(&self) -> usize {
+        self.max_payload_bytes
+    }
+
+    /// Accept a job. `Ok((job, true))` is a new job, durable before this returns;
+    /// `Ok((job, false))` is the job an earlier submit with the same idempotency key made.
+    pub async fn submit(
+        &self,
+        tenant: Tenant,
+        req: SubmitRequest,
+    ) -> Result<(Job, bool), ServiceError> {
+        let registration = self.registry.get(req.job_type.as_str()).ok_or_else(|| {
+            ValidationError::new(
+                "type",
+                format!(
+                    "unknown job type '{}'; known types: {}",
+                    req.job_type,
+                    self.registry.names().join(", ")
+                ),
+            )
+        })?;
+        let size = serde_json::to_vec(&req.payload).map_or(0, |v| v.len());
+        if size > self.max_payload_bytes {
+            return Err(ServiceError::PayloadTooLarge {
+                size,
+                limit: self.max_payload_bytes,
+            });
+        }
+        registration.handler.validate(&req.payload)?;
+        let now = Utc::now();
+        let run_at = match (req.run_at, req.delay) {
+            (Some(at), _) => at,
+            (None, Some(d)) => now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX),
+            (None, None) => now,
+        };
+        let options = &registration.options;
+        let job = Job::create(
+            NewJob {
+                tenant,
+                job_type: req.job_type,
+                priority: req.priority,
+                payload: req.payload,
+                max_attempts: req.max_attempts.unwrap_or(options.max_attempts),
+                backoff: req.backoff.unwrap_or(options.backoff),
+                timeout: options.timeout,
+                retention: options.retention,
+                idempotency_key: req.idempotency_key,
+                run_at,
+            },
+            now,
+        );
+        match self.ports.store.create(&job).await? {
+            Created::Existing(existing) => return Ok((*existing, false)),
+            Created::New => {}
+        }
+        // The job is durable now. If the message cannot be sent, maintenance re-dispatches it
+        // (outbox rule), so the submit still succeeds.
+        if let Err(e) = dispatch(&self.ports, &self.registry, &job, now).await {
+            tracing::warn!(job_id = %job.id, error = %e, "job stored but not yet dispatched; maintenance will re-dispatch it");
+        }
+        Ok((job, true))
+    }
+
+    pub async fn get(&self, tenant: &Tenant, id: JobId) -> Result<Job, ServiceError> {
+        match self.ports.store.get(id).await? {
+            Some(job) if &job.tenant == tenant => Ok(job),
+            _ => Err(ServiceError::NotFound(id)),
+        }
+    }
+
+    pub async fn list(
+        &self,
+        tenant: &Tenant,
+        status: Option<JobStatus>,
+        job_type: Option<JobType>,
+        cursor: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page, ServiceError> {
+        let limit = limit.clamp(1, 500);
+        let mut jobs = self
+            .ports
+            .store
+            .list(&ListQuery {
+                tenant: Some(tenant.clone()),
+                status,
+                job_type,
+                before: cursor,
+                limit: limit + 1,
+            })
+            .await?;
+        let next_cursor = (jobs.len() > limit).then(|| {
+            jobs.truncate(limit);
+            jobs.last().map(|j| j.id.to_string()).unwrap_or_default()
+        });
+        Ok(Page { jobs, next_cursor })
+    }
+
+    /// Apply `change` to the job with optimistic concurrency: re-read and re-apply on a lost race.
+    async fn change(
+        &self,
+        tenant: &Tenant,
+        id: JobId,
+        change: impl Fn(&Job, DateTime<Utc>) -> Result<Job, TransitionError>,
+    ) -> Result<Job, ServiceError> {
+        for _ in 0..CONFLICT_RETRIES {
+            let job = self.get(tenant, id).await?;
+            let now = Utc::now();
+            let next = change(&job, now)?;
+            match self.ports.store.transition(job.expected(), &next).await {
+                Ok(()) => {
+                    announce(&self.ports, &next).await;
+                    if let Err(e) = dispatch(&self.ports, &self.registry, &next, now).await {
+                        tracing::warn!(job_id = %id, error = %e, "re-queued job not yet dispatched; maintenance will re-dispatch it");
+                    }
+                    return Ok(next);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Contended)
+    }
+
+    /// Cancel: a waiting job ends `cancelled` now; a running one is asked to stop.
+    pub async fn cancel(&self, tenant: &Tenant, id: JobId) -> Result<Job, ServiceError> {
+        self.change(tenant, id, |job, now| match job.cancel(now) {
+            // Asking twice is not an error.
+            Err(_) if job.status == JobStatus::Running && job.cancel_requested => Ok(job.clone()),
+            other => other,
+        })
+        .await
+    }
+
+    /// Run a failed, dead or cancelled job again with a fresh set of attempts.
+    pub async fn retry(&self, tenant: &Tenant, id: JobId) -> Result<Job, ServiceError> {
+        self.change(tenant, id, |job, now| job.retry(now)).await
+    }
+
+    pub async fn logs(
+        &self,
+        tenant: &Tenant,
+        id: JobId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogLine>, ServiceError> {
+        self.get(tenant, id).await?;
+        Ok(self
+            .ports
+            .store
+            .logs(id, after, limit.clamp(1, 1000))
+            .await?)
+    }
+
+    pub async fn stats(&self, tenant: &Tenant) -> Result<Vec<StatsRow>, ServiceError> {
+        Ok(self.ports.store.stats(Some(tenant)).await?)
+    }
+}

@@ -1,0 +1,290 @@
+//! Processing one queue message: load the job, start it (conditionally), run its handler in its
+//! own task with a timeout and a heartbeat, and record the outcome (conditionally). The SQS
+//! entrypoint (`entrypoints::sqs`) runs this for every record of a batch at once.
+
+use crate::domain::{JobError, JobStatus, Outcome};
+use crate::jobs::{JobContext, Registry};
+use crate::maintenance::recover_stalled;
+use crate::ports::{Ports, StoreError};
+use crate::service::{announce, dispatch, JobMessage};
+use chrono::Utc;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// What to do with the message once processing is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Delete it: the job's state is recorded (or the message is a harmless duplicate).
+    Done,
+    /// Keep it: the outcome could not be recorded, so let the queue deliver it again.
+    Redeliver,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub heartbeat_interval: Duration,
+    /// A running job without a heartbeat for this long is taken as lost.
+    pub stall_after: Duration,
+}
+
+impl WorkerSettings {
+    pub fn from_config(c: &crate::Config) -> Self {
+        Self {
+            heartbeat_interval: c.heartbeat_interval,
+            stall_after: c.stall_after,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    ports: Ports,
+    registry: Arc<Registry>,
+    settings: WorkerSettings,
+}
+
+/// Early messages (a retry sent before its time, a capped delay) within this are run anyway.
+const EARLY_TOLERANCE: chrono::Duration = chrono::Duration::milliseconds(20);
+const CONFLICT_RETRIES: usize = 8;
+
+impl Worker {
+    pub fn new(ports: Ports, registry: Arc<Registry>, settings: WorkerSettings) -> Self {
+        Self {
+            ports,
+            registry,
+            settings,
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Process one message body. Never panics on bad input: a body that is not a job message
+    /// is kept for redelivery, so it ends in the dead-letter queue where it can be inspected.
+    pub async fn process_message(&self, body: &str) -> Disposition {
+        let Ok(message) = serde_json::from_str::<JobMessage>(body) else {
+            tracing::error!(body = %body.chars().take(200).collect::<String>(), "not a job message");
+            return Disposition::Redeliver;
+        };
+        let span = tracing::info_span!("job", job_id = %message.job_id);
+        match self.process(message).instrument(span).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record the job's state; the message will be redelivered");
+                Disposition::Redeliver
+            }
+        }
+    }
+
+    async fn process(&self, message: JobMessage) -> Result<Disposition, StoreError> {
+        let store = &self.ports.store;
+        let mut job = match store.get(message.job_id).await? {
+            Some(job) => job,
+            None => {
+                tracing::warn!("message for a job that does not exist (expired?); dropped");
+                return Ok(Disposition::Done);
+            }
+        };
+        // Decide whether this message starts the job.
+        let running = loop {
+            let now = Utc::now();
+            match job.status {
+                JobStatus::Queued if job.run_at > now + EARLY_TOLERANCE => {
+                    return Ok(self.redispatch_early(&job).await);
+                }
+                JobStatus::Queued => {}
+                JobStatus::Running => {
+                    let silent = now - job.due_at();
+                    if silent.to_std().unwrap_or_default() > self.settings.stall_after {
+                        recover_stalled(&self.ports, &self.registry, &job, now).await?;
+                    } else {
+                        tracing::debug!("duplicate delivery of a running job; dropped");
+                    }
+                    return Ok(Disposition::Done);
+                }
+                other => {
+                    tracing::debug!(status = %other, "duplicate or stale delivery; dropped");
+                    return Ok(Disposition::Done);
+                }
+            }
+            let Some(registration) = self.registry.get(job.job_type.as_str()) else {
+                let now = Utc::now();
+                let next = job.start(now).and_then(|r| {
+                    r.finish(
+                        Outcome::Failed(JobError::permanent(format!(
+                            "no handler for job type '{}' in this worker",
+                            job.job_type
+                        ))),
+                        now,
+                        0.0,
+                    )
+                });
+                if let Ok(next) = next {
+                    // Written only if still queued; a conflict means someone else has it.
+                    if store.transition(job.expected(), &next).await.is_ok() {
+                        announce(&self.ports, &next).await;
+                    }
+                }
+                return Ok(Disposition::Done);
+            };
+            registration.wait_for_start_slot().await;
+            let started = job.start(Utc::now()).expect("queued jobs can start");
+            match store.transition(job.expected(), &started).await {
+                Ok(()) => break started,
+                Err(StoreError::Conflict) => match store.get(job.id).await? {
+                    Some(fresh) => job = fresh,
+                    None => return Ok(Disposition::Done),
+                },
+                Err(e) => return Err(e),
+            }
+        };
+        tracing::debug!(job_type = %running.job_type, attempt = running.attempt, "started");
+        let outcome = self.run_handler(&running).await;
+        self.record(running, outcome).await
+    }
+
+    /// A message that came before the job's run time: send it on with the remaining delay.
+    async fn redispatch_early(&self, job: &crate::domain::Job) -> Disposition {
+        match dispatch(&self.ports, &self.registry, job, Utc::now()).await {
+            Ok(()) => Disposition::Done,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not send an early message on");
+                Disposition::Redeliver
+            }
+        }
+    }
+
+    /// Run the handler in a task of its own (a panic fails only this job) under the job's
+    /// timeout, with a heartbeat on a timer.
+    async fn run_handler(
+        &self,
+        job: &crate::domain::Job,
+    ) -> (Outcome, Option<crate::domain::Progress>) {
+        let Some(registration) = self.registry.get(job.job_type.as_str()).cloned() else {
+            return (
+                Outcome::Failed(JobError::permanent("job type vanished from the registry")),
+                None,
+            );
+        };
+        let ctx = JobContext::new(
+            job.id,
+            job.job_type.clone(),
+            job.attempt,
+            self.ports.store.clone(),
+        );
+        let task = tokio::spawn({
+            let ctx = ctx.clone();
+            let payload = job.payload.clone();
+            async move { registration.handler.run(ctx, payload).await }
+                .instrument(tracing::Span::current())
+        });
+        let abort = task.abort_handle();
+        let heartbeat = tokio::spawn({
+            let ctx = ctx.clone();
+            let every = self.settings.heartbeat_interval;
+            async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tick.tick().await;
+                    ctx.heartbeat().await;
+                }
+            }
+        });
+        let outcome = match tokio::time::timeout(job.timeout(), task).await {
+            Ok(Ok(Ok(result))) => Outcome::Succeeded(result),
+            Ok(Ok(Err(error))) => Outcome::Failed(error),
+            Ok(Err(join)) if join.is_panic() => {
+                let panic = join.into_panic();
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "handler panicked".into());
+                Outcome::Failed(JobError::with_kind("panic", message, true))
+            }
+            Ok(Err(_)) => Outcome::Failed(JobError::cancelled()),
+            Err(_) => {
+                abort.abort();
+                Outcome::Failed(JobError::with_kind(
+                    "timeout",
+                    format!("timed out after {:?}", job.timeout()),
+                    true,
+                ))
+            }
+        };
+        heartbeat.abort();
+        (outcome, ctx.last_progress())
+    }
+
+    /// Record the attempt's outcome; on a lost race re-read and re-decide (a cancel request
+    /// arriving meanwhile turns a failure into `cancelled`).
+    async fn record(
+        &self,
+        mut job: crate::domain::Job,
+        (outcome, progress): (Outcome, Option<crate::domain::Progress>),
+    ) -> Result<Disposition, StoreError> {
+        let attempt = job.attempt;
+        for _ in 0..CONFLICT_RETRIES {
+            let now = Utc::now();
+            if progress.is_some() {
+                job.progress = progress.clone();
+            }
+            job.heartbeat_at = Some(now);
+            let next = job
+                .finish(outcome.clone(), now, rand::random::<f64>())
+                .expect("a running job can finish");
+            match self.ports.store.transition(job.expected(), &next).await {
+                Ok(()) => {
+                    if let Outcome::Failed(e) = &outcome {
+                        let what = match next.status {
+                            JobStatus::Queued | JobStatus::Scheduled => format!(
+                                "; retrying in {} ms",
+                                (next.run_at - now).num_milliseconds().max(0)
+                            ),
+                            s => format!("; job {s}"),
+                        };
+                        let _ = self
+                            .ports
+                            .store
+                            .append_log(
+                                job.id,
+                                attempt,
+                                now,
+                                &format!(
+                                    "attempt {attempt} failed ({}): {}{what}",
+                                    e.kind, e.message
+                                ),
+                            )
+                            .await;
+                    }
+                    tracing::debug!(status = %next.status, "recorded");
+                    announce(&self.ports, &next).await;
+                    return Ok(
+                        match dispatch(&self.ports, &self.registry, &next, now).await {
+                            Ok(()) => Disposition::Done,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "retry not dispatched; keeping the message");
+                                Disposition::Redeliver
+                            }
+                        },
+                    );
+                }
+                Err(StoreError::Conflict) => match self.ports.store.get(job.id).await? {
+                    Some(fresh)
+                        if fresh.status == JobStatus::Running && fresh.attempt == attempt =>
+                    {
+                        job = fresh;
+                    }
+                    _ => {
+                        tracing::warn!("attempt {attempt} lost the job to another change; its outcome is dropped");
+                        return Ok(Disposition::Done);
+                    }
+                },
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+}
