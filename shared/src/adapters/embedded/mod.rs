@@ -9,7 +9,7 @@ mod store;
 pub use db::{Db, DbError, Durability};
 pub use events::InProcessEvents;
 pub use queue::{EmbeddedQueue, QueueSettings};
-pub use store::EmbeddedStore;
+pub use store::{EmbeddedStore, LOG_CAP};
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,0 +1,159 @@
+use crate::helpers::{embedded, reopen, DLQ, MAX_RECEIVES, QUEUE};
+use std::time::{Duration, Instant};
+
+const NO_WAIT: Duration = Duration::ZERO;
+const VIS: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_received_message_is_invisible_until_its_visibility_timeout() {
+    // GIVEN a message on a queue without a redrive policy
+    let b = embedded();
+    let q = &b.ports.queue;
+    const QUEUE: &str = "plain";
+    q.send(QUEUE, "m1", Duration::ZERO, 0).await.unwrap();
+
+    // WHEN it is received with a short visibility timeout
+    let got = q
+        .receive(QUEUE, 10, Duration::from_millis(200), NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].receive_count, 1);
+
+    // THEN nobody else gets it meanwhile, and it comes back once the timeout passes
+    assert!(q.receive(QUEUE, 10, VIS, NO_WAIT).await.unwrap().is_empty());
+    let again = q
+        .receive(QUEUE, 10, VIS, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].receive_count, 2);
+    assert_ne!(again[0].receipt_handle, got[0].receipt_handle);
+
+    // AND the stale receipt cannot delete it, the fresh one can
+    q.delete(QUEUE, std::slice::from_ref(&got[0].receipt_handle))
+        .await
+        .unwrap();
+    q.change_visibility(QUEUE, &again[0].receipt_handle, Duration::ZERO)
+        .await
+        .unwrap();
+    let third = q.receive(QUEUE, 10, VIS, NO_WAIT).await.unwrap();
+    assert_eq!(
+        third.len(),
+        1,
+        "a stale receipt must not delete the message"
+    );
+    q.delete(QUEUE, &[third[0].receipt_handle.clone()])
+        .await
+        .unwrap();
+    assert!(q
+        .receive(QUEUE, 10, Duration::ZERO, NO_WAIT)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_delayed_message_is_delivered_only_after_its_delay() {
+    let b = embedded();
+    let q = &b.ports.queue;
+    // GIVEN a message sent with a delay
+    let sent = Instant::now();
+    q.send(QUEUE, "later", Duration::from_millis(300), 0)
+        .await
+        .unwrap();
+    // WHEN receiving at once, then waiting
+    assert!(q.receive(QUEUE, 1, VIS, NO_WAIT).await.unwrap().is_empty());
+    let got = q
+        .receive(QUEUE, 1, VIS, Duration::from_secs(5))
+        .await
+        .unwrap();
+    // THEN it arrives, not before its delay
+    assert_eq!(got[0].body, "later");
+    assert!(sent.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn after_max_receives_a_message_moves_to_the_dead_letter_queue() {
+    let b = embedded();
+    let q = &b.ports.queue;
+    // GIVEN a message that is received and never deleted, MAX_RECEIVES times
+    q.send(QUEUE, "poison", Duration::ZERO, 0).await.unwrap();
+    for _ in 0..MAX_RECEIVES {
+        let got = q.receive(QUEUE, 1, Duration::ZERO, NO_WAIT).await.unwrap();
+        assert_eq!(got.len(), 1);
+    }
+    // WHEN it becomes visible again
+    let got = q.receive(QUEUE, 1, VIS, NO_WAIT).await.unwrap();
+    // THEN it is not delivered from the queue but waits in the dead-letter queue
+    assert!(got.is_empty());
+    let dead = q.receive(DLQ, 1, VIS, NO_WAIT).await.unwrap();
+    assert_eq!(dead[0].body, "poison");
+}
+
+#[tokio::test]
+async fn a_waiting_receiver_wakes_when_a_message_is_sent() {
+    let b = embedded();
+    let q = b.ports.queue.clone();
+    // GIVEN a receiver long-polling an empty queue
+    let receiver = tokio::spawn({
+        let q = q.clone();
+        async move { q.receive(QUEUE, 1, VIS, Duration::from_secs(20)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // WHEN a message is sent
+    q.send(QUEUE, "wake", Duration::ZERO, 0).await.unwrap();
+    // THEN the receiver returns with it, long before its 20 s wait is over
+    let got = tokio::time::timeout(Duration::from_secs(5), receiver)
+        .await
+        .expect("woken, not timed out")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got[0].body, "wake");
+}
+
+#[tokio::test]
+async fn higher_priority_messages_are_delivered_first() {
+    let b = embedded();
+    let q = &b.ports.queue;
+    for (body, priority) in [("low", -5), ("normal", 0), ("high", 10)] {
+        q.send(QUEUE, body, Duration::ZERO, priority).await.unwrap();
+    }
+    let got = q.receive(QUEUE, 3, VIS, NO_WAIT).await.unwrap();
+    let bodies: Vec<_> = got.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, vec!["high", "normal", "low"]);
+}
+
+#[tokio::test]
+async fn messages_survive_a_restart_and_in_flight_ones_come_back_at_once() {
+    // GIVEN one message in flight (received, not deleted) and one waiting
+    let b = embedded();
+    b.ports
+        .queue
+        .send(QUEUE, "in-flight", Duration::ZERO, 0)
+        .await
+        .unwrap();
+    let got = b.ports.queue.receive(QUEUE, 1, VIS, NO_WAIT).await.unwrap();
+    assert_eq!(got.len(), 1);
+    b.ports
+        .queue
+        .send(QUEUE, "waiting", Duration::ZERO, 0)
+        .await
+        .unwrap();
+
+    // WHEN the process stops and the backend is opened again
+    let b = reopen(b);
+
+    // THEN both are delivered, without waiting out the old visibility timeout
+    let mut bodies: Vec<_> = b
+        .ports
+        .queue
+        .receive(QUEUE, 10, VIS, NO_WAIT)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies, vec!["in-flight", "waiting"]);
+}

@@ -1,0 +1,252 @@
+use crate::helpers::{embedded, job, reopen};
+use chrono::Utc;
+use shared::domain::{IdempotencyKey, JobStatus, Outcome, Progress, Tenant};
+use shared::ports::{Created, ListQuery, StoreError};
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_transition_is_written_only_from_the_expected_state() {
+    // GIVEN a stored queued job
+    let b = embedded();
+    let queued = job("t", "noop");
+    b.ports.store.create(&queued).await.unwrap();
+
+    // WHEN two workers both try to start it from the same read
+    let first = queued.start(Utc::now()).unwrap();
+    let second = queued.start(Utc::now()).unwrap();
+    let r1 = b.ports.store.transition(queued.expected(), &first).await;
+    let r2 = b.ports.store.transition(queued.expected(), &second).await;
+
+    // THEN exactly one wins and the stored job is the winner's
+    assert!(r1.is_ok());
+    assert!(matches!(r2, Err(StoreError::Conflict)));
+    let stored = b.ports.store.get(queued.id).await.unwrap().unwrap();
+    assert_eq!(stored, first);
+
+    // AND a late write from an old version cannot overwrite a newer state
+    let done = first
+        .finish(Outcome::Succeeded(serde_json::json!(1)), Utc::now(), 0.0)
+        .unwrap();
+    b.ports
+        .store
+        .transition(first.expected(), &done)
+        .await
+        .unwrap();
+    let late = first
+        .finish(Outcome::Succeeded(serde_json::json!(2)), Utc::now(), 0.0)
+        .unwrap();
+    assert!(matches!(
+        b.ports.store.transition(first.expected(), &late).await,
+        Err(StoreError::Conflict)
+    ));
+    let stored = b.ports.store.get(queued.id).await.unwrap().unwrap();
+    assert_eq!(stored.result, Some(serde_json::json!(1)));
+}
+
+#[tokio::test]
+async fn an_idempotency_key_yields_the_first_job() {
+    // GIVEN a job created with a key
+    let b = embedded();
+    let key = IdempotencyKey::parse("order-42").unwrap();
+    let mut first = job("t", "noop");
+    first.idempotency_key = Some(key.clone());
+    assert!(matches!(
+        b.ports.store.create(&first).await.unwrap(),
+        Created::New
+    ));
+
+    // WHEN another job is created with the same key, and one with it in another tenant
+    let mut again = job("t", "noop");
+    again.idempotency_key = Some(key.clone());
+    let mut other_tenant = job("u", "noop");
+    other_tenant.idempotency_key = Some(key);
+
+    // THEN the first job comes back and no second job exists; tenants do not share keys
+    match b.ports.store.create(&again).await.unwrap() {
+        Created::Existing(existing) => assert_eq!(existing.id, first.id),
+        Created::New => panic!("a second job was created"),
+    }
+    assert!(b.ports.store.get(again.id).await.unwrap().is_none());
+    assert!(matches!(
+        b.ports.store.create(&other_tenant).await.unwrap(),
+        Created::New
+    ));
+}
+
+#[tokio::test]
+async fn heartbeats_reach_only_the_running_attempt_and_report_cancel_requests() {
+    // GIVEN a running job
+    let b = embedded();
+    let queued = job("t", "sleep");
+    b.ports.store.create(&queued).await.unwrap();
+    let running = queued.start(Utc::now()).unwrap();
+    b.ports
+        .store
+        .transition(queued.expected(), &running)
+        .await
+        .unwrap();
+
+    // WHEN its attempt reports progress
+    let progress = Progress {
+        percent: 40,
+        message: Some("working".into()),
+    };
+    let live = b
+        .ports
+        .store
+        .heartbeat(running.id, 1, Utc::now(), Some(&progress))
+        .await
+        .unwrap();
+    // THEN the progress is stored and no cancel is pending
+    assert!(!live.cancel_requested);
+    let stored = b.ports.store.get(running.id).await.unwrap().unwrap();
+    assert_eq!(stored.progress, Some(progress));
+
+    // WHEN a cancel is requested
+    let asked = stored.cancel(Utc::now()).unwrap();
+    b.ports
+        .store
+        .transition(stored.expected(), &asked)
+        .await
+        .unwrap();
+    // THEN the next heartbeat learns it, and a heartbeat for another attempt is refused
+    let live = b
+        .ports
+        .store
+        .heartbeat(running.id, 1, Utc::now(), None)
+        .await
+        .unwrap();
+    assert!(live.cancel_requested);
+    assert!(matches!(
+        b.ports
+            .store
+            .heartbeat(running.id, 2, Utc::now(), None)
+            .await,
+        Err(StoreError::Conflict)
+    ));
+}
+
+#[tokio::test]
+async fn listing_is_newest_first_filtered_and_scoped_to_the_tenant() {
+    // GIVEN jobs of two types in two tenants
+    let b = embedded();
+    let mut ids = vec![];
+    for i in 0..5 {
+        let j = job("t", if i % 2 == 0 { "noop" } else { "sleep" });
+        b.ports.store.create(&j).await.unwrap();
+        ids.push(j.id);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    b.ports.store.create(&job("u", "noop")).await.unwrap();
+    let tenant = Tenant::parse("t").unwrap();
+
+    // WHEN listing the tenant's noop jobs, two at a time
+    let query = |before| ListQuery {
+        tenant: Some(tenant.clone()),
+        status: Some(JobStatus::Queued),
+        job_type: Some(shared::domain::JobType::parse("noop").unwrap()),
+        before,
+        limit: 2,
+    };
+    let page1 = b.ports.store.list(&query(None)).await.unwrap();
+    let page2 = b.ports.store.list(&query(Some(page1[1].id))).await.unwrap();
+
+    // THEN newest first, only that tenant and type
+    let got: Vec<_> = page1.iter().chain(page2.iter()).map(|j| j.id).collect();
+    assert_eq!(got, vec![ids[4], ids[2], ids[0]]);
+    let stats = b.ports.store.stats(Some(&tenant)).await.unwrap();
+    let total: u64 = stats.iter().map(|r| r.count).sum();
+    assert_eq!(total, 5);
+}
+
+#[tokio::test]
+async fn due_finds_stalled_jobs_and_expired_jobs_are_deleted_with_their_logs() {
+    // GIVEN a running job whose heartbeat is old, and a finished job already expired
+    let b = embedded();
+    let long_ago = Utc::now() - chrono::Duration::seconds(120);
+    let stalled = job("t", "sleep");
+    b.ports.store.create(&stalled).await.unwrap();
+    let running = stalled.start(long_ago).unwrap();
+    b.ports
+        .store
+        .transition(stalled.expected(), &running)
+        .await
+        .unwrap();
+
+    let mut finished = job("t", "noop");
+    finished.retention_secs = 0;
+    b.ports.store.create(&finished).await.unwrap();
+    let started = finished.start(long_ago).unwrap();
+    b.ports
+        .store
+        .transition(finished.expected(), &started)
+        .await
+        .unwrap();
+    let done = started
+        .finish(Outcome::Succeeded(serde_json::json!(null)), long_ago, 0.0)
+        .unwrap();
+    b.ports
+        .store
+        .transition(started.expected(), &done)
+        .await
+        .unwrap();
+    b.ports
+        .store
+        .append_log(done.id, 1, long_ago, "hello")
+        .await
+        .unwrap();
+
+    // WHEN maintenance asks what is due
+    let now = Utc::now();
+    let due = b
+        .ports
+        .store
+        .due(JobStatus::Running, now - chrono::Duration::seconds(60), 10)
+        .await
+        .unwrap();
+    let deleted = b.ports.store.delete_expired(now, 10).await.unwrap();
+
+    // THEN the stalled job is found and the expired one is gone, logs included
+    assert_eq!(
+        due.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![stalled.id]
+    );
+    assert_eq!(deleted, 1);
+    assert!(b.ports.store.get(done.id).await.unwrap().is_none());
+    assert!(b.ports.store.logs(done.id, 0, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn logs_are_ordered_and_capped() {
+    // GIVEN a job with more log lines than the cap
+    let b = embedded();
+    let j = job("t", "noop");
+    b.ports.store.create(&j).await.unwrap();
+    let cap = shared::adapters::embedded::LOG_CAP as usize;
+    for i in 0..cap + 5 {
+        b.ports
+            .store
+            .append_log(j.id, 1, Utc::now(), &format!("line {i}"))
+            .await
+            .unwrap();
+    }
+    // WHEN reading them all
+    let logs = b.ports.store.logs(j.id, 0, cap + 10).await.unwrap();
+    // THEN they are in order, capped, and the last says it was truncated
+    assert_eq!(logs.len(), cap + 1);
+    assert_eq!(logs[0].line, "line 0");
+    assert!(logs.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(logs.last().unwrap().line.contains("truncated"));
+}
+
+#[tokio::test]
+async fn everything_written_survives_a_reopen() {
+    // GIVEN a job written and acknowledged
+    let b = embedded();
+    let j = job("t", "noop");
+    b.ports.store.create(&j).await.unwrap();
+    // WHEN the backend is closed and opened again on the same directory
+    let b = reopen(b);
+    // THEN the job is there
+    assert_eq!(b.ports.store.get(j.id).await.unwrap(), Some(j));
+}
