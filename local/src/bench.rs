@@ -1,3 +1,325 @@
-pub async fn run(_args: Vec<String>) -> anyhow::Result<()> {
+//! `conveyor bench`: starts the runtime as a child process on a fresh data directory, drives it
+//! over HTTP with concurrent clients, and prints the figures side by side with their targets:
+//! submit latency, end-to-end throughput, ready-job start latency, RSS (peak, and with many
+//! jobs queued) and restart-to-first-job. Figures, never asserts: this machine is noisy.
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Options {
+    jobs: usize,
+    clients: usize,
+    queued: usize,
+    pickups: usize,
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Options> {
+    let mut o = Options {
+        jobs: 10_000,
+        clients: 32,
+        queued: 100_000,
+        pickups: 200,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let v: usize = it
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?
+            .parse()
+            .with_context(|| format!("{flag} needs a whole number"))?;
+        match flag.as_str() {
+            "--jobs" => o.jobs = v,
+            "--clients" => o.clients = v.max(1),
+            "--queued" => o.queued = v,
+            "--pickups" => o.pickups = v,
+            other => bail!("unknown bench flag {other} (--jobs, --clients, --queued, --pickups)"),
+        }
+    }
+    Ok(o)
+}
+
+/// The runtime under test, as a child process.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(data_dir: &std::path::Path) -> anyhow::Result<(Self, Instant)> {
+        let started = Instant::now();
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .env("CONVEYOR_ADDR", "127.0.0.1:0")
+            .env("CONVEYOR_DATA_DIR", data_dir)
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the runtime")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .with_context(|| format!("unexpected first line from the runtime: {line:?}"))?;
+        Ok((
+            Self {
+                child,
+                base: format!("http://{addr}"),
+            },
+            started,
+        ))
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(field))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn submit_many(
+    http: &reqwest::Client,
+    base: &str,
+    n: usize,
+    clients: usize,
+    body: Value,
+) -> anyhow::Result<Vec<Duration>> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = vec![];
+    for _ in 0..clients {
+        let (http, url, body, next) = (
+            http.clone(),
+            format!("{base}/v1/jobs"),
+            body.to_string(),
+            next.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = vec![];
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                let t = Instant::now();
+                let r = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                if r.status() != reqwest::StatusCode::ACCEPTED {
+                    bail!("submit answered {}", r.status());
+                }
+                latencies.push(t.elapsed());
+            }
+            Ok(latencies)
+        }));
+    }
+    let mut all = vec![];
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort();
+    Ok(all)
+}
+
+async fn succeeded(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
+    let stats: Value = http
+        .get(format!("{base}/v1/stats"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(stats["by_status"]["succeeded"].as_u64().unwrap_or(0))
+}
+
+async fn wait_succeeded(http: &reqwest::Client, base: &str, n: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while succeeded(http, base).await? < n {
+        if Instant::now() > deadline {
+            bail!("jobs did not finish within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+fn at(job: &Value, field: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    job[field].as_str()?.parse().ok()
+}
+
+/// Submit one job and wait for it; the server's own clock says how long it waited to start.
+async fn one_job(http: &reqwest::Client, base: &str) -> anyhow::Result<Duration> {
+    let job: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .json(&json!({"type": "noop"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = job["id"].as_str().context("job id")?.to_string();
+    loop {
+        let job: Value = http
+            .get(format!("{base}/v1/jobs/{id}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if job["status"] == "succeeded" {
+            let (created, started) = (at(&job, "created_at"), at(&job, "started_at"));
+            return Ok(match (created, started) {
+                (Some(c), Some(s)) => (s - c).to_std().unwrap_or_default(),
+                _ => Duration::ZERO,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
+    let o = parse(&args)?;
+    let dir = std::env::temp_dir().join(format!("conveyor-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(o.clients)
+        .build()?;
+    let mut rows: Vec<(String, String, &str)> = vec![];
+
+    // 1. Throughput and submit latency: N no-op jobs from C concurrent clients.
+    let (server, _) = Server::start(&dir)?;
+    one_job(&http, &server.base).await?; // warm-up
+    let t0 = Instant::now();
+    let lat = submit_many(
+        &http,
+        &server.base,
+        o.jobs,
+        o.clients,
+        json!({"type": "noop"}),
+    )
+    .await?;
+    let submit_done = t0.elapsed();
+    wait_succeeded(&http, &server.base, o.jobs as u64 + 1).await?;
+    let elapsed = t0.elapsed();
+    rows.push((
+        "jobs submitted (no-op), concurrent clients".into(),
+        format!("{} jobs, {} clients", o.jobs, o.clients),
+        "",
+    ));
+    rows.push(("submit latency p50".into(), ms(percentile(&lat, 0.50)), ""));
+    rows.push((
+        "submit latency p99".into(),
+        ms(percentile(&lat, 0.99)),
+        "<= 5 ms",
+    ));
+    rows.push((
+        "submit rate".into(),
+        format!("{:.0} jobs/s", o.jobs as f64 / submit_done.as_secs_f64()),
+        "",
+    ));
+    rows.push((
+        "end-to-end throughput (first submit to last success)".into(),
+        format!("{:.0} jobs/s", o.jobs as f64 / elapsed.as_secs_f64()),
+        ">= 5000 jobs/s",
+    ));
+    rows.push((
+        "peak RSS after the run".into(),
+        format!("{:.1} MB", server.status_kib("VmHWM:") as f64 / 1024.0),
+        "",
+    ));
+
+    // 2. Ready-job start latency on an idle runtime.
+    let mut pickups = vec![];
+    for _ in 0..o.pickups {
+        pickups.push(one_job(&http, &server.base).await?);
+    }
+    pickups.sort();
+    rows.push((
+        "ready job start latency p50 (idle)".into(),
+        ms(percentile(&pickups, 0.5)),
+        "",
+    ));
+    rows.push((
+        "ready job start latency p99 (idle)".into(),
+        ms(percentile(&pickups, 0.99)),
+        "<= 10 ms",
+    ));
+
+    // 3. Memory with many jobs queued (delayed 10 minutes, so they stay queued).
+    if o.queued > 0 {
+        submit_many(
+            &http,
+            &server.base,
+            o.queued,
+            o.clients,
+            json!({"type": "noop", "delay_seconds": 600}),
+        )
+        .await?;
+        rows.push((
+            format!("RSS with {} jobs queued", o.queued),
+            format!("{:.1} MB", server.status_kib("VmRSS:") as f64 / 1024.0),
+            "<= 200 MB",
+        ));
+    }
+
+    // 4. SIGKILL with everything queued, restart, first job processed.
+    server.kill9();
+    let (server, started) = Server::start(&dir)?;
+    let ready = started.elapsed();
+    one_job(&http, &server.base).await?;
+    rows.push(("restart after SIGKILL to listening".into(), ms(ready), ""));
+    rows.push((
+        "restart after SIGKILL to first job processed".into(),
+        ms(started.elapsed()),
+        "<= 1 s",
+    ));
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(10);
+    let v = rows.iter().map(|r| r.1.len()).max().unwrap_or(10);
+    println!(
+        "\nconveyor bench — embedded backend, durable (WAL), {} cores\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("| {:w$} | {:v$} | target |", "metric", "value");
+    println!("|{}|{}|--------|", "-".repeat(w + 2), "-".repeat(v + 2));
+    for (name, value, target) in rows {
+        println!("| {name:w$} | {value:v$} | {target} |");
+    }
     Ok(())
 }
