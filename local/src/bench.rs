@@ -20,7 +20,7 @@ struct Options {
 fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options {
         jobs: 10_000,
-        clients: 32,
+        clients: 8,
         queued: 100_000,
         pickups: 200,
     };

@@ -99,10 +99,21 @@ impl Db {
         let readers = (0..READERS)
             .map(|_| open_conn(&path, durability).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
+        // Checkpoints run beside the writer, not inside its commits, so no write waits on one.
+        writer_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = open_conn(&path, durability)?;
         let (tx, rx) = mpsc::channel::<Command>();
+        let (stop_checkpoints, checkpoint_stopped) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("conveyor-db-writer".into())
-            .spawn(move || write_loop(writer_conn, rx))
+            .spawn(move || {
+                write_loop(writer_conn, rx);
+                drop(stop_checkpoints);
+            })
+            .map_err(io)?;
+        std::thread::Builder::new()
+            .name("conveyor-db-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, checkpoint_stopped))
             .map_err(io)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -163,6 +174,23 @@ impl Db {
         .map_err(|e| DbError::Other(format!("read task failed: {e}")))?
     }
 
+    /// A short read (a lookup by primary key) run right here on the caller's thread: cheaper
+    /// than a hop to the blocking pool and back. Scans go through `read`.
+    pub fn read_now<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let n = self.inner.readers.len();
+        let start = self
+            .inner
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let guard = (0..n)
+            .find_map(|i| self.inner.readers[(start + i) % n].try_lock().ok())
+            .unwrap_or_else(|| self.inner.readers[start % n].lock().unwrap());
+        f(&guard)
+    }
+
     /// A read from synchronous code (start-up).
     pub fn read_blocking<T>(
         &self,
@@ -192,6 +220,17 @@ fn in_savepoint<T>(
             conn.prepare_cached("ROLLBACK TO w")?.execute([])?;
             conn.prepare_cached("RELEASE w")?.execute([])?;
             Err(e)
+        }
+    }
+}
+
+/// Copy the WAL back into the database every so often (PASSIVE: never blocks the writer).
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) =
+        stop.recv_timeout(std::time::Duration::from_millis(200))
+    {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
         }
     }
 }

@@ -136,8 +136,7 @@ impl JobStore for EmbeddedStore {
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         self.db
-            .read(move |conn| get_job(conn, &id.to_string()))
-            .await
+            .read_now(|conn| get_job(conn, &id.to_string()))
             .map_err(unavailable)
     }
 
