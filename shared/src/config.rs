@@ -115,6 +115,12 @@ impl Config {
             webhook_secret: get("CONVEYOR_WEBHOOK_SECRET").filter(|s| !s.is_empty()),
             fetch_max_bytes: r.number("CONVEYOR_FETCH_MAX_BYTES", 1024 * 1024),
         };
+        if config.heartbeat_interval >= config.stall_after {
+            r.errors.push(format!(
+                "CONVEYOR_HEARTBEAT_INTERVAL ({:?}) must be shorter than CONVEYOR_STALL_AFTER ({:?}), or live jobs would be taken as stalled",
+                config.heartbeat_interval, config.stall_after
+            ));
+        }
         if r.errors.is_empty() {
             Ok(config)
         } else {
@@ -159,5 +165,17 @@ mod tests {
             text.contains("CONVEYOR_STALL_AFTER") && text.contains("CONVEYOR_BACKEND"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_heartbeat_slower_than_the_stall_window_is_refused() {
+        let err = Config::from_lookup(&|name| match name {
+            "CONVEYOR_HEARTBEAT_INTERVAL" => Some("2m".into()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("must be shorter than CONVEYOR_STALL_AFTER"));
     }
 }

@@ -350,3 +350,55 @@ pub(crate) fn http_client() -> &'static reqwest::Client {
 pub(crate) fn status_is_retryable(status: u16) -> bool {
     status == 408 || status == 429 || status >= 500
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn starts_of_a_type_are_spaced_by_its_min_interval() {
+        // GIVEN a type allowing one start per 50 ms
+        let mut registry = Registry::new("q-");
+        registry.register(
+            "limited",
+            JobOptions {
+                min_interval: Duration::from_millis(50),
+                ..JobOptions::default()
+            },
+            Noop,
+        );
+        let reg = registry.get("limited").unwrap().clone();
+        // WHEN four starts ask for a slot at once
+        let t0 = tokio::time::Instant::now();
+        let waits: Vec<_> = (0..4)
+            .map(|_| {
+                let reg = reg.clone();
+                tokio::spawn(async move {
+                    reg.wait_for_start_slot().await;
+                    t0.elapsed()
+                })
+            })
+            .collect();
+        let mut at = vec![];
+        for w in waits {
+            at.push(w.await.unwrap());
+        }
+        at.sort();
+        // THEN each starts at least 50 ms after the one before
+        for pair in at.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_millis(49), "{at:?}");
+        }
+    }
+
+    #[test]
+    fn queue_names_follow_the_prefix_and_type() {
+        let r = Registry::builtin("conveyor-", &BuiltinSettings::default());
+        let t = JobType::parse("http.fetch").unwrap();
+        assert_eq!(r.queue_name(&t), "conveyor-http-fetch");
+        assert_eq!(r.dead_letter_queue_name(&t), "conveyor-http-fetch-dlq");
+        assert_eq!(
+            r.names(),
+            vec!["http.fetch", "noop", "sleep", "webhook.deliver"]
+        );
+    }
+}
