@@ -1,1 +1,16 @@
+//! Conveyor's end-to-end suite, one test binary. Each test starts the real local runtime as a
+//! process of its own (own data directory, own port) and talks to it over HTTP, with scripted
+//! HTTP targets on 127.0.0.1; `worker_entrypoint` drives the SQS worker entrypoint in-process.
 
+mod helpers;
+
+mod api;
+mod bad_input;
+mod cancel;
+mod crash_recovery;
+mod http_fetch;
+mod idempotency;
+mod listing;
+mod retries;
+mod webhook;
+mod worker_entrypoint;

@@ -1,0 +1,474 @@
+//! The harness: `spawn_app` starts the real local runtime as a process on its own data
+//! directory and a free port and talks to it over HTTP; `TestServer` is a scripted HTTP target
+//! on 127.0.0.1 for `http.fetch` and `webhook.deliver` that records every request it gets.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The signing secret every test runtime gets (unless a test overrides it).
+pub const WEBHOOK_SECRET: &str = "test-secret";
+
+/// Short timings so that stall and orphan handling happen within a test.
+const TEST_TIMINGS: [(&str, &str); 6] = [
+    ("CONVEYOR_HEARTBEAT_INTERVAL", "200ms"),
+    ("CONVEYOR_STALL_AFTER", "2s"),
+    ("CONVEYOR_ORPHAN_AFTER", "3s"),
+    ("CONVEYOR_MAINTENANCE_INTERVAL", "250ms"),
+    ("CONVEYOR_SHUTDOWN_GRACE", "5s"),
+    ("CONVEYOR_WEBHOOK_SECRET", WEBHOOK_SECRET),
+];
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+const POLL_EVERY: Duration = Duration::from_millis(25);
+
+/// One runtime process and a client for its API. Dropping it kills the process (SIGKILL) and
+/// removes its data directory; if the test is failing, the runtime's log is printed first.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT` of the current process (a restart gets a new port).
+    pub address: String,
+    pub client: reqwest::Client,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+    root: TempDir,
+}
+
+/// Start the runtime with the test timings, overridden or extended by `env`.
+pub async fn spawn_app(env: &[(&str, &str)]) -> TestApp {
+    let root = tempfile::Builder::new()
+        .prefix("conveyor-e2e-")
+        .tempdir()
+        .expect("a temporary directory");
+    let mut app = TestApp {
+        address: String::new(),
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("HTTP client"),
+        child: None,
+        env: TEST_TIMINGS
+            .iter()
+            .chain(env)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        root,
+    };
+    app.start().await;
+    app
+}
+
+impl TestApp {
+    fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.root.path().join("runtime.log")
+    }
+
+    /// Start a process on this app's data directory and read the address it prints.
+    async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("runtime log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_conveyor-under-test"));
+        // Hermetic: nothing from the caller's environment configures the runtime or routes its
+        // requests to 127.0.0.1 through a proxy.
+        for (name, _) in std::env::vars() {
+            if name.starts_with("CONVEYOR_") || name.to_ascii_lowercase().ends_with("_proxy") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.env("CONVEYOR_ADDR", "127.0.0.1:0")
+            .env("CONVEYOR_DATA_DIR", self.data_dir())
+            .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("the runtime binary starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let first = tokio::time::timeout(STARTUP_TIMEOUT, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no address line within {STARTUP_TIMEOUT:?}"))
+            .expect("reading the runtime's stdout");
+        let Some(line) = first else {
+            let status = child.wait().await;
+            panic!(
+                "the runtime exited before listening ({status:?}); its log:\n{}",
+                self.log_tail()
+            );
+        };
+        // `conveyor listening on http://ADDR (backend embedded, data DIR)`
+        self.address = line
+            .strip_prefix("conveyor listening on ")
+            .and_then(|rest| rest.split_once(" (backend embedded, data "))
+            .map(|(url, _)| url.to_string())
+            .unwrap_or_else(|| panic!("unexpected first line from the runtime: {line:?}"));
+        // Keep the pipe drained so the runtime never blocks on a write to stdout.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+    }
+
+    /// SIGKILL the process and reap it: no graceful shutdown, no final writes.
+    pub async fn kill9(&mut self) {
+        let mut child = self.child.take().expect("the runtime is running");
+        child.kill().await.expect("SIGKILL the runtime");
+    }
+
+    /// Start a new process on the same data directory (killing the old one if still running).
+    pub async fn restart(&mut self) {
+        if self.child.is_some() {
+            self.kill9().await;
+        }
+        self.start().await;
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Send a request and read its JSON answer.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let response = request.send().await.expect("the API answers");
+        let status = response.status();
+        let text = response.text().await.expect("a response body");
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("answer {status} is not JSON ({e}): {text:?}"));
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    /// POST with an empty body (cancel, retry).
+    pub async fn post(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.client.post(self.url(path))).await
+    }
+
+    pub async fn submit(&self, body: &Value) -> (StatusCode, Value) {
+        self.send(self.client.post(self.url("/v1/jobs")).json(body))
+            .await
+    }
+
+    /// Submit a job that must be accepted as new (202); its id.
+    pub async fn submit_new(&self, body: &Value) -> String {
+        let (status, job) = self.submit(body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "submit {body}: {job}");
+        job["id"].as_str().expect("the job has an id").to_string()
+    }
+
+    pub async fn get_job(&self, id: &str) -> Value {
+        let (status, job) = self.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "GET job {id}: {job}");
+        job
+    }
+
+    pub async fn cancel(&self, id: &str) -> (StatusCode, Value) {
+        self.post(&format!("/v1/jobs/{id}/cancel")).await
+    }
+
+    pub async fn retry(&self, id: &str) -> (StatusCode, Value) {
+        self.post(&format!("/v1/jobs/{id}/retry")).await
+    }
+
+    /// The job's log as `(attempt, line)`, in order.
+    pub async fn logs(&self, id: &str) -> Vec<(u64, String)> {
+        let (status, body) = self.get(&format!("/v1/jobs/{id}/logs")).await;
+        assert_eq!(status, StatusCode::OK, "GET logs {id}: {body}");
+        body["logs"]
+            .as_array()
+            .expect("logs is an array")
+            .iter()
+            .map(|l| {
+                (
+                    l["attempt"].as_u64().expect("attempt"),
+                    l["line"].as_str().expect("line").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn stats(&self) -> Value {
+        let (status, body) = self.get("/v1/stats").await;
+        assert_eq!(status, StatusCode::OK, "GET stats: {body}");
+        body
+    }
+
+    /// One page of `GET /v1/jobs?{query}`.
+    pub async fn list(&self, query: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/jobs?{query}")).await;
+        assert_eq!(status, StatusCode::OK, "GET /v1/jobs?{query}: {body}");
+        body
+    }
+
+    /// Every job the list returns for `query`, following `next_cursor` to the end.
+    pub async fn list_all(&self, query: &str) -> Vec<Value> {
+        let mut jobs = vec![];
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = match &cursor {
+                None => self.list(query).await,
+                Some(c) => self.list(&format!("{query}&cursor={c}")).await,
+            };
+            jobs.extend(page["jobs"].as_array().expect("jobs").iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return jobs,
+            }
+        }
+    }
+
+    /// Poll the job every 25 ms until `pred` holds; its state then. Panics after `timeout`.
+    pub async fn wait_for_status(
+        &self,
+        id: &str,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let job = self.get_job(id).await;
+            if pred(&job) {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} did not reach the awaited state within {timeout:?}; last seen: {job:#}"
+            );
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- runtime log ({}) ---\n{}\n--- end of runtime log ---",
+                self.log_path().display(),
+                self.log_tail()
+            );
+        }
+    }
+}
+
+/// A `wait_for_status` predicate: the job is in `status`.
+pub fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {
+    move |job| job["status"] == status
+}
+
+pub fn is_terminal(job: &Value) -> bool {
+    matches!(
+        job["status"].as_str(),
+        Some("succeeded" | "failed" | "dead" | "cancelled")
+    )
+}
+
+/// Assert an error answer: `{"error": {"code", "message", "field"}}`.
+#[track_caller]
+pub fn assert_error(
+    (status, body): &(StatusCode, Value),
+    expected_status: StatusCode,
+    code: &str,
+    field: Option<&str>,
+) {
+    assert_eq!(*status, expected_status, "answer: {body}");
+    assert_eq!(body["error"]["code"], code, "answer: {body}");
+    assert_eq!(body["error"]["field"].as_str(), field, "answer: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "an error says what is wrong: {body}"
+    );
+}
+
+/// What the worker logs when an attempt fails:
+/// `attempt N failed (KIND): MESSAGE; retrying in X ms` or `...; job STATUS`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedAttempt {
+    pub attempt: u64,
+    pub kind: String,
+    pub message: String,
+    pub then: Then,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Then {
+    RetryingInMs(u64),
+    Ended(String),
+}
+
+impl FailedAttempt {
+    pub fn parse(line: &str) -> Option<Self> {
+        let rest = line.strip_prefix("attempt ")?;
+        let (attempt, rest) = rest.split_once(" failed (")?;
+        let (kind, rest) = rest.split_once("): ")?;
+        let (message, then) = rest.rsplit_once("; ")?;
+        let then = if let Some(ms) = then
+            .strip_prefix("retrying in ")
+            .and_then(|t| t.strip_suffix(" ms"))
+        {
+            Then::RetryingInMs(ms.parse().ok()?)
+        } else {
+            Then::Ended(then.strip_prefix("job ")?.to_string())
+        };
+        Some(Self {
+            attempt: attempt.parse().ok()?,
+            kind: kind.to_string(),
+            message: message.to_string(),
+            then,
+        })
+    }
+}
+
+/// The failed-attempt lines of a job's log, in order.
+pub async fn failed_attempts(app: &TestApp, id: &str) -> Vec<FailedAttempt> {
+    app.logs(id)
+        .await
+        .into_iter()
+        .filter_map(|(attempt, line)| {
+            let failed = FailedAttempt::parse(&line)?;
+            assert_eq!(
+                failed.attempt, attempt,
+                "log line under its attempt: {line}"
+            );
+            Some(failed)
+        })
+        .collect()
+}
+
+/// The body `TestServer` answers with.
+pub const SERVER_BODY: &str = "hello from the test server\n";
+
+/// A request the test server received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl RecordedRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+struct ServerState {
+    script: Mutex<VecDeque<u16>>,
+    then: u16,
+    requests: Mutex<Vec<RecordedRequest>>,
+}
+
+/// An HTTP server on 127.0.0.1 answering requests (any method, any path) with the scripted
+/// statuses in order, then `then` forever, and recording every request.
+pub struct TestServer {
+    address: String,
+    state: Arc<ServerState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn answering(script: &[u16], then: u16) -> Self {
+        let state = Arc::new(ServerState {
+            script: Mutex::new(script.iter().copied().collect()),
+            then,
+            requests: Mutex::new(vec![]),
+        });
+        let app = axum::Router::new()
+            .fallback(record_and_answer)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the test server");
+        let address = format!("http://{}", listener.local_addr().expect("local address"));
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("test server runs");
+        });
+        Self {
+            address,
+            state,
+            task,
+        }
+    }
+
+    /// Always 200.
+    pub async fn ok() -> Self {
+        Self::answering(&[], 200).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.state.requests.lock().unwrap().len()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn record_and_answer(
+    State(state): State<Arc<ServerState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (axum::http::StatusCode, &'static str) {
+    state.requests.lock().unwrap().push(RecordedRequest {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+    });
+    let status = state
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or(state.then);
+    (
+        axum::http::StatusCode::from_u16(status).expect("a valid scripted status"),
+        SERVER_BODY,
+    )
+}

@@ -1,0 +1,216 @@
+//! The SQS worker entrypoint in-process, on the embedded backend and no runtime process: SQS
+//! delivers at least once, so a message delivered twice, or twice at once, must still run its
+//! job exactly once; a record that is not a job message fails only itself.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use serde_json::json;
+use shared::adapters::embedded::{Durability, EmbeddedBackend};
+use shared::domain::{Job, JobId, JobStatus, JobType, LifecycleEvent, LifecycleKind, Tenant};
+use shared::entrypoints::sqs::handle_sqs_batch;
+use shared::jobs::{BuiltinSettings, Registry};
+use shared::service::{JobService, SubmitRequest};
+use shared::worker::{Worker, WorkerSettings};
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::sync::broadcast;
+
+/// A realistic SQS event for Lambda, with one record.
+const SQS_EVENT: &str = include_str!("../fixtures/sqs_event.json");
+
+struct Harness {
+    service: JobService,
+    worker: Worker,
+    events: broadcast::Receiver<LifecycleEvent>,
+    tenant: Tenant,
+    // Last: the backend's files outlive everything that uses them.
+    _backend: EmbeddedBackend,
+    _dir: TempDir,
+}
+
+fn harness() -> anyhow::Result<Harness> {
+    let dir = tempfile::tempdir()?;
+    let backend = EmbeddedBackend::open(dir.path(), Durability::Process, vec![])?;
+    let ports = backend.ports();
+    let registry = Arc::new(Registry::builtin("conveyor-", &BuiltinSettings::default()));
+    Ok(Harness {
+        service: JobService::new(ports.clone(), registry.clone(), 262_144),
+        worker: Worker::new(
+            ports,
+            registry,
+            WorkerSettings {
+                heartbeat_interval: Duration::from_millis(200),
+                stall_after: Duration::from_secs(2),
+            },
+        ),
+        events: backend.events.subscribe(),
+        tenant: Tenant::parse("t")?,
+        _backend: backend,
+        _dir: dir,
+    })
+}
+
+impl Harness {
+    async fn submit_noop(&self) -> anyhow::Result<Job> {
+        let (job, created) = self
+            .service
+            .submit(
+                self.tenant.clone(),
+                SubmitRequest {
+                    job_type: JobType::parse("noop")?,
+                    payload: json!({}),
+                    priority: 0,
+                    run_at: None,
+                    delay: None,
+                    max_attempts: None,
+                    backoff: None,
+                    idempotency_key: None,
+                },
+            )
+            .await?;
+        anyhow::ensure!(created, "a new job");
+        Ok(job)
+    }
+
+    async fn job(&self, id: JobId) -> anyhow::Result<Job> {
+        Ok(self.service.get(&self.tenant, id).await?)
+    }
+
+    /// The lifecycle events published so far for `id`, in order.
+    fn events_for(&mut self, id: JobId) -> Vec<LifecycleKind> {
+        let mut kinds = vec![];
+        loop {
+            match self.events.try_recv() {
+                Ok(event) if event.job_id == id => kinds.push(event.kind),
+                Ok(_) => {}
+                Err(broadcast::error::TryRecvError::Empty) => return kinds,
+                Err(e) => panic!("lifecycle events lost: {e}"),
+            }
+        }
+    }
+}
+
+/// The queue message for a job, as `dispatch` sends it.
+fn job_message(id: JobId) -> String {
+    json!({ "job_id": id }).to_string()
+}
+
+/// The fixture event with one record per `(message id, body)`.
+fn sqs_event(records: &[(&str, String)]) -> SqsEvent {
+    let mut event: SqsEvent = serde_json::from_str(SQS_EVENT).expect("the fixture is an SQS event");
+    let template = event.records[0].clone();
+    event.records = records
+        .iter()
+        .map(|(message_id, body)| {
+            let mut record = template.clone();
+            record.message_id = Some(message_id.to_string());
+            record.body = Some(body.clone());
+            record
+        })
+        .collect();
+    event
+}
+
+fn failed_ids(response: &SqsBatchResponse) -> Vec<&str> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_message_delivered_twice_runs_its_job_once() -> anyhow::Result<()> {
+    // GIVEN a queued noop job and the SQS event carrying its message
+    let mut h = harness()?;
+    let job = h.submit_noop().await?;
+    let event = sqs_event(&[("059f36b4-87a3-44ab-83d2-661975830a7d", job_message(job.id))]);
+
+    // WHEN the worker entrypoint gets the event
+    let first = handle_sqs_batch(&h.worker, event.clone()).await;
+    let after_first = h.job(job.id).await?;
+
+    // AND gets the very same event again
+    let second = handle_sqs_batch(&h.worker, event).await;
+    let after_second = h.job(job.id).await?;
+
+    // THEN neither delivery asks for the message to come back
+    assert_eq!(failed_ids(&first), Vec::<&str>::new());
+    assert_eq!(failed_ids(&second), Vec::<&str>::new());
+
+    // AND the job succeeded on its first attempt, and the second delivery left it untouched
+    assert_eq!(after_first.status, JobStatus::Succeeded, "{after_first:?}");
+    assert_eq!(after_first.attempt, 1);
+    assert_eq!(after_first.result, Some(json!({ "ok": true })));
+    assert_eq!(after_second.version, after_first.version);
+    assert_eq!(after_second.finished_at, after_first.finished_at);
+    assert_eq!(after_second, after_first);
+
+    // AND exactly one lifecycle event was published for it: JobSucceeded
+    assert_eq!(h.events_for(job.id), vec![LifecycleKind::JobSucceeded]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_delivered_twice_at_once_runs_its_job_once() -> anyhow::Result<()> {
+    let mut h = harness()?;
+    // Several rounds, each a fresh job, to give the race many chances to show.
+    for round in 0..10 {
+        // GIVEN a new queued noop job
+        let job = h.submit_noop().await?;
+        let event = sqs_event(&[(&format!("message-{round}"), job_message(job.id))]);
+
+        // WHEN two batches carrying its message are handled at the same time
+        let (a, b) = tokio::join!(
+            handle_sqs_batch(&h.worker, event.clone()),
+            handle_sqs_batch(&h.worker, event)
+        );
+
+        // THEN neither asks for redelivery
+        assert_eq!(failed_ids(&a), Vec::<&str>::new(), "round {round}");
+        assert_eq!(failed_ids(&b), Vec::<&str>::new(), "round {round}");
+
+        // AND the job ran exactly once: succeeded on attempt 1, no failed attempt logged
+        let done = h.job(job.id).await?;
+        assert_eq!(done.status, JobStatus::Succeeded, "round {round}: {done:?}");
+        assert_eq!(done.attempt, 1, "round {round}: {done:?}");
+        let logs = h.service.logs(&h.tenant, job.id, 0, 100).await?;
+        assert!(logs.is_empty(), "round {round}: {logs:?}");
+
+        // AND succeeded once
+        assert_eq!(
+            h.events_for(job.id),
+            vec![LifecycleKind::JobSucceeded],
+            "round {round}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_record_fails_alone_and_the_rest_of_the_batch_runs() -> anyhow::Result<()> {
+    // GIVEN a batch holding a record that is not JSON, one that is JSON but not a job message,
+    // one for a job that does not exist, and one for a queued job
+    let mut h = harness()?;
+    let job = h.submit_noop().await?;
+    let event = sqs_event(&[
+        ("not-json", "this is not a job message".to_string()),
+        ("wrong-shape", json!({ "id": "nope" }).to_string()),
+        ("unknown-job", job_message(JobId::new())),
+        ("good", job_message(job.id)),
+    ]);
+
+    // WHEN the worker entrypoint gets the batch
+    let response = handle_sqs_batch(&h.worker, event).await;
+
+    // THEN only the two unreadable records are reported for redelivery (so they end in the
+    // dead-letter queue); a message for a job that no longer exists is dropped
+    assert_eq!(failed_ids(&response), vec!["not-json", "wrong-shape"]);
+
+    // AND the good record's job succeeded, once
+    let done = h.job(job.id).await?;
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    assert_eq!(done.attempt, 1);
+    assert_eq!(h.events_for(job.id), vec![LifecycleKind::JobSucceeded]);
+    Ok(())
+}
