@@ -48,6 +48,16 @@ pub async fn recover_stalled(
     match ports.store.transition(job.expected(), &next).await {
         Ok(()) => {
             tracing::warn!(job_id = %job.id, attempt = job.attempt, status = %next.status, "stalled job recovered");
+            if let Some(error) = &next.error {
+                let line = next.failure_log_line(error, now);
+                if let Err(e) = ports
+                    .store
+                    .append_log(job.id, job.attempt, now, &line)
+                    .await
+                {
+                    tracing::warn!(job_id = %job.id, error = %e, "could not log the stalled attempt");
+                }
+            }
             announce(ports, &next).await;
             if let Err(e) = dispatch(ports, registry, &next, now).await {
                 tracing::warn!(job_id = %job.id, error = %e, "recovered job not dispatched; the next sweep re-dispatches it");

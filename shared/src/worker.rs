@@ -238,25 +238,11 @@ impl Worker {
             match self.ports.store.transition(job.expected(), &next).await {
                 Ok(()) => {
                     if let Outcome::Failed(e) = &outcome {
-                        let what = match next.status {
-                            JobStatus::Queued | JobStatus::Scheduled => format!(
-                                "; retrying in {} ms",
-                                (next.run_at - now).num_milliseconds().max(0)
-                            ),
-                            s => format!("; job {s}"),
-                        };
+                        let line = next.failure_log_line(e, now);
                         let _ = self
                             .ports
                             .store
-                            .append_log(
-                                job.id,
-                                attempt,
-                                now,
-                                &format!(
-                                    "attempt {attempt} failed ({}): {}{what}",
-                                    e.kind, e.message
-                                ),
-                            )
+                            .append_log(job.id, attempt, now, &line)
                             .await;
                     }
                     tracing::debug!(status = %next.status, "recorded");

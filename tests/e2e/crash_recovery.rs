@@ -169,7 +169,6 @@ async fn every_accepted_job_ends_exactly_once_across_a_sigkill() {
 }
 
 #[tokio::test]
-#[ignore = "product bug: recover_stalled (shared/src/maintenance.rs) writes no job log line"]
 async fn an_attempt_lost_in_a_crash_is_explained_in_the_job_log() {
     // GIVEN a sleep job killed mid-run with its process, and the process started again
     let mut app = spawn_app(&[]).await;

@@ -27,8 +27,16 @@ impl ValidationError {
 pub struct JobId(ulid::Ulid);
 
 impl JobId {
+    /// A new id, strictly greater than every id this process made before (monotonic within a
+    /// millisecond), so "newest first" holds even for jobs submitted in the same millisecond.
     pub fn new() -> Self {
-        Self(ulid::Ulid::new())
+        static GENERATOR: std::sync::Mutex<ulid::Generator> =
+            std::sync::Mutex::new(ulid::Generator::new());
+        let next = GENERATOR
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .generate();
+        Self(next.unwrap_or_else(|_| ulid::Ulid::new()))
     }
 
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
@@ -132,6 +140,12 @@ mod tests {
         assert_eq!(JobId::parse(&id.to_string()).unwrap(), id);
         let err = JobId::parse("nope").unwrap_err();
         assert_eq!(err.field, "id");
+    }
+
+    #[test]
+    fn ids_made_in_one_millisecond_still_increase() {
+        let ids: Vec<JobId> = (0..1000).map(|_| JobId::new()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

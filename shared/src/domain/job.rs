@@ -444,6 +444,21 @@ impl Job {
         })
     }
 
+    /// The job-log line for the attempt that failed with `error` and led to this state.
+    pub fn failure_log_line(&self, error: &JobError, now: DateTime<Utc>) -> String {
+        let what = match self.status {
+            JobStatus::Queued | JobStatus::Scheduled => format!(
+                "; retrying in {} ms",
+                (self.run_at - now).num_milliseconds().max(0)
+            ),
+            s => format!("; job {s}"),
+        };
+        format!(
+            "attempt {} failed ({}): {}{what}",
+            self.attempt, error.kind, error.message
+        )
+    }
+
     /// The lifecycle event a transition into this job's status announces, if any.
     pub fn lifecycle_event(&self) -> Option<LifecycleEvent> {
         let kind = match self.status {

@@ -70,12 +70,13 @@ impl JobHandler for HttpFetch {
             .await
             .map_err(|e| JobError::retryable(format!("reading {url}: {e}")))?
         {
-            bytes += chunk.len();
-            if bytes >= limit {
-                truncated = bytes > limit;
-                bytes = bytes.min(limit);
+            if bytes + chunk.len() > limit {
+                // More body than we read: stop at the limit and say so.
+                bytes = limit;
+                truncated = true;
                 break;
             }
+            bytes += chunk.len();
         }
         let elapsed_ms = started.elapsed().as_millis() as u64;
         if status_is_retryable(status) {
