@@ -130,6 +130,21 @@ impl TestApp {
         child.kill().await.expect("SIGKILL the runtime");
     }
 
+    /// SIGTERM the process (what Ctrl-C or a service manager sends) and wait for it to exit.
+    pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the runtime is running");
+        let pid = child.id().expect("a running process has a pid");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("the kill command runs");
+        assert!(sent.success(), "SIGTERM could not be sent");
+        tokio::time::timeout(within, child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the runtime did not exit within {within:?} of SIGTERM"))
+            .expect("waiting for the runtime")
+    }
+
     /// Start a new process on the same data directory (killing the old one if still running).
     pub async fn restart(&mut self) {
         if self.child.is_some() {

@@ -12,5 +12,6 @@ mod http_fetch;
 mod idempotency;
 mod listing;
 mod retries;
+mod shutdown;
 mod webhook;
 mod worker_entrypoint;
