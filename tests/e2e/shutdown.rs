@@ -1,19 +1,25 @@
 //! Graceful shutdown: on SIGTERM no new work is taken, in-flight jobs get the grace period to
 //! finish, and whatever does not finish returns to the queue and completes after a restart.
 
-use crate::helpers::{spawn_app, status_is};
+use crate::helpers::{spawn_app, status_is, TestApp};
 use serde_json::json;
 use std::time::Duration;
+
+/// A runtime with the given shutdown grace and a `sleep` job of `ms` that is running.
+async fn app_with_a_running_job(grace: &str, ms: u64) -> (TestApp, String) {
+    let app = spawn_app(&[("CONVEYOR_SHUTDOWN_GRACE", grace)]).await;
+    let id = app
+        .submit_new(&json!({"type": "sleep", "payload": {"ms": ms}}))
+        .await;
+    app.wait_for_status(&id, status_is("running"), Duration::from_secs(10))
+        .await;
+    (app, id)
+}
 
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_job_finish_and_exits_cleanly() {
     // GIVEN a runtime with a 5 s grace period and a 1 s job running
-    let mut app = spawn_app(&[("CONVEYOR_SHUTDOWN_GRACE", "5s")]).await;
-    let id = app
-        .submit_new(&json!({"type": "sleep", "payload": {"ms": 1000}}))
-        .await;
-    app.wait_for_status(&id, status_is("running"), Duration::from_secs(10))
-        .await;
+    let (mut app, id) = app_with_a_running_job("5s", 1000).await;
 
     // WHEN the process is sent SIGTERM
     let status = app.terminate(Duration::from_secs(15)).await;
@@ -30,12 +36,7 @@ async fn sigterm_lets_an_in_flight_job_finish_and_exits_cleanly() {
 #[tokio::test]
 async fn a_job_outlasting_the_grace_period_returns_to_the_queue_and_runs_after_restart() {
     // GIVEN a runtime with a short grace period and a job that needs longer than it
-    let mut app = spawn_app(&[("CONVEYOR_SHUTDOWN_GRACE", "300ms")]).await;
-    let id = app
-        .submit_new(&json!({"type": "sleep", "payload": {"ms": 3000}}))
-        .await;
-    app.wait_for_status(&id, status_is("running"), Duration::from_secs(10))
-        .await;
+    let (mut app, id) = app_with_a_running_job("300ms", 3000).await;
 
     // WHEN the process is sent SIGTERM, exits, and is started again
     let status = app.terminate(Duration::from_secs(15)).await;

@@ -5,9 +5,10 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use serde_json::json;
 use shared::adapters::embedded::{Durability, EmbeddedBackend};
+use shared::domain::JobError;
 use shared::domain::{Job, JobId, JobStatus, JobType, LifecycleEvent, LifecycleKind, Tenant};
 use shared::entrypoints::sqs::handle_sqs_batch;
-use shared::jobs::{BuiltinSettings, Registry};
+use shared::jobs::{BuiltinSettings, JobContext, JobHandler, JobOptions, Noop, Registry};
 use shared::service::{JobService, SubmitRequest};
 use shared::worker::{Worker, WorkerSettings};
 use std::sync::Arc;
@@ -29,10 +30,14 @@ struct Harness {
 }
 
 fn harness() -> anyhow::Result<Harness> {
+    harness_with(Registry::builtin("conveyor-", &BuiltinSettings::default()))
+}
+
+fn harness_with(registry: Registry) -> anyhow::Result<Harness> {
     let dir = tempfile::tempdir()?;
     let backend = EmbeddedBackend::open(dir.path(), Durability::Process, vec![])?;
     let ports = backend.ports();
-    let registry = Arc::new(Registry::builtin("conveyor-", &BuiltinSettings::default()));
+    let registry = Arc::new(registry);
     Ok(Harness {
         service: JobService::new(ports.clone(), registry.clone(), 262_144),
         worker: Worker::new(
@@ -52,12 +57,16 @@ fn harness() -> anyhow::Result<Harness> {
 
 impl Harness {
     async fn submit_noop(&self) -> anyhow::Result<Job> {
+        self.submit("noop").await
+    }
+
+    async fn submit(&self, job_type: &str) -> anyhow::Result<Job> {
         let (job, created) = self
             .service
             .submit(
                 self.tenant.clone(),
                 SubmitRequest {
-                    job_type: JobType::parse("noop")?,
+                    job_type: JobType::parse(job_type)?,
                     payload: json!({}),
                     priority: 0,
                     run_at: None,
@@ -212,5 +221,80 @@ async fn a_bad_record_fails_alone_and_the_rest_of_the_batch_runs() -> anyhow::Re
     assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
     assert_eq!(done.attempt, 1);
     assert_eq!(h.events_for(job.id), vec![LifecycleKind::JobSucceeded]);
+    Ok(())
+}
+
+/// A handler that panics.
+struct Panics;
+
+#[async_trait::async_trait]
+impl JobHandler for Panics {
+    async fn run(
+        &self,
+        _ctx: JobContext,
+        _payload: serde_json::Value,
+    ) -> Result<serde_json::Value, JobError> {
+        panic!("handler bug");
+    }
+}
+
+/// A handler that never finishes.
+struct Hangs;
+
+#[async_trait::async_trait]
+impl JobHandler for Hangs {
+    async fn run(
+        &self,
+        _ctx: JobContext,
+        _payload: serde_json::Value,
+    ) -> Result<serde_json::Value, JobError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_or_hanging_handler_fails_only_its_own_job() -> anyhow::Result<()> {
+    // GIVEN types whose handler panics or hangs (timeout 200 ms), and a noop type
+    let mut registry = Registry::new("conveyor-");
+    let options = JobOptions {
+        timeout: Duration::from_millis(200),
+        ..JobOptions::default()
+    };
+    registry.register("panics", options.clone(), Panics);
+    registry.register("hangs", options.clone(), Hangs);
+    registry.register("noop", options, Noop);
+    let mut h = harness_with(registry)?;
+    let (panics, hangs, noop) = (
+        h.submit("panics").await?,
+        h.submit("hangs").await?,
+        h.submit("noop").await?,
+    );
+
+    // WHEN one batch carries all three
+    let response = handle_sqs_batch(
+        &h.worker,
+        sqs_event(&[
+            ("p", job_message(panics.id)),
+            ("h", job_message(hangs.id)),
+            ("n", job_message(noop.id)),
+        ]),
+    )
+    .await;
+
+    // THEN the batch reports no failure: every outcome was recorded
+    assert_eq!(failed_ids(&response), Vec::<&str>::new());
+    // AND the noop job succeeded
+    assert_eq!(h.job(noop.id).await?.status, JobStatus::Succeeded);
+    assert_eq!(h.events_for(noop.id), vec![LifecycleKind::JobSucceeded]);
+    // AND the panic and the timeout each failed only their own attempt, retryably: back in the
+    // queue for attempt 2, with the cause recorded
+    for (job, kind) in [(panics, "panic"), (hangs, "timeout")] {
+        let after = h.job(job.id).await?;
+        assert_eq!(after.status, JobStatus::Queued, "{after:?}");
+        assert_eq!(after.attempt, 1);
+        let error = after.error.expect("the error is recorded");
+        assert_eq!(error.kind, kind);
+        assert!(error.retryable);
+    }
     Ok(())
 }
