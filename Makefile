@@ -14,4 +14,4 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 bench:
-	cargo run --release -p local --bin conveyor -- bench --jobs 10000
+	cargo run --release -p local --bin conveyor -- bench --jobs 10000 --celery

@@ -15,6 +15,8 @@ struct Options {
     clients: usize,
     queued: usize,
     pickups: usize,
+    /// Also run the Celery + Redis baseline (bench/celery) with the same jobs and clients.
+    celery: bool,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
@@ -23,9 +25,14 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         clients: 8,
         queued: 100_000,
         pickups: 200,
+        celery: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if flag == "--celery" {
+            o.celery = true;
+            continue;
+        }
         let v: usize = it
             .next()
             .with_context(|| format!("{flag} needs a value"))?
@@ -36,7 +43,9 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--clients" => o.clients = v.max(1),
             "--queued" => o.queued = v,
             "--pickups" => o.pickups = v,
-            other => bail!("unknown bench flag {other} (--jobs, --clients, --queued, --pickups)"),
+            other => bail!(
+                "unknown bench flag {other} (--jobs, --clients, --queued, --pickups, --celery)"
+            ),
         }
     }
     Ok(o)
@@ -235,6 +244,12 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     let submit_done = t0.elapsed();
     wait_succeeded(&http, &server.base, o.jobs as u64 + 1).await?;
     let elapsed = t0.elapsed();
+    let ours = Headline {
+        submit_p50_ms: percentile(&lat, 0.50).as_secs_f64() * 1000.0,
+        submit_p99_ms: percentile(&lat, 0.99).as_secs_f64() * 1000.0,
+        throughput: o.jobs as f64 / elapsed.as_secs_f64(),
+        peak_rss_mb: server.status_kib("VmHWM:") as f64 / 1024.0,
+    };
     rows.push((
         "jobs submitted (no-op), concurrent clients".into(),
         format!("{} jobs, {} clients", o.jobs, o.clients),
@@ -321,5 +336,102 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     for (name, value, target) in rows {
         println!("| {name:w$} | {value:v$} | {target} |");
     }
+    if o.celery {
+        let theirs = celery_baseline(o.jobs, o.clients)?;
+        println!(
+            "\nsame {} no-op jobs, {} clients, side by side ({}):\n",
+            o.jobs, o.clients, theirs.label
+        );
+        println!("| metric | conveyor | celery + redis | conveyor / celery |");
+        println!("|---|---|---|---|");
+        let row = |name: &str, a: f64, b: f64, unit: &str| {
+            println!("| {name} | {a:.2} {unit} | {b:.2} {unit} | {:.2}x |", a / b);
+        };
+        row(
+            "submit latency p50",
+            ours.submit_p50_ms,
+            theirs.h.submit_p50_ms,
+            "ms",
+        );
+        row(
+            "submit latency p99",
+            ours.submit_p99_ms,
+            theirs.h.submit_p99_ms,
+            "ms",
+        );
+        row(
+            "end-to-end throughput",
+            ours.throughput,
+            theirs.h.throughput,
+            "jobs/s",
+        );
+        row(
+            "peak RSS (all processes)",
+            ours.peak_rss_mb,
+            theirs.h.peak_rss_mb,
+            "MB",
+        );
+    }
     Ok(())
+}
+
+struct Headline {
+    submit_p50_ms: f64,
+    submit_p99_ms: f64,
+    throughput: f64,
+    peak_rss_mb: f64,
+}
+
+struct Baseline {
+    label: String,
+    h: Headline,
+}
+
+/// Run bench/celery (installing Redis and Celery on first use) and read its JSON line.
+fn celery_baseline(jobs: usize, clients: usize) -> anyhow::Result<Baseline> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/celery");
+    let venv = std::env::var("CONVEYOR_BENCH_VENV").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/conveyor-bench/celery-venv",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let setup = Command::new("bash").arg(root.join("setup.sh")).status()?;
+    if !setup.success() {
+        bail!("bench/celery/setup.sh failed");
+    }
+    let out = Command::new(format!("{venv}/bin/python"))
+        .arg(root.join("run.py"))
+        .args([
+            "--jobs",
+            &jobs.to_string(),
+            "--clients",
+            &clients.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("bench/celery/run.py failed");
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(line.lines().last().unwrap_or_default())
+        .context("bench/celery/run.py printed no JSON line")?;
+    let num = |k: &str| {
+        v[k].as_f64()
+            .with_context(|| format!("{k} missing from the baseline"))
+    };
+    Ok(Baseline {
+        label: format!(
+            "celery {} {} pool, redis {}",
+            v["celery_version"].as_str().unwrap_or("?"),
+            v["pool"].as_str().unwrap_or("?"),
+            v["redis_version"].as_str().unwrap_or("?")
+        ),
+        h: Headline {
+            submit_p50_ms: num("submit_p50_ms")?,
+            submit_p99_ms: num("submit_p99_ms")?,
+            throughput: num("throughput_jobs_per_s")?,
+            peak_rss_mb: num("peak_rss_mb")?,
+        },
+    })
 }
