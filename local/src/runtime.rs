@@ -3,8 +3,7 @@
 
 use crate::poller::{run_poller, stopped, PollerSettings};
 use anyhow::{bail, Context};
-use shared::adapters::embedded::EmbeddedBackend;
-use shared::adapters::queue_settings;
+use shared::adapters::open_embedded;
 use shared::config::{parse_duration, Backend, Config};
 use shared::domain::Tenant;
 use shared::entrypoints::http::{router, ApiState};
@@ -15,7 +14,6 @@ use shared::ports::Ports;
 use shared::service::JobService;
 use shared::worker::{Worker, WorkerSettings};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -107,7 +105,8 @@ pub async fn run(settings: LocalSettings) -> anyhow::Result<()> {
         &config.queue_prefix,
         &config.builtin_settings(),
     ));
-    let backend = open_backend(&config.data_dir, &config, &registry)?;
+    let backend = open_embedded(&config, &registry)
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let ports = backend.ports();
 
     // The data directory has one owner: whatever a previous process had running is stalled.
@@ -183,19 +182,6 @@ pub async fn run(settings: LocalSettings) -> anyhow::Result<()> {
     backend.db.close();
     tracing::info!("stopped");
     Ok(())
-}
-
-pub fn open_backend(
-    data_dir: &Path,
-    config: &Config,
-    registry: &Registry,
-) -> anyhow::Result<EmbeddedBackend> {
-    EmbeddedBackend::open(
-        data_dir,
-        config.durability,
-        queue_settings(config, registry),
-    )
-    .with_context(|| format!("opening the data directory {}", data_dir.display()))
 }
 
 async fn maintenance_loop(

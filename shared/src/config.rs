@@ -17,6 +17,8 @@ pub struct Config {
     pub backend: Backend,
     pub data_dir: PathBuf,
     pub durability: Durability,
+    /// Embedded backend: WAL size past which the log is made to start over.
+    pub wal_limit_bytes: u64,
     pub default_tenant: String,
     pub max_payload_bytes: usize,
     pub queue_prefix: String,
@@ -103,6 +105,7 @@ impl Config {
                 Durability::Process,
                 Durability::parse,
             ),
+            wal_limit_bytes: r.number("CONVEYOR_WAL_LIMIT_BYTES", 64 * 1024 * 1024),
             default_tenant: r.string("CONVEYOR_DEFAULT_TENANT", "default"),
             max_payload_bytes: r.number("CONVEYOR_MAX_PAYLOAD_BYTES", 256 * 1024),
             queue_prefix: r.string("CONVEYOR_QUEUE_PREFIX", "conveyor-"),

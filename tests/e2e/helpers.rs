@@ -73,6 +73,11 @@ impl TestApp {
         self.root.path().join("data")
     }
 
+    /// A file in the runtime's data directory.
+    pub fn data_path(&self, name: &str) -> PathBuf {
+        self.data_dir().join(name)
+    }
+
     fn log_path(&self) -> PathBuf {
         self.root.path().join("runtime.log")
     }

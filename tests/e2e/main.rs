@@ -13,5 +13,6 @@ mod idempotency;
 mod listing;
 mod retries;
 mod shutdown;
+mod storage;
 mod webhook;
 mod worker_entrypoint;

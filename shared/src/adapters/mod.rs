@@ -24,15 +24,21 @@ pub fn open_ports(config: &Config) -> Result<(Ports, Arc<Registry>), OpenError> 
     ));
     match config.backend {
         Backend::Aws => Err(OpenError::AwsUnavailable),
-        Backend::Embedded => {
-            let backend = embedded::EmbeddedBackend::open(
-                &config.data_dir,
-                config.durability,
-                queue_settings(config, &registry),
-            )?;
-            Ok((backend.ports(), registry))
-        }
+        Backend::Embedded => Ok((open_embedded(config, &registry)?.ports(), registry)),
     }
+}
+
+/// The embedded backend as `config` describes it, with each type's queue declared.
+pub fn open_embedded(
+    config: &Config,
+    registry: &Registry,
+) -> Result<embedded::EmbeddedBackend, embedded::DbError> {
+    embedded::EmbeddedBackend::open_with(
+        &config.data_dir,
+        config.durability,
+        config.wal_limit_bytes as i64,
+        queue_settings(config, registry),
+    )
 }
 
 /// Each type's queue with its redrive policy (dead-letter queue after too many receives).

@@ -83,6 +83,15 @@ fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection
 
 impl Db {
     pub fn open(dir: &Path, durability: Durability) -> Result<Self, DbError> {
+        Self::open_with(dir, durability, WAL_RESTART_BYTES)
+    }
+
+    /// `open`, with the WAL size past which the log is made to start over.
+    pub fn open_with(
+        dir: &Path,
+        durability: Durability,
+        wal_restart_bytes: i64,
+    ) -> Result<Self, DbError> {
         let io = |source| DbError::Io {
             path: dir.to_path_buf(),
             source,
@@ -99,21 +108,30 @@ impl Db {
         let readers = (0..READERS)
             .map(|_| open_conn(&path, durability).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
-        // Checkpoints run beside the writer, not inside its commits, so no write waits on one.
+        // Checkpoints run on a connection of their own (see `checkpoint_loop`), so a write never
+        // waits for one to copy pages or fsync.
         writer_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // When the log starts over, truncate it: the file's size then says how much log there is,
+        // which is what the checkpointer and the writer's cap go by.
+        writer_conn.pragma_update(None, "journal_size_limit", 0)?;
         let checkpointer = open_conn(&path, durability)?;
         let (tx, rx) = mpsc::channel::<Command>();
+        let (wal, limit) = (wal_path(&path), wal_restart_bytes.max(0) as u64);
+        let cap = WalCap {
+            wal: wal.clone(),
+            limit,
+        };
         let (stop_checkpoints, checkpoint_stopped) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("conveyor-db-writer".into())
             .spawn(move || {
-                write_loop(writer_conn, rx);
+                write_loop(writer_conn, rx, cap);
                 drop(stop_checkpoints);
             })
             .map_err(io)?;
         std::thread::Builder::new()
             .name("conveyor-db-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, checkpoint_stopped))
+            .spawn(move || checkpoint_loop(checkpointer, checkpoint_stopped, wal, limit))
             .map_err(io)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -224,18 +242,58 @@ fn in_savepoint<T>(
     }
 }
 
-/// Copy the WAL back into the database every so often (PASSIVE: never blocks the writer).
-fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+/// WAL size past which the log is made to start over.
+pub const WAL_RESTART_BYTES: i64 = 64 * 1024 * 1024;
+
+/// Where the WAL of the database at `db_path` lives.
+fn wal_path(db_path: &Path) -> PathBuf {
+    let mut wal = db_path.as_os_str().to_owned();
+    wal.push("-wal");
+    wal.into()
+}
+
+fn wal_size(wal: &Path) -> u64 {
+    std::fs::metadata(wal).map_or(0, |m| m.len())
+}
+
+/// Copy WAL pages back into the database beside the writer (PASSIVE: never blocks it; this is
+/// where the copying and fsyncs happen). A passive checkpoint alone never lets the log start
+/// over while the writer keeps appending, so past the size limit this thread stands back and
+/// the writer makes the log start over (`WalCap`); only one of them checkpoints at a time.
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>, wal: PathBuf, limit: u64) {
     while let Err(mpsc::RecvTimeoutError::Timeout) =
-        stop.recv_timeout(std::time::Duration::from_millis(200))
+        stop.recv_timeout(std::time::Duration::from_millis(50))
     {
+        if wal_size(&wal) >= limit {
+            continue;
+        }
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
     }
 }
 
-fn write_loop(conn: Connection, rx: mpsc::Receiver<Command>) {
+/// The writer's side: past the size limit, after a commit, make the log start over. RESTART
+/// waits only for readers (the writer is this thread) and finds little left to copy.
+struct WalCap {
+    wal: PathBuf,
+    limit: u64,
+}
+
+impl WalCap {
+    /// One `stat` per commit: cheap beside the commit itself.
+    fn after_commit(&self, conn: &Connection) {
+        if wal_size(&self.wal) < self.limit {
+            return;
+        }
+        // Busy (the checkpointer was mid-copy) is fine: the next commit tries again.
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL restart failed");
+        }
+    }
+}
+
+fn write_loop(conn: Connection, rx: mpsc::Receiver<Command>, cap: WalCap) {
     while let Ok(first) = rx.recv() {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             first(&conn)(Some(&e.to_string()));
@@ -250,7 +308,10 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<Command>) {
             }
         }
         match conn.execute_batch("COMMIT") {
-            Ok(()) => done.into_iter().for_each(|d| d(None)),
+            Ok(()) => {
+                done.into_iter().for_each(|d| d(None));
+                cap.after_commit(&conn);
+            }
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
                 let msg = e.to_string();

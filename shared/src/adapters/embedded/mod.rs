@@ -6,7 +6,7 @@ mod events;
 mod queue;
 mod store;
 
-pub use db::{Db, DbError, Durability};
+pub use db::{Db, DbError, Durability, WAL_RESTART_BYTES};
 pub use events::InProcessEvents;
 pub use queue::{EmbeddedQueue, QueueSettings};
 pub use store::{EmbeddedStore, LOG_CAP};
@@ -40,7 +40,17 @@ impl EmbeddedBackend {
         durability: Durability,
         queues: Vec<(String, QueueSettings)>,
     ) -> Result<Self, DbError> {
-        let db = Db::open(data_dir, durability)?;
+        Self::open_with(data_dir, durability, db::WAL_RESTART_BYTES, queues)
+    }
+
+    /// `open`, with the WAL size past which the log is made to start over.
+    pub fn open_with(
+        data_dir: &Path,
+        durability: Durability,
+        wal_limit_bytes: i64,
+        queues: Vec<(String, QueueSettings)>,
+    ) -> Result<Self, DbError> {
+        let db = Db::open_with(data_dir, durability, wal_limit_bytes)?;
         let queue = Arc::new(EmbeddedQueue::open(db.clone(), queues)?);
         Ok(Self {
             store: Arc::new(EmbeddedStore::new(db.clone())),
