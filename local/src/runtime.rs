@@ -71,27 +71,11 @@ fn webhook_secret(config: &Config) -> anyhow::Result<String> {
     if let Ok(s) = std::fs::read_to_string(&path) {
         return Ok(s.trim().to_string());
     }
-    let secret = hex_secret();
+    let secret = hex::encode(rand::random::<[u8; 32]>());
     std::fs::create_dir_all(&config.data_dir)?;
     std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
     tracing::info!(path = %path.display(), "generated a webhook signing secret");
     Ok(secret)
-}
-
-fn hex_secret() -> String {
-    (0..32).map(|_| format!("{:02x}", rand_byte())).collect()
-}
-
-fn rand_byte() -> u8 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish() as u8
 }
 
 /// Run until Ctrl-C or SIGTERM.

@@ -226,6 +226,9 @@ impl JobService {
             let job = self.get(tenant, id).await?;
             let now = Utc::now();
             let next = change(&job, now)?;
+            if next.version == job.version {
+                return Ok(next); // nothing to change (e.g. a cancel asked twice)
+            }
             match self.ports.store.transition(job.expected(), &next).await {
                 Ok(()) => {
                     announce(&self.ports, &next).await;

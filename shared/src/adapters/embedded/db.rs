@@ -178,18 +178,9 @@ impl Db {
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let start = inner
-                .next_reader
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let n = inner.readers.len();
-            let guard = (0..n)
-                .find_map(|i| inner.readers[(start + i) % n].try_lock().ok())
-                .unwrap_or_else(|| inner.readers[start % n].lock().unwrap());
-            f(&guard)
-        })
-        .await
-        .map_err(|e| DbError::Other(format!("read task failed: {e}")))?
+        tokio::task::spawn_blocking(move || f(&inner.reader()))
+            .await
+            .map_err(|e| DbError::Other(format!("read task failed: {e}")))?
     }
 
     /// A short read (a lookup by primary key) run right here on the caller's thread: cheaper
@@ -198,15 +189,7 @@ impl Db {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        let n = self.inner.readers.len();
-        let start = self
-            .inner
-            .next_reader
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let guard = (0..n)
-            .find_map(|i| self.inner.readers[(start + i) % n].try_lock().ok())
-            .unwrap_or_else(|| self.inner.readers[start % n].lock().unwrap());
-        f(&guard)
+        f(&self.inner.reader())
     }
 
     /// A read from synchronous code (start-up).
@@ -221,6 +204,23 @@ impl Db {
     /// Stop accepting writes; the writer finishes what is queued and exits.
     pub fn close(&self) {
         self.inner.writer.lock().unwrap().take();
+    }
+}
+
+impl Inner {
+    /// A free read connection if there is one, else wait for one (round robin).
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        let start = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.readers.len();
+        (0..n)
+            .find_map(|i| self.readers[(start + i) % n].try_lock().ok())
+            .unwrap_or_else(|| {
+                self.readers[start % n]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+            })
     }
 }
 
