@@ -162,3 +162,25 @@ async fn tenants_see_only_their_own_jobs() {
     assert_eq!(status, StatusCode::OK);
     assert_ne!(acme_now["status"], "cancelled", "{acme_now}");
 }
+
+#[tokio::test]
+async fn a_delayed_job_does_not_start_before_its_delay() {
+    // GIVEN a runtime
+    let app = spawn_app(&[]).await;
+    // WHEN a job is submitted with a 1 s delay
+    let id = app
+        .submit_new(&json!({ "type": "noop", "delay_seconds": 1 }))
+        .await;
+    // THEN it waits queued, then runs, starting no earlier than its run time
+    let waiting = app.get_job(&id).await;
+    assert_eq!(waiting["status"], "queued");
+    let done = app
+        .wait_for_status(&id, status_is("succeeded"), Duration::from_secs(10))
+        .await;
+    let at = |f: &str| chrono::DateTime::parse_from_rfc3339(done[f].as_str().unwrap()).unwrap();
+    assert!(at("started_at") >= at("run_at"), "{done:#}");
+    assert!(
+        at("run_at") - at("created_at") >= chrono::Duration::milliseconds(999),
+        "{done:#}"
+    );
+}

@@ -11,6 +11,7 @@ mod crash_recovery;
 mod http_fetch;
 mod idempotency;
 mod listing;
+mod maintenance;
 mod retries;
 mod shutdown;
 mod storage;
