@@ -45,7 +45,8 @@ pub async fn recover_stalled(
     let Ok(next) = job.stalled(now) else {
         return Ok(false);
     };
-    match ports.store.transition(job.expected(), &next).await {
+    // Only if no heartbeat came since the read: a late heartbeat means the run is alive.
+    match ports.store.transition(job.expected_silent(), &next).await {
         Ok(()) => {
             tracing::warn!(job_id = %job.id, attempt = job.attempt, status = %next.status, "stalled job recovered");
             if let Some(error) = &next.error {

@@ -78,12 +78,12 @@ pub trait JobStore: Send + Sync {
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
     /// Write `next` only if the stored job still matches `expected`; else `Conflict`.
     async fn transition(&self, expected: Expected, next: &Job) -> Result<(), StoreError>;
-    /// A running attempt's heartbeat, with optional progress. `Conflict` when the job is no
-    /// longer running that attempt (the worker lost it and must stop).
+    /// A run's heartbeat (`run` = `Job::runs` at its start), with optional progress.
+    /// `Conflict` when the job is no longer running that run (the worker lost it and must stop).
     async fn heartbeat(
         &self,
         id: JobId,
-        attempt: u32,
+        run: u32,
         at: DateTime<Utc>,
         progress: Option<&Progress>,
     ) -> Result<Liveness, StoreError>;

@@ -47,6 +47,8 @@ pub struct Worker {
 /// Early messages (a retry sent before its time, a capped delay) within this are run anyway.
 const EARLY_TOLERANCE: chrono::Duration = chrono::Duration::milliseconds(20);
 const CONFLICT_RETRIES: usize = 8;
+/// Tries to record an outcome through a store outage: 0.1 + 0.2 + … + 1.6 s, about 3 s.
+const OUTAGE_RETRIES: usize = 5;
 
 impl Worker {
     pub fn new(ports: Ports, registry: Arc<Registry>, settings: WorkerSettings) -> Self {
@@ -123,8 +125,10 @@ impl Worker {
                 });
                 if let Ok(next) = next {
                     // Written only if still queued; a conflict means someone else has it.
-                    if store.transition(job.expected(), &next).await.is_ok() {
-                        announce(&self.ports, &next).await;
+                    match store.transition(job.expected(), &next).await {
+                        Ok(()) => announce(&self.ports, &next).await,
+                        Err(StoreError::Conflict) => {}
+                        Err(e) => return Err(e),
                     }
                 }
                 return Ok(Disposition::Done);
@@ -172,6 +176,7 @@ impl Worker {
             job.id,
             job.job_type.clone(),
             job.attempt,
+            job.runs,
             self.ports.store.clone(),
         );
         let task = tokio::spawn({
@@ -226,7 +231,8 @@ impl Worker {
         (outcome, progress): (Outcome, Option<crate::domain::Progress>),
     ) -> Result<Disposition, StoreError> {
         let attempt = job.attempt;
-        for _ in 0..CONFLICT_RETRIES {
+        let mut unavailable = 0;
+        for _ in 0..CONFLICT_RETRIES + OUTAGE_RETRIES {
             let now = Utc::now();
             if progress.is_some() {
                 job.progress = progress.clone();
@@ -268,6 +274,13 @@ impl Worker {
                         return Ok(Disposition::Done);
                     }
                 },
+                // The outcome exists only here: ride out a short outage rather than lose it
+                // (a lost outcome means the job runs again).
+                Err(StoreError::Unavailable(e)) if unavailable < OUTAGE_RETRIES => {
+                    unavailable += 1;
+                    tracing::warn!(error = %e, "outcome not recorded yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 << unavailable)).await;
+                }
                 Err(e) => return Err(e),
             }
         }

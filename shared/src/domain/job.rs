@@ -132,6 +132,9 @@ pub struct Expected {
     pub status: JobStatus,
     pub attempt: u32,
     pub version: u64,
+    /// Also require the stored job's last sign of life (`Job::due_at` of a running job) to be
+    /// this: no heartbeat came since the read. Set when declaring a job stalled.
+    pub last_heartbeat: Option<DateTime<Utc>>,
 }
 
 /// A change the job's current status does not allow (HTTP 409).
@@ -151,8 +154,11 @@ pub struct Job {
     pub status: JobStatus,
     pub priority: i32,
     pub payload: Value,
-    /// Attempts started so far (0 until the first start).
+    /// Attempts started so far (0 until the first start); a manual retry starts over.
     pub attempt: u32,
+    /// Starts ever, never reset: identifies one run of the job (heartbeats, late outcomes).
+    #[serde(default)]
+    pub runs: u32,
     pub max_attempts: u32,
     pub backoff: Backoff,
     pub timeout_ms: u64,
@@ -208,6 +214,7 @@ impl Job {
             priority: new.priority,
             payload: new.payload,
             attempt: 0,
+            runs: 0,
             max_attempts: new.max_attempts,
             backoff: new.backoff,
             timeout_ms: new.timeout.as_millis() as u64,
@@ -233,6 +240,15 @@ impl Job {
             status: self.status,
             attempt: self.attempt,
             version: self.version,
+            last_heartbeat: None,
+        }
+    }
+
+    /// `expected`, and also that no heartbeat arrived since this copy was read.
+    pub fn expected_silent(&self) -> Expected {
+        Expected {
+            last_heartbeat: Some(self.due_at()),
+            ..self.expected()
         }
     }
 
@@ -287,6 +303,7 @@ impl Job {
         }
         Ok(Job {
             attempt: self.attempt + 1,
+            runs: self.runs + 1,
             started_at: Some(now),
             heartbeat_at: Some(now),
             progress: None,

@@ -203,6 +203,7 @@ struct ContextInner {
     job_id: JobId,
     job_type: JobType,
     attempt: u32,
+    run: u32,
     store: Arc<dyn JobStore>,
     cancelled: AtomicBool,
     cancel_notify: Notify,
@@ -210,12 +211,20 @@ struct ContextInner {
 }
 
 impl JobContext {
-    pub fn new(job_id: JobId, job_type: JobType, attempt: u32, store: Arc<dyn JobStore>) -> Self {
+    /// The context of one run of a job: `job.attempt` and `job.runs` as the run started.
+    pub fn new(
+        job_id: JobId,
+        job_type: JobType,
+        attempt: u32,
+        run: u32,
+        store: Arc<dyn JobStore>,
+    ) -> Self {
         Self {
             inner: Arc::new(ContextInner {
                 job_id,
                 job_type,
                 attempt,
+                run,
                 store,
                 cancelled: AtomicBool::new(false),
                 cancel_notify: Notify::new(),
@@ -284,7 +293,7 @@ impl JobContext {
         self.inner.last_progress.lock().unwrap().clone()
     }
 
-    fn mark_cancelled(&self) {
+    pub(crate) fn mark_cancelled(&self) {
         self.inner.cancelled.store(true, Ordering::Release);
         self.inner.cancel_notify.notify_waiters();
     }
@@ -293,13 +302,13 @@ impl JobContext {
         let i = &self.inner;
         match i
             .store
-            .heartbeat(i.job_id, i.attempt, Utc::now(), progress)
+            .heartbeat(i.job_id, i.run, Utc::now(), progress)
             .await
         {
             Ok(l) if l.cancel_requested => self.mark_cancelled(),
             Ok(_) => {}
             Err(StoreError::Conflict) => {
-                tracing::warn!(job_id = %i.job_id, attempt = i.attempt, "attempt no longer owns the job; stopping it");
+                tracing::warn!(job_id = %i.job_id, attempt = i.attempt, "this run no longer owns the job; stopping it");
                 self.mark_cancelled();
             }
             Err(e) => tracing::warn!(job_id = %i.job_id, error = %e, "heartbeat not recorded"),

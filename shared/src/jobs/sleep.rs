@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// Longest sleep a job may ask for.
-pub const MAX_SLEEP_MS: u64 = 15 * 60 * 1000;
+/// Longest sleep a job may ask for: well inside the type's 15-minute timeout.
+pub const MAX_SLEEP_MS: u64 = 10 * 60 * 1000;
 const STEPS: u64 = 10;
 
 pub struct Sleep;

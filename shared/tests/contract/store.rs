@@ -250,3 +250,94 @@ async fn everything_written_survives_a_reopen() {
     // THEN the job is there
     assert_eq!(b.ports.store.get(j.id).await.unwrap(), Some(j));
 }
+
+#[tokio::test]
+async fn a_stall_is_not_recorded_over_a_heartbeat_that_came_after_the_read() {
+    // GIVEN a running job, read by maintenance while its heartbeat looked old
+    let b = embedded();
+    let queued = job("t", "sleep");
+    b.ports.store.create(&queued).await.unwrap();
+    let long_ago = Utc::now() - chrono::Duration::seconds(120);
+    let running = queued.start(long_ago).unwrap();
+    b.ports
+        .store
+        .transition(queued.expected(), &running)
+        .await
+        .unwrap();
+    let seen = b.ports.store.get(running.id).await.unwrap().unwrap();
+
+    // WHEN the run's heartbeat lands before maintenance writes its verdict
+    b.ports
+        .store
+        .heartbeat(running.id, running.runs, Utc::now(), None)
+        .await
+        .unwrap();
+    let stalled = seen.stalled(Utc::now()).unwrap();
+
+    // THEN the stall write is refused (the run is alive), though a plain write would pass
+    assert!(matches!(
+        b.ports
+            .store
+            .transition(seen.expected_silent(), &stalled)
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    let fresh = b.ports.store.get(running.id).await.unwrap().unwrap();
+    assert_eq!(fresh.status, JobStatus::Running);
+    let stalled = fresh.stalled(Utc::now()).unwrap();
+    b.ports
+        .store
+        .transition(fresh.expected_silent(), &stalled)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_old_run_cannot_heartbeat_into_a_newer_run_after_a_manual_retry() {
+    // GIVEN a job whose first run was given up (dead) and which was retried by hand and started
+    let b = embedded();
+    let mut queued = job("t", "sleep");
+    queued.max_attempts = 1;
+    b.ports.store.create(&queued).await.unwrap();
+    let first = queued.start(Utc::now()).unwrap();
+    b.ports
+        .store
+        .transition(queued.expected(), &first)
+        .await
+        .unwrap();
+    let dead = first.stalled(Utc::now()).unwrap();
+    b.ports
+        .store
+        .transition(first.expected(), &dead)
+        .await
+        .unwrap();
+    let again = dead.retry(Utc::now()).unwrap();
+    b.ports
+        .store
+        .transition(dead.expected(), &again)
+        .await
+        .unwrap();
+    let second = again.start(Utc::now()).unwrap();
+    b.ports
+        .store
+        .transition(again.expected(), &second)
+        .await
+        .unwrap();
+    // (both runs are "attempt 1": the attempt count started over)
+    assert_eq!((first.attempt, second.attempt), (1, 1));
+
+    // WHEN the first run, still alive somewhere, sends a heartbeat
+    let old = b
+        .ports
+        .store
+        .heartbeat(first.id, first.runs, Utc::now(), None)
+        .await;
+
+    // THEN it is told it lost the job, while the second run's heartbeat is taken
+    assert!(matches!(old, Err(StoreError::Conflict)));
+    b.ports
+        .store
+        .heartbeat(second.id, second.runs, Utc::now(), None)
+        .await
+        .unwrap();
+}

@@ -50,7 +50,9 @@ impl Durability {
 }
 
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
-type Command = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+/// A write: given the connection it runs (inside the open transaction); given `None` it does
+/// not run at all (there is no transaction to run in) and only reports the failure.
+type Command = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
 
 #[derive(Clone)]
 pub struct Db {
@@ -151,8 +153,11 @@ impl Db {
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let command: Command = Box::new(move |conn: &Connection| {
-            let result = in_savepoint(conn, f);
+        let command: Command = Box::new(move |conn: Option<&Connection>| {
+            let result = match conn {
+                Some(conn) => in_savepoint(conn, f),
+                None => Err(DbError::Other("not run: no transaction".into())),
+            };
             Box::new(move |commit_error: Option<&str>| {
                 let _ = tx.send(match commit_error {
                     None => result,
@@ -296,25 +301,35 @@ impl WalCap {
 fn write_loop(conn: Connection, rx: mpsc::Receiver<Command>, cap: WalCap) {
     while let Ok(first) = rx.recv() {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            first(&conn)(Some(&e.to_string()));
+            first(None)(Some(&e.to_string()));
             continue;
         }
         let mut done = Vec::with_capacity(64);
-        done.push(first(&conn));
-        while done.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(command) => done.push(command(&conn)),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            // An error that makes SQLite roll back the whole transaction (disk full, I/O) leaves
+            // autocommit mode on: then nothing more may run, or it would commit on its own.
+            if conn.is_autocommit() {
+                done.push(command(None));
+            } else {
+                done.push(command(Some(&conn)));
+            }
+            if done.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
             }
         }
-        match conn.execute_batch("COMMIT") {
+        let outcome = if conn.is_autocommit() {
+            Err("the transaction was rolled back".to_string())
+        } else {
+            conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+        };
+        match outcome {
             Ok(()) => {
                 done.into_iter().for_each(|d| d(None));
                 cap.after_commit(&conn);
             }
-            Err(e) => {
+            Err(msg) => {
                 let _ = conn.execute_batch("ROLLBACK");
-                let msg = e.to_string();
                 tracing::error!(error = %msg, "group commit failed");
                 done.into_iter().for_each(|d| d(Some(&msg)));
             }

@@ -148,7 +148,8 @@ impl JobStore for EmbeddedStore {
                 let changed = conn
                     .prepare_cached(
                         "UPDATE jobs SET status = ?1, attempt = ?2, version = ?3, due_at = ?4, doc = ?5
-                         WHERE id = ?6 AND status = ?7 AND attempt = ?8 AND version = ?9",
+                         WHERE id = ?6 AND status = ?7 AND attempt = ?8 AND version = ?9
+                           AND (?10 IS NULL OR due_at = ?10)",
                     )?
                     .execute(params![
                         next.status.as_str(),
@@ -160,6 +161,7 @@ impl JobStore for EmbeddedStore {
                         expected.status.as_str(),
                         expected.attempt,
                         expected.version as i64,
+                        expected.last_heartbeat.map(micros),
                     ])?;
                 Ok(if changed == 1 {
                     Write::Done(())
@@ -178,7 +180,7 @@ impl JobStore for EmbeddedStore {
     async fn heartbeat(
         &self,
         id: JobId,
-        attempt: u32,
+        run: u32,
         at: DateTime<Utc>,
         progress: Option<&Progress>,
     ) -> Result<Liveness, StoreError> {
@@ -188,15 +190,16 @@ impl JobStore for EmbeddedStore {
             .write(move |conn| {
                 let id = id.to_string();
                 let doc: Option<String> = conn
-                    .prepare_cached(
-                        "SELECT doc FROM jobs WHERE id = ?1 AND status = 'running' AND attempt = ?2",
-                    )?
-                    .query_row(params![id, attempt], |r| r.get(0))
+                    .prepare_cached("SELECT doc FROM jobs WHERE id = ?1 AND status = 'running'")?
+                    .query_row(params![id], |r| r.get(0))
                     .optional()?;
                 let Some(doc) = doc else {
                     return Ok(Write::Conflict);
                 };
                 let mut job = decode(&doc)?;
+                if job.runs != run {
+                    return Ok(Write::Conflict);
+                }
                 job.heartbeat_at = Some(at);
                 if progress.is_some() {
                     job.progress = progress;
