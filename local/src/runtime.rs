@@ -161,6 +161,10 @@ pub async fn run(settings: LocalSettings) -> anyhow::Result<()> {
     for p in pollers {
         let _ = p.await;
     }
+    let interrupted = worker.interrupt_in_flight().await;
+    if interrupted > 0 {
+        tracing::warn!(interrupted, "jobs still running after the grace period went back to the queue (their attempt does not count)");
+    }
     let _ = maintenance.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     backend.db.close();

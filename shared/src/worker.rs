@@ -42,6 +42,8 @@ pub struct Worker {
     ports: Ports,
     registry: Arc<Registry>,
     settings: WorkerSettings,
+    /// The runs this process is executing now, for `interrupt_in_flight` at shutdown.
+    in_flight: Arc<std::sync::Mutex<std::collections::HashMap<crate::domain::JobId, JobContext>>>,
 }
 
 /// Early messages (a retry sent before its time, a capped delay) within this are run anyway.
@@ -56,7 +58,51 @@ impl Worker {
             ports,
             registry,
             settings,
+            in_flight: Default::default(),
         }
+    }
+
+    /// At shutdown, for runs that did not finish in the grace period: put their jobs back in the
+    /// queue without using up an attempt, and tell their handlers to stop. Returns how many.
+    pub async fn interrupt_in_flight(&self) -> usize {
+        let runs: Vec<JobContext> = self.in_flight.lock().unwrap().values().cloned().collect();
+        let mut interrupted = 0;
+        for ctx in runs {
+            let now = Utc::now();
+            let Ok(Some(job)) = self.ports.store.get(ctx.job_id()).await else {
+                continue;
+            };
+            if job.status != JobStatus::Running || job.runs != ctx.run() {
+                continue;
+            }
+            let Ok(next) = job.interrupt(now) else {
+                continue;
+            };
+            if self
+                .ports
+                .store
+                .transition(job.expected(), &next)
+                .await
+                .is_ok()
+            {
+                interrupted += 1;
+                let line = format!(
+                    "attempt {} interrupted by a shutdown; back in the queue (it does not count)",
+                    job.attempt
+                );
+                let _ = self
+                    .ports
+                    .store
+                    .append_log(job.id, job.attempt, now, &line)
+                    .await;
+                announce(&self.ports, &next).await;
+                if let Err(e) = dispatch(&self.ports, &self.registry, &next, now).await {
+                    tracing::warn!(job_id = %job.id, error = %e, "interrupted job not dispatched; maintenance will");
+                }
+            }
+            ctx.mark_cancelled();
+        }
+        interrupted
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -179,6 +225,7 @@ impl Worker {
             job.runs,
             self.ports.store.clone(),
         );
+        self.in_flight.lock().unwrap().insert(job.id, ctx.clone());
         let task = tokio::spawn({
             let ctx = ctx.clone();
             let payload = job.payload.clone();
@@ -220,6 +267,7 @@ impl Worker {
             }
         };
         heartbeat.abort();
+        self.in_flight.lock().unwrap().remove(&job.id);
         (outcome, ctx.last_progress())
     }
 

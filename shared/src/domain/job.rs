@@ -438,6 +438,38 @@ impl Job {
         })
     }
 
+    /// running → queued: the run was stopped by a shutdown, not by anything about the job, so
+    /// it does not use up an attempt. (A crash does: a job that kills its worker must end.)
+    pub fn interrupt(&self, now: DateTime<Utc>) -> Result<Job, TransitionError> {
+        if self.status != JobStatus::Running {
+            return Err(TransitionError {
+                action: "interrupt",
+                from: self.status,
+            });
+        }
+        if self.cancel_requested {
+            return Ok(Job {
+                error: Some(JobError::cancelled()),
+                ..self.finished(JobStatus::Cancelled, now)
+            });
+        }
+        Ok(Job {
+            attempt: self.attempt.saturating_sub(1),
+            error: Some(JobError::with_kind(
+                "interrupted",
+                format!(
+                    "attempt {} was stopped by a shutdown; it does not count",
+                    self.attempt
+                ),
+                true,
+            )),
+            run_at: now,
+            queued_at: now,
+            heartbeat_at: None,
+            ..self.next(JobStatus::Queued)
+        })
+    }
+
     /// A running job whose worker stopped sending heartbeats: that attempt counts as failed.
     pub fn stalled(&self, now: DateTime<Utc>) -> Result<Job, TransitionError> {
         let since = self.due_at();
@@ -631,5 +663,21 @@ mod tests {
         let stalled = again.start(now).unwrap().stalled(now).unwrap();
         assert_eq!(stalled.status, JobStatus::Dead, "no attempts left");
         assert_eq!(stalled.error.unwrap().kind, "stalled");
+    }
+
+    #[test]
+    fn a_shutdown_interrupt_gives_the_attempt_back_unless_a_cancel_was_asked() {
+        let now = Utc::now();
+        let running = new_job(1).start(now).unwrap();
+        let back = running.interrupt(now).unwrap();
+        assert_eq!((back.status, back.attempt), (JobStatus::Queued, 0));
+        assert_eq!(back.runs, 1, "runs never go back");
+        assert_eq!(back.start(now).unwrap().runs, 2);
+        let asked = running.cancel(now).unwrap();
+        assert_eq!(asked.interrupt(now).unwrap().status, JobStatus::Cancelled);
+        assert!(
+            back.interrupt(now).is_err(),
+            "only a running job is interrupted"
+        );
     }
 }

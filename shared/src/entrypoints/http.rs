@@ -94,6 +94,29 @@ impl From<ServiceError> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Run a use case to its end even if the client goes away mid-request (the server then drops
+/// the handler): a submit that stored its job must also send its message.
+async fn detached<T, F>(
+    state: &Arc<ApiState>,
+    use_case: impl FnOnce(Arc<ApiState>) -> F,
+) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, ServiceError>> + Send + 'static,
+{
+    match tokio::spawn(use_case(state.clone())).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => {
+            tracing::error!(error = %e, "request task failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request failed unexpectedly",
+            ))
+        }
+    }
+}
+
 /// Build the API router over a service.
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
@@ -290,7 +313,10 @@ async fn submit(State(state): State<Arc<ApiState>>, request: Request) -> ApiResu
     })?;
     let idempotency_header = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
     let req = parse_submit(&body, idempotency_header)?;
-    let (job, created) = state.service.submit(tenant, req).await?;
+    let (job, created) = detached(&state, |state| async move {
+        state.service.submit(tenant, req).await
+    })
+    .await?;
     let status = if created {
         StatusCode::ACCEPTED
     } else {

@@ -245,6 +245,11 @@ impl JobContext {
         self.inner.attempt
     }
 
+    /// Which run of the job this is (`Job::runs` at its start).
+    pub fn run(&self) -> u32 {
+        self.inner.run
+    }
+
     /// Report progress (0–100); also a heartbeat, and the moment a cancel request is noticed.
     pub async fn progress(&self, percent: u8, message: impl Into<String>) {
         let progress = Progress {
