@@ -61,6 +61,7 @@ pub struct Db {
 
 struct Inner {
     writer: Mutex<Option<mpsc::Sender<Command>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: std::sync::atomic::AtomicUsize,
     _lock: File,
@@ -124,7 +125,7 @@ impl Db {
             limit,
         };
         let (stop_checkpoints, checkpoint_stopped) = mpsc::channel::<()>();
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("conveyor-db-writer".into())
             .spawn(move || {
                 write_loop(writer_conn, rx, cap);
@@ -138,6 +139,7 @@ impl Db {
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: Mutex::new(Some(tx)),
+                writer_thread: Mutex::new(Some(writer_thread)),
                 readers,
                 next_reader: Default::default(),
                 _lock: lock,
@@ -206,9 +208,13 @@ impl Db {
         f(&guard)
     }
 
-    /// Stop accepting writes; the writer finishes what is queued and exits.
+    /// Stop accepting writes, and wait while the writer commits what is queued, checkpoints the
+    /// WAL and exits.
     pub fn close(&self) {
         self.inner.writer.lock().unwrap().take();
+        if let Some(thread) = self.inner.writer_thread.lock().unwrap().take() {
+            let _ = thread.join();
+        }
     }
 }
 

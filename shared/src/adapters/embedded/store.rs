@@ -69,6 +69,20 @@ fn decode(doc: &str) -> Result<Job, DbError> {
     serde_json::from_str(doc).map_err(|e| DbError::Other(format!("decode job: {e}")))
 }
 
+/// Decode rows for a scan, skipping (and logging) any that cannot be read: one bad row must
+/// not stop a listing or a maintenance sweep.
+fn decode_all(docs: &[String]) -> Vec<Job> {
+    docs.iter()
+        .filter_map(|d| match decode(d) {
+            Ok(job) => Some(job),
+            Err(e) => {
+                tracing::error!(error = %e, "skipping a job row that cannot be read");
+                None
+            }
+        })
+        .collect()
+}
+
 fn unavailable(e: DbError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -247,7 +261,7 @@ impl JobStore for EmbeddedStore {
                         r.get::<_, String>(0)
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
-                docs.iter().map(|d| decode(d)).collect()
+                Ok(decode_all(&docs))
             })
             .await
             .map_err(unavailable)
@@ -369,7 +383,7 @@ impl JobStore for EmbeddedStore {
                         |r| r.get::<_, String>(0),
                     )?
                     .collect::<Result<Vec<_>, _>>()?;
-                docs.iter().map(|d| decode(d)).collect()
+                Ok(decode_all(&docs))
             })
             .await
             .map_err(unavailable)
@@ -386,24 +400,25 @@ impl JobStore for EmbeddedStore {
                     }
                     let expired = conn
                         .prepare_cached(
-                            "SELECT doc FROM jobs WHERE status = ?1 AND due_at < ?2 LIMIT ?3",
+                            "SELECT id, doc FROM jobs WHERE status = ?1 AND due_at < ?2 LIMIT ?3",
                         )?
                         .query_map(params![status.as_str(), micros(now), remaining], |r| {
-                            r.get::<_, String>(0)
+                            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
                         })?
                         .collect::<Result<Vec<_>, _>>()?;
-                    for doc in expired {
-                        let job = decode(&doc)?;
-                        let id = job.id.to_string();
+                    for (id, doc) in expired {
                         conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")?
                             .execute([&id])?;
                         conn.prepare_cached("DELETE FROM job_logs WHERE job_id = ?1")?
                             .execute([&id])?;
-                        if let Some(key) = &job.idempotency_key {
-                            conn.prepare_cached(
-                                "DELETE FROM idempotency WHERE tenant = ?1 AND key = ?2 AND job_id = ?3",
-                            )?
-                            .execute([job.tenant.as_str(), key.as_str(), &id])?;
+                        // Its key goes too (a row that cannot be read keeps its key: harmless).
+                        if let Ok(job) = decode(&doc) {
+                            if let Some(key) = &job.idempotency_key {
+                                conn.prepare_cached(
+                                    "DELETE FROM idempotency WHERE tenant = ?1 AND key = ?2 AND job_id = ?3",
+                                )?
+                                .execute([job.tenant.as_str(), key.as_str(), &id])?;
+                            }
                         }
                         deleted += 1;
                     }
@@ -412,5 +427,55 @@ impl JobStore for EmbeddedStore {
             })
             .await
             .map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Backoff, JobType, NewJob};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_row_that_cannot_be_read_does_not_stop_a_sweep() {
+        // GIVEN a stalled running job and, beside it, a running row whose document is garbage
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), super::super::Durability::Process).unwrap();
+        let store = EmbeddedStore::new(db.clone());
+        let long_ago = Utc::now() - chrono::Duration::seconds(600);
+        let job = Job::create(
+            NewJob {
+                tenant: Tenant::parse("t").unwrap(),
+                job_type: JobType::parse("noop").unwrap(),
+                priority: 0,
+                payload: serde_json::json!({}),
+                max_attempts: 1,
+                backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(1)),
+                timeout: Duration::from_secs(1),
+                retention: Duration::from_secs(1),
+                idempotency_key: None,
+                run_at: long_ago,
+            },
+            long_ago,
+        );
+        store.create(&job).await.unwrap();
+        let running = job.start(long_ago).unwrap();
+        store.transition(job.expected(), &running).await.unwrap();
+        db.write(move |c| {
+            c.execute(
+                "INSERT INTO jobs (id, tenant, type, status, attempt, version, due_at, doc)
+                 VALUES ('bad', 't', 'noop', 'running', 1, 1, ?1, 'not json')",
+                [micros(long_ago) - 1],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+
+        // WHEN maintenance asks for stalled jobs
+        let due = store.due(JobStatus::Running, Utc::now(), 10).await.unwrap();
+
+        // THEN the readable job is found all the same
+        assert_eq!(due.iter().map(|j| j.id).collect::<Vec<_>>(), vec![job.id]);
     }
 }
