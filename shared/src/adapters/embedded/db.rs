@@ -6,6 +6,7 @@
 use rusqlite::Connection;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -114,14 +115,17 @@ impl Db {
         // Checkpoints run on a connection of their own (see `checkpoint_loop`), so a write never
         // waits for one to copy pages or fsync.
         writer_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        // When the log starts over, truncate it: the file's size then says how much log there is,
-        // which is what the checkpointer and the writer's cap go by.
-        writer_conn.pragma_update(None, "journal_size_limit", 0)?;
+        // After a restart the WAL file is reused (overwriting beats appending), cut back to the
+        // limit; how much log there is comes from the WAL hook, not from the file's size.
+        writer_conn.pragma_update(None, "journal_size_limit", wal_restart_bytes)?;
+        writer_conn.wal_hook(Some(note_wal_frames));
+        let page_size: i64 = writer_conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let checkpointer = open_conn(&path, durability)?;
         let (tx, rx) = mpsc::channel::<Command>();
-        let (wal, limit) = (wal_path(&path), wal_restart_bytes.max(0) as u64);
+        let frames = Arc::new(AtomicI64::new(0));
+        let limit = (wal_restart_bytes / page_size.max(512)).max(1);
         let cap = WalCap {
-            wal: wal.clone(),
+            frames: frames.clone(),
             limit,
         };
         let (stop_checkpoints, checkpoint_stopped) = mpsc::channel::<()>();
@@ -134,7 +138,7 @@ impl Db {
             .map_err(io)?;
         std::thread::Builder::new()
             .name("conveyor-db-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, checkpoint_stopped, wal, limit))
+            .spawn(move || checkpoint_loop(checkpointer, checkpoint_stopped, frames, limit))
             .map_err(io)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -256,26 +260,26 @@ fn in_savepoint<T>(
 /// WAL size past which the log is made to start over.
 pub const WAL_RESTART_BYTES: i64 = 64 * 1024 * 1024;
 
-/// Where the WAL of the database at `db_path` lives.
-fn wal_path(db_path: &Path) -> PathBuf {
-    let mut wal = db_path.as_os_str().to_owned();
-    wal.push("-wal");
-    wal.into()
+thread_local! {
+    /// Frames in the WAL after the last commit on this thread (set by the WAL hook, which
+    /// SQLite calls on the committing thread: the writer).
+    static WAL_FRAMES: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
 }
 
-fn wal_size(wal: &Path) -> u64 {
-    std::fs::metadata(wal).map_or(0, |m| m.len())
+fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.with(|f| f.set(i64::from(frames)));
+    Ok(())
 }
 
 /// Copy WAL pages back into the database beside the writer (PASSIVE: never blocks it; this is
 /// where the copying and fsyncs happen). A passive checkpoint alone never lets the log start
 /// over while the writer keeps appending, so past the size limit this thread stands back and
 /// the writer makes the log start over (`WalCap`); only one of them checkpoints at a time.
-fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>, wal: PathBuf, limit: u64) {
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>, frames: Arc<AtomicI64>, limit: i64) {
     while let Err(mpsc::RecvTimeoutError::Timeout) =
         stop.recv_timeout(std::time::Duration::from_millis(50))
     {
-        if wal_size(&wal) >= limit {
+        if frames.load(Ordering::Relaxed) >= limit {
             continue;
         }
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
@@ -287,19 +291,23 @@ fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>, wal: PathBuf, lim
 /// The writer's side: past the size limit, after a commit, make the log start over. RESTART
 /// waits only for readers (the writer is this thread) and finds little left to copy.
 struct WalCap {
-    wal: PathBuf,
-    limit: u64,
+    /// WAL frames after the last commit, shared with the checkpointer.
+    frames: Arc<AtomicI64>,
+    limit: i64,
 }
 
 impl WalCap {
-    /// One `stat` per commit: cheap beside the commit itself.
     fn after_commit(&self, conn: &Connection) {
-        if wal_size(&self.wal) < self.limit {
+        let frames = WAL_FRAMES.with(|f| f.get());
+        self.frames.store(frames, Ordering::Relaxed);
+        if frames < self.limit {
             return;
         }
         // Busy (the checkpointer was mid-copy) is fine: the next commit tries again.
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL restart failed");
+        match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
+            Ok(0) => self.frames.store(0, Ordering::Relaxed),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "WAL restart failed"),
         }
     }
 }

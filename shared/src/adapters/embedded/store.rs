@@ -95,22 +95,49 @@ fn get_job(conn: &rusqlite::Connection, id: &str) -> Result<Option<Job>, DbError
     doc.as_deref().map(decode).transpose()
 }
 
-fn insert_job(conn: &rusqlite::Connection, job: &Job) -> Result<(), DbError> {
-    conn.prepare_cached(
-        "INSERT INTO jobs (id, tenant, type, status, attempt, version, due_at, doc)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        job.id.to_string(),
-        job.tenant.as_str(),
-        job.job_type.as_str(),
-        job.status.as_str(),
-        job.attempt,
-        job.version as i64,
-        micros(job.due_at()),
-        encode(job)?,
-    ])?;
-    Ok(())
+/// A job as its row: built on the caller's thread, so the single writer only binds and writes.
+struct Row {
+    id: String,
+    tenant: String,
+    job_type: String,
+    status: &'static str,
+    attempt: u32,
+    version: i64,
+    due_at: i64,
+    doc: String,
+}
+
+impl Row {
+    fn of(job: &Job) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: job.id.to_string(),
+            tenant: job.tenant.to_string(),
+            job_type: job.job_type.to_string(),
+            status: job.status.as_str(),
+            attempt: job.attempt,
+            version: job.version as i64,
+            due_at: micros(job.due_at()),
+            doc: encode(job).map_err(unavailable)?,
+        })
+    }
+
+    fn insert(&self, conn: &rusqlite::Connection) -> Result<(), DbError> {
+        conn.prepare_cached(
+            "INSERT INTO jobs (id, tenant, type, status, attempt, version, due_at, doc)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            self.id,
+            self.tenant,
+            self.job_type,
+            self.status,
+            self.attempt,
+            self.version,
+            self.due_at,
+            self.doc,
+        ])?;
+        Ok(())
+    }
 }
 
 enum Write<T> {
@@ -121,15 +148,16 @@ enum Write<T> {
 #[async_trait]
 impl JobStore for EmbeddedStore {
     async fn create(&self, job: &Job) -> Result<Created, StoreError> {
-        let job = job.clone();
+        let row = Row::of(job)?;
+        let key = job.idempotency_key.as_ref().map(|k| k.to_string());
         self.db
             .write(move |conn| {
-                if let Some(key) = &job.idempotency_key {
+                if let Some(key) = &key {
                     let existing: Option<String> = conn
                         .prepare_cached(
                             "SELECT job_id FROM idempotency WHERE tenant = ?1 AND key = ?2",
                         )?
-                        .query_row([job.tenant.as_str(), key.as_str()], |r| r.get(0))
+                        .query_row([row.tenant.as_str(), key.as_str()], |r| r.get(0))
                         .optional()?;
                     if let Some(existing) = existing {
                         if let Some(found) = get_job(conn, &existing)? {
@@ -139,9 +167,9 @@ impl JobStore for EmbeddedStore {
                     conn.prepare_cached(
                         "INSERT OR REPLACE INTO idempotency (tenant, key, job_id) VALUES (?1, ?2, ?3)",
                     )?
-                    .execute([job.tenant.as_str(), key.as_str(), &job.id.to_string()])?;
+                    .execute([row.tenant.as_str(), key.as_str(), row.id.as_str()])?;
                 }
-                insert_job(conn, &job)?;
+                row.insert(conn)?;
                 Ok(Created::New)
             })
             .await
@@ -155,7 +183,8 @@ impl JobStore for EmbeddedStore {
     }
 
     async fn transition(&self, expected: Expected, next: &Job) -> Result<(), StoreError> {
-        let next = next.clone();
+        let next = Row::of(next)?;
+        let last_heartbeat = expected.last_heartbeat.map(micros);
         let written = self
             .db
             .write(move |conn| {
@@ -166,16 +195,16 @@ impl JobStore for EmbeddedStore {
                            AND (?10 IS NULL OR due_at = ?10)",
                     )?
                     .execute(params![
-                        next.status.as_str(),
+                        next.status,
                         next.attempt,
-                        next.version as i64,
-                        micros(next.due_at()),
-                        encode(&next)?,
-                        next.id.to_string(),
+                        next.version,
+                        next.due_at,
+                        next.doc,
+                        next.id,
                         expected.status.as_str(),
                         expected.attempt,
                         expected.version as i64,
-                        expected.last_heartbeat.map(micros),
+                        last_heartbeat,
                     ])?;
                 Ok(if changed == 1 {
                     Write::Done(())
