@@ -312,9 +312,14 @@ impl WalCap {
     }
 }
 
+/// Run a statement without parameters through the statement cache (no re-parse per batch).
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn write_loop(conn: Connection, rx: mpsc::Receiver<Command>, cap: WalCap) {
     while let Ok(first) = rx.recv() {
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run_cached(&conn, "BEGIN IMMEDIATE") {
             first(None)(Some(&e.to_string()));
             continue;
         }
@@ -335,7 +340,7 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<Command>, cap: WalCap) {
         let outcome = if conn.is_autocommit() {
             Err("the transaction was rolled back".to_string())
         } else {
-            conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+            run_cached(&conn, "COMMIT").map_err(|e| e.to_string())
         };
         match outcome {
             Ok(()) => {
