@@ -312,9 +312,7 @@ impl Worker {
                     );
                 }
                 Err(StoreError::Conflict) => match self.ports.store.get(job.id).await? {
-                    Some(fresh)
-                        if fresh.status == JobStatus::Running && fresh.attempt == attempt =>
-                    {
+                    Some(fresh) if fresh.status == JobStatus::Running && fresh.runs == job.runs => {
                         job = fresh;
                     }
                     _ => {

@@ -196,6 +196,11 @@ fn bad_requests(succeeded: &str, queued: &str) -> Vec<Case> {
         )
         .invalid("payload.ms"),
         C::submit(
+            "sleep longer than its type's timeout allows",
+            json!({ "type": "sleep", "payload": { "ms": 600_001 } }),
+        )
+        .invalid("payload.ms"),
+        C::submit(
             "sleep payload not an object",
             json!({ "type": "sleep", "payload": [1] }),
         )

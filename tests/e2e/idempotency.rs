@@ -99,3 +99,23 @@ async fn concurrent_submits_with_one_key_make_one_job() {
     // AND one job exists
     assert_eq!(app.stats().await["total"], 1);
 }
+
+#[tokio::test]
+async fn an_unreadable_idempotency_key_header_is_refused_not_ignored() {
+    // GIVEN a runtime
+    let app = spawn_app(&[]).await;
+    // WHEN a submit carries an Idempotency-Key header that is not printable ASCII
+    let header = reqwest::header::HeaderValue::from_bytes(b"key-\xff").unwrap();
+    let (status, body) = app
+        .send(
+            app.client
+                .post(app.url("/v1/jobs"))
+                .header("idempotency-key", header)
+                .json(&json!({ "type": "noop" })),
+        )
+        .await;
+    // THEN it is a 400 naming the header, and no job was made (retries would have duplicated it)
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["field"], "idempotency-key", "{body}");
+    assert_eq!(app.stats().await["total"], 0);
+}

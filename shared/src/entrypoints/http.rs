@@ -311,7 +311,19 @@ async fn submit(State(state): State<Arc<ApiState>>, request: Request) -> ApiResu
         )
         .field("payload")
     })?;
-    let idempotency_header = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+    let idempotency_header = headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_field",
+                    "must be printable ASCII",
+                )
+                .field("idempotency-key")
+            })
+        })
+        .transpose()?;
     let req = parse_submit(&body, idempotency_header)?;
     let (job, created) = detached(&state, |state| async move {
         state.service.submit(tenant, req).await
@@ -417,10 +429,11 @@ async fn cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let job = state
-        .service
-        .cancel(&tenant(&state, &headers)?, job_id(&id)?)
-        .await?;
+    let (tenant, id) = (tenant(&state, &headers)?, job_id(&id)?);
+    let job = detached(&state, |state| async move {
+        state.service.cancel(&tenant, id).await
+    })
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
 
@@ -429,10 +442,11 @@ async fn retry(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let job = state
-        .service
-        .retry(&tenant(&state, &headers)?, job_id(&id)?)
-        .await?;
+    let (tenant, id) = (tenant(&state, &headers)?, job_id(&id)?);
+    let job = detached(&state, |state| async move {
+        state.service.retry(&tenant, id).await
+    })
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
 
