@@ -20,6 +20,7 @@ use tokio::sync::broadcast;
 const SQS_EVENT: &str = include_str!("../fixtures/sqs_event.json");
 
 struct Harness {
+    ports: shared::ports::Ports,
     service: JobService,
     worker: Worker,
     events: broadcast::Receiver<LifecycleEvent>,
@@ -39,6 +40,7 @@ fn harness_with(registry: Registry) -> anyhow::Result<Harness> {
     let ports = backend.ports();
     let registry = Arc::new(registry);
     Ok(Harness {
+        ports: ports.clone(),
         service: JobService::new(ports.clone(), registry.clone(), 262_144),
         worker: Worker::new(
             ports,
@@ -79,6 +81,10 @@ impl Harness {
             .await?;
         anyhow::ensure!(created, "a new job");
         Ok(job)
+    }
+
+    fn worker_ports(&self) -> shared::ports::Ports {
+        self.ports.clone()
     }
 
     async fn job(&self, id: JobId) -> anyhow::Result<Job> {
@@ -296,5 +302,72 @@ async fn a_panicking_or_hanging_handler_fails_only_its_own_job() -> anyhow::Resu
         assert_eq!(error.kind, kind);
         assert!(error.retryable);
     }
+    Ok(())
+}
+
+/// A handler that finishes only when the test lets it.
+struct Gated(Arc<tokio::sync::Semaphore>);
+
+#[async_trait::async_trait]
+impl JobHandler for Gated {
+    async fn run(
+        &self,
+        _ctx: JobContext,
+        _payload: serde_json::Value,
+    ) -> Result<serde_json::Value, JobError> {
+        let _ = self.0.acquire().await;
+        Ok(json!("from the old run"))
+    }
+}
+
+#[tokio::test]
+async fn a_late_outcome_from_an_old_run_does_not_land_on_a_newer_run() -> anyhow::Result<()> {
+    // GIVEN a one-attempt job whose first run hangs in a worker
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut registry = Registry::new("conveyor-");
+    let options = JobOptions {
+        max_attempts: 1,
+        ..JobOptions::default()
+    };
+    registry.register("gated", options, Gated(gate.clone()));
+    let h = harness_with(registry)?;
+    let job = h.submit("gated").await?;
+    let old_run = tokio::spawn({
+        let worker = h.worker.clone();
+        let body = job_message(job.id);
+        async move { worker.process_message(&body).await }
+    });
+    let running = loop {
+        let j = h.job(job.id).await?;
+        if j.status == JobStatus::Running {
+            break j;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+
+    // AND meanwhile it was given up as stalled, retried by hand, and started again elsewhere
+    let now = chrono::Utc::now();
+    let store = h.worker_ports().store;
+    let dead = running.stalled(now)?;
+    store.transition(running.expected(), &dead).await?;
+    let queued = dead.retry(now)?;
+    store.transition(dead.expected(), &queued).await?;
+    let newer = queued.start(now)?;
+    store.transition(queued.expected(), &newer).await?;
+    assert_eq!(
+        (running.attempt, newer.attempt),
+        (1, 1),
+        "same attempt number"
+    );
+
+    // WHEN the old run finishes
+    gate.add_permits(1);
+    old_run.await?;
+
+    // THEN its outcome is dropped: the newer run still owns the job, untouched
+    let after = h.job(job.id).await?;
+    assert_eq!(after.status, JobStatus::Running, "{after:?}");
+    assert_eq!(after.runs, newer.runs);
+    assert_eq!(after.result, None);
     Ok(())
 }
