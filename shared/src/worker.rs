@@ -105,10 +105,6 @@ impl Worker {
         interrupted
     }
 
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
-    }
-
     /// Process one message body. Never panics on bad input: a body that is not a job message
     /// is kept for redelivery, so it ends in the dead-letter queue where it can be inspected.
     pub async fn process_message(&self, body: &str) -> Disposition {
@@ -136,7 +132,7 @@ impl Worker {
             }
         };
         // Decide whether this message starts the job.
-        let running = loop {
+        let (running, registration) = loop {
             let now = Utc::now();
             match job.status {
                 JobStatus::Queued if job.run_at > now + EARLY_TOLERANCE => {
@@ -182,7 +178,7 @@ impl Worker {
             registration.wait_for_start_slot().await;
             let started = job.start(Utc::now()).expect("queued jobs can start");
             match store.transition(job.expected(), &started).await {
-                Ok(()) => break started,
+                Ok(()) => break (started, registration.clone()),
                 Err(StoreError::Conflict) => match store.get(job.id).await? {
                     Some(fresh) => job = fresh,
                     None => return Ok(Disposition::Done),
@@ -191,7 +187,7 @@ impl Worker {
             }
         };
         tracing::debug!(job_type = %running.job_type, attempt = running.attempt, "started");
-        let outcome = self.run_handler(&running).await;
+        let outcome = self.run_handler(&running, registration).await;
         self.record(running, outcome).await
     }
 
@@ -211,13 +207,8 @@ impl Worker {
     async fn run_handler(
         &self,
         job: &crate::domain::Job,
+        registration: Arc<crate::jobs::Registration>,
     ) -> (Outcome, Option<crate::domain::Progress>) {
-        let Some(registration) = self.registry.get(job.job_type.as_str()).cloned() else {
-            return (
-                Outcome::Failed(JobError::permanent("job type vanished from the registry")),
-                None,
-            );
-        };
         let ctx = JobContext::new(
             job.id,
             job.job_type.clone(),
