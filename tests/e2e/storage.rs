@@ -41,8 +41,10 @@ async fn the_write_ahead_log_stays_bounded_under_sustained_load() {
     }
 
     // THEN the WAL never grew far past its limit
+    // (Slack: what the writer can append while one checkpoint pass is under way on a busy
+    // machine, a few MB; without the bound the WAL reached 43 MB here.)
     assert!(
-        largest < LIMIT * 3,
+        largest < LIMIT + 8 * 1024 * 1024,
         "the WAL reached {largest} bytes with a limit of {LIMIT}"
     );
     // AND every job was accepted and runs to the end
