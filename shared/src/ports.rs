@@ -22,6 +22,10 @@ pub struct Ports {
 pub enum StoreError {
     #[error("the job changed since it was read (conditional write failed)")]
     Conflict,
+    /// The store is saturated and refused new work without doing any of it (backpressure):
+    /// retry after a moment. Nothing was written.
+    #[error("storage busy: {0}")]
+    Busy(String),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
 }

@@ -28,6 +28,9 @@ pub enum ServiceError {
     Illegal(#[from] TransitionError),
     #[error("the job kept changing; try again")]
     Contended,
+    /// Saturated: nothing was accepted; the client should retry after a moment.
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -36,6 +39,7 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict => ServiceError::Contended,
+            StoreError::Busy(m) => ServiceError::Busy(m),
             StoreError::Unavailable(m) => ServiceError::Unavailable(m),
         }
     }

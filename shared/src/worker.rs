@@ -313,7 +313,9 @@ impl Worker {
                 },
                 // The outcome exists only here: ride out a short outage rather than lose it
                 // (a lost outcome means the job runs again).
-                Err(StoreError::Unavailable(e)) if unavailable < OUTAGE_RETRIES => {
+                Err(StoreError::Unavailable(e) | StoreError::Busy(e))
+                    if unavailable < OUTAGE_RETRIES =>
+                {
                     unavailable += 1;
                     tracing::warn!(error = %e, "outcome not recorded yet; retrying");
                     tokio::time::sleep(Duration::from_millis(50 << unavailable)).await;

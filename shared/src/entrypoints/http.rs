@@ -34,6 +34,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds to send as `Retry-After` (503s from backpressure).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -43,6 +45,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -61,7 +64,13 @@ impl IntoResponse for ApiError {
         let body = json!({
             "error": { "code": self.code, "message": self.message, "field": self.field }
         });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -84,6 +93,12 @@ impl From<ServiceError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "illegal_transition", message).field("status")
             }
             ServiceError::Contended => Self::new(StatusCode::CONFLICT, "contended", message),
+            ServiceError::Busy(_) => {
+                tracing::warn!(error = %message, "backend saturated; refusing new work");
+                let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+                e.retry_after = Some(1);
+                e
+            }
             ServiceError::Unavailable(_) => {
                 tracing::error!(error = %message, "backend unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
