@@ -39,15 +39,15 @@ async fn cancelling_a_waiting_job_ends_it_at_once() {
 
 #[tokio::test]
 async fn cancelling_a_running_job_stops_it_early() {
-    // GIVEN a 5 s sleep job that is running and has reported progress
+    // GIVEN a 60 s sleep job that is running and has reported progress
     let app = spawn_app(&[]).await;
     let id = app
-        .submit_new(&json!({ "type": "sleep", "payload": { "ms": 5000 } }))
+        .submit_new(&json!({ "type": "sleep", "payload": { "ms": 60_000 } }))
         .await;
     app.wait_for_status(
         &id,
         |job| job["status"] == "running" && job["progress"].is_object(),
-        Duration::from_secs(10),
+        Duration::from_secs(30),
     )
     .await;
 
@@ -62,7 +62,7 @@ async fn cancelling_a_running_job_stops_it_early() {
     // AND it ends cancelled well before the sleep would have finished, on its first attempt,
     // without a result
     let job = app
-        .wait_for_status(&id, status_is("cancelled"), Duration::from_secs(4))
+        .wait_for_status(&id, status_is("cancelled"), Duration::from_secs(30))
         .await;
     let percent = job["progress"]["percent"]
         .as_u64()

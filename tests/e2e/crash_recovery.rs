@@ -22,7 +22,8 @@ fn count(jobs: &BTreeMap<String, Value>, status: &str) -> usize {
 #[tokio::test]
 async fn every_accepted_job_ends_exactly_once_across_a_sigkill() {
     // GIVEN an app delivering 20 webhooks (the first already delivered), running 200 noop jobs,
-    // a 2 s sleep job and 20 sleep jobs of 300 ms (sleep runs 16 at once, so some wait)
+    // a 6 s sleep job and 40 sleep jobs of 1 s (sleep runs 16 at once, so some wait for seconds:
+    // the moment looked for below lasts long enough to be seen on a loaded machine)
     let receiver = TestServer::ok().await;
     let mut app = spawn_app(&[]).await;
     let mut accepted = vec![];
@@ -47,18 +48,18 @@ async fn every_accepted_job_ends_exactly_once_across_a_sigkill() {
         accepted.push(app.submit_new(&json!({ "type": "noop" })).await);
     }
     let long_sleep = app
-        .submit_new(&json!({ "type": "sleep", "payload": { "ms": 2000 } }))
+        .submit_new(&json!({ "type": "sleep", "payload": { "ms": 6000 } }))
         .await;
     accepted.push(long_sleep.clone());
-    for _ in 0..20 {
+    for _ in 0..40 {
         accepted.push(
-            app.submit_new(&json!({ "type": "sleep", "payload": { "ms": 300 } }))
+            app.submit_new(&json!({ "type": "sleep", "payload": { "ms": 1000 } }))
                 .await,
         );
     }
 
-    // AND a moment where jobs are running and queued, the 2 s sleep at most half done
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // AND a moment where jobs are running and queued, the 6 s sleep at most half done
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let before_kill = loop {
         let jobs = all_jobs(&app).await;
         let long = &jobs[&long_sleep];
@@ -81,7 +82,7 @@ async fn every_accepted_job_ends_exactly_once_across_a_sigkill() {
     app.restart().await;
 
     // THEN every job that got a 202 ends succeeded, and no other job appears
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let after = loop {
         let jobs = all_jobs(&app).await;
         if jobs.len() == accepted.len() && jobs.values().all(is_terminal) {
@@ -154,9 +155,9 @@ async fn every_accepted_job_ends_exactly_once_across_a_sigkill() {
     }
 
     // AND once everything has ended, nothing moves again: not after the stall and orphan
-    // windows (2 s, 3 s) and a dozen maintenance sweeps have passed
+    // windows (6 s each) and a couple of dozen maintenance sweeps have passed
     let delivered = receiver.request_count();
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    tokio::time::sleep(Duration::from_millis(6500)).await;
     let later = all_jobs(&app).await;
     for (id, job) in &after {
         assert_eq!(&later[id], job, "job {id} changed after it had ended");

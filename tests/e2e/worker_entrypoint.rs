@@ -267,8 +267,9 @@ async fn a_panicking_or_hanging_handler_fails_only_its_own_job() -> anyhow::Resu
         ..JobOptions::default()
     };
     registry.register("panics", options.clone(), Panics);
-    registry.register("hangs", options.clone(), Hangs);
-    registry.register("noop", options, Noop);
+    registry.register("hangs", options, Hangs);
+    // (the noop's own timeout is generous: only the hanging handler is meant to time out)
+    registry.register("noop", JobOptions::default(), Noop);
     let mut h = harness_with(registry)?;
     let (panics, hangs, noop) = (
         h.submit("panics").await?,
@@ -337,11 +338,16 @@ async fn a_late_outcome_from_an_old_run_does_not_land_on_a_newer_run() -> anyhow
         let body = job_message(job.id);
         async move { worker.process_message(&body).await }
     });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let running = loop {
         let j = h.job(job.id).await?;
         if j.status == JobStatus::Running {
             break j;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never started: {j:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
 
