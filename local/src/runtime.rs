@@ -167,7 +167,7 @@ pub async fn run(settings: LocalSettings) -> anyhow::Result<()> {
     }
     let _ = maintenance.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    backend.db.close();
+    backend.db.close().await;
     tracing::info!("stopped");
     Ok(())
 }

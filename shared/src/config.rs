@@ -19,6 +19,8 @@ pub struct Config {
     pub durability: Durability,
     /// Embedded backend: WAL size past which the log is made to start over.
     pub wal_limit_bytes: u64,
+    /// Embedded backend: writes that may wait for the writer; past it new jobs get 503.
+    pub write_queue: usize,
     pub default_tenant: String,
     pub max_payload_bytes: usize,
     pub queue_prefix: String,
@@ -106,6 +108,10 @@ impl Config {
                 Durability::parse,
             ),
             wal_limit_bytes: r.number("CONVEYOR_WAL_LIMIT_BYTES", 64 * 1024 * 1024),
+            write_queue: r.number(
+                "CONVEYOR_WRITE_QUEUE",
+                crate::adapters::embedded::WRITE_QUEUE,
+            ),
             default_tenant: r.string("CONVEYOR_DEFAULT_TENANT", "default"),
             max_payload_bytes: r.number("CONVEYOR_MAX_PAYLOAD_BYTES", 256 * 1024),
             queue_prefix: r.string("CONVEYOR_QUEUE_PREFIX", "conveyor-"),

@@ -66,6 +66,13 @@ pub struct LogLine {
     pub line: String,
 }
 
+/// Counts for stats: jobs by type and status, and rows set aside because they could not be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub rows: Vec<StatsRow>,
+    pub quarantined: u64,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct StatsRow {
     #[serde(rename = "type")]
@@ -75,6 +82,15 @@ pub struct StatsRow {
 }
 
 /// Job state, with conditional writes.
+///
+/// Who writes which field: `heartbeat_at` and `progress` are WORKER-OWNED. While a job is
+/// running they belong to its run and are written only by `heartbeat` (by that run); a
+/// `transition` from `running` leaves the stored ones as they are, so a change computed from an
+/// older read (a cancel request, a finish, a stall) can never undo a newer heartbeat or progress.
+/// A `transition` from any other status sets them from `next` (no run exists to race with; a
+/// start gives the new run its first heartbeat). Every other field is transition-owned.
+/// A stored job that cannot be read is quarantined: kept aside, counted in `stats`, and from
+/// then on absent from `get`, `list` and `due` (which never come back short because of it).
 #[async_trait]
 pub trait JobStore: Send + Sync {
     /// Write a new job; with an idempotency key, atomically with the key's claim.
@@ -93,7 +109,7 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Liveness, StoreError>;
     /// Newest first.
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError>;
-    async fn stats(&self, tenant: Option<&Tenant>) -> Result<Vec<StatsRow>, StoreError>;
+    async fn stats(&self, tenant: Option<&Tenant>) -> Result<StoreStats, StoreError>;
     /// Append to a job's log (capped per job; lines past the cap are dropped).
     async fn append_log(
         &self,

@@ -6,7 +6,7 @@ use crate::domain::{
     ValidationError, MAX_QUEUE_DELAY,
 };
 use crate::jobs::Registry;
-use crate::ports::{Created, ListQuery, LogLine, Ports, QueueError, StatsRow, StoreError};
+use crate::ports::{Created, ListQuery, LogLine, Ports, QueueError, StoreError, StoreStats};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -278,7 +278,7 @@ impl JobService {
             .await?)
     }
 
-    pub async fn stats(&self, tenant: &Tenant) -> Result<Vec<StatsRow>, ServiceError> {
+    pub async fn stats(&self, tenant: &Tenant) -> Result<StoreStats, ServiceError> {
         Ok(self.ports.store.stats(Some(tenant)).await?)
     }
 }

@@ -208,7 +208,7 @@ impl Worker {
         &self,
         job: &crate::domain::Job,
         registration: Arc<crate::jobs::Registration>,
-    ) -> (Outcome, Option<crate::domain::Progress>) {
+    ) -> Outcome {
         let ctx = JobContext::new(
             job.id,
             job.job_type.clone(),
@@ -259,7 +259,7 @@ impl Worker {
         };
         heartbeat.abort();
         self.in_flight.lock().unwrap().remove(&job.id);
-        (outcome, ctx.last_progress())
+        outcome
     }
 
     /// Record the attempt's outcome; on a lost race re-read and re-decide (a cancel request
@@ -267,16 +267,14 @@ impl Worker {
     async fn record(
         &self,
         mut job: crate::domain::Job,
-        (outcome, progress): (Outcome, Option<crate::domain::Progress>),
+        outcome: Outcome,
     ) -> Result<Disposition, StoreError> {
         let attempt = job.attempt;
         let mut unavailable = 0;
         for _ in 0..CONFLICT_RETRIES + OUTAGE_RETRIES {
             let now = Utc::now();
-            if progress.is_some() {
-                job.progress = progress.clone();
-            }
-            job.heartbeat_at = Some(now);
+            // (Progress and the last heartbeat are the run's own fields, already stored by its
+            // heartbeats; a transition from running keeps them.)
             let next = job
                 .finish(outcome.clone(), now, rand::random::<f64>())
                 .expect("a running job can finish");

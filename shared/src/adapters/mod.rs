@@ -37,6 +37,7 @@ pub fn open_embedded(
         &config.data_dir,
         config.durability,
         config.wal_limit_bytes as i64,
+        config.write_queue,
         queue_settings(config, registry),
     )
 }

@@ -501,16 +501,19 @@ struct Stats {
     by_type: BTreeMap<String, BTreeMap<&'static str, u64>>,
     by_status: BTreeMap<&'static str, u64>,
     total: u64,
+    /// Job rows that could not be read, set aside (not in `total`).
+    quarantined: u64,
 }
 
 async fn stats(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> ApiResult<Response> {
-    let rows = state.service.stats(&tenant(&state, &headers)?).await?;
+    let stats = state.service.stats(&tenant(&state, &headers)?).await?;
     let mut out = Stats {
         by_type: BTreeMap::new(),
         by_status: JobStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
         total: 0,
+        quarantined: stats.quarantined,
     };
-    for row in rows {
+    for row in stats.rows {
         *out.by_type
             .entry(row.job_type)
             .or_default()

@@ -42,7 +42,7 @@ pub fn open_embedded(dir: tempfile::TempDir) -> TestBackend {
 
 /// Close a backend and open a new one on the same directory: what a restart sees.
 pub fn reopen(backend: TestBackend) -> TestBackend {
-    backend.embedded.db.close();
+    backend.embedded.db.close_blocking();
     let TestBackend {
         dir,
         embedded,

@@ -155,7 +155,7 @@ async fn listing_is_newest_first_filtered_and_scoped_to_the_tenant() {
     let got: Vec<_> = page1.iter().chain(page2.iter()).map(|j| j.id).collect();
     assert_eq!(got, vec![ids[4], ids[2], ids[0]]);
     let stats = b.ports.store.stats(Some(&tenant)).await.unwrap();
-    let total: u64 = stats.iter().map(|r| r.count).sum();
+    let total: u64 = stats.rows.iter().map(|r| r.count).sum();
     assert_eq!(total, 5);
 }
 
@@ -340,4 +340,124 @@ async fn an_old_run_cannot_heartbeat_into_a_newer_run_after_a_manual_retry() {
         .heartbeat(second.id, second.runs, Utc::now(), None)
         .await
         .unwrap();
+}
+
+/// A running job as a canceller or a finishing worker read it, then a heartbeat with progress
+/// that landed after that read.
+async fn running_job_with_a_heartbeat_after_the_read(
+    b: &crate::helpers::TestBackend,
+) -> (shared::domain::Job, chrono::DateTime<Utc>, Progress) {
+    let queued = job("t", "sleep");
+    b.ports.store.create(&queued).await.unwrap();
+    let started = Utc::now() - chrono::Duration::seconds(30);
+    let running = queued.start(started).unwrap();
+    b.ports
+        .store
+        .transition(queued.expected(), &running)
+        .await
+        .unwrap();
+    let read = b.ports.store.get(running.id).await.unwrap().unwrap();
+    let beat = Utc::now();
+    let progress = Progress {
+        percent: 60,
+        message: Some("later".into()),
+    };
+    b.ports
+        .store
+        .heartbeat(read.id, read.runs, beat, Some(&progress))
+        .await
+        .unwrap();
+    (read, beat, progress)
+}
+
+#[tokio::test]
+async fn a_transition_from_an_older_read_keeps_a_newer_heartbeat_and_progress() {
+    // GIVEN a running job read by a canceller, and a heartbeat with progress 60 after that read
+    let b = embedded();
+    let (read, beat, progress) = running_job_with_a_heartbeat_after_the_read(&b).await;
+
+    // WHEN the cancel request computed from the older read is written
+    let asked = read.cancel(Utc::now()).unwrap();
+    b.ports
+        .store
+        .transition(read.expected(), &asked)
+        .await
+        .unwrap();
+
+    // THEN the stored job asks for the cancel AND still has the newer heartbeat and progress
+    let stored = b.ports.store.get(read.id).await.unwrap().unwrap();
+    assert!(stored.cancel_requested);
+    assert_eq!(stored.progress, Some(progress.clone()));
+    assert_eq!(
+        stored.heartbeat_at.map(|t| t.timestamp_micros()),
+        Some(beat.timestamp_micros())
+    );
+    // AND it is not taken for stalled: its last sign of life is the heartbeat, not the start
+    let stalled_before = beat - chrono::Duration::seconds(1);
+    let due = b
+        .ports
+        .store
+        .due(JobStatus::Running, stalled_before, 10)
+        .await
+        .unwrap();
+    assert!(due.is_empty(), "{due:?}");
+
+    // WHEN the run then finishes from its own (older) copy
+    let done = asked
+        .finish(Outcome::Succeeded(serde_json::json!(1)), Utc::now(), 0.0)
+        .unwrap();
+    b.ports
+        .store
+        .transition(asked.expected(), &done)
+        .await
+        .unwrap();
+
+    // THEN the finished job keeps the last progress its run reported
+    let stored = b.ports.store.get(read.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, JobStatus::Succeeded);
+    assert_eq!(stored.progress, Some(progress));
+}
+
+#[tokio::test]
+async fn a_new_run_starts_with_its_own_heartbeat_and_no_progress() {
+    // GIVEN a job whose first run reported progress, then was retried by hand
+    let b = embedded();
+    let (read, _, _) = running_job_with_a_heartbeat_after_the_read(&b).await;
+    let now = Utc::now();
+    let failed = read
+        .finish(
+            Outcome::Failed(shared::domain::JobError::permanent("no")),
+            now,
+            0.0,
+        )
+        .unwrap();
+    b.ports
+        .store
+        .transition(read.expected(), &failed)
+        .await
+        .unwrap();
+    let failed = b.ports.store.get(read.id).await.unwrap().unwrap();
+    let queued = failed.retry(now).unwrap();
+    b.ports
+        .store
+        .transition(failed.expected(), &queued)
+        .await
+        .unwrap();
+
+    // WHEN it starts again
+    let start = Utc::now();
+    let running = queued.start(start).unwrap();
+    b.ports
+        .store
+        .transition(queued.expected(), &running)
+        .await
+        .unwrap();
+
+    // THEN the new run has no progress yet and its start as its heartbeat
+    let stored = b.ports.store.get(read.id).await.unwrap().unwrap();
+    assert_eq!(stored.progress, None);
+    assert_eq!(
+        stored.heartbeat_at.map(|t| t.timestamp_micros()),
+        Some(start.timestamp_micros())
+    );
 }

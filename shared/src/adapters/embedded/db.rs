@@ -1,7 +1,12 @@
 //! One SQLite database in WAL mode. All writes go through a single writer thread that runs
 //! whatever is waiting in one transaction and commits once (group commit): each caller is
 //! answered only after the commit that holds its write, so an answer means durable.
-//! Reads run on a small pool of read connections, beside the writer.
+//!
+//! Nothing here blocks an async thread: the writer's queue is bounded by an async semaphore (a
+//! write waits for room without holding a thread; new work is refused with `Busy` when the queue
+//! is full), and reads take a connection from a pool behind an async semaphore, so a read never
+//! waits on a lock. Scans run on the blocking pool with connections of their own, so a long
+//! listing never delays a point lookup.
 
 use rusqlite::Connection;
 use std::fs::File;
@@ -9,10 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 const MAX_BATCH: usize = 1024;
-const READERS: usize = 3;
+/// Connections for point lookups (by primary key), run inline once a connection is free.
+const POINT_READERS: usize = 2;
+/// Connections for scans (listings, maintenance), run on the blocking pool.
+const SCAN_READERS: usize = 2;
+/// Writes that may wait for the writer by default (`CONVEYOR_WRITE_QUEUE`).
+pub const WRITE_QUEUE: usize = 8192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -27,6 +37,8 @@ pub enum DbError {
     Locked(PathBuf),
     #[error("the database writer has stopped")]
     Closed,
+    #[error("the database writer has {0} writes waiting; try again shortly")]
+    Busy(usize),
     #[error("{0}")]
     Other(String),
 }
@@ -63,9 +75,43 @@ pub struct Db {
 struct Inner {
     writer: Mutex<Option<mpsc::Sender<Command>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    readers: Vec<Mutex<Connection>>,
-    next_reader: std::sync::atomic::AtomicUsize,
+    /// Room in the writer's queue: a write holds a permit from when it is queued until the writer
+    /// takes it up.
+    write_room: Arc<Semaphore>,
+    write_queue: usize,
+    point: ReaderPool,
+    scan: ReaderPool,
     _lock: File,
+}
+
+/// Read connections behind an async semaphore with one permit per connection: whoever holds a
+/// permit is sure to find a connection free, so taking one never blocks a thread.
+struct ReaderPool {
+    connections: Vec<Mutex<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+impl ReaderPool {
+    fn open(path: &Path, durability: Durability, n: usize) -> rusqlite::Result<Self> {
+        Ok(Self {
+            connections: (0..n)
+                .map(|_| open_conn(path, durability).map(Mutex::new))
+                .collect::<Result<_, _>>()?,
+            permits: Arc::new(Semaphore::new(n)),
+        })
+    }
+
+    /// A free connection; the caller holds one of this pool's permits, so there is one.
+    fn free(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.connections
+            .iter()
+            .find_map(|c| match c.try_lock() {
+                Ok(guard) => Some(guard),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            })
+            .expect("a permit holder always finds a free connection")
+    }
 }
 
 fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
@@ -87,14 +133,16 @@ fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection
 
 impl Db {
     pub fn open(dir: &Path, durability: Durability) -> Result<Self, DbError> {
-        Self::open_with(dir, durability, WAL_RESTART_BYTES)
+        Self::open_with(dir, durability, WAL_RESTART_BYTES, WRITE_QUEUE)
     }
 
-    /// `open`, with the WAL size past which the log is made to start over.
+    /// `open`, with the WAL size past which the log is made to start over and the number of
+    /// writes that may wait for the writer.
     pub fn open_with(
         dir: &Path,
         durability: Durability,
         wal_restart_bytes: i64,
+        write_queue: usize,
     ) -> Result<Self, DbError> {
         let io = |source| DbError::Io {
             path: dir.to_path_buf(),
@@ -108,10 +156,10 @@ impl Db {
         let path = dir.join("conveyor.db");
         let writer_conn = open_conn(&path, durability)?;
         writer_conn.execute_batch(super::store::SCHEMA)?;
+        super::store::migrate(&writer_conn)?;
         writer_conn.execute_batch(super::queue::SCHEMA)?;
-        let readers = (0..READERS)
-            .map(|_| open_conn(&path, durability).map(Mutex::new))
-            .collect::<Result<Vec<_>, _>>()?;
+        let point = ReaderPool::open(&path, durability, POINT_READERS)?;
+        let scan = ReaderPool::open(&path, durability, SCAN_READERS)?;
         // Checkpoints run on a connection of their own (see `checkpoint_loop`), so a write never
         // waits for one to copy pages or fsync.
         writer_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -144,22 +192,59 @@ impl Db {
             inner: Arc::new(Inner {
                 writer: Mutex::new(Some(tx)),
                 writer_thread: Mutex::new(Some(writer_thread)),
-                readers,
-                next_reader: Default::default(),
+                write_room: Arc::new(Semaphore::new(write_queue.max(1))),
+                write_queue: write_queue.max(1),
+                point,
+                scan,
                 _lock: lock,
             }),
         })
     }
 
     /// Run `f` in the writer's current transaction; answer after it is committed.
-    /// An error from `f` rolls back only `f`'s own changes.
+    /// An error from `f` rolls back only `f`'s own changes. Waits (asynchronously) for room in
+    /// the writer's queue: for work already accepted, which must not be dropped.
     pub async fn write<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let room = self
+            .inner
+            .write_room
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| DbError::Closed)?;
+        self.queue_write(room, f).await
+    }
+
+    /// `write` for NEW work: refused at once with `Busy` when the writer's queue is full, having
+    /// done nothing (backpressure at the edge; the caller answers 503 with Retry-After).
+    pub async fn write_new<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let room = match self.inner.write_room.clone().try_acquire_owned() {
+            Ok(room) => room,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                return Err(DbError::Busy(self.inner.write_queue))
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(DbError::Closed),
+        };
+        self.queue_write(room, f).await
+    }
+
+    async fn queue_write<T, F>(&self, room: OwnedSemaphorePermit, f: F) -> Result<T, DbError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let command: Command = Box::new(move |conn: Option<&Connection>| {
+            // The writer has taken this write up: its place in the queue is free again.
+            drop(room);
             let result = match conn {
                 Some(conn) => in_savepoint(conn, f),
                 None => Err(DbError::Other("not run: no transaction".into())),
@@ -182,60 +267,84 @@ impl Db {
         rx.await.map_err(|_| DbError::Closed)?
     }
 
-    /// Run a read on one of the read connections.
+    /// True while the writer thread runs and takes writes.
+    pub fn writer_alive(&self) -> bool {
+        self.inner.writer.lock().unwrap().is_some()
+            && self
+                .inner
+                .writer_thread
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|t| !t.is_finished())
+    }
+
+    /// A scan (listing, maintenance query): on the blocking pool, on a connection of the scan
+    /// pool, taken once one is free (waiting asynchronously).
     pub async fn read<T, F>(&self, f: F) -> Result<T, DbError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner.reader()))
+        let permit = self
+            .inner
+            .scan
+            .permits
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|e| DbError::Other(format!("read task failed: {e}")))?
+            .map_err(|_| DbError::Closed)?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&inner.scan.free())
+        })
+        .await
+        .map_err(|e| DbError::Other(format!("read task failed: {e}")))?
     }
 
-    /// A short read (a lookup by primary key) run right here on the caller's thread: cheaper
-    /// than a hop to the blocking pool and back. Scans go through `read`.
-    pub fn read_now<T>(
+    /// A point lookup (by primary key): waits asynchronously for a free connection of the point
+    /// pool (scans never take these), then runs right here, which is cheaper than a hop to the
+    /// blocking pool and back for a read of microseconds that waits on no lock.
+    pub async fn read_point<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        f(&self.inner.reader())
+        let _permit = self
+            .inner
+            .point
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| DbError::Closed)?;
+        f(&self.inner.point.free())
     }
 
-    /// A read from synchronous code (start-up).
+    /// A read from synchronous code (start-up), not on an async thread.
     pub fn read_blocking<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        let guard = self.inner.readers[0].lock().unwrap();
+        let guard = self.inner.scan.connections[0]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         f(&guard)
     }
 
-    /// Stop accepting writes, and wait while the writer commits what is queued, checkpoints the
-    /// WAL and exits.
-    pub fn close(&self) {
+    /// Stop accepting writes; the writer commits what is queued, checkpoints the WAL and exits.
+    /// Waits for that on the blocking pool, not on an async thread.
+    pub async fn close(&self) {
+        let db = self.clone();
+        let _ = tokio::task::spawn_blocking(move || db.close_blocking()).await;
+    }
+
+    /// `close` from synchronous code: blocks the calling thread until the writer has exited.
+    pub fn close_blocking(&self) {
         self.inner.writer.lock().unwrap().take();
+        self.inner.write_room.close();
         if let Some(thread) = self.inner.writer_thread.lock().unwrap().take() {
             let _ = thread.join();
         }
-    }
-}
-
-impl Inner {
-    /// A free read connection if there is one, else wait for one (round robin).
-    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
-        let start = self
-            .next_reader
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let n = self.readers.len();
-        (0..n)
-            .find_map(|i| self.readers[(start + i) % n].try_lock().ok())
-            .unwrap_or_else(|| {
-                self.readers[start % n]
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-            })
     }
 }
 
@@ -355,4 +464,169 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<Command>, cap: WalCap) {
         }
     }
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Hold `n` scan connections with reads that wait until the returned sender is dropped.
+    async fn hold_scans(db: &Db, n: usize) -> (mpsc::Sender<()>, Vec<tokio::task::JoinHandle<()>>) {
+        let (release, wait) = mpsc::channel::<()>();
+        let wait = Arc::new(Mutex::new(wait));
+        let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut reads = vec![];
+        for _ in 0..n {
+            let (db, wait, held_tx) = (db.clone(), wait.clone(), held_tx.clone());
+            reads.push(tokio::spawn(async move {
+                db.read(move |_| {
+                    let _ = held_tx.send(());
+                    let _ = wait.lock().unwrap().recv();
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            }));
+        }
+        for _ in 0..n {
+            held_rx.recv().await.unwrap();
+        }
+        (release, reads)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn long_scans_do_not_hold_up_point_reads_or_writes() {
+        // GIVEN every scan connection held by a long read (a listing that takes its time)
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), Durability::Process).unwrap();
+        let (release, reads) = hold_scans(&db, SCAN_READERS).await;
+
+        // WHEN point reads and writes run meanwhile, on the one async thread there is
+        let work = async {
+            db.write(|c| {
+                c.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+            let n: i64 = db
+                .read_point(|c| Ok(c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?))
+                .await
+                .unwrap();
+            n
+        };
+
+        // THEN they finish while the long reads are still held (a blocked thread would hang here)
+        let n = tokio::time::timeout(Duration::from_secs(10), work)
+            .await
+            .expect("point reads and writes finish while scans are held");
+        assert_eq!(n, 0);
+        assert!(
+            reads.iter().all(|r| !r.is_finished()),
+            "the scans were held throughout"
+        );
+        drop(release);
+        for r in reads {
+            r.await.unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_scan_waits_for_a_connection_without_blocking_the_thread() {
+        // GIVEN every scan connection held
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), Durability::Process).unwrap();
+        let (release, reads) = hold_scans(&db, SCAN_READERS).await;
+
+        // WHEN one more scan is asked for, and meanwhile a timer should fire on this thread
+        let extra = tokio::spawn({
+            let db = db.clone();
+            async move { db.read(|_| Ok(())).await.unwrap() }
+        });
+        let timer_fired = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::time::sleep(Duration::from_millis(10)),
+        )
+        .await;
+
+        // THEN the thread stayed free (the timer fired) and the scan is still waiting its turn
+        assert!(timer_fired.is_ok());
+        assert!(!extra.is_finished());
+        drop(release);
+        extra.await.unwrap();
+        for r in reads {
+            r.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_writer_refuses_new_work_and_keeps_what_it_accepted() {
+        // GIVEN a writer with room for 4 waiting writes, held up by a slow write
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_with(dir.path(), Durability::Process, WAL_RESTART_BYTES, 4).unwrap();
+        db.write(|c| {
+            c.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)")?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let (release, wait) = mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let slow = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write(move |_| {
+                    let _ = started_tx.send(());
+                    let _ = wait.recv();
+                    Ok(())
+                })
+                .await
+            }
+        });
+        started.await.unwrap();
+        // AND 4 accepted writes waiting behind it
+        let accepted: Vec<_> = (0..4)
+            .map(|k| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.write_new(move |c| {
+                        c.execute("INSERT INTO t (k) VALUES (?1)", [k])?;
+                        Ok(())
+                    })
+                    .await
+                })
+            })
+            .collect();
+        while db.inner.write_room.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+
+        // WHEN one more new write comes
+        let refused = db
+            .write_new(|c| {
+                c.execute("INSERT INTO t (k) VALUES (99)", [])?;
+                Ok(())
+            })
+            .await;
+
+        // THEN it is refused at once as busy
+        assert!(matches!(refused, Err(DbError::Busy(4))), "{refused:?}");
+        // AND once the writer moves on, every accepted write is committed and the refused one
+        // is nowhere
+        drop(release);
+        slow.await.unwrap().unwrap();
+        for a in accepted {
+            a.await.unwrap().unwrap();
+        }
+        let keys: Vec<i64> = db
+            .read(|c| {
+                let mut s = c.prepare("SELECT k FROM t ORDER BY k")?;
+                let keys = s.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                Ok(keys)
+            })
+            .await
+            .unwrap();
+        assert_eq!(keys, vec![0, 1, 2, 3]);
+    }
 }

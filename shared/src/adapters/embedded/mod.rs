@@ -6,7 +6,7 @@ mod events;
 mod queue;
 mod store;
 
-pub use db::{Db, DbError, Durability, WAL_RESTART_BYTES};
+pub use db::{Db, DbError, Durability, WAL_RESTART_BYTES, WRITE_QUEUE};
 pub use events::InProcessEvents;
 pub use queue::{EmbeddedQueue, QueueSettings};
 pub use store::{EmbeddedStore, LOG_CAP};
@@ -40,17 +40,25 @@ impl EmbeddedBackend {
         durability: Durability,
         queues: Vec<(String, QueueSettings)>,
     ) -> Result<Self, DbError> {
-        Self::open_with(data_dir, durability, db::WAL_RESTART_BYTES, queues)
+        Self::open_with(
+            data_dir,
+            durability,
+            db::WAL_RESTART_BYTES,
+            db::WRITE_QUEUE,
+            queues,
+        )
     }
 
-    /// `open`, with the WAL size past which the log is made to start over.
+    /// `open`, with the WAL size past which the log is made to start over and the number of
+    /// writes that may wait for the writer (past it, new jobs are refused with `Busy`).
     pub fn open_with(
         data_dir: &Path,
         durability: Durability,
         wal_limit_bytes: i64,
+        write_queue: usize,
         queues: Vec<(String, QueueSettings)>,
     ) -> Result<Self, DbError> {
-        let db = Db::open_with(data_dir, durability, wal_limit_bytes)?;
+        let db = Db::open_with(data_dir, durability, wal_limit_bytes, write_queue)?;
         let queue = Arc::new(EmbeddedQueue::open(db.clone(), queues)?);
         Ok(Self {
             store: Arc::new(EmbeddedStore::new(db.clone())),

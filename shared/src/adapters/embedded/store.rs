@@ -1,9 +1,13 @@
 //! `JobStore` on SQLite: the job as a JSON document plus the columns that conditions and
-//! indexes need (status, attempt, version, due time).
+//! indexes need (status, attempt, version, due time), and the worker-owned fields
+//! (`heartbeat_at`, `progress`) in columns of their own, so a transition's write cannot touch
+//! them (see `JobStore`'s rule). A row whose document cannot be read is moved to `quarantine`.
 
 use super::db::{Db, DbError};
 use crate::domain::{Expected, Job, JobId, JobStatus, Progress, Tenant};
-use crate::ports::{Created, JobStore, ListQuery, Liveness, LogLine, StatsRow, StoreError};
+use crate::ports::{
+    Created, JobStore, ListQuery, Liveness, LogLine, StatsRow, StoreError, StoreStats,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -20,7 +24,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempt INTEGER NOT NULL,
     version INTEGER NOT NULL,
     due_at INTEGER NOT NULL,
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    runs INTEGER NOT NULL DEFAULT 0,
+    heartbeat_at INTEGER, -- nanoseconds
+    progress TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, id);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (tenant, status, id);
@@ -41,7 +48,38 @@ CREATE TABLE IF NOT EXISTS job_logs (
     line TEXT NOT NULL,
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS quarantine_by_tenant ON quarantine (tenant);
 ";
+
+/// Bring a database made by an earlier version up to `SCHEMA`: the worker-owned fields and the
+/// run counter get columns of their own, filled from the documents.
+pub(super) fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has_runs: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'runs'")?
+        .exists([])?;
+    if has_runs {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "ALTER TABLE jobs ADD COLUMN runs INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE jobs ADD COLUMN heartbeat_at INTEGER;
+         ALTER TABLE jobs ADD COLUMN progress TEXT;
+         UPDATE jobs SET
+             runs = COALESCE(json_extract(doc, '$.runs'), 0),
+             heartbeat_at = CASE WHEN status = 'running' THEN due_at * 1000 END,
+             progress = json_extract(doc, '$.progress')
+         WHERE json_valid(doc);",
+    )
+}
 
 pub struct EmbeddedStore {
     db: Db,
@@ -61,38 +99,106 @@ fn from_micros(v: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(v).unwrap_or_default()
 }
 
+/// Worker-owned times keep the domain's full precision (a read gives back what was written).
+fn nanos(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
 fn encode(job: &Job) -> Result<String, DbError> {
     serde_json::to_string(job).map_err(|e| DbError::Other(format!("encode job: {e}")))
 }
 
-fn decode(doc: &str) -> Result<Job, DbError> {
-    serde_json::from_str(doc).map_err(|e| DbError::Other(format!("decode job: {e}")))
-}
-
-/// Decode rows for a scan, skipping (and logging) any that cannot be read: one bad row must
-/// not stop a listing or a maintenance sweep.
-fn decode_all(docs: &[String]) -> Vec<Job> {
-    docs.iter()
-        .filter_map(|d| match decode(d) {
-            Ok(job) => Some(job),
-            Err(e) => {
-                tracing::error!(error = %e, "skipping a job row that cannot be read");
-                None
-            }
-        })
-        .collect()
+fn encode_progress(p: &Progress) -> Result<String, DbError> {
+    serde_json::to_string(p).map_err(|e| DbError::Other(format!("encode progress: {e}")))
 }
 
 fn unavailable(e: DbError) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    match e {
+        DbError::Busy(_) => StoreError::Busy(e.to_string()),
+        e => StoreError::Unavailable(e.to_string()),
+    }
 }
 
-fn get_job(conn: &rusqlite::Connection, id: &str) -> Result<Option<Job>, DbError> {
-    let doc: Option<String> = conn
-        .prepare_cached("SELECT doc FROM jobs WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
-        .optional()?;
-    doc.as_deref().map(decode).transpose()
+/// The columns a job is read from, in `StoredJob::from_row`'s order.
+const JOB_COLUMNS: &str = "id, doc, heartbeat_at, progress";
+
+/// A job row as read, before decoding.
+struct StoredJob {
+    id: String,
+    doc: String,
+    heartbeat_at: Option<i64>,
+    progress: Option<String>,
+}
+
+impl StoredJob {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            doc: r.get(1)?,
+            heartbeat_at: r.get(2)?,
+            progress: r.get(3)?,
+        })
+    }
+
+    /// The job: its document, with the worker-owned fields from their own columns (the
+    /// document's copies of them are not kept up to date and are ignored).
+    fn decode(&self) -> Result<Job, String> {
+        let mut job: Job = serde_json::from_str(&self.doc).map_err(|e| format!("document: {e}"))?;
+        if job.id.to_string() != self.id {
+            return Err(format!("document is for job {}", job.id));
+        }
+        job.heartbeat_at = self.heartbeat_at.map(DateTime::from_timestamp_nanos);
+        job.progress = self
+            .progress
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| format!("progress: {e}"))?;
+        Ok(job)
+    }
+}
+
+/// A row that could not be read, and why.
+struct Unreadable {
+    id: String,
+    reason: String,
+}
+
+/// Decode rows; the unreadable ones are set aside for quarantine, never dropped unseen.
+fn decode_rows(rows: Vec<StoredJob>) -> (Vec<Job>, Vec<Unreadable>) {
+    let mut jobs = Vec::with_capacity(rows.len());
+    let mut bad = vec![];
+    for row in rows {
+        match row.decode() {
+            Ok(job) => jobs.push(job),
+            Err(reason) => bad.push(Unreadable { id: row.id, reason }),
+        }
+    }
+    (jobs, bad)
+}
+
+fn get_stored(conn: &rusqlite::Connection, id: &str) -> Result<Option<StoredJob>, DbError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row([id], StoredJob::from_row)
+        .optional()?)
+}
+
+/// Move an unreadable job row into `quarantine` (inside the writer's transaction): kept for an
+/// operator, counted in stats, out of every listing and sweep. Logged here, once.
+fn quarantine_row(conn: &rusqlite::Connection, bad: &Unreadable) -> Result<(), DbError> {
+    let moved = conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO quarantine (id, tenant, type, status, doc, reason, at)
+             SELECT id, tenant, type, status, doc, ?2, ?3 FROM jobs WHERE id = ?1",
+        )?
+        .execute(params![bad.id, bad.reason, micros(Utc::now())])?;
+    conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")?
+        .execute([&bad.id])?;
+    if moved > 0 {
+        tracing::error!(job_id = %bad.id, reason = %bad.reason, "a job row cannot be read; moved to quarantine");
+    }
+    Ok(())
 }
 
 /// A job as its row: built on the caller's thread, so the single writer only binds and writes.
@@ -102,8 +208,11 @@ struct Row {
     job_type: String,
     status: &'static str,
     attempt: u32,
+    runs: u32,
     version: i64,
     due_at: i64,
+    heartbeat_at: Option<i64>,
+    progress: Option<String>,
     doc: String,
 }
 
@@ -115,16 +224,24 @@ impl Row {
             job_type: job.job_type.to_string(),
             status: job.status.as_str(),
             attempt: job.attempt,
+            runs: job.runs,
             version: job.version as i64,
             due_at: micros(job.due_at()),
+            heartbeat_at: job.heartbeat_at.map(nanos),
+            progress: job
+                .progress
+                .as_ref()
+                .map(encode_progress)
+                .transpose()
+                .map_err(unavailable)?,
             doc: encode(job).map_err(unavailable)?,
         })
     }
 
     fn insert(&self, conn: &rusqlite::Connection) -> Result<(), DbError> {
         conn.prepare_cached(
-            "INSERT INTO jobs (id, tenant, type, status, attempt, version, due_at, doc)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO jobs (id, tenant, type, status, attempt, version, due_at, doc, runs, heartbeat_at, progress)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             self.id,
@@ -135,6 +252,9 @@ impl Row {
             self.version,
             self.due_at,
             self.doc,
+            self.runs,
+            self.heartbeat_at,
+            self.progress,
         ])?;
         Ok(())
     }
@@ -145,13 +265,52 @@ enum Write<T> {
     Conflict,
 }
 
+impl EmbeddedStore {
+    /// Move unreadable rows to quarantine (one write for all of them).
+    async fn quarantine(&self, bad: Vec<Unreadable>) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| bad.iter().try_for_each(|b| quarantine_row(conn, b)))
+            .await
+            .map_err(unavailable)
+    }
+
+    /// A scan that returns job rows: unreadable rows are quarantined and the scan run again, so
+    /// a page is never short because of them while readable rows remain (a sweep that stops at
+    /// a short page would otherwise end early). Each pass removes at least one row, so it ends.
+    async fn scan_jobs(
+        &self,
+        sql: String,
+        args: Vec<rusqlite::types::Value>,
+    ) -> Result<Vec<Job>, StoreError> {
+        loop {
+            let (sql, args) = (sql.clone(), args.clone());
+            let rows = self
+                .db
+                .read(move |conn| {
+                    let mut stmt = conn.prepare_cached(&sql)?;
+                    let rows = stmt
+                        .query_map(rusqlite::params_from_iter(args.iter()), StoredJob::from_row)?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(rows)
+                })
+                .await
+                .map_err(unavailable)?;
+            let (jobs, bad) = decode_rows(rows);
+            if bad.is_empty() {
+                return Ok(jobs);
+            }
+            self.quarantine(bad).await?;
+        }
+    }
+}
+
 #[async_trait]
 impl JobStore for EmbeddedStore {
     async fn create(&self, job: &Job) -> Result<Created, StoreError> {
         let row = Row::of(job)?;
         let key = job.idempotency_key.as_ref().map(|k| k.to_string());
         self.db
-            .write(move |conn| {
+            .write_new(move |conn| {
                 if let Some(key) = &key {
                     let existing: Option<String> = conn
                         .prepare_cached(
@@ -159,9 +318,11 @@ impl JobStore for EmbeddedStore {
                         )?
                         .query_row([row.tenant.as_str(), key.as_str()], |r| r.get(0))
                         .optional()?;
-                    if let Some(existing) = existing {
-                        if let Some(found) = get_job(conn, &existing)? {
-                            return Ok(Created::Existing(Box::new(found)));
+                    if let Some(stored) = existing.map(|id| get_stored(conn, &id)).transpose()?.flatten() {
+                        match stored.decode() {
+                            Ok(found) => return Ok(Created::Existing(Box::new(found))),
+                            // The key's job cannot be read: it is kept aside, the key is free.
+                            Err(reason) => quarantine_row(conn, &Unreadable { id: stored.id, reason })?,
                         }
                     }
                     conn.prepare_cached(
@@ -177,20 +338,43 @@ impl JobStore for EmbeddedStore {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        self.db
-            .read_now(|conn| get_job(conn, &id.to_string()))
-            .map_err(unavailable)
+        let stored = self
+            .db
+            .read_point(|conn| get_stored(conn, &id.to_string()))
+            .await
+            .map_err(unavailable)?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        match stored.decode() {
+            Ok(job) => Ok(Some(job)),
+            Err(reason) => {
+                self.quarantine(vec![Unreadable {
+                    id: stored.id,
+                    reason,
+                }])
+                .await?;
+                Ok(None)
+            }
+        }
     }
 
     async fn transition(&self, expected: Expected, next: &Job) -> Result<(), StoreError> {
         let next = Row::of(next)?;
         let last_heartbeat = expected.last_heartbeat.map(micros);
+        // Worker-owned fields: a running job's belong to its run (heartbeats may land after this
+        // change was computed), so they are kept; from any other status nobody else writes them,
+        // so the change sets them (a start gives the new run its first heartbeat).
+        let sets_worker_fields = expected.status != JobStatus::Running;
         let written = self
             .db
             .write(move |conn| {
                 let changed = conn
                     .prepare_cached(
-                        "UPDATE jobs SET status = ?1, attempt = ?2, version = ?3, due_at = ?4, doc = ?5
+                        "UPDATE jobs SET status = ?1, attempt = ?2, version = ?3, doc = ?5, runs = ?11,
+                             heartbeat_at = CASE WHEN ?12 THEN ?13 ELSE heartbeat_at END,
+                             progress = CASE WHEN ?12 THEN ?14 ELSE progress END,
+                             due_at = CASE WHEN ?1 = 'running' AND NOT ?12 THEN due_at ELSE ?4 END
                          WHERE id = ?6 AND status = ?7 AND attempt = ?8 AND version = ?9
                            AND (?10 IS NULL OR due_at = ?10)",
                     )?
@@ -205,6 +389,10 @@ impl JobStore for EmbeddedStore {
                         expected.attempt,
                         expected.version as i64,
                         last_heartbeat,
+                        next.runs,
+                        sets_worker_fields,
+                        next.heartbeat_at,
+                        next.progress,
                     ])?;
                 Ok(if changed == 1 {
                     Write::Done(())
@@ -227,86 +415,71 @@ impl JobStore for EmbeddedStore {
         at: DateTime<Utc>,
         progress: Option<&Progress>,
     ) -> Result<Liveness, StoreError> {
-        let progress = progress.cloned();
-        let written = self
+        let progress = progress
+            .map(encode_progress)
+            .transpose()
+            .map_err(unavailable)?;
+        let cancel_requested = self
             .db
             .write(move |conn| {
-                let id = id.to_string();
-                let doc: Option<String> = conn
-                    .prepare_cached("SELECT doc FROM jobs WHERE id = ?1 AND status = 'running'")?
-                    .query_row(params![id], |r| r.get(0))
-                    .optional()?;
-                let Some(doc) = doc else {
-                    return Ok(Write::Conflict);
-                };
-                let mut job = decode(&doc)?;
-                if job.runs != run {
-                    return Ok(Write::Conflict);
-                }
-                job.heartbeat_at = Some(at);
-                if progress.is_some() {
-                    job.progress = progress;
-                }
-                conn.prepare_cached("UPDATE jobs SET due_at = ?1, doc = ?2 WHERE id = ?3")?
-                    .execute(params![micros(job.due_at()), encode(&job)?, id])?;
-                Ok(Write::Done(Liveness {
-                    cancel_requested: job.cancel_requested,
-                }))
+                Ok(conn
+                    .prepare_cached(
+                        "UPDATE jobs SET heartbeat_at = ?5, due_at = ?1, progress = COALESCE(?2, progress)
+                         WHERE id = ?3 AND status = 'running' AND runs = ?4
+                         RETURNING json_extract(doc, '$.cancel_requested')",
+                    )?
+                    .query_row(params![micros(at), progress, id.to_string(), run, nanos(at)], |r| {
+                        r.get::<_, Option<bool>>(0)
+                    })
+                    .optional()?)
             })
             .await
             .map_err(unavailable)?;
-        match written {
-            Write::Done(l) => Ok(l),
-            Write::Conflict => Err(StoreError::Conflict),
+        match cancel_requested {
+            Some(cancel_requested) => Ok(Liveness {
+                cancel_requested: cancel_requested.unwrap_or(false),
+            }),
+            None => Err(StoreError::Conflict),
         }
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError> {
-        let q = query.clone();
-        self.db
-            .read(move |conn| {
-                let mut sql = String::from("SELECT doc FROM jobs WHERE 1 = 1");
-                let mut args: Vec<String> = vec![];
-                let mut push = |clause: &str, v: String| {
-                    args.push(v);
-                    sql.push_str(&format!(" AND {clause} ?{}", args.len()));
-                };
-                if let Some(t) = &q.tenant {
-                    push("tenant =", t.to_string());
-                }
-                if let Some(s) = q.status {
-                    push("status =", s.as_str().to_string());
-                }
-                if let Some(t) = &q.job_type {
-                    push("type =", t.to_string());
-                }
-                if let Some(b) = q.before {
-                    push("id <", b.to_string());
-                }
-                sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit.max(1)));
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let docs = stmt
-                    .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                        r.get::<_, String>(0)
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(decode_all(&docs))
-            })
-            .await
-            .map_err(unavailable)
+        use rusqlite::types::Value;
+        let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
+        let mut args: Vec<Value> = vec![];
+        let mut push = |clause: &str, v: String| {
+            args.push(Value::Text(v));
+            sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+        };
+        if let Some(t) = &query.tenant {
+            push("tenant =", t.to_string());
+        }
+        if let Some(s) = query.status {
+            push("status =", s.as_str().to_string());
+        }
+        if let Some(t) = &query.job_type {
+            push("type =", t.to_string());
+        }
+        if let Some(b) = query.before {
+            push("id <", b.to_string());
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", query.limit.max(1)));
+        self.scan_jobs(sql, args).await
     }
 
-    async fn stats(&self, tenant: Option<&Tenant>) -> Result<Vec<StatsRow>, StoreError> {
+    async fn stats(&self, tenant: Option<&Tenant>) -> Result<StoreStats, StoreError> {
         let tenant = tenant.map(|t| t.to_string());
         self.db
             .read(move |conn| {
-                let (sql, args) = match &tenant {
+                let (sql, quarantine_sql, args) = match &tenant {
                     Some(t) => (
                         "SELECT type, status, COUNT(*) FROM jobs WHERE tenant = ?1 GROUP BY type, status ORDER BY type, status",
+                        "SELECT COUNT(*) FROM quarantine WHERE tenant = ?1",
                         vec![t.clone()],
                     ),
                     None => (
                         "SELECT type, status, COUNT(*) FROM jobs GROUP BY type, status ORDER BY type, status",
+                        "SELECT COUNT(*) FROM quarantine",
                         vec![],
                     ),
                 };
@@ -316,16 +489,22 @@ impl JobStore for EmbeddedStore {
                         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(rows
-                    .into_iter()
-                    .filter_map(|(job_type, status, count)| {
-                        Some(StatsRow {
-                            job_type,
-                            status: JobStatus::parse(&status)?,
-                            count: count as u64,
+                let quarantined: i64 = conn
+                    .prepare_cached(quarantine_sql)?
+                    .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+                Ok(StoreStats {
+                    rows: rows
+                        .into_iter()
+                        .filter_map(|(job_type, status, count)| {
+                            Some(StatsRow {
+                                job_type,
+                                status: JobStatus::parse(&status)?,
+                                count: count as u64,
+                            })
                         })
-                    })
-                    .collect())
+                        .collect(),
+                    quarantined: quarantined as u64,
+                })
             })
             .await
             .map_err(unavailable)
@@ -401,21 +580,18 @@ impl JobStore for EmbeddedStore {
         before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Job>, StoreError> {
-        self.db
-            .read(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT doc FROM jobs WHERE status = ?1 AND due_at < ?2 ORDER BY due_at LIMIT ?3",
-                )?;
-                let docs = stmt
-                    .query_map(
-                        params![status.as_str(), micros(before), limit as i64],
-                        |r| r.get::<_, String>(0),
-                    )?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(decode_all(&docs))
-            })
-            .await
-            .map_err(unavailable)
+        use rusqlite::types::Value;
+        self.scan_jobs(
+            format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE status = ?1 AND due_at < ?2 ORDER BY due_at LIMIT ?3"
+            ),
+            vec![
+                Value::Text(status.as_str().to_string()),
+                Value::Integer(micros(before)),
+                Value::Integer(limit as i64),
+            ],
+        )
+        .await
     }
 
     async fn delete_expired(&self, now: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
@@ -441,7 +617,7 @@ impl JobStore for EmbeddedStore {
                         conn.prepare_cached("DELETE FROM job_logs WHERE job_id = ?1")?
                             .execute([&id])?;
                         // Its key goes too (a row that cannot be read keeps its key: harmless).
-                        if let Ok(job) = decode(&doc) {
+                        if let Ok(job) = serde_json::from_str::<Job>(&doc) {
                             if let Some(key) = &job.idempotency_key {
                                 conn.prepare_cached(
                                     "DELETE FROM idempotency WHERE tenant = ?1 AND key = ?2 AND job_id = ?3",
@@ -465,16 +641,10 @@ mod tests {
     use crate::domain::{Backoff, JobType, NewJob};
     use std::time::Duration;
 
-    #[tokio::test]
-    async fn a_row_that_cannot_be_read_does_not_stop_a_sweep() {
-        // GIVEN a stalled running job and, beside it, a running row whose document is garbage
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), super::super::Durability::Process).unwrap();
-        let store = EmbeddedStore::new(db.clone());
-        let long_ago = Utc::now() - chrono::Duration::seconds(600);
-        let job = Job::create(
+    fn job_at(tenant: &str, at: DateTime<Utc>) -> Job {
+        Job::create(
             NewJob {
-                tenant: Tenant::parse("t").unwrap(),
+                tenant: Tenant::parse(tenant).unwrap(),
                 job_type: JobType::parse("noop").unwrap(),
                 priority: 0,
                 payload: serde_json::json!({}),
@@ -483,28 +653,152 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 retention: Duration::from_secs(1),
                 idempotency_key: None,
-                run_at: long_ago,
+                run_at: at,
             },
-            long_ago,
-        );
-        store.create(&job).await.unwrap();
-        let running = job.start(long_ago).unwrap();
-        store.transition(job.expected(), &running).await.unwrap();
+            at,
+        )
+    }
+
+    fn store() -> (tempfile::TempDir, Db, EmbeddedStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), super::super::Durability::Process).unwrap();
+        let store = EmbeddedStore::new(db.clone());
+        (dir, db, store)
+    }
+
+    /// Write `n` rows that cannot be read, for `tenant`, with ids sorting before and after the
+    /// good ones (`prefix`), in `status`, due at `due_at`.
+    async fn insert_unreadable(
+        db: &Db,
+        tenant: &str,
+        prefix: &str,
+        n: usize,
+        status: &str,
+        due_at: i64,
+    ) {
+        let (tenant, prefix, status) = (tenant.to_string(), prefix.to_string(), status.to_string());
         db.write(move |c| {
-            c.execute(
-                "INSERT INTO jobs (id, tenant, type, status, attempt, version, due_at, doc)
-                 VALUES ('bad', 't', 'noop', 'running', 1, 1, ?1, 'not json')",
-                [micros(long_ago) - 1],
-            )?;
+            for i in 0..n {
+                c.execute(
+                    "INSERT INTO jobs (id, tenant, type, status, attempt, version, due_at, doc)
+                     VALUES (?1, ?2, 'noop', ?3, 1, 1, ?4, 'not json')",
+                    params![format!("{prefix}{i:05}"), tenant, status, due_at],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn unreadable_rows_never_end_a_sweep_early() {
+        // GIVEN 3 stalled running jobs, due after more unreadable running rows than a sweep's
+        // page (the old sweep stopped at the first short page and never reached them)
+        let (_dir, db, store) = store();
+        let long_ago = Utc::now() - chrono::Duration::seconds(600);
+        let mut stalled = vec![];
+        for _ in 0..3 {
+            let job = job_at("t", long_ago);
+            store.create(&job).await.unwrap();
+            let running = job.start(long_ago).unwrap();
+            store.transition(job.expected(), &running).await.unwrap();
+            stalled.push(job.id);
+        }
+        insert_unreadable(&db, "t", "bad", 600, "running", micros(long_ago) - 1).await;
+
+        // WHEN maintenance asks for stalled jobs a page of 500 at a time
+        let due = store
+            .due(JobStatus::Running, Utc::now(), 500)
+            .await
+            .unwrap();
+
+        // THEN the page holds every readable stalled job
+        let mut found: Vec<_> = due.iter().map(|j| j.id).collect();
+        found.sort();
+        stalled.sort();
+        assert_eq!(found, stalled);
+    }
+
+    #[tokio::test]
+    async fn unreadable_rows_are_quarantined_counted_and_kept() {
+        // GIVEN two readable jobs and, between them in listing order, 5 unreadable rows
+        let (_dir, db, store) = store();
+        let now = Utc::now();
+        let older = job_at("t", now);
+        store.create(&older).await.unwrap();
+        // (ids of the same millisecond sort after `older` and before `newer`)
+        let prefix = older.id.to_string()[..20].to_string() + "Z";
+        insert_unreadable(&db, "t", &prefix, 5, "queued", micros(now)).await;
+        insert_unreadable(&db, "u", "other", 1, "queued", micros(now)).await;
+        let newer = job_at("t", now);
+        store.create(&newer).await.unwrap();
+
+        // WHEN the tenant's jobs are listed two to a page
+        let query = |before| ListQuery {
+            tenant: Some(Tenant::parse("t").unwrap()),
+            status: None,
+            job_type: None,
+            before,
+            limit: 2,
+        };
+        let page = store.list(&query(None)).await.unwrap();
+
+        // THEN the page is full: both readable jobs, none of the unreadable rows
+        assert_eq!(
+            page.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![newer.id, older.id]
+        );
+        // AND the unreadable rows are kept in quarantine, counted in the tenant's stats
+        let stats = store
+            .stats(Some(&Tenant::parse("t").unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(stats.quarantined, 5);
+        assert_eq!(stats.rows.iter().map(|r| r.count).sum::<u64>(), 2);
+        let kept: i64 = db
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT COUNT(*) FROM quarantine WHERE doc = 'not json'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(kept, 5);
+        // AND another tenant's unreadable row, never read, is neither moved nor counted for `t`
+        assert_eq!(store.stats(None).await.unwrap().quarantined, 5);
+        let all = store
+            .list(&ListQuery {
+                limit: 10,
+                ..query(None)
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn get_of_an_unreadable_row_quarantines_it() {
+        // GIVEN a job whose document was damaged
+        let (_dir, db, store) = store();
+        let job = job_at("t", Utc::now());
+        store.create(&job).await.unwrap();
+        let id = job.id.to_string();
+        db.write(move |c| {
+            c.execute("UPDATE jobs SET doc = '{\"id\": 1' WHERE id = ?1", [&id])?;
             Ok(())
         })
         .await
         .unwrap();
 
-        // WHEN maintenance asks for stalled jobs
-        let due = store.due(JobStatus::Running, Utc::now(), 10).await.unwrap();
+        // WHEN it is read
+        let got = store.get(job.id).await.unwrap();
 
-        // THEN the readable job is found all the same
-        assert_eq!(due.iter().map(|j| j.id).collect::<Vec<_>>(), vec![job.id]);
+        // THEN it is not returned, and it is counted as quarantined, not lost
+        assert!(got.is_none());
+        let stats = store.stats(Some(&job.tenant)).await.unwrap();
+        assert_eq!((stats.quarantined, stats.rows.len()), (1, 0));
     }
 }
