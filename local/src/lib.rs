@@ -11,7 +11,9 @@ pub use runtime::{run, LocalSettings};
 use anyhow::Context;
 
 /// `conveyor [serve] [--addr A] [--data-dir D] [--backend B]` or `conveyor bench [...]`.
-pub fn run_cli() -> anyhow::Result<()> {
+/// Exit codes: 0 done, 1 failed while running, 2 the configuration or command line is wrong.
+pub fn run_cli() -> std::process::ExitCode {
+    use std::process::ExitCode;
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let command = match args.first().map(String::as_str) {
         Some("bench") => {
@@ -24,20 +26,37 @@ pub fn run_cli() -> anyhow::Result<()> {
         }
         Some("-h" | "--help" | "help") => {
             println!("{}", USAGE);
-            return Ok(());
+            return ExitCode::SUCCESS;
         }
         _ => "serve",
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let settings = if command == "serve" {
+        match LocalSettings::from_env_and_args(&args) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("conveyor: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("tokio runtime")?;
-    match command {
-        "bench" => rt.block_on(bench::run(args)),
-        _ => {
-            init_tracing();
-            let settings = LocalSettings::from_env_and_args(&args)?;
-            rt.block_on(run(settings))
+        .context("tokio runtime")
+        .and_then(|rt| match settings {
+            None => rt.block_on(bench::run(args)),
+            Some(settings) => {
+                init_tracing();
+                rt.block_on(run(settings))
+            }
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("conveyor: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

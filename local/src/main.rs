@@ -1,5 +1,5 @@
 //! `conveyor`: the local runtime's command line.
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     local::run_cli()
 }

@@ -4,7 +4,7 @@
 use crate::poller::{run_poller, stopped, PollerSettings};
 use anyhow::{bail, Context};
 use shared::adapters::open_embedded;
-use shared::config::{parse_duration, Backend, Config};
+use shared::config::{Backend, Config, ConfigError};
 use shared::domain::Tenant;
 use shared::entrypoints::http::{router, ApiState};
 use shared::entrypoints::schedule::handle_maintenance;
@@ -22,42 +22,57 @@ use tokio::sync::watch;
 pub struct LocalSettings {
     pub config: Config,
     pub addr: SocketAddr,
-    /// How long in-flight batches get to finish at shutdown.
-    pub shutdown_grace: Duration,
 }
 
 impl LocalSettings {
-    pub fn from_env_and_args(args: &[String]) -> anyhow::Result<Self> {
-        let mut config = Config::from_env()?;
-        let mut addr = std::env::var("CONVEYOR_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
-        let shutdown_grace = match std::env::var("CONVEYOR_SHUTDOWN_GRACE") {
-            Ok(v) => parse_duration(&v)
-                .with_context(|| format!("CONVEYOR_SHUTDOWN_GRACE={v:?} is not valid"))?,
-            Err(_) => Duration::from_secs(30),
+    /// Settings from `CONVEYOR_*` and the command line; every fault is named in one error.
+    pub fn from_env_and_args(args: &[String]) -> Result<Self, ConfigError> {
+        let mut errors = vec![];
+        let mut config = match Config::from_env() {
+            Ok(c) => Some(c),
+            Err(ConfigError(e)) => {
+                errors.extend(e);
+                None
+            }
         };
+        let mut addr = std::env::var("CONVEYOR_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+        let mut addr_source = "CONVEYOR_ADDR";
         let mut it = args.iter();
         while let Some(flag) = it.next() {
-            let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
-            match flag.as_str() {
-                "--addr" => addr = value()?.clone(),
-                "--data-dir" => config.data_dir = value()?.into(),
-                "--backend" => {
-                    config.backend = match value()?.as_str() {
-                        "embedded" => Backend::Embedded,
-                        "aws" => Backend::Aws,
-                        other => bail!("--backend {other}: expected embedded or aws"),
-                    }
+            let Some(value) = it.next().filter(|_| flag.starts_with("--")) else {
+                errors.push(format!(
+                    "unknown argument {flag:?}, or a flag without its value; see --help"
+                ));
+                break;
+            };
+            match (flag.as_str(), config.as_mut()) {
+                ("--addr", _) => {
+                    addr = value.clone();
+                    addr_source = "--addr";
                 }
-                other => bail!("unknown argument {other}; see --help"),
+                ("--data-dir", Some(c)) => c.data_dir = value.into(),
+                ("--backend", Some(c)) => match value.as_str() {
+                    "embedded" => c.backend = Backend::Embedded,
+                    "aws" => c.backend = Backend::Aws,
+                    other => errors.push(format!("--backend {other:?}: expected embedded or aws")),
+                },
+                ("--data-dir" | "--backend", None) => {}
+                (other, _) => errors.push(format!("unknown argument {other:?}; see --help")),
             }
         }
-        Ok(Self {
-            config,
-            addr: addr
-                .parse()
-                .with_context(|| format!("CONVEYOR_ADDR={addr:?} is not HOST:PORT"))?,
-            shutdown_grace,
-        })
+        let addr = match addr.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errors.push(format!(
+                    "{addr_source}={addr:?} is not HOST:PORT (e.g. 127.0.0.1:3000)"
+                ));
+                None
+            }
+        };
+        match (config, addr) {
+            (Some(config), Some(addr)) if errors.is_empty() => Ok(Self { config, addr }),
+            _ => Err(ConfigError(errors)),
+        }
     }
 }
 
@@ -130,7 +145,7 @@ pub async fn run(settings: LocalSettings) -> anyhow::Result<()> {
                 batch_size: reg.options.batch_size,
                 concurrency: reg.options.concurrency,
                 visibility: reg.options.visibility(),
-                grace: settings.shutdown_grace,
+                grace: settings.config.shutdown_grace,
             },
             stop_rx.clone(),
         )));
@@ -155,7 +170,7 @@ pub async fn run(settings: LocalSettings) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!(
         "shutting down: no new jobs are taken; in-flight jobs get {:?} to finish",
-        settings.shutdown_grace
+        settings.config.shutdown_grace
     );
     let _ = stop_tx.send(true);
     for p in pollers {

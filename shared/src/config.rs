@@ -29,6 +29,12 @@ pub struct Config {
     pub stall_after: Duration,
     pub orphan_after: Duration,
     pub maintenance_interval: Duration,
+    /// Local runtime: how long in-flight jobs get to finish at shutdown.
+    pub shutdown_grace: Duration,
+    /// Longest an HTTP request may take before it is answered 504.
+    pub http_timeout: Duration,
+    /// HTTP requests in flight at once; past it, 503 with Retry-After.
+    pub http_max_in_flight: usize,
     pub webhook_secret: Option<String>,
     pub fetch_max_bytes: usize,
 }
@@ -37,7 +43,8 @@ pub struct Config {
 #[error("invalid configuration: {}", .0.join("; "))]
 pub struct ConfigError(pub Vec<String>);
 
-/// Parse `10s`, `500ms`, `15m`, `2h` or a bare number of seconds.
+/// Parse `10s`, `500ms`, `15m`, `2h` or a bare number of seconds. `None` for anything else,
+/// including values too large for a `Duration` (never a panic).
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s
@@ -52,7 +59,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "h" => n * 3600.0,
         _ => return None,
     };
-    (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 struct Reader<'a> {
@@ -76,14 +83,44 @@ impl Reader<'_> {
         self.parsed(name, default.to_string(), |v| Some(v.to_string()))
     }
 
-    fn duration(&mut self, name: &str, default: Duration) -> Duration {
-        self.parsed(name, default, parse_duration)
+    /// A duration within `[min, max]`: zero or huge values would panic or turn a safety off.
+    fn duration(
+        &mut self,
+        name: &str,
+        default: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> Duration {
+        let value = self.parsed(name, default, parse_duration);
+        if value < min || value > max {
+            self.errors.push(format!(
+                "{name}={value:?} is out of range: it must be from {min:?} to {max:?}"
+            ));
+            return default;
+        }
+        value
     }
 
-    fn number<T: std::str::FromStr>(&mut self, name: &str, default: T) -> T {
-        self.parsed(name, default, |v| v.trim().parse().ok())
+    /// A whole number within `[min, max]` (a limit of 0 would stop everything).
+    fn number<T>(&mut self, name: &str, default: T, min: T, max: T) -> T
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let value = self.parsed(name, default, |v| v.trim().parse().ok());
+        if value < min || value > max {
+            self.errors.push(format!(
+                "{name}={value} is out of range: it must be from {min} to {max}"
+            ));
+            return default;
+        }
+        value
     }
 }
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -107,22 +144,78 @@ impl Config {
                 Durability::Process,
                 Durability::parse,
             ),
-            wal_limit_bytes: r.number("CONVEYOR_WAL_LIMIT_BYTES", 64 * 1024 * 1024),
+            wal_limit_bytes: r.number(
+                "CONVEYOR_WAL_LIMIT_BYTES",
+                64 * 1024 * 1024,
+                64 * 1024,
+                64 * 1024 * 1024 * 1024,
+            ),
             write_queue: r.number(
                 "CONVEYOR_WRITE_QUEUE",
                 crate::adapters::embedded::WRITE_QUEUE,
+                1,
+                1_000_000,
             ),
-            default_tenant: r.string("CONVEYOR_DEFAULT_TENANT", "default"),
-            max_payload_bytes: r.number("CONVEYOR_MAX_PAYLOAD_BYTES", 256 * 1024),
-            queue_prefix: r.string("CONVEYOR_QUEUE_PREFIX", "conveyor-"),
-            max_receive_count: r.number("CONVEYOR_MAX_RECEIVE_COUNT", 5),
-            heartbeat_interval: r.duration("CONVEYOR_HEARTBEAT_INTERVAL", Duration::from_secs(10)),
-            stall_after: r.duration("CONVEYOR_STALL_AFTER", Duration::from_secs(60)),
-            orphan_after: r.duration("CONVEYOR_ORPHAN_AFTER", Duration::from_secs(15 * 60)),
-            maintenance_interval: r
-                .duration("CONVEYOR_MAINTENANCE_INTERVAL", Duration::from_secs(10)),
+            default_tenant: r.parsed("CONVEYOR_DEFAULT_TENANT", "default".to_string(), |v| {
+                crate::domain::Tenant::parse(v).ok().map(|t| t.to_string())
+            }),
+            max_payload_bytes: r.number(
+                "CONVEYOR_MAX_PAYLOAD_BYTES",
+                256 * 1024,
+                1,
+                64 * 1024 * 1024,
+            ),
+            queue_prefix: r.parsed("CONVEYOR_QUEUE_PREFIX", "conveyor-".to_string(), |v| {
+                (v.len() <= 40
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                .then(|| v.to_string())
+            }),
+            max_receive_count: r.number("CONVEYOR_MAX_RECEIVE_COUNT", 5, 1, 1000),
+            heartbeat_interval: r.duration(
+                "CONVEYOR_HEARTBEAT_INTERVAL",
+                Duration::from_secs(10),
+                10 * MS,
+                HOUR,
+            ),
+            stall_after: r.duration(
+                "CONVEYOR_STALL_AFTER",
+                Duration::from_secs(60),
+                100 * MS,
+                DAY,
+            ),
+            orphan_after: r.duration(
+                "CONVEYOR_ORPHAN_AFTER",
+                Duration::from_secs(15 * 60),
+                SECOND,
+                7 * DAY,
+            ),
+            maintenance_interval: r.duration(
+                "CONVEYOR_MAINTENANCE_INTERVAL",
+                Duration::from_secs(10),
+                10 * MS,
+                HOUR,
+            ),
+            shutdown_grace: r.duration(
+                "CONVEYOR_SHUTDOWN_GRACE",
+                Duration::from_secs(30),
+                Duration::ZERO,
+                HOUR,
+            ),
+            http_timeout: r.duration(
+                "CONVEYOR_HTTP_TIMEOUT",
+                Duration::from_secs(30),
+                100 * MS,
+                HOUR,
+            ),
+            http_max_in_flight: r.number("CONVEYOR_HTTP_MAX_IN_FLIGHT", 1024, 1, 100_000),
             webhook_secret: get("CONVEYOR_WEBHOOK_SECRET").filter(|s| !s.is_empty()),
-            fetch_max_bytes: r.number("CONVEYOR_FETCH_MAX_BYTES", 1024 * 1024),
+            fetch_max_bytes: r.number(
+                "CONVEYOR_FETCH_MAX_BYTES",
+                1024 * 1024,
+                1,
+                1024 * 1024 * 1024,
+            ),
         };
         if config.heartbeat_interval >= config.stall_after {
             r.errors.push(format!(

@@ -7,6 +7,7 @@ mod helpers;
 mod api;
 mod bad_input;
 mod cancel;
+mod config;
 mod crash_recovery;
 mod http_fetch;
 mod idempotency;
