@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod poller;
 pub mod runtime;
+pub mod supervise;
 
 pub use runtime::{run, LocalSettings};
 

@@ -5,6 +5,7 @@
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use shared::entrypoints::sqs::handle_sqs_batch;
+use shared::health::Health;
 use shared::ports::{JobQueue, ReceivedMessage};
 use shared::worker::Worker;
 use std::collections::{HashMap, HashSet};
@@ -58,12 +59,19 @@ pub fn sqs_event(queue: &str, messages: &[ReceivedMessage]) -> SqsEvent {
     event
 }
 
+/// The name a poller goes by in `/healthz`.
+pub fn health_name(queue: &str) -> String {
+    format!("poller:{queue}")
+}
+
 pub async fn run_poller(
     queue: Arc<dyn JobQueue>,
     worker: Worker,
     settings: PollerSettings,
     mut stop: watch::Receiver<bool>,
+    health: Arc<Health>,
 ) {
+    let name = health_name(&settings.queue);
     let concurrency = settings.concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
     loop {
@@ -76,10 +84,16 @@ pub async fn run_poller(
             _ = stopped(&mut stop) => break,
         };
         let messages = match received {
-            Ok(m) if m.is_empty() => continue,
-            Ok(m) => m,
+            Ok(m) => {
+                health.up(&name);
+                if m.is_empty() {
+                    continue;
+                }
+                m
+            }
             Err(e) => {
                 tracing::error!(queue = %settings.queue, error = %e, "receive failed; backing off");
+                health.down(&name, format!("receive failed: {e}"));
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }

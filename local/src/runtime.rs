@@ -1,13 +1,15 @@
 //! Wiring: open the backend, recover what a previous process left, serve, poll, sweep, and
 //! shut down gracefully.
 
-use crate::poller::{run_poller, stopped, PollerSettings};
+use crate::poller::{health_name, run_poller, stopped, PollerSettings};
+use crate::supervise::supervise;
 use anyhow::{bail, Context};
 use shared::adapters::open_embedded;
 use shared::config::{Backend, Config, ConfigError};
 use shared::domain::Tenant;
-use shared::entrypoints::http::{router, ApiState};
+use shared::entrypoints::http::{router, ApiState, HttpLimits};
 use shared::entrypoints::schedule::handle_maintenance;
+use shared::health::Health;
 use shared::jobs::Registry;
 use shared::maintenance::{reap_stalled_jobs, MaintenanceSettings};
 use shared::ports::Ports;
@@ -115,10 +117,21 @@ pub async fn run(settings: LocalSettings) -> anyhow::Result<()> {
         tracing::warn!(recovered, "recovered jobs a previous process left running");
     }
 
+    let health = Arc::new(Health::new());
+    let db = backend.db.clone();
+    health.probe("writer", move || {
+        if db.writer_alive() {
+            Ok(())
+        } else {
+            Err("the database writer has stopped".into())
+        }
+    });
     let service = JobService::new(ports.clone(), registry.clone(), config.max_payload_bytes);
     let app = router(Arc::new(ApiState {
         service,
         default_tenant: Tenant::parse(config.default_tenant.clone())?,
+        limits: HttpLimits::from_config(&config),
+        health: health.clone(),
     }));
     let listener = tokio::net::TcpListener::bind(settings.addr)
         .await
@@ -137,29 +150,53 @@ pub async fn run(settings: LocalSettings) -> anyhow::Result<()> {
     );
     let mut pollers = vec![];
     for reg in registry.iter() {
-        pollers.push(tokio::spawn(run_poller(
+        let settings = PollerSettings {
+            queue: registry.queue_name(&reg.job_type),
+            batch_size: reg.options.batch_size,
+            concurrency: reg.options.concurrency,
+            visibility: reg.options.visibility(),
+            grace: settings.config.shutdown_grace,
+        };
+        let (queue, worker, stop, health) = (
             ports.queue.clone(),
             worker.clone(),
-            PollerSettings {
-                queue: registry.queue_name(&reg.job_type),
-                batch_size: reg.options.batch_size,
-                concurrency: reg.options.concurrency,
-                visibility: reg.options.visibility(),
-                grace: settings.config.shutdown_grace,
-            },
             stop_rx.clone(),
+            health.clone(),
+        );
+        pollers.push(tokio::spawn(supervise(
+            health_name(&settings.queue),
+            health.clone(),
+            stop_rx.clone(),
+            move || {
+                run_poller(
+                    queue.clone(),
+                    worker.clone(),
+                    settings.clone(),
+                    stop.clone(),
+                    health.clone(),
+                )
+            },
         )));
     }
-    let maintenance = tokio::spawn(maintenance_loop(
-        ports.clone(),
-        registry.clone(),
-        MaintenanceSettings {
-            stall_after: config.stall_after,
-            orphan_after: config.orphan_after,
-        },
-        config.maintenance_interval,
-        stop_rx.clone(),
-    ));
+    let maintenance = {
+        let sweeps = MaintenanceLoop {
+            ports: ports.clone(),
+            registry: registry.clone(),
+            settings: MaintenanceSettings {
+                stall_after: config.stall_after,
+                orphan_after: config.orphan_after,
+            },
+            every: config.maintenance_interval,
+            health: health.clone(),
+        };
+        let stop = stop_rx.clone();
+        tokio::spawn(supervise(
+            MAINTENANCE.into(),
+            health.clone(),
+            stop_rx.clone(),
+            move || sweeps.clone().run(stop.clone()),
+        ))
+    };
 
     let mut http_stop = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -187,21 +224,40 @@ pub async fn run(settings: LocalSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn maintenance_loop(
-    ports: Ports,
-    registry: Arc<Registry>,
-    settings: MaintenanceSettings,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let _ = handle_maintenance(&ports, &registry, settings).await;
+/// The name maintenance goes by in `/healthz`.
+const MAINTENANCE: &str = "maintenance";
+
+/// The local stand-in for the maintenance schedule: a sweep every `every`; a failed sweep is
+/// logged and shown in `/healthz` until one succeeds, and the loop goes on.
+#[derive(Clone)]
+pub struct MaintenanceLoop {
+    pub ports: Ports,
+    pub registry: Arc<Registry>,
+    pub settings: MaintenanceSettings,
+    pub every: Duration,
+    pub health: Arc<Health>,
+}
+
+impl MaintenanceLoop {
+    /// One sweep, its outcome recorded.
+    pub async fn sweep_once(&self) {
+        match handle_maintenance(&self.ports, &self.registry, self.settings).await {
+            Ok(_) => self.health.up(MAINTENANCE),
+            Err(e) => {
+                tracing::error!(error = %e, "maintenance sweep failed; the next one tries again");
+                self.health.down(MAINTENANCE, format!("sweep failed: {e}"));
             }
-            _ = stopped(&mut stop) => return,
+        }
+    }
+
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.sweep_once().await,
+                _ = stopped(&mut stop) => return,
+            }
         }
     }
 }

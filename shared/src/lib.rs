@@ -8,6 +8,7 @@ pub mod adapters;
 pub mod config;
 pub mod domain;
 pub mod entrypoints;
+pub mod health;
 pub mod jobs;
 pub mod maintenance;
 pub mod ports;

@@ -24,6 +24,8 @@ pub enum ServiceError {
     PayloadTooLarge { size: usize, limit: usize },
     #[error("no job {0}")]
     NotFound(JobId),
+    #[error("idempotency key '{0}' was used before for a different request (job {1})")]
+    IdempotencyConflict(IdempotencyKey, JobId),
     #[error(transparent)]
     Illegal(#[from] TransitionError),
     #[error("the job kept changing; try again")]
@@ -57,6 +59,61 @@ pub struct SubmitRequest {
     pub backoff: Option<Backoff>,
     pub idempotency_key: Option<IdempotencyKey>,
 }
+
+impl SubmitRequest {
+    /// A digest of what the request asks for, as given (a relative delay stays relative), in a
+    /// canonical form: the same request always gives the same digest, whatever its key order.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let described = serde_json::json!({
+            "type": self.job_type.as_str(),
+            "payload": &self.payload,
+            "priority": self.priority,
+            "run_at": self.run_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            "delay_ms": self.delay.map(|d| d.as_millis() as u64),
+            "max_attempts": self.max_attempts,
+            "backoff": self.backoff.map(|b| [b.base_ms, b.cap_ms]),
+        });
+        let mut canonical = String::new();
+        write_canonical(&described, &mut canonical);
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    }
+}
+
+/// JSON with object keys sorted at every depth.
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// Most bytes of jobs one list page carries; past it the page ends early with a cursor (a job
+/// larger than this still goes alone on its page).
+pub const LIST_MAX_BYTES: usize = 1024 * 1024;
 
 /// The queue message: just the job's id; the job's state lives in the store.
 #[derive(Debug, Serialize, Deserialize)]
@@ -158,6 +215,7 @@ impl JobService {
             (None, None) => now,
         };
         let options = &registration.options;
+        let fingerprint = req.idempotency_key.as_ref().map(|_| req.fingerprint());
         let job = Job::create(
             NewJob {
                 tenant,
@@ -169,11 +227,22 @@ impl JobService {
                 timeout: options.timeout,
                 retention: options.retention,
                 idempotency_key: req.idempotency_key,
+                request_fingerprint: fingerprint.clone(),
                 run_at,
             },
             now,
         );
         match self.ports.store.create(&job).await? {
+            // (A job stored before fingerprints were kept has none: taken as the same request.)
+            Created::Existing(existing)
+                if existing.request_fingerprint.is_some()
+                    && existing.request_fingerprint != fingerprint =>
+            {
+                return Err(ServiceError::IdempotencyConflict(
+                    existing.idempotency_key.clone().expect("found by its key"),
+                    existing.id,
+                ))
+            }
             Created::Existing(existing) => return Ok((*existing, false)),
             Created::New => {}
         }
@@ -212,10 +281,21 @@ impl JobService {
                 limit: limit + 1,
             })
             .await?;
-        let next_cursor = (jobs.len() > limit).then(|| {
-            jobs.truncate(limit);
-            jobs.last().map(|j| j.id.to_string()).unwrap_or_default()
-        });
+        let mut more = jobs.len() > limit;
+        jobs.truncate(limit);
+        // Cap the page in bytes, too: a page of large jobs ends early, and the cursor goes on.
+        let mut bytes = 0;
+        if let Some(fits) = jobs.iter().position(|j| {
+            bytes += serde_json::to_vec(j).map_or(0, |v| v.len());
+            bytes > LIST_MAX_BYTES
+        }) {
+            let keep = fits.max(1);
+            more |= keep < jobs.len();
+            jobs.truncate(keep);
+        }
+        let next_cursor = more
+            .then(|| jobs.last().map(|j| j.id.to_string()))
+            .flatten();
         Ok(Page { jobs, next_cursor })
     }
 

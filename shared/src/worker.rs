@@ -238,15 +238,11 @@ impl Worker {
         let outcome = match tokio::time::timeout(job.timeout(), task).await {
             Ok(Ok(Ok(result))) => Outcome::Succeeded(result),
             Ok(Ok(Err(error))) => Outcome::Failed(error),
-            Ok(Err(join)) if join.is_panic() => {
-                let panic = join.into_panic();
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "handler panicked".into());
-                Outcome::Failed(JobError::with_kind("panic", message, true))
-            }
+            Ok(Err(join)) if join.is_panic() => Outcome::Failed(JobError::with_kind(
+                "panic",
+                crate::health::panic_message(join.into_panic()),
+                true,
+            )),
             Ok(Err(_)) => Outcome::Failed(JobError::cancelled()),
             Err(_) => {
                 abort.abort();

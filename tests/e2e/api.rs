@@ -7,16 +7,35 @@ use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test]
-async fn health_check_answers_ok() {
+async fn health_check_reports_the_writer_the_pollers_and_maintenance() {
     // GIVEN a running app
     let app = spawn_app(&[]).await;
 
     // WHEN the health check is asked
     let (status, body) = app.get("/healthz").await;
 
-    // THEN it answers ok
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({ "status": "ok" }));
+    // THEN it answers ok, and names every part that could fail on its own, each ok
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "ok", "{body}");
+    let components = body["components"].as_object().expect("components");
+    let mut names: Vec<&str> = components.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            "maintenance",
+            "poller:conveyor-http-fetch",
+            "poller:conveyor-noop",
+            "poller:conveyor-sleep",
+            "poller:conveyor-webhook-deliver",
+            "writer",
+        ],
+        "{body}"
+    );
+    for (name, state) in components {
+        assert_eq!(state["ok"], true, "{name}: {state}");
+        assert_eq!(state["restarts"], 0, "{name}: {state}");
+    }
 }
 
 #[tokio::test]

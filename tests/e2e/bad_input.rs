@@ -12,6 +12,7 @@ struct Case {
     method: Method,
     path: String,
     body: Option<Vec<u8>>,
+    headers: Vec<(String, String)>,
     status: StatusCode,
     code: &'static str,
     field: Option<&'static str>,
@@ -28,6 +29,7 @@ impl Case {
             method: Method::POST,
             path: "/v1/jobs".into(),
             body: Some(body.into()),
+            headers: vec![],
             status: StatusCode::BAD_REQUEST,
             code: "invalid_field",
             field: None,
@@ -40,6 +42,7 @@ impl Case {
             method,
             path: path.into(),
             body: None,
+            headers: vec![],
             status: StatusCode::BAD_REQUEST,
             code: "invalid_field",
             field: None,
@@ -56,10 +59,27 @@ impl Case {
         self
     }
 
+    fn with_path(mut self, path: &str) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
     /// 400 invalid_field naming `field`.
     fn invalid(self, field: &'static str) -> Self {
         self.expect(StatusCode::BAD_REQUEST, "invalid_field", Some(field))
     }
+}
+
+/// The idempotency key of the keyed job the test starts with, and its request.
+const KEY: &str = "bad-input-key";
+
+fn keyed_request() -> Value {
+    json!({ "type": "sleep", "payload": { "ms": 10 }, "delay_seconds": 600, "idempotency_key": KEY })
 }
 
 fn bad_requests(succeeded: &str, queued: &str) -> Vec<Case> {
@@ -304,7 +324,99 @@ fn bad_requests(succeeded: &str, queued: &str) -> Vec<Case> {
             format!("/v1/jobs/{queued}/retry"),
         )
         .expect(StatusCode::CONFLICT, "illegal_transition", Some("status")),
+        // Bytes that do not decode, and JSON too deep to read.
+        C::call("GET of an id that is not UTF-8", Method::GET, "/v1/jobs/%FF").invalid("id"),
+        C::call("cancel of an id that is not UTF-8", Method::POST, "/v1/jobs/%FF%FE/cancel")
+            .invalid("id"),
+        C::submit_raw("a body that is not UTF-8", b"{\"type\": \"noop\xff\"}".to_vec())
+            .expect(bad_request, "malformed_json", None),
+        C::submit_raw(
+            "JSON nested 10,000 deep",
+            format!(r#"{{"type": "noop", "payload": {}{}}}"#, "[".repeat(10_000), "]".repeat(10_000)),
+        )
+        .expect(bad_request, "malformed_json", None),
+        C::call("a query string that is not UTF-8", Method::GET, "/v1/jobs?limit=%FF").expect(
+            bad_request,
+            "malformed_query",
+            None,
+        ),
+        // Headers.
+        (0..80).fold(
+            C::call("80 headers", Method::GET, format!("/v1/jobs/{succeeded}")),
+            |c, i| c.header(format!("x-extra-{i}"), "1"),
+        )
+        .expect(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", None),
+        C::call("a 20 KiB header", Method::GET, "/v1/stats")
+            .header("x-large", "x".repeat(20 * 1024))
+            .expect(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", None),
+        // Nested fields, bounds and overflow.
+        C::submit(
+            "unknown field inside backoff",
+            noop_with(json!({ "backoff": { "base_ms": 1, "cap_ms": 2, "jitter": true } })),
+        )
+        .invalid("backoff.jitter"),
+        C::submit(
+            "run_at beyond one year",
+            noop_with(json!({ "run_at": (chrono::Utc::now() + chrono::Duration::days(400)).to_rfc3339() })),
+        )
+        .invalid("run_at"),
+        C::call(
+            "logs after an overflowing sequence",
+            Method::GET,
+            format!("/v1/jobs/{succeeded}/logs?after=99999999999999999999999"),
+        )
+        .invalid("after"),
+        C::call("logs with limit 0", Method::GET, format!("/v1/jobs/{succeeded}/logs?limit=0"))
+            .invalid("limit"),
+        C::call("logs with limit 1001", Method::GET, format!("/v1/jobs/{succeeded}/logs?limit=1001"))
+            .invalid("limit"),
+        C::call("list with an overflowing limit", Method::GET, "/v1/jobs?limit=99999999999999999999")
+            .invalid("limit"),
+        C::call("list with limit given twice", Method::GET, "/v1/jobs?limit=1&limit=2")
+            .invalid("limit"),
+        // Unknown query parameters, on every route.
+        C::call("GET a job with a parameter", Method::GET, format!("/v1/jobs/{succeeded}?fields=all"))
+            .invalid("fields"),
+        C::call("result with a parameter", Method::GET, format!("/v1/jobs/{succeeded}/result?wait=1"))
+            .invalid("wait"),
+        C::call("logs with an unknown parameter", Method::GET, format!("/v1/jobs/{succeeded}/logs?tail=1"))
+            .invalid("tail"),
+        C::call("cancel with a parameter", Method::POST, format!("/v1/jobs/{queued}/cancel?force=1"))
+            .invalid("force"),
+        C::call("retry with a parameter", Method::POST, format!("/v1/jobs/{succeeded}/retry?now=1"))
+            .invalid("now"),
+        C::call("stats with a parameter", Method::GET, "/v1/stats?type=noop").invalid("type"),
+        C::call("types with a parameter", Method::GET, "/v1/types?all=1").invalid("all"),
+        C::submit("submit with a parameter", json!({ "type": "noop" })).invalid("x").with_path("/v1/jobs?x=1"),
+        // Idempotency keys.
+        C::submit("a known key with another payload", {
+            let mut r = keyed_request();
+            r["payload"]["ms"] = json!(20);
+            r
+        })
+        .expect(StatusCode::CONFLICT, "idempotency_conflict", Some("idempotency_key")),
+        C::submit("a known key with another priority", {
+            let mut r = keyed_request();
+            r["priority"] = json!(5);
+            r
+        })
+        .expect(StatusCode::CONFLICT, "idempotency_conflict", Some("idempotency_key")),
+        C::submit("a known key with another type", {
+            let mut r = keyed_request();
+            r["type"] = json!("noop");
+            r["payload"] = json!({});
+            r
+        })
+        .expect(StatusCode::CONFLICT, "idempotency_conflict", Some("idempotency_key")),
+        C::submit("body key and a different header key", noop_with(json!({ "idempotency_key": "a" })))
+            .header("idempotency-key", "b")
+            .invalid("idempotency_key"),
         // Routes.
+        C::call("wrong method on a job", Method::DELETE, format!("/v1/jobs/{queued}")).expect(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            None,
+        ),
         C::call("unknown route", Method::GET, "/v1/nothing-here").expect(
             not_found,
             "route_not_found",
@@ -328,14 +440,19 @@ async fn every_bad_request_gets_its_error_and_changes_nothing() {
     let queued = app
         .submit_new(&json!({ "type": "sleep", "payload": { "ms": 10 }, "delay_seconds": 600 }))
         .await;
+    // AND a waiting job made with an idempotency key
+    app.submit_new(&keyed_request()).await;
     let stats_before = app.stats().await;
     let jobs_before = app.list("").await;
-    assert_eq!(stats_before["total"], 2, "{stats_before}");
+    assert_eq!(stats_before["total"], 3, "{stats_before}");
 
     // WHEN each bad request is sent
     let mut wrong = vec![];
     for case in bad_requests(&succeeded, &queued) {
         let mut request = app.client.request(case.method.clone(), app.url(&case.path));
+        for (name, value) in &case.headers {
+            request = request.header(name, value);
+        }
         if let Some(body) = case.body.clone() {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")

@@ -119,3 +119,34 @@ async fn an_unreadable_idempotency_key_header_is_refused_not_ignored() {
     assert_eq!(body["error"]["field"], "idempotency-key", "{body}");
     assert_eq!(app.stats().await["total"], 0);
 }
+
+#[tokio::test]
+async fn the_same_key_with_the_same_request_in_another_key_order_is_the_same_job() {
+    // GIVEN a job submitted with a key
+    let app = spawn_app(&[]).await;
+    let first = json!({
+        "type": "sleep",
+        "payload": { "ms": 10, "note": { "a": 1, "b": [1, 2] } },
+        "delay_seconds": 600,
+        "idempotency_key": "same-request",
+    });
+    let (status, made) = app.submit(&first).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{made}");
+
+    // WHEN the same request is sent again, its object keys in another order, the key in the
+    // header instead of the body
+    let again = r#"{"payload": {"note": {"b": [1, 2], "a": 1}, "ms": 10}, "delay_seconds": 600, "type": "sleep"}"#;
+    let (status, answer) = app
+        .send(
+            app.client
+                .post(app.url("/v1/jobs"))
+                .header("content-type", "application/json")
+                .header("idempotency-key", "same-request")
+                .body(again),
+        )
+        .await;
+
+    // THEN it is the first job, not a conflict
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["id"], made["id"]);
+}

@@ -56,6 +56,7 @@ fn noop_job(run_at: chrono::DateTime<chrono::Utc>) -> Job {
             timeout: Duration::from_secs(5),
             retention: Duration::from_secs(60),
             idempotency_key: None,
+            request_fingerprint: None,
             run_at,
         },
         chrono::Utc::now(),

@@ -1,6 +1,6 @@
 //! The `api` Lambda: API Gateway HTTP API events into the shared axum router.
 
-use shared::entrypoints::http::{router, ApiState};
+use shared::entrypoints::http::{router, ApiState, HttpLimits};
 use std::sync::Arc;
 
 #[tokio::main]
@@ -16,6 +16,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let state = ApiState {
         service,
         default_tenant: shared::domain::Tenant::parse(config.default_tenant.clone())?,
+        limits: HttpLimits::from_config(&config),
+        health: Default::default(),
     };
     lambda_http::run(router(Arc::new(state))).await
 }

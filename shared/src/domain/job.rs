@@ -167,6 +167,10 @@ pub struct Job {
     pub result: Option<Value>,
     pub error: Option<JobError>,
     pub idempotency_key: Option<IdempotencyKey>,
+    /// With an idempotency key: a digest of the request that made the job, so the same key
+    /// with a different request is told apart from a repeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_fingerprint: Option<String>,
     pub cancel_requested: bool,
     pub created_at: DateTime<Utc>,
     /// When the job last entered `queued` (or was re-dispatched): the outbox rule's clock.
@@ -191,6 +195,7 @@ pub struct NewJob {
     pub timeout: Duration,
     pub retention: Duration,
     pub idempotency_key: Option<IdempotencyKey>,
+    pub request_fingerprint: Option<String>,
     pub run_at: DateTime<Utc>,
 }
 
@@ -223,6 +228,7 @@ impl Job {
             result: None,
             error: None,
             idempotency_key: new.idempotency_key,
+            request_fingerprint: new.request_fingerprint,
             cancel_requested: false,
             created_at: now,
             queued_at: now,
@@ -567,6 +573,7 @@ mod tests {
                 timeout: Duration::from_secs(30),
                 retention: Duration::from_secs(60),
                 idempotency_key: None,
+                request_fingerprint: None,
                 run_at: Utc::now(),
             },
             Utc::now(),

@@ -3,10 +3,13 @@
 //! `{"error": {"code": "...", "message": "...", "field": "..."}}`.
 
 use crate::domain::{Backoff, IdempotencyKey, JobId, JobStatus, JobType, Tenant, ValidationError};
+use crate::health::Health;
 use crate::service::{JobService, ServiceError, SubmitRequest};
 use axum::body::to_bytes;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
+use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -22,10 +25,31 @@ pub const TENANT_HEADER: &str = "x-conveyor-tenant";
 const MAX_DELAY_SECS: f64 = 365.0 * 24.0 * 3600.0;
 /// Room for the fields around the payload in a submit body.
 const ENVELOPE_BYTES: usize = 64 * 1024;
+/// Most request headers accepted, and most bytes of them (names and values).
+const MAX_HEADERS: usize = 64;
+const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 pub struct ApiState {
     pub service: JobService,
     pub default_tenant: Tenant,
+    pub limits: HttpLimits,
+    pub health: Arc<Health>,
+}
+
+/// How long a request may take, and how many may be in flight (past it: 503, not a queue).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub timeout: Duration,
+    pub max_in_flight: usize,
+}
+
+impl HttpLimits {
+    pub fn from_config(c: &crate::Config) -> Self {
+        Self {
+            timeout: c.http_timeout,
+            max_in_flight: c.http_max_in_flight,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +113,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(_) => {
                 Self::new(StatusCode::NOT_FOUND, "job_not_found", message).field("id")
             }
+            ServiceError::IdempotencyConflict(..) => {
+                Self::new(StatusCode::CONFLICT, "idempotency_conflict", message)
+                    .field("idempotency_key")
+            }
             ServiceError::Illegal(_) => {
                 Self::new(StatusCode::CONFLICT, "illegal_transition", message).field("status")
             }
@@ -132,13 +160,21 @@ where
     }
 }
 
-/// Build the API router over a service.
+/// Query parameters each route takes; any other is a 400 (a typo is never silently ignored).
+fn route_params(route: &str) -> &'static [&'static str] {
+    match route {
+        "/v1/jobs" => &["status", "type", "limit", "cursor"],
+        "/v1/jobs/{id}/logs" => &["after", "limit"],
+        _ => &[],
+    }
+}
+
+/// Build the API router over a service: every answer, error or not, is JSON; requests are
+/// bounded in time and in number (`HttpLimits`).
 pub fn router(state: Arc<ApiState>) -> Router {
+    let limits = state.limits;
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(healthz))
         .route("/v1/jobs", post(submit).get(list))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/cancel", post(cancel))
@@ -147,6 +183,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs/{id}/result", get(result))
         .route("/v1/stats", get(stats))
         .route("/v1/types", get(types))
+        .route_layer(axum::middleware::from_fn(only_known_params))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
         })
@@ -157,7 +194,222 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 "method not allowed on this route",
             )
         })
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(timed_out))
+                .timeout(limits.timeout)
+                .layer(axum::middleware::from_fn(bounded_headers)),
+        )
+        // (One semaphore shared by every route: `layer` wraps each route on its own.)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight.max(1))),
+            shed_past_limit,
+        ))
         .with_state(state)
+}
+
+/// Past the in-flight limit a request is refused at once (503 + Retry-After), never queued.
+async fn shed_past_limit(
+    State(in_flight): State<Arc<tokio::sync::Semaphore>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match in_flight.try_acquire() {
+        Ok(_slot) => next.run(request).await,
+        Err(_) => {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "too many requests in flight; try again shortly",
+            );
+            e.retry_after = Some(1);
+            e.into_response()
+        }
+    }
+}
+
+/// The answer for a request that ran out of time (or failed in a layer).
+async fn timed_out(error: tower::BoxError) -> ApiError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "the request took too long; its outcome is unknown: retry it (with the same Idempotency-Key for a submit)",
+        )
+    } else {
+        tracing::error!(error = %error, "request failed in a middleware layer");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the request failed unexpectedly",
+        )
+    }
+}
+
+/// Refuse too many or too large headers with the JSON error body.
+async fn bounded_headers(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "{} headers, {bytes} bytes: at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes",
+                headers.len()
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Refuse a query string that does not parse, or names a parameter the route does not take.
+async fn only_known_params(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let query = request.uri().query().unwrap_or("");
+    match parse_query(query) {
+        Err(e) => e.into_response(),
+        Ok(params) => match params
+            .keys()
+            .find(|k| !route_params(&route).contains(&k.as_str()))
+        {
+            Some(unknown) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                format!(
+                    "unknown query parameter; this route takes: {}",
+                    match route_params(&route) {
+                        [] => "none".to_string(),
+                        known => known.join(", "),
+                    }
+                ),
+            )
+            .field(unknown.clone())
+            .into_response(),
+            None => next.run(request).await,
+        },
+    }
+}
+
+fn parse_query(query: &str) -> ApiResult<HashMap<String, String>> {
+    let pairs: Vec<(String, String)> = serde_urlencoded_pairs(query)?;
+    let mut out = HashMap::new();
+    for (k, v) in pairs {
+        if out.insert(k.clone(), v).is_some() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                "query parameter given more than once",
+            )
+            .field(k));
+        }
+    }
+    Ok(out)
+}
+
+/// Split and percent-decode `a=1&b=2`; a parameter that is not UTF-8 once decoded is a 400.
+fn serde_urlencoded_pairs(query: &str) -> ApiResult<Vec<(String, String)>> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| {
+                let bytes = percent_decode(&s.replace('+', " "));
+                String::from_utf8(bytes).map_err(|_| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed_query",
+                        "the query string is not valid UTF-8 once decoded",
+                    )
+                })
+            };
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The query parameters of a request (already checked by `only_known_params`).
+struct Params(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or("")).map(Params)
+    }
+}
+
+/// The job id in the path: a path that does not decode, or is not a job id, is a JSON 400.
+struct JobPath(JobId);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_field",
+                    format!("the job id in the path cannot be read: {}", e.body_text()),
+                )
+                .field("id")
+            })?;
+        job_id(&raw).map(JobPath)
+    }
+}
+
+async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
+    let report = state.health.report();
+    if report.ok {
+        Json(json!({ "status": "ok", "components": report.components })).into_response()
+    } else {
+        let down = report.down().join(", ");
+        let body = json!({
+            "error": {
+                "code": "unhealthy",
+                "message": format!("not working: {down}"),
+                "field": null,
+            },
+            "status": "unhealthy",
+            "components": report.components,
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
 }
 
 fn tenant(state: &ApiState, headers: &HeaderMap) -> ApiResult<Tenant> {
@@ -178,6 +430,30 @@ fn tenant(state: &ApiState, headers: &HeaderMap) -> ApiResult<Tenant> {
 
 fn job_id(raw: &str) -> ApiResult<JobId> {
     JobId::parse(raw).map_err(ApiError::invalid)
+}
+
+/// An optional whole-number query parameter within `[min, max]` (overflow is out of range).
+fn whole_number(
+    q: &HashMap<String, String>,
+    name: &str,
+    min: u64,
+    max: u64,
+) -> ApiResult<Option<u64>> {
+    q.get(name)
+        .map(|v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_field",
+                        format!("must be a whole number from {min} to {max}"),
+                    )
+                    .field(name)
+                })
+        })
+        .transpose()
 }
 
 /// Parse a submit body into a `SubmitRequest`, naming the field at fault.
@@ -257,6 +533,12 @@ pub fn parse_submit(
         ),
         Some(_) => return Err(bad("run_at", "must be an RFC 3339 time string")),
     };
+    if let Some(at) = run_at {
+        let horizon = chrono::Utc::now() + chrono::Duration::seconds(MAX_DELAY_SECS as i64);
+        if at > horizon {
+            return Err(bad("run_at", "must be at most one year from now"));
+        }
+    }
     if delay.is_some() && run_at.is_some() {
         return Err(bad("run_at", "give delay_seconds or run_at, not both"));
     }
@@ -270,6 +552,12 @@ pub fn parse_submit(
         ),
     };
     let idempotency_key = match (obj.remove("idempotency_key"), idempotency_header) {
+        (Some(Value::String(s)), Some(h)) if s != h => {
+            return Err(bad(
+                "idempotency_key",
+                "differs from the Idempotency-Key header; give one, or the same in both",
+            ))
+        }
         (Some(Value::String(s)), _) => Some(IdempotencyKey::parse(s).map_err(ApiError::invalid)?),
         (None | Some(Value::Null), Some(h)) => {
             Some(IdempotencyKey::parse(h).map_err(|e| bad("idempotency-key", &e.message))?)
@@ -280,6 +568,12 @@ pub fn parse_submit(
     let backoff = match obj.remove("backoff") {
         None | Some(Value::Null) => None,
         Some(Value::Object(b)) => {
+            if let Some(unknown) = b
+                .keys()
+                .find(|k| !["base_ms", "cap_ms"].contains(&k.as_str()))
+            {
+                return Err(bad(&format!("backoff.{unknown}"), "unknown field"));
+            }
             let ms = |name: &str| -> ApiResult<u64> {
                 b.get(name)
                     .and_then(Value::as_u64)
@@ -360,24 +654,18 @@ async fn submit(State(state): State<Arc<ApiState>>, request: Request) -> ApiResu
 async fn get_job(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
 ) -> ApiResult<Response> {
-    let job = state
-        .service
-        .get(&tenant(&state, &headers)?, job_id(&id)?)
-        .await?;
+    let job = state.service.get(&tenant(&state, &headers)?, id).await?;
     Ok(Json(job).into_response())
 }
 
 async fn result(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
 ) -> ApiResult<Response> {
-    let job = state
-        .service
-        .get(&tenant(&state, &headers)?, job_id(&id)?)
-        .await?;
+    let job = state.service.get(&tenant(&state, &headers)?, id).await?;
     Ok(Json(json!({
         "id": job.id,
         "status": job.status,
@@ -391,18 +679,12 @@ async fn result(
 async fn list(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params,
 ) -> ApiResult<Response> {
     let tenant = tenant(&state, &headers)?;
     let bad = |field: &str, message: &str| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
     };
-    if let Some(unknown) = q
-        .keys()
-        .find(|k| !["status", "type", "limit", "cursor"].contains(&k.as_str()))
-    {
-        return Err(bad(unknown, "unknown query parameter"));
-    }
     let status = q
         .get("status")
         .map(|s| {
@@ -418,16 +700,7 @@ async fn list(
         .get("type")
         .map(|t| JobType::parse(t.as_str()).map_err(ApiError::invalid))
         .transpose()?;
-    let limit = q
-        .get("limit")
-        .map(|l| {
-            l.parse::<usize>()
-                .ok()
-                .filter(|n| (1..=500).contains(n))
-                .ok_or_else(|| bad("limit", "must be a whole number from 1 to 500"))
-        })
-        .transpose()?
-        .unwrap_or(50);
+    let limit = whole_number(&q, "limit", 1, 500)?.unwrap_or(50) as usize;
     let cursor = q
         .get("cursor")
         .map(|c| JobId::parse(c).map_err(|_| bad("cursor", "is not a cursor this API returned")))
@@ -442,9 +715,9 @@ async fn list(
 async fn cancel(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
 ) -> ApiResult<Response> {
-    let (tenant, id) = (tenant(&state, &headers)?, job_id(&id)?);
+    let tenant = tenant(&state, &headers)?;
     let job = detached(&state, |state| async move {
         state.service.cancel(&tenant, id).await
     })
@@ -455,9 +728,9 @@ async fn cancel(
 async fn retry(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
 ) -> ApiResult<Response> {
-    let (tenant, id) = (tenant(&state, &headers)?, job_id(&id)?);
+    let tenant = tenant(&state, &headers)?;
     let job = detached(&state, |state| async move {
         state.service.retry(&tenant, id).await
     })
@@ -468,30 +741,14 @@ async fn retry(
 async fn logs(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    JobPath(id): JobPath,
+    Params(q): Params,
 ) -> ApiResult<Response> {
-    let bad = |field: &str| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            "must be a whole number",
-        )
-        .field(field)
-    };
-    let after = q
-        .get("after")
-        .map(|a| a.parse::<u64>().map_err(|_| bad("after")))
-        .transpose()?
-        .unwrap_or(0);
-    let limit = q
-        .get("limit")
-        .map(|a| a.parse::<usize>().map_err(|_| bad("limit")))
-        .transpose()?
-        .unwrap_or(1000);
+    let after = whole_number(&q, "after", 0, i64::MAX as u64)?.unwrap_or(0);
+    let limit = whole_number(&q, "limit", 1, 1000)?.unwrap_or(1000) as usize;
     let lines = state
         .service
-        .logs(&tenant(&state, &headers)?, job_id(&id)?, after, limit)
+        .logs(&tenant(&state, &headers)?, id, after, limit)
         .await?;
     Ok(Json(json!({ "id": id, "logs": lines })).into_response())
 }

@@ -72,6 +72,7 @@ pub fn job(tenant: &str, job_type: &str) -> Job {
             timeout: Duration::from_secs(5),
             retention: Duration::from_secs(60),
             idempotency_key: None,
+            request_fingerprint: None,
             run_at: chrono::Utc::now(),
         },
         chrono::Utc::now(),

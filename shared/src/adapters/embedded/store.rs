@@ -653,6 +653,7 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 retention: Duration::from_secs(1),
                 idempotency_key: None,
+                request_fingerprint: None,
                 run_at: at,
             },
             at,
