@@ -282,3 +282,51 @@ async fn shutdown_signal() {
         _ = term => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::adapters::embedded::{Durability, EmbeddedBackend};
+    use shared::jobs::BuiltinSettings;
+
+    #[tokio::test]
+    async fn a_failing_sweep_is_shown_and_the_loop_goes_on() {
+        // GIVEN a maintenance loop over a store whose writer has stopped
+        let dir = tempfile::tempdir().unwrap();
+        let backend = EmbeddedBackend::open(dir.path(), Durability::Process, vec![]).unwrap();
+        let health = Arc::new(Health::new());
+        let sweeps = MaintenanceLoop {
+            ports: backend.ports(),
+            registry: Arc::new(Registry::builtin("conveyor-", &BuiltinSettings::default())),
+            settings: MaintenanceSettings {
+                stall_after: Duration::from_secs(60),
+                orphan_after: Duration::from_secs(60),
+            },
+            every: Duration::from_millis(10),
+            health: health.clone(),
+        };
+        sweeps.sweep_once().await;
+        assert!(health.report().ok, "a working sweep is ok");
+        backend.db.close().await;
+
+        // WHEN it runs for a while
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(sweeps.clone().run(stop_rx));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while health.report().ok {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the failure never showed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // THEN health shows maintenance down with why, and the loop is still going
+        let report = health.report();
+        let error = report.components["maintenance"].error.clone().unwrap();
+        assert!(error.starts_with("sweep failed"), "{error}");
+        assert!(!running.is_finished());
+        stop_tx.send(true).unwrap();
+        running.await.unwrap();
+    }
+}
