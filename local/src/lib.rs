@@ -10,10 +10,16 @@ pub mod supervise;
 pub use runtime::{run, LocalSettings};
 
 use anyhow::Context;
+use shared::jobs::Registry;
 
 /// `conveyor [serve] [--addr A] [--data-dir D] [--backend B]` or `conveyor bench [...]`.
 /// Exit codes: 0 done, 1 failed while running, 2 the configuration or command line is wrong.
 pub fn run_cli() -> std::process::ExitCode {
+    run_cli_with(|_| {})
+}
+
+/// `run_cli` with job types added to the shipped ones (the test build's extra types).
+pub fn run_cli_with(extend: fn(&mut Registry)) -> std::process::ExitCode {
     use std::process::ExitCode;
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let command = match args.first().map(String::as_str) {
@@ -46,12 +52,17 @@ pub fn run_cli() -> std::process::ExitCode {
         .enable_all()
         .build()
         .context("tokio runtime")
-        .and_then(|rt| match settings {
-            None => rt.block_on(bench::run(args)),
-            Some(settings) => {
-                init_tracing();
-                rt.block_on(run(settings))
-            }
+        .and_then(|rt| {
+            let result = match settings {
+                None => rt.block_on(bench::run(args)),
+                Some(settings) => {
+                    init_tracing();
+                    rt.block_on(run(settings, extend))
+                }
+            };
+            // A handler stuck on its thread past its job's end must not hold up the exit.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            result
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,

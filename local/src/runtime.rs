@@ -96,16 +96,15 @@ fn webhook_secret(config: &Config) -> anyhow::Result<String> {
 }
 
 /// Run until Ctrl-C or SIGTERM.
-pub async fn run(settings: LocalSettings) -> anyhow::Result<()> {
+pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::Result<()> {
     let mut config = settings.config.clone();
     if config.backend != Backend::Embedded {
         bail!("CONVEYOR_BACKEND=aws is not available in this build yet; use embedded");
     }
     config.webhook_secret = Some(webhook_secret(&config)?);
-    let registry = Arc::new(Registry::builtin(
-        &config.queue_prefix,
-        &config.builtin_settings(),
-    ));
+    let mut registry = Registry::builtin(&config.queue_prefix, &config.builtin_settings());
+    extend(&mut registry);
+    let registry = Arc::new(registry);
     let backend = open_embedded(&config, &registry)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let ports = backend.ports();

@@ -217,13 +217,19 @@ impl Worker {
             self.ports.store.clone(),
         );
         self.in_flight.lock().unwrap().insert(job.id, ctx.clone());
-        let task = tokio::spawn({
+        // The handler runs on a thread of the blocking pool, driving its future there: a handler
+        // that blocks its thread (a sleep, a CPU-bound loop) costs that thread only, never the
+        // threads that serve HTTP, heartbeats and every other job. `abortable` stops a handler
+        // that awaits at its timeout; one that never yields keeps its thread until it returns,
+        // but its attempt ends at the timeout all the same.
+        let (handler, abort) = futures::future::abortable({
             let ctx = ctx.clone();
             let payload = job.payload.clone();
             async move { registration.handler.run(ctx, payload).await }
                 .instrument(tracing::Span::current())
         });
-        let abort = task.abort_handle();
+        let runtime = tokio::runtime::Handle::current();
+        let task = tokio::task::spawn_blocking(move || runtime.block_on(handler));
         let heartbeat = tokio::spawn({
             let ctx = ctx.clone();
             let every = self.settings.heartbeat_interval;
@@ -236,8 +242,9 @@ impl Worker {
             }
         });
         let outcome = match tokio::time::timeout(job.timeout(), task).await {
-            Ok(Ok(Ok(result))) => Outcome::Succeeded(result),
-            Ok(Ok(Err(error))) => Outcome::Failed(error),
+            Ok(Ok(Ok(Ok(result)))) => Outcome::Succeeded(result),
+            Ok(Ok(Ok(Err(error)))) => Outcome::Failed(error),
+            Ok(Ok(Err(futures::future::Aborted))) => Outcome::Failed(JobError::cancelled()),
             Ok(Err(join)) if join.is_panic() => Outcome::Failed(JobError::with_kind(
                 "panic",
                 crate::health::panic_message(join.into_panic()),

@@ -8,6 +8,7 @@ mod api;
 mod bad_input;
 mod cancel;
 mod config;
+mod containment;
 mod crash_recovery;
 mod http_fetch;
 mod idempotency;

@@ -1,6 +1,84 @@
 //! The local runtime, built inside the end-to-end package so its tests can start it as a real
-//! process (`CARGO_BIN_EXE_conveyor-under-test`).
+//! process (`CARGO_BIN_EXE_conveyor-under-test`), with job types only the tests use:
+//! - `test.block` blocks its thread (`std::thread::sleep`) for `ms`;
+//! - `test.spin` keeps its thread busy in a loop for `ms`;
+//! - `test.count` appends a line `<job id> <attempt>` to `$TEST_COUNT_DIR/runs` (a place
+//!   outside the store, so exactly-once is counted, not inferred), after awaiting `ms` if given.
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use shared::domain::JobError;
+use shared::jobs::{JobContext, JobHandler, JobOptions, Registry};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+fn millis(payload: &Value) -> u64 {
+    payload.get("ms").and_then(Value::as_u64).unwrap_or(0)
+}
+
+struct Block;
+
+#[async_trait]
+impl JobHandler for Block {
+    async fn run(&self, _ctx: JobContext, payload: Value) -> Result<Value, JobError> {
+        std::thread::sleep(Duration::from_millis(millis(&payload)));
+        Ok(json!({ "blocked_ms": millis(&payload) }))
+    }
+}
+
+struct Spin;
+
+#[async_trait]
+impl JobHandler for Spin {
+    async fn run(&self, _ctx: JobContext, payload: Value) -> Result<Value, JobError> {
+        let until = Instant::now() + Duration::from_millis(millis(&payload));
+        let mut turns: u64 = 0;
+        while Instant::now() < until {
+            turns = std::hint::black_box(turns.wrapping_add(1));
+        }
+        Ok(json!({ "turns": turns }))
+    }
+}
+
+struct Count;
+
+#[async_trait]
+impl JobHandler for Count {
+    async fn run(&self, ctx: JobContext, payload: Value) -> Result<Value, JobError> {
+        let dir = std::env::var("TEST_COUNT_DIR")
+            .map_err(|_| JobError::permanent("TEST_COUNT_DIR is not set"))?;
+        let line = format!("{} {}\n", ctx.job_id(), ctx.attempt());
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(std::path::Path::new(&dir).join("runs"))
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .map_err(|e| JobError::permanent(format!("counting: {e}")))?;
+        tokio::time::sleep(Duration::from_millis(millis(&payload))).await;
+        Ok(json!({ "counted": true }))
+    }
+}
+
+fn test_types(registry: &mut Registry) {
+    let contained = JobOptions {
+        timeout: Duration::from_millis(500),
+        max_attempts: 1,
+        concurrency: 4,
+        batch_size: 1,
+        ..JobOptions::default()
+    };
+    registry.register("test.block", contained.clone(), Block);
+    registry.register("test.spin", contained, Spin);
+    registry.register(
+        "test.count",
+        JobOptions {
+            concurrency: 8,
+            ..JobOptions::default()
+        },
+        Count,
+    );
+}
 
 fn main() -> std::process::ExitCode {
-    local::run_cli()
+    local::run_cli_with(test_types)
 }
