@@ -10,6 +10,7 @@ mod cancel;
 mod config;
 mod containment;
 mod crash_recovery;
+mod exactly_once;
 mod http_fetch;
 mod idempotency;
 mod listing;

@@ -377,3 +377,100 @@ async fn a_late_outcome_from_an_old_run_does_not_land_on_a_newer_run() -> anyhow
     assert_eq!(after.result, None);
     Ok(())
 }
+
+/// A handler that counts its executions outside the store and, when asked, waits at a gate.
+struct Counted {
+    runs: Arc<std::sync::atomic::AtomicUsize>,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for Counted {
+    async fn run(
+        &self,
+        _ctx: JobContext,
+        _payload: serde_json::Value,
+    ) -> Result<serde_json::Value, JobError> {
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(gate) = &self.gate {
+            let _ = gate.acquire().await;
+        }
+        Ok(json!("counted"))
+    }
+}
+
+fn counted(
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+) -> (Registry, Arc<std::sync::atomic::AtomicUsize>) {
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut registry = Registry::new("conveyor-");
+    registry.register(
+        "counted",
+        JobOptions::default(),
+        Counted {
+            runs: runs.clone(),
+            gate,
+        },
+    );
+    (registry, runs)
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_one_after_another_or_at_once_execute_the_handler_once(
+) -> anyhow::Result<()> {
+    // GIVEN a counted job for one-after-another delivery, and one for deliveries at once
+    let (registry, runs) = counted(None);
+    let h = harness_with(registry)?;
+    let (sequential, concurrent) = (h.submit("counted").await?, h.submit("counted").await?);
+
+    // WHEN the first job's message is delivered three times in a row, and the second's three
+    // times at once
+    for _ in 0..3 {
+        h.worker.process_message(&job_message(sequential.id)).await;
+    }
+    let body = job_message(concurrent.id);
+    futures::future::join_all((0..3).map(|_| h.worker.process_message(&body))).await;
+
+    // THEN each handler ran exactly once, by the count kept outside the store
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    for job in [sequential, concurrent] {
+        let after = h.job(job.id).await?;
+        assert_eq!((after.status, after.attempt), (JobStatus::Succeeded, 1));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_duplicate_delivered_while_the_first_run_is_running_does_not_execute_again(
+) -> anyhow::Result<()> {
+    // GIVEN a counted job whose first run is in its handler, held at a gate
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (registry, runs) = counted(Some(gate.clone()));
+    let h = harness_with(registry)?;
+    let job = h.submit("counted").await?;
+    let first = tokio::spawn({
+        let (worker, body) = (h.worker.clone(), job_message(job.id));
+        async move { worker.process_message(&body).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while runs.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // WHEN its message is delivered again, twice, while it runs
+    for _ in 0..2 {
+        h.worker.process_message(&job_message(job.id)).await;
+    }
+    gate.add_permits(1);
+    first.await?;
+
+    // THEN the handler ran once, and the job succeeded on its first attempt
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let after = h.job(job.id).await?;
+    assert_eq!((after.status, after.attempt), (JobStatus::Succeeded, 1));
+    Ok(())
+}
