@@ -4,6 +4,7 @@
 use crate::poller::{health_name, run_poller, stopped, PollerSettings};
 use crate::supervise::supervise;
 use anyhow::{bail, Context};
+use shared::adapters::embedded::EmbeddedQueue;
 use shared::adapters::open_embedded;
 use shared::config::{Backend, Config, ConfigError};
 use shared::domain::Tenant;
@@ -187,6 +188,7 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
             },
             every: config.maintenance_interval,
             health: health.clone(),
+            dead_letters: Some(backend.queue.clone()),
         };
         let stop = stop_rx.clone();
         tokio::spawn(supervise(
@@ -235,13 +237,27 @@ pub struct MaintenanceLoop {
     pub settings: MaintenanceSettings,
     pub every: Duration,
     pub health: Arc<Health>,
+    /// The embedded queue, whose dead letters past their retention each sweep deletes.
+    pub dead_letters: Option<Arc<EmbeddedQueue>>,
 }
 
 impl MaintenanceLoop {
     /// One sweep, its outcome recorded.
     pub async fn sweep_once(&self) {
-        match handle_maintenance(&self.ports, &self.registry, self.settings).await {
-            Ok(_) => self.health.up(MAINTENANCE),
+        let swept = handle_maintenance(&self.ports, &self.registry, self.settings)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let expired = match &self.dead_letters {
+            Some(queue) => queue
+                .delete_expired_dead_letters(chrono::Utc::now(), 10_000)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        match swept.and(expired) {
+            Ok(()) => self.health.up(MAINTENANCE),
             Err(e) => {
                 tracing::error!(error = %e, "maintenance sweep failed; the next one tries again");
                 self.health.down(MAINTENANCE, format!("sweep failed: {e}"));
@@ -303,6 +319,7 @@ mod tests {
             },
             every: Duration::from_millis(10),
             health: health.clone(),
+            dead_letters: Some(backend.queue.clone()),
         };
         sweeps.sweep_once().await;
         assert!(health.report().ok, "a working sweep is ok");

@@ -55,6 +55,7 @@ pub fn queue_settings(
                 embedded::QueueSettings {
                     max_receive_count: config.max_receive_count,
                     dead_letter_queue: Some(registry.dead_letter_queue_name(&r.job_type)),
+                    dead_letter_retention: r.options.retention,
                 },
             )
         })

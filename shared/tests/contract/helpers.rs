@@ -14,6 +14,7 @@ pub struct TestBackend {
 pub const QUEUE: &str = "contract-q";
 pub const DLQ: &str = "contract-q-dlq";
 pub const MAX_RECEIVES: u32 = 2;
+pub const DLQ_RETENTION: Duration = Duration::from_secs(3600);
 
 pub fn embedded() -> TestBackend {
     let dir = tempfile::tempdir().unwrap();
@@ -29,6 +30,7 @@ pub fn open_embedded(dir: tempfile::TempDir) -> TestBackend {
             QueueSettings {
                 max_receive_count: MAX_RECEIVES,
                 dead_letter_queue: Some(DLQ.to_string()),
+                dead_letter_retention: DLQ_RETENTION,
             },
         )],
     )

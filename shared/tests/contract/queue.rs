@@ -1,4 +1,4 @@
-use crate::helpers::{embedded, reopen, DLQ, MAX_RECEIVES, QUEUE};
+use crate::helpers::{embedded, reopen, DLQ, DLQ_RETENTION, MAX_RECEIVES, QUEUE};
 use std::time::{Duration, Instant};
 
 const NO_WAIT: Duration = Duration::ZERO;
@@ -156,4 +156,82 @@ async fn messages_survive_a_restart_and_in_flight_ones_come_back_at_once() {
         .collect();
     bodies.sort();
     assert_eq!(bodies, vec!["in-flight", "waiting"]);
+}
+
+#[tokio::test]
+async fn dead_letters_are_kept_for_their_retention_then_deleted() {
+    // GIVEN a message that moved to the dead-letter queue after too many receives
+    let b = embedded();
+    let q = &b.ports.queue;
+    q.send(QUEUE, "poison", Duration::ZERO, 0).await.unwrap();
+    for _ in 0..MAX_RECEIVES {
+        let got = q.receive(QUEUE, 1, VIS, NO_WAIT).await.unwrap();
+        q.change_visibility(QUEUE, &got[0].receipt_handle, Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    assert!(q.receive(QUEUE, 1, VIS, NO_WAIT).await.unwrap().is_empty());
+    assert_eq!(b.embedded.queue.depth(DLQ), 1);
+    let moved_at = chrono::Utc::now();
+
+    // WHEN expiry runs before the retention has passed
+    let early = moved_at + chrono::Duration::from_std(DLQ_RETENTION).unwrap()
+        - chrono::Duration::seconds(60);
+    let deleted = b
+        .embedded
+        .queue
+        .delete_expired_dead_letters(early, 100)
+        .await
+        .unwrap();
+    // THEN the dead letter is still there
+    assert_eq!(deleted, 0);
+    assert_eq!(b.embedded.queue.depth(DLQ), 1);
+
+    // WHEN it runs after the retention
+    let late = moved_at
+        + chrono::Duration::from_std(DLQ_RETENTION).unwrap()
+        + chrono::Duration::seconds(60);
+    let deleted = b
+        .embedded
+        .queue
+        .delete_expired_dead_letters(late, 100)
+        .await
+        .unwrap();
+    // THEN it is gone, from the index and from disk (a restart does not bring it back)
+    assert_eq!(deleted, 1);
+    assert_eq!(b.embedded.queue.depth(DLQ), 0);
+    let b = reopen(b);
+    assert_eq!(b.embedded.queue.depth(DLQ), 0);
+    assert!(b
+        .ports
+        .queue
+        .receive(DLQ, 10, VIS, NO_WAIT)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn the_index_keeps_no_bodies_so_memory_per_message_does_not_grow_with_them() {
+    // GIVEN 1,000 messages of 10 KiB each, waiting (delayed) and ready
+    let b = embedded();
+    let q = &b.ports.queue;
+    let body = "x".repeat(10 * 1024);
+    for i in 0..1000 {
+        let delay = if i % 2 == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(600)
+        };
+        q.send(QUEUE, &body, delay, 0).await.unwrap();
+    }
+
+    // WHEN the index's memory is measured
+    let per_message = b.embedded.queue.index_bytes() / 1000;
+
+    // THEN it is a small constant per message (ids and ordering keys), nowhere near a body
+    assert!(per_message < 128, "{per_message} bytes per message");
+    // AND a received message still carries its body, read from disk
+    let got = q.receive(QUEUE, 1, VIS, NO_WAIT).await.unwrap();
+    assert_eq!(got[0].body, body);
 }

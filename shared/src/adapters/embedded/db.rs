@@ -95,7 +95,7 @@ impl ReaderPool {
     fn open(path: &Path, durability: Durability, n: usize) -> rusqlite::Result<Self> {
         Ok(Self {
             connections: (0..n)
-                .map(|_| open_conn(path, durability).map(Mutex::new))
+                .map(|_| open_conn(path, durability, READER_CACHE_KIB).map(Mutex::new))
                 .collect::<Result<_, _>>()?,
             permits: Arc::new(Semaphore::new(n)),
         })
@@ -114,7 +114,12 @@ impl ReaderPool {
     }
 }
 
-fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+/// Page cache per connection: the writer's holds the hot pages of every write; a reader's
+/// only what its reads touch, so it stays small (memory grows with connections, not with data).
+const WRITER_CACHE_KIB: i64 = 16_000;
+const READER_CACHE_KIB: i64 = 4_000;
+
+fn open_conn(path: &Path, durability: Durability, cache_kib: i64) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -127,7 +132,7 @@ fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection
         },
     )?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    conn.pragma_update(None, "cache_size", -16_000)?;
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
     Ok(conn)
 }
 
@@ -154,10 +159,11 @@ impl Db {
             return Err(DbError::Locked(dir.to_path_buf()));
         }
         let path = dir.join("conveyor.db");
-        let writer_conn = open_conn(&path, durability)?;
+        let writer_conn = open_conn(&path, durability, WRITER_CACHE_KIB)?;
         writer_conn.execute_batch(super::store::SCHEMA)?;
         super::store::migrate(&writer_conn)?;
         writer_conn.execute_batch(super::queue::SCHEMA)?;
+        super::queue::migrate(&writer_conn)?;
         let point = ReaderPool::open(&path, durability, POINT_READERS)?;
         let scan = ReaderPool::open(&path, durability, SCAN_READERS)?;
         // Checkpoints run on a connection of their own (see `checkpoint_loop`), so a write never
@@ -168,7 +174,7 @@ impl Db {
         writer_conn.pragma_update(None, "journal_size_limit", wal_restart_bytes)?;
         writer_conn.wal_hook(Some(note_wal_frames));
         let page_size: i64 = writer_conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        let checkpointer = open_conn(&path, durability)?;
+        let checkpointer = open_conn(&path, durability, READER_CACHE_KIB)?;
         let (tx, rx) = mpsc::channel::<Command>();
         let frames = Arc::new(AtomicI64::new(0));
         let limit = (wal_restart_bytes / page_size.max(512)).max(1);

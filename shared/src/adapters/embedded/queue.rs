@@ -1,15 +1,17 @@
 //! `JobQueue` with SQS semantics on the embedded database. Messages are durable rows; which
 //! message is ready, delayed or in flight is kept in memory (rebuilt from the rows at open), so
 //! a receive is a pop, not a scan, and a waiting receiver is woken the moment a message is
-//! sent — no sleep-polling.
+//! sent — no sleep-polling. The index holds ids and ordering keys only (16 bytes of state per
+//! message, whatever its body): bodies are read from the rows when messages are received.
+//! Dead letters are kept for their queue's retention, then deleted.
 
 use super::db::{Db, DbError};
 use crate::ports::{JobQueue, QueueError, ReceivedMessage};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -22,33 +24,55 @@ CREATE TABLE IF NOT EXISTS messages (
     priority INTEGER NOT NULL,
     sent_at INTEGER NOT NULL,
     visible_at INTEGER NOT NULL,
-    receive_count INTEGER NOT NULL
+    receive_count INTEGER NOT NULL,
+    dead_since INTEGER
 );
 ";
 
+/// Bring an earlier version's `messages` table up to `SCHEMA`: dead letters get the time they
+/// entered their dead-letter queue (taken as now for those already there), and an index on it.
+pub(super) fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has_dead_since: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'dead_since'")?
+        .exists([])?;
+    if !has_dead_since {
+        conn.execute_batch("ALTER TABLE messages ADD COLUMN dead_since INTEGER;")?;
+        conn.execute(
+            "UPDATE messages SET dead_since = ?1 WHERE queue LIKE '%-dlq'",
+            [now_micros()],
+        )?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS messages_dead ON messages (queue, dead_since)
+         WHERE dead_since IS NOT NULL;",
+    )
+}
+
 /// A queue's redrive policy: after `max_receive_count` receives, a message moves to
-/// `dead_letter_queue` instead of being delivered again.
+/// `dead_letter_queue` instead of being delivered again, and is kept there for
+/// `dead_letter_retention` (counted from the moment it moved), then deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSettings {
     pub max_receive_count: u32,
     pub dead_letter_queue: Option<String>,
+    pub dead_letter_retention: Duration,
 }
 
+/// What the index keeps of a message: when it is visible, its priority, how often it was
+/// received (which is also its receipt: a stale receipt handle names an older count).
+#[derive(Debug, Clone, Copy)]
 struct Message {
-    body: Arc<str>,
-    priority: i32,
-    sent_at: i64,
     visible_at: i64,
-    receive_count: u32,
-    /// Changes at every receive, so a stale receipt handle cannot delete a re-delivered message.
-    receipt: u64,
+    priority: i16,
+    receive_count: u16,
 }
 
 #[derive(Default)]
 struct QueueState {
     messages: HashMap<i64, Message>,
-    /// Visible now: highest priority first, then oldest.
-    ready: BTreeSet<(Reverse<i32>, i64)>,
+    /// Visible messages, highest priority first, then in the order they became visible. An
+    /// entry is a hint, checked when popped (the message may have gone or moved since).
+    ready: BTreeMap<Reverse<i16>, VecDeque<i64>>,
     /// Delayed or in flight: by the time they become visible.
     waiting: BTreeSet<(i64, i64)>,
     notify: Arc<Notify>,
@@ -57,16 +81,19 @@ struct QueueState {
 impl QueueState {
     fn insert(&mut self, id: i64, m: Message, now: i64) {
         if m.visible_at <= now {
-            self.ready.insert((Reverse(m.priority), id));
+            self.ready
+                .entry(Reverse(m.priority))
+                .or_default()
+                .push_back(id);
         } else {
             self.waiting.insert((m.visible_at, id));
         }
         self.messages.insert(id, m);
     }
 
+    /// Take a message out of the index (its ready hint, if any, is skipped when popped).
     fn remove(&mut self, id: i64) -> Option<Message> {
         let m = self.messages.remove(&id)?;
-        self.ready.remove(&(Reverse(m.priority), id));
         self.waiting.remove(&(m.visible_at, id));
         Some(m)
     }
@@ -78,29 +105,54 @@ impl QueueState {
             }
             self.waiting.pop_first();
             if let Some(m) = self.messages.get(&id) {
-                self.ready.insert((Reverse(m.priority), id));
+                self.ready
+                    .entry(Reverse(m.priority))
+                    .or_default()
+                    .push_back(id);
             }
         }
     }
+
+    /// The next visible message, if any.
+    fn pop_ready(&mut self, now: i64) -> Option<i64> {
+        while let Some(mut entry) = self.ready.first_entry() {
+            let Some(id) = entry.get_mut().pop_front() else {
+                entry.remove();
+                continue;
+            };
+            if self.messages.get(&id).is_some_and(|m| m.visible_at <= now) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Bytes the index holds for this queue: entries times their sizes (capacity included).
+    fn index_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let ready: usize = self
+            .ready
+            .values()
+            .map(|d| d.capacity() * size_of::<i64>())
+            .sum();
+        self.messages.capacity() * (size_of::<i64>() + size_of::<Message>() + 1)
+            + ready
+            // (a B-tree node holds up to 11 keys: count a third more for partly full nodes)
+            + self.waiting.len() * size_of::<(i64, i64)>() * 4 / 3
+    }
 }
 
-enum Persist {
-    Received {
-        id: i64,
-        visible_at: i64,
-        receive_count: u32,
-    },
-    DeadLettered {
-        id: i64,
-        queue: String,
-    },
+/// A message taken from the index by a receive: what to persist and what to hand out.
+struct Taken {
+    id: i64,
+    visible_at: i64,
+    receive_count: u32,
 }
 
 pub struct EmbeddedQueue {
     db: Db,
     settings: HashMap<String, QueueSettings>,
     state: Mutex<HashMap<String, QueueState>>,
-    receipts: std::sync::atomic::AtomicU64,
 }
 
 fn now_micros() -> i64 {
@@ -115,53 +167,49 @@ fn qerr(e: DbError) -> QueueError {
     QueueError(e.to_string())
 }
 
-fn receipt_handle(id: i64, receipt: u64) -> String {
-    format!("{id}.{receipt}")
+fn receipt_handle(id: i64, receive_count: u32) -> String {
+    format!("{id}.{receive_count}")
 }
 
-fn parse_receipt(handle: &str) -> Option<(i64, u64)> {
+fn parse_receipt(handle: &str) -> Option<(i64, u16)> {
     let (id, r) = handle.split_once('.')?;
     Some((id.parse().ok()?, r.parse().ok()?))
 }
 
 impl EmbeddedQueue {
-    /// Load every message. Messages a previous process had in flight become visible at once:
-    /// the data directory has one owner, so their consumer is gone.
+    /// Load every message's ordering keys. Messages a previous process had in flight become
+    /// visible at once: the data directory has one owner, so their consumer is gone.
     pub fn open(db: Db, settings: Vec<(String, QueueSettings)>) -> Result<Self, DbError> {
-        let rows: Vec<(i64, String, String, i32, i64, i64, u32)> = db.read_blocking(|conn| {
-                let mut stmt = conn.prepare(
-                    "SELECT id, queue, body, priority, sent_at, visible_at, receive_count FROM messages",
-                )?;
-                let rows = stmt
-                    .query_map([], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(rows)
-            })?;
         let now = now_micros();
         let mut state: HashMap<String, QueueState> = HashMap::new();
-        for (id, queue, body, priority, sent_at, visible_at, receive_count) in rows {
-            let visible_at = if receive_count > 0 {
-                visible_at.min(now)
-            } else {
-                visible_at
-            };
-            let m = Message {
-                body: body.into(),
-                priority,
-                sent_at,
-                visible_at,
-                receive_count,
-                receipt: 0,
-            };
-            state.entry(queue).or_default().insert(id, m, now);
-        }
+        db.read_blocking(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT id, queue, priority, visible_at, receive_count FROM messages")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let (id, queue, priority, visible_at, receive_count): (i64, String, i64, i64, i64) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+                let visible_at = if receive_count > 0 {
+                    visible_at.min(now)
+                } else {
+                    visible_at
+                };
+                let m = Message {
+                    visible_at,
+                    priority: priority.clamp(i16::MIN.into(), i16::MAX.into()) as i16,
+                    receive_count: receive_count.clamp(0, u16::MAX.into()) as u16,
+                };
+                match state.get_mut(queue.as_str()) {
+                    Some(q) => q.insert(id, m, now),
+                    None => state.entry(queue).or_default().insert(id, m, now),
+                }
+            }
+            Ok(())
+        })?;
         Ok(Self {
             db,
             settings: settings.into_iter().collect(),
             state: Mutex::new(state),
-            receipts: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -175,6 +223,16 @@ impl EmbeddedQueue {
             .map_or(0, |q| q.messages.len())
     }
 
+    /// Bytes the in-memory index holds, all queues together (for tests and the bench).
+    pub fn index_bytes(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .values()
+            .map(QueueState::index_bytes)
+            .sum()
+    }
+
     fn notify_of(&self, queue: &str) -> Arc<Notify> {
         self.state
             .lock()
@@ -185,69 +243,118 @@ impl EmbeddedQueue {
             .clone()
     }
 
-    /// Take up to `max` visible messages, mark them in flight, and say what to persist.
+    /// Delete dead letters older than their queue's retention (at most `limit`), from the rows
+    /// and the index. Returns how many went.
+    pub async fn delete_expired_dead_letters(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<u64, QueueError> {
+        let expiries: Vec<(String, i64)> = self
+            .settings
+            .values()
+            .filter_map(|s| {
+                let dlq = s.dead_letter_queue.clone()?;
+                Some((
+                    dlq,
+                    now.timestamp_micros() - dur_micros(s.dead_letter_retention),
+                ))
+            })
+            .collect();
+        let deleted: Vec<(String, Vec<i64>)> = self
+            .db
+            .write(move |conn| {
+                let mut out = vec![];
+                for (dlq, before) in expiries {
+                    let ids = conn
+                        .prepare_cached(
+                            "DELETE FROM messages WHERE id IN (
+                                 SELECT id FROM messages
+                                 WHERE queue = ?1 AND dead_since IS NOT NULL AND dead_since < ?2
+                                 LIMIT ?3)
+                             RETURNING id",
+                        )?
+                        .query_map(params![dlq, before, limit as i64], |r| r.get::<_, i64>(0))?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    out.push((dlq, ids));
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(qerr)?;
+        let mut all = self.state.lock().unwrap();
+        let mut n = 0;
+        for (dlq, ids) in deleted {
+            if let Some(q) = all.get_mut(&dlq) {
+                for id in ids {
+                    n += q.remove(id).is_some() as u64;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Take up to `max` visible messages, mark them in flight, and say what to persist: the
+    /// received ones, and those that move to the dead-letter queue instead.
     fn take(
         &self,
         queue: &str,
         max: usize,
         visibility: Duration,
-    ) -> (Vec<ReceivedMessage>, Vec<Persist>, Option<i64>) {
+    ) -> (Vec<Taken>, Vec<(i64, String)>, Option<i64>) {
         let now = now_micros();
         let settings = self.settings.get(queue);
         let mut all = self.state.lock().unwrap();
-        let mut out = vec![];
-        let mut persist = vec![];
+        let mut taken = vec![];
         let mut dead = vec![];
         {
             let q = all.entry(queue.to_string()).or_default();
             q.promote(now);
-            while out.len() < max {
-                let Some((_, id)) = q.ready.pop_first() else {
+            while taken.len() < max {
+                let Some(id) = q.pop_ready(now) else {
                     break;
                 };
-                let Some(m) = q.messages.get_mut(&id) else {
-                    continue;
-                };
-                if let Some(s) = settings.filter(|s| m.receive_count >= s.max_receive_count) {
+                let m = q.messages.get(&id).copied().expect("popped messages exist");
+                if let Some(s) =
+                    settings.filter(|s| u32::from(m.receive_count) >= s.max_receive_count)
+                {
                     if let Some(dlq) = &s.dead_letter_queue {
-                        let m = q.messages.remove(&id).expect("present");
-                        persist.push(Persist::DeadLettered {
-                            id,
-                            queue: dlq.clone(),
-                        });
-                        dead.push((dlq.clone(), id, m));
+                        q.messages.remove(&id);
+                        dead.push((id, dlq.clone(), m));
                         continue;
                     }
                 }
-                m.receive_count += 1;
-                m.visible_at = now + dur_micros(visibility);
-                m.receipt = self
-                    .receipts
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let m = Message {
+                    visible_at: now + dur_micros(visibility),
+                    receive_count: m.receive_count.saturating_add(1),
+                    ..m
+                };
                 q.waiting.insert((m.visible_at, id));
-                persist.push(Persist::Received {
+                q.messages.insert(id, m);
+                taken.push(Taken {
                     id,
                     visible_at: m.visible_at,
-                    receive_count: m.receive_count,
-                });
-                out.push(ReceivedMessage {
-                    message_id: id.to_string(),
-                    receipt_handle: receipt_handle(id, m.receipt),
-                    body: m.body.to_string(),
-                    receive_count: m.receive_count,
-                    sent_at: DateTime::from_timestamp_micros(m.sent_at).unwrap_or_default(),
+                    receive_count: m.receive_count.into(),
                 });
             }
         }
         let next_visible = all.get(queue).and_then(|q| q.waiting.first().map(|w| w.0));
-        for (dlq, id, mut m) in dead {
-            m.receive_count = 0;
-            m.visible_at = now;
-            let q = all.entry(dlq).or_default();
-            q.insert(id, m, now);
+        let mut moved = vec![];
+        for (id, dlq, m) in dead {
+            let q = all.entry(dlq.clone()).or_default();
+            q.insert(
+                id,
+                Message {
+                    visible_at: now,
+                    receive_count: 0,
+                    ..m
+                },
+                now,
+            );
             q.notify.notify_waiters();
+            moved.push((id, dlq));
         }
-        (out, persist, next_visible)
+        (taken, moved, next_visible)
     }
 }
 
@@ -262,6 +369,7 @@ impl JobQueue for EmbeddedQueue {
     ) -> Result<String, QueueError> {
         let now = now_micros();
         let visible_at = now + dur_micros(delay);
+        let priority = priority.clamp(i16::MIN.into(), i16::MAX.into()) as i16;
         let (q, b) = (queue.to_string(), body.to_string());
         let id = self
             .db
@@ -276,12 +384,9 @@ impl JobQueue for EmbeddedQueue {
             .await
             .map_err(qerr)?;
         let message = Message {
-            body: body.into(),
-            priority,
-            sent_at: now,
             visible_at,
+            priority,
             receive_count: 0,
-            receipt: 0,
         };
         let notify = {
             let mut all = self.state.lock().unwrap();
@@ -306,35 +411,49 @@ impl JobQueue for EmbeddedQueue {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (out, persist, next_visible) = self.take(queue, max.max(1), visibility);
-            if !persist.is_empty() {
-                self.db
+            let (taken, moved, next_visible) = self.take(queue, max.max(1), visibility);
+            if !taken.is_empty() || !moved.is_empty() {
+                let dead_since = now_micros();
+                let received = self
+                    .db
                     .write(move |conn| {
-                        for p in persist {
-                            match p {
-                                Persist::Received {
-                                    id,
-                                    visible_at,
-                                    receive_count,
-                                } => conn
-                                    .prepare_cached(
-                                        "UPDATE messages SET visible_at = ?1, receive_count = ?2 WHERE id = ?3",
-                                    )?
-                                    .execute(params![visible_at, receive_count, id])?,
-                                Persist::DeadLettered { id, queue } => conn
-                                    .prepare_cached(
-                                        "UPDATE messages SET queue = ?1, receive_count = 0 WHERE id = ?2",
-                                    )?
-                                    .execute(params![queue, id])?,
-                            };
+                        for (id, dlq) in moved {
+                            conn.prepare_cached(
+                                "UPDATE messages SET queue = ?1, receive_count = 0, dead_since = ?3
+                                 WHERE id = ?2",
+                            )?
+                            .execute(params![dlq, id, dead_since])?;
                         }
-                        Ok(())
+                        let mut received = Vec::with_capacity(taken.len());
+                        for t in taken {
+                            // Mark it received, and read what the consumer gets.
+                            let row: Option<(String, i64)> = conn
+                                .prepare_cached(
+                                    "UPDATE messages SET visible_at = ?1, receive_count = ?2 WHERE id = ?3
+                                     RETURNING body, sent_at",
+                                )?
+                                .query_row(params![t.visible_at, t.receive_count, t.id], |r| {
+                                    Ok((r.get(0)?, r.get(1)?))
+                                })
+                                .optional()?;
+                            if let Some((body, sent_at)) = row {
+                                received.push(ReceivedMessage {
+                                    message_id: t.id.to_string(),
+                                    receipt_handle: receipt_handle(t.id, t.receive_count),
+                                    body,
+                                    receive_count: t.receive_count,
+                                    sent_at: DateTime::from_timestamp_micros(sent_at)
+                                        .unwrap_or_default(),
+                                });
+                            }
+                        }
+                        Ok(received)
                     })
                     .await
                     .map_err(qerr)?;
-            }
-            if !out.is_empty() {
-                return Ok(out);
+                if !received.is_empty() {
+                    return Ok(received);
+                }
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
@@ -361,7 +480,7 @@ impl JobQueue for EmbeddedQueue {
             let matching: Vec<i64> = receipt_handles
                 .iter()
                 .filter_map(|h| parse_receipt(h))
-                .filter(|(id, r)| q.messages.get(id).is_some_and(|m| m.receipt == *r))
+                .filter(|(id, r)| q.messages.get(id).is_some_and(|m| m.receive_count == *r))
                 .map(|(id, _)| id)
                 .collect();
             matching
@@ -404,13 +523,12 @@ impl JobQueue for EmbeddedQueue {
                     "no in-flight message for '{receipt_handle}'"
                 )));
             };
-            match q.remove(id) {
-                Some(mut m) if m.receipt == receipt => {
-                    m.visible_at = visible_at;
-                    q.insert(id, m, now);
+            match q.messages.get(&id).copied() {
+                Some(m) if m.receive_count == receipt => {
+                    q.remove(id);
+                    q.insert(id, Message { visible_at, ..m }, now);
                 }
-                Some(m) => {
-                    q.insert(id, m, now);
+                Some(_) => {
                     return Err(QueueError(format!(
                         "stale receipt handle '{receipt_handle}'"
                     )));
