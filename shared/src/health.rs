@@ -98,13 +98,18 @@ impl Health {
 
     fn update(&self, name: &str, change: impl FnOnce(&mut ComponentState)) {
         let mut parts = self.parts.lock().unwrap();
-        let state = parts.entry(name.to_string()).or_insert(ComponentState {
+        // (No allocation on the hot path: pollers report after every receive.)
+        if let Some(state) = parts.get_mut(name) {
+            return change(state);
+        }
+        let mut state = ComponentState {
             ok: true,
             error: None,
             restarts: 0,
             since: Utc::now(),
-        });
-        change(state);
+        };
+        change(&mut state);
+        parts.insert(name.to_string(), state);
     }
 
     pub fn report(&self) -> HealthReport {

@@ -6,7 +6,6 @@ use crate::domain::{Backoff, IdempotencyKey, JobId, JobStatus, JobType, Tenant, 
 use crate::health::Health;
 use crate::service::{JobService, ServiceError, SubmitRequest};
 use axum::body::to_bytes;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
 use axum::http::{header, request::Parts, HeaderMap, StatusCode};
 use axum::middleware::Next;
@@ -194,67 +193,57 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 "method not allowed on this route",
             )
         })
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(timed_out))
-                .timeout(limits.timeout)
-                .layer(axum::middleware::from_fn(bounded_headers)),
-        )
-        // (One semaphore shared by every route: `layer` wraps each route on its own.)
+        // (One guard shared by every route: `layer` wraps each route on its own.)
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight.max(1))),
-            shed_past_limit,
+            Arc::new(Guard {
+                in_flight: tokio::sync::Semaphore::new(limits.max_in_flight.max(1)),
+                timeout: limits.timeout,
+            }),
+            guard,
         ))
         .with_state(state)
 }
 
-/// Past the in-flight limit a request is refused at once (503 + Retry-After), never queued.
-async fn shed_past_limit(
-    State(in_flight): State<Arc<tokio::sync::Semaphore>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match in_flight.try_acquire() {
-        Ok(_slot) => next.run(request).await,
-        Err(_) => {
-            let mut e = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "too many requests in flight; try again shortly",
-            );
-            e.retry_after = Some(1);
-            e.into_response()
-        }
-    }
+/// What every request passes first: the in-flight limit and the request timeout.
+struct Guard {
+    in_flight: tokio::sync::Semaphore,
+    timeout: Duration,
 }
 
-/// The answer for a request that ran out of time (or failed in a layer).
-async fn timed_out(error: tower::BoxError) -> ApiError {
-    if error.is::<tower::timeout::error::Elapsed>() {
-        ApiError::new(
+/// Past the in-flight limit a request is refused at once (503 + Retry-After), never queued;
+/// too many or too large headers are a 431; a request out of time is a 504. All JSON.
+async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let Ok(_slot) = guard.in_flight.try_acquire() else {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "too many requests in flight; try again shortly",
+        );
+        e.retry_after = Some(1);
+        return e.into_response();
+    };
+    if let Some(e) = oversized_headers(request.headers()) {
+        return e.into_response();
+    }
+    match tokio::time::timeout(guard.timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",
             "the request took too long; its outcome is unknown: retry it (with the same Idempotency-Key for a submit)",
         )
-    } else {
-        tracing::error!(error = %error, "request failed in a middleware layer");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the request failed unexpectedly",
-        )
+        .into_response(),
     }
 }
 
-/// Refuse too many or too large headers with the JSON error body.
-async fn bounded_headers(request: Request, next: Next) -> Response {
-    let headers = request.headers();
+/// Too many or too large headers.
+fn oversized_headers(headers: &HeaderMap) -> Option<ApiError> {
     let bytes: usize = headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len())
         .sum();
-    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
-        return ApiError::new(
+    (headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES).then(|| {
+        ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
             format!(
@@ -262,9 +251,7 @@ async fn bounded_headers(request: Request, next: Next) -> Response {
                 headers.len()
             ),
         )
-        .into_response();
-    }
-    next.run(request).await
+    })
 }
 
 /// Refuse a query string that does not parse, or names a parameter the route does not take.
