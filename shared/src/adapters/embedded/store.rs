@@ -144,9 +144,6 @@ impl StoredJob {
     /// document's copies of them are not kept up to date and are ignored).
     fn decode(&self) -> Result<Job, String> {
         let mut job: Job = serde_json::from_str(&self.doc).map_err(|e| format!("document: {e}"))?;
-        if job.id.to_string() != self.id {
-            return Err(format!("document is for job {}", job.id));
-        }
         job.heartbeat_at = self.heartbeat_at.map(DateTime::from_timestamp_nanos);
         job.progress = self
             .progress
