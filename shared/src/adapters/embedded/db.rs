@@ -81,7 +81,15 @@ struct Inner {
     write_queue: usize,
     point: ReaderPool,
     scan: ReaderPool,
+    wal: WalStats,
     _lock: File,
+}
+
+/// How big the WAL has been allowed to get.
+struct WalStats {
+    limit_frames: i64,
+    /// The most WAL frames any commit started on top of.
+    peak_before_commit: Arc<AtomicI64>,
 }
 
 /// Read connections behind an async semaphore with one permit per connection: whoever holds a
@@ -178,9 +186,13 @@ impl Db {
         let (tx, rx) = mpsc::channel::<Command>();
         let frames = Arc::new(AtomicI64::new(0));
         let limit = (wal_restart_bytes / page_size.max(512)).max(1);
+        let passes = Arc::new(Mutex::new(()));
+        let peak_before_commit = Arc::new(AtomicI64::new(0));
         let cap = WalCap {
             frames: frames.clone(),
             limit,
+            passes: passes.clone(),
+            peak_before_commit: peak_before_commit.clone(),
         };
         let (stop_checkpoints, checkpoint_stopped) = mpsc::channel::<()>();
         let writer_thread = std::thread::Builder::new()
@@ -192,7 +204,7 @@ impl Db {
             .map_err(io)?;
         std::thread::Builder::new()
             .name("conveyor-db-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, checkpoint_stopped, frames, limit))
+            .spawn(move || checkpoint_loop(checkpointer, checkpoint_stopped, frames, limit, passes))
             .map_err(io)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -202,6 +214,10 @@ impl Db {
                 write_queue: write_queue.max(1),
                 point,
                 scan,
+                wal: WalStats {
+                    limit_frames: limit,
+                    peak_before_commit,
+                },
                 _lock: lock,
             }),
         })
@@ -271,6 +287,16 @@ impl Db {
                 .map_err(|_| DbError::Closed)?;
         }
         rx.await.map_err(|_| DbError::Closed)?
+    }
+
+    /// The WAL's limit in frames, and the most frames any commit has started on top of: the
+    /// writer restarts the log after the commit that passes the limit, so the second never
+    /// exceeds the first (unless a reader held the log's start for a long time).
+    pub fn wal_frames(&self) -> (i64, i64) {
+        (
+            self.inner.wal.limit_frames,
+            self.inner.wal.peak_before_commit.load(Ordering::Relaxed),
+        )
     }
 
     /// True while the writer thread runs and takes writes.
@@ -389,14 +415,23 @@ fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlit
 /// Copy WAL pages back into the database beside the writer (PASSIVE: never blocks it; this is
 /// where the copying and fsyncs happen). A passive checkpoint alone never lets the log start
 /// over while the writer keeps appending, so past the size limit this thread stands back and
-/// the writer makes the log start over (`WalCap`); only one of them checkpoints at a time.
-fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>, frames: Arc<AtomicI64>, limit: i64) {
+/// the writer makes the log start over (`WalCap`). A pass holds `passes`, which the writer
+/// takes before it restarts the log: it waits for a pass under way to end instead of being
+/// refused by it, so the log always starts over right after the commit that passed the limit.
+fn checkpoint_loop(
+    conn: Connection,
+    stop: mpsc::Receiver<()>,
+    frames: Arc<AtomicI64>,
+    limit: i64,
+    passes: Arc<Mutex<()>>,
+) {
     while let Err(mpsc::RecvTimeoutError::Timeout) =
         stop.recv_timeout(std::time::Duration::from_millis(50))
     {
         if frames.load(Ordering::Relaxed) >= limit {
             continue;
         }
+        let _pass = passes.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
@@ -409,16 +444,27 @@ struct WalCap {
     /// WAL frames after the last commit, shared with the checkpointer.
     frames: Arc<AtomicI64>,
     limit: i64,
+    /// Held by a checkpoint pass; the writer waits for it before it restarts the log.
+    passes: Arc<Mutex<()>>,
+    peak_before_commit: Arc<AtomicI64>,
 }
 
 impl WalCap {
+    fn before_commit(&self) {
+        self.peak_before_commit
+            .fetch_max(self.frames.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     fn after_commit(&self, conn: &Connection) {
         let frames = WAL_FRAMES.with(|f| f.get());
         self.frames.store(frames, Ordering::Relaxed);
         if frames < self.limit {
             return;
         }
-        // Busy (the checkpointer was mid-copy) is fine: the next commit tries again.
+        // Wait for a checkpoint pass under way, then restart: RESTART then waits only for
+        // readers still on the old log (busy timeout), and finds little left to copy. Busy
+        // (a reader held on past the timeout) is retried after the next commit.
+        let _pass = self.passes.lock().unwrap_or_else(|p| p.into_inner());
         match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
             Ok(0) => self.frames.store(0, Ordering::Relaxed),
             Ok(_) => {}
@@ -455,6 +501,7 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<Command>, cap: WalCap) {
         let outcome = if conn.is_autocommit() {
             Err("the transaction was rolled back".to_string())
         } else {
+            cap.before_commit();
             run_cached(&conn, "COMMIT").map_err(|e| e.to_string())
         };
         match outcome {
@@ -634,5 +681,50 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(keys, vec![0, 1, 2, 3]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_starts_over_after_the_commit_that_passes_its_limit() {
+        // GIVEN a database whose WAL should start over past 256 KiB, its checkpointer running
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_with(dir.path(), Durability::Process, 256 * 1024, WRITE_QUEUE).unwrap();
+        db.write(|c| {
+            c.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+
+        // WHEN 8 writers commit 2,000 rows of 4 KiB without pause (about 40 times the limit)
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    for i in 0..250 {
+                        db.write(move |c| {
+                            c.execute(
+                                "INSERT INTO t (k, v) VALUES (?1, zeroblob(4096))",
+                                [w * 1000 + i],
+                            )?;
+                            Ok(())
+                        })
+                        .await
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+
+        // THEN no commit ever started on a log already past the limit: each time one passed
+        // it, the log started over before the next commit, checkpointer or not
+        let (limit, peak) = db.wal_frames();
+        assert!(peak > 0, "the log grew");
+        assert!(
+            peak < limit,
+            "a commit started on {peak} frames; the limit is {limit}"
+        );
     }
 }
