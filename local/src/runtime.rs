@@ -148,6 +148,8 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         registry.clone(),
         WorkerSettings::from_config(&config),
     );
+    // Every part is on the health report before the first request can ask for it.
+    health.up(MAINTENANCE);
     let mut pollers = vec![];
     for reg in registry.iter() {
         let settings = PollerSettings {
@@ -157,6 +159,7 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
             visibility: reg.options.visibility(),
             grace: settings.config.shutdown_grace,
         };
+        health.up(&health_name(&settings.queue));
         let (queue, worker, stop, health) = (
             ports.queue.clone(),
             worker.clone(),

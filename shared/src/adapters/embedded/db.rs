@@ -109,16 +109,24 @@ impl ReaderPool {
         })
     }
 
-    /// A free connection; the caller holds one of this pool's permits, so there is one.
-    fn free(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.connections
-            .iter()
-            .find_map(|c| match c.try_lock() {
-                Ok(guard) => Some(guard),
-                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-                Err(std::sync::TryLockError::WouldBlock) => None,
-            })
-            .expect("a permit holder always finds a free connection")
+    /// Run `f` on a free connection. The caller holds one of this pool's permits, and gives
+    /// it back only after this returns (the connection is unlocked first), so there is one.
+    fn with_free<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        let free = self.connections.iter().find_map(|c| match c.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        });
+        let conn = match free {
+            Some(conn) => conn,
+            // Unreachable while permits and connections match; never worth a panic.
+            None => self.connections[0]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        };
+        let result = f(&conn);
+        drop(conn);
+        result
     }
 }
 
@@ -328,8 +336,9 @@ impl Db {
             .map_err(|_| DbError::Closed)?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            f(&inner.scan.free())
+            let result = inner.scan.with_free(f);
+            drop(permit);
+            result
         })
         .await
         .map_err(|e| DbError::Other(format!("read task failed: {e}")))?
@@ -342,14 +351,16 @@ impl Db {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        let _permit = self
+        let permit = self
             .inner
             .point
             .permits
             .acquire()
             .await
             .map_err(|_| DbError::Closed)?;
-        f(&self.inner.point.free())
+        let result = self.inner.point.with_free(f);
+        drop(permit);
+        result
     }
 
     /// A read from synchronous code (start-up), not on an async thread.
