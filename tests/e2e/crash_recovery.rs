@@ -1,22 +1,16 @@
 //! Crash recovery: SIGKILL the runtime mid-work, start it again on the same data directory, and
 //! every accepted job still ends, exactly once.
 
-use crate::helpers::{is_terminal, spawn_app, status_is, TestApp, TestServer};
+use crate::helpers::{
+    count_status as count, jobs_by_id, spawn_app, status_is, wait_until_all_ended, TestApp,
+    TestServer,
+};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-/// Every job by id, read in one page.
 async fn all_jobs(app: &TestApp) -> BTreeMap<String, Value> {
-    app.list_all("limit=500")
-        .await
-        .into_iter()
-        .map(|job| (job["id"].as_str().expect("id").to_string(), job))
-        .collect()
-}
-
-fn count(jobs: &BTreeMap<String, Value>, status: &str) -> usize {
-    jobs.values().filter(|j| j["status"] == status).count()
+    jobs_by_id(app, "limit=500").await
 }
 
 #[tokio::test]
@@ -82,22 +76,8 @@ async fn every_accepted_job_ends_exactly_once_across_a_sigkill() {
     app.restart().await;
 
     // THEN every job that got a 202 ends succeeded, and no other job appears
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let after = loop {
-        let jobs = all_jobs(&app).await;
-        if jobs.len() == accepted.len() && jobs.values().all(is_terminal) {
-            break jobs;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not all {} accepted jobs ended; {} listed, {} queued, {} running",
-            accepted.len(),
-            jobs.len(),
-            count(&jobs, "queued"),
-            count(&jobs, "running"),
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let after =
+        wait_until_all_ended(&app, "limit=500", accepted.len(), Duration::from_secs(120)).await;
     let mut listed: Vec<&String> = after.keys().collect();
     let mut expected: Vec<&String> = accepted.iter().collect();
     listed.sort();

@@ -2,22 +2,14 @@
 //! (with `O_APPEND`, so a SIGKILL loses none), and the counts are checked against what the API
 //! says after a SIGKILL in the middle of the work and a restart.
 
-use crate::helpers::{failed_attempts, is_terminal, spawn_app, TestApp};
-use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use crate::helpers::{
+    count_status as count, failed_attempts, jobs_by_id, spawn_app, wait_until_all_ended,
+};
+use serde_json::json;
+use std::collections::HashMap;
 use std::time::Duration;
 
-async fn all_jobs(app: &TestApp) -> BTreeMap<String, Value> {
-    app.list_all("limit=500&type=test.count")
-        .await
-        .into_iter()
-        .map(|job| (job["id"].as_str().expect("id").to_string(), job))
-        .collect()
-}
-
-fn count(jobs: &BTreeMap<String, Value>, status: &str) -> usize {
-    jobs.values().filter(|j| j["status"] == status).count()
-}
+const QUERY: &str = "limit=500&type=test.count";
 
 /// Executions per job id, from the file the handler appends to.
 fn executions(dir: &std::path::Path) -> HashMap<String, usize> {
@@ -47,7 +39,7 @@ async fn after_a_sigkill_each_job_that_had_succeeded_ran_once_and_every_other_at
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let before_kill = loop {
-        let jobs = all_jobs(&app).await;
+        let jobs = jobs_by_id(&app, QUERY).await;
         if count(&jobs, "succeeded") > 0
             && count(&jobs, "running") > 0
             && count(&jobs, "queued") > 0
@@ -66,18 +58,7 @@ async fn after_a_sigkill_each_job_that_had_succeeded_ran_once_and_every_other_at
     app.restart().await;
 
     // THEN every accepted job ends succeeded
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let after = loop {
-        let jobs = all_jobs(&app).await;
-        if jobs.len() == accepted.len() && jobs.values().all(is_terminal) {
-            break jobs;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not every job ended"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let after = wait_until_all_ended(&app, QUERY, accepted.len(), Duration::from_secs(120)).await;
     assert!(after.values().all(|j| j["status"] == "succeeded"));
     let runs = executions(counts.path());
     let mut interrupted = 0;

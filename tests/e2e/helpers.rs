@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use reqwest::StatusCode;
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -492,4 +492,42 @@ async fn record_and_answer(
         axum::http::StatusCode::from_u16(status).expect("a valid scripted status"),
         SERVER_BODY,
     )
+}
+
+/// Every job the listing `query` returns (all pages), by id.
+pub async fn jobs_by_id(app: &TestApp, query: &str) -> BTreeMap<String, Value> {
+    app.list_all(query)
+        .await
+        .into_iter()
+        .map(|job| (job["id"].as_str().expect("id").to_string(), job))
+        .collect()
+}
+
+/// How many of `jobs` are in `status`.
+pub fn count_status(jobs: &BTreeMap<String, Value>, status: &str) -> usize {
+    jobs.values().filter(|j| j["status"] == status).count()
+}
+
+/// Wait until the listing `query` holds `n` jobs, every one ended; they are returned.
+pub async fn wait_until_all_ended(
+    app: &TestApp,
+    query: &str,
+    n: usize,
+    within: Duration,
+) -> BTreeMap<String, Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let jobs = jobs_by_id(app, query).await;
+        if jobs.len() == n && jobs.values().all(is_terminal) {
+            return jobs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all {n} jobs ended within {within:?}: {} listed, {} queued, {} running",
+            jobs.len(),
+            count_status(&jobs, "queued"),
+            count_status(&jobs, "running"),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -664,8 +664,8 @@ mod tests {
         (dir, db, store)
     }
 
-    /// Write `n` rows that cannot be read, for `tenant`, with ids sorting before and after the
-    /// good ones (`prefix`), in `status`, due at `due_at`.
+    /// Write `n` rows that cannot be read, for `tenant`, with ids `<prefix><n>`, in `status`,
+    /// due at `due_at`.
     async fn insert_unreadable(
         db: &Db,
         tenant: &str,
@@ -725,8 +725,8 @@ mod tests {
         let now = Utc::now();
         let older = job_at("t", now);
         store.create(&older).await.unwrap();
-        // (ids of the same millisecond sort after `older` and before `newer`)
-        let prefix = older.id.to_string()[..20].to_string() + "Z";
+        // (`<older id>~…` sorts right after `older`, and before any later id)
+        let prefix = format!("{}~", older.id);
         insert_unreadable(&db, "t", &prefix, 5, "queued", micros(now)).await;
         insert_unreadable(&db, "u", "other", 1, "queued", micros(now)).await;
         let newer = job_at("t", now);
