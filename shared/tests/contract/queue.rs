@@ -1,4 +1,5 @@
 use crate::helpers::{embedded, reopen, DLQ, DLQ_RETENTION, MAX_RECEIVES, QUEUE};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const NO_WAIT: Duration = Duration::ZERO;
@@ -234,4 +235,57 @@ async fn the_index_keeps_no_bodies_so_memory_per_message_does_not_grow_with_them
     // AND a received message still carries its body, read from disk
     let got = q.receive(QUEUE, 1, VIS, NO_WAIT).await.unwrap();
     assert_eq!(got[0].body, body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_while_receivers_are_busy_are_all_delivered() {
+    // GIVEN receivers polling a queue without pause
+    let b = embedded();
+    const N: usize = 20_000;
+    let received = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let receivers: Vec<_> = (0..2)
+        .map(|_| {
+            let (q, received) = (b.ports.queue.clone(), received.clone());
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while received.lock().unwrap().len() < N && Instant::now() < deadline {
+                    let got = q
+                        .receive(QUEUE, 10, VIS, Duration::from_millis(100))
+                        .await
+                        .unwrap();
+                    let handles: Vec<String> =
+                        got.iter().map(|m| m.receipt_handle.clone()).collect();
+                    received
+                        .lock()
+                        .unwrap()
+                        .extend(got.into_iter().map(|m| m.body));
+                    q.delete(QUEUE, &handles).await.unwrap();
+                }
+            })
+        })
+        .collect();
+
+    // WHEN 4 senders send 20,000 messages meanwhile
+    let senders: Vec<_> = (0..4)
+        .map(|s| {
+            let q = b.ports.queue.clone();
+            tokio::spawn(async move {
+                for i in 0..N / 4 {
+                    q.send(QUEUE, &format!("{s}-{i}"), Duration::ZERO, 0)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.await.unwrap();
+    }
+    for r in receivers {
+        r.await.unwrap();
+    }
+
+    // THEN every one was delivered, and none is left behind
+    assert_eq!(received.lock().unwrap().len(), N);
+    assert_eq!(b.embedded.queue.depth(QUEUE), 0);
 }

@@ -113,14 +113,20 @@ impl QueueState {
         }
     }
 
-    /// The next visible message, if any.
-    fn pop_ready(&mut self, now: i64) -> Option<i64> {
+    /// The next visible message, if any. A hint is stale when its message is gone or waiting
+    /// again (in flight or delayed); that is decided by the index, never by comparing clocks (a
+    /// message sent while a receive was starting would look "not yet visible" and be lost).
+    fn pop_ready(&mut self) -> Option<i64> {
         while let Some(mut entry) = self.ready.first_entry() {
             let Some(id) = entry.get_mut().pop_front() else {
                 entry.remove();
                 continue;
             };
-            if self.messages.get(&id).is_some_and(|m| m.visible_at <= now) {
+            if self
+                .messages
+                .get(&id)
+                .is_some_and(|m| !self.waiting.contains(&(m.visible_at, id)))
+            {
                 return Some(id);
             }
         }
@@ -302,16 +308,16 @@ impl EmbeddedQueue {
         max: usize,
         visibility: Duration,
     ) -> (Vec<Taken>, Vec<(i64, String)>, Option<i64>) {
-        let now = now_micros();
         let settings = self.settings.get(queue);
         let mut all = self.state.lock().unwrap();
+        let now = now_micros();
         let mut taken = vec![];
         let mut dead = vec![];
         {
             let q = all.entry(queue.to_string()).or_default();
             q.promote(now);
             while taken.len() < max {
-                let Some(id) = q.pop_ready(now) else {
+                let Some(id) = q.pop_ready() else {
                     break;
                 };
                 let m = q.messages.get(&id).copied().expect("popped messages exist");
@@ -555,5 +561,43 @@ impl JobQueue for EmbeddedQueue {
             })
             .await
             .map_err(qerr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_made_visible_after_a_receiver_read_the_clock_is_still_delivered() {
+        // GIVEN a receiver that read the clock at 99, and a message sent meanwhile, visible at
+        // 100 and put on the ready list before the receiver takes the lock
+        let mut q = QueueState::default();
+        let m = Message {
+            visible_at: 100,
+            priority: 0,
+            receive_count: 0,
+        };
+        q.insert(7, m, 100);
+
+        // WHEN the receiver promotes and pops with its older reading
+        q.promote(99);
+        let popped = q.pop_ready();
+
+        // THEN it gets the message (it was once dropped as a stale hint, and lost for good)
+        assert_eq!(popped, Some(7));
+        // AND a hint for a message that went back to waiting is skipped, not delivered
+        q.remove(7);
+        q.insert(
+            7,
+            Message {
+                visible_at: 500,
+                ..m
+            },
+            100,
+        );
+        q.ready.entry(Reverse(0)).or_default().push_back(7);
+        assert_eq!(q.pop_ready(), None);
+        assert_eq!(q.messages.len(), 1, "still indexed, waiting");
     }
 }
