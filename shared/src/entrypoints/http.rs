@@ -287,7 +287,7 @@ async fn only_known_params(request: Request, next: Next) -> Response {
 }
 
 fn parse_query(query: &str) -> ApiResult<HashMap<String, String>> {
-    let pairs: Vec<(String, String)> = serde_urlencoded_pairs(query)?;
+    let pairs: Vec<(String, String)> = decode_query_pairs(query)?;
     let mut out = HashMap::new();
     for (k, v) in pairs {
         if out.insert(k.clone(), v).is_some() {
@@ -303,7 +303,7 @@ fn parse_query(query: &str) -> ApiResult<HashMap<String, String>> {
 }
 
 /// Split and percent-decode `a=1&b=2`; a parameter that is not UTF-8 once decoded is a 400.
-fn serde_urlencoded_pairs(query: &str) -> ApiResult<Vec<(String, String)>> {
+fn decode_query_pairs(query: &str) -> ApiResult<Vec<(String, String)>> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
