@@ -10,6 +10,7 @@ pub mod domain;
 pub mod entrypoints;
 pub mod health;
 pub mod jobs;
+pub mod lifecycle;
 pub mod maintenance;
 pub mod ports;
 pub mod service;

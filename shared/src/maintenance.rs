@@ -3,8 +3,8 @@
 
 use crate::domain::{Job, JobStatus, MAX_QUEUE_DELAY};
 use crate::jobs::Registry;
+use crate::lifecycle::{Change, Followed, Lifecycle};
 use crate::ports::{Ports, StoreError};
-use crate::service::{announce, dispatch};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::time::Duration;
@@ -46,23 +46,15 @@ pub async fn recover_stalled(
         return Ok(false);
     };
     // Only if no heartbeat came since the read: a late heartbeat means the run is alive.
-    match ports.store.transition(job.expected_silent(), &next).await {
-        Ok(()) => {
-            tracing::warn!(job_id = %job.id, attempt = job.attempt, status = %next.status, "stalled job recovered");
-            if let Some(error) = &next.error {
-                let line = next.failure_log_line(error, now);
-                if let Err(e) = ports
-                    .store
-                    .append_log(job.id, job.attempt, now, &line)
-                    .await
-                {
-                    tracing::warn!(job_id = %job.id, error = %e, "could not log the stalled attempt");
-                }
-            }
-            announce(ports, &next).await;
-            if let Err(e) = dispatch(ports, registry, &next, now).await {
-                tracing::warn!(job_id = %job.id, error = %e, "recovered job not dispatched; the next sweep re-dispatches it");
-            }
+    let log = next.error.as_ref().map(|e| next.failure_log_line(e, now));
+    let change = Change {
+        expected: job.expected_silent(),
+        next,
+        log,
+    };
+    match Lifecycle::new(ports, registry).apply(&change, now).await {
+        Ok(_) => {
+            tracing::warn!(job_id = %job.id, attempt = job.attempt, status = %change.next.status, "stalled job recovered");
             Ok(true)
         }
         Err(StoreError::Conflict) => Ok(false),
@@ -114,12 +106,12 @@ pub async fn redispatch_orphans(
             let Ok(next) = job.redispatch(now) else {
                 continue;
             };
-            match ports.store.transition(job.expected(), &next).await {
-                Ok(()) => {
-                    if dispatch(ports, registry, &next, now).await.is_ok() {
-                        n += 1;
-                    }
-                }
+            match Lifecycle::new(ports, registry)
+                .apply(&Change::of(job, next), now)
+                .await
+            {
+                Ok(Followed::Complete) => n += 1,
+                Ok(Followed::NotDispatched) => {}
                 Err(StoreError::Conflict) => {}
                 Err(e) => return Err(e),
             }
@@ -144,13 +136,11 @@ pub async fn release_scheduled_jobs(
         let page = due.len();
         for job in &due {
             let Ok(next) = job.release(now) else { continue };
-            match ports.store.transition(job.expected(), &next).await {
-                Ok(()) => {
-                    if let Err(e) = dispatch(ports, registry, &next, now).await {
-                        tracing::warn!(job_id = %job.id, error = %e, "released job not dispatched yet");
-                    }
-                    n += 1;
-                }
+            match Lifecycle::new(ports, registry)
+                .apply(&Change::of(job, next), now)
+                .await
+            {
+                Ok(_) => n += 1,
                 Err(StoreError::Conflict) => {}
                 Err(e) => return Err(e),
             }

@@ -42,6 +42,17 @@ pub enum Created {
     Existing(Box<Job>),
 }
 
+/// The result of `JobStore::start`.
+#[derive(Debug)]
+pub enum Started {
+    /// The job was queued and due: it is running now, as stored (`Job::start` applied).
+    Running(Box<Job>),
+    /// The job could not start: here it is as stored (not queued, or queued for later).
+    Refused(Box<Job>),
+    /// No such job (expired, or never stored).
+    Missing,
+}
+
 /// What a heartbeat or progress report learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Liveness {
@@ -96,6 +107,15 @@ pub trait JobStore: Send + Sync {
     /// Write a new job; with an idempotency key, atomically with the key's claim.
     async fn create(&self, job: &Job) -> Result<Created, StoreError>;
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+    /// Start a job in one conditional write: if it is `queued` with `run_at <= due_by`, apply
+    /// `Job::start(now)` and return the result (`Running`); otherwise return it as stored
+    /// (`Refused`), so the caller needs no read before and none after.
+    async fn start(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+        due_by: DateTime<Utc>,
+    ) -> Result<Started, StoreError>;
     /// Write `next` only if the stored job still matches `expected`; else `Conflict`.
     async fn transition(&self, expected: Expected, next: &Job) -> Result<(), StoreError>;
     /// A run's heartbeat (`run` = `Job::runs` at its start), with optional progress.

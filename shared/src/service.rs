@@ -3,10 +3,11 @@
 
 use crate::domain::{
     Backoff, IdempotencyKey, Job, JobId, JobStatus, JobType, NewJob, Tenant, TransitionError,
-    ValidationError, MAX_QUEUE_DELAY,
+    ValidationError,
 };
 use crate::jobs::Registry;
-use crate::ports::{Created, ListQuery, LogLine, Ports, QueueError, StoreError, StoreStats};
+use crate::lifecycle::{Change, Lifecycle};
+use crate::ports::{Created, ListQuery, LogLine, Ports, StoreError, StoreStats};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -115,42 +116,26 @@ fn write_canonical(value: &Value, out: &mut String) {
 /// larger than this still goes alone on its page).
 pub const LIST_MAX_BYTES: usize = 1024 * 1024;
 
-/// The queue message: just the job's id; the job's state lives in the store.
+/// The queue message: the job's id, and its type so a worker can wait for the type's start
+/// slot before it starts the job; the job's state lives in the store.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct JobMessage {
     pub job_id: JobId,
+    /// Absent in messages from earlier versions.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub job_type: Option<JobType>,
 }
 
-/// Send the message for a `queued` job (delay capped at the queue's limit; a worker that gets
-/// it early sends it on again). Does nothing for any other status.
-pub async fn dispatch(
-    ports: &Ports,
-    registry: &Registry,
-    job: &Job,
-    now: DateTime<Utc>,
-) -> Result<(), QueueError> {
-    let Some(delay) = job.dispatch_delay(now) else {
-        return Ok(());
-    };
-    let body = serde_json::to_string(&JobMessage { job_id: job.id }).expect("serializable");
-    ports
-        .queue
-        .send(
-            &registry.queue_name(&job.job_type),
-            &body,
-            delay.min(MAX_QUEUE_DELAY),
-            job.priority,
-        )
-        .await
-        .map(|_| ())
-}
-
-/// Announce a job's end, if it ended. A lost event is logged, never fatal to the job.
-pub async fn announce(ports: &Ports, job: &Job) {
-    if let Some(event) = job.lifecycle_event() {
-        if let Err(e) = ports.events.publish(&event).await {
-            tracing::warn!(job_id = %job.id, error = %e, "lifecycle event not published");
+impl JobMessage {
+    pub fn of(job: &Job) -> Self {
+        Self {
+            job_id: job.id,
+            job_type: Some(job.job_type.clone()),
         }
+    }
+
+    pub fn to_body(&self) -> String {
+        serde_json::to_string(self).expect("serializable")
     }
 }
 
@@ -173,6 +158,10 @@ impl JobService {
             registry,
             max_payload_bytes,
         }
+    }
+
+    fn lifecycle(&self) -> Lifecycle<'_> {
+        Lifecycle::new(&self.ports, &self.registry)
     }
 
     pub fn registry(&self) -> &Registry {
@@ -248,9 +237,7 @@ impl JobService {
         }
         // The job is durable now. If the message cannot be sent, maintenance re-dispatches it
         // (outbox rule), so the submit still succeeds.
-        if let Err(e) = dispatch(&self.ports, &self.registry, &job, now).await {
-            tracing::warn!(job_id = %job.id, error = %e, "job stored but not yet dispatched; maintenance will re-dispatch it");
-        }
+        self.lifecycle().follow(&job, 0, None, now).await;
         Ok((job, true))
     }
 
@@ -313,14 +300,9 @@ impl JobService {
             if next.version == job.version {
                 return Ok(next); // nothing to change (e.g. a cancel asked twice)
             }
-            match self.ports.store.transition(job.expected(), &next).await {
-                Ok(()) => {
-                    announce(&self.ports, &next).await;
-                    if let Err(e) = dispatch(&self.ports, &self.registry, &next, now).await {
-                        tracing::warn!(job_id = %id, error = %e, "re-queued job not yet dispatched; maintenance will re-dispatch it");
-                    }
-                    return Ok(next);
-                }
+            let change = Change::of(&job, next);
+            match self.lifecycle().apply(&change, now).await {
+                Ok(_) => return Ok(change.next),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }

@@ -4,9 +4,10 @@
 
 use crate::domain::{JobError, JobStatus, Outcome};
 use crate::jobs::{JobContext, Registry};
+use crate::lifecycle::{Change, Followed, Lifecycle};
 use crate::maintenance::recover_stalled;
-use crate::ports::{Ports, StoreError};
-use crate::service::{announce, dispatch, JobMessage};
+use crate::ports::{Ports, Started, StoreError};
+use crate::service::JobMessage;
 use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,27 +79,13 @@ impl Worker {
             let Ok(next) = job.interrupt(now) else {
                 continue;
             };
-            if self
-                .ports
-                .store
-                .transition(job.expected(), &next)
-                .await
-                .is_ok()
-            {
+            let line = format!(
+                "attempt {} interrupted by a shutdown; back in the queue (it does not count)",
+                job.attempt
+            );
+            let change = Change::of(&job, next).with_log(Some(line));
+            if self.lifecycle().apply(&change, now).await.is_ok() {
                 interrupted += 1;
-                let line = format!(
-                    "attempt {} interrupted by a shutdown; back in the queue (it does not count)",
-                    job.attempt
-                );
-                let _ = self
-                    .ports
-                    .store
-                    .append_log(job.id, job.attempt, now, &line)
-                    .await;
-                announce(&self.ports, &next).await;
-                if let Err(e) = dispatch(&self.ports, &self.registry, &next, now).await {
-                    tracing::warn!(job_id = %job.id, error = %e, "interrupted job not dispatched; maintenance will");
-                }
             }
             ctx.mark_cancelled();
         }
@@ -124,76 +111,92 @@ impl Worker {
 
     async fn process(&self, message: JobMessage) -> Result<Disposition, StoreError> {
         let store = &self.ports.store;
-        let mut job = match store.get(message.job_id).await? {
-            Some(job) => job,
-            None => {
-                tracing::warn!("message for a job that does not exist (expired?); dropped");
-                return Ok(Disposition::Done);
-            }
+        let id = message.job_id;
+        // The type names the start slot to wait for (a message from an earlier version has no
+        // type: the job has it).
+        let job_type = match message.job_type {
+            Some(t) => t,
+            None => match store.get(id).await? {
+                Some(job) => job.job_type,
+                None => return Ok(self.missing()),
+            },
         };
-        // Decide whether this message starts the job.
-        let (running, registration) = loop {
-            let now = Utc::now();
-            match job.status {
-                JobStatus::Queued if job.run_at > now + EARLY_TOLERANCE => {
-                    return Ok(self.redispatch_early(&job).await);
-                }
-                JobStatus::Queued => {}
-                JobStatus::Running => {
-                    let silent = now - job.due_at();
-                    if silent.to_std().unwrap_or_default() > self.settings.stall_after {
-                        recover_stalled(&self.ports, &self.registry, &job, now).await?;
-                    } else {
-                        tracing::debug!("duplicate delivery of a running job; dropped");
-                    }
-                    return Ok(Disposition::Done);
-                }
-                other => {
-                    tracing::debug!(status = %other, "duplicate or stale delivery; dropped");
-                    return Ok(Disposition::Done);
-                }
-            }
-            let Some(registration) = self.registry.get(job.job_type.as_str()) else {
-                let now = Utc::now();
-                let next = job.start(now).and_then(|r| {
-                    r.finish(
-                        Outcome::Failed(JobError::permanent(format!(
-                            "no handler for job type '{}' in this worker",
-                            job.job_type
-                        ))),
-                        now,
-                        0.0,
-                    )
-                });
-                if let Ok(next) = next {
-                    // Written only if still queued; a conflict means someone else has it.
-                    match store.transition(job.expected(), &next).await {
-                        Ok(()) => announce(&self.ports, &next).await,
-                        Err(StoreError::Conflict) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                return Ok(Disposition::Done);
-            };
-            registration.wait_for_start_slot().await;
-            let started = job.start(Utc::now()).expect("queued jobs can start");
-            match store.transition(job.expected(), &started).await {
-                Ok(()) => break (started, registration.clone()),
-                Err(StoreError::Conflict) => match store.get(job.id).await? {
-                    Some(fresh) => job = fresh,
-                    None => return Ok(Disposition::Done),
-                },
-                Err(e) => return Err(e),
-            }
+        let Some(registration) = self.registry.get(job_type.as_str()).cloned() else {
+            return self.fail_unhandled(id).await;
+        };
+        registration.wait_for_start_slot().await;
+        // Start in one conditional write; a refusal says what the job is instead.
+        let now = Utc::now();
+        let running = match store.start(id, now, now + EARLY_TOLERANCE).await? {
+            Started::Running(job) => *job,
+            Started::Missing => return Ok(self.missing()),
+            Started::Refused(job) => return self.refused(&job, now).await,
         };
         tracing::debug!(job_type = %running.job_type, attempt = running.attempt, "started");
         let outcome = self.run_handler(&running, registration).await;
         self.record(running, outcome).await
     }
 
+    fn missing(&self) -> Disposition {
+        tracing::warn!("message for a job that does not exist (expired?); dropped");
+        Disposition::Done
+    }
+
+    /// A message whose job did not start: early (sent on), a running job's duplicate (a silent
+    /// run is recovered), or a stale delivery (dropped).
+    async fn refused(
+        &self,
+        job: &crate::domain::Job,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Disposition, StoreError> {
+        match job.status {
+            JobStatus::Queued => Ok(self.redispatch_early(job).await),
+            JobStatus::Running => {
+                let silent = now - job.due_at();
+                if silent.to_std().unwrap_or_default() > self.settings.stall_after {
+                    recover_stalled(&self.ports, &self.registry, job, now).await?;
+                } else {
+                    tracing::debug!("duplicate delivery of a running job; dropped");
+                }
+                Ok(Disposition::Done)
+            }
+            other => {
+                tracing::debug!(status = %other, "duplicate or stale delivery; dropped");
+                Ok(Disposition::Done)
+            }
+        }
+    }
+
+    /// A job of a type this worker has no handler for ends `failed` (permanent), if still queued.
+    async fn fail_unhandled(&self, id: crate::domain::JobId) -> Result<Disposition, StoreError> {
+        let Some(job) = self.ports.store.get(id).await? else {
+            return Ok(self.missing());
+        };
+        let now = Utc::now();
+        let error = JobError::permanent(format!(
+            "no handler for job type '{}' in this worker",
+            job.job_type
+        ));
+        let next = job
+            .start(now)
+            .and_then(|r| r.finish(Outcome::Failed(error), now, 0.0));
+        if let Ok(next) = next {
+            // Written only if still queued; a conflict means someone else has it.
+            match self.lifecycle().apply(&Change::of(&job, next), now).await {
+                Ok(_) | Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Disposition::Done)
+    }
+
+    fn lifecycle(&self) -> Lifecycle<'_> {
+        Lifecycle::new(&self.ports, &self.registry)
+    }
+
     /// A message that came before the job's run time: send it on with the remaining delay.
     async fn redispatch_early(&self, job: &crate::domain::Job) -> Disposition {
-        match dispatch(&self.ports, &self.registry, job, Utc::now()).await {
+        match self.lifecycle().dispatch(job, Utc::now()).await {
             Ok(()) => Disposition::Done,
             Err(e) => {
                 tracing::warn!(error = %e, "could not send an early message on");
@@ -281,27 +284,19 @@ impl Worker {
             let next = job
                 .finish(outcome.clone(), now, rand::random::<f64>())
                 .expect("a running job can finish");
-            match self.ports.store.transition(job.expected(), &next).await {
-                Ok(()) => {
-                    if let Outcome::Failed(e) = &outcome {
-                        let line = next.failure_log_line(e, now);
-                        let _ = self
-                            .ports
-                            .store
-                            .append_log(job.id, attempt, now, &line)
-                            .await;
-                    }
-                    tracing::debug!(status = %next.status, "recorded");
-                    announce(&self.ports, &next).await;
-                    return Ok(
-                        match dispatch(&self.ports, &self.registry, &next, now).await {
-                            Ok(()) => Disposition::Done,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "retry not dispatched; keeping the message");
-                                Disposition::Redeliver
-                            }
-                        },
-                    );
+            let log = match &outcome {
+                Outcome::Failed(e) => Some(next.failure_log_line(e, now)),
+                Outcome::Succeeded(_) => None,
+            };
+            let change = Change::of(&job, next).with_log(log);
+            match self.lifecycle().apply(&change, now).await {
+                Ok(followed) => {
+                    tracing::debug!(status = %change.next.status, "recorded");
+                    return Ok(match followed {
+                        Followed::Complete => Disposition::Done,
+                        // The retry's message is not sent: keep this one, so it comes back.
+                        Followed::NotDispatched => Disposition::Redeliver,
+                    });
                 }
                 Err(StoreError::Conflict) => match self.ports.store.get(job.id).await? {
                     Some(fresh) if fresh.status == JobStatus::Running && fresh.runs == job.runs => {

@@ -7,9 +7,9 @@ use serde_json::json;
 use shared::adapters::embedded::{Durability, EmbeddedBackend};
 use shared::domain::{Backoff, Job, JobStatus, JobType, NewJob, Tenant};
 use shared::jobs::{BuiltinSettings, Registry};
+use shared::lifecycle::Lifecycle;
 use shared::maintenance::{redispatch_orphans, release_scheduled_jobs};
 use shared::ports::Ports;
-use shared::service::dispatch;
 use shared::worker::{Disposition, Worker, WorkerSettings};
 use std::sync::Arc;
 use std::time::Duration;
@@ -183,7 +183,8 @@ async fn a_job_due_now_dispatched_twice_still_runs_once() {
     let job = noop_job(chrono::Utc::now());
     h.ports.store.create(&job).await.unwrap();
     for _ in 0..2 {
-        dispatch(&h.ports, &h.registry, &job, chrono::Utc::now())
+        Lifecycle::new(&h.ports, &h.registry)
+            .dispatch(&job, chrono::Utc::now())
             .await
             .unwrap();
     }

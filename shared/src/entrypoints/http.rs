@@ -256,6 +256,9 @@ fn oversized_headers(headers: &HeaderMap) -> Option<ApiError> {
 
 /// Refuse a query string that does not parse, or names a parameter the route does not take.
 async fn only_known_params(request: Request, next: Next) -> Response {
+    if request.uri().query().is_none_or(str::is_empty) {
+        return next.run(request).await;
+    }
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -1,7 +1,7 @@
 use crate::helpers::{embedded, job, reopen};
 use chrono::Utc;
 use shared::domain::{IdempotencyKey, JobStatus, Outcome, Progress, Tenant};
-use shared::ports::{Created, ListQuery, StoreError};
+use shared::ports::{Created, ListQuery, Started, StoreError};
 use std::time::Duration;
 
 #[tokio::test]
@@ -41,6 +41,79 @@ async fn a_transition_is_written_only_from_the_expected_state() {
     ));
     let stored = b.ports.store.get(queued.id).await.unwrap().unwrap();
     assert_eq!(stored.result, Some(serde_json::json!(1)));
+}
+
+#[tokio::test]
+async fn start_is_one_write_that_returns_the_started_job_or_the_job_as_it_is() {
+    // GIVEN a queued job, due now
+    let b = embedded();
+    let queued = job("t", "noop");
+    b.ports.store.create(&queued).await.unwrap();
+    let now = Utc::now();
+
+    // WHEN two workers start it from the same message (concurrently)
+    let (r1, r2) = tokio::join!(
+        b.ports.store.start(queued.id, now, now),
+        b.ports.store.start(queued.id, now, now)
+    );
+
+    // THEN exactly one gets it running, as the domain's start makes it and as stored
+    let (won, refused) = match (r1.unwrap(), r2.unwrap()) {
+        (Started::Running(w), Started::Refused(r)) | (Started::Refused(r), Started::Running(w)) => {
+            (*w, *r)
+        }
+        other => panic!("expected one start and one refusal, got {other:?}"),
+    };
+    assert_eq!(won, queued.start(now).unwrap());
+    assert_eq!(b.ports.store.get(queued.id).await.unwrap().unwrap(), won);
+    // AND the other is told what the job is now, without a read of its own
+    assert_eq!(refused, won);
+
+    // AND a finished job is refused as it is, and an unknown id is missing
+    let done = won
+        .finish(Outcome::Succeeded(serde_json::json!(1)), now, 0.0)
+        .unwrap();
+    b.ports
+        .store
+        .transition(won.expected(), &done)
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.ports.store.start(queued.id, now, now).await.unwrap(),
+        Started::Refused(j) if *j == done
+    ));
+    assert!(matches!(
+        b.ports
+            .store
+            .start(shared::domain::JobId::new(), now, now)
+            .await
+            .unwrap(),
+        Started::Missing
+    ));
+}
+
+#[tokio::test]
+async fn start_refuses_a_job_queued_for_later_than_due_by() {
+    // GIVEN a job queued to run in a minute
+    let b = embedded();
+    let mut later = job("t", "noop");
+    later.run_at = Utc::now() + chrono::Duration::seconds(60);
+    b.ports.store.create(&later).await.unwrap();
+
+    // WHEN a worker tries to start it now (an early message)
+    let now = Utc::now();
+    let r = b.ports.store.start(later.id, now, now).await.unwrap();
+
+    // THEN it is refused and left queued, unchanged; by its run time it starts
+    assert!(matches!(r, Started::Refused(j) if *j == later));
+    assert_eq!(b.ports.store.get(later.id).await.unwrap().unwrap(), later);
+    let r = b
+        .ports
+        .store
+        .start(later.id, now, later.run_at)
+        .await
+        .unwrap();
+    assert!(matches!(r, Started::Running(j) if j.attempt == 1 && j.status == JobStatus::Running));
 }
 
 #[tokio::test]

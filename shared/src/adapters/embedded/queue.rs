@@ -420,9 +420,9 @@ impl JobQueue for EmbeddedQueue {
             let (taken, moved, next_visible) = self.take(queue, max.max(1), visibility);
             if !taken.is_empty() || !moved.is_empty() {
                 let dead_since = now_micros();
-                let marked: Vec<(i64, u32)> =
-                    taken.iter().map(|t| (t.id, t.receive_count)).collect();
-                self.db
+                // The update hands back what the consumer gets: no second trip for the bodies.
+                let received = self
+                    .db
                     .write(move |conn| {
                         for (id, dlq) in moved {
                             conn.prepare_cached(
@@ -431,32 +431,23 @@ impl JobQueue for EmbeddedQueue {
                             )?
                             .execute(params![dlq, id, dead_since])?;
                         }
+                        let mut received = Vec::with_capacity(taken.len());
                         for t in taken {
-                            conn.prepare_cached(
-                                "UPDATE messages SET visible_at = ?1, receive_count = ?2 WHERE id = ?3",
-                            )?
-                            .execute(params![t.visible_at, t.receive_count, t.id])?;
-                        }
-                        Ok(())
-                    })
-                    .await
-                    .map_err(qerr)?;
-                // What the consumer gets is read beside the writer, not by it.
-                let received = self
-                    .db
-                    .read_point(move |conn| {
-                        let mut received = Vec::with_capacity(marked.len());
-                        for (id, receive_count) in marked {
                             let row: Option<(String, i64)> = conn
-                                .prepare_cached("SELECT body, sent_at FROM messages WHERE id = ?1")?
-                                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                                .prepare_cached(
+                                    "UPDATE messages SET visible_at = ?1, receive_count = ?2 WHERE id = ?3
+                                     RETURNING body, sent_at",
+                                )?
+                                .query_row(params![t.visible_at, t.receive_count, t.id], |r| {
+                                    Ok((r.get(0)?, r.get(1)?))
+                                })
                                 .optional()?;
                             if let Some((body, sent_at)) = row {
                                 received.push(ReceivedMessage {
-                                    message_id: id.to_string(),
-                                    receipt_handle: receipt_handle(id, receive_count),
+                                    message_id: t.id.to_string(),
+                                    receipt_handle: receipt_handle(t.id, t.receive_count),
                                     body,
-                                    receive_count,
+                                    receive_count: t.receive_count,
                                     sent_at: DateTime::from_timestamp_micros(sent_at)
                                         .unwrap_or_default(),
                                 });

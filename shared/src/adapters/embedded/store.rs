@@ -6,7 +6,7 @@
 use super::db::{Db, DbError};
 use crate::domain::{Expected, Job, JobId, JobStatus, Progress, Tenant};
 use crate::ports::{
-    Created, JobStore, ListQuery, Liveness, LogLine, StatsRow, StoreError, StoreStats,
+    Created, JobStore, ListQuery, Liveness, LogLine, Started, StatsRow, StoreError, StoreStats,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -354,6 +354,58 @@ impl JobStore for EmbeddedStore {
                 Ok(None)
             }
         }
+    }
+
+    async fn start(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+        due_by: DateTime<Utc>,
+    ) -> Result<Started, StoreError> {
+        // Read, decide and write on the writer's connection: one hop, and nothing can come
+        // between the read and the write (the writer is the only one).
+        self.db
+            .write(move |conn| {
+                let Some(stored) = get_stored(conn, &id.to_string())? else {
+                    return Ok(Started::Missing);
+                };
+                let job = match stored.decode() {
+                    Ok(job) => job,
+                    Err(reason) => {
+                        quarantine_row(
+                            conn,
+                            &Unreadable {
+                                id: stored.id,
+                                reason,
+                            },
+                        )?;
+                        return Ok(Started::Missing);
+                    }
+                };
+                if job.status != JobStatus::Queued || job.run_at > due_by {
+                    return Ok(Started::Refused(Box::new(job)));
+                }
+                let next = job.start(now).expect("a queued job can start");
+                let row = Row::of(&next).map_err(|e| DbError::Other(e.to_string()))?;
+                conn.prepare_cached(
+                    "UPDATE jobs SET status = ?1, attempt = ?2, version = ?3, due_at = ?4, doc = ?5,
+                         runs = ?6, heartbeat_at = ?7, progress = NULL
+                     WHERE id = ?8",
+                )?
+                .execute(params![
+                    row.status,
+                    row.attempt,
+                    row.version,
+                    row.due_at,
+                    row.doc,
+                    row.runs,
+                    row.heartbeat_at,
+                    row.id,
+                ])?;
+                Ok(Started::Running(Box::new(next)))
+            })
+            .await
+            .map_err(unavailable)
     }
 
     async fn transition(&self, expected: Expected, next: &Job) -> Result<(), StoreError> {

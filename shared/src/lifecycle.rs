@@ -1,0 +1,134 @@
+//! The one path for a change of a job's state: the conditional write, then what follows from
+//! it, always in the same order and with the same error policy:
+//!
+//! 1. the write (`JobStore::transition`, or the create or start that made the state);
+//! 2. the attempt's log line, if the change has one (a failure is best-effort logged: the
+//!    state is what counts, and it is already stored);
+//! 3. the lifecycle event, if the new status announces one (best effort, logged on failure);
+//! 4. the queue message, if the new status is `queued` (on failure maintenance re-dispatches
+//!    it: the outbox rule; the caller learns it through `Followed::NotDispatched`).
+//!
+//! Service, worker and maintenance all change jobs through here, so a new consequence of a
+//! change (a push to subscribers, a counter) is added once.
+
+use crate::domain::{Expected, Job, MAX_QUEUE_DELAY};
+use crate::jobs::Registry;
+use crate::ports::{Ports, QueueError, StoreError};
+use crate::service::JobMessage;
+use chrono::{DateTime, Utc};
+
+/// What followed a stored change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Followed {
+    /// Everything that follows the change is done (or there was nothing to do).
+    Complete,
+    /// The job is queued but its message could not be sent; maintenance re-dispatches it.
+    NotDispatched,
+}
+
+/// A change of state as the caller computed it from a read of the job.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// What the stored job must still be for the change to apply.
+    pub expected: Expected,
+    pub next: Job,
+    /// The attempt's log line (for the attempt in `expected`), if the change has one.
+    pub log: Option<String>,
+}
+
+impl Change {
+    /// `from → next`, expecting `from` unchanged, with no log line.
+    pub fn of(from: &Job, next: Job) -> Self {
+        Self {
+            expected: from.expected(),
+            next,
+            log: None,
+        }
+    }
+
+    pub fn with_log(mut self, line: Option<String>) -> Self {
+        self.log = line;
+        self
+    }
+}
+
+#[derive(Clone, Copy)]
+pub struct Lifecycle<'a> {
+    ports: &'a Ports,
+    registry: &'a Registry,
+}
+
+impl<'a> Lifecycle<'a> {
+    pub fn new(ports: &'a Ports, registry: &'a Registry) -> Self {
+        Self { ports, registry }
+    }
+
+    /// Write the change if the stored job still matches; then everything that follows it.
+    /// `Conflict` (someone else changed the job first) and store errors come back untouched,
+    /// and then nothing followed.
+    pub async fn apply(&self, change: &Change, now: DateTime<Utc>) -> Result<Followed, StoreError> {
+        self.ports
+            .store
+            .transition(change.expected, &change.next)
+            .await?;
+        Ok(self
+            .follow(
+                &change.next,
+                change.expected.attempt,
+                change.log.as_deref(),
+                now,
+            )
+            .await)
+    }
+
+    /// What follows a stored change that made `job` (a transition, a create, a start).
+    pub async fn follow(
+        &self,
+        job: &Job,
+        attempt: u32,
+        log: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Followed {
+        if let Some(line) = log {
+            if let Err(e) = self
+                .ports
+                .store
+                .append_log(job.id, attempt, now, line)
+                .await
+            {
+                tracing::warn!(job_id = %job.id, error = %e, "log line not written");
+            }
+        }
+        if let Some(event) = job.lifecycle_event() {
+            if let Err(e) = self.ports.events.publish(&event).await {
+                tracing::warn!(job_id = %job.id, error = %e, "lifecycle event not published");
+            }
+        }
+        match self.dispatch(job, now).await {
+            Ok(()) => Followed::Complete,
+            Err(e) => {
+                tracing::warn!(job_id = %job.id, error = %e, "job queued but its message not sent; maintenance re-dispatches it");
+                Followed::NotDispatched
+            }
+        }
+    }
+
+    /// Send a queued job's message (with the delay left until its run time, within the queue's
+    /// limit); nothing for any other status. The one way a job's message is sent.
+    pub async fn dispatch(&self, job: &Job, now: DateTime<Utc>) -> Result<(), QueueError> {
+        let Some(delay) = job.dispatch_delay(now) else {
+            return Ok(());
+        };
+        let body = JobMessage::of(job).to_body();
+        self.ports
+            .queue
+            .send(
+                &self.registry.queue_name(&job.job_type),
+                &body,
+                delay.min(MAX_QUEUE_DELAY),
+                job.priority,
+            )
+            .await
+            .map(|_| ())
+    }
+}
