@@ -3,7 +3,7 @@
 //! entrypoint (`entrypoints::sqs`) runs this for every record of a batch at once.
 
 use crate::domain::{JobError, JobStatus, Outcome};
-use crate::jobs::{JobContext, Registry};
+use crate::jobs::{Execution, JobContext, Registry};
 use crate::lifecycle::{Change, Followed, Lifecycle};
 use crate::maintenance::recover_stalled;
 use crate::ports::{Ports, Started, StoreError};
@@ -220,41 +220,60 @@ impl Worker {
             self.ports.store.clone(),
         );
         self.in_flight.lock().unwrap().insert(job.id, ctx.clone());
-        // The handler runs on a thread of the blocking pool, driving its future there: a handler
-        // that blocks its thread (a sleep, a CPU-bound loop) costs that thread only, never the
-        // threads that serve HTTP, heartbeats and every other job. `abortable` stops a handler
+        // By default the handler runs on a thread of the blocking pool, driving its future there:
+        // a handler that blocks its thread (a sleep, a CPU-bound loop) costs that thread only,
+        // never the threads that serve HTTP, heartbeats and every other job; a type that only
+        // awaits may run as a plain task instead (`Execution`). `abortable` stops a handler
         // that awaits at its timeout; one that never yields keeps its thread until it returns,
         // but its attempt ends at the timeout all the same.
+        let execution = registration.options.execution;
         let (handler, abort) = futures::future::abortable({
             let ctx = ctx.clone();
             let payload = job.payload.clone();
             async move { registration.handler.run(ctx, payload).await }
                 .instrument(tracing::Span::current())
         });
-        let runtime = tokio::runtime::Handle::current();
-        let task = tokio::task::spawn_blocking(move || runtime.block_on(handler));
-        let heartbeat = tokio::spawn({
-            let ctx = ctx.clone();
-            let every = self.settings.heartbeat_interval;
-            async move {
-                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-                loop {
-                    tick.tick().await;
-                    ctx.heartbeat().await;
+        let mut task = match execution {
+            Execution::Thread => {
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || runtime.block_on(handler))
+            }
+            Execution::Task => tokio::spawn(handler),
+        };
+        // The heartbeat task starts at the first beat: a job shorter than that needs none.
+        let every = self.settings.heartbeat_interval;
+        let deadline = tokio::time::sleep(job.timeout());
+        let first_beat = tokio::time::sleep(every);
+        tokio::pin!(deadline, first_beat);
+        let mut heartbeat: Option<tokio::task::JoinHandle<()>> = None;
+        let joined = loop {
+            tokio::select! {
+                biased;
+                joined = &mut task => break Some(joined),
+                () = &mut deadline => break None,
+                () = &mut first_beat, if heartbeat.is_none() => {
+                    let ctx = ctx.clone();
+                    heartbeat = Some(tokio::spawn(async move {
+                        let mut tick = tokio::time::interval(every);
+                        loop {
+                            tick.tick().await; // the first tick is at once: this is the first beat
+                            ctx.heartbeat().await;
+                        }
+                    }));
                 }
             }
-        });
-        let outcome = match tokio::time::timeout(job.timeout(), task).await {
-            Ok(Ok(Ok(Ok(result)))) => Outcome::Succeeded(result),
-            Ok(Ok(Ok(Err(error)))) => Outcome::Failed(error),
-            Ok(Ok(Err(futures::future::Aborted))) => Outcome::Failed(JobError::cancelled()),
-            Ok(Err(join)) if join.is_panic() => Outcome::Failed(JobError::with_kind(
+        };
+        let outcome = match joined {
+            Some(Ok(Ok(Ok(result)))) => Outcome::Succeeded(result),
+            Some(Ok(Ok(Err(error)))) => Outcome::Failed(error),
+            Some(Ok(Err(futures::future::Aborted))) => Outcome::Failed(JobError::cancelled()),
+            Some(Err(join)) if join.is_panic() => Outcome::Failed(JobError::with_kind(
                 "panic",
                 crate::health::panic_message(join.into_panic()),
                 true,
             )),
-            Ok(Err(_)) => Outcome::Failed(JobError::cancelled()),
-            Err(_) => {
+            Some(Err(_)) => Outcome::Failed(JobError::cancelled()),
+            None => {
                 abort.abort();
                 Outcome::Failed(JobError::with_kind(
                     "timeout",
@@ -263,7 +282,9 @@ impl Worker {
                 ))
             }
         };
-        heartbeat.abort();
+        if let Some(heartbeat) = heartbeat {
+            heartbeat.abort();
+        }
         self.in_flight.lock().unwrap().remove(&job.id);
         outcome
     }

@@ -49,6 +49,22 @@ pub struct JobOptions {
     pub min_interval: Duration,
     /// How long a finished job is kept.
     pub retention: Duration,
+    /// Where the handler runs: see `Execution`.
+    pub execution: Execution,
+}
+
+/// Where a type's handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Execution {
+    /// On a thread of its own (the blocking pool): a handler that blocks its thread (a
+    /// `std::thread::sleep`, blocking I/O, a CPU-bound loop) costs that thread only, never the
+    /// HTTP API, heartbeats or other jobs. The safe default, for any handler.
+    #[default]
+    Thread,
+    /// As a task on the shared async threads, without the hand-over to a thread of its own
+    /// (about a tenth of a no-op job's CPU): only for handlers that never block, that is, that
+    /// only await (timers, network clients, the job context). One that blocks stalls others.
+    Task,
 }
 
 impl Default for JobOptions {
@@ -61,6 +77,7 @@ impl Default for JobOptions {
             batch_size: 10,
             min_interval: Duration::ZERO,
             retention: Duration::from_secs(7 * 24 * 3600),
+            execution: Execution::Thread,
         }
     }
 }
@@ -117,11 +134,13 @@ impl Registry {
         }
     }
 
-    /// The shipped types: `noop`, `sleep`, `http.fetch`, `webhook.deliver`.
+    /// The shipped types: `noop`, `sleep`, `http.fetch`, `webhook.deliver`. Each only awaits,
+    /// so each runs as a task (`Execution::Task`).
     pub fn builtin(queue_prefix: &str, settings: &BuiltinSettings) -> Self {
         let http = JobOptions {
             timeout: Duration::from_secs(30),
             max_attempts: 5,
+            execution: Execution::Task,
             ..JobOptions::default()
         };
         let mut r = Self::new(queue_prefix);
@@ -129,6 +148,7 @@ impl Registry {
             "noop",
             JobOptions {
                 concurrency: 8,
+                execution: Execution::Task,
                 ..JobOptions::default()
             },
             Noop,
@@ -139,6 +159,7 @@ impl Registry {
                 timeout: Duration::from_secs(15 * 60),
                 concurrency: 16,
                 batch_size: 1,
+                execution: Execution::Task,
                 ..JobOptions::default()
             },
             Sleep,
