@@ -2,7 +2,6 @@
 //! documented default (README, "Configuration"); a malformed value is an error naming the
 //! variable.
 
-use crate::adapters::embedded::Durability;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,6 +23,10 @@ pub struct Config {
     pub default_tenant: String,
     pub max_payload_bytes: usize,
     pub queue_prefix: String,
+    /// AWS backend: the DynamoDB table.
+    pub table: String,
+    /// AWS backend: the EventBridge bus lifecycle events go to.
+    pub event_bus: String,
     pub max_receive_count: u32,
     pub heartbeat_interval: Duration,
     pub stall_after: Duration,
@@ -150,12 +153,7 @@ impl Config {
                 64 * 1024,
                 64 * 1024 * 1024 * 1024,
             ),
-            write_queue: r.number(
-                "CONVEYOR_WRITE_QUEUE",
-                crate::adapters::embedded::WRITE_QUEUE,
-                1,
-                1_000_000,
-            ),
+            write_queue: r.number("CONVEYOR_WRITE_QUEUE", WRITE_QUEUE, 1, 1_000_000),
             default_tenant: r.parsed("CONVEYOR_DEFAULT_TENANT", "default".to_string(), |v| {
                 crate::domain::Tenant::parse(v).ok().map(|t| t.to_string())
             }),
@@ -171,6 +169,8 @@ impl Config {
                         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
                 .then(|| v.to_string())
             }),
+            table: r.parsed("CONVEYOR_TABLE", "conveyor-jobs".to_string(), aws_name),
+            event_bus: r.parsed("CONVEYOR_EVENT_BUS", "conveyor".to_string(), aws_name),
             max_receive_count: r.number("CONVEYOR_MAX_RECEIVE_COUNT", 5, 1, 1000),
             heartbeat_interval: r.duration(
                 "CONVEYOR_HEARTBEAT_INTERVAL",
@@ -234,6 +234,36 @@ impl Config {
         crate::jobs::BuiltinSettings {
             webhook_secret: self.webhook_secret.clone(),
             fetch_max_bytes: self.fetch_max_bytes,
+        }
+    }
+}
+
+/// A DynamoDB table or EventBridge bus name: 3 to 200 letters, digits, `-`, `_`, `.`.
+fn aws_name(v: &str) -> Option<String> {
+    ((3..=200).contains(&v.len())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    .then(|| v.to_string())
+}
+
+/// Writes that may wait for the writer by default (`CONVEYOR_WRITE_QUEUE`).
+pub const WRITE_QUEUE: usize = 8192;
+
+/// How far a commit goes before the writer answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Survives a crash or SIGKILL of the process (WAL, `synchronous=NORMAL`). The default.
+    Process,
+    /// Also survives power loss: every group commit is fsynced (`synchronous=FULL`).
+    Power,
+}
+
+impl Durability {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "process" => Some(Self::Process),
+            "power" => Some(Self::Power),
+            _ => None,
         }
     }
 }

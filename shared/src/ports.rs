@@ -28,7 +28,14 @@ pub enum StoreError {
     Busy(String),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The store refused the write for good (an item too large, a malformed request): trying
+    /// again cannot help, so it is never retried as an outage.
+    #[error("storage refused the write: {0}")]
+    Rejected(String),
 }
+
+/// Log lines kept per job; one marker line says when later lines were dropped.
+pub const LOG_CAP: u64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 #[error("queue unavailable: {0}")]
@@ -59,9 +66,10 @@ pub struct Liveness {
     pub cancel_requested: bool,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ListQuery {
-    pub tenant: Option<Tenant>,
+    /// Always one tenant's jobs: no backend lists across tenants (that would be a scan).
+    pub tenant: Tenant,
     pub status: Option<JobStatus>,
     pub job_type: Option<JobType>,
     /// Return jobs older than this id (the previous page's cursor).
@@ -129,7 +137,8 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Liveness, StoreError>;
     /// Newest first.
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError>;
-    async fn stats(&self, tenant: Option<&Tenant>) -> Result<StoreStats, StoreError>;
+    /// One tenant's counts (eventually consistent on AWS).
+    async fn stats(&self, tenant: &Tenant) -> Result<StoreStats, StoreError>;
     /// Append to a job's log (capped per job; lines past the cap are dropped).
     async fn append_log(
         &self,

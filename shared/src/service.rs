@@ -36,6 +36,9 @@ pub enum ServiceError {
     Busy(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The store refused the request for good (e.g. the job would be too large to store).
+    #[error("{0}")]
+    Rejected(String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -44,6 +47,7 @@ impl From<StoreError> for ServiceError {
             StoreError::Conflict => ServiceError::Contended,
             StoreError::Busy(m) => ServiceError::Busy(m),
             StoreError::Unavailable(m) => ServiceError::Unavailable(m),
+            StoreError::Rejected(m) => ServiceError::Rejected(m),
         }
     }
 }
@@ -261,7 +265,7 @@ impl JobService {
             .ports
             .store
             .list(&ListQuery {
-                tenant: Some(tenant.clone()),
+                tenant: tenant.clone(),
                 status,
                 job_type,
                 before: cursor,
@@ -341,6 +345,6 @@ impl JobService {
     }
 
     pub async fn stats(&self, tenant: &Tenant) -> Result<StoreStats, ServiceError> {
-        Ok(self.ports.store.stats(Some(tenant)).await?)
+        Ok(self.ports.store.stats(tenant).await?)
     }
 }

@@ -294,7 +294,7 @@ impl Worker {
     async fn record(
         &self,
         mut job: crate::domain::Job,
-        outcome: Outcome,
+        mut outcome: Outcome,
     ) -> Result<Disposition, StoreError> {
         let attempt = job.attempt;
         let mut unavailable = 0;
@@ -336,6 +336,13 @@ impl Worker {
                     unavailable += 1;
                     tracing::warn!(error = %e, "outcome not recorded yet; retrying");
                     tokio::time::sleep(Duration::from_millis(50 << unavailable)).await;
+                }
+                // A result the store refuses for good (too large) ends the job failed, with why.
+                Err(StoreError::Rejected(e)) if matches!(outcome, Outcome::Succeeded(_)) => {
+                    tracing::warn!(error = %e, "result refused by the store; the job fails");
+                    outcome = Outcome::Failed(JobError::permanent(format!(
+                        "the result could not be stored: {e}"
+                    )));
                 }
                 Err(e) => return Err(e),
             }

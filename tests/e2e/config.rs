@@ -23,6 +23,8 @@ const BAD: &[(&str, &[&str])] = &[
     ("CONVEYOR_DEFAULT_TENANT", &["bad tenant!", "ünïcode"]),
     ("CONVEYOR_MAX_PAYLOAD_BYTES", &["0", "1.5"]),
     ("CONVEYOR_QUEUE_PREFIX", &["bad/prefix", "spaces in it"]),
+    ("CONVEYOR_TABLE", &["ab", "no spaces"]),
+    ("CONVEYOR_EVENT_BUS", &["x", "bad/bus"]),
     ("CONVEYOR_MAX_RECEIVE_COUNT", &["0", "1001", "-3"]),
     ("CONVEYOR_HEARTBEAT_INTERVAL", &["0", "-1s", "soon", "2m"]),
     (

@@ -11,7 +11,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         .without_time()
         .init();
     let config = shared::Config::from_env()?;
-    let (ports, registry) = shared::adapters::open_ports(&config)?;
+    let (ports, registry) = shared::adapters::open_ports(&config).await?;
     let service = shared::service::JobService::new(ports, registry, config.max_payload_bytes);
     let state = ApiState {
         service,

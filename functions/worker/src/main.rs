@@ -14,7 +14,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .without_time()
         .init();
     let config = shared::Config::from_env()?;
-    let (ports, registry) = shared::adapters::open_ports(&config)?;
+    let (ports, registry) = shared::adapters::open_ports(&config).await?;
     let worker = Worker::new(ports, registry, WorkerSettings::from_config(&config));
     let worker = &worker;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

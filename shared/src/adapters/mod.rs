@@ -1,5 +1,9 @@
-//! Adapters behind the ports: `embedded` (one machine, durable on local disk).
+//! Adapters behind the ports: `embedded` (one machine, durable on local disk; feature
+//! `embedded`) and `aws` (DynamoDB, SQS, EventBridge; feature `aws`).
 
+#[cfg(feature = "aws")]
+pub mod aws;
+#[cfg(feature = "embedded")]
 pub mod embedded;
 
 use crate::config::{Backend, Config};
@@ -9,26 +13,46 @@ use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("CONVEYOR_BACKEND=aws: this build has no AWS adapters yet")]
-    AwsUnavailable,
+    #[error(
+        "CONVEYOR_BACKEND={0}: this build does not include that backend (cargo feature `{0}`)"
+    )]
+    NotBuilt(&'static str),
+    #[cfg(feature = "embedded")]
     #[error(transparent)]
     Embedded(#[from] embedded::DbError),
 }
 
 /// The registry of shipped job types and the ports `config.backend` names, with each type's
-/// queue and dead-letter queue declared.
-pub fn open_ports(config: &Config) -> Result<(Ports, Arc<Registry>), OpenError> {
+/// queue and dead-letter queue declared (embedded; on AWS the template creates them).
+pub async fn open_ports(config: &Config) -> Result<(Ports, Arc<Registry>), OpenError> {
     let registry = Arc::new(Registry::builtin(
         &config.queue_prefix,
         &config.builtin_settings(),
     ));
     match config.backend {
-        Backend::Aws => Err(OpenError::AwsUnavailable),
+        #[cfg(feature = "aws")]
+        Backend::Aws => {
+            let sdk = aws::sdk_config_from_env().await;
+            let backend = aws::AwsBackend::new(
+                &sdk,
+                aws::AwsSettings {
+                    table: config.table.clone(),
+                    event_bus: config.event_bus.clone(),
+                },
+            );
+            Ok((backend.ports(), registry))
+        }
+        #[cfg(not(feature = "aws"))]
+        Backend::Aws => Err(OpenError::NotBuilt("aws")),
+        #[cfg(feature = "embedded")]
         Backend::Embedded => Ok((open_embedded(config, &registry)?.ports(), registry)),
+        #[cfg(not(feature = "embedded"))]
+        Backend::Embedded => Err(OpenError::NotBuilt("embedded")),
     }
 }
 
 /// The embedded backend as `config` describes it, with each type's queue declared.
+#[cfg(feature = "embedded")]
 pub fn open_embedded(
     config: &Config,
     registry: &Registry,
@@ -43,6 +67,7 @@ pub fn open_embedded(
 }
 
 /// Each type's queue with its redrive policy (dead-letter queue after too many receives).
+#[cfg(feature = "embedded")]
 pub fn queue_settings(
     config: &Config,
     registry: &Registry,

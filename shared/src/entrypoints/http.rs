@@ -130,6 +130,10 @@ impl From<ServiceError> for ApiError {
                 tracing::error!(error = %message, "backend unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
+            ServiceError::Rejected(_) => {
+                tracing::warn!(error = %message, "the store refused a request");
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", message)
+            }
         }
     }
 }

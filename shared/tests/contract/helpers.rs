@@ -1,8 +1,114 @@
 use serde_json::json;
+use shared::adapters::aws::{AwsBackend, AwsSettings};
 use shared::adapters::embedded::{Durability, EmbeddedBackend, QueueSettings};
 use shared::domain::{Backoff, Job, JobType, NewJob, Tenant};
 use shared::ports::Ports;
 use std::time::Duration;
+
+/// A backend under test, as the backend-neutral tests see it: its ports, with resources of
+/// its own (a directory; a table and queues of its own on the emulator).
+pub struct Under {
+    pub ports: Ports,
+    /// Whether `JobStore::delete_expired` deletes (the embedded backend); on DynamoDB TTL does.
+    pub deletes_expired: bool,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+pub fn embedded_under() -> Under {
+    let b = embedded();
+    Under {
+        ports: b.ports.clone(),
+        deletes_expired: true,
+        _keep: Box::new(b),
+    }
+}
+
+/// The AWS adapters against a moto server (started once for this test binary, on a free
+/// loopback port, and stopped when the binary exits), with a table, queues and a bus of this
+/// test's own.
+pub async fn moto_under() -> Under {
+    let endpoint = moto::endpoint();
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "contract",
+        ))
+        .load()
+        .await;
+    let unique = ulid::Ulid::new().to_string().to_lowercase();
+    let backend = AwsBackend::new(
+        &sdk,
+        AwsSettings {
+            table: format!("jobs-{unique}"),
+            event_bus: format!("bus-{unique}"),
+        },
+    );
+    backend.bootstrap(&[]).await.expect("bootstrap on moto");
+    Under {
+        ports: backend.ports(),
+        deletes_expired: false,
+        _keep: Box::new(backend),
+    }
+}
+
+mod moto {
+    use std::net::TcpListener;
+    use std::process::{Command, Stdio};
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+
+    fn server_path() -> String {
+        if let Ok(p) = std::env::var("MOTO_SERVER") {
+            return p;
+        }
+        let venv = format!(
+            "{}/.cache/conveyor-venv/bin/moto_server",
+            std::env::var("HOME").unwrap_or_default()
+        );
+        if std::path::Path::new(&venv).exists() {
+            return venv;
+        }
+        "moto_server".into()
+    }
+
+    /// Start moto once; a watchdog shell stops it when this test process is gone.
+    pub fn endpoint() -> String {
+        ENDPOINT
+            .get_or_init(|| {
+                let port = TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                let script = format!(
+                    "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+                     while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill $m",
+                    pid = std::process::id()
+                );
+                // Not waited for: the watchdog lives as long as this process, by design.
+                #[allow(clippy::zombie_processes)]
+                Command::new("sh")
+                    .args(["-c", &script, &server_path()])
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .expect("start moto_server (pip install 'moto[server]', or set MOTO_SERVER)");
+                let started = Instant::now();
+                while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "moto_server did not start on port {port}: is it installed? \
+                         (pip install 'moto[server]' into ~/.cache/conveyor-venv, or set MOTO_SERVER)"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                format!("http://127.0.0.1:{port}")
+            })
+            .clone()
+    }
+}
 
 /// A backend under test with its own isolated resources.
 pub struct TestBackend {

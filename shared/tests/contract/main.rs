@@ -1,6 +1,44 @@
-//! The port contract: one suite every backend must pass. Today it runs against the embedded
-//! backend; the AWS adapters join by adding a `Backend` constructor to `helpers`.
+//! The port contract: one suite every backend must pass. Each test in `on_every_backend!` runs
+//! against the embedded backend and against the AWS adapters on a moto server; the few that
+//! check what only one backend has (a restart of the embedded store, its queue's index) are
+//! plain tests of their own.
 
 mod helpers;
 mod queue;
 mod store;
+
+/// A test per backend for each named contract test: `embedded::<name>` and `moto::<name>`.
+macro_rules! on_every_backend {
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::$module::$name(crate::helpers::embedded_under()).await
+                }
+            )*
+        }
+        mod moto {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::$module::$name(crate::helpers::moto_under().await).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    store::a_transition_is_written_only_from_the_expected_state,
+    store::start_is_one_write_that_returns_the_started_job_or_the_job_as_it_is,
+    store::start_refuses_a_job_queued_for_later_than_due_by,
+    store::an_idempotency_key_yields_the_first_job,
+    store::heartbeats_reach_only_the_running_attempt_and_report_cancel_requests,
+    store::listing_is_newest_first_filtered_and_scoped_to_the_tenant,
+    store::due_finds_stalled_jobs_and_expired_jobs_are_deleted_with_their_logs,
+    store::a_stall_is_not_recorded_over_a_heartbeat_that_came_after_the_read,
+    store::an_old_run_cannot_heartbeat_into_a_newer_run_after_a_manual_retry,
+    store::a_transition_from_an_older_read_keeps_a_newer_heartbeat_and_progress,
+    store::a_new_run_starts_with_its_own_heartbeat_and_no_progress,
+);

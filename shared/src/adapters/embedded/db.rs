@@ -8,6 +8,7 @@
 //! waits on a lock. Scans run on the blocking pool with connections of their own, so a long
 //! listing never delays a point lookup.
 
+pub use crate::config::{Durability, WRITE_QUEUE};
 use rusqlite::Connection;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -21,8 +22,6 @@ const MAX_BATCH: usize = 1024;
 const POINT_READERS: usize = 2;
 /// Connections for scans (listings, maintenance), run on the blocking pool.
 const SCAN_READERS: usize = 2;
-/// Writes that may wait for the writer by default (`CONVEYOR_WRITE_QUEUE`).
-pub const WRITE_QUEUE: usize = 8192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -41,25 +40,6 @@ pub enum DbError {
     Busy(usize),
     #[error("{0}")]
     Other(String),
-}
-
-/// How far a commit goes before the writer answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// Survives a crash or SIGKILL of the process (WAL, `synchronous=NORMAL`). The default.
-    Process,
-    /// Also survives power loss: every group commit is fsynced (`synchronous=FULL`).
-    Power,
-}
-
-impl Durability {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "process" => Some(Self::Process),
-            "power" => Some(Self::Power),
-            _ => None,
-        }
-    }
 }
 
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;

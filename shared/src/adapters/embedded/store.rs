@@ -12,8 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 
-/// Log lines kept per job; later lines are dropped (one marker line says so).
-pub const LOG_CAP: u64 = 1000;
+pub use crate::ports::LOG_CAP;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -301,6 +300,52 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// Counts for one tenant, or (`None`) for all of them.
+    pub async fn stats_of(&self, tenant: Option<&Tenant>) -> Result<StoreStats, StoreError> {
+        let tenant = tenant.map(|t| t.to_string());
+        self.db
+            .read(move |conn| {
+                let (sql, quarantine_sql, args) = match &tenant {
+                    Some(t) => (
+                        "SELECT type, status, COUNT(*) FROM jobs WHERE tenant = ?1 GROUP BY type, status ORDER BY type, status",
+                        "SELECT COUNT(*) FROM quarantine WHERE tenant = ?1",
+                        vec![t.clone()],
+                    ),
+                    None => (
+                        "SELECT type, status, COUNT(*) FROM jobs GROUP BY type, status ORDER BY type, status",
+                        "SELECT COUNT(*) FROM quarantine",
+                        vec![],
+                    ),
+                };
+                let mut stmt = conn.prepare_cached(sql)?;
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let quarantined: i64 = conn
+                    .prepare_cached(quarantine_sql)?
+                    .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+                Ok(StoreStats {
+                    rows: rows
+                        .into_iter()
+                        .filter_map(|(job_type, status, count)| {
+                            Some(StatsRow {
+                                job_type,
+                                status: JobStatus::parse(&status)?,
+                                count: count as u64,
+                            })
+                        })
+                        .collect(),
+                    quarantined: quarantined as u64,
+                })
+            })
+            .await
+            .map_err(unavailable)
+    }
+}
+
 #[async_trait]
 impl JobStore for EmbeddedStore {
     async fn create(&self, job: &Job) -> Result<Created, StoreError> {
@@ -500,9 +545,7 @@ impl JobStore for EmbeddedStore {
             args.push(Value::Text(v));
             sql.push_str(&format!(" AND {clause} ?{}", args.len()));
         };
-        if let Some(t) = &query.tenant {
-            push("tenant =", t.to_string());
-        }
+        push("tenant =", query.tenant.to_string());
         if let Some(s) = query.status {
             push("status =", s.as_str().to_string());
         }
@@ -516,47 +559,8 @@ impl JobStore for EmbeddedStore {
         self.scan_jobs(sql, args).await
     }
 
-    async fn stats(&self, tenant: Option<&Tenant>) -> Result<StoreStats, StoreError> {
-        let tenant = tenant.map(|t| t.to_string());
-        self.db
-            .read(move |conn| {
-                let (sql, quarantine_sql, args) = match &tenant {
-                    Some(t) => (
-                        "SELECT type, status, COUNT(*) FROM jobs WHERE tenant = ?1 GROUP BY type, status ORDER BY type, status",
-                        "SELECT COUNT(*) FROM quarantine WHERE tenant = ?1",
-                        vec![t.clone()],
-                    ),
-                    None => (
-                        "SELECT type, status, COUNT(*) FROM jobs GROUP BY type, status ORDER BY type, status",
-                        "SELECT COUNT(*) FROM quarantine",
-                        vec![],
-                    ),
-                };
-                let mut stmt = conn.prepare_cached(sql)?;
-                let rows = stmt
-                    .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                let quarantined: i64 = conn
-                    .prepare_cached(quarantine_sql)?
-                    .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
-                Ok(StoreStats {
-                    rows: rows
-                        .into_iter()
-                        .filter_map(|(job_type, status, count)| {
-                            Some(StatsRow {
-                                job_type,
-                                status: JobStatus::parse(&status)?,
-                                count: count as u64,
-                            })
-                        })
-                        .collect(),
-                    quarantined: quarantined as u64,
-                })
-            })
-            .await
-            .map_err(unavailable)
+    async fn stats(&self, tenant: &Tenant) -> Result<StoreStats, StoreError> {
+        self.stats_of(Some(tenant)).await
     }
 
     async fn append_log(
@@ -786,7 +790,7 @@ mod tests {
 
         // WHEN the tenant's jobs are listed two to a page
         let query = |before| ListQuery {
-            tenant: Some(Tenant::parse("t").unwrap()),
+            tenant: Tenant::parse("t").unwrap(),
             status: None,
             job_type: None,
             before,
@@ -800,10 +804,7 @@ mod tests {
             vec![newer.id, older.id]
         );
         // AND the unreadable rows are kept in quarantine, counted in the tenant's stats
-        let stats = store
-            .stats(Some(&Tenant::parse("t").unwrap()))
-            .await
-            .unwrap();
+        let stats = store.stats(&Tenant::parse("t").unwrap()).await.unwrap();
         assert_eq!(stats.quarantined, 5);
         assert_eq!(stats.rows.iter().map(|r| r.count).sum::<u64>(), 2);
         let kept: i64 = db
@@ -818,7 +819,7 @@ mod tests {
             .unwrap();
         assert_eq!(kept, 5);
         // AND another tenant's unreadable row, never read, is neither moved nor counted for `t`
-        assert_eq!(store.stats(None).await.unwrap().quarantined, 5);
+        assert_eq!(store.stats_of(None).await.unwrap().quarantined, 5);
         let all = store
             .list(&ListQuery {
                 limit: 10,
@@ -848,7 +849,7 @@ mod tests {
 
         // THEN it is not returned, and it is counted as quarantined, not lost
         assert!(got.is_none());
-        let stats = store.stats(Some(&job.tenant)).await.unwrap();
+        let stats = store.stats(&job.tenant).await.unwrap();
         assert_eq!((stats.quarantined, stats.rows.len()), (1, 0));
     }
 }

@@ -1,0 +1,260 @@
+//! The AWS backend: `JobStore` on DynamoDB (one table), `JobQueue` on SQS (a queue and a
+//! dead-letter queue per type), `EventPublisher` on an EventBridge bus. Every call goes through
+//! aws-sdk-rust to the endpoint the standard settings name (`AWS_ENDPOINT_URL` for LocalStack
+//! or moto, else AWS). `bootstrap` creates the resources where nothing else does (emulators,
+//! tests); on AWS the SAM template does.
+
+mod attrs;
+mod events;
+mod queue;
+mod store;
+
+pub use events::BusEvents;
+pub use queue::SqsQueue;
+pub use store::DynamoStore;
+
+use crate::ports::Ports;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the AWS backend's resources are.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    pub table: String,
+    pub event_bus: String,
+}
+
+/// One type's queue as `bootstrap` creates it.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub name: String,
+    pub dead_letter_queue: String,
+    pub max_receive_count: u32,
+    pub visibility: Duration,
+}
+
+#[derive(Clone)]
+pub struct AwsBackend {
+    pub store: Arc<DynamoStore>,
+    pub queue: Arc<SqsQueue>,
+    pub events: Arc<BusEvents>,
+    dynamodb: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+    eventbridge: aws_sdk_eventbridge::Client,
+    settings: AwsSettings,
+}
+
+/// The SDK's configuration from the standard environment (credentials, region, endpoint).
+pub async fn sdk_config_from_env() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("creating {what}: {message}")]
+pub struct BootstrapError {
+    pub what: String,
+    pub message: String,
+}
+
+fn boot_err<E: std::error::Error + 'static>(what: &str) -> impl Fn(E) -> BootstrapError + '_ {
+    move |e| BootstrapError {
+        what: what.to_string(),
+        message: aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
+    }
+}
+
+impl AwsBackend {
+    pub fn new(sdk: &aws_config::SdkConfig, settings: AwsSettings) -> Self {
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let eventbridge = aws_sdk_eventbridge::Client::new(sdk);
+        Self {
+            store: Arc::new(DynamoStore::new(dynamodb.clone(), &settings.table)),
+            queue: Arc::new(SqsQueue::new(sqs.clone())),
+            events: Arc::new(BusEvents::new(eventbridge.clone(), &settings.event_bus)),
+            dynamodb,
+            sqs,
+            eventbridge,
+            settings,
+        }
+    }
+
+    pub fn ports(&self) -> Ports {
+        Ports {
+            store: self.store.clone(),
+            queue: self.queue.clone(),
+            events: self.events.clone(),
+        }
+    }
+
+    /// Create the table (indexes, TTL, stream), the bus and each queue with its dead-letter
+    /// queue, where they do not exist yet. Safe to run again.
+    pub async fn bootstrap(&self, queues: &[QueueSpec]) -> Result<(), BootstrapError> {
+        self.create_table().await?;
+        let bus = self
+            .eventbridge
+            .create_event_bus()
+            .name(&self.settings.event_bus)
+            .send()
+            .await;
+        if let Err(e) = bus {
+            if !e
+                .as_service_error()
+                .is_some_and(|se| se.is_resource_already_exists_exception())
+            {
+                return Err(boot_err("the event bus")(e));
+            }
+        }
+        for q in queues {
+            self.create_queue(q).await?;
+        }
+        Ok(())
+    }
+
+    async fn create_table(&self) -> Result<(), BootstrapError> {
+        let attr = |name: &str, t: ScalarAttributeType| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(t)
+                .build()
+                .expect("name and type are set")
+        };
+        let key = |name: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(t)
+                .build()
+                .expect("name and type are set")
+        };
+        let index = |name: &str, hash: &str, range: &str| {
+            GlobalSecondaryIndex::builder()
+                .index_name(name)
+                .key_schema(key(hash, KeyType::Hash))
+                .key_schema(key(range, KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .expect("name, keys and projection are set")
+        };
+        use ScalarAttributeType::{N, S};
+        let created = self
+            .dynamodb
+            .create_table()
+            .table_name(&self.settings.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key("pk", KeyType::Hash))
+            .key_schema(key("sk", KeyType::Range))
+            .attribute_definitions(attr("pk", S))
+            .attribute_definitions(attr("sk", S))
+            .attribute_definitions(attr("tenant", S))
+            .attribute_definitions(attr("id", S))
+            .attribute_definitions(attr("status_id", S))
+            .attribute_definitions(attr("type_id", S))
+            .attribute_definitions(attr("due_pk", S))
+            .attribute_definitions(attr("due_us", N))
+            .global_secondary_indexes(index(store::INDEX_BY_TENANT, "tenant", "id"))
+            .global_secondary_indexes(index(store::INDEX_BY_STATUS, "tenant", "status_id"))
+            .global_secondary_indexes(index(store::INDEX_BY_TYPE, "tenant", "type_id"))
+            .global_secondary_indexes(index(store::INDEX_DUE, "due_pk", "due_us"))
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build()
+                    .expect("enabled is set"),
+            )
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_in_use_exception()) =>
+            {
+                return Ok(()); // exists
+            }
+            Err(e) => return Err(boot_err("the table")(e)),
+        }
+        // Wait until it is active, then switch TTL on (`ttl`, epoch seconds).
+        for _ in 0..120 {
+            let status = self
+                .dynamodb
+                .describe_table()
+                .table_name(&self.settings.table)
+                .send()
+                .await
+                .map_err(boot_err("the table"))?
+                .table
+                .and_then(|t| t.table_status);
+            if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.dynamodb
+            .update_time_to_live()
+            .table_name(&self.settings.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name("ttl")
+                    .build()
+                    .expect("enabled and attribute are set"),
+            )
+            .send()
+            .await
+            .map_err(boot_err("the table's TTL"))?;
+        Ok(())
+    }
+
+    async fn create_queue(&self, q: &QueueSpec) -> Result<(), BootstrapError> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let dlq_url = self
+            .sqs
+            .create_queue()
+            .queue_name(&q.dead_letter_queue)
+            .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+            .send()
+            .await
+            .map_err(boot_err("a dead-letter queue"))?
+            .queue_url
+            .unwrap_or_default();
+        let dlq_arn = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(boot_err("a dead-letter queue"))?
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .unwrap_or_default();
+        let redrive = serde_json::json!({
+            "deadLetterTargetArn": dlq_arn,
+            "maxReceiveCount": q.max_receive_count.to_string(),
+        });
+        self.sqs
+            .create_queue()
+            .queue_name(&q.name)
+            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                q.visibility.as_secs().clamp(1, 43_200).to_string(),
+            )
+            .send()
+            .await
+            .map_err(boot_err("a queue"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,765 @@
+//! `JobStore` on one DynamoDB table.
+//!
+//! | item | pk | sk |
+//! |---|---|---|
+//! | job | `JOB#<id>` | `JOB` |
+//! | log line | `JOB#<id>` | `LOG#<seq, 10 digits>` |
+//! | idempotency key | `IDEM#<tenant>#<key>` | `IDEM` |
+//!
+//! A job item carries every field of the job as an attribute of its own, so a transition is
+//! one conditional `UpdateItem` that sets the transition-owned fields and leaves the
+//! worker-owned ones (`heartbeat_at`, `progress`) to the run (see `JobStore`). Beside them:
+//! `status_id` and `type_id` (sort keys of the `by_status` and `by_type` indexes, whose
+//! partition key is `tenant`, as is `by_tenant`'s, sorted by `id`), `due_pk` (the status, only while the job is not finished: the
+//! sparse `due` index maintenance reads, sorted by `due_us`), `run_at_us` (start's condition)
+//! and `ttl` (epoch seconds, a Number, for DynamoDB's TTL). TTL deletes late, so every read
+//! leaves out items whose `ttl` has passed. No code path scans.
+
+use super::attrs::{get_n, get_s, item_to_object, n, object_to_item, s, to_attr, Item};
+use crate::domain::{Expected, IdempotencyKey, Job, JobId, JobStatus, Progress, Tenant};
+use crate::ports::{
+    Created, JobStore, ListQuery, Liveness, LogLine, Started, StatsRow, StoreError, StoreStats,
+    LOG_CAP,
+};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashMap};
+
+/// Attributes that are keys or index keys, not fields of the job.
+const NOT_FIELDS: &[&str] = &[
+    "pk",
+    "sk",
+    "status_id",
+    "type_id",
+    "due_pk",
+    "due_us",
+    "run_at_us",
+    "ttl",
+    "log_count",
+];
+
+pub const INDEX_BY_TENANT: &str = "by_tenant";
+pub const INDEX_BY_STATUS: &str = "by_status";
+pub const INDEX_BY_TYPE: &str = "by_type";
+pub const INDEX_DUE: &str = "due";
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn job_pk(id: JobId) -> String {
+    format!("JOB#{id}")
+}
+
+fn idem_pk(tenant: &Tenant, key: &IdempotencyKey) -> String {
+    format!("IDEM#{tenant}#{key}")
+}
+
+fn log_sk(seq: u64) -> String {
+    format!("LOG#{seq:010}")
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn epoch_secs(t: DateTime<Utc>) -> i64 {
+    t.timestamp()
+}
+
+/// A backend error by what the caller should do about it.
+pub(super) fn classify<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let code = e.code().unwrap_or_default().to_string();
+    let message = DisplayErrorContext(&e).to_string();
+    match code.as_str() {
+        "ConditionalCheckFailedException" => StoreError::Conflict,
+        "ProvisionedThroughputExceededException"
+        | "ThrottlingException"
+        | "RequestLimitExceeded"
+        | "TransactionConflictException"
+        | "TransactionInProgressException" => StoreError::Busy(message),
+        "ValidationException" | "ItemCollectionSizeLimitExceededException" => {
+            StoreError::Rejected(message)
+        }
+        _ => StoreError::Unavailable(message),
+    }
+}
+
+/// The job's item: its fields, its keys and the index keys its status gives it.
+fn job_item(job: &Job) -> Result<Item, StoreError> {
+    let value =
+        serde_json::to_value(job).map_err(|e| StoreError::Rejected(format!("encode job: {e}")))?;
+    let mut item = object_to_item(&value);
+    item.insert("pk".into(), s(job_pk(job.id)));
+    item.insert("sk".into(), s("JOB"));
+    for (k, v) in derived(job) {
+        match v {
+            Some(v) => item.insert(k.into(), v),
+            None => item.remove(k),
+        };
+    }
+    Ok(item)
+}
+
+/// The attributes kept beside the job's fields, from the job (`None`: absent).
+fn derived(job: &Job) -> Vec<(&'static str, Option<AttributeValue>)> {
+    vec![
+        ("status_id", Some(s(format!("{}#{}", job.status, job.id)))),
+        ("type_id", Some(s(format!("{}#{}", job.job_type, job.id)))),
+        (
+            "due_pk",
+            (!job.status.is_terminal()).then(|| s(job.status.as_str())),
+        ),
+        ("due_us", Some(n(micros(job.due_at())))),
+        ("run_at_us", Some(n(micros(job.run_at)))),
+        ("ttl", job.expires_at.map(|t| n(epoch_secs(t)))),
+    ]
+}
+
+fn expired(item: &Item, now: DateTime<Utc>) -> bool {
+    get_n(item, "ttl").is_some_and(|ttl| ttl <= epoch_secs(now))
+}
+
+fn decode(item: &Item) -> Result<Job, String> {
+    let value = item_to_object(item, NOT_FIELDS)?;
+    serde_json::from_value(value).map_err(|e| format!("job item: {e}"))
+}
+
+/// A stored item as a job: `None` when it has expired (TTL deletes late) or cannot be read
+/// (logged: it stays in the table for an operator, out of every answer).
+fn readable(item: &Item, now: DateTime<Utc>) -> Option<Job> {
+    if expired(item, now) {
+        return None;
+    }
+    match decode(item) {
+        Ok(job) => Some(job),
+        Err(reason) => {
+            tracing::error!(pk = get_s(item, "pk").unwrap_or("?"), %reason, "a job item cannot be read; left out");
+            None
+        }
+    }
+}
+
+/// An update expression built attribute by attribute, with placeholders for every name and
+/// value (so reserved words like `status` or `ttl` need no care).
+#[derive(Default)]
+struct Update {
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+    set: Vec<String>,
+    remove: Vec<String>,
+    conditions: Vec<String>,
+}
+
+impl Update {
+    fn name(&mut self, attr: &str) -> String {
+        let key = format!("#n{}", self.names.len());
+        if let Some((k, _)) = self.names.iter().find(|(_, v)| v.as_str() == attr) {
+            return k.clone();
+        }
+        self.names.insert(key.clone(), attr.to_string());
+        key
+    }
+
+    fn value(&mut self, v: AttributeValue) -> String {
+        let key = format!(":v{}", self.values.len());
+        self.values.insert(key.clone(), v);
+        key
+    }
+
+    fn set(&mut self, attr: &str, v: AttributeValue) -> &mut Self {
+        let (n, v) = (self.name(attr), self.value(v));
+        self.set.push(format!("{n} = {v}"));
+        self
+    }
+
+    fn set_expr(
+        &mut self,
+        attr: &str,
+        expr: impl FnOnce(&mut Self, String) -> String,
+    ) -> &mut Self {
+        let n = self.name(attr);
+        let e = expr(self, n.clone());
+        self.set.push(format!("{n} = {e}"));
+        self
+    }
+
+    fn remove(&mut self, attr: &str) -> &mut Self {
+        let n = self.name(attr);
+        self.remove.push(n);
+        self
+    }
+
+    fn when_eq(&mut self, attr: &str, v: AttributeValue) -> &mut Self {
+        let (n, v) = (self.name(attr), self.value(v));
+        self.conditions.push(format!("{n} = {v}"));
+        self
+    }
+
+    fn when(&mut self, cond: impl FnOnce(&mut Self) -> String) -> &mut Self {
+        let c = cond(self);
+        self.conditions.push(c);
+        self
+    }
+
+    fn expression(&self) -> String {
+        let mut e = String::new();
+        if !self.set.is_empty() {
+            e.push_str("SET ");
+            e.push_str(&self.set.join(", "));
+        }
+        if !self.remove.is_empty() {
+            e.push_str(" REMOVE ");
+            e.push_str(&self.remove.join(", "));
+        }
+        e
+    }
+
+    fn condition(&self) -> Option<String> {
+        (!self.conditions.is_empty()).then(|| self.conditions.join(" AND "))
+    }
+
+    fn send(
+        self,
+        store: &DynamoStore,
+        key: Item,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        let condition = self.condition();
+        store
+            .client
+            .update_item()
+            .table_name(&store.table)
+            .set_key(Some(key))
+            .update_expression(self.expression())
+            .set_condition_expression(condition)
+            .set_expression_attribute_names(Some(self.names))
+            .set_expression_attribute_values((!self.values.is_empty()).then_some(self.values))
+    }
+}
+
+fn job_key(id: JobId) -> Item {
+    HashMap::from([("pk".into(), s(job_pk(id))), ("sk".into(), s("JOB"))])
+}
+
+impl DynamoStore {
+    async fn get_item(&self, key: Item) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.item)
+    }
+
+    /// Query an index (or the table) page by page until `limit` readable jobs, or the end.
+    async fn query_jobs(
+        &self,
+        index: Option<&str>,
+        update: Update,
+        newest_first: bool,
+        limit: usize,
+        filter: impl Fn(&Job) -> bool,
+    ) -> Result<Vec<Job>, StoreError> {
+        let now = Utc::now();
+        let key_condition = update.conditions.join(" AND ");
+        let mut jobs = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .set_index_name(index.map(str::to_string))
+                .key_condition_expression(&key_condition)
+                .set_expression_attribute_names(Some(update.names.clone()))
+                .set_expression_attribute_values(Some(update.values.clone()))
+                .scan_index_forward(!newest_first)
+                .limit((limit - jobs.len()).clamp(1, 1000) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in out.items() {
+                if let Some(job) = readable(item, now) {
+                    if filter(&job) && jobs.len() < limit {
+                        jobs.push(job);
+                    }
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if jobs.len() < limit => start = Some(k),
+                _ => return Ok(jobs),
+            }
+        }
+    }
+
+    async fn put_job_new(&self, item: Item) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobStore for DynamoStore {
+    async fn create(&self, job: &Job) -> Result<Created, StoreError> {
+        let item = job_item(job)?;
+        let Some(key) = &job.idempotency_key else {
+            self.put_job_new(item).await?;
+            return Ok(Created::New);
+        };
+        let idem_key = HashMap::from([
+            ("pk".to_string(), s(idem_pk(&job.tenant, key))),
+            ("sk".to_string(), s("IDEM")),
+        ]);
+        // The key lives as long as its job could: until its run time, plus the retention, plus
+        // a week for the job to run.
+        let key_ttl = epoch_secs(job.run_at) + job.retention_secs as i64 + 7 * 24 * 3600;
+        for attempt in 0..5 {
+            let mut idem = idem_key.clone();
+            idem.insert("job_id".into(), s(job.id.to_string()));
+            idem.insert("ttl".into(), n(key_ttl));
+            let put = |item: Item| {
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()
+                    .expect("table, item and condition are set")
+            };
+            let written = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(put(idem)).build())
+                .transact_items(TransactWriteItem::builder().put(put(item.clone())).build())
+                .send()
+                .await;
+            let e = match written {
+                Ok(_) => return Ok(Created::New),
+                Err(e) => e,
+            };
+            let reasons: Vec<String> = e
+                .as_service_error()
+                .and_then(|se| match se {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(tc) => Some(tc),
+                    _ => None,
+                })
+                .map(|tc| {
+                    tc.cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().unwrap_or("None").to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if reasons.first().map(String::as_str) == Some("ConditionalCheckFailed") {
+                // The key is taken: its job, unless that job is gone (then the key is free).
+                let Some(found) = self.get_item(idem_key.clone()).await? else {
+                    continue; // deleted meanwhile: try again
+                };
+                let owner = get_s(&found, "job_id").and_then(|id| JobId::parse(id).ok());
+                if let Some(owner) = owner {
+                    if let Some(existing) = self.get(owner).await? {
+                        return Ok(Created::Existing(Box::new(existing)));
+                    }
+                }
+                // Free the key its gone job held (only if it still holds it), then try again.
+                let mut del = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(idem_key.clone()));
+                if let Some(owner) = get_s(&found, "job_id") {
+                    del = del
+                        .condition_expression("job_id = :j")
+                        .expression_attribute_values(":j", s(owner));
+                }
+                match del.send().await.map_err(classify) {
+                    Ok(_) | Err(StoreError::Conflict) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            if reasons.iter().any(|r| r == "TransactionConflict") || reasons.is_empty() {
+                let e = classify(e);
+                if matches!(e, StoreError::Busy(_))
+                    || reasons.iter().any(|r| r == "TransactionConflict")
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+                    continue;
+                }
+                return Err(e);
+            }
+            return Err(StoreError::Unavailable(format!(
+                "create cancelled: {}",
+                reasons.join(", ")
+            )));
+        }
+        Err(StoreError::Busy("idempotency key kept changing".into()))
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        Ok(self
+            .get_item(job_key(id))
+            .await?
+            .and_then(|item| readable(&item, Utc::now())))
+    }
+
+    async fn start(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+        due_by: DateTime<Utc>,
+    ) -> Result<Started, StoreError> {
+        // `Job::start`, as one conditional update that returns the new image, or the old one
+        // when the condition fails.
+        let mut u = Update::default();
+        u.set("status", s(JobStatus::Running.as_str()))
+            .set_expr("attempt", |u, a| format!("{a} + {}", u.value(n(1))))
+            .set_expr("runs", |u, r| {
+                format!("if_not_exists({r}, {}) + {}", u.value(n(0)), u.value(n(1)))
+            })
+            .set_expr("version", |u, v| format!("{v} + {}", u.value(n(1))))
+            .set("started_at", s(rfc3339(now)))
+            .set("heartbeat_at", s(rfc3339(now)))
+            .set("progress", AttributeValue::Null(true))
+            .set("status_id", s(format!("{}#{id}", JobStatus::Running)))
+            .set("due_pk", s(JobStatus::Running.as_str()))
+            .set("due_us", n(micros(now)))
+            .when_eq("status", s(JobStatus::Queued.as_str()))
+            .when(|u| {
+                let (r, d) = (u.name("run_at_us"), u.value(n(micros(due_by))));
+                format!("{r} <= {d}")
+            });
+        let sent = u
+            .send(self, job_key(id))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
+            .send()
+            .await;
+        match sent {
+            Ok(out) => match out.attributes.as_ref().map(decode) {
+                Some(Ok(job)) => Ok(Started::Running(Box::new(job))),
+                Some(Err(reason)) => Err(StoreError::Unavailable(reason)),
+                None => Err(StoreError::Unavailable("start returned no item".into())),
+            },
+            Err(e) => {
+                let old = e
+                    .as_service_error()
+                    .and_then(|se| match se {
+                        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => Some(c.item.clone()),
+                        _ => None,
+                    });
+                match old {
+                    // Refused: the old image came with the refusal, or (an endpoint that does
+                    // not return it) is read once.
+                    Some(Some(item)) => Ok(match readable(&item, now) {
+                        Some(job) => Started::Refused(Box::new(job)),
+                        None => Started::Missing,
+                    }),
+                    Some(None) => Ok(match self.get(id).await? {
+                        Some(job) => Started::Refused(Box::new(job)),
+                        None => Started::Missing,
+                    }),
+                    None => Err(classify(e)),
+                }
+            }
+        }
+    }
+
+    async fn transition(&self, expected: Expected, next: &Job) -> Result<(), StoreError> {
+        let item = job_item(next)?;
+        let from_running = expected.status == JobStatus::Running;
+        let mut u = Update::default();
+        for (attr, value) in item {
+            let worker_owned = matches!(attr.as_str(), "heartbeat_at" | "progress")
+                || (attr == "due_us" && from_running && next.status == JobStatus::Running);
+            if attr == "pk" || attr == "sk" || (from_running && worker_owned) {
+                continue;
+            }
+            u.set(&attr, value);
+        }
+        for (attr, value) in derived(next) {
+            if value.is_none() {
+                u.remove(attr);
+            }
+        }
+        u.when_eq("status", s(expected.status.as_str()))
+            .when_eq("attempt", n(expected.attempt))
+            .when_eq("version", n(expected.version));
+        if let Some(last) = expected.last_heartbeat {
+            u.when_eq("due_us", n(micros(last)));
+        }
+        u.send(self, job_key(next.id))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn heartbeat(
+        &self,
+        id: JobId,
+        run: u32,
+        at: DateTime<Utc>,
+        progress: Option<&Progress>,
+    ) -> Result<Liveness, StoreError> {
+        let mut u = Update::default();
+        u.set("heartbeat_at", s(rfc3339(at)))
+            .set("due_us", n(micros(at)));
+        if let Some(p) = progress {
+            let v = serde_json::to_value(p)
+                .map_err(|e| StoreError::Rejected(format!("encode progress: {e}")))?;
+            u.set("progress", to_attr(&v));
+        }
+        u.when_eq("status", s(JobStatus::Running.as_str()))
+            .when_eq("runs", n(run));
+        let out = u
+            .send(self, job_key(id))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(classify)?;
+        let cancel_requested = out
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get("cancel_requested"))
+            .and_then(|v| v.as_bool().ok().copied())
+            .unwrap_or(false);
+        Ok(Liveness { cancel_requested })
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError> {
+        let mut u = Update::default();
+        let tenant = query.tenant.to_string();
+        let (index, sort, prefix) = match (&query.status, &query.job_type) {
+            (Some(status), _) => (INDEX_BY_STATUS, "status_id", format!("{status}#")),
+            (None, Some(t)) => (INDEX_BY_TYPE, "type_id", format!("{t}#")),
+            (None, None) => (INDEX_BY_TENANT, "id", String::new()),
+        };
+        u.when_eq("tenant", s(tenant));
+        match query.before {
+            Some(before) => {
+                let (k, lo, hi) = (
+                    u.name(sort),
+                    u.value(s(prefix.clone())),
+                    u.value(s(format!("{prefix}{before}"))),
+                );
+                u.when(|_| format!("{k} BETWEEN {lo} AND {hi}"));
+            }
+            None if !prefix.is_empty() => {
+                let (k, p) = (u.name(sort), u.value(s(prefix.clone())));
+                u.when(|_| format!("begins_with({k}, {p})"));
+            }
+            None => {}
+        }
+        // With both a status and a type the status index serves, and the type is checked here.
+        let (before, job_type) = (query.before, query.job_type.clone());
+        self.query_jobs(Some(index), u, true, query.limit, move |job| {
+            Some(job.id) != before && job_type.as_ref().is_none_or(|t| &job.job_type == t)
+        })
+        .await
+    }
+
+    async fn stats(&self, tenant: &Tenant) -> Result<StoreStats, StoreError> {
+        let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+        let now = Utc::now();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(INDEX_BY_TENANT)
+                .key_condition_expression("#t = :t")
+                .projection_expression("#ty, #st, #ttl")
+                .expression_attribute_names("#t", "tenant")
+                .expression_attribute_names("#ty", "type")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(":t", s(tenant.to_string()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in out.items() {
+                if expired(item, now) {
+                    continue;
+                }
+                let status = get_s(item, "status").and_then(JobStatus::parse);
+                if let (Some(t), Some(status)) = (get_s(item, "type"), status) {
+                    *counts.entry((t.to_string(), status.as_str())).or_default() += 1;
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        Ok(StoreStats {
+            rows: counts
+                .into_iter()
+                .filter_map(|((job_type, status), count)| {
+                    Some(StatsRow {
+                        job_type,
+                        status: JobStatus::parse(status)?,
+                        count,
+                    })
+                })
+                .collect(),
+            quarantined: 0,
+        })
+    }
+
+    async fn append_log(
+        &self,
+        id: JobId,
+        attempt: u32,
+        at: DateTime<Utc>,
+        line: &str,
+    ) -> Result<(), StoreError> {
+        // The line's number comes from a counter on the job item (capped: past the cap one
+        // marker line is written, then nothing).
+        let counted = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(job_key(id)))
+            .update_expression("ADD log_count :one")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(log_count) OR log_count <= :cap)",
+            )
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":cap", n(LOG_CAP))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(classify);
+        let job = match counted {
+            Ok(out) => out.attributes.unwrap_or_default(),
+            Err(StoreError::Conflict) => return Ok(()), // gone, or past the cap
+            Err(e) => return Err(e),
+        };
+        let seq = get_n(&job, "log_count").unwrap_or(1) as u64;
+        let line = if seq > LOG_CAP {
+            format!("log truncated: more than {LOG_CAP} lines")
+        } else {
+            line.to_string()
+        };
+        // Kept as long as the job: its expiry if it has one, else its retention from now.
+        let retention = get_n(&job, "retention_secs").unwrap_or(7 * 24 * 3600);
+        let ttl = get_n(&job, "ttl").unwrap_or(epoch_secs(at)) + retention;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(job_pk(id)))
+            .item("sk", s(log_sk(seq)))
+            .item("seq", n(seq))
+            .item("at", s(rfc3339(at)))
+            .item("attempt", n(attempt))
+            .item("line", s(line))
+            .item("ttl", n(ttl))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn logs(
+        &self,
+        id: JobId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<LogLine>, StoreError> {
+        let now = Utc::now();
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+            .expression_attribute_values(":pk", s(job_pk(id)))
+            .expression_attribute_values(":lo", s(log_sk(after_seq + 1)))
+            .expression_attribute_values(":hi", s(log_sk(9_999_999_999)))
+            .limit(limit.clamp(1, 1000) as i32)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out
+            .items()
+            .iter()
+            .filter(|item| !expired(item, now))
+            .filter_map(|item| {
+                Some(LogLine {
+                    seq: get_n(item, "seq")? as u64,
+                    at: DateTime::parse_from_rfc3339(get_s(item, "at")?)
+                        .ok()?
+                        .with_timezone(&Utc),
+                    attempt: get_n(item, "attempt")? as u32,
+                    line: get_s(item, "line")?.to_string(),
+                })
+            })
+            .collect())
+    }
+
+    async fn due(
+        &self,
+        status: JobStatus,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        if status.is_terminal() {
+            // Finished jobs leave the due index; DynamoDB's TTL deletes them.
+            return Ok(vec![]);
+        }
+        let mut u = Update::default();
+        u.when_eq("due_pk", s(status.as_str()));
+        u.when(|u| {
+            let (d, b) = (u.name("due_us"), u.value(n(micros(before))));
+            format!("{d} < {b}")
+        });
+        self.query_jobs(Some(INDEX_DUE), u, false, limit, move |j| {
+            j.status == status
+        })
+        .await
+    }
+
+    /// DynamoDB's TTL deletes expired items (late: reads leave them out until then).
+    async fn delete_expired(&self, _now: DateTime<Utc>, _limit: usize) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
