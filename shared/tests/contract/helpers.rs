@@ -1,5 +1,5 @@
 use serde_json::json;
-use shared::adapters::aws::{AwsBackend, AwsSettings};
+use shared::adapters::aws::{AwsBackend, AwsSettings, QueueSpec};
 use shared::adapters::embedded::{Durability, EmbeddedBackend, QueueSettings};
 use shared::domain::{Backoff, Job, JobType, NewJob, Tenant};
 use shared::ports::Ports;
@@ -11,6 +11,16 @@ pub struct Under {
     pub ports: Ports,
     /// Whether `JobStore::delete_expired` deletes (the embedded backend); on DynamoDB TTL does.
     pub deletes_expired: bool,
+    /// Whether two conditional writes sent at once are decided one after the other (every real
+    /// backend; moto checks conditions without locking the item, so two may both pass).
+    pub atomic_under_concurrency: bool,
+    /// Whether a receipt from an earlier receive of a message is refused (embedded).
+    pub refuses_stale_receipts: bool,
+    /// A queue whose dead-letter queue is `dlq` after `MAX_RECEIVES` receives.
+    pub queue: String,
+    pub dlq: String,
+    /// A queue without a dead-letter queue.
+    pub plain: String,
     _keep: Box<dyn std::any::Any + Send>,
 }
 
@@ -19,6 +29,11 @@ pub fn embedded_under() -> Under {
     Under {
         ports: b.ports.clone(),
         deletes_expired: true,
+        refuses_stale_receipts: true,
+        atomic_under_concurrency: true,
+        queue: QUEUE.into(),
+        dlq: DLQ.into(),
+        plain: "plain".into(),
         _keep: Box::new(b),
     }
 }
@@ -44,10 +59,32 @@ pub async fn moto_under() -> Under {
             event_bus: format!("bus-{unique}"),
         },
     );
-    backend.bootstrap(&[]).await.expect("bootstrap on moto");
+    let (queue, dlq, plain) = (
+        format!("q-{unique}"),
+        format!("q-{unique}-dlq"),
+        format!("plain-{unique}"),
+    );
+    backend
+        .bootstrap(&[QueueSpec {
+            name: queue.clone(),
+            dead_letter_queue: dlq.clone(),
+            max_receive_count: MAX_RECEIVES,
+            visibility: Duration::from_secs(30),
+        }])
+        .await
+        .expect("bootstrap on moto");
+    backend
+        .create_plain_queue(&plain)
+        .await
+        .expect("a queue on moto");
     Under {
         ports: backend.ports(),
         deletes_expired: false,
+        refuses_stale_receipts: false,
+        atomic_under_concurrency: false,
+        queue,
+        dlq,
+        plain,
         _keep: Box::new(backend),
     }
 }

@@ -41,4 +41,8 @@ on_every_backend!(
     store::an_old_run_cannot_heartbeat_into_a_newer_run_after_a_manual_retry,
     store::a_transition_from_an_older_read_keeps_a_newer_heartbeat_and_progress,
     store::a_new_run_starts_with_its_own_heartbeat_and_no_progress,
+    queue::a_received_message_is_invisible_until_its_visibility_timeout,
+    queue::a_delayed_message_is_delivered_only_after_its_delay,
+    queue::after_max_receives_a_message_moves_to_the_dead_letter_queue,
+    queue::a_waiting_receiver_wakes_when_a_message_is_sent,
 );

@@ -217,6 +217,17 @@ impl AwsBackend {
         Ok(())
     }
 
+    /// A queue with no dead-letter queue.
+    pub async fn create_plain_queue(&self, name: &str) -> Result<(), BootstrapError> {
+        self.sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .map_err(boot_err("a queue"))?;
+        Ok(())
+    }
+
     async fn create_queue(&self, q: &QueueSpec) -> Result<(), BootstrapError> {
         use aws_sdk_sqs::types::QueueAttributeName;
         let dlq_url = self

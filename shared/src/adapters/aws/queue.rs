@@ -97,7 +97,7 @@ impl JobQueue for SqsQueue {
             .receive_message()
             .queue_url(self.url(queue).await?)
             .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
-            .visibility_timeout(whole_secs(visibility, MAX_VISIBILITY_SECS).max(1))
+            .visibility_timeout(whole_secs(visibility, MAX_VISIBILITY_SECS))
             .wait_time_seconds(whole_secs(wait, MAX_WAIT_SECS))
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()
