@@ -11,7 +11,7 @@
 //! Service, worker and maintenance all change jobs through here, so a new consequence of a
 //! change (a push to subscribers, a counter) is added once.
 
-use crate::domain::{Expected, Job, MAX_QUEUE_DELAY};
+use crate::domain::{Expected, Job, LifecycleEvent, MAX_QUEUE_DELAY};
 use crate::jobs::Registry;
 use crate::ports::{Ports, QueueError, StoreError};
 use crate::service::JobMessage;
@@ -52,15 +52,43 @@ impl Change {
     }
 }
 
+/// Lifecycle events held back to be published together (a queue batch's, in one request per
+/// ten on EventBridge instead of one each).
+#[derive(Debug, Default)]
+pub struct EventBatch(std::sync::Mutex<Vec<LifecycleEvent>>);
+
+impl EventBatch {
+    /// Publish what was collected (a failure is logged: the jobs' states are already stored).
+    pub async fn publish(&self, ports: &Ports) {
+        let events = std::mem::take(&mut *self.0.lock().unwrap());
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = ports.events.publish_all(&events).await {
+            tracing::warn!(error = %e, "lifecycle events not published");
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 pub struct Lifecycle<'a> {
     ports: &'a Ports,
     registry: &'a Registry,
+    batch: Option<&'a EventBatch>,
 }
 
 impl<'a> Lifecycle<'a> {
     pub fn new(ports: &'a Ports, registry: &'a Registry) -> Self {
-        Self { ports, registry }
+        Self {
+            ports,
+            registry,
+            batch: None,
+        }
+    }
+
+    /// Events go to `batch` (published by whoever owns it) instead of out at once.
+    pub fn collecting(self, batch: Option<&'a EventBatch>) -> Self {
+        Self { batch, ..self }
     }
 
     /// Write the change if the stored job still matches; then everything that follows it.
@@ -100,8 +128,13 @@ impl<'a> Lifecycle<'a> {
             }
         }
         if let Some(event) = job.lifecycle_event() {
-            if let Err(e) = self.ports.events.publish(&event).await {
-                tracing::warn!(job_id = %job.id, error = %e, "lifecycle event not published");
+            match self.batch {
+                Some(batch) => batch.0.lock().unwrap().push(event),
+                None => {
+                    if let Err(e) = self.ports.events.publish(&event).await {
+                        tracing::warn!(job_id = %job.id, error = %e, "lifecycle event not published");
+                    }
+                }
             }
         }
         match self.dispatch(job, now).await {

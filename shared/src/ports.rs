@@ -207,4 +207,12 @@ pub trait JobQueue: Send + Sync {
 #[async_trait]
 pub trait EventPublisher: Send + Sync {
     async fn publish(&self, event: &LifecycleEvent) -> Result<(), QueueError>;
+    /// Several at once (EventBridge takes ten a request); each is published or an error says
+    /// how many were not.
+    async fn publish_all(&self, events: &[LifecycleEvent]) -> Result<(), QueueError> {
+        for event in events {
+            self.publish(event).await?;
+        }
+        Ok(())
+    }
 }

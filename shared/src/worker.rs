@@ -4,7 +4,7 @@
 
 use crate::domain::{JobError, JobStatus, Outcome};
 use crate::jobs::{Execution, JobContext, Registry};
-use crate::lifecycle::{Change, Followed, Lifecycle};
+use crate::lifecycle::{Change, EventBatch, Followed, Lifecycle};
 use crate::maintenance::recover_stalled;
 use crate::ports::{Ports, Started, StoreError};
 use crate::service::JobMessage;
@@ -45,6 +45,8 @@ pub struct Worker {
     settings: WorkerSettings,
     /// The runs this process is executing now, for `interrupt_in_flight` at shutdown.
     in_flight: Arc<std::sync::Mutex<std::collections::HashMap<crate::domain::JobId, JobContext>>>,
+    /// Where lifecycle events go while a queue batch is processed (`collecting`).
+    events: Option<Arc<EventBatch>>,
 }
 
 /// Early messages (a retry sent before its time, a capped delay) within this are run anyway.
@@ -60,7 +62,21 @@ impl Worker {
             registry,
             settings,
             in_flight: Default::default(),
+            events: None,
         }
+    }
+
+    /// This worker, holding its lifecycle events back in `batch` (see `publish_events`).
+    pub fn collecting(&self, batch: Arc<EventBatch>) -> Self {
+        Self {
+            events: Some(batch),
+            ..self.clone()
+        }
+    }
+
+    /// Publish the events a batch collected, together.
+    pub async fn publish_events(&self, batch: &EventBatch) {
+        batch.publish(&self.ports).await;
     }
 
     /// At shutdown, for runs that did not finish in the grace period: put their jobs back in the
@@ -191,7 +207,7 @@ impl Worker {
     }
 
     fn lifecycle(&self) -> Lifecycle<'_> {
-        Lifecycle::new(&self.ports, &self.registry)
+        Lifecycle::new(&self.ports, &self.registry).collecting(self.events.as_deref())
     }
 
     /// A message that came before the job's run time: send it on with the remaining delay.

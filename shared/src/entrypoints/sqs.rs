@@ -1,11 +1,17 @@
 //! The worker entrypoint: an SQS batch in, a partial-batch failure report out.
 
+use crate::lifecycle::EventBatch;
 use crate::worker::{Disposition, Worker};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use std::sync::Arc;
 
 /// Process every record of the batch at once, each in a task of its own, and report the ones
-/// whose message must be delivered again. A record that panics fails only itself.
+/// whose message must be delivered again. A record that panics fails only itself. The jobs'
+/// lifecycle events go out together when the batch is over.
 pub async fn handle_sqs_batch(worker: &Worker, event: SqsEvent) -> SqsBatchResponse {
+    let batch = Arc::new(EventBatch::default());
+    let collecting = worker.collecting(batch.clone());
+    let worker = &collecting;
     let tasks: Vec<_> = event
         .records
         .into_iter()
@@ -31,5 +37,6 @@ pub async fn handle_sqs_batch(worker: &Worker, event: SqsEvent) -> SqsBatchRespo
             response.batch_item_failures.push(failure);
         }
     }
+    worker.publish_events(&batch).await;
     response
 }

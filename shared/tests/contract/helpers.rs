@@ -42,16 +42,8 @@ pub fn embedded_under() -> Under {
 /// loopback port, and stopped when the binary exits), with a table, queues and a bus of this
 /// test's own.
 pub async fn moto_under() -> Under {
-    let endpoint = moto::endpoint();
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "test", "test", None, None, "contract",
-        ))
-        .load()
-        .await;
-    let unique = ulid::Ulid::new().to_string().to_lowercase();
+    let sdk = moto_sdk().await;
+    let unique = unique();
     let backend = AwsBackend::new(
         &sdk,
         AwsSettings {
@@ -87,6 +79,23 @@ pub async fn moto_under() -> Under {
         plain,
         _keep: Box::new(backend),
     }
+}
+
+/// SDK settings for the moto server this test binary started.
+pub async fn moto_sdk() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto::endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "contract",
+        ))
+        .load()
+        .await
+}
+
+/// A suffix that keeps one test's resources apart from every other's on the shared server.
+pub fn unique() -> String {
+    ulid::Ulid::new().to_string().to_lowercase()
 }
 
 mod moto {

@@ -3,6 +3,7 @@
 //! check what only one backend has (a restart of the embedded store, its queue's index) are
 //! plain tests of their own.
 
+mod aws_flow;
 mod helpers;
 mod queue;
 mod store;

@@ -26,35 +26,79 @@ impl BusEvents {
     }
 }
 
-#[async_trait]
-impl EventPublisher for BusEvents {
-    async fn publish(&self, event: &LifecycleEvent) -> Result<(), QueueError> {
+/// EventBridge takes at most ten entries a request.
+const MAX_ENTRIES: usize = 10;
+
+impl BusEvents {
+    fn entry(&self, event: &LifecycleEvent) -> Result<PutEventsRequestEntry, QueueError> {
         let detail = serde_json::to_string(event).map_err(|e| QueueError(e.to_string()))?;
-        let entry = PutEventsRequestEntry::builder()
+        Ok(PutEventsRequestEntry::builder()
             .event_bus_name(&self.bus)
             .source(SOURCE)
             .detail_type(format!("{:?}", event.kind))
             .detail(detail)
-            .build();
+            .build())
+    }
+
+    /// Up to ten entries in one request; the ones that fail are sent again (PutEvents answers
+    /// 200 even when entries failed: each entry's result says).
+    async fn put(&self, mut entries: Vec<PutEventsRequestEntry>) -> Result<(), QueueError> {
         let mut last = String::new();
         for attempt in 0..TRIES {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
             }
-            match self.client.put_events().entries(entry.clone()).send().await {
-                // PutEvents answers 200 even when an entry failed: the count says.
+            match self
+                .client
+                .put_events()
+                .set_entries(Some(entries.clone()))
+                .send()
+                .await
+            {
                 Ok(out) if out.failed_entry_count == 0 => return Ok(()),
                 Ok(out) => {
-                    last = out
-                        .entries()
+                    let results = out.entries();
+                    last = results
                         .iter()
                         .filter_map(|e| e.error_message())
                         .collect::<Vec<_>>()
                         .join("; ");
+                    entries = entries
+                        .into_iter()
+                        .zip(results.iter().map(|r| r.error_code().is_some()))
+                        .filter_map(|(entry, failed)| failed.then_some(entry))
+                        .collect();
                 }
                 Err(e) => last = DisplayErrorContext(&e).to_string(),
             }
         }
-        Err(QueueError(format!("event not published: {last}")))
+        Err(QueueError(format!(
+            "{} events not published: {last}",
+            entries.len()
+        )))
+    }
+}
+
+#[async_trait]
+impl EventPublisher for BusEvents {
+    async fn publish(&self, event: &LifecycleEvent) -> Result<(), QueueError> {
+        self.put(vec![self.entry(event)?]).await
+    }
+
+    async fn publish_all(&self, events: &[LifecycleEvent]) -> Result<(), QueueError> {
+        let mut failed = vec![];
+        for chunk in events.chunks(MAX_ENTRIES) {
+            let entries = chunk
+                .iter()
+                .map(|e| self.entry(e))
+                .collect::<Result<_, _>>()?;
+            if let Err(e) = self.put(entries).await {
+                failed.push(e.0);
+            }
+        }
+        match failed.is_empty() {
+            true => Ok(()),
+            false => Err(QueueError(failed.join("; "))),
+        }
     }
 }

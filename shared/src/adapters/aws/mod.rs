@@ -5,10 +5,12 @@
 //! tests); on AWS the SAM template does.
 
 mod attrs;
+mod count;
 mod events;
 mod queue;
 mod store;
 
+pub use count::RequestCounter;
 pub use events::BusEvents;
 pub use queue::SqsQueue;
 pub use store::DynamoStore;
@@ -72,9 +74,36 @@ fn boot_err<E: std::error::Error + 'static>(what: &str) -> impl Fn(E) -> Bootstr
 
 impl AwsBackend {
     pub fn new(sdk: &aws_config::SdkConfig, settings: AwsSettings) -> Self {
-        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-        let sqs = aws_sdk_sqs::Client::new(sdk);
-        let eventbridge = aws_sdk_eventbridge::Client::new(sdk);
+        Self::counted(sdk, settings, None)
+    }
+
+    /// `new`, with every request the clients send counted by `counter`.
+    pub fn counted(
+        sdk: &aws_config::SdkConfig,
+        settings: AwsSettings,
+        counter: Option<RequestCounter>,
+    ) -> Self {
+        let dynamodb = {
+            let mut c = aws_sdk_dynamodb::config::Builder::from(sdk);
+            if let Some(counter) = &counter {
+                c = c.interceptor(counter.clone());
+            }
+            aws_sdk_dynamodb::Client::from_conf(c.build())
+        };
+        let sqs = {
+            let mut c = aws_sdk_sqs::config::Builder::from(sdk);
+            if let Some(counter) = &counter {
+                c = c.interceptor(counter.clone());
+            }
+            aws_sdk_sqs::Client::from_conf(c.build())
+        };
+        let eventbridge = {
+            let mut c = aws_sdk_eventbridge::config::Builder::from(sdk);
+            if let Some(counter) = &counter {
+                c = c.interceptor(counter.clone());
+            }
+            aws_sdk_eventbridge::Client::from_conf(c.build())
+        };
         Self {
             store: Arc::new(DynamoStore::new(dynamodb.clone(), &settings.table)),
             queue: Arc::new(SqsQueue::new(sqs.clone())),
@@ -84,6 +113,15 @@ impl AwsBackend {
             eventbridge,
             settings,
         }
+    }
+
+    /// The DynamoDB client (for tools and tests that look at items as stored).
+    pub fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
+        &self.dynamodb
+    }
+
+    pub fn settings(&self) -> &AwsSettings {
+        &self.settings
     }
 
     pub fn ports(&self) -> Ports {

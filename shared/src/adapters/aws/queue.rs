@@ -7,8 +7,9 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeN
 use aws_sdk_sqs::Client;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::OnceCell;
 
 /// SQS's limits: a delay of at most 15 minutes, 10 messages a receive, 20 s of long polling,
 /// a visibility timeout of at most 12 hours.
@@ -19,7 +20,8 @@ const MAX_VISIBILITY_SECS: u64 = 12 * 3600;
 
 pub struct SqsQueue {
     client: Client,
-    urls: Mutex<HashMap<String, String>>,
+    /// Each queue's URL, asked for once however many callers need it at the same moment.
+    urls: Mutex<HashMap<String, Arc<OnceCell<String>>>>,
 }
 
 fn qerr<E: std::error::Error + 'static, R: std::fmt::Debug>(e: SdkError<E, R>) -> QueueError {
@@ -42,23 +44,25 @@ impl SqsQueue {
 
     /// A queue's URL by its name (asked once, then remembered).
     pub async fn url(&self, queue: &str) -> Result<String, QueueError> {
-        if let Some(url) = self.urls.lock().unwrap().get(queue) {
-            return Ok(url.clone());
-        }
-        let url = self
-            .client
-            .get_queue_url()
-            .queue_name(queue)
-            .send()
-            .await
-            .map_err(qerr)?
-            .queue_url
-            .ok_or_else(|| QueueError(format!("queue {queue} has no URL")))?;
-        self.urls
+        let cell = self
+            .urls
             .lock()
             .unwrap()
-            .insert(queue.to_string(), url.clone());
-        Ok(url)
+            .entry(queue.to_string())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async {
+            self.client
+                .get_queue_url()
+                .queue_name(queue)
+                .send()
+                .await
+                .map_err(qerr)?
+                .queue_url
+                .ok_or_else(|| QueueError(format!("queue {queue} has no URL")))
+        })
+        .await
+        .cloned()
     }
 }
 

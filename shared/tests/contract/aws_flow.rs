@@ -1,0 +1,283 @@
+//! The job path on the AWS adapters against moto, as Lambda runs it: submit through the
+//! service, a batch of ten SQS records through the worker entrypoint, the batch's messages
+//! deleted, with every billed request counted by the SDK interceptor.
+
+use crate::helpers::{moto_sdk, unique};
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use serde_json::{json, Value};
+use shared::adapters::aws::{AwsBackend, AwsSettings, QueueSpec, RequestCounter};
+use shared::domain::{JobError, JobStatus, JobType, Tenant};
+use shared::entrypoints::sqs::handle_sqs_batch;
+use shared::jobs::{BuiltinSettings, JobContext, JobHandler, JobOptions, Registry};
+use shared::ports::{ReceivedMessage, StoreError};
+use shared::service::{JobService, SubmitRequest};
+use shared::worker::{Worker, WorkerSettings};
+use std::sync::Arc;
+use std::time::Duration;
+
+const BATCH: usize = 10;
+
+struct Fails;
+
+#[async_trait]
+impl JobHandler for Fails {
+    async fn run(&self, _ctx: JobContext, _payload: Value) -> Result<Value, JobError> {
+        Err(JobError::permanent("always fails"))
+    }
+}
+
+struct Flow {
+    aws: AwsBackend,
+    counter: RequestCounter,
+    registry: Arc<Registry>,
+    service: JobService,
+    worker: Worker,
+    tenant: Tenant,
+}
+
+async fn flow() -> Flow {
+    let counter = RequestCounter::default();
+    let id = unique();
+    let aws = AwsBackend::counted(
+        &moto_sdk().await,
+        AwsSettings {
+            table: format!("jobs-{id}"),
+            event_bus: format!("bus-{id}"),
+        },
+        Some(counter.clone()),
+    );
+    let mut registry = Registry::builtin(&format!("f{id}-"), &BuiltinSettings::default());
+    registry.register("test.fails", JobOptions::default(), Fails);
+    let queues: Vec<QueueSpec> = registry
+        .iter()
+        .map(|r| QueueSpec {
+            name: registry.queue_name(&r.job_type),
+            dead_letter_queue: registry.dead_letter_queue_name(&r.job_type),
+            max_receive_count: 5,
+            visibility: r.options.visibility(),
+        })
+        .collect();
+    aws.bootstrap(&queues).await.expect("bootstrap on moto");
+    let registry = Arc::new(registry);
+    let ports = aws.ports();
+    Flow {
+        service: JobService::new(ports.clone(), registry.clone(), 262_144),
+        worker: Worker::new(
+            ports,
+            registry.clone(),
+            WorkerSettings {
+                heartbeat_interval: Duration::from_secs(10),
+                stall_after: Duration::from_secs(60),
+            },
+        ),
+        registry,
+        aws,
+        counter,
+        tenant: Tenant::parse("t").unwrap(),
+    }
+}
+
+fn sqs_event(messages: &[ReceivedMessage]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = messages
+        .iter()
+        .map(|m| {
+            let mut r = SqsMessage::default();
+            r.message_id = Some(m.message_id.clone());
+            r.receipt_handle = Some(m.receipt_handle.clone());
+            r.body = Some(m.body.clone());
+            r
+        })
+        .collect();
+    event
+}
+
+impl Flow {
+    async fn submit(&self, job_type: &str) -> shared::domain::Job {
+        let (job, _) = self
+            .service
+            .submit(
+                self.tenant.clone(),
+                SubmitRequest {
+                    job_type: JobType::parse(job_type).unwrap(),
+                    payload: json!({}),
+                    priority: 0,
+                    run_at: None,
+                    delay: None,
+                    max_attempts: None,
+                    backoff: None,
+                    idempotency_key: None,
+                },
+            )
+            .await
+            .unwrap();
+        job
+    }
+
+    fn queue(&self, job_type: &str) -> String {
+        self.registry.queue_name(&JobType::parse(job_type).unwrap())
+    }
+
+    /// What the event-source mapping does: receive up to `n` messages (batches of ten).
+    async fn receive(&self, job_type: &str, n: usize) -> Vec<ReceivedMessage> {
+        let mut got = vec![];
+        for _ in 0..20 {
+            if got.len() >= n {
+                break;
+            }
+            got.extend(
+                self.aws
+                    .ports()
+                    .queue
+                    .receive(
+                        &self.queue(job_type),
+                        BATCH,
+                        Duration::from_secs(60),
+                        Duration::from_secs(1),
+                    )
+                    .await
+                    .unwrap(),
+            );
+        }
+        got
+    }
+
+    /// Run a batch through the worker entrypoint and delete what it did not report failed.
+    async fn work(&self, job_type: &str, messages: &[ReceivedMessage]) {
+        let response = handle_sqs_batch(&self.worker, sqs_event(messages)).await;
+        assert!(response.batch_item_failures.is_empty(), "{response:?}");
+        let handles: Vec<String> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
+        self.aws
+            .ports()
+            .queue
+            .delete(&self.queue(job_type), &handles)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noop_job_from_submit_to_its_event_costs_at_most_five_billed_requests() {
+    // GIVEN the AWS backend on moto with every request counted
+    let f = flow().await;
+    f.counter.reset();
+
+    // WHEN ten no-op jobs are submitted, received as one batch, worked and deleted
+    let jobs: Vec<_> = futures::future::join_all((0..BATCH).map(|_| f.submit("noop"))).await;
+    let messages = f.receive("noop", BATCH).await;
+    assert_eq!(messages.len(), BATCH);
+    f.work("noop", &messages).await;
+    let counts = f.counter.counts();
+    let total: u64 = counts.values().sum();
+
+    // THEN every job succeeded
+    for job in &jobs {
+        let stored = f.aws.ports().store.get(job.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, JobStatus::Succeeded);
+    }
+    // AND it took at most 5 billed requests a job, none of them a Scan
+    let per_job = total as f64 / BATCH as f64;
+    for ((service, op), n) in &counts {
+        println!(
+            "{service:>12} {op:<22} {n:>3}  ({:.2} a job)",
+            *n as f64 / BATCH as f64
+        );
+    }
+    println!(
+        "{:>12} {:<22} {:>3}  ({per_job:.2} a job)",
+        "", "total", total
+    );
+    assert!(per_job <= 5.0, "{per_job} requests a job: {counts:?}");
+    assert!(!counts.keys().any(|(_, op)| op == "Scan"), "{counts:?}");
+    // (the ten events went out together)
+    assert_eq!(
+        counts.get(&("EventBridge".into(), "PutEvents".into())),
+        Some(&1),
+        "{counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_delivered_twice_moves_its_job_once() {
+    // GIVEN a job and its message, delivered twice in one batch
+    let f = flow().await;
+    let job = f.submit("noop").await;
+    let messages = f.receive("noop", 1).await;
+    let twice = vec![messages[0].clone(), messages[0].clone()];
+
+    // WHEN the batch is worked
+    let response = handle_sqs_batch(&f.worker, sqs_event(&twice)).await;
+
+    // THEN the job ran one attempt and succeeded, and neither record is sent back
+    assert!(response.batch_item_failures.is_empty());
+    let stored = f.aws.ports().store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.attempt, stored.runs),
+        (JobStatus::Succeeded, 1, 1)
+    );
+    // AND one more delivery later changes nothing
+    handle_sqs_batch(&f.worker, sqs_event(&messages)).await;
+    let again = f.aws.ports().store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(again, stored);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_expiry_is_a_number_of_epoch_seconds() -> Result<(), StoreError> {
+    // GIVEN a job that failed (so it has an expiry and a log line) with an idempotency key
+    let f = flow().await;
+    let (job, _) = f
+        .service
+        .submit(
+            f.tenant.clone(),
+            SubmitRequest {
+                job_type: JobType::parse("test.fails").unwrap(),
+                payload: json!({}),
+                priority: 0,
+                run_at: None,
+                delay: None,
+                max_attempts: Some(1),
+                backoff: None,
+                idempotency_key: Some(shared::domain::IdempotencyKey::parse("k1").unwrap()),
+            },
+        )
+        .await
+        .unwrap();
+    let messages = f.receive("test.fails", 1).await;
+    f.work("test.fails", &messages).await;
+    let stored = f.aws.ports().store.get(job.id).await?.unwrap();
+    assert_eq!(stored.status, JobStatus::Failed);
+    assert_eq!(f.aws.ports().store.logs(job.id, 0, 10).await?.len(), 1);
+
+    // WHEN every item of the table is read as stored
+    let items = f
+        .aws
+        .dynamodb()
+        .scan()
+        .table_name(&f.aws.settings().table)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+
+    // THEN the job, its log line and its key each carry `ttl` as a Number of epoch seconds,
+    // and the job's is its `expires_at`
+    assert_eq!(items.len(), 3, "{items:?}");
+    for item in &items {
+        let ttl = item
+            .get("ttl")
+            .unwrap_or_else(|| panic!("no ttl: {item:?}"));
+        let secs: i64 = ttl.as_n().expect("ttl is a Number").parse().unwrap();
+        assert!(secs > chrono::Utc::now().timestamp(), "{item:?}");
+    }
+    let job_item = items
+        .iter()
+        .find(|i| i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) == Some("JOB"))
+        .unwrap();
+    assert_eq!(
+        job_item["ttl"].as_n().unwrap(),
+        &stored.expires_at.unwrap().timestamp().to_string()
+    );
+    Ok(())
+}
