@@ -1,7 +1,9 @@
 //! Conveyor's one-machine runtime: the HTTP API, a poller per job-type queue that builds real
 //! SQS batches for the same worker entrypoint Lambda calls, and the maintenance schedule — all
-//! on the embedded backend, in one process.
+//! in one process, on the embedded backend or (feature `aws`) on DynamoDB, SQS and EventBridge.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod bench;
 pub mod poller;
 pub mod runtime;
@@ -31,13 +33,17 @@ pub fn run_cli_with(extend: fn(&mut Registry)) -> std::process::ExitCode {
             args.remove(0);
             "serve"
         }
+        Some("bootstrap") => {
+            args.remove(0);
+            "bootstrap"
+        }
         Some("-h" | "--help" | "help") => {
             println!("{}", USAGE);
             return ExitCode::SUCCESS;
         }
         _ => "serve",
     };
-    let settings = if command == "serve" {
+    let settings = if command != "bench" {
         match LocalSettings::from_env_and_args(&args) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -55,6 +61,10 @@ pub fn run_cli_with(extend: fn(&mut Registry)) -> std::process::ExitCode {
         .and_then(|rt| {
             let result = match settings {
                 None => rt.block_on(bench::run(args)),
+                Some(settings) if command == "bootstrap" => {
+                    init_tracing();
+                    rt.block_on(runtime::bootstrap(settings, extend))
+                }
                 Some(settings) => {
                     init_tracing();
                     rt.block_on(run(settings, extend))
@@ -77,7 +87,9 @@ const USAGE: &str = "\
 conveyor — background jobs on one machine
 
 USAGE:
-  conveyor [serve] [--addr HOST:PORT] [--data-dir DIR] [--backend embedded]
+  conveyor [serve] [--addr HOST:PORT] [--data-dir DIR] [--backend embedded|aws]
+  conveyor bootstrap --backend aws   create the table, bus, queues and dead-letter queues
+                                     where AWS_ENDPOINT_URL (or AWS) points, then exit
   conveyor bench [--jobs N] [--clients C] [--queued N] [--url URL]
 
 Flags mirror the environment: CONVEYOR_ADDR, CONVEYOR_DATA_DIR, CONVEYOR_BACKEND (see README).";

@@ -96,36 +96,39 @@ fn webhook_secret(config: &Config) -> anyhow::Result<String> {
     Ok(secret)
 }
 
+/// `conveyor bootstrap`: create the AWS backend's resources, then exit.
+pub async fn bootstrap(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::Result<()> {
+    let config = settings.config;
+    if config.backend != Backend::Aws {
+        bail!("bootstrap is for the aws backend (CONVEYOR_BACKEND=aws or --backend aws); the embedded one needs none");
+    }
+    let mut registry = Registry::builtin(&config.queue_prefix, &config.builtin_settings());
+    extend(&mut registry);
+    #[cfg(feature = "aws")]
+    {
+        crate::aws::bootstrap(&config, &registry).await?;
+        println!(
+            "created (where missing): table {}, bus {}, {} queues with dead-letter queues",
+            config.table,
+            config.event_bus,
+            registry.iter().count()
+        );
+        Ok(())
+    }
+    #[cfg(not(feature = "aws"))]
+    bail!("this build has no AWS backend (build with `--features aws`)")
+}
+
 /// Run until Ctrl-C or SIGTERM.
 pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::Result<()> {
     let mut config = settings.config.clone();
-    if config.backend != Backend::Embedded {
-        bail!("CONVEYOR_BACKEND=aws is not available in this build yet; use embedded");
-    }
     config.webhook_secret = Some(webhook_secret(&config)?);
     let mut registry = Registry::builtin(&config.queue_prefix, &config.builtin_settings());
     extend(&mut registry);
     let registry = Arc::new(registry);
-    let backend = open_embedded(&config, &registry)
-        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
-    let ports = backend.ports();
-
-    // The data directory has one owner: whatever a previous process had running is stalled.
-    let recovered =
-        reap_stalled_jobs(&ports, &registry, Duration::ZERO, chrono::Utc::now()).await?;
-    if recovered > 0 {
-        tracing::warn!(recovered, "recovered jobs a previous process left running");
-    }
-
     let health = Arc::new(Health::new());
-    let db = backend.db.clone();
-    health.probe("writer", move || {
-        if db.writer_alive() {
-            Ok(())
-        } else {
-            Err("the database writer has stopped".into())
-        }
-    });
+    let opened = open(&config, &registry, &health).await?;
+    let ports = opened.ports.clone();
     let service = JobService::new(ports.clone(), registry.clone(), config.max_payload_bytes);
     let app = router(Arc::new(ApiState {
         service,
@@ -138,8 +141,8 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         .with_context(|| format!("binding {}", settings.addr))?;
     let local_addr = listener.local_addr()?;
     println!(
-        "conveyor listening on http://{local_addr} (backend embedded, data {})",
-        config.data_dir.display()
+        "conveyor listening on http://{local_addr} (backend {})",
+        opened.describe
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -191,7 +194,7 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
             },
             every: config.maintenance_interval,
             health: health.clone(),
-            dead_letters: Some(backend.queue.clone()),
+            dead_letters: opened.dead_letters.clone(),
         };
         let stop = stop_rx.clone();
         tokio::spawn(supervise(
@@ -223,9 +226,77 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
     }
     let _ = maintenance.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    backend.db.close().await;
+    if let Some(db) = &opened.db {
+        db.close().await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The backend the runtime runs on, with what only the embedded one has.
+struct Opened {
+    ports: Ports,
+    describe: String,
+    db: Option<shared::adapters::embedded::Db>,
+    dead_letters: Option<Arc<EmbeddedQueue>>,
+}
+
+/// Open `config.backend`. Embedded: the data directory has one owner, so whatever a previous
+/// process left running is stalled at once. AWS: resources are created where missing (an
+/// emulator; on AWS the template made them), and running jobs are never reaped at start (a
+/// fleet of workers may share the table).
+async fn open(
+    config: &Config,
+    registry: &Arc<Registry>,
+    health: &Health,
+) -> anyhow::Result<Opened> {
+    match config.backend {
+        Backend::Embedded => {
+            let backend = open_embedded(config, registry).with_context(|| {
+                format!("opening the data directory {}", config.data_dir.display())
+            })?;
+            let ports = backend.ports();
+            let recovered =
+                reap_stalled_jobs(&ports, registry, Duration::ZERO, chrono::Utc::now()).await?;
+            if recovered > 0 {
+                tracing::warn!(recovered, "recovered jobs a previous process left running");
+            }
+            let db = backend.db.clone();
+            health.probe("writer", move || {
+                if db.writer_alive() {
+                    Ok(())
+                } else {
+                    Err("the database writer has stopped".into())
+                }
+            });
+            Ok(Opened {
+                ports,
+                describe: format!("embedded, data {}", config.data_dir.display()),
+                db: Some(backend.db.clone()),
+                dead_letters: Some(backend.queue.clone()),
+            })
+        }
+        #[cfg(feature = "aws")]
+        Backend::Aws => {
+            let backend = crate::aws::bootstrap(config, registry).await?;
+            Ok(Opened {
+                ports: backend.ports(),
+                describe: format!(
+                    "aws, table {}, endpoint {}",
+                    config.table,
+                    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "AWS".into())
+                ),
+                db: None,
+                dead_letters: None,
+            })
+        }
+        #[cfg(not(feature = "aws"))]
+        Backend::Aws => {
+            bail!(
+                "CONVEYOR_BACKEND=aws: this build has no AWS backend (build with `--features aws`)"
+            )
+        }
+    }
 }
 
 /// The name maintenance goes by in `/healthz`.

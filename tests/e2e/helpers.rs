@@ -119,10 +119,10 @@ impl TestApp {
                 self.log_tail()
             );
         };
-        // `conveyor listening on http://ADDR (backend embedded, data DIR)`
+        // `conveyor listening on http://ADDR (backend …)`
         self.address = line
             .strip_prefix("conveyor listening on ")
-            .and_then(|rest| rest.split_once(" (backend embedded, data "))
+            .and_then(|rest| rest.split_once(" (backend "))
             .map(|(url, _)| url.to_string())
             .unwrap_or_else(|| panic!("unexpected first line from the runtime: {line:?}"));
         // Keep the pipe drained so the runtime never blocks on a write to stdout.

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod api;
+mod aws_backend;
 mod bad_input;
 mod cancel;
 mod config;
@@ -15,6 +16,8 @@ mod http_fetch;
 mod idempotency;
 mod listing;
 mod maintenance;
+#[path = "../../shared/tests/support/moto.rs"]
+mod moto;
 mod retries;
 mod shutdown;
 mod storage;

@@ -86,3 +86,18 @@ pub fn queue_settings(
         })
         .collect()
 }
+
+/// Each type's queue as the AWS backend creates it: its dead-letter queue after
+/// `CONVEYOR_MAX_RECEIVE_COUNT` receives, visibility six times the type's timeout.
+#[cfg(feature = "aws")]
+pub fn queue_specs(config: &Config, registry: &Registry) -> Vec<aws::QueueSpec> {
+    registry
+        .iter()
+        .map(|r| aws::QueueSpec {
+            name: registry.queue_name(&r.job_type),
+            dead_letter_queue: registry.dead_letter_queue_name(&r.job_type),
+            max_receive_count: config.max_receive_count,
+            visibility: r.options.visibility(),
+        })
+        .collect()
+}

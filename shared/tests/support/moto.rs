@@ -1,0 +1,59 @@
+//! A moto server for tests (the AWS services, emulated): started once per test binary on a
+//! free loopback port, stopped by a watchdog when the test process is gone. Shared by the
+//! contract suite and the end-to-end suite.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+static ENDPOINT: OnceLock<String> = OnceLock::new();
+
+fn server_path() -> String {
+    if let Ok(p) = std::env::var("MOTO_SERVER") {
+        return p;
+    }
+    let venv = format!(
+        "{}/.cache/conveyor-venv/bin/moto_server",
+        std::env::var("HOME").unwrap_or_default()
+    );
+    if std::path::Path::new(&venv).exists() {
+        return venv;
+    }
+    "moto_server".into()
+}
+
+/// Start moto once; a watchdog shell stops it when this test process is gone.
+pub fn endpoint() -> String {
+    ENDPOINT
+        .get_or_init(|| {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let script = format!(
+                "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+                 while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill $m",
+                pid = std::process::id()
+            );
+            // Not waited for: the watchdog lives as long as this process, by design.
+            #[allow(clippy::zombie_processes)]
+            Command::new("sh")
+                .args(["-c", &script, &server_path()])
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("start moto_server (pip install 'moto[server]', or set MOTO_SERVER)");
+            let started = Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "moto_server did not start on port {port}: is it installed? \
+                     (pip install 'moto[server]' into ~/.cache/conveyor-venv, or set MOTO_SERVER)"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            format!("http://127.0.0.1:{port}")
+        })
+        .clone()
+}
