@@ -21,5 +21,6 @@ mod moto;
 mod retries;
 mod shutdown;
 mod storage;
+mod template;
 mod webhook;
 mod worker_entrypoint;

@@ -1,0 +1,212 @@
+//! The SAM template and the code must not drift: every job type has its queue, dead-letter
+//! queue and worker function with the type's options, every queue and function in the template
+//! belongs to a type or a binary, every variable the template passes is one `Config` reads, and
+//! no policy allows a Scan.
+
+use serde_yaml::Value;
+use shared::jobs::{BuiltinSettings, Registry};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Lambda's longest run, and the margin a worker function has beyond its job's timeout.
+const LAMBDA_MAX: u64 = 900;
+const MARGIN: u64 = 10;
+
+fn template() -> (String, Value) {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+        .expect("template.yaml");
+    let yaml = serde_yaml::from_str(&text).expect("template.yaml parses");
+    (text, yaml)
+}
+
+/// `!Sub "…"` / `!Ref X` / `!GetAtt X.Y` as (tag, text).
+fn tagged(v: &Value) -> Option<(String, String)> {
+    match v {
+        Value::Tagged(t) => Some((t.tag.to_string(), t.value.as_str()?.to_string())),
+        _ => None,
+    }
+}
+
+fn logical_prefix(job_type: &str) -> String {
+    job_type
+        .split('.')
+        .map(|part| {
+            let mut c = part.chars();
+            c.next()
+                .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn num(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v:?}"))
+}
+
+#[test]
+fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() {
+    let (text, t) = template();
+    let resources = t["Resources"].as_mapping().expect("Resources");
+    let registry = Registry::builtin("", &BuiltinSettings::default());
+    let env = &t["Globals"]["Function"]["Environment"]["Variables"];
+    // Queue names: the stack's name, a dash, then what the registry names the queue.
+    let prefix = tagged(&env["CONVEYOR_QUEUE_PREFIX"])
+        .expect("a !Sub prefix")
+        .1;
+    assert_eq!(prefix, "${AWS::StackName}-");
+
+    let mut expected_queues = BTreeSet::new();
+    let mut expected_workers = BTreeSet::new();
+    for reg in registry.iter() {
+        let o = &reg.options;
+        let l = logical_prefix(reg.job_type.as_str());
+        let queue = &t["Resources"][format!("{l}Queue").as_str()]["Properties"];
+        let dlq = &t["Resources"][format!("{l}DeadLetterQueue").as_str()]["Properties"];
+        let worker = &t["Resources"][format!("{l}WorkerFunction").as_str()];
+        let name = format!("{prefix}{}", registry.queue_name(&reg.job_type));
+        assert_eq!(
+            tagged(&queue["QueueName"]).map(|n| n.1),
+            Some(name.clone()),
+            "{l}"
+        );
+        assert_eq!(
+            tagged(&dlq["QueueName"]).map(|n| n.1),
+            Some(format!("{name}-dlq")),
+            "{l}"
+        );
+        assert_eq!(
+            tagged(&queue["RedrivePolicy"]["deadLetterTargetArn"]).map(|a| a.1),
+            Some(format!("{l}DeadLetterQueue.Arn")),
+            "{l}"
+        );
+        assert_eq!(
+            tagged(&queue["RedrivePolicy"]["maxReceiveCount"]).map(|a| a.1),
+            Some("MaxReceiveCount".into())
+        );
+        // The function outlives its job by the margin (within Lambda's limit), and the queue
+        // hides a message at least six job timeouts and never less than the function runs.
+        let function_timeout = (o.timeout.as_secs() + MARGIN).min(LAMBDA_MAX);
+        assert_eq!(
+            num(&worker["Properties"]["Timeout"]),
+            function_timeout,
+            "{l}"
+        );
+        let visibility = num(&queue["VisibilityTimeout"]);
+        assert_eq!(
+            Duration::from_secs(visibility),
+            o.visibility().max(Duration::from_secs(function_timeout)),
+            "{l}"
+        );
+        assert!(visibility >= function_timeout);
+        assert_eq!(worker["Metadata"]["BuildProperties"]["Binary"], "worker");
+        let source = &worker["Properties"]["Events"]["Queue"]["Properties"];
+        assert_eq!(
+            tagged(&source["Queue"]).map(|q| q.1),
+            Some(format!("{l}Queue.Arn"))
+        );
+        assert_eq!(num(&source["BatchSize"]), o.batch_size as u64, "{l}");
+        assert_eq!(
+            num(&source["ScalingConfig"]["MaximumConcurrency"]),
+            o.concurrency.max(2) as u64,
+            "{l}"
+        );
+        assert_eq!(
+            source["FunctionResponseTypes"][0],
+            "ReportBatchItemFailures"
+        );
+        expected_queues.extend([format!("{l}Queue"), format!("{l}DeadLetterQueue")]);
+        expected_workers.insert(format!("{l}WorkerFunction"));
+    }
+
+    // The other way round: nothing in the template without its counterpart in the code.
+    let of_type = |ty: &str| -> BTreeSet<String> {
+        resources
+            .iter()
+            .filter(|(_, r)| r["Type"] == ty)
+            .map(|(k, _)| k.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(of_type("AWS::SQS::Queue"), expected_queues);
+    let functions = of_type("AWS::Serverless::Function");
+    let binaries: BTreeSet<String> = functions
+        .iter()
+        .map(|f| {
+            t["Resources"][f.as_str()]["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let crates: BTreeSet<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../functions"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+    assert_eq!(
+        binaries, crates,
+        "every function crate is deployed, and only those"
+    );
+    assert_eq!(
+        functions
+            .iter()
+            .filter(|f| f.ends_with("WorkerFunction"))
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        expected_workers
+    );
+    // Every function's log group keeps its logs for a set time.
+    for f in &functions {
+        let group = f.replace("Function", "LogGroup");
+        assert_eq!(
+            t["Resources"][group.as_str()]["Type"],
+            "AWS::Logs::LogGroup",
+            "{f}"
+        );
+    }
+
+    // Every variable passed is one the configuration reads (the README's table lists them all).
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    for (name, _) in env.as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        if name.starts_with("CONVEYOR_") {
+            assert!(
+                readme.contains(&format!("| `{name}` |")),
+                "{name} is not a documented setting"
+            );
+        }
+    }
+    for needed in [
+        "CONVEYOR_BACKEND",
+        "CONVEYOR_TABLE",
+        "CONVEYOR_EVENT_BUS",
+        "CONVEYOR_QUEUE_PREFIX",
+    ] {
+        assert!(
+            env.get(needed).is_some(),
+            "the template does not pass {needed}"
+        );
+    }
+
+    // The table as the adapter makes it: TTL on `ttl`, the four indexes, kept on stack delete.
+    let table = &t["Resources"]["JobsTable"];
+    assert_eq!(table["DeletionPolicy"], "Retain");
+    assert_eq!(
+        table["Properties"]["TimeToLiveSpecification"]["AttributeName"],
+        "ttl"
+    );
+    let indexes: BTreeSet<&str> = table["Properties"]["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|i| i["IndexName"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        indexes,
+        BTreeSet::from(["by_tenant", "by_status", "by_type", "due"])
+    );
+    assert!(
+        !text.contains("dynamodb:Scan") && !text.contains("DynamoDBCrudPolicy"),
+        "no policy may allow a Scan"
+    );
+}
