@@ -47,7 +47,13 @@ pub struct Worker {
     in_flight: Arc<std::sync::Mutex<std::collections::HashMap<crate::domain::JobId, JobContext>>>,
     /// Where lifecycle events go while a queue batch is processed (`collecting`).
     events: Option<Arc<EventBatch>>,
+    /// When the invocation running this worker ends (Lambda): no attempt may run past it less
+    /// `DEADLINE_MARGIN`, so its outcome is always recorded.
+    deadline: Option<tokio::time::Instant>,
 }
+
+/// Time kept back before an invocation's end to record the outcome of an attempt cut short.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 
 /// Early messages (a retry sent before its time, a capped delay) within this are run anyway.
 const EARLY_TOLERANCE: chrono::Duration = chrono::Duration::milliseconds(20);
@@ -63,6 +69,16 @@ impl Worker {
             settings,
             in_flight: Default::default(),
             events: None,
+            deadline: None,
+        }
+    }
+
+    /// This worker, ending every attempt by `deadline` less `DEADLINE_MARGIN` (a Lambda
+    /// invocation's end): an attempt cut short fails as a timeout, recorded in time.
+    pub fn until(&self, deadline: tokio::time::Instant) -> Self {
+        Self {
+            deadline: Some(deadline),
+            ..self.clone()
         }
     }
 
@@ -206,6 +222,15 @@ impl Worker {
         Ok(Disposition::Done)
     }
 
+    /// The job's timeout, or less when the invocation ends sooner.
+    fn time_for(&self, job: &crate::domain::Job) -> Duration {
+        let left = self.deadline.map(|d| {
+            d.saturating_duration_since(tokio::time::Instant::now())
+                .saturating_sub(DEADLINE_MARGIN)
+        });
+        left.map_or(job.timeout(), |left| left.min(job.timeout()))
+    }
+
     fn lifecycle(&self) -> Lifecycle<'_> {
         Lifecycle::new(&self.ports, &self.registry).collecting(self.events.as_deref())
     }
@@ -258,7 +283,8 @@ impl Worker {
         };
         // The heartbeat task starts at the first beat: a job shorter than that needs none.
         let every = self.settings.heartbeat_interval;
-        let deadline = tokio::time::sleep(job.timeout());
+        let timeout = self.time_for(job);
+        let deadline = tokio::time::sleep(timeout);
         let first_beat = tokio::time::sleep(every);
         tokio::pin!(deadline, first_beat);
         let mut heartbeat: Option<tokio::task::JoinHandle<()>> = None;
@@ -293,7 +319,11 @@ impl Worker {
                 abort.abort();
                 Outcome::Failed(JobError::with_kind(
                     "timeout",
-                    format!("timed out after {:?}", job.timeout()),
+                    if timeout < job.timeout() {
+                        format!("the invocation's time ran out after {timeout:?}")
+                    } else {
+                        format!("timed out after {:?}", job.timeout())
+                    },
                     true,
                 ))
             }

@@ -475,3 +475,47 @@ async fn a_duplicate_delivered_while_the_first_run_is_running_does_not_execute_a
     assert_eq!((after.status, after.attempt), (JobStatus::Succeeded, 1));
     Ok(())
 }
+
+#[tokio::test]
+async fn an_attempt_ends_in_time_for_its_outcome_before_the_invocation_ends() -> anyhow::Result<()>
+{
+    // GIVEN a job of a type with a 15-minute timeout that would run for a minute
+    let h = harness()?;
+    let (job, _) = h
+        .service
+        .submit(
+            h.tenant.clone(),
+            SubmitRequest {
+                job_type: JobType::parse("sleep")?,
+                payload: json!({ "ms": 60_000 }),
+                priority: 0,
+                run_at: None,
+                delay: None,
+                max_attempts: Some(1),
+                backoff: None,
+                idempotency_key: None,
+            },
+        )
+        .await?;
+    let event = sqs_event(&[("m-deadline", job_message(job.id))]);
+
+    // WHEN its batch runs in an invocation that ends half a second after the margin
+    let ends =
+        tokio::time::Instant::now() + shared::worker::DEADLINE_MARGIN + Duration::from_millis(500);
+    let response =
+        shared::entrypoints::sqs::handle_sqs_batch_until(&h.worker, event, Some(ends)).await;
+
+    // THEN the attempt was cut short before the margin and its outcome is recorded
+    assert!(tokio::time::Instant::now() < ends);
+    assert!(response.batch_item_failures.is_empty());
+    let ended = h.job(job.id).await?;
+    assert_eq!(ended.status, JobStatus::Dead, "{ended:?}");
+    let error = ended.error.expect("an error");
+    assert_eq!(error.kind, "timeout");
+    assert!(
+        error.message.contains("invocation's time ran out"),
+        "{}",
+        error.message
+    );
+    Ok(())
+}

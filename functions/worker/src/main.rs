@@ -3,7 +3,7 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, LambdaEvent};
-use shared::entrypoints::sqs::handle_sqs_batch;
+use shared::entrypoints::sqs::handle_sqs_batch_until;
 use shared::worker::{Worker, WorkerSettings};
 
 #[tokio::main]
@@ -18,7 +18,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let worker = Worker::new(ports, registry, WorkerSettings::from_config(&config));
     let worker = &worker;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<SqsBatchResponse, lambda_runtime::Error>(handle_sqs_batch(worker, event.payload).await)
+        // The invocation's end (epoch ms), as an instant: no attempt may outlive it.
+        let left = event
+            .context
+            .deadline
+            .saturating_sub(chrono::Utc::now().timestamp_millis() as u64);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(left);
+        let response = handle_sqs_batch_until(worker, event.payload, Some(deadline)).await;
+        Ok::<SqsBatchResponse, lambda_runtime::Error>(response)
     }))
     .await
 }

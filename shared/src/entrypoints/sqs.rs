@@ -9,8 +9,21 @@ use std::sync::Arc;
 /// whose message must be delivered again. A record that panics fails only itself. The jobs'
 /// lifecycle events go out together when the batch is over.
 pub async fn handle_sqs_batch(worker: &Worker, event: SqsEvent) -> SqsBatchResponse {
+    handle_sqs_batch_until(worker, event, None).await
+}
+
+/// `handle_sqs_batch` inside an invocation that ends at `deadline` (Lambda's): every attempt
+/// ends in time for its outcome to be recorded.
+pub async fn handle_sqs_batch_until(
+    worker: &Worker,
+    event: SqsEvent,
+    deadline: Option<tokio::time::Instant>,
+) -> SqsBatchResponse {
     let batch = Arc::new(EventBatch::default());
-    let collecting = worker.collecting(batch.clone());
+    let mut collecting = worker.collecting(batch.clone());
+    if let Some(deadline) = deadline {
+        collecting = collecting.until(deadline);
+    }
     let worker = &collecting;
     let tasks: Vec<_> = event
         .records
