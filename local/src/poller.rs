@@ -6,7 +6,7 @@
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use shared::entrypoints::sqs::handle_sqs_batch;
 use shared::health::Health;
-use shared::ports::{JobQueue, ReceivedMessage};
+use shared::ports::{QueueConsumer, ReceivedMessage};
 use shared::worker::Worker;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -65,7 +65,7 @@ pub fn health_name(queue: &str) -> String {
 }
 
 pub async fn run_poller(
-    queue: Arc<dyn JobQueue>,
+    queue: Arc<dyn QueueConsumer>,
     worker: Worker,
     settings: PollerSettings,
     mut stop: watch::Receiver<bool>,

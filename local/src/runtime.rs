@@ -13,7 +13,7 @@ use shared::entrypoints::schedule::handle_maintenance;
 use shared::health::Health;
 use shared::jobs::Registry;
 use shared::maintenance::{reap_stalled_jobs, MaintenanceSettings};
-use shared::ports::Ports;
+use shared::ports::{Ports, QueueConsumer};
 use shared::service::JobService;
 use shared::worker::{Worker, WorkerSettings};
 use std::net::SocketAddr;
@@ -164,7 +164,7 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         };
         health.up(&health_name(&settings.queue));
         let (queue, worker, stop, health) = (
-            ports.queue.clone(),
+            opened.consumer.clone(),
             worker.clone(),
             stop_rx.clone(),
             health.clone(),
@@ -236,6 +236,8 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
 /// The backend the runtime runs on, with what only the embedded one has.
 struct Opened {
     ports: Ports,
+    /// What the pollers receive from (the event-source mapping's side of the queues).
+    consumer: Arc<dyn QueueConsumer>,
     describe: String,
     db: Option<shared::adapters::embedded::Db>,
     dead_letters: Option<Arc<EmbeddedQueue>>,
@@ -271,6 +273,7 @@ async fn open(
             });
             Ok(Opened {
                 ports,
+                consumer: backend.queue.clone(),
                 describe: format!("embedded, data {}", config.data_dir.display()),
                 db: Some(backend.db.clone()),
                 dead_letters: Some(backend.queue.clone()),
@@ -281,6 +284,7 @@ async fn open(
             let backend = crate::aws::bootstrap(config, registry).await?;
             Ok(Opened {
                 ports: backend.ports(),
+                consumer: backend.queue.clone(),
                 describe: format!(
                     "aws, table {}, endpoint {}",
                     config.table,

@@ -12,7 +12,7 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct Ports {
     pub store: Arc<dyn JobStore>,
-    pub queue: Arc<dyn JobQueue>,
+    pub queue: Arc<dyn QueueSender>,
     pub events: Arc<dyn EventPublisher>,
 }
 
@@ -174,11 +174,13 @@ pub struct ReceivedMessage {
     pub sent_at: DateTime<Utc>,
 }
 
-/// A queue with SQS semantics: at-least-once, delay, visibility timeout, receive count,
-/// dead-letter queue after too many receives.
+/// Sending to a queue with SQS semantics (at-least-once, delay): what the API, the worker
+/// and maintenance do, on every backend and in every Lambda function.
 #[async_trait]
-pub trait JobQueue: Send + Sync {
-    /// `priority` orders ready messages where the backend can (higher first); SQS ignores it.
+pub trait QueueSender: Send + Sync {
+    /// `delay` is rounded up to whole seconds where the backend counts in seconds (SQS), at
+    /// most 15 minutes. `priority` orders ready messages where the backend can (higher first);
+    /// SQS cannot (a type that needs priorities gets a queue of its own for them).
     async fn send(
         &self,
         queue: &str,
@@ -186,6 +188,13 @@ pub trait JobQueue: Send + Sync {
         delay: Duration,
         priority: i32,
     ) -> Result<String, QueueError>;
+}
+
+/// Consuming a queue: visibility timeout, receive count, dead-letter queue after too many
+/// receives. On AWS the SQS event-source mapping does this and no function ever receives;
+/// locally the pollers do.
+#[async_trait]
+pub trait QueueConsumer: Send + Sync {
     /// Up to `max` messages, waiting up to `wait` for the first (long polling).
     async fn receive(
         &self,
@@ -202,6 +211,11 @@ pub trait JobQueue: Send + Sync {
         visibility: Duration,
     ) -> Result<(), QueueError>;
 }
+
+/// Both sides of a queue, for what plays the event-source mapping (the local pollers, tests).
+pub trait JobQueue: QueueSender + QueueConsumer {}
+
+impl<T: QueueSender + QueueConsumer> JobQueue for T {}
 
 /// Lifecycle events out to whoever listens (EventBridge bus on AWS, in-process locally).
 #[async_trait]

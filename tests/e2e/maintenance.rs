@@ -10,6 +10,7 @@ use shared::jobs::{BuiltinSettings, Registry};
 use shared::lifecycle::Lifecycle;
 use shared::maintenance::{redispatch_orphans, release_scheduled_jobs};
 use shared::ports::Ports;
+use shared::ports::QueueConsumer;
 use shared::worker::{Disposition, Worker, WorkerSettings};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +70,7 @@ impl Harness {
     /// Receive what is visible on the noop queue now and run it through the worker.
     async fn work_visible_messages(&self) -> usize {
         let messages = self
-            .ports
+            .backend
             .queue
             .receive(NOOP_QUEUE, 10, Duration::from_secs(30), Duration::ZERO)
             .await
@@ -79,7 +80,7 @@ impl Harness {
                 self.worker.process_message(&m.body).await,
                 Disposition::Done
             );
-            self.ports
+            self.backend
                 .queue
                 .delete(NOOP_QUEUE, std::slice::from_ref(&m.receipt_handle))
                 .await

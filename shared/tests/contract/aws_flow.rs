@@ -10,7 +10,7 @@ use shared::adapters::aws::{AwsBackend, AwsSettings, QueueSpec, RequestCounter};
 use shared::domain::{JobError, JobStatus, JobType, Tenant};
 use shared::entrypoints::sqs::handle_sqs_batch;
 use shared::jobs::{BuiltinSettings, JobContext, JobHandler, JobOptions, Registry};
-use shared::ports::{ReceivedMessage, StoreError};
+use shared::ports::{QueueConsumer, ReceivedMessage, StoreError};
 use shared::service::{JobService, SubmitRequest};
 use shared::worker::{Worker, WorkerSettings};
 use std::sync::Arc;
@@ -128,7 +128,6 @@ impl Flow {
             }
             got.extend(
                 self.aws
-                    .ports()
                     .queue
                     .receive(
                         &self.queue(job_type),
@@ -149,7 +148,6 @@ impl Flow {
         assert!(response.batch_item_failures.is_empty(), "{response:?}");
         let handles: Vec<String> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
         self.aws
-            .ports()
             .queue
             .delete(&self.queue(job_type), &handles)
             .await

@@ -2,13 +2,16 @@ use serde_json::json;
 use shared::adapters::aws::{AwsBackend, AwsSettings, QueueSpec};
 use shared::adapters::embedded::{Durability, EmbeddedBackend, QueueSettings};
 use shared::domain::{Backoff, Job, JobType, NewJob, Tenant};
-use shared::ports::Ports;
+use shared::ports::{JobQueue, Ports};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A backend under test, as the backend-neutral tests see it: its ports, with resources of
 /// its own (a directory; a table and queues of its own on the emulator).
 pub struct Under {
     pub ports: Ports,
+    /// Both sides of the queues (the ports only send).
+    pub queues: Arc<dyn JobQueue>,
     /// Whether `JobStore::delete_expired` deletes (the embedded backend); on DynamoDB TTL does.
     pub deletes_expired: bool,
     /// Whether two conditional writes sent at once are decided one after the other (every real
@@ -28,6 +31,7 @@ pub fn embedded_under() -> Under {
     let b = embedded();
     Under {
         ports: b.ports.clone(),
+        queues: b.embedded.queue.clone(),
         deletes_expired: true,
         refuses_stale_receipts: true,
         atomic_under_concurrency: true,
@@ -71,6 +75,7 @@ pub async fn moto_under() -> Under {
         .expect("a queue on moto");
     Under {
         ports: backend.ports(),
+        queues: backend.queue.clone(),
         deletes_expired: false,
         refuses_stale_receipts: false,
         atomic_under_concurrency: false,

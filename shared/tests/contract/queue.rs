@@ -1,4 +1,5 @@
 use crate::helpers::{embedded, reopen, Under, DLQ, DLQ_RETENTION, MAX_RECEIVES, QUEUE};
+use shared::ports::{QueueConsumer, QueueSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -7,7 +8,7 @@ const VIS: Duration = Duration::from_secs(30);
 
 pub async fn a_received_message_is_invisible_until_its_visibility_timeout(b: Under) {
     // GIVEN a message on a queue without a redrive policy
-    let q = &b.ports.queue;
+    let q = &b.queues;
     let plain = b.plain.as_str();
     q.send(plain, "m1", Duration::ZERO, 0).await.unwrap();
 
@@ -58,7 +59,7 @@ pub async fn a_received_message_is_invisible_until_its_visibility_timeout(b: Und
 }
 
 pub async fn a_delayed_message_is_delivered_only_after_its_delay(b: Under) {
-    let q = &b.ports.queue;
+    let q = &b.queues;
     // GIVEN a message sent with a delay
     let sent = Instant::now();
     q.send(&b.queue, "later", Duration::from_millis(300), 0)
@@ -80,7 +81,7 @@ pub async fn a_delayed_message_is_delivered_only_after_its_delay(b: Under) {
 }
 
 pub async fn after_max_receives_a_message_moves_to_the_dead_letter_queue(b: Under) {
-    let q = &b.ports.queue;
+    let q = &b.queues;
     // GIVEN a message that is received and never deleted, MAX_RECEIVES times
     q.send(&b.queue, "poison", Duration::ZERO, 0).await.unwrap();
     for _ in 0..MAX_RECEIVES {
@@ -99,7 +100,7 @@ pub async fn after_max_receives_a_message_moves_to_the_dead_letter_queue(b: Unde
 }
 
 pub async fn a_waiting_receiver_wakes_when_a_message_is_sent(b: Under) {
-    let q = b.ports.queue.clone();
+    let q = b.queues.clone();
     // GIVEN a receiver long-polling an empty queue
     let receiver = tokio::spawn({
         let (q, name) = (q.clone(), b.queue.clone());
@@ -120,7 +121,7 @@ pub async fn a_waiting_receiver_wakes_when_a_message_is_sent(b: Under) {
 #[tokio::test]
 async fn higher_priority_messages_are_delivered_first() {
     let b = embedded();
-    let q = &b.ports.queue;
+    let q = &b.embedded.queue;
     for (body, priority) in [("low", -5), ("normal", 0), ("high", 10)] {
         q.send(QUEUE, body, Duration::ZERO, priority).await.unwrap();
     }
@@ -138,7 +139,12 @@ async fn messages_survive_a_restart_and_in_flight_ones_come_back_at_once() {
         .send(QUEUE, "in-flight", Duration::ZERO, 0)
         .await
         .unwrap();
-    let got = b.ports.queue.receive(QUEUE, 1, VIS, NO_WAIT).await.unwrap();
+    let got = b
+        .embedded
+        .queue
+        .receive(QUEUE, 1, VIS, NO_WAIT)
+        .await
+        .unwrap();
     assert_eq!(got.len(), 1);
     b.ports
         .queue
@@ -151,7 +157,7 @@ async fn messages_survive_a_restart_and_in_flight_ones_come_back_at_once() {
 
     // THEN both are delivered, without waiting out the old visibility timeout
     let mut bodies: Vec<_> = b
-        .ports
+        .embedded
         .queue
         .receive(QUEUE, 10, VIS, NO_WAIT)
         .await
@@ -167,7 +173,7 @@ async fn messages_survive_a_restart_and_in_flight_ones_come_back_at_once() {
 async fn dead_letters_are_kept_for_their_retention_then_deleted() {
     // GIVEN a message that moved to the dead-letter queue after too many receives
     let b = embedded();
-    let q = &b.ports.queue;
+    let q = &b.embedded.queue;
     q.send(QUEUE, "poison", Duration::ZERO, 0).await.unwrap();
     for _ in 0..MAX_RECEIVES {
         let got = q.receive(QUEUE, 1, VIS, NO_WAIT).await.unwrap();
@@ -208,7 +214,7 @@ async fn dead_letters_are_kept_for_their_retention_then_deleted() {
     let b = reopen(b);
     assert_eq!(b.embedded.queue.depth(DLQ), 0);
     assert!(b
-        .ports
+        .embedded
         .queue
         .receive(DLQ, 10, VIS, NO_WAIT)
         .await
@@ -220,7 +226,7 @@ async fn dead_letters_are_kept_for_their_retention_then_deleted() {
 async fn the_index_keeps_no_bodies_so_memory_per_message_does_not_grow_with_them() {
     // GIVEN 1,000 messages of 10 KiB each, waiting (delayed) and ready
     let b = embedded();
-    let q = &b.ports.queue;
+    let q = &b.embedded.queue;
     let body = "x".repeat(10 * 1024);
     for i in 0..1000 {
         let delay = if i % 2 == 0 {
@@ -249,7 +255,7 @@ async fn messages_sent_while_receivers_are_busy_are_all_delivered() {
     let received = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let receivers: Vec<_> = (0..2)
         .map(|_| {
-            let (q, received) = (b.ports.queue.clone(), received.clone());
+            let (q, received) = (b.embedded.queue.clone(), received.clone());
             tokio::spawn(async move {
                 let deadline = Instant::now() + Duration::from_secs(120);
                 while received.lock().unwrap().len() < N && Instant::now() < deadline {
@@ -272,7 +278,7 @@ async fn messages_sent_while_receivers_are_busy_are_all_delivered() {
     // WHEN 4 senders send 20,000 messages meanwhile
     let senders: Vec<_> = (0..4)
         .map(|s| {
-            let q = b.ports.queue.clone();
+            let q = b.embedded.queue.clone();
             tokio::spawn(async move {
                 for i in 0..N / 4 {
                     q.send(QUEUE, &format!("{s}-{i}"), Duration::ZERO, 0)

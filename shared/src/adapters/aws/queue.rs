@@ -1,6 +1,6 @@
 //! `JobQueue` on SQS: one queue (and dead-letter queue) per job type, found by name.
 
-use crate::ports::{JobQueue, QueueError, ReceivedMessage};
+use crate::ports::{QueueConsumer, QueueError, QueueSender, ReceivedMessage};
 use async_trait::async_trait;
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
@@ -67,7 +67,7 @@ impl SqsQueue {
 }
 
 #[async_trait]
-impl JobQueue for SqsQueue {
+impl QueueSender for SqsQueue {
     /// SQS has no priorities: `priority` is not used (a type that needs them gets a
     /// high-priority queue of its own).
     async fn send(
@@ -88,7 +88,10 @@ impl JobQueue for SqsQueue {
             .map_err(qerr)?;
         Ok(out.message_id.unwrap_or_default())
     }
+}
 
+#[async_trait]
+impl QueueConsumer for SqsQueue {
     async fn receive(
         &self,
         queue: &str,

@@ -6,7 +6,7 @@
 //! Dead letters are kept for their queue's retention, then deleted.
 
 use super::db::{Db, DbError};
-use crate::ports::{JobQueue, QueueError, ReceivedMessage};
+use crate::ports::{QueueConsumer, QueueError, QueueSender, ReceivedMessage};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -365,7 +365,7 @@ impl EmbeddedQueue {
 }
 
 #[async_trait]
-impl JobQueue for EmbeddedQueue {
+impl QueueSender for EmbeddedQueue {
     async fn send(
         &self,
         queue: &str,
@@ -403,7 +403,10 @@ impl JobQueue for EmbeddedQueue {
         notify.notify_waiters();
         Ok(id.to_string())
     }
+}
 
+#[async_trait]
+impl QueueConsumer for EmbeddedQueue {
     async fn receive(
         &self,
         queue: &str,
