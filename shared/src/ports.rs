@@ -1,7 +1,9 @@
 //! The ports the domain talks through. Each has an embedded adapter (`adapters::embedded`) and,
 //! with the AWS layer, an adapter over DynamoDB, SQS and EventBridge. None names an AWS type.
 
-use crate::domain::{Expected, Job, JobId, JobStatus, JobType, LifecycleEvent, Progress, Tenant};
+use crate::domain::{
+    Expected, Job, JobId, JobStatus, JobSummary, JobType, LifecycleEvent, Progress, Tenant,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -135,8 +137,8 @@ pub trait JobStore: Send + Sync {
         at: DateTime<Utc>,
         progress: Option<&Progress>,
     ) -> Result<Liveness, StoreError>;
-    /// Newest first.
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError>;
+    /// Summaries (no payload, no result), newest first.
+    async fn list(&self, query: &ListQuery) -> Result<Vec<JobSummary>, StoreError>;
     /// One tenant's counts (eventually consistent on AWS).
     async fn stats(&self, tenant: &Tenant) -> Result<StoreStats, StoreError>;
     /// Append to a job's log (capped per job; lines past the cap are dropped).

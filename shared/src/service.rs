@@ -2,8 +2,8 @@
 //! Also `dispatch`, the one way a queued job's message is sent.
 
 use crate::domain::{
-    Backoff, IdempotencyKey, Job, JobId, JobStatus, JobType, NewJob, Tenant, TransitionError,
-    ValidationError,
+    Backoff, IdempotencyKey, Job, JobId, JobStatus, JobSummary, JobType, NewJob, Tenant,
+    TransitionError, ValidationError,
 };
 use crate::jobs::Registry;
 use crate::lifecycle::{Change, Lifecycle};
@@ -149,9 +149,28 @@ pub struct JobService {
     max_payload_bytes: usize,
 }
 
+/// Where a list page ends, as the client sees it: an opaque token (`c1` and the position,
+/// hex-encoded), so what it holds can change without breaking clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(pub JobId);
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        format!("c1{}", hex::encode(self.0.to_string()))
+    }
+
+    /// `None` for anything this API did not hand out.
+    pub fn decode(s: &str) -> Option<Self> {
+        let bytes = hex::decode(s.strip_prefix("c1")?).ok()?;
+        JobId::parse(std::str::from_utf8(&bytes).ok()?)
+            .ok()
+            .map(Self)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Page {
-    pub jobs: Vec<Job>,
+    pub jobs: Vec<JobSummary>,
     pub next_cursor: Option<String>,
 }
 
@@ -257,7 +276,7 @@ impl JobService {
         tenant: &Tenant,
         status: Option<JobStatus>,
         job_type: Option<JobType>,
-        cursor: Option<JobId>,
+        cursor: Option<Cursor>,
         limit: usize,
     ) -> Result<Page, ServiceError> {
         let limit = limit.clamp(1, 500);
@@ -268,7 +287,7 @@ impl JobService {
                 tenant: tenant.clone(),
                 status,
                 job_type,
-                before: cursor,
+                before: cursor.map(|c| c.0),
                 limit: limit + 1,
             })
             .await?;
@@ -285,7 +304,7 @@ impl JobService {
             jobs.truncate(keep);
         }
         let next_cursor = more
-            .then(|| jobs.last().map(|j| j.id.to_string()))
+            .then(|| jobs.last().map(|j| Cursor(j.id).encode()))
             .flatten();
         Ok(Page { jobs, next_cursor })
     }

@@ -54,7 +54,15 @@ async fn jobs_run_end_to_end_on_the_aws_backend() {
         )
         .await;
     assert!(failed["error"]["message"].is_string(), "{failed}");
-    assert!(!app.logs(&bad).await.is_empty());
+    // (the log line follows the state change: wait for it)
+    let logged = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.logs(&bad).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < logged,
+            "no log line for {bad}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (status, cancelled) = app.cancel(&later).await;
     assert_eq!(
         (status.as_u16(), cancelled["status"].as_str()),

@@ -183,6 +183,54 @@ pub struct Job {
     pub version: u64,
 }
 
+/// What a listing shows of a job: all but its payload and result (read the job for those),
+/// so a page stays small and an index can hold it without the job's bulk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub id: JobId,
+    pub tenant: Tenant,
+    #[serde(rename = "type")]
+    pub job_type: JobType,
+    pub status: JobStatus,
+    pub priority: i32,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub progress: Option<Progress>,
+    pub error: Option<JobError>,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub cancel_requested: bool,
+    pub created_at: DateTime<Utc>,
+    pub run_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Job> for JobSummary {
+    fn from(j: &Job) -> Self {
+        Self {
+            id: j.id,
+            tenant: j.tenant.clone(),
+            job_type: j.job_type.clone(),
+            status: j.status,
+            priority: j.priority,
+            attempt: j.attempt,
+            max_attempts: j.max_attempts,
+            progress: j.progress.clone(),
+            error: j.error.clone(),
+            idempotency_key: j.idempotency_key.clone(),
+            cancel_requested: j.cancel_requested,
+            created_at: j.created_at,
+            run_at: j.run_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+            heartbeat_at: j.heartbeat_at,
+            expires_at: j.expires_at,
+        }
+    }
+}
+
 /// Everything a new job needs; the service fills it from the request and the type's options.
 #[derive(Debug, Clone)]
 pub struct NewJob {

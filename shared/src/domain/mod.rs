@@ -7,6 +7,6 @@ mod job;
 pub use backoff::Backoff;
 pub use ids::{IdempotencyKey, JobId, JobType, Tenant, ValidationError};
 pub use job::{
-    Expected, Job, JobError, JobStatus, LifecycleEvent, LifecycleKind, NewJob, Outcome, Progress,
-    TransitionError, MAX_QUEUE_DELAY,
+    Expected, Job, JobError, JobStatus, JobSummary, LifecycleEvent, LifecycleKind, NewJob, Outcome,
+    Progress, TransitionError, MAX_QUEUE_DELAY,
 };

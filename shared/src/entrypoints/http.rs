@@ -4,7 +4,7 @@
 
 use crate::domain::{Backoff, IdempotencyKey, JobId, JobStatus, JobType, Tenant, ValidationError};
 use crate::health::Health;
-use crate::service::{JobService, ServiceError, SubmitRequest};
+use crate::service::{Cursor, JobService, ServiceError, SubmitRequest};
 use axum::body::to_bytes;
 use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
 use axum::http::{header, request::Parts, HeaderMap, StatusCode};
@@ -697,7 +697,9 @@ async fn list(
     let limit = whole_number(&q, "limit", 1, 500)?.unwrap_or(50) as usize;
     let cursor = q
         .get("cursor")
-        .map(|c| JobId::parse(c).map_err(|_| bad("cursor", "is not a cursor this API returned")))
+        .map(|c| {
+            Cursor::decode(c).ok_or_else(|| bad("cursor", "is not a cursor this API returned"))
+        })
         .transpose()?;
     let page = state
         .service

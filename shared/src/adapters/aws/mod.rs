@@ -13,7 +13,7 @@ mod store;
 pub use count::RequestCounter;
 pub use events::BusEvents;
 pub use queue::SqsQueue;
-pub use store::DynamoStore;
+pub use store::{DynamoStore, SUMMARY_ATTRIBUTES};
 
 use crate::ports::Ports;
 use aws_sdk_dynamodb::types::{
@@ -172,15 +172,23 @@ impl AwsBackend {
                 .expect("name and type are set")
         };
         let index = |name: &str, hash: &str, range: &str| {
+            let projection = if name == store::INDEX_DUE {
+                Projection::builder().projection_type(ProjectionType::All)
+            } else {
+                Projection::builder()
+                    .projection_type(ProjectionType::Include)
+                    .set_non_key_attributes(Some(
+                        store::SUMMARY_ATTRIBUTES
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect(),
+                    ))
+            };
             GlobalSecondaryIndex::builder()
                 .index_name(name)
                 .key_schema(key(hash, KeyType::Hash))
                 .key_schema(key(range, KeyType::Range))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
+                .projection(projection.build())
                 .build()
                 .expect("name, keys and projection are set")
         };

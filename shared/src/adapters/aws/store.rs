@@ -16,7 +16,9 @@
 //! leaves out items whose `ttl` has passed. No code path scans.
 
 use super::attrs::{get_n, get_s, item_to_object, n, object_to_item, s, to_attr, Item};
-use crate::domain::{Expected, IdempotencyKey, Job, JobId, JobStatus, Progress, Tenant};
+use crate::domain::{
+    Expected, IdempotencyKey, Job, JobId, JobStatus, JobSummary, Progress, Tenant,
+};
 use crate::ports::{
     Created, JobStore, ListQuery, Liveness, LogLine, Started, StatsRow, StoreError, StoreStats,
     LOG_CAP,
@@ -45,6 +47,28 @@ pub const INDEX_BY_TENANT: &str = "by_tenant";
 pub const INDEX_BY_STATUS: &str = "by_status";
 pub const INDEX_BY_TYPE: &str = "by_type";
 pub const INDEX_DUE: &str = "due";
+
+/// What the listing indexes carry besides their keys: a job's summary (no payload, no result),
+/// and `ttl` so expired jobs are left out. The `due` index carries whole jobs (maintenance
+/// changes them), but only while they are not finished.
+pub const SUMMARY_ATTRIBUTES: &[&str] = &[
+    "type",
+    "status",
+    "priority",
+    "attempt",
+    "max_attempts",
+    "progress",
+    "error",
+    "idempotency_key",
+    "cancel_requested",
+    "created_at",
+    "run_at",
+    "started_at",
+    "finished_at",
+    "heartbeat_at",
+    "expires_at",
+    "ttl",
+];
 
 pub struct DynamoStore {
     client: Client,
@@ -137,14 +161,22 @@ fn expired(item: &Item, now: DateTime<Utc>) -> bool {
     get_n(item, "ttl").is_some_and(|ttl| ttl <= epoch_secs(now))
 }
 
-fn decode(item: &Item) -> Result<Job, String> {
-    let value = item_to_object(item, NOT_FIELDS)?;
+fn decode<T: serde::de::DeserializeOwned>(item: &Item) -> Result<T, String> {
+    let mut value = item_to_object(item, NOT_FIELDS)?;
+    // An index that is not keyed on `id` still carries the table's key, which holds it.
+    if let (Some(map), Some(pk)) = (value.as_object_mut(), get_s(item, "pk")) {
+        if !map.contains_key("id") {
+            if let Some(id) = pk.strip_prefix("JOB#") {
+                map.insert("id".into(), serde_json::Value::String(id.into()));
+            }
+        }
+    }
     serde_json::from_value(value).map_err(|e| format!("job item: {e}"))
 }
 
-/// A stored item as a job: `None` when it has expired (TTL deletes late) or cannot be read
-/// (logged: it stays in the table for an operator, out of every answer).
-fn readable(item: &Item, now: DateTime<Utc>) -> Option<Job> {
+/// A stored item as a job (or its summary): `None` when it has expired (TTL deletes late) or
+/// cannot be read (logged: it stays in the table for an operator, out of every answer).
+fn readable<T: serde::de::DeserializeOwned>(item: &Item, now: DateTime<Utc>) -> Option<T> {
     if expired(item, now) {
         return None;
     }
@@ -273,14 +305,14 @@ impl DynamoStore {
     }
 
     /// Query an index (or the table) page by page until `limit` readable jobs, or the end.
-    async fn query_jobs(
+    async fn query_jobs<T: serde::de::DeserializeOwned>(
         &self,
         index: Option<&str>,
         update: Update,
         newest_first: bool,
         limit: usize,
-        filter: impl Fn(&Job) -> bool,
-    ) -> Result<Vec<Job>, StoreError> {
+        filter: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>, StoreError> {
         let now = Utc::now();
         let key_condition = update.conditions.join(" AND ");
         let mut jobs = Vec::new();
@@ -556,7 +588,7 @@ impl JobStore for DynamoStore {
         Ok(Liveness { cancel_requested })
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError> {
+    async fn list(&self, query: &ListQuery) -> Result<Vec<JobSummary>, StoreError> {
         let mut u = Update::default();
         let tenant = query.tenant.to_string();
         let (index, sort, prefix) = match (&query.status, &query.job_type) {
@@ -582,9 +614,15 @@ impl JobStore for DynamoStore {
         }
         // With both a status and a type the status index serves, and the type is checked here.
         let (before, job_type) = (query.before, query.job_type.clone());
-        self.query_jobs(Some(index), u, true, query.limit, move |job| {
-            Some(job.id) != before && job_type.as_ref().is_none_or(|t| &job.job_type == t)
-        })
+        self.query_jobs(
+            Some(index),
+            u,
+            true,
+            query.limit,
+            move |job: &JobSummary| {
+                Some(job.id) != before && job_type.as_ref().is_none_or(|t| &job.job_type == t)
+            },
+        )
         .await
     }
 
@@ -745,7 +783,7 @@ impl JobStore for DynamoStore {
             let (d, b) = (u.name("due_us"), u.value(n(micros(before))));
             format!("{d} < {b}")
         });
-        self.query_jobs(Some(INDEX_DUE), u, false, limit, move |j| {
+        self.query_jobs(Some(INDEX_DUE), u, false, limit, move |j: &Job| {
             j.status == status
         })
         .await

@@ -4,7 +4,7 @@
 //! them (see `JobStore`'s rule). A row whose document cannot be read is moved to `quarantine`.
 
 use super::db::{Db, DbError};
-use crate::domain::{Expected, Job, JobId, JobStatus, Progress, Tenant};
+use crate::domain::{Expected, Job, JobId, JobStatus, JobSummary, Progress, Tenant};
 use crate::ports::{
     Created, JobStore, ListQuery, Liveness, LogLine, Started, StatsRow, StoreError, StoreStats,
 };
@@ -537,7 +537,7 @@ impl JobStore for EmbeddedStore {
         }
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError> {
+    async fn list(&self, query: &ListQuery) -> Result<Vec<JobSummary>, StoreError> {
         use rusqlite::types::Value;
         let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
         let mut args: Vec<Value> = vec![];
@@ -556,7 +556,12 @@ impl JobStore for EmbeddedStore {
             push("id <", b.to_string());
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", query.limit.max(1)));
-        self.scan_jobs(sql, args).await
+        Ok(self
+            .scan_jobs(sql, args)
+            .await?
+            .iter()
+            .map(JobSummary::from)
+            .collect())
     }
 
     async fn stats(&self, tenant: &Tenant) -> Result<StoreStats, StoreError> {
