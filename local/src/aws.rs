@@ -26,3 +26,159 @@ pub async fn bootstrap(config: &Config, registry: &Registry) -> anyhow::Result<A
         .context("creating the AWS resources")?;
     Ok(backend)
 }
+
+/// List prices used for the cost figure (us-east-1, on-demand, as of this writing; see README).
+const PRICES: &[(&str, f64)] = &[
+    ("API Gateway HTTP API, per million requests", 1.00),
+    ("Lambda, per million invocations", 0.20),
+    ("SQS standard, per million requests", 0.40),
+    ("EventBridge custom events, per million", 1.00),
+    ("DynamoDB on-demand, per million write units", 0.625),
+    ("DynamoDB on-demand, per million read units", 0.125),
+];
+
+/// `conveyor bench-aws [--jobs N]`: no-op jobs through the AWS adapters wherever the standard
+/// settings point (an emulator by `AWS_ENDPOINT_URL`, or an account), as Lambda would run them:
+/// each submitted through the service (one API request each), received in batches of ten,
+/// worked by the worker entrypoint (one invocation a batch) and deleted. Prints the billed
+/// requests by service and operation, the write units the table reported, and the cost per
+/// million jobs at the list prices above. Its resources get names of their own.
+pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
+    use shared::adapters::aws::{CapacityMeter, RequestCounter};
+    use shared::entrypoints::sqs::handle_sqs_batch;
+    use shared::jobs::BuiltinSettings;
+    use shared::ports::QueueConsumer;
+    use shared::service::{JobService, SubmitRequest};
+    use shared::worker::{Worker, WorkerSettings};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let jobs: usize = match args.iter().position(|a| a == "--jobs") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .context("--jobs needs a number")?,
+        None => 200,
+    };
+    let config = Config::from_env()?;
+    let id = chrono::Utc::now().timestamp_millis();
+    let (counter, meter) = (RequestCounter::default(), CapacityMeter::default());
+    let backend = AwsBackend::metered(
+        &sdk_config_from_env().await,
+        AwsSettings {
+            table: format!("conveyor-bench-{id}"),
+            event_bus: format!("conveyor-bench-{id}"),
+        },
+        Some(counter.clone()),
+        Some(meter.clone()),
+    );
+    let registry = Arc::new(Registry::builtin(
+        &format!("cb{id}-"),
+        &BuiltinSettings::default(),
+    ));
+    backend
+        .bootstrap(&queue_specs(&config, &registry))
+        .await
+        .context("creating the bench's resources")?;
+    let ports = backend.ports();
+    let service = JobService::new(ports.clone(), registry.clone(), config.max_payload_bytes);
+    let worker = Worker::new(
+        ports,
+        registry.clone(),
+        WorkerSettings::from_config(&config),
+    );
+    let noop = shared::domain::JobType::parse("noop")?;
+    let queue = registry.queue_name(&noop);
+    counter.reset();
+    meter.reset();
+
+    let started = std::time::Instant::now();
+    let tenant = shared::domain::Tenant::parse("bench")?;
+    for chunk in (0..jobs).collect::<Vec<_>>().chunks(8) {
+        let submits = chunk.iter().map(|_| {
+            service.submit(
+                tenant.clone(),
+                SubmitRequest {
+                    job_type: noop.clone(),
+                    payload: serde_json::json!({}),
+                    priority: 0,
+                    run_at: None,
+                    delay: None,
+                    max_attempts: None,
+                    backoff: None,
+                    idempotency_key: None,
+                },
+            )
+        });
+        for r in futures::future::join_all(submits).await {
+            r?;
+        }
+    }
+    let (mut done, mut batches) = (0, 0);
+    while done < jobs {
+        let messages = backend
+            .queue
+            .receive(&queue, 10, Duration::from_secs(60), Duration::from_secs(1))
+            .await?;
+        if messages.is_empty() {
+            continue;
+        }
+        batches += 1;
+        let response = handle_sqs_batch(&worker, crate::poller::sqs_event(&queue, &messages)).await;
+        anyhow::ensure!(
+            response.batch_item_failures.is_empty(),
+            "a batch reported failures"
+        );
+        let handles: Vec<String> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
+        backend.queue.delete(&queue, &handles).await?;
+        done += messages.len();
+    }
+    let elapsed = started.elapsed();
+
+    let counts = counter.counts();
+    let total: u64 = counts.values().sum();
+    let per_job = |n: f64| n / jobs as f64;
+    println!("\nconveyor bench-aws — {jobs} no-op jobs, batches of up to 10 ({batches} batches), {elapsed:.1?}\n");
+    println!("| service | operation | requests | per job |");
+    println!("|---|---|---|---|");
+    for ((service, op), n) in &counts {
+        println!("| {service} | {op} | {n} | {:.2} |", per_job(*n as f64));
+    }
+    println!("| all | | {total} | {:.2} |", per_job(total as f64));
+    let sqs: u64 = counts
+        .iter()
+        .filter(|((s, _), _)| s == "SQS")
+        .map(|(_, n)| n)
+        .sum();
+    let reads: u64 = counts
+        .iter()
+        .filter(|((s, op), _)| s == "DynamoDB" && (op == "GetItem" || op == "Query"))
+        .map(|(_, n)| n)
+        .sum();
+    let wu = meter.write_units();
+    // Per million jobs: one API request and (a batch's share of) one invocation each, the SQS
+    // requests, one event each, the write units the table reported, reads at one unit each.
+    let million = 1_000_000.0 / jobs as f64;
+    let cost = [
+        jobs as f64 * million * PRICES[0].1 / 1e6,
+        batches as f64 * million * PRICES[1].1 / 1e6,
+        sqs as f64 * million * PRICES[2].1 / 1e6,
+        jobs as f64 * million * PRICES[3].1 / 1e6,
+        wu * million * PRICES[4].1 / 1e6,
+        reads as f64 * million * PRICES[5].1 / 1e6,
+    ];
+    println!("\n| cost per million no-op jobs (list prices) | $ |");
+    println!("|---|---|");
+    for ((what, _), c) in PRICES.iter().zip(cost) {
+        println!("| {what} | {c:.2} |");
+    }
+    println!(
+        "| all (Lambda duration and storage not counted) | {:.2} |",
+        cost.iter().sum::<f64>()
+    );
+    println!(
+        "\nDynamoDB write units reported: {wu:.1} ({:.2} a job)",
+        per_job(wu)
+    );
+    Ok(())
+}

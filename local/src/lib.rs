@@ -37,13 +37,17 @@ pub fn run_cli_with(extend: fn(&mut Registry)) -> std::process::ExitCode {
             args.remove(0);
             "bootstrap"
         }
+        Some("bench-aws") => {
+            args.remove(0);
+            "bench-aws"
+        }
         Some("-h" | "--help" | "help") => {
             println!("{}", USAGE);
             return ExitCode::SUCCESS;
         }
         _ => "serve",
     };
-    let settings = if command != "bench" {
+    let settings = if command != "bench" && command != "bench-aws" {
         match LocalSettings::from_env_and_args(&args) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -60,6 +64,7 @@ pub fn run_cli_with(extend: fn(&mut Registry)) -> std::process::ExitCode {
         .context("tokio runtime")
         .and_then(|rt| {
             let result = match settings {
+                None if command == "bench-aws" => rt.block_on(bench_aws(args)),
                 None => rt.block_on(bench::run(args)),
                 Some(settings) if command == "bootstrap" => {
                     init_tracing();
@@ -90,9 +95,21 @@ USAGE:
   conveyor [serve] [--addr HOST:PORT] [--data-dir DIR] [--backend embedded|aws]
   conveyor bootstrap --backend aws   create the table, bus, queues and dead-letter queues
                                      where AWS_ENDPOINT_URL (or AWS) points, then exit
+  conveyor bench-aws [--jobs N]      no-op jobs through the AWS adapters (AWS_ENDPOINT_URL):
+                                     billed requests per job and cost per million
   conveyor bench [--jobs N] [--clients C] [--queued N] [--url URL]
 
 Flags mirror the environment: CONVEYOR_ADDR, CONVEYOR_DATA_DIR, CONVEYOR_BACKEND (see README).";
+
+#[cfg(feature = "aws")]
+async fn bench_aws(args: Vec<String>) -> anyhow::Result<()> {
+    aws::bench(args).await
+}
+
+#[cfg(not(feature = "aws"))]
+async fn bench_aws(_: Vec<String>) -> anyhow::Result<()> {
+    anyhow::bail!("this build has no AWS backend (build with `--features aws`)")
+}
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

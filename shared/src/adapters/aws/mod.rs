@@ -13,7 +13,7 @@ mod store;
 pub use count::RequestCounter;
 pub use events::BusEvents;
 pub use queue::SqsQueue;
-pub use store::{DynamoStore, SUMMARY_ATTRIBUTES};
+pub use store::{CapacityMeter, DynamoStore, SUMMARY_ATTRIBUTES};
 
 use crate::ports::Ports;
 use aws_sdk_dynamodb::types::{
@@ -83,6 +83,16 @@ impl AwsBackend {
         settings: AwsSettings,
         counter: Option<RequestCounter>,
     ) -> Self {
+        Self::metered(sdk, settings, counter, None)
+    }
+
+    /// `counted`, and the table's consumed write capacity added up by `meter`.
+    pub fn metered(
+        sdk: &aws_config::SdkConfig,
+        settings: AwsSettings,
+        counter: Option<RequestCounter>,
+        meter: Option<CapacityMeter>,
+    ) -> Self {
         let dynamodb = {
             let mut c = aws_sdk_dynamodb::config::Builder::from(sdk);
             if let Some(counter) = &counter {
@@ -105,7 +115,7 @@ impl AwsBackend {
             aws_sdk_eventbridge::Client::from_conf(c.build())
         };
         Self {
-            store: Arc::new(DynamoStore::new(dynamodb.clone(), &settings.table)),
+            store: Arc::new(DynamoStore::new(dynamodb.clone(), &settings.table, meter)),
             queue: Arc::new(SqsQueue::new(sqs.clone())),
             events: Arc::new(BusEvents::new(eventbridge.clone(), &settings.event_bus)),
             dynamodb,

@@ -73,13 +73,49 @@ pub const SUMMARY_ATTRIBUTES: &[&str] = &[
 pub struct DynamoStore {
     client: Client,
     table: String,
+    meter: Option<CapacityMeter>,
+}
+
+/// Write capacity units the table reported (indexes included), for the bench: each write
+/// asks for its consumed capacity only while a meter is attached.
+#[derive(Debug, Clone, Default)]
+pub struct CapacityMeter(std::sync::Arc<std::sync::Mutex<f64>>);
+
+impl CapacityMeter {
+    pub fn write_units(&self) -> f64 {
+        *self.0.lock().unwrap()
+    }
+
+    pub fn reset(&self) {
+        *self.0.lock().unwrap() = 0.0;
+    }
+
+    fn add(&self, used: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>) {
+        if let Some(units) = used.and_then(|c| c.capacity_units) {
+            *self.0.lock().unwrap() += units;
+        }
+    }
 }
 
 impl DynamoStore {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    pub fn new(client: Client, table: impl Into<String>, meter: Option<CapacityMeter>) -> Self {
         Self {
             client,
             table: table.into(),
+            meter,
+        }
+    }
+
+    /// Ask for consumed capacity only when metering.
+    fn capacity(&self) -> Option<aws_sdk_dynamodb::types::ReturnConsumedCapacity> {
+        self.meter
+            .as_ref()
+            .map(|_| aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+    }
+
+    fn used(&self, c: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>) {
+        if let Some(m) = &self.meter {
+            m.add(c);
         }
     }
 }
@@ -283,6 +319,7 @@ impl Update {
             .set_condition_expression(condition)
             .set_expression_attribute_names(Some(self.names))
             .set_expression_attribute_values((!self.values.is_empty()).then_some(self.values))
+            .set_return_consumed_capacity(store.capacity())
     }
 }
 
@@ -347,14 +384,17 @@ impl DynamoStore {
     }
 
     async fn put_job_new(&self, item: Item) -> Result<(), StoreError> {
-        self.client
+        let out = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk)")
+            .set_return_consumed_capacity(self.capacity())
             .send()
             .await
             .map_err(classify)?;
+        self.used(out.consumed_capacity());
         Ok(())
     }
 }
@@ -391,10 +431,16 @@ impl JobStore for DynamoStore {
                 .transact_write_items()
                 .transact_items(TransactWriteItem::builder().put(put(idem)).build())
                 .transact_items(TransactWriteItem::builder().put(put(item.clone())).build())
+                .set_return_consumed_capacity(self.capacity())
                 .send()
                 .await;
             let e = match written {
-                Ok(_) => return Ok(Created::New),
+                Ok(out) => {
+                    out.consumed_capacity()
+                        .iter()
+                        .for_each(|c| self.used(Some(c)));
+                    return Ok(Created::New);
+                }
                 Err(e) => e,
             };
             let reasons: Vec<String> = e
@@ -496,6 +542,9 @@ impl JobStore for DynamoStore {
             )
             .send()
             .await;
+        if let Ok(out) = &sent {
+            self.used(out.consumed_capacity());
+        }
         match sent {
             Ok(out) => match out.attributes.as_ref().map(decode) {
                 Some(Ok(job)) => Ok(Started::Running(Box::new(job))),
@@ -549,10 +598,12 @@ impl JobStore for DynamoStore {
         if let Some(last) = expected.last_heartbeat {
             u.when_eq("due_us", n(micros(last)));
         }
-        u.send(self, job_key(next.id))
+        let out = u
+            .send(self, job_key(next.id))
             .send()
             .await
             .map_err(classify)?;
+        self.used(out.consumed_capacity());
         Ok(())
     }
 
@@ -579,6 +630,7 @@ impl JobStore for DynamoStore {
             .send()
             .await
             .map_err(classify)?;
+        self.used(out.consumed_capacity());
         let cancel_requested = out
             .attributes
             .as_ref()
