@@ -78,7 +78,9 @@ pub async fn moto_under() -> Under {
         queues: backend.queue.clone(),
         deletes_expired: false,
         refuses_stale_receipts: false,
-        atomic_under_concurrency: false,
+        // moto decides concurrent conditional writes without a lock; LocalStack (DynamoDB
+        // Local) and AWS do not.
+        atomic_under_concurrency: std::env::var("CONVEYOR_TEST_AWS_ATOMIC").is_ok_and(|v| v == "1"),
         queue,
         dlq,
         plain,

@@ -1,5 +1,5 @@
 //! The port contract: one suite every backend must pass. Each test in `on_every_backend!` runs
-//! against the embedded backend and against the AWS adapters on a moto server; the few that
+//! against the embedded backend and against the AWS adapters on an emulator (moto, or LocalStack); the few that
 //! check what only one backend has (a restart of the embedded store, its queue's index) are
 //! plain tests of their own.
 
@@ -8,7 +8,9 @@ mod helpers;
 mod queue;
 mod store;
 
-/// A test per backend for each named contract test: `embedded::<name>` and `moto::<name>`.
+/// A test per backend for each named contract test: `embedded::<name>`, and `aws::<name>` (the
+/// AWS adapters on an emulator: a moto server the suite starts, or the one
+/// `CONVEYOR_TEST_AWS_ENDPOINT` names, e.g. LocalStack).
 macro_rules! on_every_backend {
     ($($module:ident :: $name:ident),* $(,)?) => {
         mod embedded {
@@ -19,7 +21,7 @@ macro_rules! on_every_backend {
                 }
             )*
         }
-        mod moto {
+        mod aws {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {

@@ -27,6 +27,9 @@ fn server_path() -> String {
 pub fn endpoint() -> String {
     ENDPOINT
         .get_or_init(|| {
+            if let Ok(given) = std::env::var("CONVEYOR_TEST_AWS_ENDPOINT") {
+                return given; // an emulator already running (e.g. LocalStack)
+            }
             let port = TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
