@@ -10,7 +10,13 @@ cache="${CONVEYOR_CACHE:-$HOME/.cache}"
 venv="$cache/conveyor-localstack"
 npm_dir="$cache/conveyor-ddblocal"
 root="${LOCALSTACK_ROOT:-$(mktemp -d)}"
-python313="${PYTHON313:-$(command -v python3.13 || echo /root/.pyenv/versions/3.13.0/bin/python)}"
+# LocalStack needs Python 3.13 (not 3.11): pyenv's, or any python3.13 that runs.
+python313="${PYTHON313:-}"
+for candidate in "$HOME/.pyenv/versions/3.13.0/bin/python" /root/.pyenv/versions/3.13.0/bin/python python3.13; do
+  [ -n "$python313" ] && break
+  "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null && python313="$candidate"
+done
+[ -n "$python313" ] || { echo "host.sh: no Python 3.13 found (set PYTHON313)" >&2; exit 1; }
 
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import localstack' 2>/dev/null; then
   "$python313" -m venv "$venv"
