@@ -161,7 +161,7 @@ impl Config {
                 "CONVEYOR_MAX_PAYLOAD_BYTES",
                 256 * 1024,
                 1,
-                64 * 1024 * 1024,
+                MAX_PAYLOAD_LIMIT,
             ),
             queue_prefix: r.parsed("CONVEYOR_QUEUE_PREFIX", "conveyor-".to_string(), |v| {
                 (v.len() <= 40
@@ -245,6 +245,10 @@ fn aws_name(v: &str) -> Option<String> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
     .then(|| v.to_string())
 }
+
+/// The highest payload limit allowed: a job is one DynamoDB item, at most 400 KB with its other
+/// fields, so no backend may accept a job the other would refuse.
+pub const MAX_PAYLOAD_LIMIT: usize = 350 * 1024;
 
 /// Writes that may wait for the writer by default (`CONVEYOR_WRITE_QUEUE`).
 pub const WRITE_QUEUE: usize = 8192;

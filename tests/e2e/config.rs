@@ -21,7 +21,7 @@ const BAD: &[(&str, &[&str])] = &[
     ),
     ("CONVEYOR_WRITE_QUEUE", &["0", "many", "2000000"]),
     ("CONVEYOR_DEFAULT_TENANT", &["bad tenant!", "ünïcode"]),
-    ("CONVEYOR_MAX_PAYLOAD_BYTES", &["0", "1.5"]),
+    ("CONVEYOR_MAX_PAYLOAD_BYTES", &["0", "1.5", "358401"]),
     ("CONVEYOR_QUEUE_PREFIX", &["bad/prefix", "spaces in it"]),
     ("CONVEYOR_TABLE", &["ab", "no spaces"]),
     ("CONVEYOR_EVENT_BUS", &["x", "bad/bus"]),

@@ -62,7 +62,11 @@ async fn flow() -> Flow {
     let registry = Arc::new(registry);
     let ports = aws.ports();
     Flow {
-        service: JobService::new(ports.clone(), registry.clone(), 262_144),
+        service: JobService::new(
+            ports.clone(),
+            registry.clone(),
+            shared::config::MAX_PAYLOAD_LIMIT,
+        ),
         worker: Worker::new(
             ports,
             registry.clone(),
@@ -278,4 +282,39 @@ async fn every_expiry_is_a_number_of_epoch_seconds() -> Result<(), StoreError> {
         &stored.expires_at.unwrap().timestamp().to_string()
     );
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_payload_accepted_fits_one_item_and_runs() {
+    // GIVEN a payload at the highest limit the configuration allows
+    let f = flow().await;
+    let filler = "x".repeat(shared::config::MAX_PAYLOAD_LIMIT - 100);
+    let payload = json!({ "filler": filler });
+    assert!(serde_json::to_vec(&payload).unwrap().len() <= shared::config::MAX_PAYLOAD_LIMIT);
+
+    // WHEN it is submitted and worked
+    let (job, _) = f
+        .service
+        .submit(
+            f.tenant.clone(),
+            SubmitRequest {
+                job_type: JobType::parse("noop").unwrap(),
+                payload: payload.clone(),
+                priority: 0,
+                run_at: None,
+                delay: None,
+                max_attempts: None,
+                backoff: None,
+                idempotency_key: Some(shared::domain::IdempotencyKey::parse("big").unwrap()),
+            },
+        )
+        .await
+        .expect("the store takes the largest job the API accepts");
+    let messages = f.receive("noop", 1).await;
+    f.work("noop", &messages).await;
+
+    // THEN it succeeded, and its payload came back whole
+    let stored = f.aws.ports().store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, JobStatus::Succeeded);
+    assert_eq!(stored.payload, payload);
 }

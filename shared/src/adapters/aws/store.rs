@@ -43,6 +43,17 @@ const NOT_FIELDS: &[&str] = &[
     "log_count",
 ];
 
+/// Fields no transition changes: written once, at create, never sent again.
+const IMMUTABLE: &[&str] = &[
+    "id",
+    "tenant",
+    "type",
+    "payload",
+    "created_at",
+    "idempotency_key",
+    "request_fingerprint",
+];
+
 pub const INDEX_BY_TENANT: &str = "by_tenant";
 pub const INDEX_BY_STATUS: &str = "by_status";
 pub const INDEX_BY_TYPE: &str = "by_type";
@@ -582,7 +593,11 @@ impl JobStore for DynamoStore {
         for (attr, value) in item {
             let worker_owned = matches!(attr.as_str(), "heartbeat_at" | "progress")
                 || (attr == "due_us" && from_running && next.status == JobStatus::Running);
-            if attr == "pk" || attr == "sk" || (from_running && worker_owned) {
+            if attr == "pk"
+                || attr == "sk"
+                || IMMUTABLE.contains(&attr.as_str())
+                || (from_running && worker_owned)
+            {
                 continue;
             }
             u.set(&attr, value);
