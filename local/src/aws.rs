@@ -182,3 +182,30 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The name the stream reader goes by in `/healthz`.
+pub const COUNTS: &str = "stats";
+
+/// The local stand-in for the `stats` function and its event-source mapping: the table's
+/// stream read every second and kept as counter items. A failed read is logged and shown in
+/// `/healthz` until one succeeds; nothing is lost, as the next read starts where this one did.
+pub async fn count_stream(
+    reader: std::sync::Arc<shared::adapters::aws::StreamReader>,
+    health: std::sync::Arc<shared::health::Health>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => match reader.catch_up().await {
+                Ok(_) => health.up(COUNTS),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the table's stream failed; the next read tries again");
+                    health.down(COUNTS, format!("reading the stream: {e}"));
+                }
+            },
+            _ = crate::poller::stopped(&mut stop) => return,
+        }
+    }
+}

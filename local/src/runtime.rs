@@ -205,6 +205,18 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         ))
     };
 
+    #[cfg(feature = "aws")]
+    let counts = opened.counts.clone().map(|reader| {
+        health.up(crate::aws::COUNTS);
+        let (stop, health) = (stop_rx.clone(), health.clone());
+        tokio::spawn(supervise(
+            crate::aws::COUNTS.into(),
+            health.clone(),
+            stop_rx.clone(),
+            move || crate::aws::count_stream(reader.clone(), health.clone(), stop.clone()),
+        ))
+    });
+
     let mut http_stop = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         stopped(&mut http_stop).await;
@@ -225,6 +237,10 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         tracing::warn!(interrupted, "jobs still running after the grace period went back to the queue (their attempt does not count)");
     }
     let _ = maintenance.await;
+    #[cfg(feature = "aws")]
+    if let Some(counts) = counts {
+        let _ = counts.await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     if let Some(db) = &opened.db {
         db.close().await;
@@ -241,6 +257,9 @@ struct Opened {
     describe: String,
     db: Option<shared::adapters::embedded::Db>,
     dead_letters: Option<Arc<EmbeddedQueue>>,
+    /// The reader that keeps the counts from the table's stream (aws).
+    #[cfg(feature = "aws")]
+    counts: Option<Arc<shared::adapters::aws::StreamReader>>,
 }
 
 /// Open `config.backend`. Embedded: the data directory has one owner, so whatever a previous
@@ -277,6 +296,8 @@ async fn open(
                 describe: format!("embedded, data {}", config.data_dir.display()),
                 db: Some(backend.db.clone()),
                 dead_letters: Some(backend.queue.clone()),
+                #[cfg(feature = "aws")]
+                counts: None,
             })
         }
         #[cfg(feature = "aws")]
@@ -292,6 +313,7 @@ async fn open(
                 ),
                 db: None,
                 dead_letters: None,
+                counts: Some(Arc::new(backend.stream_reader())),
             })
         }
         #[cfg(not(feature = "aws"))]

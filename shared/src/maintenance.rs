@@ -5,6 +5,7 @@ use crate::domain::{Job, JobStatus, MAX_QUEUE_DELAY};
 use crate::jobs::Registry;
 use crate::lifecycle::{Change, Followed, Lifecycle};
 use crate::ports::{Ports, StoreError};
+use crate::service::JobMessage;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub struct SweepReport {
     pub redispatched: u64,
     pub released: u64,
     pub expired: u64,
+    pub dead_lettered: u64,
 }
 
 fn before(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
@@ -152,6 +154,75 @@ pub async fn release_scheduled_jobs(
     Ok(n)
 }
 
+/// How long a dead letter this sweep could not settle (not a job message, or its job moved
+/// meanwhile) stays hidden before a later sweep looks at it again.
+const DEAD_LETTER_RECHECK: Duration = Duration::from_secs(300);
+
+/// Messages that reached a type's dead-letter queue: each delivery ended without an outcome
+/// (the run took its worker down or timed out every time, or the message could not be
+/// worked). The job, if still unfinished, ends `dead` with that reason whatever attempts it had
+/// left (a poison job stops), and the message is deleted: the dead job is the record to inspect
+/// and `retry`. A body that is not a job message stays in the queue for inspection until the
+/// queue's retention ends.
+pub async fn settle_dead_letters(
+    ports: &Ports,
+    registry: &Registry,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let mut n = 0;
+    for registration in registry.iter() {
+        let dlq = registry.dead_letter_queue_name(&registration.job_type);
+        for _ in 0..MAX_PAGES {
+            let letters = ports
+                .dead_letters
+                .receive(&dlq, 10, DEAD_LETTER_RECHECK, Duration::ZERO)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            if letters.is_empty() {
+                break;
+            }
+            let mut settled = vec![];
+            for letter in &letters {
+                let Ok(message) = serde_json::from_str::<JobMessage>(&letter.body) else {
+                    tracing::warn!(queue = %dlq, message_id = %letter.message_id, "a dead letter that is not a job message; kept for inspection");
+                    continue;
+                };
+                let Some(job) = ports.store.get(message.job_id).await? else {
+                    settled.push(letter.receipt_handle.clone());
+                    continue;
+                };
+                let Ok(next) = job.dead_lettered(now) else {
+                    settled.push(letter.receipt_handle.clone()); // finished meanwhile
+                    continue;
+                };
+                let log = next.error.as_ref().map(|e| next.failure_log_line(e, now));
+                let change = Change {
+                    expected: job.expected(),
+                    next,
+                    log,
+                };
+                match Lifecycle::new(ports, registry).apply(&change, now).await {
+                    Ok(_) => {
+                        tracing::warn!(job_id = %job.id, queue = %dlq, "job's message dead-lettered; job ends dead");
+                        n += 1;
+                        settled.push(letter.receipt_handle.clone());
+                    }
+                    Err(StoreError::Conflict) => {} // looked at again later
+                    Err(e) => return Err(e),
+                }
+            }
+            if !settled.is_empty() {
+                ports
+                    .dead_letters
+                    .delete(&dlq, &settled)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// Every sweep, in order. Each runs even if an earlier one failed; the first error is returned.
 pub async fn sweep(
     ports: &Ports,
@@ -179,6 +250,10 @@ pub async fn sweep(
     keep(
         redispatch_orphans(ports, registry, settings.orphan_after, now).await,
         &mut report.redispatched,
+    );
+    keep(
+        settle_dead_letters(ports, registry, now).await,
+        &mut report.dead_lettered,
     );
     keep(
         ports.store.delete_expired(now, 10_000).await,

@@ -16,6 +16,9 @@ pub struct Ports {
     pub store: Arc<dyn JobStore>,
     pub queue: Arc<dyn QueueSender>,
     pub events: Arc<dyn EventPublisher>,
+    /// The types' dead-letter queues, read only by maintenance: it settles the job of every
+    /// message found there (see `maintenance::settle_dead_letters`).
+    pub dead_letters: Arc<dyn QueueConsumer>,
 }
 
 /// A backend failure. `Conflict` is the expected outcome of a lost race; the others are

@@ -45,6 +45,10 @@ pub struct Worker {
     settings: WorkerSettings,
     /// The runs this process is executing now, for `interrupt_in_flight` at shutdown.
     in_flight: Arc<std::sync::Mutex<std::collections::HashMap<crate::domain::JobId, JobContext>>>,
+    /// How many deliveries of each job this process is working now: a delivery refused
+    /// because its job runs, while another delivery of it is worked here, is a duplicate of
+    /// this process's live run (SQS delivers at least once), dropped.
+    claimed: Arc<std::sync::Mutex<std::collections::HashMap<crate::domain::JobId, usize>>>,
     /// Where lifecycle events go while a queue batch is processed (`collecting`).
     events: Option<Arc<EventBatch>>,
     /// When the invocation running this worker ends (Lambda): no attempt may run past it less
@@ -68,6 +72,7 @@ impl Worker {
             registry,
             settings,
             in_flight: Default::default(),
+            claimed: Default::default(),
             events: None,
             deadline: None,
         }
@@ -132,7 +137,19 @@ impl Worker {
             return Disposition::Redeliver;
         };
         let span = tracing::info_span!("job", job_id = %message.job_id);
-        match self.process(message).instrument(span).await {
+        let id = message.job_id;
+        *self.claimed.lock().unwrap().entry(id).or_default() += 1;
+        let result = self.process(message).instrument(span).await;
+        {
+            let mut claimed = self.claimed.lock().unwrap();
+            if let Some(n) = claimed.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    claimed.remove(&id);
+                }
+            }
+        }
+        match result {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "could not record the job's state; the message will be redelivered");
@@ -187,10 +204,17 @@ impl Worker {
                 let silent = now - job.due_at();
                 if silent.to_std().unwrap_or_default() > self.settings.stall_after {
                     recover_stalled(&self.ports, &self.registry, job, now).await?;
+                    Ok(Disposition::Done)
+                } else if self.claimed.lock().unwrap().get(&job.id).copied() > Some(1) {
+                    tracing::debug!("duplicate delivery of a job this process runs; dropped");
+                    Ok(Disposition::Done)
                 } else {
-                    tracing::debug!("duplicate delivery of a running job; dropped");
+                    // Another process's run, alive or not: if its worker died, this message
+                    // is all that brings the job back, so it is kept (delivered again after
+                    // its visibility timeout, when the run has ended or stalled).
+                    tracing::debug!("delivery of a job running elsewhere; kept for later");
+                    Ok(Disposition::Redeliver)
                 }
-                Ok(Disposition::Done)
             }
             other => {
                 tracing::debug!(status = %other, "duplicate or stale delivery; dropped");

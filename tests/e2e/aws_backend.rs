@@ -2,25 +2,17 @@
 //! creates its table, bus and queues there, and jobs go through the HTTP API, SQS pollers,
 //! the worker and DynamoDB exactly as on the embedded backend.
 
-use crate::helpers::{spawn_app, status_is, TestApp};
+use crate::helpers::{aws_env, spawn_app_with, status_is, TestApp};
 use serde_json::json;
 use std::time::Duration;
 
 async fn on_moto() -> TestApp {
-    let endpoint = crate::moto::endpoint();
-    let id = ulid::Ulid::new().to_string().to_lowercase();
-    let (table, bus, prefix) = (format!("jobs-{id}"), format!("bus-{id}"), format!("e{id}-"));
-    spawn_app(&[
-        ("CONVEYOR_BACKEND", "aws"),
-        ("AWS_ENDPOINT_URL", &endpoint),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("CONVEYOR_TABLE", &table),
-        ("CONVEYOR_EVENT_BUS", &bus),
-        ("CONVEYOR_QUEUE_PREFIX", &prefix),
-    ])
+    let env = aws_env();
+    spawn_app_with(
+        &env.iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    )
     .await
 }
 
@@ -74,7 +66,8 @@ async fn jobs_run_end_to_end_on_the_aws_backend() {
     assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(3), "{listed}");
     let only_done = app.list("status=succeeded").await;
     assert_eq!(only_done["jobs"][0]["id"], ok.as_str());
-    assert_eq!(app.stats().await["total"], 3);
+    let stats = app.stats_when(|s| s["total"] == 3).await;
+    assert_eq!(stats["total"], 3, "{stats}");
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! says after a SIGKILL in the middle of the work and a restart.
 
 use crate::helpers::{
-    count_status as count, failed_attempts, jobs_by_id, spawn_app, wait_until_all_ended,
+    count_status as count, failed_attempts, jobs_by_id, slower_on_aws, spawn_app,
+    wait_until_all_ended,
 };
 use serde_json::json;
 use std::collections::HashMap;
@@ -33,8 +34,10 @@ async fn after_a_sigkill_each_job_that_had_succeeded_ran_once_and_every_other_at
     let mut accepted = vec![];
     for _ in 0..200 {
         accepted.push(
-            app.submit_new(&json!({ "type": "test.count", "payload": { "ms": 1000 } }))
-                .await,
+            app.submit_new(
+                &json!({ "type": "test.count", "payload": { "ms": slower_on_aws(1000) } }),
+            )
+            .await,
         );
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

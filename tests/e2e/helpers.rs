@@ -44,8 +44,59 @@ pub struct TestApp {
     root: TempDir,
 }
 
-/// Start the runtime with the test timings, overridden or extended by `env`.
+/// The backend the suite runs the runtime on: `CONVEYOR_TEST_E2E_BACKEND=aws` runs every
+/// runtime test with `CONVEYOR_BACKEND=aws` against the emulator (LocalStack in CI, or moto),
+/// each app with a table, bus and queues of its own; otherwise the embedded backend.
+pub fn on_aws() -> bool {
+    std::env::var("CONVEYOR_TEST_E2E_BACKEND").is_ok_and(|b| b == "aws")
+}
+
+/// How much longer the crash tests' jobs run on the AWS backend: a snapshot of a few hundred
+/// jobs through an emulator takes a second or two, and the moment it looks for (jobs running
+/// when the kill comes) must outlast it.
+pub fn slower_on_aws(ms: u64) -> u64 {
+    if on_aws() {
+        ms * 4
+    } else {
+        ms
+    }
+}
+
+/// The settings that put one app on the AWS backend, with resources no other app shares.
+pub fn aws_env() -> Vec<(String, String)> {
+    let endpoint = crate::moto::endpoint();
+    let id = ulid::Ulid::new().to_string().to_lowercase();
+    [
+        ("CONVEYOR_BACKEND", "aws".to_string()),
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("CONVEYOR_TABLE", format!("jobs-{id}")),
+        ("CONVEYOR_EVENT_BUS", format!("bus-{id}")),
+        ("CONVEYOR_QUEUE_PREFIX", format!("e{id}-")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Start the runtime with the test timings, overridden or extended by `env`, on the suite's
+/// backend (see [`on_aws`]).
 pub async fn spawn_app(env: &[(&str, &str)]) -> TestApp {
+    if on_aws() {
+        let aws = aws_env();
+        let mut all: Vec<(&str, &str)> =
+            aws.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        all.extend_from_slice(env);
+        return spawn_app_with(&all).await;
+    }
+    spawn_app_with(env).await
+}
+
+/// Start the runtime with exactly the test timings and `env` (no backend chosen for it).
+pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
     let root = tempfile::Builder::new()
         .prefix("conveyor-e2e-")
         .tempdir()
@@ -72,6 +123,15 @@ pub async fn spawn_app(env: &[(&str, &str)]) -> TestApp {
 impl TestApp {
     fn data_dir(&self) -> PathBuf {
         self.root.path().join("data")
+    }
+
+    /// A setting this app's runtime was started with.
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A file in the runtime's data directory.
@@ -235,6 +295,27 @@ impl TestApp {
         let (status, body) = self.get("/v1/stats").await;
         assert_eq!(status, StatusCode::OK, "GET stats: {body}");
         body
+    }
+
+    /// `GET /v1/stats` once `done` holds of it (or after 15 s): on the AWS backend the counts
+    /// are kept from the table's stream, a second or so behind the jobs.
+    pub async fn stats_when(&self, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let stats = self.stats().await;
+            if done(&stats) || std::time::Instant::now() > deadline {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `GET /v1/stats` once whatever was written before has reached the counts.
+    pub async fn settled_stats(&self) -> Value {
+        if on_aws() {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+        self.stats().await
     }
 
     /// One page of `GET /v1/jobs?{query}`.

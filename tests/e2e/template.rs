@@ -114,6 +114,21 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
             source["FunctionResponseTypes"][0],
             "ReportBatchItemFailures"
         );
+        // Every queue is one the functions may send to; every DLQ one maintenance may read.
+        for (policy, queue) in [
+            ("SendPolicy", format!("{l}Queue.Arn")),
+            ("DeadLetterPolicy", format!("{l}DeadLetterQueue.Arn")),
+        ] {
+            let granted =
+                &t["Resources"][policy]["Properties"]["PolicyDocument"]["Statement"][0]["Resource"];
+            let arns: Vec<String> = granted
+                .as_sequence()
+                .unwrap_or_else(|| panic!("{policy} lists its queues"))
+                .iter()
+                .filter_map(|r| tagged(r).map(|t| t.1))
+                .collect();
+            assert!(arns.contains(&queue), "{policy} lacks {queue}: {arns:?}");
+        }
         expected_queues.extend([format!("{l}Queue"), format!("{l}DeadLetterQueue")]);
         expected_workers.insert(format!("{l}WorkerFunction"));
     }
@@ -204,6 +219,30 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
     assert_eq!(
         indexes,
         BTreeSet::from(["by_tenant", "by_status", "by_type", "due"])
+    );
+    // The counts `stats` reads are kept by the stats function from the table's stream, job
+    // items only, a failed record retried from where it failed.
+    let stream = &t["Resources"]["StatsFunction"]["Properties"]["Events"]["Stream"];
+    assert_eq!(stream["Type"], "DynamoDB");
+    assert_eq!(
+        tagged(&stream["Properties"]["Stream"]).map(|s| s.1),
+        Some("JobsTable.StreamArn".into())
+    );
+    assert_eq!(
+        stream["Properties"]["FunctionResponseTypes"][0],
+        "ReportBatchItemFailures"
+    );
+    let filter = stream["Properties"]["FilterCriteria"]["Filters"][0]["Pattern"]
+        .as_str()
+        .expect("a filter pattern");
+    let filter: serde_json::Value = serde_json::from_str(filter).expect("the pattern is JSON");
+    assert_eq!(
+        filter,
+        serde_json::json!({"dynamodb": {"Keys": {"sk": {"S": ["JOB"]}}}})
+    );
+    assert_eq!(
+        table["Properties"]["StreamSpecification"]["StreamViewType"],
+        "NEW_AND_OLD_IMAGES"
     );
     assert!(
         !text.contains("dynamodb:Scan") && !text.contains("DynamoDBCrudPolicy"),

@@ -547,6 +547,27 @@ impl Job {
         })
     }
 
+    /// Its queue message went to the dead-letter queue, every delivery having ended without an
+    /// outcome (each run took its worker down, or the message could not be worked): the job
+    /// ends `dead` at once, whatever attempts it had left, so a poison job stops.
+    pub fn dead_lettered(&self, now: DateTime<Utc>) -> Result<Job, TransitionError> {
+        if self.status.is_terminal() {
+            return Err(TransitionError {
+                action: "dead-letter",
+                from: self.status,
+            });
+        }
+        Ok(Job {
+            error: Some(JobError::with_kind(
+                "dead_letter",
+                "its message went to the dead-letter queue: every delivery ended without an outcome (the run took its worker down, or timed out, each time)",
+                false,
+            )),
+            heartbeat_at: None,
+            ..self.finished(JobStatus::Dead, now)
+        })
+    }
+
     /// The job-log line for the attempt that failed with `error` and led to this state.
     pub fn failure_log_line(&self, error: &JobError, now: DateTime<Utc>) -> String {
         let what = match self.status {
@@ -666,6 +687,30 @@ mod tests {
         assert_eq!(job.status, JobStatus::Dead);
         assert_eq!(job.error.unwrap().message, "boom");
         assert!(ceilings[0] < ceilings[1], "delays grow: {ceilings:?}");
+    }
+
+    #[test]
+    fn a_dead_lettered_job_ends_dead_with_attempts_left_and_only_once() {
+        let now = Utc::now();
+        let running = new_job(5).start(now).unwrap();
+        let dead = running.dead_lettered(now).unwrap();
+        assert_eq!(dead.status, JobStatus::Dead);
+        let error = dead.error.clone().unwrap();
+        assert_eq!(error.kind, "dead_letter");
+        assert!(
+            error.message.contains("dead-letter queue"),
+            "{}",
+            error.message
+        );
+        assert!(dead.expires_at.is_some());
+        assert!(
+            dead.dead_lettered(now).is_err(),
+            "a finished job stays as it is"
+        );
+        assert_eq!(
+            new_job(1).dead_lettered(now).unwrap().status,
+            JobStatus::Dead
+        );
     }
 
     #[test]

@@ -27,6 +27,17 @@ impl JobHandler for Fails {
     }
 }
 
+/// Holds its run until the gate opens: a run that never ends on its own.
+struct Hangs(Arc<tokio::sync::Semaphore>);
+
+#[async_trait]
+impl JobHandler for Hangs {
+    async fn run(&self, _ctx: JobContext, _payload: Value) -> Result<Value, JobError> {
+        let _ = self.0.acquire().await;
+        Ok(json!(null))
+    }
+}
+
 struct Flow {
     aws: AwsBackend,
     counter: RequestCounter,
@@ -34,9 +45,15 @@ struct Flow {
     service: JobService,
     worker: Worker,
     tenant: Tenant,
+    gate: Arc<tokio::sync::Semaphore>,
 }
 
 async fn flow() -> Flow {
+    flow_with(5).await
+}
+
+/// The flow with each queue's redrive after `max_receive_count` receives.
+async fn flow_with(max_receive_count: u32) -> Flow {
     let counter = RequestCounter::default();
     let id = unique();
     let aws = AwsBackend::counted(
@@ -49,12 +66,14 @@ async fn flow() -> Flow {
     );
     let mut registry = Registry::builtin(&format!("f{id}-"), &BuiltinSettings::default());
     registry.register("test.fails", JobOptions::default(), Fails);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    registry.register("test.hangs", JobOptions::default(), Hangs(gate.clone()));
     let queues: Vec<QueueSpec> = registry
         .iter()
         .map(|r| QueueSpec {
             name: registry.queue_name(&r.job_type),
             dead_letter_queue: registry.dead_letter_queue_name(&r.job_type),
-            max_receive_count: 5,
+            max_receive_count,
             visibility: r.options.visibility(),
         })
         .collect();
@@ -67,18 +86,19 @@ async fn flow() -> Flow {
             registry.clone(),
             shared::config::MAX_PAYLOAD_LIMIT,
         ),
-        worker: Worker::new(
-            ports,
-            registry.clone(),
-            WorkerSettings {
-                heartbeat_interval: Duration::from_secs(10),
-                stall_after: Duration::from_secs(60),
-            },
-        ),
+        worker: Worker::new(ports, registry.clone(), worker_settings()),
         registry,
         aws,
         counter,
         tenant: Tenant::parse("t").unwrap(),
+        gate,
+    }
+}
+
+fn worker_settings() -> WorkerSettings {
+    WorkerSettings {
+        heartbeat_interval: Duration::from_secs(10),
+        stall_after: Duration::from_secs(60),
     }
 }
 
@@ -317,4 +337,176 @@ async fn the_largest_payload_accepted_fits_one_item_and_runs() {
     let stored = f.aws.ports().store.get(job.id).await.unwrap().unwrap();
     assert_eq!(stored.status, JobStatus::Succeeded);
     assert_eq!(stored.payload, payload);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_run_takes_its_worker_down_every_time_ends_dead_after_its_dead_letter() {
+    // GIVEN queues that dead-letter a message after its second receive, and a job whose run
+    // never ends on its own
+    let f = flow_with(2).await;
+    let job = f.submit("test.hangs").await;
+    let queue = f.queue("test.hangs");
+    let receive = |visibility: u64| {
+        let (aws, queue) = (&f.aws, queue.clone());
+        async move {
+            aws.queue
+                .receive(
+                    &queue,
+                    10,
+                    Duration::from_secs(visibility),
+                    Duration::from_secs(1),
+                )
+                .await
+                .unwrap()
+        }
+    };
+
+    // WHEN an invocation takes it and dies mid-run (a crash: nothing recorded, nothing deleted)
+    let first = receive(1).await;
+    assert_eq!(first.len(), 1);
+    let crashing = Worker::new(f.aws.ports(), f.registry.clone(), worker_settings());
+    let invocation = tokio::spawn({
+        let event = sqs_event(&first);
+        async move { handle_sqs_batch(&crashing, event).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while f
+        .aws
+        .ports()
+        .store
+        .get(job.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .status
+        != JobStatus::Running
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    invocation.abort();
+
+    // AND its message comes back while the job still looks alive: it is kept, not dropped
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let second = receive(1).await;
+    assert_eq!(second.len(), 1, "the message is delivered again");
+    let response = handle_sqs_batch(&f.worker, sqs_event(&second)).await;
+    assert_eq!(response.batch_item_failures.len(), 1, "{response:?}");
+
+    // AND past its receive limit SQS moves it to the dead-letter queue
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(receive(1).await.is_empty(), "the message left its queue");
+
+    // THEN the maintenance sweep ends the job dead with the reason, and empties the DLQ
+    let settings = shared::maintenance::MaintenanceSettings {
+        stall_after: Duration::from_secs(60),
+        orphan_after: Duration::from_secs(60),
+    };
+    let report =
+        shared::maintenance::sweep(&f.aws.ports(), &f.registry, settings, chrono::Utc::now())
+            .await
+            .unwrap();
+    assert_eq!(report.dead_lettered, 1, "{report:?}");
+    let dead = f.aws.ports().store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(dead.status, JobStatus::Dead);
+    assert_eq!(
+        dead.error.as_ref().map(|e| e.kind.as_str()),
+        Some("dead_letter")
+    );
+    assert!(
+        dead.attempt < dead.max_attempts,
+        "it had attempts left: {dead:?}"
+    );
+    let dlq = f
+        .registry
+        .dead_letter_queue_name(&JobType::parse("test.hangs").unwrap());
+    let left = f
+        .aws
+        .queue
+        .receive(&dlq, 10, Duration::from_secs(1), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    let again =
+        shared::maintenance::sweep(&f.aws.ports(), &f.registry, settings, chrono::Utc::now())
+            .await
+            .unwrap();
+    assert_eq!(again.dead_lettered, 0);
+    f.gate.add_permits(100);
+}
+
+/// A DynamoDB stream record as the event-source mapping hands it to the `stats` function.
+fn stream_record(seq: &str, sk: &str, old: Option<&str>, new: Option<&str>) -> Value {
+    let image = |status: &str| {
+        json!({ "pk": {"S": "JOB#01J"}, "sk": {"S": sk}, "tenant": {"S": "acme"},
+                "type": {"S": "noop"}, "status": {"S": status}, "attempt": {"N": "1"} })
+    };
+    let mut d = json!({ "Keys": {"pk": {"S": "JOB#01J"}, "sk": {"S": sk}},
+                        "SequenceNumber": seq, "StreamViewType": "NEW_AND_OLD_IMAGES" });
+    if let Some(s) = old {
+        d["OldImage"] = image(s);
+    }
+    if let Some(s) = new {
+        d["NewImage"] = image(s);
+    }
+    let name = match (old, new) {
+        (None, _) => "INSERT",
+        (_, None) => "REMOVE",
+        _ => "MODIFY",
+    };
+    json!({ "eventID": seq, "eventName": name, "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1", "dynamodb": d })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stats_function_counts_a_batch_and_reports_the_first_record_it_could_not() {
+    use shared::adapters::aws::handle_stream_event;
+    // GIVEN a batch of stream records: a job created then started, a log line, a second job
+    // created, started and deleted by TTL once finished
+    let f = flow().await;
+    let batch = json!({ "Records": [
+        stream_record("100", "JOB", None, Some("queued")),
+        stream_record("101", "JOB", Some("queued"), Some("running")),
+        stream_record("102", "LOG#0000000001", None, Some("running")),
+        stream_record("103", "JOB", None, Some("queued")),
+        stream_record("104", "JOB", Some("queued"), Some("succeeded")),
+        stream_record("105", "JOB", Some("succeeded"), None),
+    ]});
+
+    // WHEN the function handles it
+    let answer = handle_stream_event(&f.aws.counters(), &batch).await;
+
+    // THEN no record failed, and the tenant's stats show what is left: one job running
+    assert_eq!(answer, json!({ "batchItemFailures": [] }));
+    let stats = f
+        .aws
+        .ports()
+        .store
+        .stats(&Tenant::parse("acme").unwrap())
+        .await
+        .unwrap();
+    let rows: Vec<_> = stats
+        .rows
+        .iter()
+        .map(|r| (r.job_type.as_str(), r.status, r.count))
+        .collect();
+    assert_eq!(rows, [("noop", JobStatus::Running, 1)]);
+
+    // AND where the counters cannot be written, the first record is reported, so the
+    // mapping retries the batch from there
+    let missing = AwsBackend::new(
+        &moto_sdk().await,
+        AwsSettings {
+            table: format!("missing-{}", unique()),
+            event_bus: "missing".into(),
+        },
+    );
+    let answer = handle_stream_event(&missing.counters(), &batch).await;
+    assert_eq!(
+        answer,
+        json!({ "batchItemFailures": [{ "itemIdentifier": "100" }] })
+    );
 }

@@ -24,7 +24,26 @@ pub struct Under {
     pub dlq: String,
     /// A queue without a dead-letter queue.
     pub plain: String,
+    /// Where counts are kept from the table's stream (the `stats` function's work on AWS): the
+    /// reader that stands in for it. `None`: counts are exact at once (embedded).
+    pub counts: Option<shared::adapters::aws::StreamReader>,
     _keep: Box<dyn std::any::Any + Send>,
+}
+
+impl Under {
+    /// Let eventually consistent counts catch up with the writes made so far.
+    pub async fn settle_counts(&self) {
+        if let Some(reader) = &self.counts {
+            reader.catch_up().await.expect("reading the table's stream");
+        }
+    }
+
+    /// A second reader of the same stream, as a restarted process makes (AWS only).
+    pub fn another_counts_reader(&self) -> Option<shared::adapters::aws::StreamReader> {
+        self._keep
+            .downcast_ref::<AwsBackend>()
+            .map(|b| b.stream_reader())
+    }
 }
 
 pub fn embedded_under() -> Under {
@@ -38,6 +57,7 @@ pub fn embedded_under() -> Under {
         queue: QUEUE.into(),
         dlq: DLQ.into(),
         plain: "plain".into(),
+        counts: None,
         _keep: Box::new(b),
     }
 }
@@ -84,6 +104,7 @@ pub async fn moto_under() -> Under {
         queue,
         dlq,
         plain,
+        counts: Some(backend.stream_reader()),
         _keep: Box::new(backend),
     }
 }

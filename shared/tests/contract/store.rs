@@ -223,9 +223,132 @@ pub async fn listing_is_newest_first_filtered_and_scoped_to_the_tenant(b: Under)
     // THEN newest first, only that tenant and type
     let got: Vec<_> = page1.iter().chain(page2.iter()).map(|j| j.id).collect();
     assert_eq!(got, vec![ids[4], ids[2], ids[0]]);
+    // AND each index pages the same way: the tenant's jobs, and one type's, two at a time
+    for (job_type, want) in [
+        (None, vec![ids[4], ids[3], ids[2], ids[1], ids[0]]),
+        (Some("sleep"), vec![ids[3], ids[1]]),
+    ] {
+        let mut got = vec![];
+        let mut before = None;
+        loop {
+            let page = b
+                .ports
+                .store
+                .list(&ListQuery {
+                    tenant: tenant.clone(),
+                    status: None,
+                    job_type: job_type.map(|t| shared::domain::JobType::parse(t).unwrap()),
+                    before,
+                    limit: 2,
+                })
+                .await
+                .unwrap();
+            got.extend(page.iter().map(|j| j.id));
+            match page.last() {
+                Some(last) if page.len() == 2 => before = Some(last.id),
+                _ => break,
+            }
+        }
+        assert_eq!(got, want, "{job_type:?}");
+    }
+    b.settle_counts().await;
     let stats = b.ports.store.stats(&tenant).await.unwrap();
     let total: u64 = stats.rows.iter().map(|r| r.count).sum();
     assert_eq!(total, 5);
+}
+
+/// The counts `stats` gives, as (type, status, count), sorted.
+async fn counts(b: &Under, tenant: &str) -> Vec<(String, String, u64)> {
+    let stats = b
+        .ports
+        .store
+        .stats(&Tenant::parse(tenant).unwrap())
+        .await
+        .unwrap();
+    let mut rows: Vec<_> = stats
+        .rows
+        .iter()
+        .map(|r| (r.job_type.clone(), r.status.as_str().to_string(), r.count))
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn rows(want: &[(&str, &str, u64)]) -> Vec<(String, String, u64)> {
+    want.iter()
+        .map(|(t, s, n)| (t.to_string(), s.to_string(), *n))
+        .collect()
+}
+
+pub async fn stats_count_a_tenants_jobs_by_type_and_status_as_they_move(b: Under) {
+    // GIVEN two queued jobs and a finished one of a tenant, and a job of another tenant
+    let (a, c, d) = (
+        job("acme", "noop"),
+        job("acme", "noop"),
+        job("acme", "sleep"),
+    );
+    for j in [&a, &c, &d, &job("globex", "noop")] {
+        b.ports.store.create(j).await.unwrap();
+    }
+    let now = Utc::now();
+    let started = a.start(now).unwrap();
+    b.ports
+        .store
+        .transition(a.expected(), &started)
+        .await
+        .unwrap();
+    let done = started
+        .finish(Outcome::Succeeded(serde_json::json!({})), now, 0.0)
+        .unwrap();
+    b.ports
+        .store
+        .transition(started.expected(), &done)
+        .await
+        .unwrap();
+
+    // WHEN the counts catch up
+    b.settle_counts().await;
+
+    // THEN each job counts once, under its type and its status now; nothing reads as zero
+    assert_eq!(
+        counts(&b, "acme").await,
+        rows(&[
+            ("noop", "queued", 1),
+            ("noop", "succeeded", 1),
+            ("sleep", "queued", 1)
+        ])
+    );
+    assert_eq!(counts(&b, "globex").await, rows(&[("noop", "queued", 1)]));
+    assert!(counts(&b, "initech").await.is_empty());
+
+    // AND a heartbeat (no status change) moves nothing; a start moves one
+    let running = c.start(Utc::now()).unwrap();
+    b.ports
+        .store
+        .transition(c.expected(), &running)
+        .await
+        .unwrap();
+    b.ports
+        .store
+        .heartbeat(c.id, running.attempt, Utc::now(), None)
+        .await
+        .unwrap();
+    // a reader started afresh (a restart) goes on from where the last one stopped
+    if let Some(reader) = b.another_counts_reader() {
+        reader.catch_up().await.unwrap();
+        reader.catch_up().await.unwrap();
+    } else {
+        b.settle_counts().await;
+    }
+    b.settle_counts().await;
+    assert_eq!(
+        counts(&b, "acme").await,
+        rows(&[
+            ("noop", "running", 1),
+            ("noop", "succeeded", 1),
+            ("sleep", "queued", 1)
+        ])
+    );
 }
 
 pub async fn due_finds_stalled_jobs_and_expired_jobs_are_deleted_with_their_logs(b: Under) {

@@ -6,11 +6,13 @@
 
 mod attrs;
 mod count;
+mod counts;
 mod events;
 mod queue;
 mod store;
 
 pub use count::RequestCounter;
+pub use counts::{handle_stream_event, Change, Counters, NotCounted, StreamReader};
 pub use events::BusEvents;
 pub use queue::SqsQueue;
 pub use store::{CapacityMeter, DynamoStore, SUMMARY_ATTRIBUTES};
@@ -46,9 +48,16 @@ pub struct AwsBackend {
     pub queue: Arc<SqsQueue>,
     pub events: Arc<BusEvents>,
     dynamodb: aws_sdk_dynamodb::Client,
+    streams: aws_sdk_dynamodbstreams::Client,
     sqs: aws_sdk_sqs::Client,
     eventbridge: aws_sdk_eventbridge::Client,
     settings: AwsSettings,
+}
+
+/// The counter items of the table `config` names, for the `stats` function.
+pub async fn open_counters(config: &crate::config::Config) -> Counters {
+    let sdk = sdk_config_from_env().await;
+    Counters::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table)
 }
 
 /// The SDK's configuration from the standard environment (credentials, region, endpoint).
@@ -100,6 +109,13 @@ impl AwsBackend {
             }
             aws_sdk_dynamodb::Client::from_conf(c.build())
         };
+        let streams = {
+            let mut c = aws_sdk_dynamodbstreams::config::Builder::from(sdk);
+            if let Some(counter) = &counter {
+                c = c.interceptor(counter.clone());
+            }
+            aws_sdk_dynamodbstreams::Client::from_conf(c.build())
+        };
         let sqs = {
             let mut c = aws_sdk_sqs::config::Builder::from(sdk);
             if let Some(counter) = &counter {
@@ -119,10 +135,26 @@ impl AwsBackend {
             queue: Arc::new(SqsQueue::new(sqs.clone())),
             events: Arc::new(BusEvents::new(eventbridge.clone(), &settings.event_bus)),
             dynamodb,
+            streams,
             sqs,
             eventbridge,
             settings,
         }
+    }
+
+    /// The table's counter items (what the `stats` function keeps).
+    pub fn counters(&self) -> Counters {
+        Counters::new(self.dynamodb.clone(), &self.settings.table)
+    }
+
+    /// A reader of the table's stream that keeps the counters, where no `stats` function does
+    /// (the local runtime, tests).
+    pub fn stream_reader(&self) -> StreamReader {
+        StreamReader::new(
+            self.dynamodb.clone(),
+            self.streams.clone(),
+            &self.settings.table,
+        )
     }
 
     /// The DynamoDB client (for tools and tests that look at items as stored).
@@ -139,6 +171,7 @@ impl AwsBackend {
             store: self.store.clone(),
             queue: self.queue.clone(),
             events: self.events.clone(),
+            dead_letters: self.queue.clone(),
         }
     }
 

@@ -20,15 +20,14 @@ use crate::domain::{
     Expected, IdempotencyKey, Job, JobId, JobStatus, JobSummary, Progress, Tenant,
 };
 use crate::ports::{
-    Created, JobStore, ListQuery, Liveness, LogLine, Started, StatsRow, StoreError, StoreStats,
-    LOG_CAP,
+    Created, JobStore, ListQuery, Liveness, LogLine, Started, StoreError, StoreStats, LOG_CAP,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// Attributes that are keys or index keys, not fields of the job.
 const NOT_FIELDS: &[&str] = &[
@@ -665,6 +664,11 @@ impl JobStore for DynamoStore {
         };
         u.when_eq("tenant", s(tenant));
         match query.before {
+            // (an empty string is never a valid key value: no prefix, then a plain `<`)
+            Some(before) if prefix.is_empty() => {
+                let (k, hi) = (u.name(sort), u.value(s(before.to_string())));
+                u.when(|_| format!("{k} < {hi}"));
+            }
             Some(before) => {
                 let (k, lo, hi) = (
                     u.name(sort),
@@ -693,54 +697,11 @@ impl JobStore for DynamoStore {
         .await
     }
 
+    /// From the counter items the table's stream keeps (`counts`): eventually consistent.
     async fn stats(&self, tenant: &Tenant) -> Result<StoreStats, StoreError> {
-        let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
-        let now = Utc::now();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(INDEX_BY_TENANT)
-                .key_condition_expression("#t = :t")
-                .projection_expression("#ty, #st, #ttl")
-                .expression_attribute_names("#t", "tenant")
-                .expression_attribute_names("#ty", "type")
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_names("#ttl", "ttl")
-                .expression_attribute_values(":t", s(tenant.to_string()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(classify)?;
-            for item in out.items() {
-                if expired(item, now) {
-                    continue;
-                }
-                let status = get_s(item, "status").and_then(JobStatus::parse);
-                if let (Some(t), Some(status)) = (get_s(item, "type"), status) {
-                    *counts.entry((t.to_string(), status.as_str())).or_default() += 1;
-                }
-            }
-            match out.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => break,
-            }
-        }
-        Ok(StoreStats {
-            rows: counts
-                .into_iter()
-                .filter_map(|((job_type, status), count)| {
-                    Some(StatsRow {
-                        job_type,
-                        status: JobStatus::parse(status)?,
-                        count,
-                    })
-                })
-                .collect(),
-            quarantined: 0,
-        })
+        super::counts::Counters::new(self.client.clone(), &self.table)
+            .read(tenant)
+            .await
     }
 
     async fn append_log(

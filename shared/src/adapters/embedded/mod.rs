@@ -29,6 +29,7 @@ impl EmbeddedBackend {
             store: self.store.clone(),
             queue: self.queue.clone(),
             events: self.events.clone(),
+            dead_letters: self.queue.clone(),
         }
     }
 
