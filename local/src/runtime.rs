@@ -122,8 +122,15 @@ pub async fn bootstrap(settings: LocalSettings, extend: fn(&mut Registry)) -> an
 /// Run until Ctrl-C or SIGTERM.
 pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::Result<()> {
     let mut config = settings.config.clone();
-    config.webhook_secret = Some(webhook_secret(&config)?);
-    let mut registry = Registry::builtin(&config.queue_prefix, &config.builtin_settings());
+    // On the AWS backend a key kept in Secrets Manager is used where no value is given.
+    let in_secrets_manager = config.backend == Backend::Aws && config.webhook_secret_id.is_some();
+    if !in_secrets_manager {
+        config.webhook_secret = Some(webhook_secret(&config)?);
+    }
+    let mut registry = Registry::builtin(
+        &config.queue_prefix,
+        &shared::adapters::builtin_settings(&config).await,
+    );
     extend(&mut registry);
     let registry = Arc::new(registry);
     let health = Arc::new(Health::new());

@@ -39,6 +39,8 @@ pub struct Config {
     /// HTTP requests in flight at once; past it, 503 with Retry-After.
     pub http_max_in_flight: usize,
     pub webhook_secret: Option<String>,
+    /// A Secrets Manager secret holding the signing key (AWS backend; read on first use).
+    pub webhook_secret_id: Option<String>,
     pub fetch_max_bytes: usize,
 }
 
@@ -210,6 +212,7 @@ impl Config {
             ),
             http_max_in_flight: r.number("CONVEYOR_HTTP_MAX_IN_FLIGHT", 1024, 1, 100_000),
             webhook_secret: get("CONVEYOR_WEBHOOK_SECRET").filter(|s| !s.is_empty()),
+            webhook_secret_id: get("CONVEYOR_WEBHOOK_SECRET_ID").filter(|s| !s.is_empty()),
             fetch_max_bytes: r.number(
                 "CONVEYOR_FETCH_MAX_BYTES",
                 1024 * 1024,
@@ -232,7 +235,10 @@ impl Config {
 
     pub fn builtin_settings(&self) -> crate::jobs::BuiltinSettings {
         crate::jobs::BuiltinSettings {
-            webhook_secret: self.webhook_secret.clone(),
+            webhook_secret: self
+                .webhook_secret
+                .clone()
+                .map(crate::jobs::WebhookKey::value),
             fetch_max_bytes: self.fetch_max_bytes,
         }
     }

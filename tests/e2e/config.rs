@@ -43,7 +43,11 @@ const BAD: &[(&str, &[&str])] = &[
 ];
 
 /// Variables that take any value (a path, a secret): documented, nothing to refuse.
-const FREE: &[&str] = &["CONVEYOR_DATA_DIR", "CONVEYOR_WEBHOOK_SECRET"];
+const FREE: &[&str] = &[
+    "CONVEYOR_DATA_DIR",
+    "CONVEYOR_WEBHOOK_SECRET",
+    "CONVEYOR_WEBHOOK_SECRET_ID",
+];
 
 struct Refusal {
     code: Option<i32>,

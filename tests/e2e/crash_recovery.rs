@@ -91,7 +91,7 @@ async fn every_accepted_job_ends_exactly_once_across_a_sigkill() {
         .filter(|j| j["status"] != "succeeded")
         .collect();
     assert!(not_succeeded.is_empty(), "{not_succeeded:#?}");
-    let stats = app.stats().await;
+    let stats = app.settled_stats().await;
     assert_eq!(stats["total"], accepted.len(), "{stats}");
     assert_eq!(stats["by_status"]["succeeded"], accepted.len(), "{stats}");
 

@@ -23,7 +23,7 @@ async fn the_same_key_in_the_body_yields_the_same_job() {
     assert_eq!(second["idempotency_key"], "order-42:charge");
 
     // AND only one job exists
-    let stats = app.stats().await;
+    let stats = app.settled_stats().await;
     assert_eq!(stats["total"], 1, "{stats}");
     assert_eq!(app.list("").await["jobs"].as_array().unwrap().len(), 1);
 }
@@ -58,7 +58,7 @@ async fn the_idempotency_key_header_works_like_the_body_field() {
     assert_ne!(other["id"], first["id"]);
 
     // AND two jobs exist
-    assert_eq!(app.stats().await["total"], 2);
+    assert_eq!(app.settled_stats().await["total"], 2);
 }
 
 #[tokio::test]
@@ -97,7 +97,7 @@ async fn concurrent_submits_with_one_key_make_one_job() {
     );
 
     // AND one job exists
-    assert_eq!(app.stats().await["total"], 1);
+    assert_eq!(app.settled_stats().await["total"], 1);
 }
 
 #[tokio::test]
@@ -117,7 +117,7 @@ async fn an_unreadable_idempotency_key_header_is_refused_not_ignored() {
     // THEN it is a 400 naming the header, and no job was made (retries would have duplicated it)
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["field"], "idempotency-key", "{body}");
-    assert_eq!(app.stats().await["total"], 0);
+    assert_eq!(app.settled_stats().await["total"], 0);
 }
 
 #[tokio::test]

@@ -108,7 +108,7 @@ async fn jobs_list_newest_first_filter_and_paginate() {
     );
 
     // AND the stats count the same jobs
-    let stats = app.stats().await;
+    let stats = app.settled_stats().await;
     assert_eq!(stats["total"], 7, "{stats}");
     assert_eq!(
         stats["by_type"]["noop"],

@@ -143,19 +143,30 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
     };
     assert_eq!(of_type("AWS::SQS::Queue"), expected_queues);
     let functions = of_type("AWS::Serverless::Function");
+    // Each function is built from its own crate's directory, so it carries only the features
+    // that crate asks for (no SQLite in a Lambda binary).
     let binaries: BTreeSet<String> = functions
         .iter()
         .map(|f| {
-            t["Resources"][f.as_str()]["Metadata"]["BuildProperties"]["Binary"]
+            let binary = t["Resources"][f.as_str()]["Metadata"]["BuildProperties"]["Binary"]
                 .as_str()
                 .unwrap()
-                .to_string()
+                .to_string();
+            assert_eq!(
+                t["Resources"][f.as_str()]["Properties"]["CodeUri"]
+                    .as_str()
+                    .map(str::to_string),
+                Some(format!("functions/{binary}")),
+                "{f}"
+            );
+            binary
         })
         .collect();
     let crates: BTreeSet<String> =
         std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../functions"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|name| !name.starts_with('.'))
             .collect();
     assert_eq!(
         binaries, crates,
@@ -191,6 +202,27 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
             );
         }
     }
+    // (a function's own variables too)
+    for f in &functions {
+        let own = &t["Resources"][f.as_str()]["Properties"]["Environment"]["Variables"];
+        for (name, _) in own.as_mapping().into_iter().flatten() {
+            let name = name.as_str().unwrap();
+            assert!(
+                readme.contains(&format!("| `{name}` |")),
+                "{f} passes {name}, which is not a documented setting"
+            );
+        }
+    }
+    // The webhook worker signs with the key the stack keeps in Secrets Manager.
+    let webhook = &t["Resources"]["WebhookDeliverWorkerFunction"]["Properties"];
+    assert_eq!(
+        tagged(&webhook["Environment"]["Variables"]["CONVEYOR_WEBHOOK_SECRET_ID"]).map(|v| v.1),
+        Some("WebhookSecret".into())
+    );
+    assert_eq!(
+        t["Resources"]["WebhookSecret"]["Type"],
+        "AWS::SecretsManager::Secret"
+    );
     for needed in [
         "CONVEYOR_BACKEND",
         "CONVEYOR_TABLE",

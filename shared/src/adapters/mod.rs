@@ -27,7 +27,7 @@ pub enum OpenError {
 pub async fn open_ports(config: &Config) -> Result<(Ports, Arc<Registry>), OpenError> {
     let registry = Arc::new(Registry::builtin(
         &config.queue_prefix,
-        &config.builtin_settings(),
+        &builtin_settings(config).await,
     ));
     match config.backend {
         #[cfg(feature = "aws")]
@@ -49,6 +49,23 @@ pub async fn open_ports(config: &Config) -> Result<(Ports, Arc<Registry>), OpenE
         #[cfg(not(feature = "embedded"))]
         Backend::Embedded => Err(OpenError::NotBuilt("embedded")),
     }
+}
+
+/// The shipped types' settings: `Config`'s, and on the AWS backend, where no signing key is
+/// given, the one in the Secrets Manager secret `CONVEYOR_WEBHOOK_SECRET_ID` names (read on
+/// the first delivery, not here).
+pub async fn builtin_settings(config: &Config) -> crate::jobs::BuiltinSettings {
+    #[allow(unused_mut)]
+    let mut settings = config.builtin_settings();
+    #[cfg(feature = "aws")]
+    if let (true, None, Some(id)) = (
+        config.backend == Backend::Aws,
+        &settings.webhook_secret,
+        &config.webhook_secret_id,
+    ) {
+        settings.webhook_secret = Some(aws::webhook_key(&aws::sdk_config_from_env().await, id));
+    }
+    settings
 }
 
 /// The embedded backend as `config` describes it, with each type's queue declared.

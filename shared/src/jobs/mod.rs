@@ -10,7 +10,7 @@ mod webhook;
 pub use http_fetch::HttpFetch;
 pub use noop::Noop;
 pub use sleep::Sleep;
-pub use webhook::{sign, WebhookDeliver};
+pub use webhook::{sign, SigningKey, WebhookDeliver, WebhookKey};
 
 use crate::domain::{Backoff, JobError, JobId, JobType, Progress, ValidationError};
 use crate::ports::{JobStore, StoreError};
@@ -117,7 +117,7 @@ impl Registration {
 /// Settings the shipped types read from the environment (through `Config`).
 #[derive(Debug, Clone, Default)]
 pub struct BuiltinSettings {
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<WebhookKey>,
     pub fetch_max_bytes: usize,
 }
 

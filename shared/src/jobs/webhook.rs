@@ -10,14 +10,45 @@ use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Where the signing key comes from: a value given, or a secret store read on first use.
+#[async_trait]
+pub trait SigningKey: Send + Sync {
+    /// The key; an error is why it could not be had (the delivery is retried).
+    async fn key(&self) -> Result<String, String>;
+}
+
+#[async_trait]
+impl SigningKey for String {
+    async fn key(&self) -> Result<String, String> {
+        Ok(self.clone())
+    }
+}
+
+/// The signing key `webhook.deliver` uses, wherever it comes from.
+#[derive(Clone)]
+pub struct WebhookKey(pub Arc<dyn SigningKey>);
+
+impl WebhookKey {
+    pub fn value(key: String) -> Self {
+        Self(Arc::new(key))
+    }
+}
+
+impl std::fmt::Debug for WebhookKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookKey(..)")
+    }
+}
+
 pub struct WebhookDeliver {
-    secret: Option<String>,
+    secret: Option<WebhookKey>,
 }
 
 impl WebhookDeliver {
-    pub fn new(secret: Option<String>) -> Self {
+    pub fn new(secret: Option<WebhookKey>) -> Self {
         Self { secret }
     }
 }
@@ -48,9 +79,16 @@ impl JobHandler for WebhookDeliver {
     }
 
     async fn run(&self, ctx: JobContext, payload: Value) -> Result<Value, JobError> {
-        let secret = self.secret.as_deref().ok_or_else(|| {
-            JobError::permanent("CONVEYOR_WEBHOOK_SECRET is not set: cannot sign deliveries")
+        let key = self.secret.as_ref().ok_or_else(|| {
+            JobError::permanent(
+                "neither CONVEYOR_WEBHOOK_SECRET nor CONVEYOR_WEBHOOK_SECRET_ID is set: cannot sign deliveries",
+            )
         })?;
+        let secret = &key
+            .0
+            .key()
+            .await
+            .map_err(|e| JobError::retryable(format!("the signing key is unavailable: {e}")))?;
         let url = payload_url(&payload).map_err(|e| JobError::permanent(e.to_string()))?;
         let body = serde_json::to_vec(field(&payload, "body").unwrap_or(&Value::Null))
             .map_err(|e| JobError::permanent(e.to_string()))?;

@@ -49,11 +49,12 @@ struct Flow {
 }
 
 async fn flow() -> Flow {
-    flow_with(5).await
+    flow_with(5, BuiltinSettings::default()).await
 }
 
-/// The flow with each queue's redrive after `max_receive_count` receives.
-async fn flow_with(max_receive_count: u32) -> Flow {
+/// The flow with each queue's redrive after `max_receive_count` receives, and the shipped
+/// types' `settings`.
+async fn flow_with(max_receive_count: u32, settings: BuiltinSettings) -> Flow {
     let counter = RequestCounter::default();
     let id = unique();
     let aws = AwsBackend::counted(
@@ -64,7 +65,7 @@ async fn flow_with(max_receive_count: u32) -> Flow {
         },
         Some(counter.clone()),
     );
-    let mut registry = Registry::builtin(&format!("f{id}-"), &BuiltinSettings::default());
+    let mut registry = Registry::builtin(&format!("f{id}-"), &settings);
     registry.register("test.fails", JobOptions::default(), Fails);
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     registry.register("test.hangs", JobOptions::default(), Hangs(gate.clone()));
@@ -119,13 +120,17 @@ fn sqs_event(messages: &[ReceivedMessage]) -> SqsEvent {
 
 impl Flow {
     async fn submit(&self, job_type: &str) -> shared::domain::Job {
+        self.submit_with(job_type, json!({})).await
+    }
+
+    async fn submit_with(&self, job_type: &str, payload: Value) -> shared::domain::Job {
         let (job, _) = self
             .service
             .submit(
                 self.tenant.clone(),
                 SubmitRequest {
                     job_type: JobType::parse(job_type).unwrap(),
-                    payload: json!({}),
+                    payload,
                     priority: 0,
                     run_at: None,
                     delay: None,
@@ -343,7 +348,7 @@ async fn the_largest_payload_accepted_fits_one_item_and_runs() {
 async fn a_job_whose_run_takes_its_worker_down_every_time_ends_dead_after_its_dead_letter() {
     // GIVEN queues that dead-letter a message after its second receive, and a job whose run
     // never ends on its own
-    let f = flow_with(2).await;
+    let f = flow_with(2, BuiltinSettings::default()).await;
     let job = f.submit("test.hangs").await;
     let queue = f.queue("test.hangs");
     let receive = |visibility: u64| {
@@ -509,4 +514,91 @@ async fn the_stats_function_counts_a_batch_and_reports_the_first_record_it_could
         answer,
         json!({ "batchItemFailures": [{ "itemIdentifier": "100" }] })
     );
+}
+
+/// A webhook receiver on a loopback port: its URL, and the last (signature, body) it got.
+async fn receiver() -> (String, Arc<std::sync::Mutex<Option<(String, Vec<u8>)>>>) {
+    use axum::{body::Bytes, http::HeaderMap, routing::post, Router};
+    let got = Arc::new(std::sync::Mutex::new(None));
+    let seen = got.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let seen = seen.clone();
+            async move {
+                let signature = headers
+                    .get("x-conveyor-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                *seen.lock().unwrap() = Some((signature, body.to_vec()));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_signed_with_the_key_read_once_from_secrets_manager() {
+    use shared::adapters::aws::webhook_key;
+    // GIVEN a signing key kept in Secrets Manager, and a receiver that records what it gets
+    let sdk = moto_sdk().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let name = format!("whsec-{}", unique());
+    secrets
+        .create_secret()
+        .name(&name)
+        .secret_string("k3y-from-the-store")
+        .send()
+        .await
+        .unwrap();
+    let key = webhook_key(&sdk, &name);
+    let f = flow_with(
+        5,
+        BuiltinSettings {
+            webhook_secret: Some(key.clone()),
+            ..BuiltinSettings::default()
+        },
+    )
+    .await;
+    let (url, got) = receiver().await;
+
+    // WHEN a webhook.deliver job runs through the worker entrypoint
+    let job = f
+        .submit_with("webhook.deliver", json!({ "url": url, "body": { "n": 1 } }))
+        .await;
+    let messages = f.receive("webhook.deliver", 1).await;
+    f.work("webhook.deliver", &messages).await;
+
+    // THEN it succeeded, and its signature verifies with the stored key
+    let stored = f.aws.ports().store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, JobStatus::Succeeded, "{:?}", stored.error);
+    let (signature, body) = got.lock().unwrap().clone().expect("a delivery");
+    let t: i64 = signature
+        .strip_prefix("t=")
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.parse().ok())
+        .expect("t=<seconds>");
+    assert_eq!(
+        signature,
+        shared::jobs::sign("k3y-from-the-store", t, &body)
+    );
+
+    // AND the key was read once and kept: with the secret gone, it still answers
+    secrets
+        .delete_secret()
+        .secret_id(&name)
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(key.0.key().await.as_deref(), Ok("k3y-from-the-store"));
+
+    // AND a key whose secret is not there is an error that names it (the delivery retries)
+    let error = webhook_key(&sdk, &name).0.key().await.unwrap_err();
+    assert!(error.contains(&name), "{error}");
 }

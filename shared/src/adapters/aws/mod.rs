@@ -9,12 +9,14 @@ mod count;
 mod counts;
 mod events;
 mod queue;
+mod secrets;
 mod store;
 
 pub use count::RequestCounter;
 pub use counts::{handle_stream_event, Change, Counters, NotCounted, StreamReader};
 pub use events::BusEvents;
 pub use queue::SqsQueue;
+pub use secrets::{webhook_key, SecretsManagerKey};
 pub use store::{CapacityMeter, DynamoStore, SUMMARY_ATTRIBUTES};
 
 use crate::ports::Ports;
