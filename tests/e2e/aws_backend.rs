@@ -107,6 +107,7 @@ async fn bootstrap_creates_the_resources_once_and_can_run_again() {
         assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("table jobs-{id}")));
     }
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(shared::adapters::aws::http_client())
         .endpoint_url(&endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new(

@@ -448,6 +448,11 @@ impl FailedAttempt {
 
 /// The failed-attempt lines of a job's log, in order.
 pub async fn failed_attempts(app: &TestApp, id: &str) -> Vec<FailedAttempt> {
+    // A log line is written just after the change it explains: on the AWS backend that is a
+    // second request, which a reader that has just seen the change may be ahead of.
+    if on_aws() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     app.logs(id)
         .await
         .into_iter()

@@ -112,6 +112,7 @@ pub async fn moto_under() -> Under {
 /// SDK settings for the moto server this test binary started.
 pub async fn moto_sdk() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(shared::adapters::aws::http_client())
         .endpoint_url(moto::endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new(

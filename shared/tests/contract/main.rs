@@ -40,6 +40,7 @@ on_every_backend!(
     store::heartbeats_reach_only_the_running_attempt_and_report_cancel_requests,
     store::listing_is_newest_first_filtered_and_scoped_to_the_tenant,
     store::stats_count_a_tenants_jobs_by_type_and_status_as_they_move,
+    store::a_payload_and_a_result_come_back_exactly_as_given,
     store::due_finds_stalled_jobs_and_expired_jobs_are_deleted_with_their_logs,
     store::a_stall_is_not_recorded_over_a_heartbeat_that_came_after_the_read,
     store::an_old_run_cannot_heartbeat_into_a_newer_run_after_a_manual_retry,

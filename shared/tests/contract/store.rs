@@ -257,6 +257,39 @@ pub async fn listing_is_newest_first_filtered_and_scoped_to_the_tenant(b: Under)
     assert_eq!(total, 5);
 }
 
+pub async fn a_payload_and_a_result_come_back_exactly_as_given(b: Under) {
+    // GIVEN a job whose payload holds what a DynamoDB number could not (past its range, more
+    // than 38 digits) and empty maps and lists
+    let mut queued = job("t", "noop");
+    queued.payload = serde_json::json!({
+        "huge": 1e200, "long": 12345678901234567890123456789012345678901.5,
+        "empty": {}, "none": [], "nested": {"a": [{}, []]}
+    });
+    b.ports.store.create(&queued).await.unwrap();
+    let running = queued.start(Utc::now()).unwrap();
+    b.ports
+        .store
+        .transition(queued.expected(), &running)
+        .await
+        .unwrap();
+    let result = serde_json::json!({ "tiny": 1e-200, "empty": {} });
+    let done = running
+        .finish(Outcome::Succeeded(result.clone()), Utc::now(), 0.0)
+        .unwrap();
+    b.ports
+        .store
+        .transition(running.expected(), &done)
+        .await
+        .unwrap();
+
+    // WHEN it is read back
+    let stored = b.ports.store.get(queued.id).await.unwrap().unwrap();
+
+    // THEN both are as given
+    assert_eq!(stored.payload, queued.payload);
+    assert_eq!(stored.result, Some(result));
+}
+
 /// The counts `stats` gives, as (type, status, count), sorted.
 async fn counts(b: &Under, tenant: &str) -> Vec<(String, String, u64)> {
     let stats = b

@@ -65,8 +65,18 @@ pub async fn open_counters(config: &crate::config::Config) -> Counters {
 /// The SDK's configuration from the standard environment (credentials, region, endpoint).
 pub async fn sdk_config_from_env() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http_client())
         .load()
         .await
+}
+
+/// The HTTP client every AWS client uses: HTTPS by rustls with ring, the TLS stack the rest of
+/// the binary already carries (one stack, not two: the Lambda binaries stay small).
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,8 @@
 //! | log line | `JOB#<id>` | `LOG#<seq, 10 digits>` |
 //! | idempotency key | `IDEM#<tenant>#<key>` | `IDEM` |
 //!
-//! A job item carries every field of the job as an attribute of its own, so a transition is
+//! A job item carries every field of the job as an attribute of its own (the payload and the
+//! result as their JSON text), so a transition is
 //! one conditional `UpdateItem` that sets the transition-owned fields and leaves the
 //! worker-owned ones (`heartbeat_at`, `progress`) to the run (see `JobStore`). Beside them:
 //! `status_id` and `type_id` (sort keys of the `by_status` and `by_type` indexes, whose
@@ -41,6 +42,11 @@ const NOT_FIELDS: &[&str] = &[
     "ttl",
     "log_count",
 ];
+
+/// The user's own JSON, stored as its text (a String): kept exactly as given, whatever DynamoDB's
+/// types could not hold (numbers past 38 digits or 1e125) or an emulator's stream could not
+/// carry (empty maps and lists).
+const AS_TEXT: &[&str] = &["payload", "result"];
 
 /// Fields no transition changes: written once, at create, never sent again.
 const IMMUTABLE: &[&str] = &[
@@ -177,6 +183,11 @@ fn job_item(job: &Job) -> Result<Item, StoreError> {
     let value =
         serde_json::to_value(job).map_err(|e| StoreError::Rejected(format!("encode job: {e}")))?;
     let mut item = object_to_item(&value);
+    for field in AS_TEXT {
+        if let Some(v) = value.get(field).filter(|v| !v.is_null()) {
+            item.insert(field.to_string(), s(v.to_string()));
+        }
+    }
     item.insert("pk".into(), s(job_pk(job.id)));
     item.insert("sk".into(), s("JOB"));
     for (k, v) in derived(job) {
@@ -209,6 +220,14 @@ fn expired(item: &Item, now: DateTime<Utc>) -> bool {
 
 fn decode<T: serde::de::DeserializeOwned>(item: &Item) -> Result<T, String> {
     let mut value = item_to_object(item, NOT_FIELDS)?;
+    if let Some(map) = value.as_object_mut() {
+        for field in AS_TEXT {
+            if let Some(text) = get_s(item, field) {
+                let parsed = serde_json::from_str(text).map_err(|e| format!("{field}: {e}"))?;
+                map.insert(field.to_string(), parsed);
+            }
+        }
+    }
     // An index that is not keyed on `id` still carries the table's key, which holds it.
     if let (Some(map), Some(pk)) = (value.as_object_mut(), get_s(item, "pk")) {
         if !map.contains_key("id") {
