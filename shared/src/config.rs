@@ -42,6 +42,8 @@ pub struct Config {
     /// A Secrets Manager secret holding the signing key (AWS backend; read on first use).
     pub webhook_secret_id: Option<String>,
     pub fetch_max_bytes: usize,
+    /// Networks the shipped types may reach besides public addresses.
+    pub outbound_allow: crate::jobs::OutboundPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +221,11 @@ impl Config {
                 1,
                 1024 * 1024 * 1024,
             ),
+            outbound_allow: r.parsed(
+                "CONVEYOR_OUTBOUND_ALLOW",
+                crate::jobs::OutboundPolicy::default(),
+                |v| crate::jobs::OutboundPolicy::parse(v).ok(),
+            ),
         };
         if config.heartbeat_interval >= config.stall_after {
             r.errors.push(format!(
@@ -240,6 +247,7 @@ impl Config {
                 .clone()
                 .map(crate::jobs::WebhookKey::value),
             fetch_max_bytes: self.fetch_max_bytes,
+            outbound: self.outbound_allow.clone(),
         }
     }
 }

@@ -40,6 +40,10 @@ const BAD: &[(&str, &[&str])] = &[
     ("CONVEYOR_HTTP_TIMEOUT", &["0", "1e30"]),
     ("CONVEYOR_HTTP_MAX_IN_FLIGHT", &["0", "1000001"]),
     ("CONVEYOR_FETCH_MAX_BYTES", &["0", "x"]),
+    (
+        "CONVEYOR_OUTBOUND_ALLOW",
+        &["10.0.0.0/33", "localhost", "127.0.0.1/8,nonsense"],
+    ),
 ];
 
 /// Variables that take any value (a path, a secret): documented, nothing to refuse.

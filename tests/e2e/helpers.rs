@@ -20,8 +20,10 @@ use tokio::process::{Child, Command};
 pub const WEBHOOK_SECRET: &str = "test-secret";
 
 /// Short timings so that stall and orphan handling happen within a test, yet generous enough
-/// (30 heartbeats per stall window) that a loaded machine never makes a live job look stalled.
-const TEST_TIMINGS: [(&str, &str); 6] = [
+/// (30 heartbeats per stall window) that a loaded machine never makes a live job look stalled;
+/// and the test servers' address (127.0.0.1) allowed for outbound calls, and nothing else inner.
+const TEST_TIMINGS: [(&str, &str); 7] = [
+    ("CONVEYOR_OUTBOUND_ALLOW", "127.0.0.1/32"),
     ("CONVEYOR_HEARTBEAT_INTERVAL", "200ms"),
     ("CONVEYOR_STALL_AFTER", "6s"),
     ("CONVEYOR_ORPHAN_AFTER", "6s"),

@@ -20,6 +20,7 @@ mod maintenance;
 mod moto;
 mod retries;
 mod shutdown;
+mod ssrf;
 mod storage;
 mod template;
 mod webhook;

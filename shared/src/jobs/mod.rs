@@ -4,11 +4,13 @@
 
 mod http_fetch;
 mod noop;
+mod outbound;
 mod sleep;
 mod webhook;
 
 pub use http_fetch::HttpFetch;
 pub use noop::Noop;
+pub use outbound::{refusal, Network, Outbound, OutboundPolicy, Refused};
 pub use sleep::Sleep;
 pub use webhook::{sign, SigningKey, WebhookDeliver, WebhookKey};
 
@@ -119,6 +121,8 @@ impl Registration {
 pub struct BuiltinSettings {
     pub webhook_secret: Option<WebhookKey>,
     pub fetch_max_bytes: usize,
+    /// Where `http.fetch` and `webhook.deliver` may connect besides public addresses.
+    pub outbound: OutboundPolicy,
 }
 
 pub struct Registry {
@@ -143,6 +147,7 @@ impl Registry {
             execution: Execution::Task,
             ..JobOptions::default()
         };
+        let outbound = Arc::new(Outbound::new(settings.outbound.clone()));
         let mut r = Self::new(queue_prefix);
         r.register(
             "noop",
@@ -167,12 +172,12 @@ impl Registry {
         r.register(
             "http.fetch",
             http.clone(),
-            HttpFetch::new(settings.fetch_max_bytes),
+            HttpFetch::new(settings.fetch_max_bytes, outbound.clone()),
         );
         r.register(
             "webhook.deliver",
             http,
-            WebhookDeliver::new(settings.webhook_secret.clone()),
+            WebhookDeliver::new(settings.webhook_secret.clone(), outbound.clone()),
         );
         r
     }
@@ -369,18 +374,6 @@ pub(crate) fn payload_url(payload: &Value) -> Result<reqwest::Url, ValidationErr
         return Err(ValidationError::new("payload.url", "must be http or https"));
     }
     Ok(url)
-}
-
-/// One HTTP client for the process, built on first use (not at cold start).
-pub(crate) fn http_client() -> &'static reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .user_agent(concat!("conveyor/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .expect("HTTP client builds")
-    })
 }
 
 /// 429, 408 and 5xx are worth another attempt; other statuses are answers.

@@ -4,7 +4,9 @@
 //! `X-Conveyor-Job-Id` and `X-Conveyor-Attempt` (receivers de-duplicate on the job id).
 //! 2xx succeeds; 408, 429, 5xx and network errors retry; other statuses fail permanently.
 
-use super::{field, http_client, payload_url, status_is_retryable, JobContext, JobHandler};
+use super::http_fetch::refused;
+use super::outbound::{refusal, Outbound};
+use super::{field, payload_url, status_is_retryable, JobContext, JobHandler};
 use crate::domain::{JobError, ValidationError};
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
@@ -45,11 +47,12 @@ impl std::fmt::Debug for WebhookKey {
 
 pub struct WebhookDeliver {
     secret: Option<WebhookKey>,
+    outbound: Arc<Outbound>,
 }
 
 impl WebhookDeliver {
-    pub fn new(secret: Option<WebhookKey>) -> Self {
-        Self { secret }
+    pub fn new(secret: Option<WebhookKey>, outbound: Arc<Outbound>) -> Self {
+        Self { secret, outbound }
     }
 }
 
@@ -94,7 +97,13 @@ impl JobHandler for WebhookDeliver {
             .map_err(|e| JobError::permanent(e.to_string()))?;
         let timestamp = chrono::Utc::now().timestamp();
         let started = Instant::now();
-        let response = http_client()
+        self.outbound
+            .policy()
+            .check_url(&url)
+            .map_err(|r| refused(&url, &r))?;
+        let response = self
+            .outbound
+            .client()
             .post(url.clone())
             .timeout(Duration::from_secs(15))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -104,7 +113,10 @@ impl JobHandler for WebhookDeliver {
             .body(body)
             .send()
             .await
-            .map_err(|e| JobError::retryable(format!("POST {url}: {e}")))?;
+            .map_err(|e| match refusal(&e) {
+                Some(r) => refused(&url, &r),
+                None => JobError::retryable(format!("POST {url}: {e}")),
+            })?;
         let status = response.status().as_u16();
         let elapsed_ms = started.elapsed().as_millis() as u64;
         ctx.log(format!("POST {url} -> {status} in {elapsed_ms} ms"))

@@ -561,6 +561,8 @@ async fn a_webhook_is_signed_with_the_key_read_once_from_secrets_manager() {
         5,
         BuiltinSettings {
             webhook_secret: Some(key.clone()),
+            // the receiver is on this machine's loopback
+            outbound: shared::jobs::OutboundPolicy::parse("127.0.0.1/32").unwrap(),
             ..BuiltinSettings::default()
         },
     )
