@@ -209,11 +209,21 @@ impl Worker {
                     tracing::debug!("duplicate delivery of a job this process runs; dropped");
                     Ok(Disposition::Done)
                 } else {
-                    // Another process's run, alive or not: if its worker died, this message
-                    // is all that brings the job back, so it is kept (delivered again after
-                    // its visibility timeout, when the run has ended or stalled).
-                    tracing::debug!("delivery of a job running elsewhere; kept for later");
-                    Ok(Disposition::Redeliver)
+                    // A run of this process may have ended (and let go of its claim) since
+                    // the refused start read the job: read it again. Still that run: another
+                    // process's, alive or not; if its worker died, this message is all that
+                    // brings the job back, so it is kept (delivered again after its
+                    // visibility timeout, when the run has ended or stalled).
+                    match self.ports.store.get(job.id).await? {
+                        Some(now) if now.status == JobStatus::Running && now.runs == job.runs => {
+                            tracing::debug!("delivery of a job running elsewhere; kept for later");
+                            Ok(Disposition::Redeliver)
+                        }
+                        _ => {
+                            tracing::debug!("duplicate delivery of a run that has ended; dropped");
+                            Ok(Disposition::Done)
+                        }
+                    }
                 }
             }
             other => {
