@@ -25,13 +25,13 @@ pub enum OpenError {
 /// The registry of shipped job types and the ports `config.backend` names, with each type's
 /// queue and dead-letter queue declared (embedded; on AWS the template creates them).
 pub async fn open_ports(config: &Config) -> Result<(Ports, Arc<Registry>), OpenError> {
-    let registry = Arc::new(Registry::builtin(
-        &config.queue_prefix,
-        &builtin_settings(config).await,
-    ));
+    let registry = |settings: &crate::jobs::BuiltinSettings| {
+        Arc::new(Registry::builtin(&config.queue_prefix, settings))
+    };
     match config.backend {
         #[cfg(feature = "aws")]
         Backend::Aws => {
+            // One SDK configuration for the clients and the signing key (cold start).
             let sdk = aws::sdk_config_from_env().await;
             let backend = aws::AwsBackend::new(
                 &sdk,
@@ -40,12 +40,16 @@ pub async fn open_ports(config: &Config) -> Result<(Ports, Arc<Registry>), OpenE
                     event_bus: config.event_bus.clone(),
                 },
             );
-            Ok((backend.ports(), registry))
+            let settings = with_stored_signing_key(config, &sdk);
+            Ok((backend.ports(), registry(&settings)))
         }
         #[cfg(not(feature = "aws"))]
         Backend::Aws => Err(OpenError::NotBuilt("aws")),
         #[cfg(feature = "embedded")]
-        Backend::Embedded => Ok((open_embedded(config, &registry)?.ports(), registry)),
+        Backend::Embedded => {
+            let registry = registry(&config.builtin_settings());
+            Ok((open_embedded(config, &registry)?.ports(), registry))
+        }
         #[cfg(not(feature = "embedded"))]
         Backend::Embedded => Err(OpenError::NotBuilt("embedded")),
     }
@@ -55,15 +59,21 @@ pub async fn open_ports(config: &Config) -> Result<(Ports, Arc<Registry>), OpenE
 /// given, the one in the Secrets Manager secret `CONVEYOR_WEBHOOK_SECRET_ID` names (read on
 /// the first delivery, not here).
 pub async fn builtin_settings(config: &Config) -> crate::jobs::BuiltinSettings {
-    #[allow(unused_mut)]
-    let mut settings = config.builtin_settings();
     #[cfg(feature = "aws")]
-    if let (true, None, Some(id)) = (
-        config.backend == Backend::Aws,
-        &settings.webhook_secret,
-        &config.webhook_secret_id,
-    ) {
-        settings.webhook_secret = Some(aws::webhook_key(&aws::sdk_config_from_env().await, id));
+    if config.backend == Backend::Aws && config.webhook_secret_id.is_some() {
+        return with_stored_signing_key(config, &aws::sdk_config_from_env().await);
+    }
+    config.builtin_settings()
+}
+
+#[cfg(feature = "aws")]
+fn with_stored_signing_key(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+) -> crate::jobs::BuiltinSettings {
+    let mut settings = config.builtin_settings();
+    if let (None, Some(id)) = (&settings.webhook_secret, &config.webhook_secret_id) {
+        settings.webhook_secret = Some(aws::webhook_key(sdk, id));
     }
     settings
 }
