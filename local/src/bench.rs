@@ -64,6 +64,7 @@ impl Server {
             .arg("serve")
             .env("CONVEYOR_ADDR", "127.0.0.1:0")
             .env("CONVEYOR_DATA_DIR", data_dir)
+            .env("CONVEYOR_JWT_SECRET", BENCH_SECRET)
             .env(
                 "RUST_LOG",
                 std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
@@ -220,12 +221,32 @@ async fn one_job(http: &reqwest::Client, base: &str) -> anyhow::Result<Duration>
     }
 }
 
+/// The bench's runtime checks credentials as a deployment does: every request carries a JWT.
+const BENCH_SECRET: &str = "bench-secret-of-at-least-thirty-two-bytes";
+
 pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     let o = parse(&args)?;
     let dir = std::env::temp_dir().join(format!("conveyor-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let token = shared::auth::issue_token(
+        BENCH_SECRET,
+        &shared::domain::Tenant::parse("bench").expect("a tenant name"),
+        "bench",
+        &[shared::domain::Role::Submitter],
+        Duration::from_secs(24 * 3600),
+        None,
+        None,
+        chrono::Utc::now(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(o.clients)
+        .default_headers(headers)
         .build()?;
     let mut rows: Vec<(String, String, &str)> = vec![];
 

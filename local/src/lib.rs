@@ -2,6 +2,7 @@
 //! SQS batches for the same worker entrypoint Lambda calls, and the maintenance schedule — all
 //! in one process, on the embedded backend or (feature `aws`) on DynamoDB, SQS and EventBridge.
 
+pub mod access;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod bench;
@@ -40,6 +41,11 @@ pub fn run_cli_with(extend: fn(&mut Registry)) -> std::process::ExitCode {
         Some("bench-aws") => {
             args.remove(0);
             "bench-aws"
+        }
+        Some(c @ ("token" | "keys")) => {
+            let command = if c == "token" { "token" } else { "keys" };
+            args.remove(0);
+            return credentials(command, &args);
         }
         Some("-h" | "--help" | "help") => {
             println!("{}", USAGE);
@@ -98,8 +104,42 @@ USAGE:
   conveyor bench-aws [--jobs N]      no-op jobs through the AWS adapters (AWS_ENDPOINT_URL):
                                      billed requests per job and cost per million
   conveyor bench [--jobs N] [--clients C] [--queued N] [--url URL]
+  conveyor token --tenant T --role R [--role R2] [--sub NAME] [--ttl 1h]
+                                     print a JWT signed with CONVEYOR_JWT_SECRET
+  conveyor keys create --tenant T --role R [--name N] [--expires-in 90d]
+  conveyor keys list [--tenant T]
+  conveyor keys revoke KEY_ID        API keys, in the store CONVEYOR_BACKEND names (the
+                                     embedded one while no runtime uses its data directory)
 
 Flags mirror the environment: CONVEYOR_ADDR, CONVEYOR_DATA_DIR, CONVEYOR_BACKEND (see README).";
+
+/// `conveyor token …` and `conveyor keys …`.
+fn credentials(command: &str, args: &[String]) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let config = match shared::Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("conveyor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = if command == "token" {
+        access::token(&config, args)
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime")
+            .and_then(|rt| rt.block_on(access::keys(&config, args)))
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("conveyor: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 #[cfg(feature = "aws")]
 async fn bench_aws(args: Vec<String>) -> anyhow::Result<()> {

@@ -96,6 +96,39 @@ fn webhook_secret(config: &Config) -> anyhow::Result<String> {
     Ok(secret)
 }
 
+/// Who may call the API. With no JWT secret, no JWKS and no live API key, the runtime runs in
+/// dev mode (every caller an admin of the default tenant), and then only on a loopback address.
+async fn authenticator(
+    config: &Config,
+    ports: &Ports,
+    addr: SocketAddr,
+) -> anyhow::Result<shared::auth::Authenticator> {
+    let auth = shared::adapters::authenticator(config, ports).await;
+    if auth.jwt_settings().configured()
+        || ports
+            .keys
+            .any_live_key()
+            .await
+            .context("looking for API keys")?
+    {
+        return Ok(auth);
+    }
+    if !addr.ip().is_loopback() {
+        bail!(
+            "no credentials are configured (CONVEYOR_JWT_SECRET, CONVEYOR_JWT_SECRET_ID, CONVEYOR_JWKS or an API key from `conveyor keys create`): \
+             the API would be open to anyone, so it serves only a loopback address (127.0.0.1 or ::1) this way, not {addr}"
+        );
+    }
+    eprintln!(
+        "WARNING: DEV MODE: no credentials are configured, so the API asks for none: every caller \
+         is an admin of tenant {:?}. Fine on this machine's loopback address ({addr}); set \
+         CONVEYOR_JWT_SECRET or create an API key (`conveyor keys create`) before serving anyone else.",
+        config.default_tenant
+    );
+    tracing::warn!(%addr, "dev mode: the API asks for no credentials (loopback only)");
+    Ok(auth.open(Tenant::parse(config.default_tenant.clone())?))
+}
+
 /// `conveyor bootstrap`: create the AWS backend's resources, then exit.
 pub async fn bootstrap(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::Result<()> {
     let config = settings.config;
@@ -137,9 +170,11 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
     let opened = open(&config, &registry, &health).await?;
     let ports = opened.ports.clone();
     let service = JobService::new(ports.clone(), registry.clone(), config.max_payload_bytes);
+    let auth = authenticator(&config, &ports, settings.addr).await?;
     let app = router(Arc::new(ApiState {
         service,
-        default_tenant: Tenant::parse(config.default_tenant.clone())?,
+        auth: Arc::new(auth),
+        audit_retention: config.audit_retention,
         limits: HttpLimits::from_config(&config),
         health: health.clone(),
     }));
@@ -225,6 +260,7 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
     });
 
     let mut http_stop = stop_rx.clone();
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         stopped(&mut http_stop).await;
     });

@@ -44,13 +44,23 @@ pub struct Config {
     pub fetch_max_bytes: usize,
     /// Networks the shipped types may reach besides public addresses.
     pub outbound_allow: crate::jobs::OutboundPolicy,
+    /// HS256 secret for users' JWTs (at least 32 bytes).
+    pub jwt_secret: Option<String>,
+    /// A Secrets Manager secret holding the HS256 secret (AWS; read on first use).
+    pub jwt_secret_id: Option<String>,
+    /// A JWKS file or URL whose keys verify RS/PS/ES tokens from an identity provider.
+    pub jwks: Option<crate::auth::JwksSource>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    /// How long audit entries are kept.
+    pub audit_retention: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {}", .0.join("; "))]
 pub struct ConfigError(pub Vec<String>);
 
-/// Parse `10s`, `500ms`, `15m`, `2h` or a bare number of seconds. `None` for anything else,
+/// Parse `10s`, `500ms`, `15m`, `2h`, `90d` or a bare number of seconds. `None` for anything else,
 /// including values too large for a `Duration` (never a panic).
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -64,6 +74,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "ms" => n / 1000.0,
         "m" => n * 60.0,
         "h" => n * 3600.0,
+        "d" => n * 86400.0,
         _ => return None,
     };
     Duration::try_from_secs_f64(secs).ok()
@@ -226,7 +237,24 @@ impl Config {
                 crate::jobs::OutboundPolicy::default(),
                 |v| crate::jobs::OutboundPolicy::parse(v).ok(),
             ),
+            jwt_secret: get("CONVEYOR_JWT_SECRET").filter(|s| !s.is_empty()),
+            jwt_secret_id: get("CONVEYOR_JWT_SECRET_ID").filter(|s| !s.is_empty()),
+            jwks: get("CONVEYOR_JWKS")
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| crate::auth::JwksSource::parse(s.trim())),
+            jwt_issuer: get("CONVEYOR_JWT_ISSUER").filter(|s| !s.is_empty()),
+            jwt_audience: get("CONVEYOR_JWT_AUDIENCE").filter(|s| !s.is_empty()),
+            audit_retention: r.duration("CONVEYOR_AUDIT_RETENTION", 90 * DAY, HOUR, 3650 * DAY),
         };
+        if let Some(secret) = &config.jwt_secret {
+            if secret.len() < crate::auth::MIN_SECRET_BYTES {
+                r.errors.push(format!(
+                    "CONVEYOR_JWT_SECRET is {} bytes: at least {} are needed (e.g. `openssl rand -hex 32`)",
+                    secret.len(),
+                    crate::auth::MIN_SECRET_BYTES
+                ));
+            }
+        }
         if config.heartbeat_interval >= config.stall_after {
             r.errors.push(format!(
                 "CONVEYOR_HEARTBEAT_INTERVAL ({:?}) must be shorter than CONVEYOR_STALL_AFTER ({:?}), or live jobs would be taken as stalled",

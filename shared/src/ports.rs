@@ -2,7 +2,8 @@
 //! with the AWS layer, an adapter over DynamoDB, SQS and EventBridge. None names an AWS type.
 
 use crate::domain::{
-    Expected, Job, JobId, JobStatus, JobSummary, JobType, LifecycleEvent, Progress, Tenant,
+    ApiKey, AuditEntry, Expected, Job, JobId, JobStatus, JobSummary, JobType, LifecycleEvent,
+    Progress, Tenant,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,6 +20,10 @@ pub struct Ports {
     /// The types' dead-letter queues, read only by maintenance: it settles the job of every
     /// message found there (see `maintenance::settle_dead_letters`).
     pub dead_letters: Arc<dyn QueueConsumer>,
+    /// API keys (stored as digests).
+    pub keys: Arc<dyn KeyStore>,
+    /// The audit trail.
+    pub audit: Arc<dyn AuditLog>,
 }
 
 /// A backend failure. `Conflict` is the expected outcome of a lost race; the others are
@@ -117,8 +122,17 @@ pub struct StatsRow {
 /// then on absent from `get`, `list` and `due` (which never come back short because of it).
 #[async_trait]
 pub trait JobStore: Send + Sync {
-    /// Write a new job; with an idempotency key, atomically with the key's claim.
-    async fn create(&self, job: &Job) -> Result<Created, StoreError>;
+    /// Write a new job; with an idempotency key, atomically with the key's claim; with an
+    /// audit entry (who submitted it), atomically with that entry too. An existing job found by
+    /// its idempotency key writes no entry (nothing was created).
+    async fn create_audited(
+        &self,
+        job: &Job,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Created, StoreError>;
+    async fn create(&self, job: &Job) -> Result<Created, StoreError> {
+        self.create_audited(job, None).await
+    }
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
     /// Start a job in one conditional write: if it is `queued` with `run_at <= due_by`, apply
     /// `Job::start(now)` and return the result (`Running`); otherwise return it as stored
@@ -234,4 +248,40 @@ pub trait EventPublisher: Send + Sync {
         }
         Ok(())
     }
+}
+
+/// API keys, kept as digests. Listing is an admin's occasional call; `get_key` is on every
+/// request made with a key.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Store a new key (its id is new: never overwrites).
+    async fn put_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// Keys, newest first: one tenant's, or every tenant's.
+    async fn list_keys(&self, tenant: Option<&Tenant>) -> Result<Vec<ApiKey>, StoreError>;
+    /// Mark a key revoked (from then on it opens nothing); the key as stored after, `None` if
+    /// there is no such key. Revoking twice keeps the first time.
+    async fn revoke_key(&self, id: &str, at: DateTime<Utc>) -> Result<Option<ApiKey>, StoreError>;
+    /// Note that a key was used (callers do this at most about once a minute per key).
+    async fn touch_key(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Whether any key that is not revoked exists (the local runtime's dev mode is only for a
+    /// store without keys).
+    async fn any_live_key(&self) -> Result<bool, StoreError>;
+}
+
+/// Which audit entries to read: one tenant's (or those of callers who could not be identified,
+/// `tenant: None`), from `since` on, oldest first.
+#[derive(Debug, Clone)]
+pub struct AuditQuery {
+    pub tenant: Option<Tenant>,
+    pub since: DateTime<Utc>,
+    pub limit: usize,
+}
+
+/// The audit trail: append-only; entries past their `expires_at` are deleted by maintenance
+/// (embedded) or TTL (DynamoDB) and never returned.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    async fn record(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
 }

@@ -2,8 +2,8 @@
 //! Also `dispatch`, the one way a queued job's message is sent.
 
 use crate::domain::{
-    Backoff, IdempotencyKey, Job, JobId, JobStatus, JobSummary, JobType, NewJob, Tenant,
-    TransitionError, ValidationError,
+    AuditEntry, Backoff, IdempotencyKey, Job, JobId, JobStatus, JobSummary, JobType, NewJob,
+    Tenant, TransitionError, ValidationError,
 };
 use crate::jobs::Registry;
 use crate::lifecycle::{Change, Lifecycle};
@@ -155,17 +155,33 @@ pub struct JobService {
 pub struct Cursor(pub JobId);
 
 impl Cursor {
-    pub fn encode(&self) -> String {
-        format!("c1{}", hex::encode(self.0.to_string()))
+    /// The cursor as handed out: the job id and a digest of the tenant it was listed for, so a
+    /// cursor is refused for another tenant.
+    pub fn encode(&self, tenant: &Tenant) -> String {
+        format!(
+            "c2{}{}",
+            hex::encode(self.0.to_string()),
+            tenant_tag(tenant)
+        )
     }
 
-    /// `None` for anything this API did not hand out.
-    pub fn decode(s: &str) -> Option<Self> {
-        let bytes = hex::decode(s.strip_prefix("c1")?).ok()?;
+    /// `None` for anything this API did not hand out to `tenant`.
+    pub fn decode(s: &str, tenant: &Tenant) -> Option<Self> {
+        let rest = s.strip_prefix("c2")?;
+        let (id, tag) = rest.split_at_checked(rest.len().checked_sub(16)?)?;
+        if tag != tenant_tag(tenant) {
+            return None;
+        }
+        let bytes = hex::decode(id).ok()?;
         JobId::parse(std::str::from_utf8(&bytes).ok()?)
             .ok()
             .map(Self)
     }
+}
+
+fn tenant_tag(tenant: &Tenant) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(tenant.as_str().as_bytes())[..8])
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -191,6 +207,10 @@ impl JobService {
         &self.registry
     }
 
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
     pub fn max_payload_bytes(&self) -> usize {
         self.max_payload_bytes
     }
@@ -201,6 +221,17 @@ impl JobService {
         &self,
         tenant: Tenant,
         req: SubmitRequest,
+    ) -> Result<(Job, bool), ServiceError> {
+        self.submit_audited(tenant, req, None).await
+    }
+
+    /// `submit`, with the audit entry of who submitted it (its job id filled in here), written
+    /// atomically with the job.
+    pub async fn submit_audited(
+        &self,
+        tenant: Tenant,
+        req: SubmitRequest,
+        audit: Option<AuditEntry>,
     ) -> Result<(Job, bool), ServiceError> {
         let registration = self.registry.get(req.job_type.as_str()).ok_or_else(|| {
             ValidationError::new(
@@ -244,7 +275,16 @@ impl JobService {
             },
             now,
         );
-        match self.ports.store.create(&job).await? {
+        let audit = audit.map(|mut entry| {
+            entry.job_id = Some(job.id);
+            entry
+        });
+        match self
+            .ports
+            .store
+            .create_audited(&job, audit.as_ref())
+            .await?
+        {
             // (A job stored before fingerprints were kept has none: taken as the same request.)
             Created::Existing(existing)
                 if existing.request_fingerprint.is_some()
@@ -304,7 +344,7 @@ impl JobService {
             jobs.truncate(keep);
         }
         let next_cursor = more
-            .then(|| jobs.last().map(|j| Cursor(j.id).encode()))
+            .then(|| jobs.last().map(|j| Cursor(j.id).encode(tenant)))
             .flatten();
         Ok(Page { jobs, next_cursor })
     }

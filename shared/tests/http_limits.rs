@@ -45,9 +45,13 @@ fn app(limits: HttpLimits, write_queue: usize) -> App {
             .then_some(())
             .ok_or_else(|| "the database writer has stopped".to_string())
     });
+    let ports = backend.ports();
+    let auth = shared::auth::Authenticator::new(Default::default(), ports.keys.clone())
+        .open(Tenant::parse("t").unwrap());
     let state = ApiState {
-        service: JobService::new(backend.ports(), registry, 1024 * 1024),
-        default_tenant: Tenant::parse("t").unwrap(),
+        service: JobService::new(ports, registry, 1024 * 1024),
+        auth: Arc::new(auth),
+        audit_retention: Duration::from_secs(3600),
         limits,
         health,
     };

@@ -133,7 +133,7 @@ async fn tenants_see_only_their_own_jobs() {
     // GIVEN a job submitted by tenant "acme" with an idempotency key
     let app = spawn_app(&[]).await;
     let as_tenant = |tenant: &str, request: reqwest::RequestBuilder| {
-        request.header("x-conveyor-tenant", tenant.to_string())
+        request.bearer_auth(crate::helpers::token(tenant, &["submitter"]))
     };
     let submit = json!({ "type": "noop", "idempotency_key": "order-1" });
     let (status, acme_job) = app

@@ -44,6 +44,14 @@ const BAD: &[(&str, &[&str])] = &[
         "CONVEYOR_OUTBOUND_ALLOW",
         &["10.0.0.0/33", "localhost", "127.0.0.1/8,nonsense"],
     ),
+    (
+        "CONVEYOR_JWT_SECRET",
+        &["short", "thirty-one-bytes-is-too-short!!"],
+    ),
+    (
+        "CONVEYOR_AUDIT_RETENTION",
+        &["0", "30m", "forever", "3651d"],
+    ),
 ];
 
 /// Variables that take any value (a path, a secret): documented, nothing to refuse.
@@ -51,6 +59,10 @@ const FREE: &[&str] = &[
     "CONVEYOR_DATA_DIR",
     "CONVEYOR_WEBHOOK_SECRET",
     "CONVEYOR_WEBHOOK_SECRET_ID",
+    "CONVEYOR_JWT_SECRET_ID",
+    "CONVEYOR_JWKS",
+    "CONVEYOR_JWT_ISSUER",
+    "CONVEYOR_JWT_AUDIENCE",
 ];
 
 struct Refusal {

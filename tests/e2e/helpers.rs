@@ -19,10 +19,18 @@ use tokio::process::{Child, Command};
 /// The signing secret every test runtime gets (unless a test overrides it).
 pub const WEBHOOK_SECRET: &str = "test-secret";
 
+/// The JWT secret every test runtime gets: the suite calls the API as a real client would, with
+/// a token (`TestApp::client` sends one for tenant `default`, roles submitter).
+pub const JWT_SECRET: &str = "test-jwt-secret-of-thirty-two-bytes-or-more";
+
+/// The tenant the suite's client acts for.
+pub const TENANT: &str = "default";
+
 /// Short timings so that stall and orphan handling happen within a test, yet generous enough
 /// (30 heartbeats per stall window) that a loaded machine never makes a live job look stalled;
 /// and the test servers' address (127.0.0.1) allowed for outbound calls, and nothing else inner.
-const TEST_TIMINGS: [(&str, &str); 7] = [
+const TEST_TIMINGS: [(&str, &str); 8] = [
+    ("CONVEYOR_JWT_SECRET", JWT_SECRET),
     ("CONVEYOR_OUTBOUND_ALLOW", "127.0.0.1/32"),
     ("CONVEYOR_HEARTBEAT_INTERVAL", "200ms"),
     ("CONVEYOR_STALL_AFTER", "6s"),
@@ -105,11 +113,7 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
         .expect("a temporary directory");
     let mut app = TestApp {
         address: String::new(),
-        client: reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(15))
-            .build()
-            .expect("HTTP client"),
+        client: client_for(Some(&token(TENANT, &["submitter"]))),
         child: None,
         env: TEST_TIMINGS
             .iter()
@@ -122,7 +126,53 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
     app
 }
 
+/// A JWT for `tenant` with `roles`, signed with the suite's secret, valid for an hour.
+pub fn token(tenant: &str, roles: &[&str]) -> String {
+    let roles: Vec<shared::domain::Role> = roles
+        .iter()
+        .map(|r| shared::domain::Role::parse(r).expect("a role name"))
+        .collect();
+    shared::auth::issue_token(
+        JWT_SECRET,
+        &shared::domain::Tenant::parse(tenant).expect("a tenant name"),
+        "e2e",
+        &roles,
+        Duration::from_secs(3600),
+        None,
+        None,
+        chrono::Utc::now(),
+    )
+    .expect("a token")
+}
+
+/// An HTTP client that sends `Authorization: Bearer <credential>` on every request (or none).
+pub fn client_for(credential: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(credential) = credential {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {credential}")
+                .parse()
+                .expect("a header value"),
+        );
+    }
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
+}
+
 impl TestApp {
+    /// The same app, called with another credential (or none).
+    pub fn as_caller(&self, credential: Option<&str>) -> Caller<'_> {
+        Caller {
+            app: self,
+            client: client_for(credential),
+        }
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.root.path().join("data")
     }
@@ -617,5 +667,34 @@ pub async fn wait_until_all_ended(
             count_status(&jobs, "running"),
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An app seen by another caller: `send` and the request builders use that caller's credential.
+pub struct Caller<'a> {
+    pub app: &'a TestApp,
+    pub client: reqwest::Client,
+}
+
+impl Caller<'_> {
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        self.app.send(request).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.client.get(self.app.url(path))).await
+    }
+
+    pub async fn post(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.client.post(self.app.url(path))).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(self.client.post(self.app.url(path)).json(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.client.delete(self.app.url(path))).await
     }
 }

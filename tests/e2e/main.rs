@@ -5,6 +5,7 @@
 mod helpers;
 
 mod api;
+mod auth;
 mod aws_backend;
 mod bad_input;
 mod cancel;

@@ -1,6 +1,10 @@
-//! The `api` Lambda: API Gateway HTTP API events into the shared axum router.
+//! The `api` Lambda: API Gateway HTTP API events into the shared axum router, with the caller
+//! the Lambda authorizer verified (or refused) and the source address API Gateway saw.
 
-use shared::entrypoints::http::{router, ApiState, HttpLimits};
+use lambda_http::request::RequestContext;
+use lambda_http::RequestExt;
+use shared::entrypoints::authorizer::identity_from_context;
+use shared::entrypoints::http::{router, ApiState, HttpLimits, SourceIp, Verified};
 use std::sync::Arc;
 
 #[tokio::main]
@@ -12,12 +16,35 @@ async fn main() -> Result<(), lambda_http::Error> {
         .init();
     let config = shared::Config::from_env()?;
     let (ports, registry) = shared::adapters::open_ports(&config).await?;
-    let service = shared::service::JobService::new(ports, registry, config.max_payload_bytes);
+    let auth = shared::adapters::authenticator(&config, &ports).await;
+    shared::auth::require_configured(auth.jwt_settings())?;
     let state = ApiState {
-        service,
-        default_tenant: shared::domain::Tenant::parse(config.default_tenant.clone())?,
+        service: shared::service::JobService::new(ports, registry, config.max_payload_bytes),
+        auth: Arc::new(auth),
+        audit_retention: config.audit_retention,
         limits: HttpLimits::from_config(&config),
         health: Default::default(),
     };
-    lambda_http::run(router(Arc::new(state))).await
+    let app = router(Arc::new(state)).layer(axum::middleware::from_fn(gateway));
+    lambda_http::run(app).await
+}
+
+/// Put what API Gateway knows of the caller where the router looks for it.
+async fn gateway(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(RequestContext::ApiGatewayV2(ctx)) = request.request_context_ref().cloned() {
+        if let Some(identity) = ctx
+            .authorizer
+            .as_ref()
+            .and_then(|a| identity_from_context(&a.fields))
+        {
+            request.extensions_mut().insert(Verified(identity));
+        }
+        if let Some(ip) = ctx.http.source_ip {
+            request.extensions_mut().insert(SourceIp(ip));
+        }
+    }
+    next.run(request).await
 }

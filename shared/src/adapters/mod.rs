@@ -66,6 +66,38 @@ pub async fn builtin_settings(config: &Config) -> crate::jobs::BuiltinSettings {
     config.builtin_settings()
 }
 
+/// The JWT settings `config` names; on the AWS backend, where no secret is given but
+/// `CONVEYOR_JWT_SECRET_ID` is, the HS256 secret is read from Secrets Manager on first use.
+pub async fn jwt_settings(config: &Config) -> crate::auth::JwtSettings {
+    #[cfg_attr(not(feature = "aws"), allow(unused_mut))]
+    let mut settings = crate::auth::JwtSettings {
+        secret: config
+            .jwt_secret
+            .clone()
+            .map(|s| Arc::new(s) as Arc<dyn crate::jobs::SigningKey>),
+        jwks: config.jwks.clone(),
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+    };
+    #[cfg(feature = "aws")]
+    if let (None, Some(id), Backend::Aws) =
+        (&settings.secret, &config.jwt_secret_id, &config.backend)
+    {
+        let sdk = aws::sdk_config_from_env().await;
+        settings.secret = Some(Arc::new(aws::SecretsManagerKey::new(
+            aws_sdk_secretsmanager::Client::new(&sdk),
+            id,
+        )));
+    }
+    settings
+}
+
+/// The authenticator over `ports`' keys with `config`'s JWT settings (never dev mode: the
+/// local runtime decides that).
+pub async fn authenticator(config: &Config, ports: &Ports) -> crate::auth::Authenticator {
+    crate::auth::Authenticator::new(jwt_settings(config).await, ports.keys.clone())
+}
+
 #[cfg(feature = "aws")]
 fn with_stored_signing_key(
     config: &Config,

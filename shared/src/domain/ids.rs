@@ -26,17 +26,22 @@ impl ValidationError {
 #[serde(transparent)]
 pub struct JobId(ulid::Ulid);
 
+/// A ULID strictly greater than every one this process made before with this function.
+pub fn monotonic_ulid() -> ulid::Ulid {
+    static GENERATOR: std::sync::Mutex<ulid::Generator> =
+        std::sync::Mutex::new(ulid::Generator::new());
+    let next = GENERATOR
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .generate();
+    next.unwrap_or_else(|_| ulid::Ulid::new())
+}
+
 impl JobId {
     /// A new id, strictly greater than every id this process made before (monotonic within a
     /// millisecond), so "newest first" holds even for jobs submitted in the same millisecond.
     pub fn new() -> Self {
-        static GENERATOR: std::sync::Mutex<ulid::Generator> =
-            std::sync::Mutex::new(ulid::Generator::new());
-        let next = GENERATOR
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .generate();
-        Self(next.unwrap_or_else(|_| ulid::Ulid::new()))
+        Self(monotonic_ulid())
     }
 
     pub fn parse(s: &str) -> Result<Self, ValidationError> {

@@ -1,9 +1,11 @@
 //! The job domain: identifiers, the job record, its lifecycle and the retry policy. No I/O here.
 
+mod access;
 mod backoff;
 mod ids;
 mod job;
 
+pub use access::{parse_roles, Actor, ApiKey, AuditEntry, KeyRefusal, Role, KEY_PREFIX};
 pub use backoff::Backoff;
 pub use ids::{IdempotencyKey, JobId, JobType, Tenant, ValidationError};
 pub use job::{

@@ -2,8 +2,13 @@
 //! `lambda_http::run`) and the local runtime. Errors are JSON:
 //! `{"error": {"code": "...", "message": "...", "field": "..."}}`.
 
-use crate::domain::{Backoff, IdempotencyKey, JobId, JobStatus, JobType, Tenant, ValidationError};
+use crate::auth::{AuthError, Authenticator, Principal};
+use crate::domain::{
+    parse_roles, Actor, ApiKey, AuditEntry, Backoff, IdempotencyKey, JobId, JobStatus, JobType,
+    Role, Tenant, ValidationError,
+};
 use crate::health::Health;
+use crate::ports::AuditQuery;
 use crate::service::{Cursor, JobService, ServiceError, SubmitRequest};
 use axum::body::to_bytes;
 use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
@@ -18,8 +23,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The header naming the tenant (until the security layer derives it from a token).
-pub const TENANT_HEADER: &str = "x-conveyor-tenant";
 /// Longest `delay_seconds` accepted: one year.
 const MAX_DELAY_SECS: f64 = 365.0 * 24.0 * 3600.0;
 /// Room for the fields around the payload in a submit body.
@@ -30,9 +33,92 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 pub struct ApiState {
     pub service: JobService,
-    pub default_tenant: Tenant,
+    /// Who may call: every route but `/healthz` needs a credential it accepts.
+    pub auth: Arc<Authenticator>,
+    /// How long audit entries are kept.
+    pub audit_retention: Duration,
     pub limits: HttpLimits,
     pub health: Arc<Health>,
+}
+
+/// The caller's address, as the gateway saw it (set by the Lambda entry; the local runtime's
+/// server gives the socket's peer address instead).
+#[derive(Debug, Clone)]
+pub struct SourceIp(pub String);
+
+/// A caller already verified, or refused, before the router (by the API Gateway Lambda
+/// authorizer, whose answer the `api` function puts here); the router then does not verify again.
+#[derive(Debug, Clone)]
+pub struct Verified(pub Result<Principal, AuthError>);
+
+/// The verified caller of a request, and where it came from.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub source_ip: Option<String>,
+}
+
+impl Caller {
+    fn actor(&self) -> Actor {
+        Actor {
+            actor: self.principal.subject.clone(),
+            source_ip: self.source_ip.clone(),
+        }
+    }
+
+    /// 403 unless the caller holds `role` (or one above it).
+    fn require(&self, role: Role) -> ApiResult<()> {
+        if self.principal.has(role) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this needs the {role} role; the credential has: {}",
+                self.principal
+                    .roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ))
+    }
+
+    /// The tenant a request acts on: the caller's own; an admin may name another with
+    /// `tenant=`. Anyone else naming a tenant not their own gets a 403.
+    fn tenant(&self, q: &HashMap<String, String>) -> ApiResult<Tenant> {
+        let Some(named) = q.get("tenant") else {
+            return Ok(self.principal.tenant.clone());
+        };
+        let named = Tenant::parse(named.as_str()).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", e.message).field("tenant")
+        })?;
+        if named != self.principal.tenant && !self.principal.has(Role::Admin) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only an admin may act on another tenant",
+            )
+            .field("tenant"));
+        }
+        Ok(named)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                AuthError::Missing.to_string(),
+            )
+        })
+    }
 }
 
 /// How long a request may take, and how many may be in flight (past it: 503, not a queue).
@@ -166,8 +252,15 @@ where
 /// Query parameters each route takes; any other is a 400 (a typo is never silently ignored).
 fn route_params(route: &str) -> &'static [&'static str] {
     match route {
-        "/v1/jobs" => &["status", "type", "limit", "cursor"],
-        "/v1/jobs/{id}/logs" => &["after", "limit"],
+        "/v1/jobs" => &["status", "type", "limit", "cursor", "tenant"],
+        "/v1/jobs/{id}/logs" => &["after", "limit", "tenant"],
+        "/v1/jobs/{id}"
+        | "/v1/jobs/{id}/cancel"
+        | "/v1/jobs/{id}/retry"
+        | "/v1/jobs/{id}/result"
+        | "/v1/stats" => &["tenant"],
+        "/v1/api-keys" => &["tenant"],
+        "/v1/audit" => &["tenant", "since", "limit", "anonymous"],
         _ => &[],
     }
 }
@@ -186,7 +279,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs/{id}/result", get(result))
         .route("/v1/stats", get(stats))
         .route("/v1/types", get(types))
+        .route("/v1/api-keys", post(create_key).get(list_keys))
+        .route("/v1/api-keys/{id}", axum::routing::delete(revoke_key))
+        .route("/v1/audit", get(audit_trail))
         .route_layer(axum::middleware::from_fn(only_known_params))
+        // (Runs before the parameter check: a caller without a credential learns nothing.)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
         })
@@ -238,6 +339,124 @@ async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) ->
         )
         .into_response(),
     }
+}
+
+/// Verify the caller (every route but `/healthz`): no or a refused credential is a 401 (and an
+/// audit entry), a store that cannot be asked a 503. The verified caller goes into the
+/// request's extensions for the handlers.
+async fn authenticate(
+    State(state): State<Arc<ApiState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path() == "/healthz" {
+        return next.run(request).await;
+    }
+    let source_ip = request
+        .extensions()
+        .get::<SourceIp>()
+        .map(|ip| ip.0.clone())
+        .or_else(|| {
+            request
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+        });
+    let verified = match request.extensions().get::<Verified>() {
+        Some(Verified(identity)) => identity.clone(),
+        None => {
+            let header = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+            state.auth.authenticate(header).await
+        }
+    };
+    match verified {
+        Ok(principal) => {
+            request.extensions_mut().insert(Caller {
+                principal,
+                source_ip,
+            });
+            next.run(request).await
+        }
+        Err(AuthError::Unavailable(why)) => {
+            tracing::error!(error = %why, "credentials cannot be checked");
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "credentials cannot be checked now; try again shortly",
+            );
+            e.retry_after = Some(1);
+            e.into_response()
+        }
+        Err(e) => {
+            let actor = match &e {
+                AuthError::Invalid {
+                    actor: Some(actor), ..
+                } => actor.clone(),
+                _ => "anonymous".to_string(),
+            };
+            let entry = Actor { actor, source_ip }.entry(
+                None,
+                "auth",
+                None,
+                "unauthorized",
+                chrono::Utc::now(),
+                state.audit_retention,
+            );
+            record(&state, entry).await;
+            let mut response =
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+                    .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
+    }
+}
+
+/// Append to the audit trail; a failure is logged, never the request's failure. A request
+/// refused because the service was saturated or down (`unavailable`, `timeout`) changed nothing
+/// and is not recorded: the store could not take the entry either, and waiting for it would
+/// hold up the answer.
+async fn record(state: &ApiState, entry: AuditEntry) {
+    if matches!(entry.outcome.as_str(), "unavailable" | "timeout") {
+        return;
+    }
+    if let Err(e) = state.service.ports().audit.record(&entry).await {
+        tracing::error!(error = %e, action = %entry.action, actor = %entry.actor, "could not write an audit entry");
+    }
+}
+
+/// The outcome an audit entry records: `ok`, or the error code answered.
+fn outcome_of<T>(result: &ApiResult<T>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.code,
+    }
+}
+
+/// Record what a caller did to a job (or tried to), with the outcome it was answered.
+async fn audit(
+    state: &ApiState,
+    caller: &Caller,
+    tenant: &Tenant,
+    action: &str,
+    job_id: Option<JobId>,
+    outcome: &'static str,
+) {
+    let entry = caller.actor().entry(
+        Some(tenant.clone()),
+        action,
+        job_id,
+        outcome,
+        chrono::Utc::now(),
+        state.audit_retention,
+    );
+    record(state, entry).await;
 }
 
 /// Too many or too large headers.
@@ -403,22 +622,6 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
             "components": report.components,
         });
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-    }
-}
-
-fn tenant(state: &ApiState, headers: &HeaderMap) -> ApiResult<Tenant> {
-    match headers.get(TENANT_HEADER) {
-        None => Ok(state.default_tenant.clone()),
-        Some(v) => {
-            let s = v.to_str().map_err(|_| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", "must be ASCII")
-                    .field(TENANT_HEADER)
-            })?;
-            Tenant::parse(s).map_err(|e| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", e.message)
-                    .field(TENANT_HEADER)
-            })
-        }
     }
 }
 
@@ -599,9 +802,28 @@ pub fn parse_submit(
     })
 }
 
-async fn submit(State(state): State<Arc<ApiState>>, request: Request) -> ApiResult<Response> {
+async fn submit(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    request: Request,
+) -> ApiResult<Response> {
+    let tenant = caller.tenant(&parse_query(request.uri().query().unwrap_or(""))?)?;
+    let outcome = submit_as(&state, &caller, tenant.clone(), request).await;
+    if let Err(e) = &outcome {
+        // (A job accepted is recorded with it, in the same write.)
+        audit(&state, &caller, &tenant, "job.submit", None, e.code).await;
+    }
+    outcome
+}
+
+async fn submit_as(
+    state: &Arc<ApiState>,
+    caller: &Caller,
+    tenant: Tenant,
+    request: Request,
+) -> ApiResult<Response> {
+    caller.require(Role::Submitter)?;
     let headers = request.headers().clone();
-    let tenant = tenant(&state, &headers)?;
     let limit = state.service.max_payload_bytes() + ENVELOPE_BYTES;
     let body = to_bytes(request.into_body(), limit).await.map_err(|_| {
         ApiError::new(
@@ -628,8 +850,16 @@ async fn submit(State(state): State<Arc<ApiState>>, request: Request) -> ApiResu
         })
         .transpose()?;
     let req = parse_submit(&body, idempotency_header)?;
-    let (job, created) = detached(&state, |state| async move {
-        state.service.submit(tenant, req).await
+    let entry = caller.actor().entry(
+        Some(tenant.clone()),
+        "job.submit",
+        None,
+        "ok",
+        chrono::Utc::now(),
+        state.audit_retention,
+    );
+    let (job, created) = detached(state, |state| async move {
+        state.service.submit_audited(tenant, req, Some(entry)).await
     })
     .await?;
     let status = if created {
@@ -647,19 +877,23 @@ async fn submit(State(state): State<Arc<ApiState>>, request: Request) -> ApiResu
 
 async fn get_job(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    caller: Caller,
+    Params(q): Params,
     JobPath(id): JobPath,
 ) -> ApiResult<Response> {
-    let job = state.service.get(&tenant(&state, &headers)?, id).await?;
+    caller.require(Role::Reader)?;
+    let job = state.service.get(&caller.tenant(&q)?, id).await?;
     Ok(Json(job).into_response())
 }
 
 async fn result(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    caller: Caller,
+    Params(q): Params,
     JobPath(id): JobPath,
 ) -> ApiResult<Response> {
-    let job = state.service.get(&tenant(&state, &headers)?, id).await?;
+    caller.require(Role::Reader)?;
+    let job = state.service.get(&caller.tenant(&q)?, id).await?;
     Ok(Json(json!({
         "id": job.id,
         "status": job.status,
@@ -672,10 +906,11 @@ async fn result(
 
 async fn list(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    caller: Caller,
     Params(q): Params,
 ) -> ApiResult<Response> {
-    let tenant = tenant(&state, &headers)?;
+    caller.require(Role::Reader)?;
+    let tenant = caller.tenant(&q)?;
     let bad = |field: &str, message: &str| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
     };
@@ -698,7 +933,12 @@ async fn list(
     let cursor = q
         .get("cursor")
         .map(|c| {
-            Cursor::decode(c).ok_or_else(|| bad("cursor", "is not a cursor this API returned"))
+            Cursor::decode(c, &tenant).ok_or_else(|| {
+                bad(
+                    "cursor",
+                    "is not a cursor this API returned for this tenant",
+                )
+            })
         })
         .transpose()?;
     let page = state
@@ -710,41 +950,68 @@ async fn list(
 
 async fn cancel(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    caller: Caller,
+    Params(q): Params,
     JobPath(id): JobPath,
 ) -> ApiResult<Response> {
-    let tenant = tenant(&state, &headers)?;
-    let job = detached(&state, |state| async move {
-        state.service.cancel(&tenant, id).await
-    })
-    .await?;
-    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+    change_job(&state, &caller, &q, id, "job.cancel").await
 }
 
 async fn retry(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    caller: Caller,
+    Params(q): Params,
     JobPath(id): JobPath,
 ) -> ApiResult<Response> {
-    let tenant = tenant(&state, &headers)?;
-    let job = detached(&state, |state| async move {
-        state.service.retry(&tenant, id).await
-    })
-    .await?;
-    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+    change_job(&state, &caller, &q, id, "job.retry").await
+}
+
+/// A cancel or a retry, recorded in the audit trail whatever its outcome.
+async fn change_job(
+    state: &Arc<ApiState>,
+    caller: &Caller,
+    q: &HashMap<String, String>,
+    id: JobId,
+    action: &'static str,
+) -> ApiResult<Response> {
+    let tenant = caller.tenant(q)?;
+    let outcome = match caller.require(Role::Submitter) {
+        Err(e) => Err(e),
+        Ok(()) => {
+            let t = tenant.clone();
+            detached(state, |state| async move {
+                match action {
+                    "job.cancel" => state.service.cancel(&t, id).await,
+                    _ => state.service.retry(&t, id).await,
+                }
+            })
+            .await
+        }
+    };
+    audit(
+        state,
+        caller,
+        &tenant,
+        action,
+        Some(id),
+        outcome_of(&outcome),
+    )
+    .await;
+    Ok((StatusCode::ACCEPTED, Json(outcome?)).into_response())
 }
 
 async fn logs(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    caller: Caller,
     JobPath(id): JobPath,
     Params(q): Params,
 ) -> ApiResult<Response> {
+    caller.require(Role::Reader)?;
     let after = whole_number(&q, "after", 0, i64::MAX as u64)?.unwrap_or(0);
     let limit = whole_number(&q, "limit", 1, 1000)?.unwrap_or(1000) as usize;
     let lines = state
         .service
-        .logs(&tenant(&state, &headers)?, id, after, limit)
+        .logs(&caller.tenant(&q)?, id, after, limit)
         .await?;
     Ok(Json(json!({ "id": id, "logs": lines })).into_response())
 }
@@ -758,8 +1025,13 @@ struct Stats {
     quarantined: u64,
 }
 
-async fn stats(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> ApiResult<Response> {
-    let stats = state.service.stats(&tenant(&state, &headers)?).await?;
+async fn stats(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+) -> ApiResult<Response> {
+    caller.require(Role::Reader)?;
+    let stats = state.service.stats(&caller.tenant(&q)?).await?;
     let mut out = Stats {
         by_type: BTreeMap::new(),
         by_status: JobStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
@@ -792,4 +1064,207 @@ async fn types(State(state): State<Arc<ApiState>>) -> Json<Value> {
             "retention_secs": r.options.retention.as_secs(),
         })).collect::<Vec<_>>()
     }))
+}
+
+/// `POST /v1/api-keys` (admin): a new key, shown once.
+async fn create_key(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    caller.require(Role::Admin)?;
+    let outcome = new_key(&caller, &q, &body);
+    let (key, token) = match outcome {
+        Ok(made) => made,
+        Err(e) => {
+            let tenant = caller.principal.tenant.clone();
+            audit(&state, &caller, &tenant, "key.create", None, e.code).await;
+            return Err(e);
+        }
+    };
+    let stored = state
+        .service
+        .ports()
+        .keys
+        .put_key(&key)
+        .await
+        .map_err(|e| ApiError::from(ServiceError::from(e)));
+    let mut entry = caller.actor().entry(
+        Some(key.tenant.clone()),
+        "key.create",
+        None,
+        stored.as_ref().map_or_else(|e| e.code, |_| "ok"),
+        chrono::Utc::now(),
+        state.audit_retention,
+    );
+    entry.action = format!("key.create:{}", key.id);
+    record(&state, entry).await;
+    stored?;
+    let mut view = key.view();
+    view["key"] = Value::String(token);
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// Parse a key request: `{"name", "roles", "tenant"?, "expires_in_seconds"?}`.
+fn new_key(
+    caller: &Caller,
+    q: &HashMap<String, String>,
+    body: &[u8],
+) -> ApiResult<(ApiKey, String)> {
+    let bad = |field: &str, message: &str| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
+    };
+    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "request body must be a JSON object",
+        ));
+    };
+    if let Some(unknown) = obj
+        .keys()
+        .find(|k| !["name", "roles", "tenant", "expires_in_seconds"].contains(&k.as_str()))
+    {
+        return Err(bad(unknown, "unknown field"));
+    }
+    let name = match obj.remove("name") {
+        Some(Value::String(s)) if (1..=100).contains(&s.chars().count()) => s,
+        None => return Err(bad("name", "is required")),
+        _ => return Err(bad("name", "must be a string of 1 to 100 characters")),
+    };
+    let roles = match obj.remove("roles") {
+        Some(Value::Array(items)) => {
+            let names: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+            let names = names.ok_or_else(|| bad("roles", "must be a list of role names"))?;
+            parse_roles(names).map_err(|e| bad("roles", &e))?
+        }
+        None => return Err(bad("roles", "is required")),
+        _ => return Err(bad("roles", "must be a list of role names")),
+    };
+    let tenant = match obj.remove("tenant") {
+        None | Some(Value::Null) => caller.tenant(q)?,
+        Some(Value::String(t)) => Tenant::parse(t).map_err(|e| bad("tenant", &e.message))?,
+        Some(_) => return Err(bad("tenant", "must be a string")),
+    };
+    let now = chrono::Utc::now();
+    let expires_at = match obj.remove("expires_in_seconds") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|n| (60..=10 * 365 * 24 * 3600).contains(n))
+                .map(|n| now + chrono::Duration::seconds(n as i64))
+                .ok_or_else(|| {
+                    bad(
+                        "expires_in_seconds",
+                        "must be a whole number of seconds from 60 to ten years",
+                    )
+                })?,
+        ),
+    };
+    Ok(ApiKey::generate(tenant, roles, name, expires_at, now))
+}
+
+/// `GET /v1/api-keys` (admin): every key (or one tenant's with `tenant=`), without secrets.
+async fn list_keys(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+) -> ApiResult<Response> {
+    caller.require(Role::Admin)?;
+    let tenant = q
+        .contains_key("tenant")
+        .then(|| caller.tenant(&q))
+        .transpose()?;
+    let keys = state
+        .service
+        .ports()
+        .keys
+        .list_keys(tenant.as_ref())
+        .await
+        .map_err(|e| ApiError::from(ServiceError::from(e)))?;
+    Ok(Json(json!({ "keys": keys.iter().map(ApiKey::view).collect::<Vec<_>>() })).into_response())
+}
+
+/// `DELETE /v1/api-keys/{id}` (admin): the key stops working at once.
+async fn revoke_key(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    caller.require(Role::Admin)?;
+    let outcome = state
+        .service
+        .ports()
+        .keys
+        .revoke_key(&id, chrono::Utc::now())
+        .await
+        .map_err(|e| ApiError::from(ServiceError::from(e)))
+        .and_then(|key| {
+            key.ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, "key_not_found", "no such API key").field("id")
+            })
+        });
+    let tenant = outcome
+        .as_ref()
+        .map_or(caller.principal.tenant.clone(), |k| k.tenant.clone());
+    let mut entry = caller.actor().entry(
+        Some(tenant),
+        "key.revoke",
+        None,
+        outcome.as_ref().map_or_else(|e| e.code, |_| "ok"),
+        chrono::Utc::now(),
+        state.audit_retention,
+    );
+    entry.action = format!("key.revoke:{id}");
+    record(&state, entry).await;
+    Ok(Json(outcome?.view()).into_response())
+}
+
+/// `GET /v1/audit` (admin): a tenant's trail (the caller's own unless `tenant=`), or with
+/// `anonymous=true` the refused callers no tenant could be told for; from `since` (RFC 3339,
+/// default a day ago), oldest first.
+async fn audit_trail(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+) -> ApiResult<Response> {
+    caller.require(Role::Admin)?;
+    let bad = |field: &str, message: &str| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
+    };
+    let anonymous = match q.get("anonymous").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(bad("anonymous", "must be true or false")),
+    };
+    let tenant = (!anonymous).then(|| caller.tenant(&q)).transpose()?;
+    let now = chrono::Utc::now();
+    let oldest =
+        now - chrono::Duration::from_std(state.audit_retention).unwrap_or(chrono::Duration::MAX);
+    let since = match q.get("since") {
+        None => now - chrono::Duration::days(1),
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map_err(|_| {
+                bad(
+                    "since",
+                    "must be an RFC 3339 time, e.g. 2030-01-01T00:00:00Z",
+                )
+            })?
+            .with_timezone(&chrono::Utc),
+    }
+    .max(oldest);
+    let limit = whole_number(&q, "limit", 1, 1000)?.unwrap_or(100) as usize;
+    let entries = state
+        .service
+        .ports()
+        .audit
+        .audit(&AuditQuery {
+            tenant,
+            since,
+            limit,
+        })
+        .await
+        .map_err(|e| ApiError::from(ServiceError::from(e)))?;
+    Ok(Json(json!({ "entries": entries })).into_response())
 }

@@ -3,6 +3,7 @@
 //! check what only one backend has (a restart of the embedded store, its queue's index) are
 //! plain tests of their own.
 
+mod access;
 mod aws_flow;
 mod helpers;
 mod queue;
@@ -33,6 +34,8 @@ macro_rules! on_every_backend {
 }
 
 on_every_backend!(
+    access::api_keys_are_kept_as_digests_listed_by_tenant_and_revoked_for_good,
+    access::the_audit_trail_is_per_tenant_in_order_and_a_submit_is_written_with_its_job,
     store::a_transition_is_written_only_from_the_expected_state,
     store::start_is_one_write_that_returns_the_started_job_or_the_job_as_it_is,
     store::start_refuses_a_job_queued_for_later_than_due_by,

@@ -4,6 +4,7 @@
 //! or moto, else AWS). `bootstrap` creates the resources where nothing else does (emulators,
 //! tests); on AWS the SAM template does.
 
+mod access;
 mod attrs;
 mod count;
 mod counts;
@@ -12,6 +13,7 @@ mod queue;
 mod secrets;
 mod store;
 
+pub use access::DynamoAccess;
 pub use count::RequestCounter;
 pub use counts::{handle_stream_event, Change, Counters, NotCounted, StreamReader};
 pub use events::BusEvents;
@@ -49,6 +51,7 @@ pub struct AwsBackend {
     pub store: Arc<DynamoStore>,
     pub queue: Arc<SqsQueue>,
     pub events: Arc<BusEvents>,
+    pub access: Arc<DynamoAccess>,
     dynamodb: aws_sdk_dynamodb::Client,
     streams: aws_sdk_dynamodbstreams::Client,
     sqs: aws_sdk_sqs::Client,
@@ -146,6 +149,7 @@ impl AwsBackend {
             store: Arc::new(DynamoStore::new(dynamodb.clone(), &settings.table, meter)),
             queue: Arc::new(SqsQueue::new(sqs.clone())),
             events: Arc::new(BusEvents::new(eventbridge.clone(), &settings.event_bus)),
+            access: Arc::new(DynamoAccess::new(dynamodb.clone(), &settings.table)),
             dynamodb,
             streams,
             sqs,
@@ -184,6 +188,8 @@ impl AwsBackend {
             queue: self.queue.clone(),
             events: self.events.clone(),
             dead_letters: self.queue.clone(),
+            keys: self.access.clone(),
+            audit: self.access.clone(),
         }
     }
 

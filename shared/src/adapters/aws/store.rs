@@ -18,7 +18,7 @@
 
 use super::attrs::{get_n, get_s, item_to_object, n, object_to_item, s, to_attr, Item};
 use crate::domain::{
-    Expected, IdempotencyKey, Job, JobId, JobStatus, JobSummary, Progress, Tenant,
+    AuditEntry, Expected, IdempotencyKey, Job, JobId, JobStatus, JobSummary, Progress, Tenant,
 };
 use crate::ports::{
     Created, JobStore, ListQuery, Liveness, LogLine, Started, StoreError, StoreStats, LOG_CAP,
@@ -412,6 +412,35 @@ impl DynamoStore {
         }
     }
 
+    /// A new job and the audit entry of its submit, in one transaction (one request).
+    async fn put_job_new_audited(&self, item: Item, entry: Item) -> Result<(), StoreError> {
+        let put = |item: Item| {
+            TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(item))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .build()
+                        .expect("table, item and condition are set"),
+                )
+                .build()
+        };
+        let out = self
+            .client
+            .transact_write_items()
+            .transact_items(put(item))
+            .transact_items(put(entry))
+            .set_return_consumed_capacity(self.capacity())
+            .send()
+            .await
+            .map_err(classify)?;
+        out.consumed_capacity()
+            .iter()
+            .for_each(|c| self.used(Some(c)));
+        Ok(())
+    }
+
     async fn put_job_new(&self, item: Item) -> Result<(), StoreError> {
         let out = self
             .client
@@ -430,10 +459,18 @@ impl DynamoStore {
 
 #[async_trait]
 impl JobStore for DynamoStore {
-    async fn create(&self, job: &Job) -> Result<Created, StoreError> {
+    async fn create_audited(
+        &self,
+        job: &Job,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Created, StoreError> {
         let item = job_item(job)?;
+        let audit = audit.map(super::access::audit_item).transpose()?;
         let Some(key) = &job.idempotency_key else {
-            self.put_job_new(item).await?;
+            match audit {
+                None => self.put_job_new(item).await?,
+                Some(entry) => self.put_job_new_audited(item, entry).await?,
+            }
             return Ok(Created::New);
         };
         let idem_key = HashMap::from([
@@ -455,11 +492,17 @@ impl JobStore for DynamoStore {
                     .build()
                     .expect("table, item and condition are set")
             };
+            let mut writes = vec![
+                TransactWriteItem::builder().put(put(idem)).build(),
+                TransactWriteItem::builder().put(put(item.clone())).build(),
+            ];
+            if let Some(entry) = &audit {
+                writes.push(TransactWriteItem::builder().put(put(entry.clone())).build());
+            }
             let written = self
                 .client
                 .transact_write_items()
-                .transact_items(TransactWriteItem::builder().put(put(idem)).build())
-                .transact_items(TransactWriteItem::builder().put(put(item.clone())).build())
+                .set_transact_items(Some(writes))
                 .set_return_consumed_capacity(self.capacity())
                 .send()
                 .await;

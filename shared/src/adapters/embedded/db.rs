@@ -160,6 +160,7 @@ impl Db {
         super::store::migrate(&writer_conn)?;
         writer_conn.execute_batch(super::queue::SCHEMA)?;
         super::queue::migrate(&writer_conn)?;
+        writer_conn.execute_batch(super::access::SCHEMA)?;
         let point = ReaderPool::open(&path, durability, POINT_READERS)?;
         let scan = ReaderPool::open(&path, durability, SCAN_READERS)?;
         // Checkpoints run on a connection of their own (see `checkpoint_loop`), so a write never

@@ -1,11 +1,13 @@
 //! The embedded backend: SQLite on local disk (WAL, one group-commit writer), so a restart or a
 //! SIGKILL loses no accepted job; an in-process event channel.
 
+mod access;
 mod db;
 mod events;
 mod queue;
 mod store;
 
+pub use access::EmbeddedAccess;
 pub use db::{Db, DbError, Durability, WAL_RESTART_BYTES, WRITE_QUEUE};
 pub use events::InProcessEvents;
 pub use queue::{EmbeddedQueue, QueueSettings};
@@ -21,6 +23,7 @@ pub struct EmbeddedBackend {
     pub store: Arc<EmbeddedStore>,
     pub queue: Arc<EmbeddedQueue>,
     pub events: Arc<InProcessEvents>,
+    pub access: Arc<EmbeddedAccess>,
 }
 
 impl EmbeddedBackend {
@@ -30,6 +33,8 @@ impl EmbeddedBackend {
             queue: self.queue.clone(),
             events: self.events.clone(),
             dead_letters: self.queue.clone(),
+            keys: self.access.clone(),
+            audit: self.access.clone(),
         }
     }
 
@@ -65,6 +70,7 @@ impl EmbeddedBackend {
             store: Arc::new(EmbeddedStore::new(db.clone())),
             queue,
             events: Arc::new(InProcessEvents::new(1024)),
+            access: Arc::new(EmbeddedAccess::new(db.clone())),
             db,
         })
     }

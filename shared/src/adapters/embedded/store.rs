@@ -3,8 +3,9 @@
 //! (`heartbeat_at`, `progress`) in columns of their own, so a transition's write cannot touch
 //! them (see `JobStore`'s rule). A row whose document cannot be read is moved to `quarantine`.
 
+use super::access::{delete_expired_audit, insert_audit, AuditRow};
 use super::db::{Db, DbError};
-use crate::domain::{Expected, Job, JobId, JobStatus, JobSummary, Progress, Tenant};
+use crate::domain::{AuditEntry, Expected, Job, JobId, JobStatus, JobSummary, Progress, Tenant};
 use crate::ports::{
     Created, JobStore, ListQuery, Liveness, LogLine, Started, StatsRow, StoreError, StoreStats,
 };
@@ -348,8 +349,13 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl JobStore for EmbeddedStore {
-    async fn create(&self, job: &Job) -> Result<Created, StoreError> {
+    async fn create_audited(
+        &self,
+        job: &Job,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Created, StoreError> {
         let row = Row::of(job)?;
+        let audit = audit.map(AuditRow::of).transpose()?;
         let key = job.idempotency_key.as_ref().map(|k| k.to_string());
         self.db
             .write_new(move |conn| {
@@ -373,6 +379,9 @@ impl JobStore for EmbeddedStore {
                     .execute([row.tenant.as_str(), key.as_str(), row.id.as_str()])?;
                 }
                 row.insert(conn)?;
+                if let Some(entry) = &audit {
+                    insert_audit(conn, entry)?;
+                }
                 Ok(Created::New)
             })
             .await
@@ -686,6 +695,8 @@ impl JobStore for EmbeddedStore {
                         deleted += 1;
                     }
                 }
+                // The audit trail's expired entries go in the same sweep (not counted as jobs).
+                delete_expired_audit(conn, now, limit)?;
                 Ok(deleted)
             })
             .await

@@ -1,0 +1,269 @@
+//! `KeyStore` and `AuditLog` on the jobs table.
+//!
+//! | item | pk | sk | |
+//! |---|---|---|---|
+//! | API key | `KEYS` | `KEY#<id>` | `doc` (the key as JSON, its secret only as a digest), `revoked` |
+//! | audit entry | `AUDIT#<tenant or ->#<yyyy-mm-dd>` | `<entry id, a ULID>` | `doc`, `ttl` |
+//!
+//! Neither carries `tenant` or `id` as attributes of their own, so no job index ever holds them.
+//! Keys share one partition: they are few, read by key (strongly consistent, so a revoked key
+//! is refused at once) and listed by an admin. The audit trail has a partition per tenant and
+//! day, read from `since` to today.
+
+use super::attrs::{get_s, s, Item};
+use super::store::classify;
+use crate::domain::{ApiKey, AuditEntry, Tenant};
+use crate::ports::{AuditLog, AuditQuery, KeyStore, StoreError};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, NaiveDate, Utc};
+use std::collections::HashMap;
+
+const KEYS_PK: &str = "KEYS";
+
+fn key_sk(id: &str) -> String {
+    format!("KEY#{id}")
+}
+
+fn audit_pk(tenant: Option<&Tenant>, day: NaiveDate) -> String {
+    let tenant = tenant.map_or("-".to_string(), |t| t.to_string());
+    format!("AUDIT#{tenant}#{}", day.format("%Y-%m-%d"))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Rejected(format!("encode: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
+    let doc =
+        get_s(item, "doc").ok_or_else(|| StoreError::Unavailable("item has no doc".into()))?;
+    serde_json::from_str(doc).map_err(|e| StoreError::Unavailable(format!("unreadable item: {e}")))
+}
+
+/// An audit entry's item (also written by a job's creation, in its transaction).
+pub(super) fn audit_item(entry: &AuditEntry) -> Result<Item, StoreError> {
+    Ok(HashMap::from([
+        (
+            "pk".to_string(),
+            s(audit_pk(entry.tenant.as_ref(), entry.at.date_naive())),
+        ),
+        ("sk".to_string(), s(entry.id.clone())),
+        ("doc".to_string(), s(encode(entry)?)),
+        (
+            "ttl".to_string(),
+            AttributeValue::N(entry.expires_at.timestamp().to_string()),
+        ),
+    ]))
+}
+
+fn key_item(key: &ApiKey) -> Result<Item, StoreError> {
+    Ok(HashMap::from([
+        ("pk".to_string(), s(KEYS_PK)),
+        ("sk".to_string(), s(key_sk(&key.id))),
+        ("doc".to_string(), s(encode(key)?)),
+        (
+            "revoked".to_string(),
+            AttributeValue::Bool(key.revoked_at.is_some()),
+        ),
+    ]))
+}
+
+pub struct DynamoAccess {
+    client: Client,
+    table: String,
+}
+
+impl DynamoAccess {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn key(id: &str) -> Item {
+        HashMap::from([
+            ("pk".to_string(), s(KEYS_PK)),
+            ("sk".to_string(), s(key_sk(id))),
+        ])
+    }
+
+    /// Every item of a partition (following pages), optionally from a sort key on.
+    async fn query_all(
+        &self,
+        pk: &str,
+        sk_from: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = vec![];
+        let mut start: Option<Item> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .expression_attribute_values(":pk", s(pk))
+                .set_exclusive_start_key(start.take());
+            q = match sk_from {
+                Some(from) => q
+                    .key_condition_expression("pk = :pk AND sk >= :from")
+                    .expression_attribute_values(":from", s(from)),
+                None => q.key_condition_expression("pk = :pk"),
+            };
+            let out = q.send().await.map_err(classify)?;
+            items.extend(out.items.unwrap_or_default());
+            if limit.is_some_and(|l| items.len() >= l) {
+                break;
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(items)
+    }
+}
+
+#[async_trait]
+impl KeyStore for DynamoAccess {
+    async fn put_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(key_item(key)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item.as_ref().map(decode).transpose()
+    }
+
+    async fn list_keys(&self, tenant: Option<&Tenant>) -> Result<Vec<ApiKey>, StoreError> {
+        let mut keys: Vec<ApiKey> = self
+            .query_all(KEYS_PK, None, None)
+            .await?
+            .iter()
+            .map(decode)
+            .collect::<Result<_, _>>()?;
+        keys.retain(|k| tenant.is_none_or(|t| &k.tenant == t));
+        keys.sort_by(|a, b| b.id.cmp(&a.id));
+        Ok(keys)
+    }
+
+    async fn revoke_key(&self, id: &str, at: DateTime<Utc>) -> Result<Option<ApiKey>, StoreError> {
+        for _ in 0..5 {
+            let Some(mut key) = self.get_key(id).await? else {
+                return Ok(None);
+            };
+            if key.revoked_at.is_some() {
+                return Ok(Some(key));
+            }
+            let before = encode(&key)?;
+            key.revoked_at = Some(at);
+            let written = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(key_item(&key)?))
+                .condition_expression("doc = :before")
+                .expression_attribute_values(":before", s(before))
+                .send()
+                .await
+                .map_err(classify);
+            match written {
+                Ok(_) => return Ok(Some(key)),
+                Err(StoreError::Conflict) => continue, // used meanwhile: read again
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Busy("the key kept changing; try again".into()))
+    }
+
+    async fn touch_key(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let Some(mut key) = self.get_key(id).await? else {
+            return Ok(());
+        };
+        let before = encode(&key)?;
+        key.last_used_at = Some(at);
+        // A lost race (a revoke, another touch) is fine: the other write stands.
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(key_item(&key)?))
+            .condition_expression("doc = :before")
+            .expression_attribute_values(":before", s(before))
+            .send()
+            .await
+            .map_err(classify)
+        {
+            Ok(_) | Err(StoreError::Conflict) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn any_live_key(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .query_all(KEYS_PK, None, None)
+            .await?
+            .iter()
+            .any(|item| matches!(item.get("revoked"), Some(AttributeValue::Bool(false)))))
+    }
+}
+
+#[async_trait]
+impl AuditLog for DynamoAccess {
+    async fn record(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(audit_item(entry)?))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let now = Utc::now();
+        let from_id =
+            ulid::Ulid::from_parts(query.since.timestamp_millis().max(0) as u64, 0).to_string();
+        let mut entries: Vec<AuditEntry> = vec![];
+        let mut day = query.since.date_naive();
+        while day <= now.date_naive() && entries.len() < query.limit {
+            let items = self
+                .query_all(
+                    &audit_pk(query.tenant.as_ref(), day),
+                    Some(&from_id),
+                    Some(query.limit - entries.len()),
+                )
+                .await?;
+            for item in &items {
+                let entry: AuditEntry = decode(item)?;
+                if entry.expires_at > now && entry.at >= query.since {
+                    entries.push(entry);
+                }
+            }
+            day = day.succ_opt().unwrap_or(day);
+            if day == NaiveDate::MAX {
+                break;
+            }
+        }
+        entries.truncate(query.limit);
+        Ok(entries)
+    }
+}

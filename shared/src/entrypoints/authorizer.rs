@@ -1,0 +1,97 @@
+//! The API Gateway Lambda authorizer (HTTP API, payload 2.0, simple responses): the request's
+//! `Authorization` header verified by the same `Authenticator` the local runtime uses.
+//!
+//! It lets every request through to the `api` function and says in its context who the caller
+//! is, or why the credential was refused; the `api` function answers a refused one with the
+//! API's own JSON 401 (and records it in the audit trail), where a plain deny would give API
+//! Gateway's bare 403. API Gateway caches the answer per `Authorization` value
+//! (`AuthCacheSeconds` in the template).
+
+use crate::auth::{AuthError, Authenticator, Principal};
+use crate::domain::{parse_roles, Tenant};
+use aws_lambda_events::apigw::{
+    ApiGatewayV2CustomAuthorizerSimpleResponse, ApiGatewayV2CustomAuthorizerV2Request,
+};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+/// Verify the request's credential; the answer's context names the caller or the refusal.
+/// An error (the key store cannot be read) fails the invocation: API Gateway answers 500 and
+/// caches nothing.
+pub async fn authorize(
+    auth: &Authenticator,
+    request: ApiGatewayV2CustomAuthorizerV2Request,
+) -> Result<ApiGatewayV2CustomAuthorizerSimpleResponse, AuthError> {
+    let header = request
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let context = match auth.authenticate(header).await {
+        Ok(principal) => json!({
+            "tenant": principal.tenant,
+            "subject": principal.subject,
+            "roles": principal.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" "),
+        }),
+        Err(AuthError::Unavailable(why)) => return Err(AuthError::Unavailable(why)),
+        Err(AuthError::Missing) => json!({ "refused": AuthError::Missing.to_string() }),
+        Err(AuthError::Invalid { message, actor }) => {
+            json!({ "refused": message, "actor": actor.unwrap_or_else(|| "anonymous".into()) })
+        }
+    };
+    let mut response = ApiGatewayV2CustomAuthorizerSimpleResponse::default();
+    response.is_authorized = true;
+    response.context = context;
+    Ok(response)
+}
+
+/// What the authorizer said of a request, read back from `requestContext.authorizer.lambda`:
+/// `None` when there is no authorizer context (the `api` function then verifies by itself).
+pub fn identity_from_context(
+    fields: &HashMap<String, Value>,
+) -> Option<Result<Principal, AuthError>> {
+    if fields.is_empty() {
+        return None;
+    }
+    let text = |name: &str| fields.get(name).and_then(Value::as_str);
+    if let Some(message) = text("refused") {
+        return Some(Err(AuthError::Invalid {
+            message: message.to_string(),
+            actor: text("actor")
+                .filter(|a| *a != "anonymous")
+                .map(str::to_string),
+        }));
+    }
+    let unreadable = || {
+        Err(AuthError::Invalid {
+            message: "the authorizer's answer cannot be read".into(),
+            actor: None,
+        })
+    };
+    let (Some(tenant), Some(subject), Some(roles)) =
+        (text("tenant"), text("subject"), text("roles"))
+    else {
+        return Some(unreadable());
+    };
+    let (Ok(tenant), Ok(roles)) = (Tenant::parse(tenant), parse_roles(roles.split_whitespace()))
+    else {
+        return Some(unreadable());
+    };
+    Some(Ok(Principal {
+        tenant,
+        subject: subject.to_string(),
+        roles,
+    }))
+}
+
+/// The context as a map (what API Gateway hands the `api` function), for tests.
+pub fn context_fields(
+    response: &ApiGatewayV2CustomAuthorizerSimpleResponse,
+) -> HashMap<String, Value> {
+    response
+        .context
+        .as_object()
+        .cloned()
+        .unwrap_or_else(Map::new)
+        .into_iter()
+        .collect()
+}

@@ -1,0 +1,170 @@
+//! The Lambda authorizer, called as Lambda would with an API Gateway HTTP API (payload 2.0)
+//! event, and the router taking its answer: a valid credential becomes the caller's tenant and
+//! roles, a refused one the API's own 401, on the embedded store's keys.
+
+use aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
+use axum::body::{to_bytes, Body};
+use axum::http::{Request, StatusCode};
+use serde_json::Value;
+use shared::adapters::embedded::{Durability, EmbeddedBackend};
+use shared::auth::{issue_token, Authenticator, JwtSettings};
+use shared::domain::{ApiKey, Role, Tenant};
+use shared::entrypoints::authorizer::{authorize, context_fields, identity_from_context};
+use shared::entrypoints::http::{router, ApiState, HttpLimits, Verified};
+use shared::jobs::{BuiltinSettings, Registry};
+use shared::service::JobService;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+const SECRET: &str = "a-test-secret-of-thirty-two-bytes-at-least";
+
+fn event(authorization: &str) -> ApiGatewayV2CustomAuthorizerV2Request {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/authorizer-request.json"
+    ))
+    .unwrap()
+    .replace("Bearer REPLACED-BY-THE-TEST", authorization);
+    serde_json::from_str(&text).unwrap()
+}
+
+struct Setup {
+    auth: Arc<Authenticator>,
+    backend: EmbeddedBackend,
+    _dir: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = EmbeddedBackend::open(dir.path(), Durability::Process, vec![]).unwrap();
+    let jwt = JwtSettings {
+        secret: Some(Arc::new(SECRET.to_string())),
+        ..Default::default()
+    };
+    Setup {
+        auth: Arc::new(Authenticator::new(jwt, backend.ports().keys.clone())),
+        backend,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn a_valid_token_or_key_becomes_the_callers_tenant_and_roles() {
+    // GIVEN a token for acme and a key of globex
+    let s = setup();
+    let acme = Tenant::parse("acme").unwrap();
+    let token = issue_token(
+        SECRET,
+        &acme,
+        "alice",
+        &[Role::Submitter],
+        Duration::from_secs(60),
+        None,
+        None,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let (key, key_token) = ApiKey::generate(
+        Tenant::parse("globex").unwrap(),
+        vec![Role::Reader],
+        "svc".into(),
+        None,
+        chrono::Utc::now(),
+    );
+    s.backend.ports().keys.put_key(&key).await.unwrap();
+
+    // WHEN the authorizer is invoked with each
+    let by_token = authorize(&s.auth, event(&format!("Bearer {token}")))
+        .await
+        .unwrap();
+    let by_key = authorize(&s.auth, event(&format!("Bearer {key_token}")))
+        .await
+        .unwrap();
+
+    // THEN both are let through with who the caller is in the context
+    assert!(by_token.is_authorized && by_key.is_authorized);
+    let who = identity_from_context(&context_fields(&by_token))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (who.tenant.as_str(), who.subject.as_str(), who.roles.clone()),
+        ("acme", "jwt:alice", vec![Role::Submitter])
+    );
+    let who = identity_from_context(&context_fields(&by_key))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (who.tenant.as_str(), who.subject),
+        ("globex", format!("key:{}", key.id))
+    );
+}
+
+#[tokio::test]
+async fn a_refused_credential_reaches_the_api_as_its_own_401() {
+    // GIVEN a forged token and the API router behind the authorizer
+    let s = setup();
+    let acme = Tenant::parse("acme").unwrap();
+    let forged = issue_token(
+        "another-secret-of-thirty-two-bytes-or-so!",
+        &acme,
+        "mallory",
+        &[Role::Admin],
+        Duration::from_secs(60),
+        None,
+        None,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let answer = authorize(&s.auth, event(&format!("Bearer {forged}")))
+        .await
+        .unwrap();
+    let identity = identity_from_context(&context_fields(&answer)).expect("an answer");
+    assert!(identity.is_err());
+    let registry = Arc::new(Registry::builtin("conveyor-", &BuiltinSettings::default()));
+    let app = router(Arc::new(ApiState {
+        service: JobService::new(s.backend.ports(), registry, 1024),
+        auth: s.auth.clone(),
+        audit_retention: Duration::from_secs(3600),
+        limits: HttpLimits {
+            timeout: Duration::from_secs(5),
+            max_in_flight: 8,
+        },
+        health: Default::default(),
+    }));
+    let call = |identity| {
+        let app = app.clone();
+        async move {
+            let mut request = Request::get("/v1/jobs").body(Body::empty()).unwrap();
+            request.extensions_mut().insert(Verified(identity));
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body: Value =
+                serde_json::from_slice(&to_bytes(response.into_body(), usize::MAX).await.unwrap())
+                    .unwrap();
+            (status, body)
+        }
+    };
+
+    // WHEN the router gets the refusal, and then a verified caller (neither sends a header)
+    let (status, body) = call(identity).await;
+    // THEN the refusal is the API's JSON 401, and the verified caller is let in as itself
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let good = issue_token(
+        SECRET,
+        &acme,
+        "alice",
+        &[Role::Reader],
+        Duration::from_secs(60),
+        None,
+        None,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let answer = authorize(&s.auth, event(&format!("Bearer {good}")))
+        .await
+        .unwrap();
+    let (status, body) = call(identity_from_context(&context_fields(&answer)).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
