@@ -169,7 +169,8 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
     let health = Arc::new(Health::new());
     let opened = open(&config, &registry, &health).await?;
     let ports = opened.ports.clone();
-    let service = JobService::new(ports.clone(), registry.clone(), config.max_payload_bytes);
+    let service = JobService::new(ports.clone(), registry.clone(), config.max_payload_bytes)
+        .with_tenant_defaults(config.tenant_defaults.clone());
     let auth = authenticator(&config, &ports, settings.addr).await?;
     let app = router(Arc::new(ApiState {
         service,

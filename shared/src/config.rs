@@ -54,6 +54,8 @@ pub struct Config {
     pub jwt_audience: Option<String>,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
+    /// Limits of a tenant an admin set none for (unset: no limit).
+    pub tenant_defaults: crate::domain::TenantLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +119,23 @@ impl Reader<'_> {
             return default;
         }
         value
+    }
+
+    /// An optional whole number within `[min, max]` (unset or empty: `None`).
+    fn optional_number<T>(&mut self, name: &str, min: T, max: T) -> Option<T>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let raw = (self.get)(name).filter(|v| !v.trim().is_empty())?;
+        match raw.trim().parse::<T>() {
+            Ok(v) if v >= min && v <= max => Some(v),
+            _ => {
+                self.errors.push(format!(
+                    "{name}={raw:?} is not valid: a whole number from {min} to {max}, or unset for no limit"
+                ));
+                None
+            }
+        }
     }
 
     /// A whole number within `[min, max]` (a limit of 0 would stop everything).
@@ -245,6 +264,15 @@ impl Config {
             jwt_issuer: get("CONVEYOR_JWT_ISSUER").filter(|s| !s.is_empty()),
             jwt_audience: get("CONVEYOR_JWT_AUDIENCE").filter(|s| !s.is_empty()),
             audit_retention: r.duration("CONVEYOR_AUDIT_RETENTION", 90 * DAY, HOUR, 3650 * DAY),
+            tenant_defaults: crate::domain::TenantLimits {
+                max_active: r.optional_number("CONVEYOR_TENANT_MAX_ACTIVE", 1, 1_000_000_000),
+                submits_per_second: r.optional_number(
+                    "CONVEYOR_TENANT_SUBMITS_PER_SECOND",
+                    1,
+                    10_000_000,
+                ),
+                max_payload_bytes: None,
+            },
         };
         if let Some(secret) = &config.jwt_secret {
             if secret.len() < crate::auth::MIN_SECRET_BYTES {

@@ -2,8 +2,8 @@
 //! with the AWS layer, an adapter over DynamoDB, SQS and EventBridge. None names an AWS type.
 
 use crate::domain::{
-    ApiKey, AuditEntry, Expected, Job, JobId, JobStatus, JobSummary, JobType, LifecycleEvent,
-    Progress, Tenant,
+    Admission, ApiKey, AuditEntry, Expected, Job, JobId, JobStatus, JobSummary, JobType,
+    LifecycleEvent, Progress, Tenant, TenantLimits,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -24,6 +24,8 @@ pub struct Ports {
     pub keys: Arc<dyn KeyStore>,
     /// The audit trail.
     pub audit: Arc<dyn AuditLog>,
+    /// Tenants' limits and their active-job counts.
+    pub tenants: Arc<dyn TenantStore>,
 }
 
 /// A backend failure. `Conflict` is the expected outcome of a lost race; the others are
@@ -57,6 +59,22 @@ pub enum Created {
     New,
     /// The idempotency key was used before: here is the job it made.
     Existing(Box<Job>),
+    /// Nothing written: the tenant already has `max` unfinished jobs.
+    OverQuota {
+        max: u64,
+    },
+    /// Nothing written: the tenant's submissions this second are used up.
+    RateLimited {
+        per_second: u32,
+    },
+}
+
+/// What is written with a new job, in the same write: the audit entry of its submit, and the
+/// quota it must fit in (with `admission.max_active`, the job must have `holds_slot` set).
+#[derive(Debug, Clone, Default)]
+pub struct CreateWith {
+    pub audit: Option<AuditEntry>,
+    pub admission: Admission,
 }
 
 /// The result of `JobStore::start`.
@@ -123,15 +141,13 @@ pub struct StatsRow {
 #[async_trait]
 pub trait JobStore: Send + Sync {
     /// Write a new job; with an idempotency key, atomically with the key's claim; with an
-    /// audit entry (who submitted it), atomically with that entry too. An existing job found by
-    /// its idempotency key writes no entry (nothing was created).
-    async fn create_audited(
-        &self,
-        job: &Job,
-        audit: Option<&AuditEntry>,
-    ) -> Result<Created, StoreError>;
+    /// audit entry (who submitted it) and a quota, atomically with the entry, the tenant's
+    /// active-job count (taken only below `max_active`) and its submissions this second (only
+    /// below `per_second`). An existing job found by its idempotency key is returned before any
+    /// limit applies, and writes nothing.
+    async fn create_with(&self, job: &Job, with: &CreateWith) -> Result<Created, StoreError>;
     async fn create(&self, job: &Job) -> Result<Created, StoreError> {
-        self.create_audited(job, None).await
+        self.create_with(job, &CreateWith::default()).await
     }
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
     /// Start a job in one conditional write: if it is `queued` with `run_at <= due_by`, apply
@@ -143,7 +159,9 @@ pub trait JobStore: Send + Sync {
         now: DateTime<Utc>,
         due_by: DateTime<Utc>,
     ) -> Result<Started, StoreError>;
-    /// Write `next` only if the stored job still matches `expected`; else `Conflict`.
+    /// Write `next` only if the stored job still matches `expected`; else `Conflict`. A job that
+    /// holds a quota slot gives it back in the same write when it finishes, and takes it again
+    /// when a retry brings it back (`domain::slot_change`).
     async fn transition(&self, expected: Expected, next: &Job) -> Result<(), StoreError>;
     /// A run's heartbeat (`run` = `Job::runs` at its start), with optional progress.
     /// `Conflict` when the job is no longer running that run (the worker lost it and must stop).
@@ -284,4 +302,14 @@ pub struct AuditQuery {
 pub trait AuditLog: Send + Sync {
     async fn record(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// Tenants' limits (set by an admin) and their counts of unfinished jobs that hold a slot.
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    /// The limits stored for `tenant` (all `None` when none were set).
+    async fn limits(&self, tenant: &Tenant) -> Result<TenantLimits, StoreError>;
+    async fn set_limits(&self, tenant: &Tenant, limits: &TenantLimits) -> Result<(), StoreError>;
+    /// Unfinished jobs of `tenant` holding a quota slot.
+    async fn active_jobs(&self, tenant: &Tenant) -> Result<u64, StoreError>;
 }

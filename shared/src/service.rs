@@ -2,12 +2,12 @@
 //! Also `dispatch`, the one way a queued job's message is sent.
 
 use crate::domain::{
-    AuditEntry, Backoff, IdempotencyKey, Job, JobId, JobStatus, JobSummary, JobType, NewJob,
-    Tenant, TransitionError, ValidationError,
+    Admission, AuditEntry, Backoff, IdempotencyKey, Job, JobId, JobStatus, JobSummary, JobType,
+    NewJob, Tenant, TenantLimits, TransitionError, ValidationError,
 };
 use crate::jobs::Registry;
 use crate::lifecycle::{Change, Lifecycle};
-use crate::ports::{Created, ListQuery, LogLine, Ports, StoreError, StoreStats};
+use crate::ports::{CreateWith, Created, ListQuery, LogLine, Ports, StoreError, StoreStats};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -39,6 +39,10 @@ pub enum ServiceError {
     /// The store refused the request for good (e.g. the job would be too large to store).
     #[error("{0}")]
     Rejected(String),
+    #[error("the tenant has {max} unfinished jobs, its quota; submit again once one finishes")]
+    QuotaExceeded { max: u64 },
+    #[error("the tenant may submit {per_second} jobs a second; try again in a second")]
+    RateLimited { per_second: u32 },
 }
 
 impl From<StoreError> for ServiceError {
@@ -147,7 +151,17 @@ pub struct JobService {
     ports: Ports,
     registry: Arc<Registry>,
     max_payload_bytes: usize,
+    /// Limits of a tenant with none stored (`CONVEYOR_TENANT_*`).
+    tenant_defaults: TenantLimits,
+    /// Each tenant's stored limits, read at most every `LIMITS_KEPT`.
+    limits: std::sync::Mutex<std::collections::HashMap<Tenant, (std::time::Instant, TenantLimits)>>,
+    /// Held while limits are read from the store, so concurrent misses make one read.
+    limits_loading: tokio::sync::Mutex<()>,
 }
+
+/// How long a tenant's stored limits are used before they are read again: a change by an admin
+/// applies everywhere within this.
+pub const LIMITS_KEPT: Duration = Duration::from_secs(5);
 
 /// Where a list page ends, as the client sees it: an opaque token (`c1` and the position,
 /// hex-encoded), so what it holds can change without breaking clients.
@@ -196,7 +210,67 @@ impl JobService {
             ports,
             registry,
             max_payload_bytes,
+            tenant_defaults: TenantLimits::default(),
+            limits: Default::default(),
+            limits_loading: Default::default(),
         }
+    }
+
+    /// With the limits of tenants that have none stored.
+    pub fn with_tenant_defaults(mut self, defaults: TenantLimits) -> Self {
+        self.tenant_defaults = defaults;
+        self
+    }
+
+    /// The limits that apply to `tenant`: its stored ones, the defaults where it has none, and
+    /// never a payload above the deployment's.
+    pub async fn limits_of(&self, tenant: &Tenant) -> Result<TenantLimits, ServiceError> {
+        let cached = || {
+            let limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+            limits
+                .get(tenant)
+                .filter(|(at, _)| at.elapsed() < LIMITS_KEPT)
+                .map(|(_, l)| l.clone())
+        };
+        let stored = match cached() {
+            Some(l) => l,
+            None => {
+                let _loading = self.limits_loading.lock().await;
+                match cached() {
+                    Some(l) => l, // read by another request meanwhile
+                    None => {
+                        let l = self.ports.tenants.limits(tenant).await?;
+                        self.limits
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(tenant.clone(), (std::time::Instant::now(), l.clone()));
+                        l
+                    }
+                }
+            }
+        };
+        let mut effective = stored.or(&self.tenant_defaults);
+        effective.max_payload_bytes = Some(
+            effective
+                .max_payload_bytes
+                .unwrap_or(self.max_payload_bytes)
+                .min(self.max_payload_bytes),
+        );
+        Ok(effective)
+    }
+
+    /// Store `tenant`'s limits (an admin's call); this process uses them at once.
+    pub async fn set_limits(
+        &self,
+        tenant: &Tenant,
+        limits: TenantLimits,
+    ) -> Result<(), ServiceError> {
+        self.ports.tenants.set_limits(tenant, &limits).await?;
+        self.limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tenant);
+        Ok(())
     }
 
     fn lifecycle(&self) -> Lifecycle<'_> {
@@ -226,7 +300,7 @@ impl JobService {
     }
 
     /// `submit`, with the audit entry of who submitted it (its job id filled in here), written
-    /// atomically with the job.
+    /// atomically with the job, within the tenant's limits (checked in the same write).
     pub async fn submit_audited(
         &self,
         tenant: Tenant,
@@ -243,11 +317,13 @@ impl JobService {
                 ),
             )
         })?;
+        let limits = self.limits_of(&tenant).await?;
+        let max_payload = limits.max_payload_bytes.unwrap_or(self.max_payload_bytes);
         let size = serde_json::to_vec(&req.payload).map_or(0, |v| v.len());
-        if size > self.max_payload_bytes {
+        if size > max_payload {
             return Err(ServiceError::PayloadTooLarge {
                 size,
-                limit: self.max_payload_bytes,
+                limit: max_payload,
             });
         }
         registration.handler.validate(&req.payload)?;
@@ -259,7 +335,7 @@ impl JobService {
         };
         let options = &registration.options;
         let fingerprint = req.idempotency_key.as_ref().map(|_| req.fingerprint());
-        let job = Job::create(
+        let mut job = Job::create(
             NewJob {
                 tenant,
                 job_type: req.job_type,
@@ -275,16 +351,23 @@ impl JobService {
             },
             now,
         );
-        let audit = audit.map(|mut entry| {
-            entry.job_id = Some(job.id);
-            entry
-        });
-        match self
-            .ports
-            .store
-            .create_audited(&job, audit.as_ref())
-            .await?
-        {
+        job.holds_slot = limits.max_active.is_some();
+        let with = CreateWith {
+            audit: audit.map(|mut entry| {
+                entry.job_id = Some(job.id);
+                entry
+            }),
+            admission: Admission {
+                max_active: limits.max_active,
+                per_second: limits.submits_per_second,
+                window: now.timestamp(),
+            },
+        };
+        match self.ports.store.create_with(&job, &with).await? {
+            Created::OverQuota { max } => return Err(ServiceError::QuotaExceeded { max }),
+            Created::RateLimited { per_second } => {
+                return Err(ServiceError::RateLimited { per_second })
+            }
             // (A job stored before fingerprints were kept has none: taken as the same request.)
             Created::Existing(existing)
                 if existing.request_fingerprint.is_some()

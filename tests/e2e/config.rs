@@ -52,6 +52,11 @@ const BAD: &[(&str, &[&str])] = &[
         "CONVEYOR_AUDIT_RETENTION",
         &["0", "30m", "forever", "3651d"],
     ),
+    ("CONVEYOR_TENANT_MAX_ACTIVE", &["0", "-1", "lots"]),
+    (
+        "CONVEYOR_TENANT_SUBMITS_PER_SECOND",
+        &["0", "1.5", "10000001"],
+    ),
 ];
 
 /// Variables that take any value (a path, a secret): documented, nothing to refuse.

@@ -19,6 +19,7 @@ mod listing;
 mod maintenance;
 #[path = "../../shared/tests/support/moto.rs"]
 mod moto;
+mod quotas;
 mod retries;
 mod shutdown;
 mod ssrf;

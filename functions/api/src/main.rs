@@ -19,7 +19,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let auth = shared::adapters::authenticator(&config, &ports).await;
     shared::auth::require_configured(auth.jwt_settings())?;
     let state = ApiState {
-        service: shared::service::JobService::new(ports, registry, config.max_payload_bytes),
+        service: shared::service::JobService::new(ports, registry, config.max_payload_bytes)
+            .with_tenant_defaults(config.tenant_defaults.clone()),
         auth: Arc::new(auth),
         audit_retention: config.audit_retention,
         limits: HttpLimits::from_config(&config),

@@ -280,3 +280,35 @@ mod tests {
         assert!(!Role::Reader.grants(Role::Submitter));
     }
 }
+
+/// A tenant's limits as stored by an admin; `None` takes the deployment's default
+/// (`CONVEYOR_TENANT_*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantLimits {
+    /// Jobs not yet finished (scheduled, queued, running) at once.
+    pub max_active: Option<u64>,
+    /// Submissions accepted per second (a one-second window).
+    pub submits_per_second: Option<u32>,
+    /// Largest payload, at most the deployment's `CONVEYOR_MAX_PAYLOAD_BYTES`.
+    pub max_payload_bytes: Option<usize>,
+}
+
+impl TenantLimits {
+    /// These limits, each unset one taken from `defaults`.
+    pub fn or(&self, defaults: &TenantLimits) -> TenantLimits {
+        TenantLimits {
+            max_active: self.max_active.or(defaults.max_active),
+            submits_per_second: self.submits_per_second.or(defaults.submits_per_second),
+            max_payload_bytes: self.max_payload_bytes.or(defaults.max_payload_bytes),
+        }
+    }
+}
+
+/// What a job's creation must fit in, checked by the store in the same write as the job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Admission {
+    pub max_active: Option<u64>,
+    /// Submissions allowed in the one-second window `window` (unix seconds).
+    pub per_second: Option<u32>,
+    pub window: i64,
+}

@@ -172,6 +172,10 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_fingerprint: Option<String>,
     pub cancel_requested: bool,
+    /// The job counts against its tenant's active-job quota (it was submitted while one
+    /// applied): the store takes a slot while it is unfinished and gives it back when it ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub holds_slot: bool,
     pub created_at: DateTime<Utc>,
     /// When the job last entered `queued` (or was re-dispatched): the outbox rule's clock.
     pub queued_at: DateTime<Utc>,
@@ -251,6 +255,20 @@ fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
+/// How a change moves a job's tenant's count of active jobs: `-1` when a job holding a slot
+/// finishes, `+1` when one comes back from finished (a retry), else `0`.
+pub fn slot_change(from: JobStatus, next: &Job) -> i64 {
+    match (
+        next.holds_slot,
+        from.is_terminal(),
+        next.status.is_terminal(),
+    ) {
+        (true, false, true) => -1,
+        (true, true, false) => 1,
+        _ => 0,
+    }
+}
+
 impl Job {
     /// A fresh job: `queued`, or `scheduled` when its run time is beyond the queue's delay limit.
     pub fn create(new: NewJob, now: DateTime<Utc>) -> Job {
@@ -278,6 +296,7 @@ impl Job {
             idempotency_key: new.idempotency_key,
             request_fingerprint: new.request_fingerprint,
             cancel_requested: false,
+            holds_slot: false,
             created_at: now,
             queued_at: now,
             run_at: new.run_at.max(now),

@@ -5,10 +5,12 @@ mod backoff;
 mod ids;
 mod job;
 
-pub use access::{parse_roles, Actor, ApiKey, AuditEntry, KeyRefusal, Role, KEY_PREFIX};
+pub use access::{
+    parse_roles, Actor, Admission, ApiKey, AuditEntry, KeyRefusal, Role, TenantLimits, KEY_PREFIX,
+};
 pub use backoff::Backoff;
 pub use ids::{IdempotencyKey, JobId, JobType, Tenant, ValidationError};
 pub use job::{
-    Expected, Job, JobError, JobStatus, JobSummary, LifecycleEvent, LifecycleKind, NewJob, Outcome,
-    Progress, TransitionError, MAX_QUEUE_DELAY,
+    slot_change, Expected, Job, JobError, JobStatus, JobSummary, LifecycleEvent, LifecycleKind,
+    NewJob, Outcome, Progress, TransitionError, MAX_QUEUE_DELAY,
 };

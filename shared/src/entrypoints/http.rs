@@ -27,6 +27,9 @@ use std::time::Duration;
 const MAX_DELAY_SECS: f64 = 365.0 * 24.0 * 3600.0;
 /// Room for the fields around the payload in a submit body.
 const ENVELOPE_BYTES: usize = 64 * 1024;
+/// `Retry-After` of a submit over the active-job quota: a guess at when a job will have
+/// finished (the client may try sooner).
+const QUOTA_RETRY_AFTER_SECS: u32 = 5;
 /// Most request headers accepted, and most bytes of them (names and values).
 const MAX_HEADERS: usize = 64;
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -216,6 +219,16 @@ impl From<ServiceError> for ApiError {
                 tracing::error!(error = %message, "backend unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
+            ServiceError::QuotaExceeded { .. } => {
+                let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message);
+                e.retry_after = Some(QUOTA_RETRY_AFTER_SECS);
+                e
+            }
+            ServiceError::RateLimited { .. } => {
+                let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+                e.retry_after = Some(1);
+                e
+            }
             ServiceError::Rejected(_) => {
                 tracing::warn!(error = %message, "the store refused a request");
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", message)
@@ -282,6 +295,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/api-keys", post(create_key).get(list_keys))
         .route("/v1/api-keys/{id}", axum::routing::delete(revoke_key))
         .route("/v1/audit", get(audit_trail))
+        .route(
+            "/v1/tenants/{tenant}/limits",
+            get(get_limits).put(put_limits),
+        )
         .route_layer(axum::middleware::from_fn(only_known_params))
         // (Runs before the parameter check: a caller without a credential learns nothing.)
         .route_layer(axum::middleware::from_fn_with_state(
@@ -1267,4 +1284,113 @@ async fn audit_trail(
         .await
         .map_err(|e| ApiError::from(ServiceError::from(e)))?;
     Ok(Json(json!({ "entries": entries })).into_response())
+}
+
+/// The tenant in a `/v1/tenants/{tenant}/…` path.
+fn path_tenant(raw: &str) -> ApiResult<Tenant> {
+    Tenant::parse(raw).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", e.message).field("tenant")
+    })
+}
+
+/// A tenant's limits: as stored (`null`: the default), as they apply, and its active jobs.
+async fn limits_view(state: &ApiState, tenant: &Tenant) -> ApiResult<Value> {
+    let stored = state
+        .service
+        .ports()
+        .tenants
+        .limits(tenant)
+        .await
+        .map_err(|e| ApiError::from(ServiceError::from(e)))?;
+    let effective = state.service.limits_of(tenant).await?;
+    let active = state
+        .service
+        .ports()
+        .tenants
+        .active_jobs(tenant)
+        .await
+        .map_err(|e| ApiError::from(ServiceError::from(e)))?;
+    Ok(json!({
+        "tenant": tenant,
+        "limits": stored,
+        "effective": effective,
+        "active_jobs": active,
+    }))
+}
+
+/// `GET /v1/tenants/{tenant}/limits` (admin).
+async fn get_limits(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Response> {
+    caller.require(Role::Admin)?;
+    let tenant = path_tenant(&raw)?;
+    Ok(Json(limits_view(&state, &tenant).await?).into_response())
+}
+
+/// `PUT /v1/tenants/{tenant}/limits` (admin): `{"max_active", "submits_per_second",
+/// "max_payload_bytes"}`, each a number or `null` (the deployment's default).
+async fn put_limits(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    caller.require(Role::Admin)?;
+    let tenant = path_tenant(&raw)?;
+    let bad = |field: &str, message: &str| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
+    };
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&body) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "request body must be a JSON object",
+        ));
+    };
+    const FIELDS: [&str; 3] = ["max_active", "submits_per_second", "max_payload_bytes"];
+    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(bad(unknown, "unknown field"));
+    }
+    let number = |name: &str, max: u64| -> ApiResult<Option<u64>> {
+        match obj.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (1..=max).contains(n))
+                .map(Some)
+                .ok_or_else(|| {
+                    bad(
+                        name,
+                        &format!("must be a whole number from 1 to {max}, or null for the default"),
+                    )
+                }),
+        }
+    };
+    let limits = crate::domain::TenantLimits {
+        max_active: number("max_active", 1_000_000_000)?,
+        submits_per_second: number("submits_per_second", 10_000_000)?.map(|n| n as u32),
+        max_payload_bytes: number(
+            "max_payload_bytes",
+            state.service.max_payload_bytes() as u64,
+        )?
+        .map(|n| n as usize),
+    };
+    let outcome = state
+        .service
+        .set_limits(&tenant, limits)
+        .await
+        .map_err(ApiError::from);
+    audit(
+        &state,
+        &caller,
+        &tenant,
+        "tenant.limits",
+        None,
+        outcome_of(&outcome),
+    )
+    .await;
+    outcome?;
+    Ok(Json(limits_view(&state, &tenant).await?).into_response())
 }

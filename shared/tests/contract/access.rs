@@ -5,8 +5,15 @@
 use crate::helpers::{job, Under};
 use chrono::{Duration as Span, Utc};
 use shared::domain::{Actor, ApiKey, IdempotencyKey, Role, Tenant};
-use shared::ports::{AuditQuery, Created};
+use shared::ports::{AuditQuery, CreateWith, Created};
 use std::time::Duration;
+
+fn with_audit(entry: &shared::domain::AuditEntry) -> CreateWith {
+    CreateWith {
+        audit: Some(entry.clone()),
+        ..Default::default()
+    }
+}
 
 fn tenant(t: &str) -> Tenant {
     Tenant::parse(t).unwrap()
@@ -161,7 +168,7 @@ pub async fn the_audit_trail_is_per_tenant_in_order_and_a_submit_is_written_with
     assert!(matches!(
         b.ports
             .store
-            .create_audited(&keyed, Some(&entry))
+            .create_with(&keyed, &with_audit(&entry))
             .await
             .unwrap(),
         Created::New
@@ -183,7 +190,7 @@ pub async fn the_audit_trail_is_per_tenant_in_order_and_a_submit_is_written_with
     assert!(matches!(
         b.ports
             .store
-            .create_audited(&again, Some(&repeat))
+            .create_with(&again, &with_audit(&repeat))
             .await
             .unwrap(),
         Created::Existing(_)
@@ -200,11 +207,190 @@ pub async fn the_audit_trail_is_per_tenant_in_order_and_a_submit_is_written_with
     );
     b.ports
         .store
-        .create_audited(&plain, Some(&plain_entry))
+        .create_with(&plain, &with_audit(&plain_entry))
         .await
         .unwrap();
     // THEN the trail holds the first submit and the plain one, not the repeat
     let trail = audit.audit(&query(Some("c"), t0, 100)).await.unwrap();
     entry.job_id = Some(keyed.id);
     assert_eq!(trail, vec![entry, plain_entry]);
+}
+
+fn admit(max_active: Option<u64>, per_second: Option<u32>, window: i64) -> CreateWith {
+    CreateWith {
+        audit: None,
+        admission: shared::domain::Admission {
+            max_active,
+            per_second,
+            window,
+        },
+    }
+}
+
+fn slotted(t: &str) -> shared::domain::Job {
+    let mut j = job(t, "noop");
+    j.holds_slot = true;
+    j
+}
+
+pub async fn a_quota_holds_across_processes_and_a_finished_job_gives_its_slot_back(b: Under) {
+    // GIVEN a tenant allowed 3 unfinished jobs, and two processes sharing the store
+    let other = b.another_process().await;
+    let stores = [b.ports.store.clone(), other.store.clone()];
+    let with = admit(Some(3), None, 0);
+
+    // WHEN 12 jobs are created through both (at once where the backend decides conditions
+    // atomically)
+    let jobs: Vec<_> = (0..12).map(|_| slotted("q")).collect();
+    let mut outcomes = vec![];
+    if b.atomic_under_concurrency {
+        let runs = jobs.iter().enumerate().map(|(i, j)| {
+            let (store, with) = (stores[i % 2].clone(), with.clone());
+            async move { store.create_with(j, &with).await.unwrap() }
+        });
+        outcomes = futures::future::join_all(runs).await;
+    } else {
+        for (i, j) in jobs.iter().enumerate() {
+            outcomes.push(stores[i % 2].create_with(j, &with).await.unwrap());
+        }
+    }
+
+    // THEN exactly 3 are stored and the rest refused, naming the quota
+    let new: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| matches!(o, Created::New))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(new.len(), 3, "{outcomes:?}");
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, Created::New | Created::OverQuota { max: 3 })));
+    for (i, j) in jobs.iter().enumerate() {
+        assert_eq!(
+            b.ports.store.get(j.id).await.unwrap().is_some(),
+            new.contains(&i)
+        );
+    }
+    assert_eq!(b.ports.tenants.active_jobs(&tenant("q")).await.unwrap(), 3);
+
+    // WHEN one of them is cancelled (it finishes)
+    let held = &jobs[new[0]];
+    let cancelled = held.cancel(Utc::now()).unwrap();
+    b.ports
+        .store
+        .transition(held.expected(), &cancelled)
+        .await
+        .unwrap();
+    // THEN its slot is free for exactly one more job
+    assert_eq!(b.ports.tenants.active_jobs(&tenant("q")).await.unwrap(), 2);
+    let (one, two) = (slotted("q"), slotted("q"));
+    assert!(matches!(
+        other.store.create_with(&one, &with).await.unwrap(),
+        Created::New
+    ));
+    assert!(matches!(
+        b.ports.store.create_with(&two, &with).await.unwrap(),
+        Created::OverQuota { max: 3 }
+    ));
+    // AND a retry brings the cancelled job back into the count
+    let retried = cancelled.retry(Utc::now()).unwrap();
+    b.ports
+        .store
+        .transition(cancelled.expected(), &retried)
+        .await
+        .unwrap();
+    assert_eq!(b.ports.tenants.active_jobs(&tenant("q")).await.unwrap(), 4);
+
+    // AND a repeat of a keyed submit finds its job even with the quota used up
+    let mut keyed = slotted("r");
+    keyed.idempotency_key = Some(IdempotencyKey::parse("once").unwrap());
+    let one_slot = admit(Some(1), None, 0);
+    assert!(matches!(
+        b.ports.store.create_with(&keyed, &one_slot).await.unwrap(),
+        Created::New
+    ));
+    let mut again = slotted("r");
+    again.idempotency_key = keyed.idempotency_key.clone();
+    assert!(matches!(
+        b.ports.store.create_with(&again, &one_slot).await.unwrap(),
+        Created::Existing(_)
+    ));
+    assert!(matches!(
+        b.ports
+            .store
+            .create_with(&slotted("r"), &one_slot)
+            .await
+            .unwrap(),
+        Created::OverQuota { max: 1 }
+    ));
+}
+
+pub async fn submissions_are_counted_per_second_and_refused_past_the_rate(b: Under) {
+    // GIVEN a tenant allowed 2 submissions a second
+    let window = Utc::now().timestamp();
+    let with = admit(None, Some(2), window);
+    // WHEN 5 jobs are created in one second
+    let mut outcomes = vec![];
+    for _ in 0..5 {
+        outcomes.push(
+            b.ports
+                .store
+                .create_with(&job("s", "noop"), &with)
+                .await
+                .unwrap(),
+        );
+    }
+    // THEN 2 are stored, 3 refused; the next second takes 2 more
+    let new = outcomes
+        .iter()
+        .filter(|o| matches!(o, Created::New))
+        .count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| matches!(o, Created::RateLimited { per_second: 2 }))
+        .count();
+    assert_eq!((new, refused), (2, 3), "{outcomes:?}");
+    let next = admit(None, Some(2), window + 1);
+    assert!(matches!(
+        b.ports
+            .store
+            .create_with(&job("s", "noop"), &next)
+            .await
+            .unwrap(),
+        Created::New
+    ));
+    // AND a job with no slot to hold leaves the active count alone
+    assert_eq!(b.ports.tenants.active_jobs(&tenant("s")).await.unwrap(), 0);
+}
+
+pub async fn tenant_limits_are_stored_per_tenant(b: Under) {
+    // GIVEN no limits stored
+    let t = tenant("lim");
+    assert_eq!(
+        b.ports.tenants.limits(&t).await.unwrap(),
+        Default::default()
+    );
+    // WHEN an admin sets some
+    let limits = shared::domain::TenantLimits {
+        max_active: Some(5),
+        submits_per_second: None,
+        max_payload_bytes: Some(1000),
+    };
+    b.ports.tenants.set_limits(&t, &limits).await.unwrap();
+    // THEN they read back for that tenant only, and can be changed
+    assert_eq!(b.ports.tenants.limits(&t).await.unwrap(), limits);
+    assert_eq!(
+        b.ports.tenants.limits(&tenant("other")).await.unwrap(),
+        Default::default()
+    );
+    b.ports
+        .tenants
+        .set_limits(&t, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        b.ports.tenants.limits(&t).await.unwrap(),
+        Default::default()
+    );
 }

@@ -38,6 +38,15 @@ impl Under {
         }
     }
 
+    /// The same backend as a second process sees it (AWS: new clients on the same table and
+    /// queues); the embedded backend has one owner, so it is the same ports.
+    pub async fn another_process(&self) -> Ports {
+        match self._keep.downcast_ref::<AwsBackend>() {
+            Some(b) => AwsBackend::new(&moto_sdk().await, b.settings().clone()).ports(),
+            None => self.ports.clone(),
+        }
+    }
+
     /// A second reader of the same stream, as a restarted process makes (AWS only).
     pub fn another_counts_reader(&self) -> Option<shared::adapters::aws::StreamReader> {
         self._keep

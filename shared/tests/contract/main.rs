@@ -36,6 +36,9 @@ macro_rules! on_every_backend {
 on_every_backend!(
     access::api_keys_are_kept_as_digests_listed_by_tenant_and_revoked_for_good,
     access::the_audit_trail_is_per_tenant_in_order_and_a_submit_is_written_with_its_job,
+    access::a_quota_holds_across_processes_and_a_finished_job_gives_its_slot_back,
+    access::submissions_are_counted_per_second_and_refused_past_the_rate,
+    access::tenant_limits_are_stored_per_tenant,
     store::a_transition_is_written_only_from_the_expected_state,
     store::start_is_one_write_that_returns_the_started_job_or_the_job_as_it_is,
     store::start_refuses_a_job_queued_for_later_than_due_by,

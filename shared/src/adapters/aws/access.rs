@@ -4,6 +4,9 @@
 //! |---|---|---|---|
 //! | API key | `KEYS` | `KEY#<id>` | `doc` (the key as JSON, its secret only as a digest), `revoked` |
 //! | audit entry | `AUDIT#<tenant or ->#<yyyy-mm-dd>` | `<entry id, a ULID>` | `doc`, `ttl` |
+//! | tenant limits | `LIMITS` | `<tenant>` | `doc` |
+//! | active jobs | `QUOTA#<tenant>` | `ACTIVE` | `active`: unfinished jobs holding a slot |
+//! | submissions in a second | `RATE#<tenant>` | `<unix second>` | `n`, `ttl` (a minute on) |
 //!
 //! Neither carries `tenant` or `id` as attributes of their own, so no job index ever holds them.
 //! Keys share one partition: they are few, read by key (strongly consistent, so a revoked key
@@ -12,10 +15,11 @@
 
 use super::attrs::{get_s, s, Item};
 use super::store::classify;
-use crate::domain::{ApiKey, AuditEntry, Tenant};
-use crate::ports::{AuditLog, AuditQuery, KeyStore, StoreError};
+use crate::domain::{Admission, ApiKey, AuditEntry, Tenant, TenantLimits};
+use crate::ports::{AuditLog, AuditQuery, Created, KeyStore, StoreError, TenantStore};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::HashMap;
@@ -67,6 +71,124 @@ fn key_item(key: &ApiKey) -> Result<Item, StoreError> {
             AttributeValue::Bool(key.revoked_at.is_some()),
         ),
     ]))
+}
+
+fn quota_key(tenant: &Tenant) -> Item {
+    HashMap::from([
+        ("pk".to_string(), s(format!("QUOTA#{tenant}"))),
+        ("sk".to_string(), s("ACTIVE")),
+    ])
+}
+
+fn num(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// The limit a transaction item stands for: what a creation refused by it answers.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Limit {
+    Active(u64),
+    Rate(u32),
+}
+
+impl Limit {
+    pub(super) fn refusal(self) -> Created {
+        match self {
+            Limit::Active(max) => Created::OverQuota { max },
+            Limit::Rate(per_second) => Created::RateLimited { per_second },
+        }
+    }
+}
+
+/// The writes that admit a job within its tenant's limits, each conditioned on room: the
+/// active count below `max_active` (then one more), this second's submissions below
+/// `per_second` (then one more).
+pub(super) fn admission_writes(
+    table: &str,
+    tenant: &Tenant,
+    admission: &Admission,
+) -> Vec<(TransactWriteItem, Limit)> {
+    let update = |key: Item,
+                  expression: &str,
+                  condition: &str,
+                  names: &[(&str, &str)],
+                  values: Vec<(&str, AttributeValue)>| {
+        TransactWriteItem::builder()
+            .update(
+                Update::builder()
+                    .table_name(table)
+                    .set_key(Some(key))
+                    .update_expression(expression)
+                    .condition_expression(condition)
+                    .set_expression_attribute_names(Some(
+                        names
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                    ))
+                    .set_expression_attribute_values(Some(
+                        values
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect(),
+                    ))
+                    .build()
+                    .expect("table, key and expression are set"),
+            )
+            .build()
+    };
+    let mut writes = vec![];
+    if let Some(max) = admission.max_active {
+        writes.push((
+            update(
+                quota_key(tenant),
+                "SET #a = if_not_exists(#a, :zero) + :one",
+                "attribute_not_exists(#a) OR #a < :max",
+                &[("#a", "active")],
+                vec![(":zero", num(0)), (":one", num(1)), (":max", num(max))],
+            ),
+            Limit::Active(max),
+        ));
+    }
+    if let Some(per_second) = admission.per_second {
+        let key = HashMap::from([
+            ("pk".to_string(), s(format!("RATE#{tenant}"))),
+            ("sk".to_string(), s(admission.window.to_string())),
+        ]);
+        writes.push((
+            update(
+                key,
+                "SET #n = if_not_exists(#n, :zero) + :one, #t = :ttl",
+                "attribute_not_exists(#n) OR #n < :rate",
+                &[("#n", "n"), ("#t", "ttl")],
+                vec![
+                    (":zero", num(0)),
+                    (":one", num(1)),
+                    (":rate", num(per_second)),
+                    (":ttl", num(admission.window + 60)),
+                ],
+            ),
+            Limit::Rate(per_second),
+        ));
+    }
+    writes
+}
+
+/// Move `tenant`'s active count by `delta` (a job holding a slot finished, or came back).
+pub(super) fn slot_write(table: &str, tenant: &Tenant, delta: i64) -> TransactWriteItem {
+    TransactWriteItem::builder()
+        .update(
+            Update::builder()
+                .table_name(table)
+                .set_key(Some(quota_key(tenant)))
+                .update_expression("SET #a = if_not_exists(#a, :zero) + :delta")
+                .expression_attribute_names("#a", "active")
+                .expression_attribute_values(":zero", num(0))
+                .expression_attribute_values(":delta", num(delta))
+                .build()
+                .expect("table, key and expression are set"),
+        )
+        .build()
 }
 
 pub struct DynamoAccess {
@@ -265,5 +387,60 @@ impl AuditLog for DynamoAccess {
         }
         entries.truncate(query.limit);
         Ok(entries)
+    }
+}
+
+#[async_trait]
+impl TenantStore for DynamoAccess {
+    async fn limits(&self, tenant: &Tenant) -> Result<TenantLimits, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s("LIMITS"))
+            .key("sk", s(tenant.to_string()))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out
+            .item
+            .as_ref()
+            .map(decode)
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    async fn set_limits(&self, tenant: &Tenant, limits: &TenantLimits) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s("LIMITS"))
+            .item("sk", s(tenant.to_string()))
+            .item("doc", s(encode(limits)?))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn active_jobs(&self, tenant: &Tenant) -> Result<u64, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(quota_key(tenant)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(|i| match i.get("active") {
+                Some(AttributeValue::N(v)) => v.parse::<i64>().ok(),
+                _ => None,
+            })
+            .unwrap_or(0)
+            .max(0) as u64)
     }
 }

@@ -190,6 +190,7 @@ impl AwsBackend {
             dead_letters: self.queue.clone(),
             keys: self.access.clone(),
             audit: self.access.clone(),
+            tenants: self.access.clone(),
         }
     }
 

@@ -18,10 +18,11 @@
 
 use super::attrs::{get_n, get_s, item_to_object, n, object_to_item, s, to_attr, Item};
 use crate::domain::{
-    AuditEntry, Expected, IdempotencyKey, Job, JobId, JobStatus, JobSummary, Progress, Tenant,
+    slot_change, Expected, IdempotencyKey, Job, JobId, JobStatus, JobSummary, Progress, Tenant,
 };
 use crate::ports::{
-    Created, JobStore, ListQuery, Liveness, LogLine, Started, StoreError, StoreStats, LOG_CAP,
+    CreateWith, Created, JobStore, ListQuery, Liveness, LogLine, Started, StoreError, StoreStats,
+    LOG_CAP,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -175,6 +176,25 @@ where
             StoreError::Rejected(message)
         }
         _ => StoreError::Unavailable(message),
+    }
+}
+
+/// A cancelled transaction whose first item's condition failed is a `Conflict` (the job
+/// changed); anything else as `classify` says.
+fn classify_transaction<R: std::fmt::Debug>(
+    e: SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
+) -> StoreError {
+    let first_failed = e
+        .as_service_error()
+        .and_then(|se| match se {
+            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(tc) => tc.cancellation_reasons().first().and_then(|r| r.code()).map(|c| c == "ConditionalCheckFailed"),
+            _ => None,
+        })
+        .unwrap_or(false);
+    if first_failed {
+        StoreError::Conflict
+    } else {
+        classify(e)
     }
 }
 
@@ -333,6 +353,26 @@ impl Update {
         (!self.conditions.is_empty()).then(|| self.conditions.join(" AND "))
     }
 
+    /// The same update as one item of a transaction.
+    fn into_transact(self, store: &DynamoStore, key: Item) -> TransactWriteItem {
+        let condition = self.condition();
+        TransactWriteItem::builder()
+            .update(
+                aws_sdk_dynamodb::types::Update::builder()
+                    .table_name(&store.table)
+                    .set_key(Some(key))
+                    .update_expression(self.expression())
+                    .set_condition_expression(condition)
+                    .set_expression_attribute_names(Some(self.names))
+                    .set_expression_attribute_values(
+                        (!self.values.is_empty()).then_some(self.values),
+                    )
+                    .build()
+                    .expect("table, key and expression are set"),
+            )
+            .build()
+    }
+
     fn send(
         self,
         store: &DynamoStore,
@@ -412,35 +452,6 @@ impl DynamoStore {
         }
     }
 
-    /// A new job and the audit entry of its submit, in one transaction (one request).
-    async fn put_job_new_audited(&self, item: Item, entry: Item) -> Result<(), StoreError> {
-        let put = |item: Item| {
-            TransactWriteItem::builder()
-                .put(
-                    Put::builder()
-                        .table_name(&self.table)
-                        .set_item(Some(item))
-                        .condition_expression("attribute_not_exists(pk)")
-                        .build()
-                        .expect("table, item and condition are set"),
-                )
-                .build()
-        };
-        let out = self
-            .client
-            .transact_write_items()
-            .transact_items(put(item))
-            .transact_items(put(entry))
-            .set_return_consumed_capacity(self.capacity())
-            .send()
-            .await
-            .map_err(classify)?;
-        out.consumed_capacity()
-            .iter()
-            .for_each(|c| self.used(Some(c)));
-        Ok(())
-    }
-
     async fn put_job_new(&self, item: Item) -> Result<(), StoreError> {
         let out = self
             .client
@@ -459,46 +470,53 @@ impl DynamoStore {
 
 #[async_trait]
 impl JobStore for DynamoStore {
-    async fn create_audited(
-        &self,
-        job: &Job,
-        audit: Option<&AuditEntry>,
-    ) -> Result<Created, StoreError> {
+    async fn create_with(&self, job: &Job, with: &CreateWith) -> Result<Created, StoreError> {
         let item = job_item(job)?;
-        let audit = audit.map(super::access::audit_item).transpose()?;
-        let Some(key) = &job.idempotency_key else {
-            match audit {
-                None => self.put_job_new(item).await?,
-                Some(entry) => self.put_job_new_audited(item, entry).await?,
-            }
+        let audit = with
+            .audit
+            .as_ref()
+            .map(super::access::audit_item)
+            .transpose()?;
+        let limits = super::access::admission_writes(&self.table, &job.tenant, &with.admission);
+        let idem_key = job.idempotency_key.as_ref().map(|key| {
+            HashMap::from([
+                ("pk".to_string(), s(idem_pk(&job.tenant, key))),
+                ("sk".to_string(), s("IDEM")),
+            ])
+        });
+        if idem_key.is_none() && audit.is_none() && limits.is_empty() {
+            self.put_job_new(item).await?;
             return Ok(Created::New);
-        };
-        let idem_key = HashMap::from([
-            ("pk".to_string(), s(idem_pk(&job.tenant, key))),
-            ("sk".to_string(), s("IDEM")),
-        ]);
+        }
         // The key lives as long as its job could: until its run time, plus the retention, plus
         // a week for the job to run.
         let key_ttl = epoch_secs(job.run_at) + job.retention_secs as i64 + 7 * 24 * 3600;
         for attempt in 0..5 {
-            let mut idem = idem_key.clone();
-            idem.insert("job_id".into(), s(job.id.to_string()));
-            idem.insert("ttl".into(), n(key_ttl));
             let put = |item: Item| {
-                Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .condition_expression("attribute_not_exists(pk)")
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(item))
+                            .condition_expression("attribute_not_exists(pk)")
+                            .build()
+                            .expect("table, item and condition are set"),
+                    )
                     .build()
-                    .expect("table, item and condition are set")
             };
-            let mut writes = vec![
-                TransactWriteItem::builder().put(put(idem)).build(),
-                TransactWriteItem::builder().put(put(item.clone())).build(),
-            ];
-            if let Some(entry) = &audit {
-                writes.push(TransactWriteItem::builder().put(put(entry.clone())).build());
+            let mut writes = vec![];
+            if let Some(key) = &idem_key {
+                let mut idem = key.clone();
+                idem.insert("job_id".into(), s(job.id.to_string()));
+                idem.insert("ttl".into(), n(key_ttl));
+                writes.push(put(idem));
             }
+            writes.push(put(item.clone()));
+            if let Some(entry) = &audit {
+                writes.push(put(entry.clone()));
+            }
+            let first_limit = writes.len();
+            writes.extend(limits.iter().map(|(write, _)| write.clone()));
             let written = self
                 .client
                 .transact_write_items()
@@ -528,7 +546,8 @@ impl JobStore for DynamoStore {
                         .collect()
                 })
                 .unwrap_or_default();
-            if reasons.first().map(String::as_str) == Some("ConditionalCheckFailed") {
+            let failed = reasons.iter().position(|r| r == "ConditionalCheckFailed");
+            if let (Some(0), Some(idem_key)) = (failed, &idem_key) {
                 // The key is taken: its job, unless that job is gone (then the key is free).
                 let Some(found) = self.get_item(idem_key.clone()).await? else {
                     continue; // deleted meanwhile: try again
@@ -555,6 +574,10 @@ impl JobStore for DynamoStore {
                     Err(e) => return Err(e),
                 }
             }
+            if let Some(i) = failed.filter(|i| *i >= first_limit) {
+                // A limit refused it: nothing was written.
+                return Ok(limits[i - first_limit].1.refusal());
+            }
             if reasons.iter().any(|r| r == "TransactionConflict") || reasons.is_empty() {
                 let e = classify(e);
                 if matches!(e, StoreError::Busy(_))
@@ -570,7 +593,9 @@ impl JobStore for DynamoStore {
                 reasons.join(", ")
             )));
         }
-        Err(StoreError::Busy("idempotency key kept changing".into()))
+        Err(StoreError::Busy(
+            "the job's creation kept conflicting".into(),
+        ))
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
@@ -673,6 +698,23 @@ impl JobStore for DynamoStore {
             .when_eq("version", n(expected.version));
         if let Some(last) = expected.last_heartbeat {
             u.when_eq("due_us", n(micros(last)));
+        }
+        let slot = slot_change(expected.status, next);
+        if slot != 0 {
+            // The job's slot moves in the same write (one request, a transaction).
+            let out = self
+                .client
+                .transact_write_items()
+                .transact_items(u.into_transact(self, job_key(next.id)))
+                .transact_items(super::access::slot_write(&self.table, &next.tenant, slot))
+                .set_return_consumed_capacity(self.capacity())
+                .send()
+                .await
+                .map_err(classify_transaction)?;
+            out.consumed_capacity()
+                .iter()
+                .for_each(|c| self.used(Some(c)));
+            return Ok(());
         }
         let out = u
             .send(self, job_key(next.id))

@@ -2,8 +2,8 @@
 //! the audit trail as an append-only table, pruned by maintenance past each entry's expiry.
 
 use super::db::{Db, DbError};
-use crate::domain::{ApiKey, AuditEntry, Tenant};
-use crate::ports::{AuditLog, AuditQuery, KeyStore, StoreError};
+use crate::domain::{Admission, ApiKey, AuditEntry, Tenant, TenantLimits};
+use crate::ports::{AuditLog, AuditQuery, Created, KeyStore, StoreError, TenantStore};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -24,7 +24,76 @@ CREATE TABLE IF NOT EXISTS audit (
     PRIMARY KEY (tenant, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS audit_expiry ON audit (expires_at);
+CREATE TABLE IF NOT EXISTS tenant_limits (
+    tenant TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tenant_usage (
+    tenant TEXT PRIMARY KEY,
+    active INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS submit_windows (
+    tenant TEXT NOT NULL,
+    second INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (tenant, second)
+) WITHOUT ROWID;
 ";
+
+/// Within a job's creation: refuse it if the tenant is at its quota or used up this second's
+/// submissions (then nothing is written), else count it. The single writer makes the check and
+/// the count one step.
+pub(super) fn admit(
+    conn: &rusqlite::Connection,
+    tenant: &str,
+    admission: &Admission,
+) -> Result<Option<Created>, DbError> {
+    if let Some(max) = admission.max_active {
+        let active: i64 = conn
+            .prepare_cached("SELECT active FROM tenant_usage WHERE tenant = ?1")?
+            .query_row([tenant], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        if active >= max as i64 {
+            return Ok(Some(Created::OverQuota { max }));
+        }
+    }
+    if let Some(per_second) = admission.per_second {
+        let used: i64 = conn
+            .prepare_cached("SELECT n FROM submit_windows WHERE tenant = ?1 AND second = ?2")?
+            .query_row(params![tenant, admission.window], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        if used >= per_second as i64 {
+            return Ok(Some(Created::RateLimited { per_second }));
+        }
+        conn.prepare_cached(
+            "INSERT INTO submit_windows (tenant, second, n) VALUES (?1, ?2, 1)
+             ON CONFLICT (tenant, second) DO UPDATE SET n = n + 1",
+        )?
+        .execute(params![tenant, admission.window])?;
+        conn.prepare_cached("DELETE FROM submit_windows WHERE tenant = ?1 AND second < ?2")?
+            .execute(params![tenant, admission.window - 2])?;
+    }
+    if admission.max_active.is_some() {
+        move_slot(conn, tenant, 1)?;
+    }
+    Ok(None)
+}
+
+/// Take (`+1`) or give back (`-1`) an active-job slot of `tenant`.
+pub(super) fn move_slot(
+    conn: &rusqlite::Connection,
+    tenant: &str,
+    delta: i64,
+) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "INSERT INTO tenant_usage (tenant, active) VALUES (?1, MAX(?2, 0))
+         ON CONFLICT (tenant) DO UPDATE SET active = MAX(active + ?2, 0)",
+    )?
+    .execute(params![tenant, delta])?;
+    Ok(())
+}
 
 fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
@@ -237,6 +306,58 @@ impl AuditLog for EmbeddedAccess {
                         })
                     })
                     .collect()
+            })
+            .await
+            .map_err(failed)
+    }
+}
+
+#[async_trait]
+impl TenantStore for EmbeddedAccess {
+    async fn limits(&self, tenant: &Tenant) -> Result<TenantLimits, StoreError> {
+        let tenant = tenant.to_string();
+        self.db
+            .read_point(|conn| {
+                let doc: Option<String> = conn
+                    .prepare_cached("SELECT doc FROM tenant_limits WHERE tenant = ?1")?
+                    .query_row([&tenant], |r| r.get(0))
+                    .optional()?;
+                doc.map(|d| {
+                    serde_json::from_str(&d)
+                        .map_err(|e| DbError::Other(format!("tenant limits cannot be read: {e}")))
+                })
+                .transpose()
+                .map(Option::unwrap_or_default)
+            })
+            .await
+            .map_err(failed)
+    }
+
+    async fn set_limits(&self, tenant: &Tenant, limits: &TenantLimits) -> Result<(), StoreError> {
+        let (tenant, doc) = (tenant.to_string(), encode(limits)?);
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO tenant_limits (tenant, doc) VALUES (?1, ?2)
+                     ON CONFLICT (tenant) DO UPDATE SET doc = ?2",
+                )?
+                .execute(params![tenant, doc])?;
+                Ok(())
+            })
+            .await
+            .map_err(failed)
+    }
+
+    async fn active_jobs(&self, tenant: &Tenant) -> Result<u64, StoreError> {
+        let tenant = tenant.to_string();
+        self.db
+            .read_point(|conn| {
+                Ok(conn
+                    .prepare_cached("SELECT active FROM tenant_usage WHERE tenant = ?1")?
+                    .query_row([&tenant], |r| r.get::<_, i64>(0))
+                    .optional()?
+                    .unwrap_or(0)
+                    .max(0) as u64)
             })
             .await
             .map_err(failed)

@@ -35,6 +35,7 @@ impl EmbeddedBackend {
             dead_letters: self.queue.clone(),
             keys: self.access.clone(),
             audit: self.access.clone(),
+            tenants: self.access.clone(),
         }
     }
 

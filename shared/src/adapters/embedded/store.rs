@@ -3,11 +3,12 @@
 //! (`heartbeat_at`, `progress`) in columns of their own, so a transition's write cannot touch
 //! them (see `JobStore`'s rule). A row whose document cannot be read is moved to `quarantine`.
 
-use super::access::{delete_expired_audit, insert_audit, AuditRow};
+use super::access::{admit, delete_expired_audit, insert_audit, move_slot, AuditRow};
 use super::db::{Db, DbError};
-use crate::domain::{AuditEntry, Expected, Job, JobId, JobStatus, JobSummary, Progress, Tenant};
+use crate::domain::{slot_change, Expected, Job, JobId, JobStatus, JobSummary, Progress, Tenant};
 use crate::ports::{
-    Created, JobStore, ListQuery, Liveness, LogLine, Started, StatsRow, StoreError, StoreStats,
+    CreateWith, Created, JobStore, ListQuery, Liveness, LogLine, Started, StatsRow, StoreError,
+    StoreStats,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -349,13 +350,10 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl JobStore for EmbeddedStore {
-    async fn create_audited(
-        &self,
-        job: &Job,
-        audit: Option<&AuditEntry>,
-    ) -> Result<Created, StoreError> {
+    async fn create_with(&self, job: &Job, with: &CreateWith) -> Result<Created, StoreError> {
         let row = Row::of(job)?;
-        let audit = audit.map(AuditRow::of).transpose()?;
+        let audit = with.audit.as_ref().map(AuditRow::of).transpose()?;
+        let admission = with.admission;
         let key = job.idempotency_key.as_ref().map(|k| k.to_string());
         self.db
             .write_new(move |conn| {
@@ -373,6 +371,11 @@ impl JobStore for EmbeddedStore {
                             Err(reason) => quarantine_row(conn, &Unreadable { id: stored.id, reason })?,
                         }
                     }
+                }
+                if let Some(refused) = admit(conn, &row.tenant, &admission)? {
+                    return Ok(refused);
+                }
+                if let Some(key) = &key {
                     conn.prepare_cached(
                         "INSERT OR REPLACE INTO idempotency (tenant, key, job_id) VALUES (?1, ?2, ?3)",
                     )?
@@ -463,6 +466,7 @@ impl JobStore for EmbeddedStore {
     }
 
     async fn transition(&self, expected: Expected, next: &Job) -> Result<(), StoreError> {
+        let slot = slot_change(expected.status, next);
         let next = Row::of(next)?;
         let last_heartbeat = expected.last_heartbeat.map(micros);
         // Worker-owned fields: a running job's belong to its run (heartbeats may land after this
@@ -497,6 +501,9 @@ impl JobStore for EmbeddedStore {
                         next.heartbeat_at,
                         next.progress,
                     ])?;
+                if changed == 1 && slot != 0 {
+                    move_slot(conn, &next.tenant, slot)?;
+                }
                 Ok(if changed == 1 {
                     Write::Done(())
                 } else {
