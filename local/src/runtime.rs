@@ -79,21 +79,50 @@ impl LocalSettings {
     }
 }
 
-/// The webhook signing secret: `CONVEYOR_WEBHOOK_SECRET`, else one generated once and kept in
-/// the data directory, so signatures stay verifiable across restarts.
+/// The webhook master key (each tenant's signing keys derive from it):
+/// `CONVEYOR_WEBHOOK_SECRET`, else one generated once and kept in the data directory (written
+/// atomically, readable by this user only), so signatures stay verifiable across restarts. A
+/// kept key that is empty or short is refused, never used.
 fn webhook_secret(config: &Config) -> anyhow::Result<String> {
     if let Some(s) = &config.webhook_secret {
         return Ok(s.clone());
     }
     let path = config.data_dir.join("webhook-secret");
     if let Ok(s) = std::fs::read_to_string(&path) {
-        return Ok(s.trim().to_string());
+        let s = s.trim();
+        if s.len() < shared::auth::MIN_SECRET_BYTES {
+            bail!(
+                "the webhook key in {} is {} bytes, fewer than {}: refusing it (remove the file to have a new one made, or set CONVEYOR_WEBHOOK_SECRET)",
+                path.display(),
+                s.len(),
+                shared::auth::MIN_SECRET_BYTES
+            );
+        }
+        return Ok(s.to_string());
     }
     let secret = hex::encode(rand::random::<[u8; 32]>());
     std::fs::create_dir_all(&config.data_dir)?;
-    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
-    tracing::info!(path = %path.display(), "generated a webhook signing secret");
+    write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated a webhook signing key");
     Ok(secret)
+}
+
+/// Write `text` to `path` atomically (a temporary file beside it, synced, then renamed), with
+/// mode 0600 from the start.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)
 }
 
 /// Who may call the API. With no JWT secret, no JWKS and no live API key, the runtime runs in
@@ -160,10 +189,8 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
     if !in_secrets_manager {
         config.webhook_secret = Some(webhook_secret(&config)?);
     }
-    let mut registry = Registry::builtin(
-        &config.queue_prefix,
-        &shared::adapters::builtin_settings(&config).await,
-    );
+    let builtin = shared::adapters::builtin_settings(&config).await;
+    let mut registry = Registry::builtin(&config.queue_prefix, &builtin);
     extend(&mut registry);
     let registry = Arc::new(registry);
     let health = Arc::new(Health::new());
@@ -176,6 +203,7 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         service,
         auth: Arc::new(auth),
         audit_retention: config.audit_retention,
+        webhook_master: builtin.webhook_secret.clone(),
         limits: HttpLimits::from_config(&config),
         health: health.clone(),
     }));

@@ -173,6 +173,35 @@ struct CachedJwks {
     set: Arc<JwkSet>,
 }
 
+/// What turns a request's `Authorization` header into a caller.
+#[async_trait::async_trait]
+pub trait Verify: Send + Sync {
+    async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError>;
+}
+
+#[async_trait::async_trait]
+impl Verify for Authenticator {
+    async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        Authenticator::authenticate(self, authorization).await
+    }
+}
+
+/// The `api` function's verifier: API Gateway's Lambda authorizer has verified every request
+/// before it arrives (its answer reaches the router as `entrypoints::http::Verified`), so a
+/// request without that answer is refused, never verified here (and the function carries no
+/// token code).
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayVerified;
+
+#[async_trait::async_trait]
+impl Verify for GatewayVerified {
+    async fn authenticate(&self, _: Option<&str>) -> Result<Principal, AuthError> {
+        Err(invalid(
+            "the request did not come through the API's authorizer",
+        ))
+    }
+}
+
 /// Verifies credentials. Dev mode (`open`) lets every request in as an admin of one tenant;
 /// the local runtime turns it on only on a loopback address, when nothing else is configured.
 pub struct Authenticator {

@@ -274,6 +274,15 @@ impl Config {
                 max_payload_bytes: None,
             },
         };
+        if let Some(secret) = &config.webhook_secret {
+            if secret.len() < crate::auth::MIN_SECRET_BYTES {
+                r.errors.push(format!(
+                    "CONVEYOR_WEBHOOK_SECRET is {} bytes: at least {} are needed (e.g. `openssl rand -hex 32`)",
+                    secret.len(),
+                    crate::auth::MIN_SECRET_BYTES
+                ));
+            }
+        }
         if let Some(secret) = &config.jwt_secret {
             if secret.len() < crate::auth::MIN_SECRET_BYTES {
                 r.errors.push(format!(

@@ -3,7 +3,7 @@
 
 use crate::domain::{
     Admission, ApiKey, AuditEntry, Expected, Job, JobId, JobStatus, JobSummary, JobType,
-    LifecycleEvent, Progress, Tenant, TenantLimits,
+    LifecycleEvent, Progress, Tenant, TenantLimits, WebhookGenerations,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -312,4 +312,12 @@ pub trait TenantStore: Send + Sync {
     async fn set_limits(&self, tenant: &Tenant, limits: &TenantLimits) -> Result<(), StoreError>;
     /// Unfinished jobs of `tenant` holding a quota slot.
     async fn active_jobs(&self, tenant: &Tenant) -> Result<u64, StoreError>;
+    /// The tenant's webhook key generations; the first call for a tenant stores generation 1.
+    async fn webhook_generations(&self, tenant: &Tenant) -> Result<WebhookGenerations, StoreError>;
+    /// Start the next generation, the current one staying valid until `overlap_until`.
+    async fn rotate_webhook_key(
+        &self,
+        tenant: &Tenant,
+        overlap_until: DateTime<Utc>,
+    ) -> Result<WebhookGenerations, StoreError>;
 }

@@ -293,7 +293,8 @@ impl Worker {
             job.attempt,
             job.runs,
             self.ports.store.clone(),
-        );
+        )
+        .for_tenant(job.tenant.clone(), self.ports.tenants.clone());
         self.in_flight.lock().unwrap().insert(job.id, ctx.clone());
         // By default the handler runs on a thread of the blocking pool, driving its future there:
         // a handler that blocks its thread (a sleep, a CPU-bound loop) costs that thread only,

@@ -53,6 +53,7 @@ const BAD: &[(&str, &[&str])] = &[
         &["0", "30m", "forever", "3651d"],
     ),
     ("CONVEYOR_TENANT_MAX_ACTIVE", &["0", "-1", "lots"]),
+    ("CONVEYOR_WEBHOOK_SECRET", &["short", "test-secret"]),
     (
         "CONVEYOR_TENANT_SUBMITS_PER_SECOND",
         &["0", "1.5", "10000001"],
@@ -62,7 +63,6 @@ const BAD: &[(&str, &[&str])] = &[
 /// Variables that take any value (a path, a secret): documented, nothing to refuse.
 const FREE: &[&str] = &[
     "CONVEYOR_DATA_DIR",
-    "CONVEYOR_WEBHOOK_SECRET",
     "CONVEYOR_WEBHOOK_SECRET_ID",
     "CONVEYOR_JWT_SECRET_ID",
     "CONVEYOR_JWKS",

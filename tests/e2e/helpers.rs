@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// The signing secret every test runtime gets (unless a test overrides it).
-pub const WEBHOOK_SECRET: &str = "test-secret";
+pub const WEBHOOK_SECRET: &str = "test-webhook-master-key-of-32-bytes-or-more";
 
 /// The JWT secret every test runtime gets: the suite calls the API as a real client would, with
 /// a token (`TestApp::client` sends one for tenant `default`, roles submitter).

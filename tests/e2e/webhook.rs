@@ -1,26 +1,54 @@
-//! `webhook.deliver` against a local test server: signed delivery, and a 4xx that fails for good.
-//! The signature is checked here with our own HMAC-SHA256, not with the product's `sign`.
+//! `webhook.deliver` against a local test server: signed delivery with the tenant's own secret
+//! (another tenant's does not verify it; during a rotation both signatures come), and a 4xx that
+//! fails for good. The signature is checked here with our own HMAC-SHA256, not with the
+//! product's `sign`.
 
-use crate::helpers::{failed_attempts, spawn_app, status_is, TestServer, Then, WEBHOOK_SECRET};
+use crate::helpers::{failed_attempts, spawn_app, status_is, token, TestApp, TestServer, Then};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::time::Duration;
 
-/// Check `t=<unix>,v1=<hex>` against HMAC-SHA256(secret, "<t>.<body>"); the timestamp.
+/// Check `t=<unix>,v1=<hex>[,v1=<hex>…]`: one of the `v1` must be HMAC-SHA256(secret,
+/// "<t>.<body>"); the timestamp.
 fn verify_signature(secret: &str, header: &str, body: &[u8]) -> Result<i64, String> {
-    let (t, v1) = header
-        .split_once(',')
-        .and_then(|(t, v1)| Some((t.strip_prefix("t=")?, v1.strip_prefix("v1=")?)))
+    let mut parts = header.split(',');
+    let t = parts
+        .next()
+        .and_then(|t| t.strip_prefix("t="))
         .ok_or_else(|| format!("not t=...,v1=...: {header:?}"))?;
     let timestamp: i64 = t.parse().map_err(|e| format!("t={t:?}: {e}"))?;
-    let expected = hex::decode(v1).map_err(|e| format!("v1 is not hex: {e}"))?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(format!("{timestamp}.").as_bytes());
-    mac.update(body);
-    mac.verify_slice(&expected)
-        .map_err(|_| format!("signature does not match the body: {header:?}"))?;
+    let signatures: Vec<&str> = parts.filter_map(|p| p.strip_prefix("v1=")).collect();
+    if signatures.is_empty() {
+        return Err(format!("no v1=: {header:?}"));
+    }
+    let matches = signatures.iter().any(|v1| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+        mac.update(format!("{timestamp}.").as_bytes());
+        mac.update(body);
+        hex::decode(v1).is_ok_and(|expected| mac.verify_slice(&expected).is_ok())
+    });
+    if !matches {
+        return Err(format!(
+            "no signature matches the body under this secret: {header:?}"
+        ));
+    }
     Ok(timestamp)
+}
+
+/// The tenant's current webhook secrets, as `GET /v1/webhook-secret` shows them.
+async fn secrets_of(app: &TestApp, tenant: &str) -> Vec<String> {
+    let (status, body) = app
+        .as_caller(Some(&token(tenant, &["submitter"])))
+        .get("/v1/webhook-secret")
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    body["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["secret"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -63,8 +91,10 @@ async fn webhook_is_delivered_once_signed_with_the_secret() {
     let signature = request
         .header("x-conveyor-signature")
         .expect("x-conveyor-signature header");
-    let timestamp = verify_signature(WEBHOOK_SECRET, signature, &request.body)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let secrets = secrets_of(&app, crate::helpers::TENANT).await;
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    let timestamp =
+        verify_signature(&secrets[0], signature, &request.body).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         (before - 1..=after + 1).contains(&timestamp),
         "t={timestamp} outside the test's run [{before}, {after}]"
@@ -73,6 +103,65 @@ async fn webhook_is_delivered_once_signed_with_the_secret() {
         verify_signature("another-secret", signature, &request.body).is_err(),
         "the signature depends on the secret"
     );
+    // AND another tenant's secret does not verify it
+    let other = secrets_of(&app, "globex").await;
+    assert_ne!(other, secrets);
+    assert!(verify_signature(&other[0], signature, &request.body).is_err());
+    assert!(verify_signature(crate::helpers::WEBHOOK_SECRET, signature, &request.body).is_err());
+}
+
+#[tokio::test]
+async fn during_a_rotation_deliveries_carry_both_signatures() {
+    // GIVEN a receiver, and acme's secret before a rotation
+    let server = TestServer::ok().await;
+    let app = spawn_app(&[]).await;
+    let old = secrets_of(&app, "acme").await;
+    // WHEN an admin rotates acme's secret with an hour's overlap
+    let admin = app.as_caller(Some(&token("ops", &["admin"])));
+    let (status, rotated) = admin
+        .post_json(
+            "/v1/webhook-secret/rotate?tenant=acme",
+            &json!({ "overlap_seconds": 3600 }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{rotated}");
+    let now = secrets_of(&app, "acme").await;
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert_eq!(now[1], old[0], "the old secret is still listed");
+    assert!(
+        rotated["secrets"][1]["valid_until"].is_string(),
+        "{rotated}"
+    );
+    // AND acme sends a webhook
+    let acme = app.as_caller(Some(&token("acme", &["submitter"])));
+    let (status, job) = acme
+        .post_json(
+            "/v1/jobs",
+            &json!({ "type": "webhook.deliver", "payload": { "url": server.url("/h"), "body": { "n": 1 } } }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, job) = acme.get(&format!("/v1/jobs/{id}")).await;
+        if job["status"] == "succeeded" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // THEN the delivery carries two signatures: the new secret and the old one each verify it
+    let request = &server.requests()[0];
+    let signature = request.header("x-conveyor-signature").unwrap();
+    assert_eq!(signature.matches("v1=").count(), 2, "{signature}");
+    verify_signature(&now[0], signature, &request.body).unwrap();
+    verify_signature(&old[0], signature, &request.body).unwrap();
+    // AND only an admin may rotate
+    let (status, _) = acme
+        .post_json("/v1/webhook-secret/rotate", &json!({}))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The `api` Lambda: API Gateway HTTP API events into the shared axum router, with the caller
-//! the Lambda authorizer verified (or refused) and the source address API Gateway saw.
+//! the Lambda authorizer verified (or refused) and the source address API Gateway saw. No
+//! credential is verified here: a request that did not pass the authorizer is refused.
 
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
@@ -16,13 +17,15 @@ async fn main() -> Result<(), lambda_http::Error> {
         .init();
     let config = shared::Config::from_env()?;
     let (ports, registry) = shared::adapters::open_ports(&config).await?;
-    let auth = shared::adapters::authenticator(&config, &ports).await;
-    shared::auth::require_configured(auth.jwt_settings())?;
     let state = ApiState {
         service: shared::service::JobService::new(ports, registry, config.max_payload_bytes)
             .with_tenant_defaults(config.tenant_defaults.clone()),
-        auth: Arc::new(auth),
+        // Every request was verified by the authorizer function before it came here.
+        auth: Arc::new(shared::auth::GatewayVerified),
         audit_retention: config.audit_retention,
+        webhook_master: shared::adapters::builtin_settings(&config)
+            .await
+            .webhook_secret,
         limits: HttpLimits::from_config(&config),
         health: Default::default(),
     };

@@ -189,6 +189,15 @@ pub struct AuditEntry {
     pub expires_at: DateTime<Utc>,
 }
 
+/// An audit entry's id: a ULID ordered by `at` to the nanosecond (the millisecond, then the
+/// nanoseconds within it in the top 20 bits of the random part), so the trail sorts by time.
+fn audit_id(at: DateTime<Utc>) -> String {
+    let ms = at.timestamp_millis().max(0) as u64;
+    let within = (at.timestamp_subsec_nanos() % 1_000_000) as u128;
+    let random = rand::random::<u64>() as u128 & ((1u128 << 60) - 1);
+    ulid::Ulid::from_parts(ms, (within << 60) | random).to_string()
+}
+
 /// Who is asking and from where: what every audit entry of one request shares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
@@ -208,9 +217,7 @@ impl Actor {
         retention: std::time::Duration,
     ) -> AuditEntry {
         AuditEntry {
-            // Time-ordered by `at` (random within its millisecond).
-            id: ulid::Ulid::from_parts(now.timestamp_millis().max(0) as u64, rand::random())
-                .to_string(),
+            id: audit_id(now),
             at: now,
             tenant,
             actor: self.actor.clone(),
@@ -311,4 +318,46 @@ pub struct Admission {
     /// Submissions allowed in the one-second window `window` (unix seconds).
     pub per_second: Option<u32>,
     pub window: i64,
+}
+
+/// A tenant's webhook signing keys, as generations of a key derived from the deployment's
+/// master key (`jobs::tenant_secret`): after a rotation the previous generation stays valid
+/// until `previous_until`, and deliveries carry a signature for each valid one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookGenerations {
+    pub current: u32,
+    pub previous: Option<u32>,
+    pub previous_until: Option<DateTime<Utc>>,
+}
+
+impl Default for WebhookGenerations {
+    fn default() -> Self {
+        Self {
+            current: 1,
+            previous: None,
+            previous_until: None,
+        }
+    }
+}
+
+impl WebhookGenerations {
+    /// The generations that sign at `now`: the current one first.
+    pub fn valid(&self, now: DateTime<Utc>) -> Vec<u32> {
+        let mut gens = vec![self.current];
+        if let (Some(p), Some(until)) = (self.previous, self.previous_until) {
+            if until > now {
+                gens.push(p);
+            }
+        }
+        gens
+    }
+
+    /// The next generation; this one stays valid until `overlap_until`.
+    pub fn rotated(&self, overlap_until: DateTime<Utc>) -> Self {
+        Self {
+            current: self.current + 1,
+            previous: Some(self.current),
+            previous_until: Some(overlap_until),
+        }
+    }
 }

@@ -6,7 +6,8 @@ mod ids;
 mod job;
 
 pub use access::{
-    parse_roles, Actor, Admission, ApiKey, AuditEntry, KeyRefusal, Role, TenantLimits, KEY_PREFIX,
+    parse_roles, Actor, Admission, ApiKey, AuditEntry, KeyRefusal, Role, TenantLimits,
+    WebhookGenerations, KEY_PREFIX,
 };
 pub use backoff::Backoff;
 pub use ids::{IdempotencyKey, JobId, JobType, Tenant, ValidationError};

@@ -2,7 +2,7 @@
 //! `lambda_http::run`) and the local runtime. Errors are JSON:
 //! `{"error": {"code": "...", "message": "...", "field": "..."}}`.
 
-use crate::auth::{AuthError, Authenticator, Principal};
+use crate::auth::{AuthError, Principal, Verify};
 use crate::domain::{
     parse_roles, Actor, ApiKey, AuditEntry, Backoff, IdempotencyKey, JobId, JobStatus, JobType,
     Role, Tenant, ValidationError,
@@ -37,9 +37,12 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub struct ApiState {
     pub service: JobService,
     /// Who may call: every route but `/healthz` needs a credential it accepts.
-    pub auth: Arc<Authenticator>,
+    pub auth: Arc<dyn Verify>,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
+    /// The deployment's webhook master key, from which each tenant's signing keys are derived
+    /// (`None`: webhooks are not signed here, and the webhook-secret routes answer 503).
+    pub webhook_master: Option<crate::jobs::WebhookKey>,
     pub limits: HttpLimits,
     pub health: Arc<Health>,
 }
@@ -272,7 +275,7 @@ fn route_params(route: &str) -> &'static [&'static str] {
         | "/v1/jobs/{id}/retry"
         | "/v1/jobs/{id}/result"
         | "/v1/stats" => &["tenant"],
-        "/v1/api-keys" => &["tenant"],
+        "/v1/api-keys" | "/v1/webhook-secret" | "/v1/webhook-secret/rotate" => &["tenant"],
         "/v1/audit" => &["tenant", "since", "limit", "anonymous"],
         _ => &[],
     }
@@ -299,6 +302,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/tenants/{tenant}/limits",
             get(get_limits).put(put_limits),
         )
+        .route("/v1/webhook-secret", get(webhook_secret))
+        .route("/v1/webhook-secret/rotate", post(rotate_webhook_secret))
         .route_layer(axum::middleware::from_fn(only_known_params))
         // (Runs before the parameter check: a caller without a credential learns nothing.)
         .route_layer(axum::middleware::from_fn_with_state(
@@ -1393,4 +1398,122 @@ async fn put_limits(
     .await;
     outcome?;
     Ok(Json(limits_view(&state, &tenant).await?).into_response())
+}
+
+/// The tenant's webhook signing secrets, each valid generation with its end (the current
+/// one has none).
+async fn webhook_secrets_view(
+    state: &ApiState,
+    tenant: &Tenant,
+    generations: crate::domain::WebhookGenerations,
+) -> ApiResult<Value> {
+    let master = match &state.webhook_master {
+        None => Err("no webhook master key is configured".to_string()),
+        Some(key) => key.0.key().await,
+    }
+    .map_err(|why| {
+        tracing::error!(error = %why, "the webhook master key is unavailable");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the webhook signing key is unavailable now; try again shortly",
+        )
+    })?;
+    let now = chrono::Utc::now();
+    let secrets: Vec<Value> = generations
+        .valid(now)
+        .into_iter()
+        .map(|g| {
+            json!({
+                "generation": g,
+                "secret": crate::jobs::tenant_secret(&master, tenant, g),
+                "valid_until": (g != generations.current).then_some(generations.previous_until).flatten(),
+            })
+        })
+        .collect();
+    Ok(json!({ "tenant": tenant, "secrets": secrets }))
+}
+
+/// `GET /v1/webhook-secret` (submitter): the secrets the tenant's deliveries are signed with
+/// (made with the first call or the first delivery), to verify `X-Conveyor-Signature`.
+async fn webhook_secret(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+) -> ApiResult<Response> {
+    caller.require(Role::Submitter)?;
+    let tenant = caller.tenant(&q)?;
+    let generations = state
+        .service
+        .ports()
+        .tenants
+        .webhook_generations(&tenant)
+        .await
+        .map_err(|e| ApiError::from(ServiceError::from(e)))?;
+    Ok(Json(webhook_secrets_view(&state, &tenant, generations).await?).into_response())
+}
+
+/// `POST /v1/webhook-secret/rotate` (admin): a new secret signs from now on; the old one also
+/// signs (a second `v1=`) for `overlap_seconds` (default a day, at most 30 days).
+async fn rotate_webhook_secret(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    caller.require(Role::Admin)?;
+    let tenant = caller.tenant(&q)?;
+    let body: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&body).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "request body must be a JSON object",
+            )
+        })?
+    };
+    let Value::Object(obj) = body else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "request body must be a JSON object",
+        ));
+    };
+    if let Some(unknown) = obj.keys().find(|k| k.as_str() != "overlap_seconds") {
+        return Err(
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", "unknown field")
+                .field(unknown.clone()),
+        );
+    }
+    let overlap = match obj.get("overlap_seconds") {
+        None | Some(Value::Null) => 24 * 3600,
+        Some(v) => v.as_u64().filter(|n| *n <= 30 * 24 * 3600).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                "must be a whole number of seconds from 0 to 30 days",
+            )
+            .field("overlap_seconds")
+        })?,
+    };
+    let until = chrono::Utc::now() + chrono::Duration::seconds(overlap as i64);
+    let outcome = state
+        .service
+        .ports()
+        .tenants
+        .rotate_webhook_key(&tenant, until)
+        .await
+        .map_err(|e| ApiError::from(ServiceError::from(e)));
+    audit(
+        &state,
+        &caller,
+        &tenant,
+        "webhook.rotate",
+        None,
+        outcome_of(&outcome),
+    )
+    .await;
+    Ok(Json(webhook_secrets_view(&state, &tenant, outcome?).await?).into_response())
 }

@@ -12,10 +12,10 @@ pub use http_fetch::HttpFetch;
 pub use noop::Noop;
 pub use outbound::{refusal, Network, Outbound, OutboundPolicy, Refused};
 pub use sleep::Sleep;
-pub use webhook::{sign, SigningKey, WebhookDeliver, WebhookKey};
+pub use webhook::{sign, sign_all, tenant_secret, SigningKey, WebhookDeliver, WebhookKey};
 
-use crate::domain::{Backoff, JobError, JobId, JobType, Progress, ValidationError};
-use crate::ports::{JobStore, StoreError};
+use crate::domain::{Backoff, JobError, JobId, JobType, Progress, Tenant, ValidationError};
+use crate::ports::{JobStore, StoreError, TenantStore};
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::Value;
@@ -233,6 +233,9 @@ struct ContextInner {
     attempt: u32,
     run: u32,
     store: Arc<dyn JobStore>,
+    /// The job's tenant and the store of tenants' settings (webhook keys), when the worker
+    /// runs it (a handler tested alone has neither).
+    tenant: Option<(Tenant, Arc<dyn TenantStore>)>,
     cancelled: AtomicBool,
     cancel_notify: Notify,
     last_progress: Mutex<Option<Progress>>,
@@ -254,11 +257,29 @@ impl JobContext {
                 attempt,
                 run,
                 store,
+                tenant: None,
                 cancelled: AtomicBool::new(false),
                 cancel_notify: Notify::new(),
                 last_progress: Mutex::new(None),
             }),
         }
+    }
+
+    /// The same context, for a job of `tenant` (the worker sets this).
+    pub fn for_tenant(self, tenant: Tenant, tenants: Arc<dyn TenantStore>) -> Self {
+        let inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| unreachable!("a context is given its tenant before it is shared"));
+        Self {
+            inner: Arc::new(ContextInner {
+                tenant: Some((tenant, tenants)),
+                ..inner
+            }),
+        }
+    }
+
+    /// The job's tenant and the store of tenants' settings.
+    pub fn tenant(&self) -> Option<(&Tenant, &Arc<dyn TenantStore>)> {
+        self.inner.tenant.as_ref().map(|(t, s)| (t, s))
     }
 
     pub fn job_id(&self) -> JobId {

@@ -58,14 +58,34 @@ impl WebhookDeliver {
 
 /// The signature header's value for `body` sent at `timestamp` (unix seconds).
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!(
-        "t={timestamp},v1={}",
-        hex::encode(mac.finalize().into_bytes())
-    )
+    sign_all(&[secret], timestamp, body)
+}
+
+/// The signature header with one `v1=` per secret (during a key rotation: the new key's first,
+/// then the old one's), so a receiver holding either verifies it.
+pub fn sign_all(secrets: &[&str], timestamp: i64, body: &[u8]) -> String {
+    let mut header = format!("t={timestamp}");
+    for secret in secrets {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        header.push_str(",v1=");
+        header.push_str(&hex::encode(mac.finalize().into_bytes()));
+    }
+    header
+}
+
+/// A tenant's webhook signing secret of one generation: HMAC-SHA256 of the tenant and the
+/// generation under the deployment's master key. Only the master key is kept anywhere; a
+/// tenant's secret cannot be had from another tenant's.
+pub fn tenant_secret(master: &str, tenant: &crate::domain::Tenant, generation: u32) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(master.as_bytes()).expect("any key length");
+    mac.update(b"conveyor-webhook\0");
+    mac.update(tenant.as_str().as_bytes());
+    mac.update(b"\0");
+    mac.update(generation.to_string().as_bytes());
+    format!("whsec_{}", hex::encode(mac.finalize().into_bytes()))
 }
 
 #[async_trait]
@@ -87,11 +107,27 @@ impl JobHandler for WebhookDeliver {
                 "neither CONVEYOR_WEBHOOK_SECRET nor CONVEYOR_WEBHOOK_SECRET_ID is set: cannot sign deliveries",
             )
         })?;
-        let secret = &key
+        let master = key
             .0
             .key()
             .await
             .map_err(|e| JobError::retryable(format!("the signing key is unavailable: {e}")))?;
+        // The tenant's own keys (each valid generation); a handler run alone signs with the
+        // master key.
+        let secrets: Vec<String> = match ctx.tenant() {
+            Some((tenant, tenants)) => {
+                let generations = tenants.webhook_generations(tenant).await.map_err(|e| {
+                    JobError::retryable(format!("the tenant's webhook key is unavailable: {e}"))
+                })?;
+                generations
+                    .valid(chrono::Utc::now())
+                    .into_iter()
+                    .map(|g| tenant_secret(&master, tenant, g))
+                    .collect()
+            }
+            None => vec![master],
+        };
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
         let url = payload_url(&payload).map_err(|e| JobError::permanent(e.to_string()))?;
         let body = serde_json::to_vec(field(&payload, "body").unwrap_or(&Value::Null))
             .map_err(|e| JobError::permanent(e.to_string()))?;
@@ -107,7 +143,7 @@ impl JobHandler for WebhookDeliver {
             .post(url.clone())
             .timeout(Duration::from_secs(15))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("x-conveyor-signature", sign(secret, timestamp, &body))
+            .header("x-conveyor-signature", sign_all(&secrets, timestamp, &body))
             .header("x-conveyor-job-id", ctx.job_id().to_string())
             .header("x-conveyor-attempt", ctx.attempt().to_string())
             .body(body)

@@ -5,6 +5,7 @@
 //! | API key | `KEYS` | `KEY#<id>` | `doc` (the key as JSON, its secret only as a digest), `revoked` |
 //! | audit entry | `AUDIT#<tenant or ->#<yyyy-mm-dd>` | `<entry id, a ULID>` | `doc`, `ttl` |
 //! | tenant limits | `LIMITS` | `<tenant>` | `doc` |
+//! | webhook key generations | `WEBHOOK` | `<tenant>` | `doc` (generation numbers; no secret) |
 //! | active jobs | `QUOTA#<tenant>` | `ACTIVE` | `active`: unfinished jobs holding a slot |
 //! | submissions in a second | `RATE#<tenant>` | `<unix second>` | `n`, `ttl` (a minute on) |
 //!
@@ -15,7 +16,7 @@
 
 use super::attrs::{get_s, s, Item};
 use super::store::classify;
-use crate::domain::{Admission, ApiKey, AuditEntry, Tenant, TenantLimits};
+use crate::domain::{Admission, ApiKey, AuditEntry, Tenant, TenantLimits, WebhookGenerations};
 use crate::ports::{AuditLog, AuditQuery, Created, KeyStore, StoreError, TenantStore};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -421,6 +422,75 @@ impl TenantStore for DynamoAccess {
             .await
             .map_err(classify)?;
         Ok(())
+    }
+
+    async fn webhook_generations(&self, tenant: &Tenant) -> Result<WebhookGenerations, StoreError> {
+        let key = HashMap::from([
+            ("pk".to_string(), s("WEBHOOK")),
+            ("sk".to_string(), s(tenant.to_string())),
+        ]);
+        let read = |consistent: bool| {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key.clone()))
+                .consistent_read(consistent)
+                .send()
+        };
+        if let Some(item) = read(false).await.map_err(classify)?.item {
+            return decode(&item);
+        }
+        let mut item = key.clone();
+        item.insert("doc".into(), s(encode(&WebhookGenerations::default())?));
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(classify)
+        {
+            Ok(_) => Ok(WebhookGenerations::default()),
+            // Made meanwhile by another process: that one stands.
+            Err(StoreError::Conflict) => match read(true).await.map_err(classify)?.item {
+                Some(item) => decode(&item),
+                None => Err(StoreError::Unavailable("webhook key vanished".into())),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn rotate_webhook_key(
+        &self,
+        tenant: &Tenant,
+        overlap_until: DateTime<Utc>,
+    ) -> Result<WebhookGenerations, StoreError> {
+        for _ in 0..5 {
+            let now = self.webhook_generations(tenant).await?;
+            let next = now.rotated(overlap_until);
+            let written = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s("WEBHOOK"))
+                .item("sk", s(tenant.to_string()))
+                .item("doc", s(encode(&next)?))
+                .condition_expression("doc = :before")
+                .expression_attribute_values(":before", s(encode(&now)?))
+                .send()
+                .await
+                .map_err(classify);
+            match written {
+                Ok(_) => return Ok(next),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Busy(
+            "the webhook key kept changing; try again".into(),
+        ))
     }
 
     async fn active_jobs(&self, tenant: &Tenant) -> Result<u64, StoreError> {

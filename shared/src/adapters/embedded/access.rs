@@ -2,7 +2,7 @@
 //! the audit trail as an append-only table, pruned by maintenance past each entry's expiry.
 
 use super::db::{Db, DbError};
-use crate::domain::{Admission, ApiKey, AuditEntry, Tenant, TenantLimits};
+use crate::domain::{Admission, ApiKey, AuditEntry, Tenant, TenantLimits, WebhookGenerations};
 use crate::ports::{AuditLog, AuditQuery, Created, KeyStore, StoreError, TenantStore};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -31,6 +31,10 @@ CREATE TABLE IF NOT EXISTS tenant_limits (
 CREATE TABLE IF NOT EXISTS tenant_usage (
     tenant TEXT PRIMARY KEY,
     active INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS webhook_keys (
+    tenant TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS submit_windows (
     tenant TEXT NOT NULL,
@@ -343,6 +347,70 @@ impl TenantStore for EmbeddedAccess {
                 )?
                 .execute(params![tenant, doc])?;
                 Ok(())
+            })
+            .await
+            .map_err(failed)
+    }
+
+    async fn webhook_generations(&self, tenant: &Tenant) -> Result<WebhookGenerations, StoreError> {
+        let tenant = tenant.to_string();
+        let found = self
+            .db
+            .read_point(|conn| {
+                conn.prepare_cached("SELECT doc FROM webhook_keys WHERE tenant = ?1")?
+                    .query_row([&tenant], |r| r.get::<_, String>(0))
+                    .optional()
+                    .map_err(DbError::from)
+            })
+            .await
+            .map_err(failed)?;
+        if let Some(doc) = found {
+            return serde_json::from_str(&doc).map_err(|e| StoreError::Unavailable(e.to_string()));
+        }
+        let first = WebhookGenerations::default();
+        let doc = encode(&first)?;
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO webhook_keys (tenant, doc) VALUES (?1, ?2)",
+                )?
+                .execute(params![tenant, doc])?;
+                let doc: String = conn
+                    .prepare_cached("SELECT doc FROM webhook_keys WHERE tenant = ?1")?
+                    .query_row([&tenant], |r| r.get(0))?;
+                serde_json::from_str(&doc).map_err(|e| DbError::Other(e.to_string()))
+            })
+            .await
+            .map_err(failed)
+    }
+
+    async fn rotate_webhook_key(
+        &self,
+        tenant: &Tenant,
+        overlap_until: DateTime<Utc>,
+    ) -> Result<WebhookGenerations, StoreError> {
+        let tenant = tenant.to_string();
+        self.db
+            .write(move |conn| {
+                let doc: Option<String> = conn
+                    .prepare_cached("SELECT doc FROM webhook_keys WHERE tenant = ?1")?
+                    .query_row([&tenant], |r| r.get(0))
+                    .optional()?;
+                let now: WebhookGenerations = match doc {
+                    Some(d) => {
+                        serde_json::from_str(&d).map_err(|e| DbError::Other(e.to_string()))?
+                    }
+                    None => WebhookGenerations::default(),
+                };
+                let next = now.rotated(overlap_until);
+                let doc =
+                    serde_json::to_string(&next).map_err(|e| DbError::Other(e.to_string()))?;
+                conn.prepare_cached(
+                    "INSERT INTO webhook_keys (tenant, doc) VALUES (?1, ?2)
+                     ON CONFLICT (tenant) DO UPDATE SET doc = ?2",
+                )?
+                .execute(params![tenant, doc])?;
+                Ok(next)
             })
             .await
             .map_err(failed)
