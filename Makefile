@@ -22,6 +22,10 @@ test-aws-endpoint:
 	cargo test -p shared --test contract -- aws:: aws_flow::
 	CONVEYOR_TEST_E2E_BACKEND=aws cargo test -p e2e --test e2e -- $(AWS_E2E_SKIP)
 
+# The running API fuzzed against its own OpenAPI description (schemathesis; see .ci/api-schema).
+test-api-schema:
+	bash .ci/api-schema
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings

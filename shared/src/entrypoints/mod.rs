@@ -3,5 +3,6 @@
 
 pub mod authorizer;
 pub mod http;
+pub mod openapi;
 pub mod schedule;
 pub mod sqs;
