@@ -569,3 +569,85 @@ async fn without_credentials_configured_the_runtime_is_open_only_on_loopback() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("loopback"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_jwks_from_a_url_and_the_configured_issuer_and_audience_are_required() {
+    // GIVEN an identity provider serving its JWKS over HTTP, and a runtime that requires its
+    // issuer and audience
+    let jwks = std::fs::read_to_string(format!("{FIXTURES}/jwks.json")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/.well-known/jwks.json",
+        listener.local_addr().unwrap()
+    );
+    let provider = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(move || {
+            let jwks = jwks.clone();
+            async move { ([("content-type", "application/json")], jwks) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, provider).await });
+    let app = spawn_app(&[
+        ("CONVEYOR_JWKS", url.as_str()),
+        ("CONVEYOR_JWT_ISSUER", "https://id.example"),
+        ("CONVEYOR_JWT_AUDIENCE", "conveyor"),
+    ])
+    .await;
+    let with = |iss: Option<&str>, aud: Option<&str>| {
+        let mut c = claims("acme", &["reader"], (-10, 3600));
+        if let Some(iss) = iss {
+            c["iss"] = json!(iss);
+        }
+        if let Some(aud) = aud {
+            c["aud"] = json!(aud);
+        }
+        signed_with_fixture(Algorithm::RS256, "test-rsa", &c)
+    };
+    // WHEN tokens signed by the provider's key come with the right and wrong claims
+    let right = call(
+        &app,
+        Some(&with(Some("https://id.example"), Some("conveyor"))),
+        "GET",
+        "/v1/jobs",
+    )
+    .await;
+    let wrong_iss = call(
+        &app,
+        Some(&with(Some("https://evil.example"), Some("conveyor"))),
+        "GET",
+        "/v1/jobs",
+    )
+    .await;
+    let no_aud = call(
+        &app,
+        Some(&with(Some("https://id.example"), None)),
+        "GET",
+        "/v1/jobs",
+    )
+    .await;
+    let wrong_aud = call(
+        &app,
+        Some(&with(Some("https://id.example"), Some("other"))),
+        "GET",
+        "/v1/jobs",
+    )
+    .await;
+    // THEN only the right one is taken
+    assert_eq!(right.0, StatusCode::OK, "{}", right.1);
+    for (what, answer) in [
+        ("issuer", &wrong_iss),
+        ("no audience", &no_aud),
+        ("audience", &wrong_aud),
+    ] {
+        assert_eq!(answer.0, StatusCode::UNAUTHORIZED, "{what}: {}", answer.1);
+    }
+    assert!(
+        wrong_iss.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("iss"),
+        "{}",
+        wrong_iss.1
+    );
+}
