@@ -23,6 +23,8 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// read (a key rotated at the identity provider is picked up; garbage cannot hammer it).
 const JWKS_KEEP: Duration = Duration::from_secs(600);
 const JWKS_RETRY: Duration = Duration::from_secs(30);
+/// Most verified tokens remembered (past it, the expired ones are forgotten, or all).
+const VERIFIED_KEPT: usize = 10_000;
 
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +118,7 @@ struct Claims {
     sub: String,
     tenant: String,
     roles: RolesClaim,
+    exp: i64,
 }
 
 #[derive(Serialize)]
@@ -209,6 +212,10 @@ pub struct Authenticator {
     keys: Arc<dyn KeyStore>,
     open: Option<Tenant>,
     jwks: tokio::sync::Mutex<Option<CachedJwks>>,
+    /// Tokens verified before, with their expiry: a client sends the same token on every
+    /// request, and a token's validity cannot change before it expires (a signature, once
+    /// checked, stays good), so it is checked once, not on every request.
+    verified: Mutex<HashMap<String, (Principal, i64)>>,
     touched: Mutex<HashMap<String, Instant>>,
     http: reqwest::Client,
 }
@@ -221,6 +228,7 @@ impl Authenticator {
             open: None,
             jwks: tokio::sync::Mutex::new(None),
             touched: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
@@ -308,6 +316,30 @@ impl Authenticator {
     }
 
     async fn by_jwt(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = Utc::now().timestamp();
+        if let Some((principal, exp)) = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+        {
+            if *exp > now {
+                return Ok(principal.clone());
+            }
+        }
+        let (principal, exp) = self.verify_jwt(token).await?;
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= VERIFIED_KEPT {
+            verified.retain(|_, (_, exp)| *exp > now);
+            if verified.len() >= VERIFIED_KEPT {
+                verified.clear();
+            }
+        }
+        verified.insert(token.to_string(), (principal.clone(), exp));
+        Ok(principal)
+    }
+
+    async fn verify_jwt(&self, token: &str) -> Result<(Principal, i64), AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| invalid(format!("not a valid token: {e}")))?;
         let key = match header.alg {
@@ -369,11 +401,14 @@ impl Authenticator {
             RolesClaim::Spaced(s) => parse_roles(s.split_whitespace()),
         }
         .map_err(|e| invalid(format!("the token's roles claim: {e}")))?;
-        Ok(Principal {
-            tenant,
-            subject: format!("jwt:{}", claims.sub),
-            roles,
-        })
+        Ok((
+            Principal {
+                tenant,
+                subject: format!("jwt:{}", claims.sub),
+                roles,
+            },
+            claims.exp,
+        ))
     }
 
     /// The JWKS key for a token's header: by `kid` (or the only key, when there is one), of the

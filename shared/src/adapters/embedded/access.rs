@@ -16,14 +16,13 @@ CREATE TABLE IF NOT EXISTS api_keys (
     doc TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit (
+    id TEXT PRIMARY KEY, -- time-ordered: a new entry is appended at the end
     tenant TEXT NOT NULL, -- '' for callers who could not be identified
-    id TEXT NOT NULL,
     at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
-    doc TEXT NOT NULL,
-    PRIMARY KEY (tenant, id)
+    doc TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS audit_expiry ON audit (expires_at);
+CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
 CREATE TABLE IF NOT EXISTS tenant_limits (
     tenant TEXT PRIMARY KEY,
     doc TEXT NOT NULL
@@ -118,7 +117,7 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
 /// same transaction).
 pub(super) fn insert_audit(conn: &rusqlite::Connection, row: &AuditRow) -> Result<(), DbError> {
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO audit (tenant, id, at, expires_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT OR IGNORE INTO audit (id, tenant, at, expires_at, doc) VALUES (?2, ?1, ?3, ?4, ?5)",
     )?
     .execute(params![row.tenant, row.id, row.at, row.expires_at, row.doc])?;
     Ok(())
@@ -149,7 +148,9 @@ impl AuditRow {
     }
 }
 
-/// Delete audit entries past their expiry (up to `limit`); how many went.
+/// Delete audit entries past their expiry among the oldest `limit` (entries expire in about
+/// the order they were written, so a sweep looks at the oldest only and stops there); how
+/// many went.
 pub(super) fn delete_expired_audit(
     conn: &rusqlite::Connection,
     now: DateTime<Utc>,
@@ -157,8 +158,8 @@ pub(super) fn delete_expired_audit(
 ) -> Result<u64, DbError> {
     let n = conn
         .prepare_cached(
-            "DELETE FROM audit WHERE (tenant, id) IN
-                 (SELECT tenant, id FROM audit WHERE expires_at <= ?1 LIMIT ?2)",
+            "DELETE FROM audit WHERE id IN
+                 (SELECT id FROM audit ORDER BY id LIMIT ?2) AND expires_at <= ?1",
         )?
         .execute(params![micros(now), limit as i64])?;
     Ok(n as u64)
