@@ -1119,6 +1119,34 @@ async fn types(State(state): State<Arc<ApiState>>) -> Json<Value> {
     }))
 }
 
+/// A request body that must be a JSON object with no fields but `known` (an empty body, where
+/// `empty_ok`, is an empty object).
+fn json_object(body: &[u8], known: &[&str], empty_ok: bool) -> ApiResult<Map<String, Value>> {
+    if empty_ok && body.is_empty() {
+        return Ok(Map::new());
+    }
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "request body must be a JSON object",
+        ));
+    };
+    if let Some(unknown) = obj.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", "unknown field")
+                .field(unknown.clone()),
+        );
+    }
+    Ok(obj)
+}
+
+impl From<crate::ports::StoreError> for ApiError {
+    fn from(e: crate::ports::StoreError) -> Self {
+        ServiceError::from(e).into()
+    }
+}
+
 /// `POST /v1/api-keys` (admin): a new key, shown once.
 async fn create_key(
     State(state): State<Arc<ApiState>>,
@@ -1142,7 +1170,7 @@ async fn create_key(
         .keys
         .put_key(&key)
         .await
-        .map_err(|e| ApiError::from(ServiceError::from(e)));
+        .map_err(ApiError::from);
     let mut entry = caller.actor().entry(
         Some(key.tenant.clone()),
         "key.create",
@@ -1168,19 +1196,11 @@ fn new_key(
     let bad = |field: &str, message: &str| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
     };
-    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            "request body must be a JSON object",
-        ));
-    };
-    if let Some(unknown) = obj
-        .keys()
-        .find(|k| !["name", "roles", "tenant", "expires_in_seconds"].contains(&k.as_str()))
-    {
-        return Err(bad(unknown, "unknown field"));
-    }
+    let mut obj = json_object(
+        body,
+        &["name", "roles", "tenant", "expires_in_seconds"],
+        false,
+    )?;
     let name = match obj.remove("name") {
         Some(Value::String(s)) if (1..=100).contains(&s.chars().count()) => s,
         None => return Err(bad("name", "is required")),
@@ -1235,7 +1255,7 @@ async fn list_keys(
         .keys
         .list_keys(tenant.as_ref())
         .await
-        .map_err(|e| ApiError::from(ServiceError::from(e)))?;
+        .map_err(ApiError::from)?;
     Ok(Json(json!({ "keys": keys.iter().map(ApiKey::view).collect::<Vec<_>>() })).into_response())
 }
 
@@ -1252,7 +1272,7 @@ async fn revoke_key(
         .keys
         .revoke_key(&id, chrono::Utc::now())
         .await
-        .map_err(|e| ApiError::from(ServiceError::from(e)))
+        .map_err(ApiError::from)
         .and_then(|key| {
             key.ok_or_else(|| {
                 ApiError::new(StatusCode::NOT_FOUND, "key_not_found", "no such API key").field("id")
@@ -1318,7 +1338,7 @@ async fn audit_trail(
             limit,
         })
         .await
-        .map_err(|e| ApiError::from(ServiceError::from(e)))?;
+        .map_err(ApiError::from)?;
     Ok(Json(json!({ "entries": entries })).into_response())
 }
 
@@ -1337,7 +1357,7 @@ async fn limits_view(state: &ApiState, tenant: &Tenant) -> ApiResult<Value> {
         .tenants
         .limits(tenant)
         .await
-        .map_err(|e| ApiError::from(ServiceError::from(e)))?;
+        .map_err(ApiError::from)?;
     let effective = state.service.limits_of(tenant).await?;
     let active = state
         .service
@@ -1345,7 +1365,7 @@ async fn limits_view(state: &ApiState, tenant: &Tenant) -> ApiResult<Value> {
         .tenants
         .active_jobs(tenant)
         .await
-        .map_err(|e| ApiError::from(ServiceError::from(e)))?;
+        .map_err(ApiError::from)?;
     Ok(json!({
         "tenant": tenant,
         "limits": stored,
@@ -1378,17 +1398,11 @@ async fn put_limits(
     let bad = |field: &str, message: &str| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
     };
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&body) else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            "request body must be a JSON object",
-        ));
-    };
-    const FIELDS: [&str; 3] = ["max_active", "submits_per_second", "max_payload_bytes"];
-    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(bad(unknown, "unknown field"));
-    }
+    let obj = json_object(
+        &body,
+        &["max_active", "submits_per_second", "max_payload_bytes"],
+        false,
+    )?;
     let number = |name: &str, max: u64| -> ApiResult<Option<u64>> {
         match obj.get(name) {
             None | Some(Value::Null) => Ok(None),
@@ -1480,7 +1494,7 @@ async fn webhook_secret(
         .tenants
         .webhook_generations(&tenant)
         .await
-        .map_err(|e| ApiError::from(ServiceError::from(e)))?;
+        .map_err(ApiError::from)?;
     Ok(Json(webhook_secrets_view(&state, &tenant, generations).await?).into_response())
 }
 
@@ -1494,30 +1508,7 @@ async fn rotate_webhook_secret(
 ) -> ApiResult<Response> {
     caller.require(Role::Admin)?;
     let tenant = caller.tenant(&q)?;
-    let body: Value = if body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(&body).map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                "request body must be a JSON object",
-            )
-        })?
-    };
-    let Value::Object(obj) = body else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            "request body must be a JSON object",
-        ));
-    };
-    if let Some(unknown) = obj.keys().find(|k| k.as_str() != "overlap_seconds") {
-        return Err(
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", "unknown field")
-                .field(unknown.clone()),
-        );
-    }
+    let obj = json_object(&body, &["overlap_seconds"], true)?;
     let overlap = match obj.get("overlap_seconds") {
         None | Some(Value::Null) => 24 * 3600,
         Some(v) => v.as_u64().filter(|n| *n <= 30 * 24 * 3600).ok_or_else(|| {
@@ -1536,7 +1527,7 @@ async fn rotate_webhook_secret(
         .tenants
         .rotate_webhook_key(&tenant, until)
         .await
-        .map_err(|e| ApiError::from(ServiceError::from(e)));
+        .map_err(ApiError::from);
     audit(
         &state,
         &caller,

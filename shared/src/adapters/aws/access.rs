@@ -205,6 +205,20 @@ impl DynamoAccess {
         }
     }
 
+    /// Write `after` over the key only if it is still `before` (else `Conflict`).
+    async fn replace_key(&self, before: &ApiKey, after: &ApiKey) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(key_item(after)?))
+            .condition_expression("doc = :before")
+            .expression_attribute_values(":before", s(encode(before)?))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     fn key(id: &str) -> Item {
         HashMap::from([
             ("pk".to_string(), s(KEYS_PK)),
@@ -295,19 +309,9 @@ impl KeyStore for DynamoAccess {
             if key.revoked_at.is_some() {
                 return Ok(Some(key));
             }
-            let before = encode(&key)?;
+            let before = key.clone();
             key.revoked_at = Some(at);
-            let written = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(key_item(&key)?))
-                .condition_expression("doc = :before")
-                .expression_attribute_values(":before", s(before))
-                .send()
-                .await
-                .map_err(classify);
-            match written {
+            match self.replace_key(&before, &key).await {
                 Ok(_) => return Ok(Some(key)),
                 Err(StoreError::Conflict) => continue, // used meanwhile: read again
                 Err(e) => return Err(e),
@@ -320,20 +324,10 @@ impl KeyStore for DynamoAccess {
         let Some(mut key) = self.get_key(id).await? else {
             return Ok(());
         };
-        let before = encode(&key)?;
+        let before = key.clone();
         key.last_used_at = Some(at);
         // A lost race (a revoke, another touch) is fine: the other write stands.
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(key_item(&key)?))
-            .condition_expression("doc = :before")
-            .expression_attribute_values(":before", s(before))
-            .send()
-            .await
-            .map_err(classify)
-        {
+        match self.replace_key(&before, &key).await {
             Ok(_) | Err(StoreError::Conflict) => Ok(()),
             Err(e) => Err(e),
         }
