@@ -53,7 +53,9 @@ pub struct AwsBackend {
     pub events: Arc<BusEvents>,
     pub access: Arc<DynamoAccess>,
     dynamodb: aws_sdk_dynamodb::Client,
-    streams: aws_sdk_dynamodbstreams::Client,
+    /// What the streams client is made from, when a stream reader is asked for (only the local
+    /// runtime and tests read the stream; the functions never make that client).
+    streams_config: aws_sdk_dynamodbstreams::Config,
     sqs: aws_sdk_sqs::Client,
     eventbridge: aws_sdk_eventbridge::Client,
     settings: AwsSettings,
@@ -124,12 +126,12 @@ impl AwsBackend {
             }
             aws_sdk_dynamodb::Client::from_conf(c.build())
         };
-        let streams = {
+        let streams_config = {
             let mut c = aws_sdk_dynamodbstreams::config::Builder::from(sdk);
             if let Some(counter) = &counter {
                 c = c.interceptor(counter.clone());
             }
-            aws_sdk_dynamodbstreams::Client::from_conf(c.build())
+            c.build()
         };
         let sqs = {
             let mut c = aws_sdk_sqs::config::Builder::from(sdk);
@@ -151,7 +153,7 @@ impl AwsBackend {
             events: Arc::new(BusEvents::new(eventbridge.clone(), &settings.event_bus)),
             access: Arc::new(DynamoAccess::new(dynamodb.clone(), &settings.table)),
             dynamodb,
-            streams,
+            streams_config,
             sqs,
             eventbridge,
             settings,
@@ -168,7 +170,7 @@ impl AwsBackend {
     pub fn stream_reader(&self) -> StreamReader {
         StreamReader::new(
             self.dynamodb.clone(),
-            self.streams.clone(),
+            aws_sdk_dynamodbstreams::Client::from_conf(self.streams_config.clone()),
             &self.settings.table,
         )
     }
