@@ -39,7 +39,8 @@ const PRICES: &[(&str, f64)] = &[
 
 /// `conveyor bench-aws [--jobs N]`: no-op jobs through the AWS adapters wherever the standard
 /// settings point (an emulator by `AWS_ENDPOINT_URL`, or an account), as Lambda would run them:
-/// each submitted through the service (one API request each), received in batches of ten,
+/// each submitted through the service as the API does (one API request each, its audit entry
+/// in the same write), received in batches of ten,
 /// worked by the worker entrypoint (one invocation a batch) and deleted. Prints the billed
 /// requests by service and operation, the write units the table reported, and the cost per
 /// million jobs at the list prices above. Its resources get names of their own.
@@ -96,7 +97,20 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
     let tenant = shared::domain::Tenant::parse("bench")?;
     for chunk in (0..jobs).collect::<Vec<_>>().chunks(8) {
         let submits = chunk.iter().map(|_| {
-            service.submit(
+            // As the API submits: with the audit entry of who did it, in the job's own write.
+            let entry = shared::domain::Actor {
+                actor: "jwt:bench".into(),
+                source_ip: Some("127.0.0.1".into()),
+            }
+            .entry(
+                Some(tenant.clone()),
+                "job.submit",
+                None,
+                "ok",
+                chrono::Utc::now(),
+                std::time::Duration::from_secs(90 * 24 * 3600),
+            );
+            service.submit_audited(
                 tenant.clone(),
                 SubmitRequest {
                     job_type: noop.clone(),
@@ -108,6 +122,7 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
                     backoff: None,
                     idempotency_key: None,
                 },
+                Some(entry),
             )
         });
         for r in futures::future::join_all(submits).await {
