@@ -202,14 +202,15 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
 pub const COUNTS: &str = "stats";
 
 /// The local stand-in for the `stats` function and its event-source mapping: the table's
-/// stream read every second and kept as counter items. A failed read is logged and shown in
+/// stream read four times a second and kept as counter items (and its job changes handed to
+/// the live updates). A failed read is logged and shown in
 /// `/healthz` until one succeeds; nothing is lost, as the next read starts where this one did.
 pub async fn count_stream(
     reader: std::sync::Arc<shared::adapters::aws::StreamReader>,
     health: std::sync::Arc<shared::health::Health>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -17,6 +17,8 @@ struct Options {
     pickups: usize,
     /// Also run the Celery + Redis baseline (bench/celery) with the same jobs and clients.
     celery: bool,
+    /// Connected WebSocket clients to measure push latency with (each a run of its own).
+    push_clients: Vec<usize>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
@@ -26,11 +28,26 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         queued: 1_000_000,
         pickups: 200,
         celery: false,
+        push_clients: vec![100, 1000],
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         if flag == "--celery" {
             o.celery = true;
+            continue;
+        }
+        if flag == "--push-clients" {
+            let v = it
+                .next()
+                .context("--push-clients needs a list, e.g. 100,1000 (0: none)")?;
+            o.push_clients = v
+                .split(',')
+                .map(|n| n.trim().parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()
+                .context("--push-clients needs whole numbers, e.g. 100,1000")?
+                .into_iter()
+                .filter(|n| *n > 0)
+                .collect();
             continue;
         }
         let v: usize = it
@@ -44,7 +61,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--queued" => o.queued = v,
             "--pickups" => o.pickups = v,
             other => bail!(
-                "unknown bench flag {other} (--jobs, --clients, --queued, --pickups, --celery)"
+                "unknown bench flag {other} (--jobs, --clients, --queued, --pickups, --push-clients, --celery)"
             ),
         }
     }
@@ -315,7 +332,31 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
         "<= 10 ms",
     ));
 
-    // 3. Memory with many jobs queued, measured at 100,000 and at `--queued`: delayed 10
+    // 3. Push latency: N WebSocket clients subscribed to all of the tenant's jobs, a job
+    // submitted every 10 ms; for each change each client receives, the time from the change
+    // (its `updated_at`, set just before the write commits) to its arrival. And what an idle
+    // subscribed connection costs the server in RSS.
+    for &n in &o.push_clients {
+        let p = push_latency(&server, &http, &token, n, 200).await?;
+        rows.push((
+            format!("push latency p50, {n} clients (change -> client)"),
+            ms(p.p50),
+            "",
+        ));
+        rows.push((
+            format!("push latency p99, {n} clients (change -> client)"),
+            ms(p.p99),
+            if n >= 1000 { "<= 50 ms" } else { "" },
+        ));
+        rows.push((
+            format!("RSS per idle connection ({n} connected)"),
+            format!("{:.1} KiB", p.rss_per_connection_kib),
+            "",
+        ));
+        eprintln!("push with {n} clients: {} messages received", p.received);
+    }
+
+    // 4. Memory with many jobs queued, measured at 100,000 and at `--queued`: delayed 10
     // minutes, so they stay queued with their messages waiting (not `scheduled`, which jobs
     // due past the queue's 15-minute delay limit are, with no message at all).
     let delayed = json!({"type": "noop", "delay_seconds": 600});
@@ -343,7 +384,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
         eprintln!("queued {queued} jobs ({:.0} s)", t.elapsed().as_secs_f64());
     }
 
-    // 4. SIGKILL with everything queued, restart, first job processed.
+    // 5. SIGKILL with everything queued, restart, first job processed.
     server.kill9();
     let (server, started) = Server::start(&dir)?;
     let ready = started.elapsed();
@@ -409,6 +450,96 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+struct PushFigures {
+    p50: Duration,
+    p99: Duration,
+    rss_per_connection_kib: f64,
+    received: usize,
+}
+
+/// `clients` WebSocket clients subscribed to all jobs, `jobs` no-op jobs submitted 10 ms apart;
+/// per message received, now minus the job's `updated_at`.
+async fn push_latency(
+    server: &Server,
+    http: &reqwest::Client,
+    token: &str,
+    clients: usize,
+    jobs: usize,
+) -> anyhow::Result<PushFigures> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let before = server.status_kib("VmRSS:");
+    let url = format!("{}/ws?token={token}", server.base.replacen("http", "ws", 1));
+    let mut sockets = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .context("connecting a WebSocket client")?;
+        socket
+            .send(Message::Text(r#"{"action":"subscribe","all":true}"#.into()))
+            .await?;
+        let reply = socket.next().await.context("no reply to subscribe")??;
+        if !reply.to_text().unwrap_or("").contains("subscribed") {
+            bail!("subscribe was answered {reply:?}");
+        }
+        sockets.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = server.status_kib("VmRSS:");
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|mut socket| {
+            tokio::spawn(async move {
+                let mut seen = vec![];
+                while let Ok(Some(Ok(frame))) =
+                    tokio::time::timeout(Duration::from_secs(2), socket.next()).await
+                {
+                    let now = chrono::Utc::now();
+                    let text = frame.to_text().unwrap_or("");
+                    for part in text.split("\"updated_at\":\"").skip(1) {
+                        let Some(end) = part.find('"') else { continue };
+                        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&part[..end]) {
+                            seen.push(
+                                (now - t.with_timezone(&chrono::Utc))
+                                    .to_std()
+                                    .unwrap_or_default(),
+                            );
+                        }
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let start = succeeded(http, &server.base).await?;
+    for _ in 0..jobs {
+        let r = http
+            .post(format!("{}/v1/jobs", server.base))
+            .json(&json!({"type": "noop"}))
+            .send()
+            .await?;
+        if r.status() != 202 {
+            bail!("submit answered {}", r.status());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    wait_succeeded(http, &server.base, start + jobs as u64).await?;
+    let mut all = vec![];
+    for r in readers {
+        all.extend(r.await?);
+    }
+    all.sort();
+    if all.is_empty() {
+        bail!("no pushes arrived");
+    }
+    Ok(PushFigures {
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+        rss_per_connection_kib: after.saturating_sub(before) as f64 / clients as f64,
+        received: all.len(),
+    })
 }
 
 struct Headline {

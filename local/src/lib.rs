@@ -6,6 +6,7 @@ pub mod access;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod bench;
+pub mod live;
 pub mod poller;
 pub mod runtime;
 pub mod supervise;

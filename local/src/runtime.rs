@@ -5,14 +5,18 @@ use crate::poller::{health_name, run_poller, stopped, PollerSettings};
 use crate::supervise::supervise;
 use anyhow::{bail, Context};
 use shared::adapters::embedded::EmbeddedQueue;
+use shared::adapters::hub::Hub;
 use shared::adapters::open_embedded;
 use shared::config::{Backend, Config, ConfigError};
 use shared::domain::Tenant;
 use shared::entrypoints::http::{router, ApiState, HttpLimits};
 use shared::entrypoints::schedule::handle_maintenance;
+use shared::entrypoints::ws::WsRoutes;
 use shared::health::Health;
 use shared::jobs::Registry;
+use shared::live::ChangeFeed;
 use shared::maintenance::{reap_stalled_jobs, MaintenanceSettings};
+use shared::ports::LivePorts;
 use shared::ports::{Ports, QueueConsumer};
 use shared::service::JobService;
 use shared::worker::{Worker, WorkerSettings};
@@ -198,15 +202,34 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
     let ports = opened.ports.clone();
     let service = JobService::new(ports.clone(), registry.clone(), config.max_payload_bytes)
         .with_tenant_defaults(config.tenant_defaults.clone());
-    let auth = authenticator(&config, &ports, settings.addr).await?;
+    let auth: Arc<dyn shared::auth::Verify> =
+        Arc::new(authenticator(&config, &ports, settings.addr).await?);
+    let hub = Hub::new(config.ws_outbox);
+    let gateway = crate::live::Gateway {
+        hub: hub.clone(),
+        routes: WsRoutes {
+            live: LivePorts {
+                connections: hub.clone(),
+                pusher: hub.clone(),
+            },
+            store: ports.store.clone(),
+        },
+        auth: auth.clone(),
+    };
     let app = router(Arc::new(ApiState {
         service,
-        auth: Arc::new(auth),
+        auth,
         audit_retention: config.audit_retention,
         webhook_master: builtin.webhook_secret.clone(),
         limits: HttpLimits::from_config(&config),
         health: health.clone(),
-    }));
+        live: Some(opened.feed.clone()),
+    }))
+    .merge(
+        axum::Router::new()
+            .route("/ws", axum::routing::get(crate::live::upgrade))
+            .with_state(gateway),
+    );
     let listener = tokio::net::TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("binding {}", settings.addr))?;
@@ -276,6 +299,17 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         ))
     };
 
+    let push = {
+        let (feed, hub, stop) = (opened.feed.clone(), hub.clone(), stop_rx.clone());
+        health.up(PUSH);
+        tokio::spawn(supervise(
+            PUSH.into(),
+            health.clone(),
+            stop_rx.clone(),
+            move || crate::live::push_changes(feed.clone(), hub.clone(), stop.clone()),
+        ))
+    };
+
     #[cfg(feature = "aws")]
     let counts = opened.counts.clone().map(|reader| {
         health.up(crate::aws::COUNTS);
@@ -309,6 +343,7 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         tracing::warn!(interrupted, "jobs still running after the grace period went back to the queue (their attempt does not count)");
     }
     let _ = maintenance.await;
+    let _ = push.await;
     #[cfg(feature = "aws")]
     if let Some(counts) = counts {
         let _ = counts.await;
@@ -327,6 +362,8 @@ struct Opened {
     /// What the pollers receive from (the event-source mapping's side of the queues).
     consumer: Arc<dyn QueueConsumer>,
     describe: String,
+    /// Every committed change of a job (live updates).
+    feed: Arc<ChangeFeed>,
     db: Option<shared::adapters::embedded::Db>,
     dead_letters: Option<Arc<EmbeddedQueue>>,
     /// The reader that keeps the counts from the table's stream (aws).
@@ -366,6 +403,7 @@ async fn open(
                 ports,
                 consumer: backend.queue.clone(),
                 describe: format!("embedded, data {}", config.data_dir.display()),
+                feed: backend.feed.clone(),
                 db: Some(backend.db.clone()),
                 dead_letters: Some(backend.queue.clone()),
                 #[cfg(feature = "aws")]
@@ -375,6 +413,7 @@ async fn open(
         #[cfg(feature = "aws")]
         Backend::Aws => {
             let backend = crate::aws::bootstrap(config, registry).await?;
+            let feed = ChangeFeed::new(shared::adapters::embedded::FEED_REPLAY);
             Ok(Opened {
                 ports: backend.ports(),
                 consumer: backend.queue.clone(),
@@ -383,9 +422,10 @@ async fn open(
                     config.table,
                     std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "AWS".into())
                 ),
+                feed: feed.clone(),
                 db: None,
                 dead_letters: None,
-                counts: Some(Arc::new(backend.stream_reader())),
+                counts: Some(Arc::new(backend.stream_reader().with_feed(feed))),
             })
         }
         #[cfg(not(feature = "aws"))]
@@ -399,6 +439,8 @@ async fn open(
 
 /// The name maintenance goes by in `/healthz`.
 const MAINTENANCE: &str = "maintenance";
+/// The name the live-update pusher goes by in `/healthz`.
+const PUSH: &str = "live-updates";
 
 /// The local stand-in for the maintenance schedule: a sweep every `every`; a failed sweep is
 /// logged and shown in `/healthz` until one succeeds, and the loop goes on.

@@ -22,6 +22,9 @@ pub struct Config {
     pub write_queue: usize,
     pub default_tenant: String,
     pub max_payload_bytes: usize,
+    /// Messages a live-update client (WebSocket) may have waiting before it is dropped as too
+    /// slow.
+    pub ws_outbox: usize,
     pub queue_prefix: String,
     /// AWS backend: the DynamoDB table.
     pub table: String,
@@ -51,6 +54,9 @@ pub struct Config {
     /// A JWKS file or URL whose keys verify RS/PS/ES tokens from an identity provider.
     pub jwks: Option<crate::auth::JwksSource>,
     pub jwt_issuer: Option<String>,
+    /// On AWS: the WebSocket API stage's URL (`https://<api>.execute-api.<region>.amazonaws.com/<stage>`),
+    /// where `notify` posts to connections.
+    pub ws_endpoint: Option<String>,
     pub jwt_audience: Option<String>,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
@@ -191,6 +197,7 @@ impl Config {
             default_tenant: r.parsed("CONVEYOR_DEFAULT_TENANT", "default".to_string(), |v| {
                 crate::domain::Tenant::parse(v).ok().map(|t| t.to_string())
             }),
+            ws_outbox: r.number("CONVEYOR_WS_OUTBOX", 1024, 1, 1_000_000),
             max_payload_bytes: r.number(
                 "CONVEYOR_MAX_PAYLOAD_BYTES",
                 256 * 1024,
@@ -262,6 +269,7 @@ impl Config {
                 .filter(|s| !s.trim().is_empty())
                 .map(|s| crate::auth::JwksSource::parse(s.trim())),
             jwt_issuer: get("CONVEYOR_JWT_ISSUER").filter(|s| !s.is_empty()),
+            ws_endpoint: get("CONVEYOR_WS_ENDPOINT").filter(|s| !s.is_empty()),
             jwt_audience: get("CONVEYOR_JWT_AUDIENCE").filter(|s| !s.is_empty()),
             audit_retention: r.duration("CONVEYOR_AUDIT_RETENTION", 90 * DAY, HOUR, 3650 * DAY),
             tenant_defaults: crate::domain::TenantLimits {

@@ -12,6 +12,7 @@ pub mod entrypoints;
 pub mod health;
 pub mod jobs;
 pub mod lifecycle;
+pub mod live;
 pub mod maintenance;
 pub mod ports;
 pub mod service;

@@ -5,6 +5,7 @@ use crate::domain::{
     Admission, ApiKey, AuditEntry, Expected, Job, JobId, JobStatus, JobSummary, JobType,
     LifecycleEvent, Progress, Tenant, TenantLimits, WebhookGenerations,
 };
+use crate::live::Topic;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -174,6 +175,14 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Liveness, StoreError>;
     /// Summaries (no payload, no result), newest first.
     async fn list(&self, query: &ListQuery) -> Result<Vec<JobSummary>, StoreError>;
+    /// A tenant's jobs changed at or after `since`, oldest change first (for polling: the next
+    /// poll asks from the last one's `updated_at`, and tells a repeat by its `version`).
+    async fn updated_since(
+        &self,
+        tenant: &Tenant,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<JobSummary>, StoreError>;
     /// One tenant's counts (eventually consistent on AWS).
     async fn stats(&self, tenant: &Tenant) -> Result<StoreStats, StoreError>;
     /// Append to a job's log (capped per job; lines past the cap are dropped).
@@ -320,4 +329,53 @@ pub trait TenantStore: Send + Sync {
         tenant: &Tenant,
         overlap_until: DateTime<Utc>,
     ) -> Result<WebhookGenerations, StoreError>;
+}
+
+/// A live-update connection: who opened it, and until when it may live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub id: String,
+    pub tenant: Tenant,
+    /// The credential's subject (as in the audit trail).
+    pub subject: String,
+    pub connected_at: DateTime<Utc>,
+    /// After this the connection and its subscriptions are ignored (API Gateway closes a
+    /// WebSocket after 2 hours; the table's TTL then deletes them).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Live-update connections and what each is subscribed to.
+#[async_trait]
+pub trait ConnectionStore: Send + Sync {
+    async fn connect(&self, connection: &Connection) -> Result<(), StoreError>;
+    async fn connection(&self, id: &str) -> Result<Option<Connection>, StoreError>;
+    /// Forget the connection and its subscriptions (nothing if it is unknown).
+    async fn disconnect(&self, id: &str) -> Result<(), StoreError>;
+    async fn subscribe(&self, connection: &Connection, topic: Topic) -> Result<(), StoreError>;
+    async fn unsubscribe(&self, connection: &Connection, topic: Topic) -> Result<(), StoreError>;
+    /// The live connections subscribed to `topic` in `tenant`.
+    async fn subscribers(&self, tenant: &Tenant, topic: Topic) -> Result<Vec<String>, StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The connection is closed, or was too slow and has been dropped: forget it.
+    #[error("the connection is gone")]
+    Gone,
+    #[error("push failed: {0}")]
+    Unavailable(String),
+}
+
+/// Sends messages to a connected client (in-process locally, `PostToConnection` on AWS).
+#[async_trait]
+pub trait ClientPusher: Send + Sync {
+    /// Send `messages`, in order, to `connection`.
+    async fn push(&self, connection: &str, messages: &[Arc<str>]) -> Result<(), PushError>;
+}
+
+/// The live-update side of a deployment.
+#[derive(Clone)]
+pub struct LivePorts {
+    pub connections: Arc<dyn ConnectionStore>,
+    pub pusher: Arc<dyn ClientPusher>,
 }

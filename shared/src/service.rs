@@ -432,6 +432,23 @@ impl JobService {
         Ok(Page { jobs, next_cursor })
     }
 
+    /// A tenant's jobs changed at or after `since`, oldest change first, and where the next
+    /// poll starts (the last one's `updated_at`; `since` again when nothing changed).
+    pub async fn changed_since(
+        &self,
+        tenant: &Tenant,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<(Vec<JobSummary>, DateTime<Utc>), ServiceError> {
+        let jobs = self
+            .ports
+            .store
+            .updated_since(tenant, since, limit.clamp(1, 500))
+            .await?;
+        let next = jobs.last().map_or(since, |j| j.updated_at);
+        Ok((jobs, next))
+    }
+
     /// Apply `change` to the job with optimistic concurrency: re-read and re-apply on a lost race.
     async fn change(
         &self,

@@ -132,6 +132,7 @@ async fn a_refused_credential_reaches_the_api_as_its_own_401() {
             max_in_flight: 8,
         },
         health: Default::default(),
+        live: None,
     }));
     let call = |identity| {
         let app = app.clone();
@@ -168,4 +169,102 @@ async fn a_refused_credential_reaches_the_api_as_its_own_401() {
         .unwrap();
     let (status, body) = call(identity_from_context(&context_fields(&answer)).unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// A WebSocket API event of `route` on the fixture's connection, as API Gateway sends it to
+/// the `ws` function after the authorizer answered with `authorizer`.
+fn ws_event(route: &str, authorizer: &Value, body: Option<&str>) -> Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/ws-connect.json"
+    ))
+    .unwrap();
+    let mut event: Value = serde_json::from_str(&text).unwrap();
+    event["requestContext"]["routeKey"] = route.into();
+    let mut context = authorizer["context"].clone();
+    context["principalId"] = authorizer["principalId"].clone();
+    event["requestContext"]["authorizer"] = context;
+    if let Some(body) = body {
+        event["body"] = body.into();
+    }
+    event
+}
+
+#[tokio::test]
+async fn a_websocket_connect_is_allowed_with_a_valid_token_and_its_frames_are_answered() {
+    use shared::adapters::hub::Hub;
+    use shared::entrypoints::authorizer::authorize_any;
+    use shared::entrypoints::ws::{handle_ws_event, WsRoutes};
+    use shared::ports::{ConnectionStore, LivePorts};
+    // GIVEN a reader's token for acme, and one of acme's jobs
+    let s = setup();
+    let acme = Tenant::parse("acme").unwrap();
+    let token = issue_token(
+        SECRET,
+        &acme,
+        "alice",
+        &[Role::Reader],
+        Duration::from_secs(600),
+        None,
+        None,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let fixture = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/ws-connect.json"
+    ))
+    .unwrap();
+    let connect = |token: &str| -> Value {
+        serde_json::from_str(&fixture.replace("REPLACED-BY-THE-TEST", token)).unwrap()
+    };
+
+    // WHEN API Gateway asks the authorizer about the $connect, with a good and a bad token
+    let allowed = authorize_any(&s.auth, connect(&token)).await.unwrap();
+    let denied = authorize_any(&s.auth, connect("not-a-token"))
+        .await
+        .unwrap();
+
+    // THEN the good one is allowed for that route, with the caller in the context; the bad
+    // one is denied
+    let statement = &allowed["policyDocument"]["Statement"][0];
+    assert_eq!(statement["Effect"], "Allow", "{allowed}");
+    assert_eq!(
+        statement["Resource"],
+        "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/live/$connect"
+    );
+    assert_eq!(allowed["context"]["tenant"], "acme");
+    assert_eq!(denied["policyDocument"]["Statement"][0]["Effect"], "Deny");
+
+    // AND the ws function stores the connection and answers its frames
+    let hub = Hub::new(8);
+    let routes = WsRoutes {
+        live: LivePorts {
+            connections: hub.clone(),
+            pusher: hub.clone(),
+        },
+        store: s.backend.ports().store.clone(),
+    };
+    let connected = handle_ws_event(&routes, &ws_event("$connect", &allowed, None)).await;
+    assert_eq!(connected["statusCode"], 200);
+    let stored = hub.connection("Ab1CdEfGhIjKl=").await.unwrap().unwrap();
+    assert_eq!(stored.tenant, acme);
+    let refused = handle_ws_event(&routes, &ws_event("$connect", &denied, None)).await;
+    assert_eq!(refused["statusCode"], 403);
+    let frame = r#"{"action":"subscribe","all":true}"#;
+    let answer = handle_ws_event(&routes, &ws_event("subscribe", &allowed, Some(frame))).await;
+    let reply: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        reply,
+        serde_json::json!({ "type": "subscribed", "all": true })
+    );
+    assert_eq!(
+        hub.subscribers(&acme, shared::live::Topic::All)
+            .await
+            .unwrap(),
+        ["Ab1CdEfGhIjKl="]
+    );
+    let gone = handle_ws_event(&routes, &ws_event("$disconnect", &allowed, None)).await;
+    assert_eq!(gone["statusCode"], 200);
+    assert!(hub.connection("Ab1CdEfGhIjKl=").await.unwrap().is_none());
 }

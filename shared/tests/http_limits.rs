@@ -55,6 +55,7 @@ fn app(limits: HttpLimits, write_queue: usize) -> App {
         webhook_master: None,
         limits,
         health,
+        live: Some(backend.feed.clone()),
     };
     App {
         router: router(Arc::new(state)),

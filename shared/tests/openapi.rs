@@ -41,6 +41,7 @@ async fn every_described_operation_is_served_and_the_description_is_open() {
             max_in_flight: 8,
         },
         health: Default::default(),
+        live: None,
     }));
     let call = |method: &str, path: &str| {
         let request = Request::builder()

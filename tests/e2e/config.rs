@@ -20,6 +20,7 @@ const BAD: &[(&str, &[&str])] = &[
         &["0", "-1", "lots", "99999999999999999999999"],
     ),
     ("CONVEYOR_WRITE_QUEUE", &["0", "many", "2000000"]),
+    ("CONVEYOR_WS_OUTBOX", &["0", "some", "2000000"]),
     ("CONVEYOR_DEFAULT_TENANT", &["bad tenant!", "ünïcode"]),
     ("CONVEYOR_MAX_PAYLOAD_BYTES", &["0", "1.5", "358401"]),
     ("CONVEYOR_QUEUE_PREFIX", &["bad/prefix", "spaces in it"]),
@@ -67,6 +68,7 @@ const FREE: &[&str] = &[
     "CONVEYOR_JWT_SECRET_ID",
     "CONVEYOR_JWKS",
     "CONVEYOR_JWT_ISSUER",
+    "CONVEYOR_WS_ENDPOINT",
     "CONVEYOR_JWT_AUDIENCE",
 ];
 

@@ -16,6 +16,7 @@ mod exactly_once;
 mod http_fetch;
 mod idempotency;
 mod listing;
+mod live;
 mod maintenance;
 #[path = "../../shared/tests/support/moto.rs"]
 mod moto;

@@ -235,6 +235,77 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
         );
     }
 
+    // Live updates: the WebSocket API has exactly the routes the `ws` entrypoint serves, all
+    // on the `ws` function; `$connect` goes through the authorizer with `?token=`; the frames'
+    // routes answer through their route responses; `notify` reads the job and log items of
+    // the table's stream and may post to the API's connections.
+    let of_kind =
+        |ty: &str| -> Vec<&Value> { resources.values().filter(|r| r["Type"] == ty).collect() };
+    let routes: BTreeSet<&str> = of_kind("AWS::ApiGatewayV2::Route")
+        .iter()
+        .map(|r| r["Properties"]["RouteKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        routes,
+        BTreeSet::from(shared::entrypoints::ws::ROUTES),
+        "the WebSocket routes"
+    );
+    assert_eq!(
+        t["Resources"]["WebSocketApi"]["Properties"]["RouteSelectionExpression"],
+        "$request.body.action"
+    );
+    let integration = &t["Resources"]["WebSocketIntegration"]["Properties"];
+    assert!(tagged(&integration["IntegrationUri"])
+        .unwrap()
+        .1
+        .contains("${WsFunction.Arn}"));
+    let connect = &t["Resources"]["WebSocketConnectRoute"]["Properties"];
+    assert_eq!(connect["AuthorizationType"], "CUSTOM");
+    let authorizer = &t["Resources"]["WebSocketAuthorizer"]["Properties"];
+    assert!(tagged(&authorizer["AuthorizerUri"])
+        .unwrap()
+        .1
+        .contains("${AuthorizerFunction.Arn}"));
+    assert_eq!(
+        authorizer["IdentitySource"][0],
+        "route.request.querystring.token"
+    );
+    assert_eq!(
+        of_kind("AWS::ApiGatewayV2::RouteResponse").len(),
+        3,
+        "subscribe, unsubscribe and $default answer the client"
+    );
+    let notify = &t["Resources"]["NotifyFunction"]["Properties"];
+    let stream = &notify["Events"]["Stream"]["Properties"];
+    assert_eq!(
+        tagged(&stream["Stream"]).map(|s| s.1),
+        Some("JobsTable.StreamArn".into())
+    );
+    let pattern: Value = serde_yaml::from_str(
+        stream["FilterCriteria"]["Filters"][0]["Pattern"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::to_value(&pattern["dynamodb"]["Keys"]["sk"]["S"]).unwrap(),
+        serde_json::json!(["JOB", {"prefix": "LOG#"}])
+    );
+    for f in ["NotifyFunction", "WsFunction"] {
+        let policies = &t["Resources"][f]["Properties"]["Policies"];
+        assert!(
+            policies
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|p| tagged(p).is_some_and(|p| p.1 == "ManageConnectionsPolicy")),
+            "{f} may post to connections"
+        );
+        assert!(t["Resources"][f]["Properties"]["Environment"]["Variables"]
+            .get("CONVEYOR_WS_ENDPOINT")
+            .is_some());
+    }
+
     // The table as the adapter makes it: TTL on `ttl`, the four indexes, kept on stack delete.
     let table = &t["Resources"]["JobsTable"];
     assert_eq!(table["DeletionPolicy"], "Retain");
@@ -250,7 +321,7 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
         .collect();
     assert_eq!(
         indexes,
-        BTreeSet::from(["by_tenant", "by_status", "by_type", "due"])
+        BTreeSet::from(["by_tenant", "by_status", "by_type", "by_update", "due"])
     );
     // The counts `stats` reads are kept by the stats function from the table's stream, job
     // items only, a failed record retried from where it failed.

@@ -28,6 +28,7 @@ async fn main() -> Result<(), lambda_http::Error> {
             .webhook_secret,
         limits: HttpLimits::from_config(&config),
         health: Default::default(),
+        live: None,
     };
     let app = router(Arc::new(state)).layer(axum::middleware::from_fn(gateway));
     lambda_http::run(app).await

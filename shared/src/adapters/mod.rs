@@ -5,6 +5,7 @@
 pub mod aws;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+pub mod hub;
 
 use crate::config::{Backend, Config};
 use crate::jobs::Registry;

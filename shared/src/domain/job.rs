@@ -184,7 +184,15 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     pub heartbeat_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// When anything about the job last changed (a transition, or its run's progress): what
+    /// `updated_since` polls by. Jobs stored before it existed read as changed at their creation.
+    #[serde(default = "unknown_time")]
+    pub updated_at: DateTime<Utc>,
     pub version: u64,
+}
+
+fn unknown_time() -> DateTime<Utc> {
+    DateTime::<Utc>::UNIX_EPOCH
 }
 
 /// What a listing shows of a job: all but its payload and result (read the job for those),
@@ -209,6 +217,9 @@ pub struct JobSummary {
     pub finished_at: Option<DateTime<Utc>>,
     pub heartbeat_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    /// Counts the job's transitions: of two copies of one job, the higher is the newer.
+    pub version: u64,
 }
 
 impl From<&Job> for JobSummary {
@@ -231,6 +242,8 @@ impl From<&Job> for JobSummary {
             finished_at: j.finished_at,
             heartbeat_at: j.heartbeat_at,
             expires_at: j.expires_at,
+            updated_at: j.updated_at.max(j.created_at),
+            version: j.version,
         }
     }
 }
@@ -304,6 +317,7 @@ impl Job {
             finished_at: None,
             heartbeat_at: None,
             expires_at: None,
+            updated_at: now,
             version: 1,
         }
     }
@@ -350,10 +364,11 @@ impl Job {
             .then(|| (self.run_at - now).to_std().unwrap_or(Duration::ZERO))
     }
 
-    fn next(&self, status: JobStatus) -> Job {
+    fn next(&self, status: JobStatus, now: DateTime<Utc>) -> Job {
         Job {
             status,
             version: self.version + 1,
+            updated_at: now,
             ..self.clone()
         }
     }
@@ -362,7 +377,7 @@ impl Job {
         Job {
             finished_at: Some(now),
             expires_at: Some(after(now, Duration::from_secs(self.retention_secs))),
-            ..self.next(status)
+            ..self.next(status, now)
         }
     }
 
@@ -380,7 +395,7 @@ impl Job {
             started_at: Some(now),
             heartbeat_at: Some(now),
             progress: None,
-            ..self.next(JobStatus::Running)
+            ..self.next(JobStatus::Running, now)
         })
     }
 
@@ -424,7 +439,7 @@ impl Job {
                     run_at,
                     queued_at: now,
                     heartbeat_at: None,
-                    ..self.next(status)
+                    ..self.next(status, now)
                 }
             }
             Outcome::Failed(error) => {
@@ -451,7 +466,7 @@ impl Job {
             }),
             JobStatus::Running if !self.cancel_requested => Ok(Job {
                 cancel_requested: true,
-                ..self.next(JobStatus::Running)
+                ..self.next(JobStatus::Running, now)
             }),
             from => Err(TransitionError {
                 action: "cancel",
@@ -474,7 +489,7 @@ impl Job {
                 finished_at: None,
                 heartbeat_at: None,
                 expires_at: None,
-                ..self.next(JobStatus::Queued)
+                ..self.next(JobStatus::Queued, now)
             }),
             from => Err(TransitionError {
                 action: "retry",
@@ -493,7 +508,7 @@ impl Job {
         }
         Ok(Job {
             queued_at: now,
-            ..self.next(JobStatus::Queued)
+            ..self.next(JobStatus::Queued, now)
         })
     }
 
@@ -507,7 +522,7 @@ impl Job {
         }
         Ok(Job {
             queued_at: now,
-            ..self.next(JobStatus::Queued)
+            ..self.next(JobStatus::Queued, now)
         })
     }
 
@@ -539,7 +554,7 @@ impl Job {
             run_at: now,
             queued_at: now,
             heartbeat_at: None,
-            ..self.next(JobStatus::Queued)
+            ..self.next(JobStatus::Queued, now)
         })
     }
 

@@ -44,6 +44,60 @@ pub async fn authorize(
     Ok(response)
 }
 
+/// The WebSocket API's `$connect` authorizer (a REQUEST authorizer; WebSocket APIs take IAM
+/// policy answers only): the `token` query parameter verified like an `Authorization` header.
+/// A refused credential is denied (API Gateway answers the upgrade 403); an accepted one is
+/// allowed, with the caller in the context for the `ws` function.
+pub async fn authorize_websocket(auth: &Authenticator, event: &Value) -> Result<Value, AuthError> {
+    let credential = event["queryStringParameters"]["token"]
+        .as_str()
+        .map(|t| format!("Bearer {t}"));
+    let (effect, principal, context) = match auth.authenticate(credential.as_deref()).await {
+        Ok(p) => (
+            "Allow",
+            p.subject.clone(),
+            json!({
+                "tenant": p.tenant,
+                "subject": p.subject,
+                "roles": p.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" "),
+            }),
+        ),
+        Err(AuthError::Unavailable(why)) => return Err(AuthError::Unavailable(why)),
+        Err(e) => (
+            "Deny",
+            "anonymous".to_string(),
+            json!({ "refused": e.to_string() }),
+        ),
+    };
+    Ok(json!({
+        "principalId": principal,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Action": "execute-api:Invoke",
+                "Effect": effect,
+                "Resource": event["methodArn"].as_str().unwrap_or("*"),
+            }],
+        },
+        "context": context,
+    }))
+}
+
+/// Either authorizer's answer, by the event's shape: a WebSocket `$connect` (it has a
+/// `methodArn`) or an HTTP API request (payload 2.0).
+pub async fn authorize_any(auth: &Authenticator, event: Value) -> Result<Value, AuthError> {
+    if event.get("methodArn").is_some() {
+        return authorize_websocket(auth, &event).await;
+    }
+    let request: ApiGatewayV2CustomAuthorizerV2Request =
+        serde_json::from_value(event).map_err(|e| AuthError::Invalid {
+            message: format!("the authorizer event cannot be read: {e}"),
+            actor: None,
+        })?;
+    let answer = authorize(auth, request).await?;
+    Ok(serde_json::to_value(answer).unwrap_or_default())
+}
+
 /// What the authorizer said of a request, read back from `requestContext.authorizer.lambda`:
 /// `None` when there is no authorizer context (the `api` function then verifies by itself).
 pub fn identity_from_context(

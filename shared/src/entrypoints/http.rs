@@ -17,6 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -45,6 +46,11 @@ pub struct ApiState {
     pub webhook_master: Option<crate::jobs::WebhookKey>,
     pub limits: HttpLimits,
     pub health: Arc<Health>,
+    /// The process's change feed, where it has one (the local runtime): `/v1/events` then
+    /// streams from it. Without one (the `api` function) each `/v1/events` request answers
+    /// what changed since the client's last event and ends; the client's `EventSource`
+    /// comes back after `retry`.
+    pub live: Option<Arc<crate::live::ChangeFeed>>,
 }
 
 /// The caller's address, as the gateway saw it (set by the Lambda entry; the local runtime's
@@ -279,6 +285,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/jobs/{id}/result"),
     ("get", "/v1/stats"),
     ("get", "/v1/types"),
+    ("get", "/v1/events"),
     ("post", "/v1/api-keys"),
     ("get", "/v1/api-keys"),
     ("delete", "/v1/api-keys/{id}"),
@@ -295,7 +302,15 @@ const OPEN_ROUTES: [&str; 2] = ["/healthz", "/v1/openapi.json"];
 /// Query parameters each route takes; any other is a 400 (a typo is never silently ignored).
 pub fn route_params(route: &str) -> &'static [&'static str] {
     match route {
-        "/v1/jobs" => &["status", "type", "limit", "cursor", "tenant"],
+        "/v1/jobs" => &[
+            "status",
+            "type",
+            "limit",
+            "cursor",
+            "tenant",
+            "updated_since",
+        ],
+        "/v1/events" => &["job_id", "all", "tenant", "last_event_id"],
         "/v1/jobs/{id}/logs" => &["after", "limit", "tenant"],
         "/v1/jobs/{id}"
         | "/v1/jobs/{id}/cancel"
@@ -326,6 +341,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs/{id}/result", get(result))
         .route("/v1/stats", get(stats))
         .route("/v1/types", get(types))
+        .route("/v1/events", get(events))
         .route("/v1/api-keys", post(create_key).get(list_keys))
         .route("/v1/api-keys/{id}", axum::routing::delete(revoke_key))
         .route("/v1/audit", get(audit_trail))
@@ -983,6 +999,33 @@ async fn list(
         .map(|t| JobType::parse(t.as_str()).map_err(ApiError::invalid))
         .transpose()?;
     let limit = whole_number(&q, "limit", 1, 500)?.unwrap_or(50) as usize;
+    if let Some(since) = q.get("updated_since") {
+        let since = DateTime::parse_from_rfc3339(since)
+            .map_err(|_| {
+                bad(
+                    "updated_since",
+                    "must be an RFC 3339 time, e.g. 2026-01-02T03:04:05.123456Z",
+                )
+            })?
+            .with_timezone(&Utc);
+        if q.contains_key("cursor") {
+            return Err(bad(
+                "cursor",
+                "goes with listing by creation; with updated_since, ask again from next_updated_since",
+            ));
+        }
+        let (jobs, next) = state.service.changed_since(&tenant, since, limit).await?;
+        let jobs: Vec<_> = jobs
+            .into_iter()
+            .filter(|j| status.is_none_or(|s| j.status == s))
+            .filter(|j| job_type.as_ref().is_none_or(|t| &j.job_type == t))
+            .collect();
+        return Ok(Json(json!({
+            "jobs": jobs,
+            "next_updated_since": next.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        }))
+        .into_response());
+    }
     let cursor = q
         .get("cursor")
         .map(|c| {
@@ -999,6 +1042,152 @@ async fn list(
         .list(&tenant, status, job_type, cursor, limit)
         .await?;
     Ok(Json(page).into_response())
+}
+
+/// `GET /v1/events?job_id=…` or `?all=true`: live updates as server-sent events, each
+/// event's data a message of the WebSocket protocol (`live`), resumable with `Last-Event-ID`.
+async fn events(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    use crate::live::Topic;
+    caller.require(Role::Reader)?;
+    let tenant = caller.tenant(&q)?;
+    let topic = match (q.get("job_id"), q.get("all").map(String::as_str)) {
+        (Some(id), None) => Topic::Job(job_id(id).map_err(|e| e.field("job_id"))?),
+        (None, Some("true")) => Topic::All,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                "give job_id=<id> or all=true",
+            )
+            .field("job_id"))
+        }
+    };
+    let current = match topic {
+        Topic::Job(id) => Some(state.service.get(&tenant, id).await?),
+        Topic::All => None,
+    };
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(q.get("last_event_id").map(String::as_str))
+        .map(str::to_string);
+    let body = match &state.live {
+        Some(feed) => follow_feed(feed.clone(), tenant, topic, current, last),
+        None => axum::body::Body::from(catch_up(&state, &tenant, current, last).await?),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Events from the process's feed: the kept ones after `last` (or, when those are gone, the
+/// job as it is now), then each change as it commits, until the client leaves.
+fn follow_feed(
+    feed: Arc<crate::live::ChangeFeed>,
+    tenant: Tenant,
+    topic: crate::live::Topic,
+    current: Option<crate::domain::Job>,
+    last: Option<String>,
+) -> axum::body::Body {
+    use crate::live::{sse_event, JobChange};
+    let (kept, mut rx, start) = feed.resume_at(last.as_deref().and_then(|l| l.parse().ok()));
+    let (tx, out) = tokio::sync::mpsc::channel::<String>(64);
+    tokio::spawn(async move {
+        let mut seen = start;
+        let mut first = String::new();
+        match kept {
+            Some(kept) => {
+                for c in kept {
+                    if c.change.tenant == tenant && topic.covers(&c.change) {
+                        first.push_str(&sse_event(&c.seq.to_string(), Some(&c.change.message())));
+                    }
+                    seen = seen.max(c.seq);
+                }
+            }
+            None => {
+                let message = current.map(|j| JobChange::job((&j).into()).message());
+                first.push_str(&sse_event(&start.to_string(), message.as_deref()));
+            }
+        }
+        if tx.send(first).await.is_err() {
+            return;
+        }
+        let mut keep_alive = tokio::time::interval(Duration::from_secs(15));
+        keep_alive.tick().await;
+        loop {
+            let event = tokio::select! {
+                got = rx.recv() => match got {
+                    Ok(c) if c.seq > seen && c.change.tenant == tenant && topic.covers(&c.change) => {
+                        seen = c.seq;
+                        sse_event(&c.seq.to_string(), Some(&c.change.message()))
+                    }
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        "data: {\"type\":\"reset\"}\n\n".to_string()
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = keep_alive.tick() => ": keep-alive\n\n".to_string(),
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    axum::body::Body::from_stream(futures::stream::unfold(out, |mut out| async move {
+        out.recv()
+            .await
+            .map(|s| (Ok::<_, std::convert::Infallible>(s), out))
+    }))
+}
+
+/// Without a feed (on Lambda): what changed since the client's last event (`t<microseconds>`),
+/// each job as it is now, then `retry` for the client to come back.
+async fn catch_up(
+    state: &ApiState,
+    tenant: &Tenant,
+    current: Option<crate::domain::Job>,
+    last: Option<String>,
+) -> ApiResult<String> {
+    use crate::live::{sse_event, JobChange};
+    let since = last
+        .as_deref()
+        .and_then(|l| l.strip_prefix('t'))
+        .and_then(|t| t.parse::<i64>().ok())
+        .and_then(DateTime::<Utc>::from_timestamp_micros);
+    let id_after = |t: DateTime<Utc>| format!("t{}", t.timestamp_micros() + 1);
+    let mut body = String::from("retry: 2000\n\n");
+    match (current, since) {
+        (Some(job), since) => {
+            if since.is_none_or(|s| job.updated_at >= s) {
+                body.push_str(&sse_event(
+                    &id_after(job.updated_at),
+                    Some(&JobChange::job((&job).into()).message()),
+                ));
+            }
+        }
+        (None, None) => body.push_str(&sse_event(&id_after(Utc::now()), None)),
+        (None, Some(since)) => {
+            let (jobs, _) = state.service.changed_since(tenant, since, 500).await?;
+            for job in jobs {
+                body.push_str(&sse_event(
+                    &id_after(job.updated_at),
+                    Some(&JobChange::job(job).message()),
+                ));
+            }
+        }
+    }
+    Ok(body)
 }
 
 async fn cancel(

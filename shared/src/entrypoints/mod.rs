@@ -6,3 +6,4 @@ pub mod http;
 pub mod openapi;
 pub mod schedule;
 pub mod sqs;
+pub mod ws;

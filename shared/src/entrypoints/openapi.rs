@@ -56,6 +56,15 @@ const OPS: &[OpRow] = &[
     ),
     (
         "get",
+        "/v1/events",
+        "Live updates as server-sent events: each event's data is a message of the WebSocket protocol ({\"type\":\"job\",\"job\":…} or {\"type\":\"log\",…}); resumable with Last-Event-ID. The local runtime streams; on AWS each request answers what changed since the last event and ends, and the client comes back after `retry`. The WebSocket protocol (the local runtime's /ws, the stack's WebSocketUrl): connect with ?token=, send {\"action\":\"subscribe\",\"job_id\":…} or {\"action\":\"subscribe\",\"all\":true}, and unsubscribe likewise",
+        Some("reader"),
+        None,
+        200,
+        "EventStream",
+    ),
+    (
+        "get",
         "/v1/jobs/{id}",
         "One job",
         Some("reader"),
@@ -216,7 +225,9 @@ fn param_schema(name: &str) -> Value {
         "status" => {
             json!({ "type": "string", "enum": ["scheduled", "queued", "running", "succeeded", "failed", "dead", "cancelled"] })
         }
-        "since" => json!({ "type": "string", "format": "date-time" }),
+        "since" | "updated_since" => json!({ "type": "string", "format": "date-time" }),
+        "job_id" => ulid_schema(),
+        "all" => json!({ "type": "boolean" }),
         "anonymous" => json!({ "type": "boolean" }),
         "tenant" => tenant_schema(),
         _ => json!({ "type": "string" }),
@@ -233,6 +244,10 @@ fn param_doc(name: &str) -> &'static str {
         "after" => "only lines after this sequence number",
         "since" => "only entries from this time on (default: a day ago)",
         "anonymous" => "refusals no tenant could be told for, instead of a tenant's entries",
+        "updated_since" => "instead of a page by creation: the jobs changed at or after this time (RFC 3339), oldest change first; poll again from next_updated_since",
+        "job_id" => "the job to follow",
+        "all" => "follow every job of the tenant (true)",
+        "last_event_id" => "resume after this event (as the Last-Event-ID header does)",
         _ => "",
     }
 }
@@ -262,9 +277,14 @@ fn operation(method: &str, path: &str) -> Value {
         }));
     }
     let mut responses = Map::new();
+    let content = if ok_schema == "EventStream" {
+        json!({ "text/event-stream": { "schema": { "type": "string" } } })
+    } else {
+        json!({ "application/json": { "schema": schema(ok_schema) } })
+    };
     responses.insert(
         ok_status.to_string(),
-        json!({ "description": "done", "content": { "application/json": { "schema": schema(ok_schema) } } }),
+        json!({ "description": "done", "content": content }),
     );
     if path == "/v1/jobs" && method == "post" {
         responses.insert(

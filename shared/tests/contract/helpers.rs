@@ -27,6 +27,8 @@ pub struct Under {
     /// Where counts are kept from the table's stream (the `stats` function's work on AWS): the
     /// reader that stands in for it. `None`: counts are exact at once (embedded).
     pub counts: Option<shared::adapters::aws::StreamReader>,
+    /// Live-update connections: the local gateway's hub, or the table's items.
+    pub connections: Arc<dyn shared::ports::ConnectionStore>,
     _keep: Box<dyn std::any::Any + Send>,
 }
 
@@ -67,6 +69,7 @@ pub fn embedded_under() -> Under {
         dlq: DLQ.into(),
         plain: "plain".into(),
         counts: None,
+        connections: shared::adapters::hub::Hub::new(8),
         _keep: Box::new(b),
     }
 }
@@ -114,6 +117,7 @@ pub async fn moto_under() -> Under {
         dlq,
         plain,
         counts: Some(backend.stream_reader()),
+        connections: Arc::new(backend.connections()),
         _keep: Box::new(backend),
     }
 }

@@ -6,6 +6,7 @@
 mod access;
 mod aws_flow;
 mod helpers;
+mod live;
 mod queue;
 mod store;
 
@@ -56,4 +57,5 @@ on_every_backend!(
     queue::a_delayed_message_is_delivered_only_after_its_delay,
     queue::after_max_receives_a_message_moves_to_the_dead_letter_queue,
     queue::a_waiting_receiver_wakes_when_a_message_is_sent,
+    live::connections_are_subscribed_per_tenant_and_forgotten_with_their_subscriptions,
 );

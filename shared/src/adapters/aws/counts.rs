@@ -331,6 +331,8 @@ pub struct StreamReader {
     table: String,
     /// Per shard: the stored position, as last read or written.
     shards: Mutex<HashMap<String, Position>>,
+    /// Where the job changes read are announced (the local runtime's live updates).
+    feed: Option<std::sync::Arc<crate::live::ChangeFeed>>,
 }
 
 impl StreamReader {
@@ -346,6 +348,15 @@ impl StreamReader {
             streams,
             table,
             shards: Mutex::new(HashMap::new()),
+            feed: None,
+        }
+    }
+
+    /// Also announce each job change read on `feed`, once counted.
+    pub fn with_feed(self, feed: std::sync::Arc<crate::live::ChangeFeed>) -> Self {
+        Self {
+            feed: Some(feed),
+            ..self
         }
     }
 
@@ -435,6 +446,12 @@ impl StreamReader {
                     .apply_at(&changes, Some(position))
                     .await
                     .map_err(|e| e.error)?;
+                if let Some(feed) = &self.feed {
+                    out.records()
+                        .iter()
+                        .filter_map(super::live::change_of_stream_record)
+                        .for_each(|c| feed.publish(c));
+                }
                 read += out.records().len();
                 if !out.records().is_empty() {
                     iterator = out.next_shard_iterator().map(str::to_string);

@@ -9,6 +9,7 @@ mod attrs;
 mod count;
 mod counts;
 mod events;
+mod live;
 mod queue;
 mod secrets;
 mod store;
@@ -17,6 +18,10 @@ pub use access::DynamoAccess;
 pub use count::RequestCounter;
 pub use counts::{handle_stream_event, Change, Counters, NotCounted, StreamReader};
 pub use events::BusEvents;
+pub use live::{
+    change_of_stream_record, changes_from_lambda, notify_stream_event, ApiGatewayPusher,
+    DynamoConnections,
+};
 pub use queue::SqsQueue;
 pub use secrets::{webhook_key, SecretsManagerKey};
 pub use store::{CapacityMeter, DynamoStore, SUMMARY_ATTRIBUTES};
@@ -65,6 +70,29 @@ pub struct AwsBackend {
 pub async fn open_counters(config: &crate::config::Config) -> Counters {
     let sdk = sdk_config_from_env().await;
     Counters::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table)
+}
+
+/// The live-update ports on AWS: connections in the table, pushes through the WebSocket
+/// API's management endpoint (`CONVEYOR_WS_ENDPOINT`; without it, wherever the standard
+/// settings point, e.g. an emulator).
+pub async fn open_live(config: &crate::config::Config) -> crate::ports::LivePorts {
+    let sdk = sdk_config_from_env().await;
+    let backend = AwsBackend::new(
+        &sdk,
+        AwsSettings {
+            table: config.table.clone(),
+            event_bus: config.event_bus.clone(),
+        },
+    );
+    let endpoint = config
+        .ws_endpoint
+        .clone()
+        .or_else(|| sdk.endpoint_url().map(str::to_string))
+        .unwrap_or_default();
+    crate::ports::LivePorts {
+        connections: Arc::new(backend.connections()),
+        pusher: Arc::new(ApiGatewayPusher::new(&sdk, &endpoint)),
+    }
 }
 
 /// The SDK's configuration from the standard environment (credentials, region, endpoint).
@@ -175,6 +203,11 @@ impl AwsBackend {
         )
     }
 
+    /// Live-update connections and subscriptions in the table.
+    pub fn connections(&self) -> DynamoConnections {
+        DynamoConnections::new(self.dynamodb.clone(), &self.settings.table)
+    }
+
     /// The DynamoDB client (for tools and tests that look at items as stored).
     pub fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
         &self.dynamodb
@@ -272,10 +305,12 @@ impl AwsBackend {
             .attribute_definitions(attr("type_id", S))
             .attribute_definitions(attr("due_pk", S))
             .attribute_definitions(attr("due_us", N))
+            .attribute_definitions(attr("updated_key", S))
             .global_secondary_indexes(index(store::INDEX_BY_TENANT, "tenant", "id"))
             .global_secondary_indexes(index(store::INDEX_BY_STATUS, "tenant", "status_id"))
             .global_secondary_indexes(index(store::INDEX_BY_TYPE, "tenant", "type_id"))
             .global_secondary_indexes(index(store::INDEX_DUE, "due_pk", "due_us"))
+            .global_secondary_indexes(index(store::INDEX_BY_UPDATE, "tenant", "updated_key"))
             .stream_specification(
                 StreamSpecification::builder()
                     .stream_enabled(true)

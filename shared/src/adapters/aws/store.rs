@@ -40,6 +40,7 @@ const NOT_FIELDS: &[&str] = &[
     "due_pk",
     "due_us",
     "run_at_us",
+    "updated_key",
     "ttl",
     "log_count",
 ];
@@ -64,6 +65,9 @@ pub const INDEX_BY_TENANT: &str = "by_tenant";
 pub const INDEX_BY_STATUS: &str = "by_status";
 pub const INDEX_BY_TYPE: &str = "by_type";
 pub const INDEX_DUE: &str = "due";
+/// A tenant's jobs by when they last changed (`updated_key`: the time in microseconds, 20
+/// digits, `#`, the id), for `updated_since`.
+pub const INDEX_BY_UPDATE: &str = "by_update";
 
 /// What the listing indexes carry besides their keys: a job's summary (no payload, no result),
 /// and `ttl` so expired jobs are left out. The `due` index carries whole jobs (maintenance
@@ -84,6 +88,8 @@ pub const SUMMARY_ATTRIBUTES: &[&str] = &[
     "finished_at",
     "heartbeat_at",
     "expires_at",
+    "updated_at",
+    "version",
     "ttl",
 ];
 
@@ -230,15 +236,20 @@ fn derived(job: &Job) -> Vec<(&'static str, Option<AttributeValue>)> {
         ),
         ("due_us", Some(n(micros(job.due_at())))),
         ("run_at_us", Some(n(micros(job.run_at)))),
+        ("updated_key", Some(s(updated_key(job.updated_at, job.id)))),
         ("ttl", job.expires_at.map(|t| n(epoch_secs(t)))),
     ]
+}
+
+fn updated_key(at: DateTime<Utc>, id: JobId) -> String {
+    format!("{:020}#{id}", micros(at).max(0))
 }
 
 fn expired(item: &Item, now: DateTime<Utc>) -> bool {
     get_n(item, "ttl").is_some_and(|ttl| ttl <= epoch_secs(now))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(item: &Item) -> Result<T, String> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(item: &Item) -> Result<T, String> {
     let mut value = item_to_object(item, NOT_FIELDS)?;
     if let Some(map) = value.as_object_mut() {
         for field in AS_TEXT {
@@ -623,6 +634,8 @@ impl JobStore for DynamoStore {
             .set("started_at", s(rfc3339(now)))
             .set("heartbeat_at", s(rfc3339(now)))
             .set("progress", AttributeValue::Null(true))
+            .set("updated_at", s(rfc3339(now)))
+            .set("updated_key", s(updated_key(now, id)))
             .set("status_id", s(format!("{}#{id}", JobStatus::Running)))
             .set("due_pk", s(JobStatus::Running.as_str()))
             .set("due_us", n(micros(now)))
@@ -738,7 +751,9 @@ impl JobStore for DynamoStore {
         if let Some(p) = progress {
             let v = serde_json::to_value(p)
                 .map_err(|e| StoreError::Rejected(format!("encode progress: {e}")))?;
-            u.set("progress", to_attr(&v));
+            u.set("progress", to_attr(&v))
+                .set("updated_at", s(rfc3339(at)))
+                .set("updated_key", s(updated_key(at, id)));
         }
         u.when_eq("status", s(JobStatus::Running.as_str()))
             .when_eq("runs", n(run));
@@ -801,6 +816,29 @@ impl JobStore for DynamoStore {
         .await
     }
 
+    async fn updated_since(
+        &self,
+        tenant: &Tenant,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<JobSummary>, StoreError> {
+        let mut u = Update::default();
+        u.when_eq("tenant", s(tenant.to_string()));
+        let (k, from) = (
+            u.name("updated_key"),
+            u.value(s(format!("{:020}", micros(since).max(0)))),
+        );
+        u.when(|_| format!("{k} >= {from}"));
+        self.query_jobs(
+            Some(INDEX_BY_UPDATE),
+            u,
+            false,
+            limit.max(1),
+            |_: &JobSummary| true,
+        )
+        .await
+    }
+
     /// From the counter items the table's stream keeps (`counts`): eventually consistent.
     async fn stats(&self, tenant: &Tenant) -> Result<StoreStats, StoreError> {
         super::counts::Counters::new(self.client.clone(), &self.table)
@@ -846,7 +884,8 @@ impl JobStore for DynamoStore {
         // Kept as long as the job: its expiry if it has one, else its retention from now.
         let retention = get_n(&job, "retention_secs").unwrap_or(7 * 24 * 3600);
         let ttl = get_n(&job, "ttl").unwrap_or(epoch_secs(at)) + retention;
-        self.client
+        let mut put = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(job_pk(id)))
@@ -855,10 +894,12 @@ impl JobStore for DynamoStore {
             .item("at", s(rfc3339(at)))
             .item("attempt", n(attempt))
             .item("line", s(line))
-            .item("ttl", n(ttl))
-            .send()
-            .await
-            .map_err(classify)?;
+            .item("ttl", n(ttl));
+        // (for live updates, which read the stream: whose line it is)
+        if let Some(tenant) = get_s(&job, "tenant") {
+            put = put.item("tenant", s(tenant));
+        }
+        put.send().await.map_err(classify)?;
         Ok(())
     }
 

@@ -227,7 +227,26 @@ impl Db {
             .acquire_owned()
             .await
             .map_err(|_| DbError::Closed)?;
-        self.queue_write(room, f).await
+        self.queue_write(room, f, |_: &T| {}).await
+    }
+
+    /// `write`, and `after_commit` with its result once it is committed, on the writer thread
+    /// in commit order (before the caller is answered): for what must see commits in their
+    /// order (the change feed). It must be quick and must not block.
+    pub async fn write_then<T, F, A>(&self, f: F, after_commit: A) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
+        let room = self
+            .inner
+            .write_room
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| DbError::Closed)?;
+        self.queue_write(room, f, after_commit).await
     }
 
     /// `write` for NEW work: refused at once with `Busy` when the writer's queue is full, having
@@ -237,6 +256,16 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     {
+        self.write_new_then(f, |_: &T| {}).await
+    }
+
+    /// `write_new`, with `after_commit` as in `write_then`.
+    pub async fn write_new_then<T, F, A>(&self, f: F, after_commit: A) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
         let room = match self.inner.write_room.clone().try_acquire_owned() {
             Ok(room) => room,
             Err(tokio::sync::TryAcquireError::NoPermits) => {
@@ -244,13 +273,19 @@ impl Db {
             }
             Err(tokio::sync::TryAcquireError::Closed) => return Err(DbError::Closed),
         };
-        self.queue_write(room, f).await
+        self.queue_write(room, f, after_commit).await
     }
 
-    async fn queue_write<T, F>(&self, room: OwnedSemaphorePermit, f: F) -> Result<T, DbError>
+    async fn queue_write<T, F, A>(
+        &self,
+        room: OwnedSemaphorePermit,
+        f: F,
+        after_commit: A,
+    ) -> Result<T, DbError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let command: Command = Box::new(move |conn: Option<&Connection>| {
@@ -262,7 +297,12 @@ impl Db {
             };
             Box::new(move |commit_error: Option<&str>| {
                 let _ = tx.send(match commit_error {
-                    None => result,
+                    None => {
+                        if let Ok(v) = &result {
+                            after_commit(v);
+                        }
+                        result
+                    }
                     Some(e) => Err(DbError::Other(format!("commit failed: {e}"))),
                 });
             })

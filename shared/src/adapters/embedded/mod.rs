@@ -24,7 +24,12 @@ pub struct EmbeddedBackend {
     pub queue: Arc<EmbeddedQueue>,
     pub events: Arc<InProcessEvents>,
     pub access: Arc<EmbeddedAccess>,
+    /// Every committed change of a job, in commit order (live updates).
+    pub feed: Arc<crate::live::ChangeFeed>,
 }
+
+/// Changes the feed keeps for readers that resume (SSE's `Last-Event-ID`).
+pub const FEED_REPLAY: usize = 10_000;
 
 impl EmbeddedBackend {
     pub fn ports(&self) -> crate::ports::Ports {
@@ -67,8 +72,10 @@ impl EmbeddedBackend {
     ) -> Result<Self, DbError> {
         let db = Db::open_with(data_dir, durability, wal_limit_bytes, write_queue)?;
         let queue = Arc::new(EmbeddedQueue::open(db.clone(), queues)?);
+        let feed = crate::live::ChangeFeed::new(FEED_REPLAY);
         Ok(Self {
-            store: Arc::new(EmbeddedStore::new(db.clone())),
+            store: Arc::new(EmbeddedStore::new(db.clone()).with_feed(feed.clone())),
+            feed,
             queue,
             events: Arc::new(InProcessEvents::new(1024)),
             access: Arc::new(EmbeddedAccess::new(db.clone())),

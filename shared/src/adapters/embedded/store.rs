@@ -6,6 +6,7 @@
 use super::access::{admit, delete_expired_audit, insert_audit, move_slot, AuditRow};
 use super::db::{Db, DbError};
 use crate::domain::{slot_change, Expected, Job, JobId, JobStatus, JobSummary, Progress, Tenant};
+use crate::live::{ChangeFeed, JobChange, Update};
 use crate::ports::{
     CreateWith, Created, JobStore, ListQuery, Liveness, LogLine, Started, StatsRow, StoreError,
     StoreStats,
@@ -13,6 +14,7 @@ use crate::ports::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
+use std::sync::Arc;
 
 pub use crate::ports::LOG_CAP;
 
@@ -28,7 +30,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     doc TEXT NOT NULL,
     runs INTEGER NOT NULL DEFAULT 0,
     heartbeat_at INTEGER, -- nanoseconds
-    progress TEXT
+    progress TEXT,
+    updated_at INTEGER NOT NULL DEFAULT 0 -- microseconds
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, id);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (tenant, status, id);
@@ -64,10 +67,23 @@ CREATE INDEX IF NOT EXISTS quarantine_by_tenant ON quarantine (tenant);
 /// Bring a database made by an earlier version up to `SCHEMA`: the worker-owned fields and the
 /// run counter get columns of their own, filled from the documents.
 pub(super) fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-    let has_runs: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'runs'")?
-        .exists([])?;
-    if has_runs {
+    let has = |column: &str| {
+        conn.prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = ?1")?
+            .exists([column])
+    };
+    if !has("updated_at")? {
+        // When each job last changed, for `updated_since`: taken from the document where it
+        // has the time, else its creation (the document's `created_at` is always there).
+        conn.execute_batch(
+            "ALTER TABLE jobs ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+             UPDATE jobs SET updated_at = COALESCE(
+                 CAST(strftime('%s', json_extract(doc, '$.updated_at')) AS INTEGER) * 1000000,
+                 CAST(strftime('%s', json_extract(doc, '$.created_at')) AS INTEGER) * 1000000, 0)
+             WHERE json_valid(doc);",
+        )?;
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS jobs_by_update ON jobs (tenant, updated_at);")?;
+    if has("runs")? {
         return Ok(());
     }
     conn.execute_batch(
@@ -84,11 +100,28 @@ pub(super) fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
 
 pub struct EmbeddedStore {
     db: Db,
+    /// Where committed changes are announced, in commit order (live updates).
+    feed: Option<Arc<ChangeFeed>>,
 }
 
 impl EmbeddedStore {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self { db, feed: None }
+    }
+
+    /// Announce every committed change of a job on `feed`.
+    pub fn with_feed(self, feed: Arc<ChangeFeed>) -> Self {
+        Self {
+            feed: Some(feed),
+            ..self
+        }
+    }
+
+    /// What to announce once `job`'s write commits (nothing without a feed).
+    fn announce(&self, job: &Job) -> Option<(Arc<ChangeFeed>, JobChange)> {
+        self.feed
+            .as_ref()
+            .map(|f| (f.clone(), JobChange::job(JobSummary::from(job))))
     }
 }
 
@@ -121,7 +154,7 @@ fn unavailable(e: DbError) -> StoreError {
 }
 
 /// The columns a job is read from, in `StoredJob::from_row`'s order.
-const JOB_COLUMNS: &str = "id, doc, heartbeat_at, progress";
+const JOB_COLUMNS: &str = "id, doc, heartbeat_at, progress, updated_at";
 
 /// A job row as read, before decoding.
 struct StoredJob {
@@ -129,6 +162,7 @@ struct StoredJob {
     doc: String,
     heartbeat_at: Option<i64>,
     progress: Option<String>,
+    updated_at: i64,
 }
 
 impl StoredJob {
@@ -138,6 +172,7 @@ impl StoredJob {
             doc: r.get(1)?,
             heartbeat_at: r.get(2)?,
             progress: r.get(3)?,
+            updated_at: r.get(4)?,
         })
     }
 
@@ -152,6 +187,8 @@ impl StoredJob {
             .map(serde_json::from_str)
             .transpose()
             .map_err(|e| format!("progress: {e}"))?;
+        // Progress moves it without touching the document.
+        job.updated_at = job.updated_at.max(from_micros(self.updated_at));
         Ok(job)
     }
 }
@@ -211,6 +248,7 @@ struct Row {
     due_at: i64,
     heartbeat_at: Option<i64>,
     progress: Option<String>,
+    updated_at: i64,
     doc: String,
 }
 
@@ -232,14 +270,15 @@ impl Row {
                 .map(encode_progress)
                 .transpose()
                 .map_err(unavailable)?,
+            updated_at: micros(job.updated_at),
             doc: encode(job).map_err(unavailable)?,
         })
     }
 
     fn insert(&self, conn: &rusqlite::Connection) -> Result<(), DbError> {
         conn.prepare_cached(
-            "INSERT INTO jobs (id, tenant, type, status, attempt, version, due_at, doc, runs, heartbeat_at, progress)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO jobs (id, tenant, type, status, attempt, version, due_at, doc, runs, heartbeat_at, progress, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?
         .execute(params![
             self.id,
@@ -253,6 +292,7 @@ impl Row {
             self.runs,
             self.heartbeat_at,
             self.progress,
+            self.updated_at,
         ])?;
         Ok(())
     }
@@ -355,8 +395,9 @@ impl JobStore for EmbeddedStore {
         let audit = with.audit.as_ref().map(AuditRow::of).transpose()?;
         let admission = with.admission;
         let key = job.idempotency_key.as_ref().map(|k| k.to_string());
+        let announce = self.announce(job);
         self.db
-            .write_new(move |conn| {
+            .write_new_then(move |conn| {
                 if let Some(key) = &key {
                     let existing: Option<String> = conn
                         .prepare_cached(
@@ -386,6 +427,10 @@ impl JobStore for EmbeddedStore {
                     insert_audit(conn, entry)?;
                 }
                 Ok(Created::New)
+            }, move |created| {
+                if let (Created::New, Some((feed, change))) = (created, announce) {
+                    feed.publish(change);
+                }
             })
             .await
             .map_err(unavailable)
@@ -421,32 +466,34 @@ impl JobStore for EmbeddedStore {
     ) -> Result<Started, StoreError> {
         // Read, decide and write on the writer's connection: one hop, and nothing can come
         // between the read and the write (the writer is the only one).
+        let feed = self.feed.clone();
         self.db
-            .write(move |conn| {
-                let Some(stored) = get_stored(conn, &id.to_string())? else {
-                    return Ok(Started::Missing);
-                };
-                let job = match stored.decode() {
-                    Ok(job) => job,
-                    Err(reason) => {
-                        quarantine_row(
-                            conn,
-                            &Unreadable {
-                                id: stored.id,
-                                reason,
-                            },
-                        )?;
+            .write_then(
+                move |conn| {
+                    let Some(stored) = get_stored(conn, &id.to_string())? else {
                         return Ok(Started::Missing);
+                    };
+                    let job = match stored.decode() {
+                        Ok(job) => job,
+                        Err(reason) => {
+                            quarantine_row(
+                                conn,
+                                &Unreadable {
+                                    id: stored.id,
+                                    reason,
+                                },
+                            )?;
+                            return Ok(Started::Missing);
+                        }
+                    };
+                    if job.status != JobStatus::Queued || job.run_at > due_by {
+                        return Ok(Started::Refused(Box::new(job)));
                     }
-                };
-                if job.status != JobStatus::Queued || job.run_at > due_by {
-                    return Ok(Started::Refused(Box::new(job)));
-                }
-                let next = job.start(now).expect("a queued job can start");
-                let row = Row::of(&next).map_err(|e| DbError::Other(e.to_string()))?;
-                conn.prepare_cached(
+                    let next = job.start(now).expect("a queued job can start");
+                    let row = Row::of(&next).map_err(|e| DbError::Other(e.to_string()))?;
+                    conn.prepare_cached(
                     "UPDATE jobs SET status = ?1, attempt = ?2, version = ?3, due_at = ?4, doc = ?5,
-                         runs = ?6, heartbeat_at = ?7, progress = NULL
+                         runs = ?6, heartbeat_at = ?7, progress = NULL, updated_at = ?9
                      WHERE id = ?8",
                 )?
                 .execute(params![
@@ -458,27 +505,37 @@ impl JobStore for EmbeddedStore {
                     row.runs,
                     row.heartbeat_at,
                     row.id,
+                    row.updated_at,
                 ])?;
-                Ok(Started::Running(Box::new(next)))
-            })
+                    Ok(Started::Running(Box::new(next)))
+                },
+                move |started| {
+                    if let (Started::Running(job), Some(feed)) = (started, feed) {
+                        feed.publish(JobChange::job(JobSummary::from(job.as_ref())));
+                    }
+                },
+            )
             .await
             .map_err(unavailable)
     }
 
     async fn transition(&self, expected: Expected, next: &Job) -> Result<(), StoreError> {
         let slot = slot_change(expected.status, next);
+        let next_job = next;
         let next = Row::of(next)?;
         let last_heartbeat = expected.last_heartbeat.map(micros);
         // Worker-owned fields: a running job's belong to its run (heartbeats may land after this
         // change was computed), so they are kept; from any other status nobody else writes them,
         // so the change sets them (a start gives the new run its first heartbeat).
         let sets_worker_fields = expected.status != JobStatus::Running;
+        let announce = self.announce(next_job);
         let written = self
             .db
-            .write(move |conn| {
+            .write_then(move |conn| {
                 let changed = conn
                     .prepare_cached(
                         "UPDATE jobs SET status = ?1, attempt = ?2, version = ?3, doc = ?5, runs = ?11,
+                             updated_at = ?15,
                              heartbeat_at = CASE WHEN ?12 THEN ?13 ELSE heartbeat_at END,
                              progress = CASE WHEN ?12 THEN ?14 ELSE progress END,
                              due_at = CASE WHEN ?1 = 'running' AND NOT ?12 THEN due_at ELSE ?4 END
@@ -500,6 +557,7 @@ impl JobStore for EmbeddedStore {
                         sets_worker_fields,
                         next.heartbeat_at,
                         next.progress,
+                        next.updated_at,
                     ])?;
                 if changed == 1 && slot != 0 {
                     move_slot(conn, &next.tenant, slot)?;
@@ -509,6 +567,10 @@ impl JobStore for EmbeddedStore {
                 } else {
                     Write::Conflict
                 })
+            }, move |written| {
+                if let (Write::Done(()), Some((feed, change))) = (written, announce) {
+                    feed.publish(change);
+                }
             })
             .await
             .map_err(unavailable)?;
@@ -529,19 +591,33 @@ impl JobStore for EmbeddedStore {
             .map(encode_progress)
             .transpose()
             .map_err(unavailable)?;
-        let cancel_requested = self
+        // A change of progress is announced with the job as it now is.
+        let feed = self.feed.clone().filter(|_| progress.is_some());
+        let announce = feed.is_some();
+        let (cancel_requested, _) = self
             .db
-            .write(move |conn| {
-                Ok(conn
+            .write_then(move |conn| {
+                let cancel_requested = conn
                     .prepare_cached(
-                        "UPDATE jobs SET heartbeat_at = ?5, due_at = ?1, progress = COALESCE(?2, progress)
+                        "UPDATE jobs SET heartbeat_at = ?5, due_at = ?1, progress = COALESCE(?2, progress),
+                             updated_at = CASE WHEN ?2 IS NULL THEN updated_at ELSE ?1 END
                          WHERE id = ?3 AND status = 'running' AND runs = ?4
                          RETURNING json_extract(doc, '$.cancel_requested')",
                     )?
                     .query_row(params![micros(at), progress, id.to_string(), run, nanos(at)], |r| {
                         r.get::<_, Option<bool>>(0)
                     })
-                    .optional()?)
+                    .optional()?;
+                let changed = match (announce, cancel_requested) {
+                    (true, Some(_)) => get_stored(conn, &id.to_string())?
+                        .and_then(|stored| stored.decode().ok()),
+                    _ => None,
+                };
+                Ok((cancel_requested, changed))
+            }, move |(_, changed)| {
+                if let (Some(job), Some(feed)) = (changed, feed) {
+                    feed.publish(JobChange::job(JobSummary::from(job)));
+                }
             })
             .await
             .map_err(unavailable)?;
@@ -580,6 +656,31 @@ impl JobStore for EmbeddedStore {
             .collect())
     }
 
+    async fn updated_since(
+        &self,
+        tenant: &Tenant,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<JobSummary>, StoreError> {
+        use rusqlite::types::Value;
+        Ok(self
+            .scan_jobs(
+                format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = ?1 AND updated_at >= ?2
+                     ORDER BY updated_at LIMIT ?3"
+                ),
+                vec![
+                    Value::Text(tenant.to_string()),
+                    Value::Integer(micros(since)),
+                    Value::Integer(limit.max(1) as i64),
+                ],
+            )
+            .await?
+            .iter()
+            .map(JobSummary::from)
+            .collect())
+    }
+
     async fn stats(&self, tenant: &Tenant) -> Result<StoreStats, StoreError> {
         self.stats_of(Some(tenant)).await
     }
@@ -592,15 +693,18 @@ impl JobStore for EmbeddedStore {
         line: &str,
     ) -> Result<(), StoreError> {
         let line = line.to_string();
+        let feed = self.feed.clone();
+        let announce = feed.is_some();
         self.db
-            .write(move |conn| {
+            .write_then(move |conn| {
+                let job_id = id;
                 let id = id.to_string();
                 let last: i64 = conn
                     .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM job_logs WHERE job_id = ?1")?
                     .query_row([&id], |r| r.get(0))?;
                 let last = last as u64;
                 if last > LOG_CAP {
-                    return Ok(());
+                    return Ok(None);
                 }
                 let line = if last == LOG_CAP {
                     format!("log truncated: more than {LOG_CAP} lines")
@@ -611,9 +715,31 @@ impl JobStore for EmbeddedStore {
                     "INSERT INTO job_logs (job_id, seq, at, attempt, line) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?
                 .execute(params![id, (last + 1) as i64, micros(at), attempt, line])?;
-                Ok(())
+                if !announce {
+                    return Ok(None);
+                }
+                let tenant: Option<String> = conn
+                    .prepare_cached("SELECT tenant FROM jobs WHERE id = ?1")?
+                    .query_row([&id], |r| r.get(0))
+                    .optional()?;
+                Ok(tenant.and_then(|t| Tenant::parse(t).ok()).map(|tenant| JobChange {
+                    tenant,
+                    job_id,
+                    update: Update::Log {
+                        job_id,
+                        seq: last + 1,
+                        at,
+                        attempt,
+                        line,
+                    },
+                }))
+            }, move |change| {
+                if let (Some(change), Some(feed)) = (change, feed) {
+                    feed.publish(change.clone());
+                }
             })
             .await
+            .map(|_| ())
             .map_err(unavailable)
     }
 

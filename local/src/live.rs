@@ -1,0 +1,169 @@
+//! The local runtime's live updates: the WebSocket gateway at `/ws` (API Gateway's part: it
+//! routes frames to the same `ws` routes the Lambda runs), and the loop that hands the change
+//! feed to the same `notify` the `notify` Lambda runs.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use shared::adapters::hub::Hub;
+use shared::auth::{Principal, Verify};
+use shared::entrypoints::ws::{route_of, WsRoutes};
+use shared::live::{error_message, notify, ChangeFeed, JobChange};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
+
+/// How long a client may take to send its credential as the first frame.
+const AUTH_WAIT: Duration = Duration::from_secs(10);
+/// How long one frame may take to go out before the client is taken for gone.
+const SEND_WAIT: Duration = Duration::from_secs(10);
+/// Changes handed to one `notify` at most.
+const NOTIFY_BATCH: usize = 256;
+
+#[derive(Clone)]
+pub struct Gateway {
+    pub hub: Arc<Hub>,
+    pub routes: WsRoutes,
+    pub auth: Arc<dyn Verify>,
+}
+
+/// `GET /ws[?token=…]`: a credential in the query is checked before the upgrade (a refused one
+/// gets the API's JSON 401); without one, the first frame must be
+/// `{"action":"auth","token":"…"}`.
+pub async fn upgrade(
+    State(gateway): State<Gateway>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let credential = q.get("token").map(|t| format!("Bearer {t}")).or_else(|| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
+    let principal = match credential {
+        Some(c) => match gateway.auth.authenticate(Some(&c)).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let body = serde_json::json!({"error": {"code": "unauthorized", "message": e.to_string()}});
+                return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+            }
+        },
+        None => None,
+    };
+    ws.on_upgrade(move |socket| serve(gateway, socket, principal))
+}
+
+async fn serve(gateway: Gateway, socket: WebSocket, principal: Option<Principal>) {
+    let (mut tx, mut rx) = socket.split();
+    let principal = match principal {
+        Some(p) => p,
+        None => match first_frame_credential(&gateway, &mut rx).await {
+            Ok(p) => p,
+            Err(message) => {
+                let _ = tx
+                    .send(Message::Text(
+                        error_message("unauthorized", &message).into(),
+                    ))
+                    .await;
+                let _ = tx.close().await;
+                return;
+            }
+        },
+    };
+    let id = ulid::Ulid::new().to_string();
+    let mut outbox = gateway.hub.attach(&id);
+    if let Err(e) = gateway
+        .routes
+        .connect(&id, &principal, chrono::Utc::now())
+        .await
+    {
+        tracing::warn!(error = %e, "connection not stored");
+        return;
+    }
+    loop {
+        let out: String = tokio::select! {
+            frame = rx.next() => match frame {
+                Some(Ok(Message::Text(body))) => {
+                    gateway.routes.message(&id, route_of(&body), &body).await
+                }
+                Some(Ok(Message::Binary(_))) => error_message("bad_frame", "frames are JSON text"),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => break,
+            },
+            pushed = outbox.recv() => match pushed {
+                Some(message) => message.to_string(),
+                // Dropped by the hub: it fell behind.
+                None => {
+                    let _ = tx.send(Message::Text(error_message("too_slow", "this client fell behind and was dropped; connect again").into())).await;
+                    break;
+                }
+            },
+        };
+        match tokio::time::timeout(SEND_WAIT, tx.send(Message::Text(out.into()))).await {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+    }
+    let _ = gateway.routes.disconnect(&id).await;
+}
+
+async fn first_frame_credential(
+    gateway: &Gateway,
+    rx: &mut futures::stream::SplitStream<WebSocket>,
+) -> Result<Principal, String> {
+    let frame = tokio::time::timeout(AUTH_WAIT, rx.next())
+        .await
+        .map_err(|_| "no credential: connect with ?token= or send {\"action\":\"auth\",\"token\":\"…\"} first".to_string())?;
+    let Some(Ok(Message::Text(body))) = frame else {
+        return Err("the first frame must be {\"action\":\"auth\",\"token\":\"…\"}".into());
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let token = match (v["action"].as_str(), v["token"].as_str()) {
+        (Some("auth"), Some(t)) => t,
+        _ => return Err("the first frame must be {\"action\":\"auth\",\"token\":\"…\"}".into()),
+    };
+    gateway
+        .auth
+        .authenticate(Some(&format!("Bearer {token}")))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Hand the feed's changes to `notify`, as the `notify` Lambda gets the stream's, until `stop`.
+pub async fn push_changes(feed: Arc<ChangeFeed>, hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+    let mut rx = feed.subscribe();
+    let mut batch: Vec<JobChange> = Vec::with_capacity(NOTIFY_BATCH);
+    loop {
+        let first = tokio::select! {
+            got = rx.recv() => got,
+            _ = stop.changed() => return,
+        };
+        match first {
+            Ok(c) => batch.push(c.change.clone()),
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "live updates fell behind; some changes were not pushed"
+                );
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        }
+        while batch.len() < NOTIFY_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c.change.clone()),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = notify(hub.as_ref(), hub.as_ref(), &batch).await {
+            tracing::warn!(error = %e, "changes not pushed");
+        }
+        batch.clear();
+    }
+}

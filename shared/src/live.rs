@@ -1,0 +1,359 @@
+//! Live updates: what a subscriber is told when a job changes, the in-process feed of changes,
+//! and the one path from stored changes to subscribers ([`notify`]), the same locally (fed by
+//! the embedded store's commits) and on AWS (fed by the table's stream).
+//!
+//! The protocol, on the local runtime's `/ws` and on the API Gateway WebSocket API alike:
+//! - the client sends `{"action":"subscribe","job_id":"…"}` or `{"action":"subscribe","all":true}`
+//!   (every job of the caller's tenant), and `{"action":"unsubscribe",…}` likewise;
+//! - the server answers `{"type":"subscribed",…}` / `{"type":"unsubscribed",…}`, then sends
+//!   `{"type":"job","job":{…summary…}}` on every change of state or progress and
+//!   `{"type":"log","job_id","seq","at","attempt","line"}` for each log line, in order per job;
+//!   several messages for one connection may come in one frame as `{"type":"batch","messages":[…]}`;
+//! - a bad frame gets `{"type":"error","code","message"}`.
+
+use crate::domain::{JobId, JobSummary, Tenant};
+use crate::ports::{ClientPusher, ConnectionStore, PushError, StoreError};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// What a subscriber is told of a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Update {
+    /// The job's state or progress changed: here it is now.
+    Job { job: Box<JobSummary> },
+    /// A line was added to the job's log.
+    Log {
+        job_id: JobId,
+        seq: u64,
+        at: DateTime<Utc>,
+        attempt: u32,
+        line: String,
+    },
+}
+
+/// One stored change of one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobChange {
+    pub tenant: Tenant,
+    pub job_id: JobId,
+    pub update: Update,
+}
+
+impl JobChange {
+    pub fn job(job: JobSummary) -> Self {
+        Self {
+            tenant: job.tenant.clone(),
+            job_id: job.id,
+            update: Update::Job { job: Box::new(job) },
+        }
+    }
+
+    /// The message as sent to a client.
+    pub fn message(&self) -> String {
+        serde_json::to_string(&self.update).unwrap_or_default()
+    }
+}
+
+/// What a connection listens to, within its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    Job(JobId),
+    All,
+}
+
+impl Topic {
+    /// As stored: the job id, or `*`.
+    pub fn key(&self) -> String {
+        match self {
+            Topic::Job(id) => id.to_string(),
+            Topic::All => "*".into(),
+        }
+    }
+
+    pub fn parse_key(key: &str) -> Option<Self> {
+        match key {
+            "*" => Some(Topic::All),
+            id => JobId::parse(id).ok().map(Topic::Job),
+        }
+    }
+}
+
+/// A change with its place in the feed.
+#[derive(Debug)]
+pub struct Sequenced {
+    pub seq: u64,
+    pub change: JobChange,
+}
+
+/// The changes one process committed, in commit order: a broadcast to live readers, and the
+/// last `replay` of them kept for readers that come back (`since`, SSE's `Last-Event-ID`).
+/// Publishing never blocks and never waits for a reader: one that falls behind the broadcast's
+/// room misses changes and is told so (`Lagged`).
+pub struct ChangeFeed {
+    tx: broadcast::Sender<Arc<Sequenced>>,
+    kept: Mutex<Kept>,
+    replay: usize,
+}
+
+struct Kept {
+    next_seq: u64,
+    recent: VecDeque<Arc<Sequenced>>,
+}
+
+impl std::fmt::Debug for ChangeFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeFeed")
+            .field("replay", &self.replay)
+            .finish()
+    }
+}
+
+/// Changes a live reader may fall behind by before it misses some.
+const BROADCAST_ROOM: usize = 16 * 1024;
+
+impl ChangeFeed {
+    /// A feed keeping the last `replay` changes for readers that resume.
+    pub fn new(replay: usize) -> Arc<Self> {
+        Arc::new(Self {
+            tx: broadcast::channel(BROADCAST_ROOM).0,
+            kept: Mutex::new(Kept {
+                next_seq: 1,
+                recent: VecDeque::with_capacity(replay.min(1024)),
+            }),
+            replay,
+        })
+    }
+
+    /// Add a committed change (call in commit order). Cheap, never blocks on readers.
+    pub fn publish(&self, change: JobChange) {
+        let mut kept = self.kept.lock().unwrap();
+        let item = Arc::new(Sequenced {
+            seq: kept.next_seq,
+            change,
+        });
+        kept.next_seq += 1;
+        if self.replay > 0 {
+            if kept.recent.len() == self.replay {
+                kept.recent.pop_front();
+            }
+            kept.recent.push_back(item.clone());
+        }
+        // Sent under the lock, so readers see the feed's order. No reader: nothing to do.
+        let _ = self.tx.send(item);
+    }
+
+    /// Live changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Sequenced>> {
+        self.tx.subscribe()
+    }
+
+    /// Live changes from now on, and the kept ones after `seq` (in order, none missing
+    /// between them); `None` in place of the kept ones when some after `seq` are no longer kept.
+    pub fn resume(&self, seq: u64) -> (Option<Vec<Arc<Sequenced>>>, Receiver) {
+        let kept = self.kept.lock().unwrap();
+        let rx = self.tx.subscribe();
+        let oldest = kept.recent.front().map_or(kept.next_seq, |c| c.seq);
+        let replay = (seq + 1 >= oldest && seq < kept.next_seq).then(|| {
+            kept.recent
+                .iter()
+                .filter(|c| c.seq > seq)
+                .cloned()
+                .collect()
+        });
+        (replay, rx)
+    }
+
+    /// `resume`, and the number of the last change before the live ones.
+    pub fn resume_at(&self, seq: Option<u64>) -> (Option<Vec<Arc<Sequenced>>>, Receiver, u64) {
+        let last = self.last_seq();
+        let (kept, rx) = match seq {
+            Some(seq) => self.resume(seq),
+            None => (None, self.subscribe()),
+        };
+        // (A change published between the two reads comes both kept and live: the reader
+        // skips what it has seen by number.)
+        (kept, rx, last)
+    }
+
+    /// The last change's number (0: none yet).
+    pub fn last_seq(&self) -> u64 {
+        self.kept.lock().unwrap().next_seq - 1
+    }
+}
+
+/// A live reader of a feed.
+pub type Receiver = broadcast::Receiver<Arc<Sequenced>>;
+
+/// What one round of [`notify`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Notified {
+    /// Push calls made (one per subscribed connection).
+    pub pushes: usize,
+    /// Connections found gone (closed, or too slow to keep), and removed.
+    pub gone: usize,
+    /// Pushes that failed for another reason (the connection is kept).
+    pub failed: usize,
+}
+
+/// Pushes made at once.
+const PUSHES_AT_ONCE: usize = 64;
+
+/// Tell every subscriber of `changes` about them: per connection, its changes in their order
+/// in one push. A connection found gone is removed with its subscriptions. Store errors
+/// finding the subscribers come back (nothing was pushed for that tenant then).
+pub async fn notify(
+    connections: &dyn ConnectionStore,
+    pusher: &dyn ClientPusher,
+    changes: &[JobChange],
+) -> Result<Notified, StoreError> {
+    // Per connection, the messages in order (messages are made once, shared by all).
+    let mut outbox: BTreeMap<String, Vec<Arc<str>>> = BTreeMap::new();
+    let mut by_tenant: BTreeMap<&Tenant, Vec<&JobChange>> = BTreeMap::new();
+    for c in changes {
+        by_tenant.entry(&c.tenant).or_default().push(c);
+    }
+    for (tenant, changes) in by_tenant {
+        let all = connections.subscribers(tenant, Topic::All).await?;
+        let mut per_job: BTreeMap<JobId, Vec<String>> = BTreeMap::new();
+        for c in &changes {
+            if let std::collections::btree_map::Entry::Vacant(e) = per_job.entry(c.job_id) {
+                e.insert(
+                    connections
+                        .subscribers(tenant, Topic::Job(c.job_id))
+                        .await?,
+                );
+            }
+        }
+        for c in changes {
+            let subs = &per_job[&c.job_id];
+            if subs.is_empty() && all.is_empty() {
+                continue;
+            }
+            let message: Arc<str> = c.message().into();
+            let mut seen = std::collections::BTreeSet::new();
+            for conn in subs.iter().chain(all.iter()) {
+                if seen.insert(conn) {
+                    outbox
+                        .entry(conn.clone())
+                        .or_default()
+                        .push(message.clone());
+                }
+            }
+        }
+    }
+    let mut report = Notified::default();
+    let mut outcomes =
+        futures::stream::iter(outbox.into_iter().map(|(conn, messages)| async move {
+            let outcome = pusher.push(&conn, &messages).await;
+            (conn, outcome)
+        }))
+        .buffer_unordered(PUSHES_AT_ONCE);
+    let mut gone = vec![];
+    while let Some((conn, outcome)) = outcomes.next().await {
+        report.pushes += 1;
+        match outcome {
+            Ok(()) => {}
+            Err(PushError::Gone) => gone.push(conn),
+            Err(PushError::Unavailable(e)) => {
+                report.failed += 1;
+                tracing::debug!(connection = %conn, error = %e, "push failed");
+            }
+        }
+    }
+    for conn in gone {
+        report.gone += 1;
+        if let Err(e) = connections.disconnect(&conn).await {
+            tracing::warn!(connection = %conn, error = %e, "a gone connection was not removed; its TTL ends it");
+        }
+    }
+    Ok(report)
+}
+
+impl Topic {
+    /// Whether `change` is about this topic (the tenant being checked apart).
+    pub fn covers(&self, change: &JobChange) -> bool {
+        match self {
+            Topic::All => true,
+            Topic::Job(id) => change.job_id == *id,
+        }
+    }
+}
+
+/// One server-sent event: `id`, and the message as `data` (`None`: an id alone, which moves
+/// the client's last event id without an event).
+pub fn sse_event(id: &str, message: Option<&str>) -> String {
+    match message {
+        Some(m) => format!("id: {id}\ndata: {m}\n\n"),
+        None => format!("id: {id}\n\n"),
+    }
+}
+
+/// A frame as the client sends it; routed by `action`, as API Gateway routes on
+/// `$request.body.action`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeFrame {
+    pub action: String,
+    #[serde(default)]
+    pub job_id: Option<String>,
+    #[serde(default)]
+    pub all: Option<bool>,
+}
+
+/// A message the server sends for a frame.
+pub fn error_message(code: &str, message: &str) -> String {
+    serde_json::json!({ "type": "error", "code": code, "message": message }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(n: u32) -> JobChange {
+        JobChange {
+            tenant: Tenant::parse("t").unwrap(),
+            job_id: JobId::new(),
+            update: Update::Log {
+                job_id: JobId::new(),
+                seq: n as u64,
+                at: Utc::now(),
+                attempt: 1,
+                line: format!("line {n}"),
+            },
+        }
+    }
+
+    #[test]
+    fn a_reader_resumes_from_the_kept_changes_or_is_told_they_are_gone() {
+        let feed = ChangeFeed::new(3);
+        for n in 1..=5 {
+            feed.publish(change(n));
+        }
+        assert_eq!(feed.last_seq(), 5);
+        let (kept, _) = feed.resume(3);
+        let seqs: Vec<u64> = kept.unwrap().iter().map(|c| c.seq).collect();
+        assert_eq!(seqs, [4, 5]);
+        let (kept, _) = feed.resume(2);
+        assert_eq!(kept.unwrap().len(), 3, "3, 4 and 5 are kept");
+        assert!(feed.resume(1).0.is_none(), "2 is no longer kept");
+        assert_eq!(feed.resume(5).0.unwrap().len(), 0);
+        assert!(feed.resume(9).0.is_none(), "a number never given out");
+    }
+
+    #[tokio::test]
+    async fn live_readers_get_changes_in_order() {
+        let feed = ChangeFeed::new(0);
+        let mut rx = feed.subscribe();
+        for n in 1..=3 {
+            feed.publish(change(n));
+        }
+        for want in 1..=3 {
+            assert_eq!(rx.recv().await.unwrap().seq, want);
+        }
+    }
+}
