@@ -1,7 +1,7 @@
 # The project's two commands: `make run` and `make test`.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/conveyor-target
 
-.PHONY: run test test-aws-endpoint bench lint
+.PHONY: run test test-aws-endpoint test-api-schema test-browser bench lint
 
 run:
 	cargo run --release -p local --bin conveyor
@@ -19,12 +19,17 @@ AWS_E2E_SKIP = --skip storage:: --skip maintenance:: --skip worker_entrypoint:: 
 	--skip config:: --skip containment:: --skip crash_recovery::every_accepted_job_ends_exactly_once_across_a_sigkill
 
 test-aws-endpoint:
-	cargo test -p shared --test contract -- aws:: aws_flow::
+	cargo test -p shared --test contract -- aws:: aws_flow:: live::
 	CONVEYOR_TEST_E2E_BACKEND=aws cargo test -p e2e --test e2e -- $(AWS_E2E_SKIP)
 
 # The running API fuzzed against its own OpenAPI description (schemathesis; see .ci/api-schema).
 test-api-schema:
 	bash .ci/api-schema
+
+# The dashboard in headless Chromium (playwright-core; see .ci/browser); screenshots in
+# $(CARGO_TARGET_DIR)/screenshots.
+test-browser:
+	bash .ci/browser
 
 lint:
 	cargo fmt --all -- --check

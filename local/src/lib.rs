@@ -6,6 +6,7 @@ pub mod access;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod bench;
+pub mod cli;
 pub mod live;
 pub mod poller;
 pub mod runtime;
@@ -47,6 +48,10 @@ pub fn run_cli_with(extend: fn(&mut Registry)) -> std::process::ExitCode {
             let command = if c == "token" { "token" } else { "keys" };
             args.remove(0);
             return credentials(command, &args);
+        }
+        Some(c) if cli::COMMANDS.contains(&c) => {
+            let command = args.remove(0);
+            return cli::run(&command, &args);
         }
         Some("-h" | "--help" | "help") => {
             println!("{}", USAGE);
@@ -111,6 +116,17 @@ USAGE:
   conveyor keys list [--tenant T]
   conveyor keys revoke KEY_ID        API keys, in the store CONVEYOR_BACKEND names (the
                                      embedded one while no runtime uses its data directory)
+
+CLIENT (any deployment: CONVEYOR_URL, default http://127.0.0.1:3000; CONVEYOR_TOKEN, an API
+key or JWT; CONVEYOR_WS_URL where live updates are not at CONVEYOR_URL/ws; --json on each):
+  conveyor submit TYPE [--payload JSON] [--delay S] [--run-at TIME] [--priority N]
+                  [--max-attempts N] [--idempotency-key K]
+  conveyor get|cancel|retry JOB_ID
+  conveyor list [--status S] [--type T] [--limit N] [--cursor C]
+  conveyor logs JOB_ID [--follow]
+  conveyor stats
+  conveyor watch JOB_ID [JOB_ID …]   live progress bars; exits 0 when every job succeeded,
+                                     3 failed, 4 dead, 5 cancelled (the worst one)
 
 Flags mirror the environment: CONVEYOR_ADDR, CONVEYOR_DATA_DIR, CONVEYOR_BACKEND (see README).";
 

@@ -54,7 +54,9 @@ pub async fn upgrade(
                 return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
             }
         },
-        None => None,
+        // No credential: dev mode lets the caller in as it is; otherwise the first frame
+        // must carry one.
+        None => gateway.auth.authenticate(None).await.ok(),
     };
     ws.on_upgrade(move |socket| serve(gateway, socket, principal))
 }

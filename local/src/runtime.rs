@@ -224,6 +224,7 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         limits: HttpLimits::from_config(&config),
         health: health.clone(),
         live: Some(opened.feed.clone()),
+        ws_url: config.ws_url.clone(),
     }))
     .merge(
         axum::Router::new()

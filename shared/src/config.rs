@@ -57,6 +57,8 @@ pub struct Config {
     /// On AWS: the WebSocket API stage's URL (`https://<api>.execute-api.<region>.amazonaws.com/<stage>`),
     /// where `notify` posts to connections.
     pub ws_endpoint: Option<String>,
+    /// Where the dashboard connects for live updates (`None`: its own origin's `/ws`).
+    pub ws_url: Option<String>,
     pub jwt_audience: Option<String>,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
@@ -270,6 +272,7 @@ impl Config {
                 .map(|s| crate::auth::JwksSource::parse(s.trim())),
             jwt_issuer: get("CONVEYOR_JWT_ISSUER").filter(|s| !s.is_empty()),
             ws_endpoint: get("CONVEYOR_WS_ENDPOINT").filter(|s| !s.is_empty()),
+            ws_url: get("CONVEYOR_WS_URL").filter(|s| !s.is_empty()),
             jwt_audience: get("CONVEYOR_JWT_AUDIENCE").filter(|s| !s.is_empty()),
             audit_retention: r.duration("CONVEYOR_AUDIT_RETENTION", 90 * DAY, HOUR, 3650 * DAY),
             tenant_defaults: crate::domain::TenantLimits {

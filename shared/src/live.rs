@@ -189,6 +189,85 @@ impl ChangeFeed {
 /// A live reader of a feed.
 pub type Receiver = broadcast::Receiver<Arc<Sequenced>>;
 
+/// Follows a process's changes for one server-sent-event reader (the local runtime's feed;
+/// a trait, so that what has no feed, the `api` function, carries none of this code).
+pub trait FollowChanges: Send + Sync {
+    /// The events after `last` for `topic` in `tenant`, then each change as it commits, until
+    /// the client leaves; `current` is the followed job as it is now.
+    fn follow(
+        &self,
+        tenant: Tenant,
+        topic: Topic,
+        current: Option<JobSummary>,
+        last: Option<String>,
+    ) -> axum::body::Body;
+}
+
+/// Events from the process's feed: the kept ones after `last` (or, when those are gone, the
+/// job as it is now), then each change as it commits, until the client leaves.
+impl FollowChanges for ChangeFeed {
+    fn follow(
+        &self,
+        tenant: Tenant,
+        topic: Topic,
+        current: Option<JobSummary>,
+        last: Option<String>,
+    ) -> axum::body::Body {
+        let (kept, mut rx, start) = self.resume_at(last.as_deref().and_then(|l| l.parse().ok()));
+        let (tx, out) = tokio::sync::mpsc::channel::<String>(64);
+        tokio::spawn(async move {
+            let mut seen = start;
+            let mut first = String::new();
+            match kept {
+                Some(kept) => {
+                    for c in kept {
+                        if c.change.tenant == tenant && topic.covers(&c.change) {
+                            first.push_str(&sse_event(
+                                &c.seq.to_string(),
+                                Some(&c.change.message()),
+                            ));
+                        }
+                        seen = seen.max(c.seq);
+                    }
+                }
+                None => {
+                    let message = current.map(|j| JobChange::job(j).message());
+                    first.push_str(&sse_event(&start.to_string(), message.as_deref()));
+                }
+            }
+            if tx.send(first).await.is_err() {
+                return;
+            }
+            let mut keep_alive = tokio::time::interval(std::time::Duration::from_secs(15));
+            keep_alive.tick().await;
+            loop {
+                let event = tokio::select! {
+                    got = rx.recv() => match got {
+                        Ok(c) if c.seq > seen && c.change.tenant == tenant && topic.covers(&c.change) => {
+                            seen = c.seq;
+                            sse_event(&c.seq.to_string(), Some(&c.change.message()))
+                        }
+                        Ok(_) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            "data: {\"type\":\"reset\"}\n\n".to_string()
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = keep_alive.tick() => ": keep-alive\n\n".to_string(),
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        axum::body::Body::from_stream(futures::stream::unfold(out, |mut out| async move {
+            out.recv()
+                .await
+                .map(|s| (Ok::<_, std::convert::Infallible>(s), out))
+        }))
+    }
+}
+
 /// What one round of [`notify`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Notified {

@@ -133,6 +133,7 @@ async fn a_refused_credential_reaches_the_api_as_its_own_401() {
         },
         health: Default::default(),
         live: None,
+        ws_url: None,
     }));
     let call = |identity| {
         let app = app.clone();

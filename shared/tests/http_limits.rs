@@ -56,6 +56,7 @@ fn app(limits: HttpLimits, write_queue: usize) -> App {
         limits,
         health,
         live: Some(backend.feed.clone()),
+        ws_url: None,
     };
     App {
         router: router(Arc::new(state)),

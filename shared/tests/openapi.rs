@@ -42,6 +42,7 @@ async fn every_described_operation_is_served_and_the_description_is_open() {
         },
         health: Default::default(),
         live: None,
+        ws_url: None,
     }));
     let call = |method: &str, path: &str| {
         let request = Request::builder()

@@ -69,6 +69,7 @@ const FREE: &[&str] = &[
     "CONVEYOR_JWKS",
     "CONVEYOR_JWT_ISSUER",
     "CONVEYOR_WS_ENDPOINT",
+    "CONVEYOR_WS_URL",
     "CONVEYOR_JWT_AUDIENCE",
 ];
 

@@ -9,6 +9,7 @@ mod auth;
 mod aws_backend;
 mod bad_input;
 mod cancel;
+mod cli;
 mod config;
 mod containment;
 mod crash_recovery;

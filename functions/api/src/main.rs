@@ -29,6 +29,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         limits: HttpLimits::from_config(&config),
         health: Default::default(),
         live: None,
+        ws_url: config.ws_url.clone(),
     };
     let app = router(Arc::new(state)).layer(axum::middleware::from_fn(gateway));
     lambda_http::run(app).await

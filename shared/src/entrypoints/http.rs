@@ -50,7 +50,9 @@ pub struct ApiState {
     /// streams from it. Without one (the `api` function) each `/v1/events` request answers
     /// what changed since the client's last event and ends; the client's `EventSource`
     /// comes back after `retry`.
-    pub live: Option<Arc<crate::live::ChangeFeed>>,
+    pub live: Option<Arc<dyn crate::live::FollowChanges>>,
+    /// Where the dashboard connects for live updates (`None`: this origin's `/ws`).
+    pub ws_url: Option<String>,
 }
 
 /// The caller's address, as the gateway saw it (set by the Lambda entry; the local runtime's
@@ -357,6 +359,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
             state.clone(),
             authenticate,
         ))
+        // (The page holds no data: it asks for the credential and calls the API with it.)
+        .route("/", get(dashboard))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
         })
@@ -1044,6 +1048,25 @@ async fn list(
     Ok(Json(page).into_response())
 }
 
+/// The dashboard: one page, no build step, talking to this API and its live updates.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+async fn dashboard(State(state): State<Arc<ApiState>>) -> Response {
+    let ws = state.ws_url.as_deref().unwrap_or("");
+    let ws: String = ws
+        .chars()
+        .filter(|c| !matches!(c, '"' | '<' | '>' | '&'))
+        .collect();
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        DASHBOARD.replace("{{WS_URL}}", &ws),
+    )
+        .into_response()
+}
+
 /// `GET /v1/events?job_id=…` or `?all=true`: live updates as server-sent events, each
 /// event's data a message of the WebSocket protocol (`live`), resumable with `Last-Event-ID`.
 async fn events(
@@ -1077,7 +1100,7 @@ async fn events(
         .or(q.get("last_event_id").map(String::as_str))
         .map(str::to_string);
     let body = match &state.live {
-        Some(feed) => follow_feed(feed.clone(), tenant, topic, current, last),
+        Some(feed) => feed.follow(tenant, topic, current.map(|j| (&j).into()), last),
         None => axum::body::Body::from(catch_up(&state, &tenant, current, last).await?),
     };
     Ok((
@@ -1088,67 +1111,6 @@ async fn events(
         body,
     )
         .into_response())
-}
-
-/// Events from the process's feed: the kept ones after `last` (or, when those are gone, the
-/// job as it is now), then each change as it commits, until the client leaves.
-fn follow_feed(
-    feed: Arc<crate::live::ChangeFeed>,
-    tenant: Tenant,
-    topic: crate::live::Topic,
-    current: Option<crate::domain::Job>,
-    last: Option<String>,
-) -> axum::body::Body {
-    use crate::live::{sse_event, JobChange};
-    let (kept, mut rx, start) = feed.resume_at(last.as_deref().and_then(|l| l.parse().ok()));
-    let (tx, out) = tokio::sync::mpsc::channel::<String>(64);
-    tokio::spawn(async move {
-        let mut seen = start;
-        let mut first = String::new();
-        match kept {
-            Some(kept) => {
-                for c in kept {
-                    if c.change.tenant == tenant && topic.covers(&c.change) {
-                        first.push_str(&sse_event(&c.seq.to_string(), Some(&c.change.message())));
-                    }
-                    seen = seen.max(c.seq);
-                }
-            }
-            None => {
-                let message = current.map(|j| JobChange::job((&j).into()).message());
-                first.push_str(&sse_event(&start.to_string(), message.as_deref()));
-            }
-        }
-        if tx.send(first).await.is_err() {
-            return;
-        }
-        let mut keep_alive = tokio::time::interval(Duration::from_secs(15));
-        keep_alive.tick().await;
-        loop {
-            let event = tokio::select! {
-                got = rx.recv() => match got {
-                    Ok(c) if c.seq > seen && c.change.tenant == tenant && topic.covers(&c.change) => {
-                        seen = c.seq;
-                        sse_event(&c.seq.to_string(), Some(&c.change.message()))
-                    }
-                    Ok(_) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        "data: {\"type\":\"reset\"}\n\n".to_string()
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
-                _ = keep_alive.tick() => ": keep-alive\n\n".to_string(),
-            };
-            if tx.send(event).await.is_err() {
-                return;
-            }
-        }
-    });
-    axum::body::Body::from_stream(futures::stream::unfold(out, |mut out| async move {
-        out.recv()
-            .await
-            .map(|s| (Ok::<_, std::convert::Infallible>(s), out))
-    }))
 }
 
 /// Without a feed (on Lambda): what changed since the client's last event (`t<microseconds>`),
