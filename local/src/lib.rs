@@ -8,6 +8,7 @@ pub mod aws;
 pub mod bench;
 pub mod cli;
 pub mod live;
+pub mod metrics;
 pub mod poller;
 pub mod runtime;
 pub mod supervise;
@@ -168,11 +169,18 @@ async fn bench_aws(_: Vec<String>) -> anyhow::Result<()> {
     anyhow::bail!("this build has no AWS backend (build with `--features aws`)")
 }
 
+/// Logs on stderr: human text with colours on a terminal; JSON lines, no escape codes,
+/// anywhere else (a file, a pipe, a log collector).
 fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().with_ansi(false).init();
+    }
 }

@@ -216,6 +216,7 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         },
         auth: auth.clone(),
     };
+    let auth_for_metrics = auth.clone();
     let app = router(Arc::new(ApiState {
         service,
         auth,
@@ -230,6 +231,16 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         axum::Router::new()
             .route("/ws", axum::routing::get(crate::live::upgrade))
             .with_state(gateway),
+    )
+    .merge(
+        axum::Router::new()
+            .route("/metrics", axum::routing::get(crate::metrics::serve))
+            .with_state(crate::metrics::MetricsSource {
+                auth: auth_for_metrics,
+                store: opened.embedded_store.clone(),
+                queue: opened.dead_letters.clone(),
+                hub: hub.clone(),
+            }),
     );
     let listener = tokio::net::TcpListener::bind(settings.addr)
         .await
@@ -365,6 +376,8 @@ struct Opened {
     describe: String,
     /// Every committed change of a job (live updates).
     feed: Arc<ChangeFeed>,
+    /// The embedded store (its all-tenant counts, for `/metrics`).
+    embedded_store: Option<Arc<shared::adapters::embedded::EmbeddedStore>>,
     db: Option<shared::adapters::embedded::Db>,
     dead_letters: Option<Arc<EmbeddedQueue>>,
     /// The reader that keeps the counts from the table's stream (aws).
@@ -405,6 +418,7 @@ async fn open(
                 consumer: backend.queue.clone(),
                 describe: format!("embedded, data {}", config.data_dir.display()),
                 feed: backend.feed.clone(),
+                embedded_store: Some(backend.store.clone()),
                 db: Some(backend.db.clone()),
                 dead_letters: Some(backend.queue.clone()),
                 #[cfg(feature = "aws")]
@@ -424,6 +438,7 @@ async fn open(
                     std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "AWS".into())
                 ),
                 feed: feed.clone(),
+                embedded_store: None,
                 db: None,
                 dead_letters: None,
                 counts: Some(Arc::new(backend.stream_reader().with_feed(feed))),

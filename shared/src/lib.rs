@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod lifecycle;
 pub mod live;
 pub mod maintenance;
+pub mod metrics;
 pub mod ports;
 pub mod service;
 pub mod worker;

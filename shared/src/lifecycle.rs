@@ -11,11 +11,35 @@
 //! Service, worker and maintenance all change jobs through here, so a new consequence of a
 //! change (a push to subscribers, a counter) is added once.
 
-use crate::domain::{Expected, Job, LifecycleEvent, MAX_QUEUE_DELAY};
+use crate::domain::{Expected, Job, JobStatus, LifecycleEvent, MAX_QUEUE_DELAY};
 use crate::jobs::Registry;
 use crate::ports::{Ports, QueueError, StoreError};
 use crate::service::JobMessage;
 use chrono::{DateTime, Utc};
+
+/// A stored change in the figures: by type and status; a failed attempt that went back to the
+/// queue as a retry; a job ended by the dead-letter queue.
+fn count_change(job: &Job) {
+    let m = crate::metrics::global();
+    let job_type = job.job_type.as_str();
+    m.count(
+        "conveyor_job_changes_total",
+        &[("type", job_type), ("status", job.status.as_str())],
+        1,
+    );
+    let kind = job.error.as_ref().map(|e| e.kind.as_str());
+    match job.status {
+        JobStatus::Queued | JobStatus::Scheduled
+            if job.attempt > 0 && !matches!(kind, None | Some("interrupted")) =>
+        {
+            m.count("conveyor_job_retries_total", &[("type", job_type)], 1)
+        }
+        JobStatus::Dead if kind == Some("dead_letter") => {
+            m.count("conveyor_dead_letters_total", &[("type", job_type)], 1)
+        }
+        _ => {}
+    }
+}
 
 /// What followed a stored change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +141,7 @@ impl<'a> Lifecycle<'a> {
         log: Option<&str>,
         now: DateTime<Utc>,
     ) -> Followed {
+        count_change(job);
         if let Some(line) = log {
             if let Err(e) = self
                 .ports

@@ -303,6 +303,7 @@ impl Worker {
         // that awaits at its timeout; one that never yields keeps its thread until it returns,
         // but its attempt ends at the timeout all the same.
         let execution = registration.options.execution;
+        let started = std::time::Instant::now();
         let (handler, abort) = futures::future::abortable({
             let ctx = ctx.clone();
             let payload = job.payload.clone();
@@ -340,6 +341,7 @@ impl Worker {
                 }
             }
         };
+        let ran = started.elapsed().as_secs_f64();
         let outcome = match joined {
             Some(Ok(Ok(Ok(result)))) => Outcome::Succeeded(result),
             Some(Ok(Ok(Err(error)))) => Outcome::Failed(error),
@@ -367,6 +369,15 @@ impl Worker {
             heartbeat.abort();
         }
         self.in_flight.lock().unwrap().remove(&job.id);
+        let ended = match &outcome {
+            Outcome::Succeeded(_) => "succeeded",
+            Outcome::Failed(_) => "failed",
+        };
+        crate::metrics::global().observe(
+            "conveyor_job_run_seconds",
+            &[("type", job.job_type.as_str()), ("outcome", ended)],
+            ran,
+        );
         outcome
     }
 

@@ -191,7 +191,7 @@ impl TestApp {
         self.data_dir().join(name)
     }
 
-    fn log_path(&self) -> PathBuf {
+    pub fn log_path(&self) -> PathBuf {
         self.root.path().join("runtime.log")
     }
 

@@ -19,6 +19,7 @@ mod idempotency;
 mod listing;
 mod live;
 mod maintenance;
+mod metrics;
 #[path = "../../shared/tests/support/moto.rs"]
 mod moto;
 mod quotas;

@@ -31,7 +31,16 @@ async fn main() -> Result<(), lambda_http::Error> {
         live: None,
         ws_url: config.ws_url.clone(),
     };
-    let app = router(Arc::new(state)).layer(axum::middleware::from_fn(gateway));
+    let app = router(Arc::new(state))
+        .layer(axum::middleware::from_fn(gateway))
+        // Each request's figures, as CloudWatch embedded-metric-format log lines.
+        .layer(axum::middleware::from_fn(
+            |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                let response = next.run(request).await;
+                shared::metrics::flush_emf();
+                response
+            },
+        ));
     lambda_http::run(app).await
 }
 

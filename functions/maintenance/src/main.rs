@@ -22,9 +22,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (ports, registry) = (&ports, &registry);
     lambda_runtime::run(service_fn(
         move |_: LambdaEvent<serde_json::Value>| async move {
-            Ok::<SweepReport, lambda_runtime::Error>(
-                handle_maintenance(ports, registry, settings).await?,
-            )
+            let report = handle_maintenance(ports, registry, settings).await;
+            shared::metrics::flush_emf();
+            Ok::<SweepReport, lambda_runtime::Error>(report?)
         },
     ))
     .await

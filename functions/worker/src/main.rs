@@ -25,6 +25,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .saturating_sub(chrono::Utc::now().timestamp_millis() as u64);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(left);
         let response = handle_sqs_batch_until(worker, event.payload, Some(deadline)).await;
+        // This invocation's figures, as CloudWatch embedded-metric-format log lines.
+        shared::metrics::flush_emf();
         Ok::<SqsBatchResponse, lambda_runtime::Error>(response)
     }))
     .await

@@ -359,6 +359,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             state.clone(),
             authenticate,
         ))
+        .route_layer(axum::middleware::from_fn(record_http))
         // (The page holds no data: it asks for the credential and calls the API with it.)
         .route("/", get(dashboard))
         .fallback(|| async {
@@ -412,6 +413,40 @@ async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) ->
         )
         .into_response(),
     }
+}
+
+/// Count each routed request by route, method and code, and time it (and a submit's time on
+/// its own: what a client waits for a durable job).
+async fn record_http(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let method = request.method().clone();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let m = crate::metrics::global();
+    let code = response.status().as_u16().to_string();
+    m.count(
+        "conveyor_http_requests_total",
+        &[
+            ("route", &route),
+            ("method", method.as_str()),
+            ("code", &code),
+        ],
+        1,
+    );
+    m.observe(
+        "conveyor_http_request_seconds",
+        &[("route", &route)],
+        seconds,
+    );
+    if route == "/v1/jobs" && method == axum::http::Method::POST {
+        m.observe("conveyor_submit_seconds", &[], seconds);
+    }
+    response
 }
 
 /// Verify the caller (every route but `/healthz`): no or a refused credential is a 401 (and an

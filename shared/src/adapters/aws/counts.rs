@@ -333,6 +333,14 @@ pub struct StreamReader {
     shards: Mutex<HashMap<String, Position>>,
     /// Where the job changes read are announced (the local runtime's live updates).
     feed: Option<std::sync::Arc<crate::live::ChangeFeed>>,
+    /// Per shard, the last record announced: a read again from an older stored position (the
+    /// position moves only with counts) announces nothing twice.
+    announced: std::sync::Mutex<HashMap<String, String>>,
+}
+
+/// `a` comes after `b` in a shard (sequence numbers are decimal strings of any length).
+fn later(a: &str, b: &str) -> bool {
+    (a.len(), a) > (b.len(), b)
 }
 
 impl StreamReader {
@@ -349,6 +357,7 @@ impl StreamReader {
             table,
             shards: Mutex::new(HashMap::new()),
             feed: None,
+            announced: Default::default(),
         }
     }
 
@@ -447,10 +456,19 @@ impl StreamReader {
                     .await
                     .map_err(|e| e.error)?;
                 if let Some(feed) = &self.feed {
-                    out.records()
-                        .iter()
-                        .filter_map(super::live::change_of_stream_record)
-                        .for_each(|c| feed.publish(c));
+                    let mut announced = self.announced.lock().unwrap();
+                    for record in out.records() {
+                        let Some(seq) = record.dynamodb().and_then(|d| d.sequence_number()) else {
+                            continue;
+                        };
+                        if announced.get(&shard).is_some_and(|last| !later(seq, last)) {
+                            continue;
+                        }
+                        announced.insert(shard.clone(), seq.to_string());
+                        if let Some(change) = super::live::change_of_stream_record(record) {
+                            feed.publish(change);
+                        }
+                    }
                 }
                 read += out.records().len();
                 if !out.records().is_empty() {

@@ -229,6 +229,44 @@ impl EmbeddedQueue {
             .map_or(0, |q| q.messages.len())
     }
 
+    /// Per queue: messages in it (as `depth`), and how long the oldest has been there.
+    pub async fn depths(&self) -> Result<Vec<(String, usize, Option<Duration>)>, DbError> {
+        let oldest: Vec<(String, usize, Option<i64>)> = {
+            let state = self.state.lock().unwrap();
+            let mut v: Vec<_> = state
+                .iter()
+                .map(|(name, q)| {
+                    (
+                        name.clone(),
+                        q.messages.len(),
+                        q.messages.keys().min().copied(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let mut out = Vec::with_capacity(oldest.len());
+        for (name, depth, id) in oldest {
+            let sent_at: Option<i64> = match id {
+                Some(id) => {
+                    self.db
+                        .read(move |conn| {
+                            Ok(conn
+                                .prepare_cached("SELECT sent_at FROM messages WHERE id = ?1")?
+                                .query_row([id], |r| r.get(0))
+                                .optional()?)
+                        })
+                        .await?
+                }
+                None => None,
+            };
+            let age = sent_at.map(|t| Duration::from_micros((now_micros() - t).max(0) as u64));
+            out.push((name, depth, age));
+        }
+        Ok(out)
+    }
+
     /// Bytes the in-memory index holds, all queues together (for tests and the bench).
     pub fn index_bytes(&self) -> usize {
         self.state
