@@ -96,11 +96,40 @@ pub async fn open_live(config: &crate::config::Config) -> crate::ports::LivePort
 }
 
 /// The SDK's configuration from the standard environment (credentials, region, endpoint).
+#[cfg(not(feature = "lambda"))]
 pub async fn sdk_config_from_env() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .http_client(http_client())
         .load()
         .await
+}
+
+/// The SDK's configuration in a Lambda function: credentials and region from the variables
+/// Lambda sets (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+/// `AWS_REGION`), `AWS_ENDPOINT_URL` if set; standard retries.
+#[cfg(feature = "lambda")]
+pub async fn sdk_config_from_env() -> aws_config::SdkConfig {
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let mut config = aws_types::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(
+            env("AWS_REGION")
+                .or_else(|| env("AWS_DEFAULT_REGION"))
+                .map(aws_config::Region::new),
+        )
+        .credentials_provider(SharedCredentialsProvider::new(
+            aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+        ))
+        .http_client(http_client())
+        .retry_config(aws_smithy_types::retry::RetryConfig::standard())
+        .timeout_config(aws_smithy_types::timeout::TimeoutConfig::builder().build())
+        .time_source(aws_smithy_async::time::SystemTimeSource::new())
+        .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new());
+    if let Some(url) = env("AWS_ENDPOINT_URL") {
+        config = config.endpoint_url(url);
+    }
+    config.build()
 }
 
 /// The HTTP client every AWS client uses: HTTPS by rustls with ring, the TLS stack the rest of
