@@ -21,12 +21,20 @@ use tokio::sync::watch;
 const AUTH_WAIT: Duration = Duration::from_secs(10);
 /// How long one frame may take to go out before the client is taken for gone.
 const SEND_WAIT: Duration = Duration::from_secs(10);
+/// A connection's read buffer, and how much is gathered before a write.
+const READ_BUFFER: usize = 4 * 1024;
+const WRITE_BUFFER: usize = 16 * 1024;
+/// Messages written to a socket before one flush, when that many are waiting.
+const WRITE_BATCH: usize = 64;
+
 /// Changes handed to one `notify` at most.
 const NOTIFY_BATCH: usize = 256;
 
 #[derive(Clone)]
 pub struct Gateway {
     pub hub: Arc<Hub>,
+    /// The changes pushed (kept while a client is connected).
+    pub feed: Arc<ChangeFeed>,
     pub routes: WsRoutes,
     pub auth: Arc<dyn Verify>,
 }
@@ -58,7 +66,11 @@ pub async fn upgrade(
         // must carry one.
         None => gateway.auth.authenticate(None).await.ok(),
     };
-    ws.on_upgrade(move |socket| serve(gateway, socket, principal))
+    // Clients send small frames: a small read buffer keeps an idle connection cheap (the
+    // default is 128 KiB each).
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .on_upgrade(move |socket| serve(gateway, socket, principal))
 }
 
 async fn serve(gateway: Gateway, socket: WebSocket, principal: Option<Principal>) {
@@ -79,6 +91,7 @@ async fn serve(gateway: Gateway, socket: WebSocket, principal: Option<Principal>
         },
     };
     let id = ulid::Ulid::new().to_string();
+    let _watching = gateway.feed.watch();
     let mut outbox = gateway.hub.attach(&id);
     if let Err(e) = gateway
         .routes
@@ -88,18 +101,28 @@ async fn serve(gateway: Gateway, socket: WebSocket, principal: Option<Principal>
         tracing::warn!(error = %e, "connection not stored");
         return;
     }
+    let mut out: Vec<String> = Vec::with_capacity(WRITE_BATCH);
     loop {
-        let out: String = tokio::select! {
+        tokio::select! {
             frame = rx.next() => match frame {
                 Some(Ok(Message::Text(body))) => {
-                    gateway.routes.message(&id, route_of(&body), &body).await
+                    out.push(gateway.routes.message(&id, route_of(&body), &body).await);
                 }
-                Some(Ok(Message::Binary(_))) => error_message("bad_frame", "frames are JSON text"),
+                Some(Ok(Message::Binary(_))) => out.push(error_message("bad_frame", "frames are JSON text")),
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => break,
             },
             pushed = outbox.recv() => match pushed {
-                Some(message) => message.to_string(),
+                Some(message) => {
+                    out.push(message.to_string());
+                    // What else is waiting goes out with it, in one write.
+                    while out.len() < WRITE_BATCH {
+                        match outbox.try_recv() {
+                            Ok(m) => out.push(m.to_string()),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 // Dropped by the hub: it fell behind.
                 None => {
                     let _ = tx.send(Message::Text(error_message("too_slow", "this client fell behind and was dropped; connect again").into())).await;
@@ -107,7 +130,13 @@ async fn serve(gateway: Gateway, socket: WebSocket, principal: Option<Principal>
                 }
             },
         };
-        match tokio::time::timeout(SEND_WAIT, tx.send(Message::Text(out.into()))).await {
+        let write = async {
+            for m in out.drain(..) {
+                tx.feed(Message::Text(m.into())).await?;
+            }
+            tx.flush().await
+        };
+        match tokio::time::timeout(SEND_WAIT, write).await {
             Ok(Ok(())) => {}
             _ => break,
         }
@@ -162,6 +191,11 @@ pub async fn push_changes(feed: Arc<ChangeFeed>, hub: Arc<Hub>, mut stop: watch:
                 Ok(c) => batch.push(c.change.clone()),
                 Err(_) => break,
             }
+        }
+        // (No one connected: nothing to look up.)
+        if hub.open_connections() == 0 {
+            batch.clear();
+            continue;
         }
         if let Err(e) = notify(hub.as_ref(), hub.as_ref(), &batch).await {
             tracing::warn!(error = %e, "changes not pushed");

@@ -207,6 +207,7 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
     let hub = Hub::new(config.ws_outbox);
     let gateway = crate::live::Gateway {
         hub: hub.clone(),
+        feed: opened.feed.clone(),
         routes: WsRoutes {
             live: LivePorts {
                 connections: hub.clone(),
@@ -224,7 +225,7 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         webhook_master: builtin.webhook_secret.clone(),
         limits: HttpLimits::from_config(&config),
         health: health.clone(),
-        live: Some(opened.feed.clone()),
+        live: Some(Arc::new(opened.feed.clone())),
         ws_url: config.ws_url.clone(),
     }))
     .merge(

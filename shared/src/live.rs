@@ -94,10 +94,40 @@ pub struct Sequenced {
 /// last `replay` of them kept for readers that come back (`since`, SSE's `Last-Event-ID`).
 /// Publishing never blocks and never waits for a reader: one that falls behind the broadcast's
 /// room misses changes and is told so (`Lagged`).
+///
+/// Changes are kept only while someone may read them: while a live-update client is connected
+/// (a [`Watcher`] is held), and for [`KEEP_AFTER_LAST_READER`] after the last one left (for it
+/// to resume). The rest of the time a change costs one atomic read; when watching starts again
+/// the kept changes are dropped, so a reader from before learns that some are gone.
 pub struct ChangeFeed {
     tx: broadcast::Sender<Arc<Sequenced>>,
     kept: Mutex<Kept>,
     replay: usize,
+    /// Readers now.
+    watchers: std::sync::atomic::AtomicUsize,
+    /// Until when (epoch ms) changes are kept with no reader: the last reader's leaving plus
+    /// `KEEP_AFTER_LAST_READER`.
+    kept_until_ms: std::sync::atomic::AtomicI64,
+    /// A change went by unkept since watching last started.
+    missed: std::sync::atomic::AtomicBool,
+}
+
+/// How long changes are still kept after the last reader left (for it to come back).
+pub const KEEP_AFTER_LAST_READER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A reader of a feed, for as long as it is held.
+#[derive(Debug)]
+pub struct Watcher(Arc<ChangeFeed>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        self.0.kept_until_ms.store(
+            Utc::now().timestamp_millis() + KEEP_AFTER_LAST_READER.as_millis() as i64,
+            Ordering::Relaxed,
+        );
+        self.0.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct Kept {
@@ -126,11 +156,41 @@ impl ChangeFeed {
                 recent: VecDeque::with_capacity(replay.min(1024)),
             }),
             replay,
+            watchers: Default::default(),
+            kept_until_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+            missed: Default::default(),
         })
     }
 
-    /// Add a committed change (call in commit order). Cheap, never blocks on readers.
+    /// Whether changes are wanted now (someone reads, or may come back for them).
+    pub fn watched(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.watchers.load(Ordering::Relaxed) > 0
+            || self.kept_until_ms.load(Ordering::Relaxed) > Utc::now().timestamp_millis()
+    }
+
+    /// Start reading: changes are kept from now until the returned `Watcher` is dropped (and a
+    /// while after). If they were not kept until now, what was kept is dropped and a number is
+    /// skipped, so no reader can resume across the time nothing was kept.
+    pub fn watch(self: &Arc<Self>) -> Watcher {
+        use std::sync::atomic::Ordering;
+        if self.missed.swap(false, Ordering::Relaxed) {
+            let mut kept = self.kept.lock().unwrap();
+            kept.recent.clear();
+            kept.next_seq += 1;
+        }
+        self.watchers.fetch_add(1, Ordering::Relaxed);
+        Watcher(self.clone())
+    }
+
+    /// Add a committed change (call in commit order). Cheap, never blocks on readers; nothing
+    /// at all when no one watches (see `watched`).
     pub fn publish(&self, change: JobChange) {
+        if !self.watched() {
+            self.missed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
         let mut kept = self.kept.lock().unwrap();
         let item = Arc::new(Sequenced {
             seq: kept.next_seq,
@@ -205,7 +265,7 @@ pub trait FollowChanges: Send + Sync {
 
 /// Events from the process's feed: the kept ones after `last` (or, when those are gone, the
 /// job as it is now), then each change as it commits, until the client leaves.
-impl FollowChanges for ChangeFeed {
+impl FollowChanges for Arc<ChangeFeed> {
     fn follow(
         &self,
         tenant: Tenant,
@@ -213,9 +273,12 @@ impl FollowChanges for ChangeFeed {
         current: Option<JobSummary>,
         last: Option<String>,
     ) -> axum::body::Body {
+        // (Watching first: if nothing was kept until now, `resume_at` then says so.)
+        let watcher = self.watch();
         let (kept, mut rx, start) = self.resume_at(last.as_deref().and_then(|l| l.parse().ok()));
         let (tx, out) = tokio::sync::mpsc::channel::<String>(64);
         tokio::spawn(async move {
+            let _watcher = watcher;
             let mut seen = start;
             let mut first = String::new();
             match kept {
@@ -296,20 +359,19 @@ pub async fn notify(
     for c in changes {
         by_tenant.entry(&c.tenant).or_default().push(c);
     }
+    let none = vec![];
     for (tenant, changes) in by_tenant {
-        let all = connections.subscribers(tenant, Topic::All).await?;
+        // One read per tenant for the whole batch.
+        let mut all = vec![];
         let mut per_job: BTreeMap<JobId, Vec<String>> = BTreeMap::new();
-        for c in &changes {
-            if let std::collections::btree_map::Entry::Vacant(e) = per_job.entry(c.job_id) {
-                e.insert(
-                    connections
-                        .subscribers(tenant, Topic::Job(c.job_id))
-                        .await?,
-                );
+        for (topic, conn) in connections.subscriptions(tenant).await? {
+            match topic {
+                Topic::All => all.push(conn),
+                Topic::Job(id) => per_job.entry(id).or_default().push(conn),
             }
         }
         for c in changes {
-            let subs = &per_job[&c.job_id];
+            let subs = per_job.get(&c.job_id).unwrap_or(&none);
             if subs.is_empty() && all.is_empty() {
                 continue;
             }
@@ -410,6 +472,7 @@ mod tests {
     #[test]
     fn a_reader_resumes_from_the_kept_changes_or_is_told_they_are_gone() {
         let feed = ChangeFeed::new(3);
+        let _reading = feed.watch();
         for n in 1..=5 {
             feed.publish(change(n));
         }
@@ -424,9 +487,31 @@ mod tests {
         assert!(feed.resume(9).0.is_none(), "a number never given out");
     }
 
+    #[test]
+    fn nothing_is_kept_unwatched_and_a_reader_from_before_a_gap_is_told() {
+        let feed = ChangeFeed::new(10);
+        feed.publish(change(1));
+        assert_eq!(feed.last_seq(), 0, "no one watches: nothing kept");
+        let reading = feed.watch();
+        feed.publish(change(2));
+        assert_eq!(feed.resume(1).0.unwrap().len(), 1);
+        drop(reading);
+        assert!(feed.watched(), "kept a while for the reader to come back");
+        feed.kept_until_ms
+            .store(0, std::sync::atomic::Ordering::Relaxed); // (that while is over)
+        feed.publish(change(3));
+        let _again = feed.watch();
+        feed.publish(change(4));
+        assert!(
+            feed.resume(2).0.is_none(),
+            "change 3 was never kept: no resuming across it"
+        );
+    }
+
     #[tokio::test]
     async fn live_readers_get_changes_in_order() {
         let feed = ChangeFeed::new(0);
+        let _reading = feed.watch();
         let mut rx = feed.subscribe();
         for n in 1..=3 {
             feed.publish(change(n));

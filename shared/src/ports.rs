@@ -354,7 +354,18 @@ pub trait ConnectionStore: Send + Sync {
     async fn subscribe(&self, connection: &Connection, topic: Topic) -> Result<(), StoreError>;
     async fn unsubscribe(&self, connection: &Connection, topic: Topic) -> Result<(), StoreError>;
     /// The live connections subscribed to `topic` in `tenant`.
-    async fn subscribers(&self, tenant: &Tenant, topic: Topic) -> Result<Vec<String>, StoreError>;
+    async fn subscribers(&self, tenant: &Tenant, topic: Topic) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .subscriptions(tenant)
+            .await?
+            .into_iter()
+            .filter(|(t, _)| *t == topic)
+            .map(|(_, c)| c)
+            .collect())
+    }
+    /// Every live subscription in `tenant`, as (topic, connection): what one batch of changes
+    /// needs, in one read.
+    async fn subscriptions(&self, tenant: &Tenant) -> Result<Vec<(Topic, String)>, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]

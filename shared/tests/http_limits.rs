@@ -55,7 +55,7 @@ fn app(limits: HttpLimits, write_queue: usize) -> App {
         webhook_master: None,
         limits,
         health,
-        live: Some(backend.feed.clone()),
+        live: Some(Arc::new(backend.feed.clone())),
         ws_url: None,
     };
     App {

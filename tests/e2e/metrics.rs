@@ -90,8 +90,8 @@ async fn metrics_count_jobs_requests_and_run_time_for_an_admin() {
 
 #[tokio::test]
 async fn logs_written_to_a_file_are_json_lines_without_escape_codes() {
-    // GIVEN a runtime whose logs go to a file (the suite's harness), at the debug level
-    let app = spawn_app(&[("RUST_LOG", "debug")]).await;
+    // GIVEN a runtime whose logs go to a file (the suite's harness), ours at the debug level
+    let app = spawn_app(&[("RUST_LOG", "warn,shared=debug,local=debug")]).await;
     let id = app.submit_new(&json!({ "type": "noop" })).await;
     app.wait_for_status(&id, status_is("succeeded"), Duration::from_secs(30))
         .await;

@@ -149,6 +149,16 @@ impl ConnectionStore for Hub {
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default())
     }
+
+    async fn subscriptions(&self, tenant: &Tenant) -> Result<Vec<(Topic, String)>, StoreError> {
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .subscribers
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .flat_map(|((_, topic), conns)| conns.iter().map(|c| (*topic, c.clone())))
+            .collect())
+    }
 }
 
 #[async_trait]

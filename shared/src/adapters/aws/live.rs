@@ -4,7 +4,10 @@
 //! | item | pk | sk | |
 //! |---|---|---|---|
 //! | connection | `CONN#<connection id>` | `CONN` | tenant, subject, `topics` (string set), `ttl` |
-//! | subscription | `SUB#<tenant>#<job id or *>` | `<connection id>` | `ttl` |
+//! | subscription | `SUB#<tenant>` | `<job id or *>#<connection id>` | `ttl` |
+//!
+//! A tenant's subscriptions are one partition: one Query finds every subscriber of a batch of
+//! the tenant's changes.
 //!
 //! Both expire with the connection (API Gateway's 2-hour limit): TTL deletes them, and every
 //! read leaves out what has expired.
@@ -30,8 +33,12 @@ fn conn_key(id: &str) -> Item {
     ])
 }
 
-fn sub_pk(tenant: &Tenant, topic: Topic) -> String {
-    format!("SUB#{tenant}#{}", topic.key())
+fn sub_pk(tenant: &Tenant) -> String {
+    format!("SUB#{tenant}")
+}
+
+fn sub_sk(topic: Topic, connection: &str) -> String {
+    format!("{}#{connection}", topic.key())
 }
 
 fn ttl_of(t: DateTime<Utc>) -> AttributeValue {
@@ -138,8 +145,8 @@ impl ConnectionStore for DynamoConnections {
             self.client
                 .delete_item()
                 .table_name(&self.table)
-                .key("pk", s(sub_pk(&tenant, topic)))
-                .key("sk", s(id))
+                .key("pk", s(sub_pk(&tenant)))
+                .key("sk", s(sub_sk(topic, id)))
                 .send()
                 .await
                 .map_err(classify)?;
@@ -151,8 +158,8 @@ impl ConnectionStore for DynamoConnections {
         use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
         let sub = Put::builder()
             .table_name(&self.table)
-            .item("pk", s(sub_pk(&c.tenant, topic)))
-            .item("sk", s(&c.id))
+            .item("pk", s(sub_pk(&c.tenant)))
+            .item("sk", s(sub_sk(topic, &c.id)))
             .item("ttl", ttl_of(c.expires_at))
             .build()
             .map_err(|e| StoreError::Rejected(e.to_string()))?;
@@ -183,8 +190,8 @@ impl ConnectionStore for DynamoConnections {
         self.client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", s(sub_pk(&c.tenant, topic)))
-            .key("sk", s(&c.id))
+            .key("pk", s(sub_pk(&c.tenant)))
+            .key("sk", s(sub_sk(topic, &c.id)))
             .send()
             .await
             .map_err(classify)?;
@@ -204,7 +211,7 @@ impl ConnectionStore for DynamoConnections {
             })
     }
 
-    async fn subscribers(&self, tenant: &Tenant, topic: Topic) -> Result<Vec<String>, StoreError> {
+    async fn subscriptions(&self, tenant: &Tenant) -> Result<Vec<(Topic, String)>, StoreError> {
         let now = Utc::now();
         let mut out = vec![];
         let mut start = None;
@@ -214,7 +221,7 @@ impl ConnectionStore for DynamoConnections {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(sub_pk(tenant, topic)))
+                .expression_attribute_values(":pk", s(sub_pk(tenant)))
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
@@ -223,7 +230,10 @@ impl ConnectionStore for DynamoConnections {
                 page.items()
                     .iter()
                     .filter(|i| live(i, now))
-                    .filter_map(|i| get_s(i, "sk").map(str::to_string)),
+                    .filter_map(|i| {
+                        let (topic, conn) = get_s(i, "sk")?.split_once('#')?;
+                        Some((Topic::parse_key(topic)?, conn.to_string()))
+                    }),
             );
             match page.last_evaluated_key {
                 Some(k) => start = Some(k),

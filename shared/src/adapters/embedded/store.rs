@@ -121,6 +121,7 @@ impl EmbeddedStore {
     fn announce(&self, job: &Job) -> Option<(Arc<ChangeFeed>, JobChange)> {
         self.feed
             .as_ref()
+            .filter(|f| f.watched())
             .map(|f| (f.clone(), JobChange::job(JobSummary::from(job))))
     }
 }
@@ -466,7 +467,7 @@ impl JobStore for EmbeddedStore {
     ) -> Result<Started, StoreError> {
         // Read, decide and write on the writer's connection: one hop, and nothing can come
         // between the read and the write (the writer is the only one).
-        let feed = self.feed.clone();
+        let feed = self.feed.clone().filter(|f| f.watched());
         self.db
             .write_then(
                 move |conn| {
@@ -592,7 +593,10 @@ impl JobStore for EmbeddedStore {
             .transpose()
             .map_err(unavailable)?;
         // A change of progress is announced with the job as it now is.
-        let feed = self.feed.clone().filter(|_| progress.is_some());
+        let feed = self
+            .feed
+            .clone()
+            .filter(|f| progress.is_some() && f.watched());
         let announce = feed.is_some();
         let (cancel_requested, _) = self
             .db
@@ -693,7 +697,7 @@ impl JobStore for EmbeddedStore {
         line: &str,
     ) -> Result<(), StoreError> {
         let line = line.to_string();
-        let feed = self.feed.clone();
+        let feed = self.feed.clone().filter(|f| f.watched());
         let announce = feed.is_some();
         self.db
             .write_then(move |conn| {
