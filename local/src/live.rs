@@ -106,7 +106,12 @@ async fn serve(gateway: Gateway, socket: WebSocket, principal: Option<Principal>
         tokio::select! {
             frame = rx.next() => match frame {
                 Some(Ok(Message::Text(body))) => {
-                    out.push(gateway.routes.message(&id, route_of(&body), &body).await);
+                    let reply = gateway.routes.message(&id, route_of(&body), &body).await;
+                    // What was pushed before the frame was handled goes out before its reply.
+                    while let Ok(m) = outbox.try_recv() {
+                        out.push(m.to_string());
+                    }
+                    out.push(reply);
                 }
                 Some(Ok(Message::Binary(_))) => out.push(error_message("bad_frame", "frames are JSON text")),
                 Some(Ok(_)) => continue,
