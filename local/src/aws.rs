@@ -13,13 +13,7 @@ use shared::jobs::Registry;
 /// where they do not exist yet.
 pub async fn bootstrap(config: &Config, registry: &Registry) -> anyhow::Result<AwsBackend> {
     let sdk = sdk_config_from_env().await;
-    let backend = AwsBackend::new(
-        &sdk,
-        AwsSettings {
-            table: config.table.clone(),
-            event_bus: config.event_bus.clone(),
-        },
-    );
+    let backend = AwsBackend::new(&sdk, AwsSettings::of(config));
     backend
         .bootstrap(&queue_specs(config, registry))
         .await

@@ -429,7 +429,7 @@ async fn open(
         #[cfg(feature = "aws")]
         Backend::Aws => {
             let backend = crate::aws::bootstrap(config, registry).await?;
-            let feed = ChangeFeed::new(shared::adapters::embedded::FEED_REPLAY);
+            let feed = ChangeFeed::new(shared::live::REPLAY);
             Ok(Opened {
                 ports: backend.ports(),
                 consumer: backend.queue.clone(),

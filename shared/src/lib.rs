@@ -20,3 +20,13 @@ pub mod service;
 pub mod worker;
 
 pub use config::Config;
+
+/// A Lambda function's logs: JSON lines (CloudWatch adds the time), INFO and above.
+#[cfg(feature = "lambda")]
+pub fn init_lambda_logs() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_target(false)
+        .without_time()
+        .init();
+}

@@ -143,6 +143,9 @@ impl std::fmt::Debug for ChangeFeed {
     }
 }
 
+/// Changes a process's feed keeps for readers that resume (SSE's `Last-Event-ID`).
+pub const REPLAY: usize = 10_000;
+
 /// Changes a live reader may fall behind by before it misses some.
 const BROADCAST_ROOM: usize = 16 * 1024;
 

@@ -10,11 +10,7 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_target(false)
-        .without_time()
-        .init();
+    shared::init_lambda_logs();
     let config = shared::Config::from_env()?;
     let (ports, registry) = shared::adapters::open_ports(&config).await?;
     let state = ApiState {

@@ -7,11 +7,7 @@ use shared::entrypoints::authorizer::authorize_any;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_target(false)
-        .without_time()
-        .init();
+    shared::init_lambda_logs();
     let config = shared::Config::from_env()?;
     let (ports, _) = shared::adapters::open_ports(&config).await?;
     let auth = &shared::adapters::authenticator(&config, &ports).await;

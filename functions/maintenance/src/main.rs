@@ -8,11 +8,7 @@ use shared::maintenance::{MaintenanceSettings, SweepReport};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_target(false)
-        .without_time()
-        .init();
+    shared::init_lambda_logs();
     let config = shared::Config::from_env()?;
     let (ports, registry) = shared::adapters::open_ports(&config).await?;
     let settings = MaintenanceSettings {

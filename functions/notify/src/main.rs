@@ -8,11 +8,7 @@ use shared::adapters::aws::{notify_stream_event, open_live};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_target(false)
-        .without_time()
-        .init();
+    shared::init_lambda_logs();
     let config = shared::Config::from_env()?;
     let live = &open_live(&config).await;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

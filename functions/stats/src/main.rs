@@ -7,11 +7,7 @@ use shared::adapters::aws::{handle_stream_event, open_counters};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_target(false)
-        .without_time()
-        .init();
+    shared::init_lambda_logs();
     let config = shared::Config::from_env()?;
     let counters = &open_counters(&config).await;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

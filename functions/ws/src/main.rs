@@ -8,11 +8,7 @@ use shared::entrypoints::ws::{handle_ws_event, WsRoutes};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_target(false)
-        .without_time()
-        .init();
+    shared::init_lambda_logs();
     let config = shared::Config::from_env()?;
     let (ports, _) = shared::adapters::open_ports(&config).await?;
     let routes = &WsRoutes {

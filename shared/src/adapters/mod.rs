@@ -34,13 +34,7 @@ pub async fn open_ports(config: &Config) -> Result<(Ports, Arc<Registry>), OpenE
         Backend::Aws => {
             // One SDK configuration for the clients and the signing key (cold start).
             let sdk = aws::sdk_config_from_env().await;
-            let backend = aws::AwsBackend::new(
-                &sdk,
-                aws::AwsSettings {
-                    table: config.table.clone(),
-                    event_bus: config.event_bus.clone(),
-                },
-            );
+            let backend = aws::AwsBackend::new(&sdk, aws::AwsSettings::of(config));
             let settings = with_stored_signing_key(config, &sdk);
             Ok((backend.ports(), registry(&settings)))
         }

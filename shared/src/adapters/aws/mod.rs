@@ -42,6 +42,16 @@ pub struct AwsSettings {
     pub event_bus: String,
 }
 
+impl AwsSettings {
+    /// The table and bus `config` names.
+    pub fn of(config: &crate::config::Config) -> Self {
+        Self {
+            table: config.table.clone(),
+            event_bus: config.event_bus.clone(),
+        }
+    }
+}
+
 /// One type's queue as `bootstrap` creates it.
 #[derive(Debug, Clone)]
 pub struct QueueSpec {
@@ -77,13 +87,7 @@ pub async fn open_counters(config: &crate::config::Config) -> Counters {
 /// settings point, e.g. an emulator).
 pub async fn open_live(config: &crate::config::Config) -> crate::ports::LivePorts {
     let sdk = sdk_config_from_env().await;
-    let backend = AwsBackend::new(
-        &sdk,
-        AwsSettings {
-            table: config.table.clone(),
-            event_bus: config.event_bus.clone(),
-        },
-    );
+    let backend = AwsBackend::new(&sdk, AwsSettings::of(config));
     let endpoint = config
         .ws_endpoint
         .clone()

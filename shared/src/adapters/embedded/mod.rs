@@ -28,9 +28,6 @@ pub struct EmbeddedBackend {
     pub feed: Arc<crate::live::ChangeFeed>,
 }
 
-/// Changes the feed keeps for readers that resume (SSE's `Last-Event-ID`).
-pub const FEED_REPLAY: usize = 10_000;
-
 impl EmbeddedBackend {
     pub fn ports(&self) -> crate::ports::Ports {
         crate::ports::Ports {
@@ -72,7 +69,7 @@ impl EmbeddedBackend {
     ) -> Result<Self, DbError> {
         let db = Db::open_with(data_dir, durability, wal_limit_bytes, write_queue)?;
         let queue = Arc::new(EmbeddedQueue::open(db.clone(), queues)?);
-        let feed = crate::live::ChangeFeed::new(FEED_REPLAY);
+        let feed = crate::live::ChangeFeed::new(crate::live::REPLAY);
         Ok(Self {
             store: Arc::new(EmbeddedStore::new(db.clone()).with_feed(feed.clone())),
             feed,
