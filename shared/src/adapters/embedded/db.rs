@@ -220,14 +220,7 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     {
-        let room = self
-            .inner
-            .write_room
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| DbError::Closed)?;
-        self.queue_write(room, f, |_: &T| {}).await
+        self.write_then(f, |_: &T| {}).await
     }
 
     /// `write`, and `after_commit` with its result once it is committed, on the writer thread
