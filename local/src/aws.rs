@@ -63,6 +63,7 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
         AwsSettings {
             table: format!("conveyor-bench-{id}"),
             event_bus: format!("conveyor-bench-{id}"),
+            scheduler: None,
         },
         Some(counter.clone()),
         Some(meter.clone()),

@@ -1,4 +1,5 @@
-//! The client commands: `conveyor submit|get|list|cancel|retry|logs|stats|watch`, talking HTTP
+//! The client commands: `conveyor submit|get|list|cancel|retry|logs|stats|watch|schedules`,
+//! talking HTTP
 //! (and, for `watch`, the WebSocket) to any deployment: `CONVEYOR_URL` (default
 //! `http://127.0.0.1:3000`), `CONVEYOR_TOKEN` (an API key or a JWT; none in dev mode), and
 //! `CONVEYOR_WS_URL` where live updates are not at the API's own `/ws` (AWS: the stack's
@@ -13,9 +14,163 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub const COMMANDS: [&str; 8] = [
-    "submit", "get", "list", "cancel", "retry", "logs", "stats", "watch",
+pub const COMMANDS: [&str; 9] = [
+    "submit",
+    "get",
+    "list",
+    "cancel",
+    "retry",
+    "logs",
+    "stats",
+    "watch",
+    "schedules",
 ];
+
+const SCHEDULES_USAGE: &str = "usage: conveyor schedules list | get NAME | runs NAME | pause NAME | resume NAME | delete NAME | create NAME TYPE (--cron EXPR | --rate EXPR | --at TIME) [--timezone TZ] [--payload JSON] [--overlap skip|allow|queue_one] [--catch-up latest|none] [--start-at TIME] [--end-at TIME] [--paused] (update: the same as create, replacing the definition) [--json]";
+
+fn schedule_line(s: &Value) -> String {
+    let next = s["next_run_at"].as_str().unwrap_or("-");
+    format!(
+        "{:<24} {:<14} {:<28} {:<16} {}next {next}",
+        s["name"].as_str().unwrap_or("?"),
+        s["type"].as_str().unwrap_or("?"),
+        s["expression"].as_str().unwrap_or("?"),
+        s["timezone"].as_str().unwrap_or("?"),
+        if s["paused"] == json!(true) {
+            "paused "
+        } else {
+            ""
+        },
+    )
+}
+
+async fn schedules(args: &[String]) -> anyhow::Result<u8> {
+    use reqwest::Method;
+    let a = parse(
+        args,
+        &["json", "paused"],
+        &[
+            "cron",
+            "rate",
+            "at",
+            "timezone",
+            "payload",
+            "overlap",
+            "catch-up",
+            "start-at",
+            "end-at",
+            "priority",
+            "max-attempts",
+            "tenant",
+        ],
+    )?;
+    let c = Client::from_env(a.switches.iter().any(|s| s == "json"))?;
+    let query = a
+        .flags
+        .get("tenant")
+        .map(|t| format!("?tenant={t}"))
+        .unwrap_or_default();
+    let positional: Vec<&str> = a.positional.iter().map(String::as_str).collect();
+    match positional.as_slice() {
+        ["list"] => {
+            let all = c.get(&format!("/v1/schedules{query}")).await?;
+            c.print(&all, |v| {
+                v["schedules"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(schedule_line)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        ["get", name] => {
+            let s = c.get(&format!("/v1/schedules/{name}{query}")).await?;
+            c.print(&s, schedule_line);
+        }
+        ["runs", name] => {
+            let runs = c.get(&format!("/v1/schedules/{name}/runs{query}")).await?;
+            c.print(&runs, |v| {
+                v["runs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        format!(
+                            "{}  {:<10} {}",
+                            r["tick"].as_str().unwrap_or("?"),
+                            r["outcome"].as_str().unwrap_or("?"),
+                            r["job_id"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        [action @ ("pause" | "resume"), name] => {
+            let s = c
+                .call(
+                    Method::POST,
+                    &format!("/v1/schedules/{name}/{action}{query}"),
+                    None,
+                )
+                .await?;
+            c.print(&s, schedule_line);
+        }
+        ["delete", name] => {
+            let v = c
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/schedules/{name}{query}"),
+                    None,
+                )
+                .await?;
+            c.print(&v, |v| {
+                format!("deleted {}", v["deleted"].as_str().unwrap_or("?"))
+            });
+        }
+        [action @ ("create" | "update"), name, job_type] => {
+            let mut body = json!({ "name": name, "type": job_type });
+            for (flag, field) in [
+                ("cron", "cron"),
+                ("rate", "rate"),
+                ("at", "at"),
+                ("timezone", "timezone"),
+                ("overlap", "overlap"),
+                ("catch-up", "catch_up"),
+                ("start-at", "start_at"),
+                ("end-at", "end_at"),
+            ] {
+                if let Some(v) = a.flags.get(flag) {
+                    body[field] = json!(v);
+                }
+            }
+            for (flag, field) in [("priority", "priority"), ("max-attempts", "max_attempts")] {
+                if let Some(v) = a.flags.get(flag) {
+                    body[field] = json!(v
+                        .parse::<i64>()
+                        .map_err(|_| Usage(format!("--{flag} needs a whole number")))?);
+                }
+            }
+            if let Some(p) = a.flags.get("payload") {
+                body["payload"] = serde_json::from_str(p)
+                    .map_err(|e| Usage(format!("--payload is not JSON: {e}")))?;
+            }
+            if a.switches.iter().any(|s| s == "paused") {
+                body["paused"] = json!(true);
+            }
+            let (method, path) = if *action == "create" {
+                (Method::POST, format!("/v1/schedules{query}"))
+            } else {
+                (Method::PUT, format!("/v1/schedules/{name}{query}"))
+            };
+            let s = c.call(method, &path, Some(body)).await?;
+            c.print(&s, schedule_line);
+        }
+        _ => return Err(Usage(SCHEDULES_USAGE.into()).into()),
+    }
+    Ok(0)
+}
 
 /// A command line that is wrong (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -340,6 +495,7 @@ async fn dispatch(command: &str, args: &[String]) -> anyhow::Result<u8> {
             let c = Client::from_env(!a.switches.is_empty())?;
             watch(&c, &a.positional).await
         }
+        "schedules" => schedules(args).await,
         other => Err(Usage(format!("unknown command {other}")).into()),
     }
 }

@@ -128,6 +128,10 @@ key or JWT; CONVEYOR_WS_URL where live updates are not at CONVEYOR_URL/ws; --jso
   conveyor stats
   conveyor watch JOB_ID [JOB_ID …]   live progress bars; exits 0 when every job succeeded,
                                      3 failed, 4 dead, 5 cancelled (the worst one)
+  conveyor schedules create|update NAME TYPE (--cron EXPR | --rate EXPR | --at TIME)
+                  [--timezone TZ] [--payload JSON] [--overlap skip|allow|queue_one]
+                  [--catch-up latest|none] [--start-at T] [--end-at T] [--paused]
+  conveyor schedules list | get NAME | runs NAME | pause NAME | resume NAME | delete NAME
 
 Flags mirror the environment: CONVEYOR_ADDR, CONVEYOR_DATA_DIR, CONVEYOR_BACKEND (see README).";
 

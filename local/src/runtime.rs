@@ -312,6 +312,21 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         ))
     };
 
+    let scheduler = {
+        let service = Arc::new(
+            JobService::new(ports.clone(), registry.clone(), config.max_payload_bytes)
+                .with_tenant_defaults(config.tenant_defaults.clone()),
+        );
+        let (every, stop, health_) = (config.scheduler_interval, stop_rx.clone(), health.clone());
+        health.up(SCHEDULER);
+        tokio::spawn(supervise(
+            SCHEDULER.into(),
+            health.clone(),
+            stop_rx.clone(),
+            move || run_scheduler(service.clone(), every, health_.clone(), stop.clone()),
+        ))
+    };
+
     let push = {
         let (feed, hub, stop) = (opened.feed.clone(), hub.clone(), stop_rx.clone());
         health.up(PUSH);
@@ -356,6 +371,7 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         tracing::warn!(interrupted, "jobs still running after the grace period went back to the queue (their attempt does not count)");
     }
     let _ = maintenance.await;
+    let _ = scheduler.await;
     let _ = push.await;
     #[cfg(feature = "aws")]
     if let Some(counts) = counts {
@@ -458,6 +474,37 @@ async fn open(
 const MAINTENANCE: &str = "maintenance";
 /// The name the live-update pusher goes by in `/healthz`.
 const PUSH: &str = "live-updates";
+/// The name the schedules' scheduler goes by in `/healthz`.
+const SCHEDULER: &str = "scheduler";
+
+/// The local stand-in for EventBridge Scheduler: every `every`, each schedule's due tick fires
+/// (`schedules::evaluate`, from the stored definitions; a restart fires the tick that came due
+/// while it was down, once). A failed pass shows in `/healthz` until one succeeds.
+pub async fn run_scheduler(
+    service: Arc<JobService>,
+    every: Duration,
+    health: Arc<Health>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                match shared::schedules::evaluate(&service, chrono::Utc::now(), true).await {
+                    // (A schedule whose tick cannot be submitted, e.g. over its tenant's
+                    // quota, is logged and tried again: the scheduler itself is healthy.)
+                    Ok(_) => health.up(SCHEDULER),
+                    Err(e) => {
+                        tracing::error!(error = %e, "schedules could not be read; the next pass tries again");
+                        health.down(SCHEDULER, format!("schedules could not be read: {e}"));
+                    }
+                }
+            }
+            _ = stopped(&mut stop) => return,
+        }
+    }
+}
 
 /// The local stand-in for the maintenance schedule: a sweep every `every`; a failed sweep is
 /// logged and shown in `/healthz` until one succeeds, and the loop goes on.

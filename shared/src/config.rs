@@ -59,6 +59,15 @@ pub struct Config {
     pub ws_endpoint: Option<String>,
     /// Where the dashboard connects for live updates (`None`: its own origin's `/ws`).
     pub ws_url: Option<String>,
+    /// AWS: the EventBridge Scheduler group users' schedules are created in.
+    pub schedule_group: String,
+    /// AWS: the function a schedule's tick invokes (the `scheduler` function), and the role
+    /// EventBridge Scheduler invokes it with. Both set: the API arms EventBridge Scheduler with
+    /// every schedule; unset: the local runtime's scheduler fires ticks itself.
+    pub scheduler_target_arn: Option<String>,
+    pub scheduler_role_arn: Option<String>,
+    /// How often the local runtime's scheduler looks for due ticks.
+    pub scheduler_interval: Duration,
     pub jwt_audience: Option<String>,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
@@ -273,6 +282,15 @@ impl Config {
             jwt_issuer: get("CONVEYOR_JWT_ISSUER").filter(|s| !s.is_empty()),
             ws_endpoint: get("CONVEYOR_WS_ENDPOINT").filter(|s| !s.is_empty()),
             ws_url: get("CONVEYOR_WS_URL").filter(|s| !s.is_empty()),
+            schedule_group: r.string("CONVEYOR_SCHEDULE_GROUP", "conveyor"),
+            scheduler_target_arn: get("CONVEYOR_SCHEDULER_TARGET_ARN").filter(|s| !s.is_empty()),
+            scheduler_role_arn: get("CONVEYOR_SCHEDULER_ROLE_ARN").filter(|s| !s.is_empty()),
+            scheduler_interval: r.duration(
+                "CONVEYOR_SCHEDULER_INTERVAL",
+                Duration::from_secs(1),
+                Duration::from_millis(50),
+                Duration::from_secs(60),
+            ),
             jwt_audience: get("CONVEYOR_JWT_AUDIENCE").filter(|s| !s.is_empty()),
             audit_retention: r.duration("CONVEYOR_AUDIT_RETENTION", 90 * DAY, HOUR, 3650 * DAY),
             tenant_defaults: crate::domain::TenantLimits {

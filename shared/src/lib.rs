@@ -16,6 +16,7 @@ pub mod live;
 pub mod maintenance;
 pub mod metrics;
 pub mod ports;
+pub mod schedules;
 pub mod service;
 pub mod worker;
 

@@ -3,7 +3,7 @@
 
 use crate::domain::{
     Admission, ApiKey, AuditEntry, Expected, Job, JobId, JobStatus, JobSummary, JobType,
-    LifecycleEvent, Progress, Tenant, TenantLimits, WebhookGenerations,
+    LifecycleEvent, Progress, Schedule, ScheduleName, Tenant, TenantLimits, WebhookGenerations,
 };
 use crate::live::Topic;
 use async_trait::async_trait;
@@ -27,6 +27,11 @@ pub struct Ports {
     pub audit: Arc<dyn AuditLog>,
     /// Tenants' limits and their active-job counts.
     pub tenants: Arc<dyn TenantStore>,
+    /// Recurring jobs' definitions and runs.
+    pub schedules: Arc<dyn ScheduleStore>,
+    /// What fires a schedule's ticks (EventBridge Scheduler on AWS; locally nothing here: the
+    /// runtime's scheduler reads the stored definitions).
+    pub triggers: Arc<dyn ScheduleTrigger>,
 }
 
 /// A backend failure. `Conflict` is the expected outcome of a lost race; the others are
@@ -389,4 +394,64 @@ pub trait ClientPusher: Send + Sync {
 pub struct LivePorts {
     pub connections: Arc<dyn ConnectionStore>,
     pub pusher: Arc<dyn ClientPusher>,
+}
+
+/// Schedules (recurring jobs), each one item, changed by conditional writes on `version`.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync {
+    /// Store `schedule` (its `version` already the new one). `expected: None` writes only if no
+    /// schedule of that name exists, else only if the stored one has version `expected`;
+    /// otherwise `Conflict`.
+    async fn put_schedule(
+        &self,
+        schedule: &Schedule,
+        expected: Option<u64>,
+    ) -> Result<(), StoreError>;
+    async fn schedule(
+        &self,
+        tenant: &Tenant,
+        name: &ScheduleName,
+    ) -> Result<Option<Schedule>, StoreError>;
+    /// One tenant's schedules by name, or every tenant's (what the local scheduler evaluates).
+    async fn schedules(&self, tenant: Option<&Tenant>) -> Result<Vec<Schedule>, StoreError>;
+    /// Whether there was one to delete.
+    async fn delete_schedule(
+        &self,
+        tenant: &Tenant,
+        name: &ScheduleName,
+    ) -> Result<bool, StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    /// The definition cannot be armed as given (the service refused it).
+    #[error("the schedule was refused: {0}")]
+    Refused(String),
+    #[error("the scheduler is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What fires a schedule's ticks where the runtime does not (EventBridge Scheduler on AWS):
+/// armed with each stored definition, disarmed when it is deleted.
+#[async_trait]
+pub trait ScheduleTrigger: Send + Sync {
+    /// Create or replace the trigger for `schedule` (paused: disabled).
+    async fn arm(&self, schedule: &Schedule) -> Result<(), TriggerError>;
+    /// Remove it (nothing if there is none).
+    async fn disarm(&self, tenant: &Tenant, name: &ScheduleName) -> Result<(), TriggerError>;
+}
+
+/// The trigger where the runtime's own scheduler fires ticks from the stored definitions (the
+/// local runtime): nothing to arm.
+#[derive(Debug, Default)]
+pub struct StoredDefinitionsOnly;
+
+#[async_trait]
+impl ScheduleTrigger for StoredDefinitionsOnly {
+    async fn arm(&self, _: &Schedule) -> Result<(), TriggerError> {
+        Ok(())
+    }
+    async fn disarm(&self, _: &Tenant, _: &ScheduleName) -> Result<(), TriggerError> {
+        Ok(())
+    }
 }

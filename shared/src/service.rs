@@ -43,6 +43,22 @@ pub enum ServiceError {
     QuotaExceeded { max: u64 },
     #[error("the tenant may submit {per_second} jobs a second; try again in a second")]
     RateLimited { per_second: u32 },
+    #[error("no schedule '{0}'")]
+    ScheduleNotFound(crate::domain::ScheduleName),
+    #[error("a schedule named '{0}' exists; change it with PUT /v1/schedules/{0}")]
+    ScheduleExists(crate::domain::ScheduleName),
+    /// The scheduler service refused the definition.
+    #[error("{0}")]
+    ScheduleRefused(String),
+}
+
+impl From<crate::ports::TriggerError> for ServiceError {
+    fn from(e: crate::ports::TriggerError) -> Self {
+        match e {
+            crate::ports::TriggerError::Refused(m) => ServiceError::ScheduleRefused(m),
+            crate::ports::TriggerError::Unavailable(m) => ServiceError::Unavailable(m),
+        }
+    }
 }
 
 impl From<StoreError> for ServiceError {

@@ -34,6 +34,7 @@ const BAD: &[(&str, &[&str])] = &[
     ),
     ("CONVEYOR_ORPHAN_AFTER", &["0", "99999999999999999999h"]),
     ("CONVEYOR_MAINTENANCE_INTERVAL", &["0", "5ms", "2h"]),
+    ("CONVEYOR_SCHEDULER_INTERVAL", &["0", "10ms", "2m", "soon"]),
     (
         "CONVEYOR_SHUTDOWN_GRACE",
         &["forever", "2h", "18446744073709551616"],
@@ -70,6 +71,9 @@ const FREE: &[&str] = &[
     "CONVEYOR_JWT_ISSUER",
     "CONVEYOR_WS_ENDPOINT",
     "CONVEYOR_WS_URL",
+    "CONVEYOR_SCHEDULE_GROUP",
+    "CONVEYOR_SCHEDULER_TARGET_ARN",
+    "CONVEYOR_SCHEDULER_ROLE_ARN",
     "CONVEYOR_JWT_AUDIENCE",
 ];
 

@@ -4,6 +4,7 @@ mod access;
 mod backoff;
 mod ids;
 mod job;
+mod schedule;
 
 pub use access::{
     parse_roles, Actor, Admission, ApiKey, AuditEntry, KeyRefusal, Role, TenantLimits,
@@ -14,4 +15,8 @@ pub use ids::{IdempotencyKey, JobId, JobType, Tenant, ValidationError};
 pub use job::{
     slot_change, Expected, Job, JobError, JobStatus, JobSummary, LifecycleEvent, LifecycleKind,
     NewJob, Outcome, Progress, TransitionError, MAX_QUEUE_DELAY,
+};
+pub use schedule::{
+    parse_timezone, Cadence, CatchUp, Cron, Overlap, RateUnit, RunOutcome, Schedule, ScheduleName,
+    ScheduleRun, ON_TIME, RUNS_KEPT, TICK_KEY_PREFIX,
 };

@@ -244,6 +244,15 @@ impl From<ServiceError> for ApiError {
                 tracing::warn!(error = %message, "the store refused a request");
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", message)
             }
+            ServiceError::ScheduleNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "schedule_not_found", message).field("name")
+            }
+            ServiceError::ScheduleExists(_) => {
+                Self::new(StatusCode::CONFLICT, "schedule_exists", message).field("name")
+            }
+            ServiceError::ScheduleRefused(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_field", message).field("expression")
+            }
         }
     }
 }
@@ -273,6 +282,9 @@ where
     }
 }
 
+#[path = "http_schedules.rs"]
+mod schedules;
+
 /// Every route, as `(method, path)`: what `/v1/openapi.json` describes (`openapi::spec`); a
 /// test checks the router serves each.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -296,6 +308,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/tenants/{tenant}/limits"),
     ("get", "/v1/webhook-secret"),
     ("post", "/v1/webhook-secret/rotate"),
+    ("post", "/v1/schedules"),
+    ("get", "/v1/schedules"),
+    ("get", "/v1/schedules/{name}"),
+    ("put", "/v1/schedules/{name}"),
+    ("delete", "/v1/schedules/{name}"),
+    ("post", "/v1/schedules/{name}/pause"),
+    ("post", "/v1/schedules/{name}/resume"),
+    ("get", "/v1/schedules/{name}/runs"),
 ];
 
 /// Routes that need no credential.
@@ -320,6 +340,11 @@ pub fn route_params(route: &str) -> &'static [&'static str] {
         | "/v1/jobs/{id}/result"
         | "/v1/stats" => &["tenant"],
         "/v1/api-keys" | "/v1/webhook-secret" | "/v1/webhook-secret/rotate" => &["tenant"],
+        "/v1/schedules"
+        | "/v1/schedules/{name}"
+        | "/v1/schedules/{name}/pause"
+        | "/v1/schedules/{name}/resume"
+        | "/v1/schedules/{name}/runs" => &["tenant"],
         "/v1/audit" => &["tenant", "since", "limit", "anonymous"],
         _ => &[],
     }
@@ -353,6 +378,19 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/webhook-secret", get(webhook_secret))
         .route("/v1/webhook-secret/rotate", post(rotate_webhook_secret))
+        .route(
+            "/v1/schedules",
+            post(schedules::create).get(schedules::list),
+        )
+        .route(
+            "/v1/schedules/{name}",
+            get(schedules::get_one)
+                .put(schedules::replace)
+                .delete(schedules::delete),
+        )
+        .route("/v1/schedules/{name}/pause", post(schedules::pause))
+        .route("/v1/schedules/{name}/resume", post(schedules::resume))
+        .route("/v1/schedules/{name}/runs", get(schedules::runs))
         .route_layer(axum::middleware::from_fn(only_known_params))
         // (Runs before the parameter check: a caller without a credential learns nothing.)
         .route_layer(axum::middleware::from_fn_with_state(
@@ -864,12 +902,27 @@ pub fn parse_submit(
             ))
         }
         (Some(Value::String(s)), _) => Some(IdempotencyKey::parse(s).map_err(ApiError::invalid)?),
+        (None | Some(Value::Null), Some(h)) if h.starts_with(crate::domain::TICK_KEY_PREFIX) => {
+            return Err(bad(
+                "idempotency-key",
+                "keys starting with 'schedule:' are kept for schedules' jobs",
+            ))
+        }
         (None | Some(Value::Null), Some(h)) => {
             Some(IdempotencyKey::parse(h).map_err(|e| bad("idempotency-key", &e.message))?)
         }
         (None | Some(Value::Null), None) => None,
         (Some(_), _) => return Err(bad("idempotency_key", "must be a string")),
     };
+    if idempotency_key
+        .as_ref()
+        .is_some_and(|k| k.as_str().starts_with(crate::domain::TICK_KEY_PREFIX))
+    {
+        return Err(bad(
+            "idempotency_key",
+            "keys starting with 'schedule:' are kept for schedules' jobs",
+        ));
+    }
     let backoff = match obj.remove("backoff") {
         None | Some(Value::Null) => None,
         Some(Value::Object(b)) => {

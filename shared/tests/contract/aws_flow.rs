@@ -62,6 +62,7 @@ async fn flow_with(max_receive_count: u32, settings: BuiltinSettings) -> Flow {
         AwsSettings {
             table: format!("jobs-{id}"),
             event_bus: format!("bus-{id}"),
+            scheduler: None,
         },
         Some(counter.clone()),
     );
@@ -523,6 +524,7 @@ async fn the_stats_function_counts_a_batch_and_reports_the_first_record_it_could
         AwsSettings {
             table: format!("missing-{}", unique()),
             event_bus: "missing".into(),
+            scheduler: None,
         },
     );
     let answer = handle_stream_event(&missing.counters(), &batch).await;

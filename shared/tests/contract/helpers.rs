@@ -85,6 +85,7 @@ pub async fn moto_under() -> Under {
         AwsSettings {
             table: format!("jobs-{unique}"),
             event_bus: format!("bus-{unique}"),
+            scheduler: None,
         },
     );
     let (queue, dlq, plain) = (

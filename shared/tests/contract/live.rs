@@ -181,6 +181,7 @@ async fn notify_posts_a_stream_record_to_its_subscribers_and_removes_a_gone_conn
         AwsSettings {
             table: format!("jobs-{unique}"),
             event_bus: format!("bus-{unique}"),
+            scheduler: None,
         },
     );
     backend.bootstrap(&[]).await.unwrap();

@@ -8,6 +8,7 @@ mod aws_flow;
 mod helpers;
 mod live;
 mod queue;
+mod schedules;
 mod store;
 
 /// A test per backend for each named contract test: `embedded::<name>`, and `aws::<name>` (the
@@ -58,4 +59,8 @@ on_every_backend!(
     queue::after_max_receives_a_message_moves_to_the_dead_letter_queue,
     queue::a_waiting_receiver_wakes_when_a_message_is_sent,
     live::connections_are_subscribed_per_tenant_and_forgotten_with_their_subscriptions,
+    schedules::a_schedule_fires_once_per_tick_across_a_daylight_saving_change,
+    schedules::skip_and_queue_one_hold_while_the_previous_run_is_active,
+    schedules::a_restart_fires_the_tick_that_came_due_once,
+    schedules::a_paused_schedule_fires_nothing_and_resumes_from_then_on,
 );

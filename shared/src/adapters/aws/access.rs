@@ -193,8 +193,8 @@ pub(super) fn slot_write(table: &str, tenant: &Tenant, delta: i64) -> TransactWr
 }
 
 pub struct DynamoAccess {
-    client: Client,
-    table: String,
+    pub(super) client: Client,
+    pub(super) table: String,
 }
 
 impl DynamoAccess {

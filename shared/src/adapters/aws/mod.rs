@@ -11,6 +11,7 @@ mod counts;
 mod events;
 mod live;
 mod queue;
+mod schedules;
 mod secrets;
 mod store;
 
@@ -23,6 +24,7 @@ pub use live::{
     DynamoConnections,
 };
 pub use queue::SqsQueue;
+pub use schedules::{EventBridgeScheduler, SchedulerSettings};
 pub use secrets::{webhook_key, SecretsManagerKey};
 pub use store::{CapacityMeter, DynamoStore, SUMMARY_ATTRIBUTES};
 
@@ -40,6 +42,9 @@ use std::time::Duration;
 pub struct AwsSettings {
     pub table: String,
     pub event_bus: String,
+    /// Where users' schedules are armed (EventBridge Scheduler); `None`: they are only stored,
+    /// and the local runtime's scheduler fires them.
+    pub scheduler: Option<SchedulerSettings>,
 }
 
 impl AwsSettings {
@@ -48,6 +53,14 @@ impl AwsSettings {
         Self {
             table: config.table.clone(),
             event_bus: config.event_bus.clone(),
+            scheduler: match (&config.scheduler_target_arn, &config.scheduler_role_arn) {
+                (Some(target_arn), Some(role_arn)) => Some(SchedulerSettings {
+                    group: config.schedule_group.clone(),
+                    target_arn: target_arn.clone(),
+                    role_arn: role_arn.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -67,6 +80,8 @@ pub struct AwsBackend {
     pub queue: Arc<SqsQueue>,
     pub events: Arc<BusEvents>,
     pub access: Arc<DynamoAccess>,
+    /// EventBridge Scheduler, where `AwsSettings::scheduler` is set.
+    pub scheduler: Option<Arc<EventBridgeScheduler>>,
     dynamodb: aws_sdk_dynamodb::Client,
     /// What the streams client is made from, when a stream reader is asked for (only the local
     /// runtime and tests read the stream; the functions never make that client).
@@ -208,7 +223,18 @@ impl AwsBackend {
             }
             aws_sdk_eventbridge::Client::from_conf(c.build())
         };
+        let scheduler = settings.scheduler.clone().map(|scheduler_settings| {
+            let mut c = aws_sdk_scheduler::config::Builder::from(sdk);
+            if let Some(counter) = &counter {
+                c = c.interceptor(counter.clone());
+            }
+            Arc::new(EventBridgeScheduler::new(
+                aws_sdk_scheduler::Client::from_conf(c.build()),
+                scheduler_settings,
+            ))
+        });
         Self {
+            scheduler,
             store: Arc::new(DynamoStore::new(dynamodb.clone(), &settings.table, meter)),
             queue: Arc::new(SqsQueue::new(sqs.clone())),
             events: Arc::new(BusEvents::new(eventbridge.clone(), &settings.event_bus)),
@@ -259,6 +285,11 @@ impl AwsBackend {
             keys: self.access.clone(),
             audit: self.access.clone(),
             tenants: self.access.clone(),
+            schedules: self.access.clone(),
+            triggers: match &self.scheduler {
+                Some(s) => s.clone(),
+                None => Arc::new(crate::ports::StoredDefinitionsOnly),
+            },
         }
     }
 
@@ -282,6 +313,12 @@ impl AwsBackend {
         }
         for q in queues {
             self.create_queue(q).await?;
+        }
+        if let Some(scheduler) = &self.scheduler {
+            scheduler.create_group().await.map_err(|e| BootstrapError {
+                what: "the schedule group".into(),
+                message: e.to_string(),
+            })?;
         }
         Ok(())
     }

@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS webhook_keys (
     tenant TEXT PRIMARY KEY,
     doc TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schedules (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS submit_windows (
     tenant TEXT NOT NULL,
     second INTEGER NOT NULL,
@@ -102,7 +109,7 @@ fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
-fn failed(e: DbError) -> StoreError {
+pub(super) fn failed(e: DbError) -> StoreError {
     match e {
         DbError::Busy(_) => StoreError::Busy(e.to_string()),
         e => StoreError::Unavailable(e.to_string()),
@@ -166,7 +173,7 @@ pub(super) fn delete_expired_audit(
 }
 
 pub struct EmbeddedAccess {
-    db: Db,
+    pub(super) db: Db,
 }
 
 impl EmbeddedAccess {

@@ -5,6 +5,7 @@ mod access;
 mod db;
 mod events;
 mod queue;
+mod schedules;
 mod store;
 
 pub use access::EmbeddedAccess;
@@ -38,6 +39,8 @@ impl EmbeddedBackend {
             keys: self.access.clone(),
             audit: self.access.clone(),
             tenants: self.access.clone(),
+            schedules: self.access.clone(),
+            triggers: std::sync::Arc::new(crate::ports::StoredDefinitionsOnly),
         }
     }
 

@@ -1,0 +1,341 @@
+//! Schedules on AWS: their definitions in the table (`ScheduleStore`), and each one armed as an
+//! EventBridge Scheduler schedule that invokes the `scheduler` function at every tick
+//! (`ScheduleTrigger`), with the tick's time in its input.
+//!
+//! | item | pk | sk | |
+//! |---|---|---|---|
+//! | schedule | `SCHEDULES` | `<tenant>#<name>` | `doc` (definition and recent runs), `version` |
+//!
+//! Schedules are few and read by key or by tenant (a Query on the sort key's prefix); the
+//! local runtime's scheduler reads the whole partition.
+
+use super::access::DynamoAccess;
+use super::attrs::{get_s, s};
+use super::store::classify;
+use crate::domain::{Schedule, ScheduleName, Tenant};
+use crate::ports::{ScheduleStore, ScheduleTrigger, StoreError, TriggerError};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_scheduler::types::{FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Target};
+
+const PK: &str = "SCHEDULES";
+
+fn sk(tenant: &Tenant, name: &ScheduleName) -> String {
+    format!("{tenant}#{name}")
+}
+
+fn decode(item: &super::attrs::Item) -> Result<Schedule, StoreError> {
+    let doc =
+        get_s(item, "doc").ok_or_else(|| StoreError::Unavailable("item has no doc".into()))?;
+    serde_json::from_str(doc)
+        .map_err(|e| StoreError::Unavailable(format!("unreadable schedule: {e}")))
+}
+
+#[async_trait]
+impl ScheduleStore for DynamoAccess {
+    async fn put_schedule(
+        &self,
+        schedule: &Schedule,
+        expected: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(schedule)
+            .map_err(|e| StoreError::Rejected(format!("encode: {e}")))?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(PK))
+            .item("sk", s(sk(&schedule.tenant, &schedule.name)))
+            .item("doc", s(doc))
+            .item("version", AttributeValue::N(schedule.version.to_string()));
+        let put = match expected {
+            None => put.condition_expression("attribute_not_exists(pk)"),
+            Some(v) => put
+                .condition_expression("#v = :v")
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
+        };
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn schedule(
+        &self,
+        tenant: &Tenant,
+        name: &ScheduleName,
+    ) -> Result<Option<Schedule>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(PK))
+            .key("sk", s(sk(tenant, name)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item.as_ref().map(decode).transpose()
+    }
+
+    async fn schedules(&self, tenant: Option<&Tenant>) -> Result<Vec<Schedule>, StoreError> {
+        let mut all = vec![];
+        let mut start = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(match tenant {
+                    Some(_) => "pk = :pk AND begins_with(sk, :t)",
+                    None => "pk = :pk",
+                })
+                .expression_attribute_values(":pk", s(PK))
+                .consistent_read(true)
+                .set_exclusive_start_key(start);
+            if let Some(t) = tenant {
+                query = query.expression_attribute_values(":t", s(format!("{t}#")));
+            }
+            let out = query.send().await.map_err(classify)?;
+            for item in out.items() {
+                all.push(decode(item)?);
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    async fn delete_schedule(
+        &self,
+        tenant: &Tenant,
+        name: &ScheduleName,
+    ) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(PK))
+            .key("sk", s(sk(tenant, name)))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+}
+
+/// Where armed schedules go and what they invoke.
+#[derive(Debug, Clone)]
+pub struct SchedulerSettings {
+    pub group: String,
+    /// The `scheduler` function.
+    pub target_arn: String,
+    /// The role EventBridge Scheduler assumes to invoke it.
+    pub role_arn: String,
+}
+
+/// Users' schedules as EventBridge Scheduler schedules (time zones, `at()` and retries are
+/// native there).
+pub struct EventBridgeScheduler {
+    client: aws_sdk_scheduler::Client,
+    settings: SchedulerSettings,
+}
+
+impl EventBridgeScheduler {
+    pub fn new(client: aws_sdk_scheduler::Client, settings: SchedulerSettings) -> Self {
+        Self { client, settings }
+    }
+
+    /// The EventBridge name of a tenant's schedule: a digest of the tenant, then the name
+    /// (at most 62 characters; names are unique per tenant only).
+    pub fn name_of(tenant: &Tenant, name: &ScheduleName) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(tenant.as_str().as_bytes());
+        format!("t{}-{name}", &hex::encode(digest)[..12])
+    }
+
+    /// What the target receives at each tick: the schedule, and the tick's time as EventBridge
+    /// Scheduler fills it in.
+    pub fn input_of(tenant: &Tenant, name: &ScheduleName) -> String {
+        serde_json::json!({
+            "schedule_tick": {
+                "tenant": tenant,
+                "name": name,
+                "tick": "<aws.scheduler.scheduled-time>",
+            }
+        })
+        .to_string()
+    }
+
+    /// Create the group where it does not exist (emulators, tests; the template creates it).
+    pub async fn create_group(&self) -> Result<(), TriggerError> {
+        match self
+            .client
+            .create_schedule_group()
+            .name(&self.settings.group)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conflict_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// The armed schedule's expression, time zone, state and input, as EventBridge holds them
+    /// (for tools and tests).
+    pub async fn armed(
+        &self,
+        tenant: &Tenant,
+        name: &ScheduleName,
+    ) -> Result<Option<(String, String, String, String)>, TriggerError> {
+        match self
+            .client
+            .get_schedule()
+            .name(Self::name_of(tenant, name))
+            .group_name(&self.settings.group)
+            .send()
+            .await
+        {
+            Ok(s) => Ok(Some((
+                s.schedule_expression().unwrap_or_default().to_string(),
+                s.schedule_expression_timezone()
+                    .unwrap_or_default()
+                    .to_string(),
+                s.state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                s.target()
+                    .and_then(|t| t.input())
+                    .unwrap_or_default()
+                    .to_string(),
+            ))),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+fn unavailable<E: std::error::Error + 'static>(e: E) -> TriggerError {
+    TriggerError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string())
+}
+
+fn refused_or_unavailable<E, R>(e: aws_sdk_scheduler::error::SdkError<E, R>) -> TriggerError
+where
+    E: aws_sdk_scheduler::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    use aws_sdk_scheduler::error::ProvideErrorMetadata;
+    if e.code() == Some("ValidationException") {
+        return TriggerError::Refused(e.message().unwrap_or("invalid").to_string());
+    }
+    unavailable(e)
+}
+
+fn when(
+    t: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<aws_sdk_scheduler::primitives::DateTime> {
+    t.map(|t| aws_sdk_scheduler::primitives::DateTime::from_secs(t.timestamp()))
+}
+
+#[async_trait]
+impl ScheduleTrigger for EventBridgeScheduler {
+    async fn arm(&self, schedule: &Schedule) -> Result<(), TriggerError> {
+        let name = Self::name_of(&schedule.tenant, &schedule.name);
+        let target = Target::builder()
+            .arn(&self.settings.target_arn)
+            .role_arn(&self.settings.role_arn)
+            .input(Self::input_of(&schedule.tenant, &schedule.name))
+            .build()
+            .map_err(|e| TriggerError::Refused(e.to_string()))?;
+        let window = FlexibleTimeWindow::builder()
+            .mode(FlexibleTimeWindowMode::Off)
+            .build()
+            .map_err(|e| TriggerError::Refused(e.to_string()))?;
+        let state = if schedule.paused {
+            ScheduleState::Disabled
+        } else {
+            ScheduleState::Enabled
+        };
+        // (A start in the past means nothing and is refused there: given only when ahead.)
+        let start = schedule.start_at.filter(|s| *s > chrono::Utc::now());
+        let expression = schedule.expression.aws_expression();
+        let created = self
+            .client
+            .create_schedule()
+            .name(&name)
+            .group_name(&self.settings.group)
+            .schedule_expression(&expression)
+            .schedule_expression_timezone(&schedule.timezone)
+            .set_start_date(when(start))
+            .set_end_date(when(schedule.end_at))
+            .state(state.clone())
+            .flexible_time_window(window.clone())
+            .target(target.clone())
+            .send()
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conflict_exception()) =>
+            {
+                self.client
+                    .update_schedule()
+                    .name(&name)
+                    .group_name(&self.settings.group)
+                    .schedule_expression(&expression)
+                    .schedule_expression_timezone(&schedule.timezone)
+                    .set_start_date(when(start))
+                    .set_end_date(when(schedule.end_at))
+                    .state(state)
+                    .flexible_time_window(window)
+                    .target(target)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(refused_or_unavailable)
+            }
+            Err(e) => Err(refused_or_unavailable(e)),
+        }
+    }
+
+    async fn disarm(&self, tenant: &Tenant, name: &ScheduleName) -> Result<(), TriggerError> {
+        match self
+            .client
+            .delete_schedule()
+            .name(Self::name_of(tenant, name))
+            .group_name(&self.settings.group)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! `ScheduleStore` on SQLite: one row per schedule, its definition and history as JSON, written
+//! only if its `version` is the one expected.
+
+use super::access::{failed, EmbeddedAccess};
+use super::db::DbError;
+use crate::domain::{Schedule, ScheduleName, Tenant};
+use crate::ports::{ScheduleStore, StoreError};
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension};
+
+fn decode(doc: &str) -> Result<Schedule, DbError> {
+    serde_json::from_str(doc).map_err(|e| DbError::Other(format!("a schedule cannot be read: {e}")))
+}
+
+#[async_trait]
+impl ScheduleStore for EmbeddedAccess {
+    async fn put_schedule(
+        &self,
+        schedule: &Schedule,
+        expected: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(schedule)
+            .map_err(|e| StoreError::Rejected(format!("encode: {e}")))?;
+        let (tenant, name, version) = (
+            schedule.tenant.to_string(),
+            schedule.name.to_string(),
+            schedule.version as i64,
+        );
+        let written = self
+            .db
+            .write(move |conn| {
+                let n = match expected {
+                    None => conn
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO schedules (tenant, name, version, doc)
+                             VALUES (?1, ?2, ?3, ?4)",
+                        )?
+                        .execute(params![tenant, name, version, doc])?,
+                    Some(v) => conn
+                        .prepare_cached(
+                            "UPDATE schedules SET version = ?3, doc = ?4
+                             WHERE tenant = ?1 AND name = ?2 AND version = ?5",
+                        )?
+                        .execute(params![tenant, name, version, doc, v as i64])?,
+                };
+                Ok(n == 1)
+            })
+            .await
+            .map_err(failed)?;
+        if written {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+
+    async fn schedule(
+        &self,
+        tenant: &Tenant,
+        name: &ScheduleName,
+    ) -> Result<Option<Schedule>, StoreError> {
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        self.db
+            .read_point(move |conn| {
+                conn.prepare_cached("SELECT doc FROM schedules WHERE tenant = ?1 AND name = ?2")?
+                    .query_row([&tenant, &name], |r| r.get::<_, String>(0))
+                    .optional()?
+                    .map(|doc| decode(&doc))
+                    .transpose()
+            })
+            .await
+            .map_err(failed)
+    }
+
+    async fn schedules(&self, tenant: Option<&Tenant>) -> Result<Vec<Schedule>, StoreError> {
+        let tenant = tenant.map(|t| t.to_string());
+        self.db
+            .read(move |conn| {
+                let docs: Vec<String> = conn
+                    .prepare_cached(
+                        "SELECT doc FROM schedules WHERE ?1 IS NULL OR tenant = ?1
+                         ORDER BY tenant, name",
+                    )?
+                    .query_map([&tenant], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                docs.iter().map(|d| decode(d)).collect()
+            })
+            .await
+            .map_err(failed)
+    }
+
+    async fn delete_schedule(
+        &self,
+        tenant: &Tenant,
+        name: &ScheduleName,
+    ) -> Result<bool, StoreError> {
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        self.db
+            .write(move |conn| {
+                let n = conn
+                    .prepare_cached("DELETE FROM schedules WHERE tenant = ?1 AND name = ?2")?
+                    .execute([&tenant, &name])?;
+                Ok(n > 0)
+            })
+            .await
+            .map_err(failed)
+    }
+}

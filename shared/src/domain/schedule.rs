@@ -1,0 +1,747 @@
+//! Recurring jobs: a schedule's definition, its cadence (cron, rate or one time, in an IANA
+//! time zone) and when it is due. No I/O here: the local scheduler and EventBridge Scheduler
+//! fire the ticks, `crate::schedules` turns a tick into a job.
+//!
+//! Time-zone rule (the one EventBridge Scheduler documents, so both backends fire the same
+//! ticks): a local time that does not exist (clocks go forward) is skipped; a local time that
+//! happens twice (clocks go back) fires once, at its first occurrence.
+
+use super::ids::{JobId, JobType, Tenant, ValidationError};
+use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+/// A schedule's name, unique within its tenant: 1 to 48 letters, digits, `.`, `_` or `-`
+/// (short enough to name an EventBridge schedule with the tenant's digest in front).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ScheduleName(String);
+
+impl ScheduleName {
+    pub fn parse(s: impl Into<String>) -> Result<Self, ValidationError> {
+        let s = s.into();
+        if s.is_empty() || s.len() > 48 {
+            return Err(ValidationError::new("name", "must be 1 to 48 characters"));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(ValidationError::new(
+                "name",
+                format!("must not contain '{c}'"),
+            ));
+        }
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ScheduleName {
+    type Error = ValidationError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(s)
+    }
+}
+
+impl From<ScheduleName> for String {
+    fn from(v: ScheduleName) -> String {
+        v.0
+    }
+}
+
+impl fmt::Display for ScheduleName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A five-field cron expression (minute hour day-of-month month day-of-week), as crontab
+/// writes it: `*`, lists, ranges, steps, and names (`JAN`, `MON`). Restricting both days at
+/// once is refused (crontab would take either, EventBridge Scheduler cannot express that).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cron {
+    minutes: u64,
+    hours: u32,
+    days: u32,
+    months: u16,
+    weekdays: u8,
+    any_day: bool,
+    any_weekday: bool,
+    source: String,
+}
+
+const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+const WEEKDAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+fn cron_error(message: impl Into<String>) -> ValidationError {
+    ValidationError::new("cron", message)
+}
+
+/// One field as a bit set of the values it takes.
+fn parse_field(
+    text: &str,
+    what: &str,
+    min: u32,
+    max: u32,
+    names: &[&str],
+    name_base: u32,
+) -> Result<u64, ValidationError> {
+    let value = |s: &str| -> Result<u32, ValidationError> {
+        if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(s)) {
+            return Ok(i as u32 + name_base);
+        }
+        let v: u32 = s
+            .parse()
+            .map_err(|_| cron_error(format!("{what}: '{s}' is not a number")))?;
+        // (Sunday is 0 or 7.)
+        let v = if what == "day of week" && v == 7 {
+            0
+        } else {
+            v
+        };
+        if v < min || v > max {
+            return Err(cron_error(format!("{what}: {v} is outside {min}-{max}")));
+        }
+        Ok(v)
+    };
+    let mut bits = 0u64;
+    for part in text.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((r, s)) => {
+                let step: u32 = s.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                    cron_error(format!("{what}: step '{s}' is not a positive number"))
+                })?;
+                (r, Some(step))
+            }
+            None => (part, None),
+        };
+        let (from, to) = if range == "*" {
+            (min, max)
+        } else if let Some((a, b)) = range.split_once('-') {
+            (value(a)?, value(b)?)
+        } else {
+            let a = value(range)?;
+            (a, if step.is_some() { max } else { a })
+        };
+        if from > to {
+            return Err(cron_error(format!(
+                "{what}: range '{range}' runs backwards"
+            )));
+        }
+        let mut v = from;
+        while v <= to {
+            bits |= 1 << v;
+            v += step.unwrap_or(1);
+        }
+    }
+    Ok(bits)
+}
+
+impl Cron {
+    pub fn parse(text: &str) -> Result<Self, ValidationError> {
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        if fields.len() != 5 {
+            return Err(cron_error(
+                "must have five fields: minute hour day-of-month month day-of-week",
+            ));
+        }
+        let cron = Self {
+            minutes: parse_field(fields[0], "minute", 0, 59, &[], 0)?,
+            hours: parse_field(fields[1], "hour", 0, 23, &[], 0)? as u32,
+            days: parse_field(fields[2], "day of month", 1, 31, &[], 0)? as u32,
+            months: parse_field(fields[3], "month", 1, 12, &MONTHS, 1)? as u16,
+            weekdays: parse_field(fields[4], "day of week", 0, 7, &WEEKDAYS, 0)? as u8,
+            any_day: fields[2] == "*",
+            any_weekday: fields[4] == "*",
+            source: fields.join(" "),
+        };
+        if !cron.any_day && !cron.any_weekday {
+            return Err(cron_error(
+                "restrict the day of month or the day of week, not both",
+            ));
+        }
+        if cron.aws_expression().len() > 256 {
+            return Err(cron_error(
+                "too long once written out (256 characters at most)",
+            ));
+        }
+        Ok(cron)
+    }
+
+    fn matches_day(&self, date: NaiveDate) -> bool {
+        self.months & (1 << date.month()) != 0
+            && self.days & (1 << date.day()) != 0
+            && self.weekdays & (1 << date.weekday().num_days_from_sunday()) != 0
+    }
+
+    /// The first tick strictly after `after`, in `tz` (within eight years).
+    pub fn next_after(&self, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+        let mut date = after.with_timezone(&tz).date_naive();
+        for _ in 0..366 * 8 {
+            if self.matches_day(date) {
+                for hour in (0..24).filter(|h| self.hours & (1 << h) != 0) {
+                    for minute in (0..60).filter(|m| self.minutes & (1 << m) != 0) {
+                        let local = date.and_hms_opt(hour, minute, 0)?;
+                        if let Some(t) = first_occurrence(tz, local) {
+                            if t > after {
+                                return Some(t);
+                            }
+                        }
+                    }
+                }
+            }
+            date = date.succ_opt()?;
+        }
+        None
+    }
+
+    /// The expression as EventBridge Scheduler writes it: `cron(min hour dom month dow year)`.
+    pub fn aws_expression(&self) -> String {
+        let (day, weekday) = match (self.any_day, self.any_weekday) {
+            (true, true) => ("*".to_string(), "?".to_string()),
+            (true, false) => (
+                "?".to_string(),
+                render(self.weekdays as u64, 0, 6, Some(&WEEKDAYS)),
+            ),
+            _ => (render(self.days as u64, 1, 31, None), "?".to_string()),
+        };
+        format!(
+            "cron({} {} {} {} {} *)",
+            render(self.minutes, 0, 59, None),
+            render(self.hours as u64, 0, 23, None),
+            day,
+            render(self.months as u64, 1, 12, None),
+            weekday
+        )
+    }
+}
+
+/// A bit set as a field: `*`, `start/step`, or a list.
+fn render(bits: u64, min: u32, max: u32, names: Option<&[&str]>) -> String {
+    let values: Vec<u32> = (min..=max).filter(|v| bits & (1 << v) != 0).collect();
+    let name = |v: u32| names.map_or(v.to_string(), |n| n[v as usize].to_string());
+    if values.len() as u32 == max - min + 1 {
+        return "*".into();
+    }
+    if names.is_none() && values.len() > 1 {
+        let step = values[1] - values[0];
+        let progression = values.windows(2).all(|w| w[1] - w[0] == step);
+        if progression && values.last().unwrap() + step > max {
+            return format!("{}/{}", values[0], step);
+        }
+    }
+    values.into_iter().map(name).collect::<Vec<_>>().join(",")
+}
+
+/// When the local time `local` happens in `tz`: the first of two, none in a gap.
+fn first_occurrence(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+    match tz.from_local_datetime(&local) {
+        LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
+        LocalResult::Ambiguous(first, _) => Some(first.with_timezone(&Utc)),
+        LocalResult::None => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateUnit {
+    Minutes,
+    Hours,
+    Days,
+}
+
+/// When a schedule fires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cadence {
+    Cron(Cron),
+    /// Every `every` units from the schedule's start (its `start_at`, else its creation).
+    Rate {
+        every: u32,
+        unit: RateUnit,
+    },
+    /// Once, at this local time.
+    At(NaiveDateTime),
+}
+
+impl Cadence {
+    /// `rate` as EventBridge Scheduler writes it: `5 minutes`, `1 hour`, `2 days`.
+    pub fn parse_rate(text: &str) -> Result<Self, ValidationError> {
+        let bad = || {
+            ValidationError::new(
+                "rate",
+                "must be '<n> minutes', '<n> hours' or '<n> days' (n from 1)",
+            )
+        };
+        let (n, unit) = text.trim().split_once(' ').ok_or_else(bad)?;
+        let every: u32 = n.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+        let unit = match unit.trim() {
+            "minute" | "minutes" => RateUnit::Minutes,
+            "hour" | "hours" => RateUnit::Hours,
+            "day" | "days" => RateUnit::Days,
+            _ => return Err(bad()),
+        };
+        Ok(Cadence::Rate { every, unit })
+    }
+
+    pub fn parse_at(text: &str) -> Result<Self, ValidationError> {
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S")
+            .map(Cadence::At)
+            .map_err(|_| {
+                ValidationError::new(
+                    "at",
+                    "must be a local date and time, yyyy-mm-ddThh:mm:ss (in the schedule's timezone)",
+                )
+            })
+    }
+
+    /// The stored and displayed form: `cron(…)` in crontab's five fields, `rate(…)`, `at(…)`.
+    pub fn expression(&self) -> String {
+        match self {
+            Cadence::Cron(c) => format!("cron({})", c.source),
+            Cadence::Rate { every, unit } => format!("rate({})", rate_text(*every, *unit)),
+            Cadence::At(t) => format!("at({})", t.format("%Y-%m-%dT%H:%M:%S")),
+        }
+    }
+
+    /// The form EventBridge Scheduler takes.
+    pub fn aws_expression(&self) -> String {
+        match self {
+            Cadence::Cron(c) => c.aws_expression(),
+            other => other.expression(),
+        }
+    }
+
+    pub fn parse_expression(text: &str) -> Result<Self, ValidationError> {
+        let inner = |prefix: &str| text.strip_prefix(prefix).and_then(|r| r.strip_suffix(')'));
+        if let Some(c) = inner("cron(") {
+            return Cron::parse(c).map(Cadence::Cron);
+        }
+        if let Some(r) = inner("rate(") {
+            return Self::parse_rate(r);
+        }
+        if let Some(a) = inner("at(") {
+            return Self::parse_at(a);
+        }
+        Err(ValidationError::new(
+            "expression",
+            "not a cron(), rate() or at() expression",
+        ))
+    }
+
+    fn period(every: u32, unit: RateUnit) -> chrono::Duration {
+        let n = every as i64;
+        match unit {
+            RateUnit::Minutes => chrono::Duration::minutes(n),
+            RateUnit::Hours => chrono::Duration::hours(n),
+            RateUnit::Days => chrono::Duration::days(n),
+        }
+    }
+}
+
+fn rate_text(every: u32, unit: RateUnit) -> String {
+    let unit = match unit {
+        RateUnit::Minutes => "minute",
+        RateUnit::Hours => "hour",
+        RateUnit::Days => "day",
+    };
+    format!("{every} {unit}{}", if every == 1 { "" } else { "s" })
+}
+
+impl Serialize for Cadence {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.expression())
+    }
+}
+
+impl<'de> Deserialize<'de> for Cadence {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Cadence::parse_expression(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a tick does while the schedule's previous run has not finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Nothing: the tick is recorded as skipped.
+    #[default]
+    Skip,
+    /// Submit anyway: runs may overlap.
+    Allow,
+    /// Keep one tick waiting (a later one replaces it), submitted when the previous run ends.
+    QueueOne,
+}
+
+/// Which missed ticks fire when the scheduler was not running at their time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// The latest missed tick fires (once); earlier ones are skipped.
+    #[default]
+    Latest,
+    /// A tick more than a minute late is skipped.
+    None,
+}
+
+/// How late a tick may fire under `CatchUp::None`.
+pub const ON_TIME: chrono::Duration = chrono::Duration::minutes(1);
+/// Runs kept in a schedule's history.
+pub const RUNS_KEPT: usize = 50;
+
+/// What became of one tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// A job was submitted (or found, for a repeated tick).
+    Submitted,
+    /// The previous run was still going (`Overlap::Skip`), or a newer tick replaced this one.
+    Skipped,
+    /// Waiting for the previous run to end (`Overlap::QueueOne`).
+    Waiting,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleRun {
+    pub tick: DateTime<Utc>,
+    pub outcome: RunOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<JobId>,
+    pub at: DateTime<Utc>,
+}
+
+/// A recurring job, as declared and as it went so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub tenant: Tenant,
+    pub name: ScheduleName,
+    #[serde(rename = "type")]
+    pub job_type: JobType,
+    pub payload: Value,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    pub expression: Cadence,
+    pub timezone: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub overlap: Overlap,
+    #[serde(default)]
+    pub catch_up: CatchUp,
+    #[serde(default)]
+    pub paused: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Ticks at or before this are never fired (set when the schedule is created, changed or
+    /// resumed: a paused schedule does not make up for its pause).
+    pub fires_after: DateTime<Utc>,
+    /// The latest tick that fired (submitted, skipped or left waiting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_tick: Option<DateTime<Utc>>,
+    /// The job of the latest submitted run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job: Option<JobId>,
+    /// A tick waiting for the previous run to end (`Overlap::QueueOne`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_tick: Option<DateTime<Utc>>,
+    /// The latest runs, newest last.
+    #[serde(default)]
+    pub runs: Vec<ScheduleRun>,
+    pub version: u64,
+}
+
+/// The prefix of the idempotency keys of jobs a schedule submits (refused on other submits).
+pub const TICK_KEY_PREFIX: &str = "schedule:";
+
+impl Schedule {
+    pub fn tz(&self) -> Tz {
+        self.timezone.parse().unwrap_or(Tz::UTC)
+    }
+
+    /// The first tick strictly after `after`, within the schedule's window.
+    pub fn next_tick_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let tick = match &self.expression {
+            Cadence::Cron(c) => c.next_after(after, self.tz())?,
+            Cadence::Rate { every, unit } => {
+                let period = Cadence::period(*every, *unit);
+                // From the start (a tick there), else one period after the creation.
+                let anchor = self.start_at.unwrap_or(self.created_at + period);
+                if after < anchor {
+                    anchor
+                } else {
+                    let secs = period.num_seconds().max(1);
+                    let n = (after - anchor).num_seconds() / secs + 1;
+                    anchor + chrono::Duration::seconds(n * secs)
+                }
+            }
+            Cadence::At(local) => {
+                let t = first_occurrence(self.tz(), *local)?;
+                (t > after).then_some(t)?
+            }
+        };
+        let tick = match self.start_at {
+            Some(start) if tick < start => {
+                return self.next_tick_after(start - chrono::Duration::seconds(1))
+            }
+            _ => tick,
+        };
+        match self.end_at {
+            Some(end) if tick > end => None,
+            _ => Some(tick),
+        }
+    }
+
+    /// The tick to fire at `now`, if one is due: the latest tick after the last one handled
+    /// (and after `fires_after`), at or before `now`; under `CatchUp::None` only if it is at
+    /// most `ON_TIME` late. `None` while paused.
+    pub fn due_tick(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.paused {
+            return None;
+        }
+        let from = self
+            .last_tick
+            .map_or(self.fires_after, |t| t.max(self.fires_after));
+        let mut due = None;
+        let mut after = from;
+        // (Bounded: a scheduler down for years skips to the latest tick within the bound.)
+        for _ in 0..100_000 {
+            match self.next_tick_after(after) {
+                Some(t) if t <= now => {
+                    due = Some(t);
+                    after = t;
+                }
+                _ => break,
+            }
+        }
+        let due = due?;
+        match self.catch_up {
+            CatchUp::None if now - due > ON_TIME => None,
+            _ => Some(due),
+        }
+    }
+
+    /// The idempotency key of the job this schedule submits for `tick`: a tick fired twice
+    /// (a retried delivery, a restart) finds the job the first made.
+    pub fn tick_key(&self, tick: DateTime<Utc>) -> String {
+        format!("{TICK_KEY_PREFIX}{}:{}", self.name, tick.timestamp())
+    }
+
+    /// Record what became of `tick` (a run already recorded for it is replaced).
+    pub fn record_run(&mut self, run: ScheduleRun) {
+        self.runs.retain(|r| r.tick != run.tick);
+        if self.last_tick.is_none_or(|t| t < run.tick) {
+            self.last_tick = Some(run.tick);
+        }
+        if let Some(id) = run.job_id {
+            self.last_job = Some(id);
+        }
+        self.runs.push(run);
+        self.runs.sort_by_key(|r| r.tick);
+        if self.runs.len() > RUNS_KEPT {
+            let extra = self.runs.len() - RUNS_KEPT;
+            self.runs.drain(..extra);
+        }
+    }
+}
+
+/// Parse an IANA time-zone name (`Europe/Berlin`, `UTC`).
+pub fn parse_timezone(name: &str) -> Result<Tz, ValidationError> {
+    name.parse::<Tz>().map_err(|_| {
+        ValidationError::new(
+            "timezone",
+            format!("'{name}' is not an IANA time zone (e.g. Europe/Berlin, UTC)"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn schedule(expression: &str, tz: &str, created: &str) -> Schedule {
+        Schedule {
+            tenant: Tenant::parse("t").unwrap(),
+            name: ScheduleName::parse("s").unwrap(),
+            job_type: JobType::parse("noop").unwrap(),
+            payload: Value::Null,
+            priority: 0,
+            max_attempts: None,
+            expression: Cadence::parse_expression(expression).unwrap(),
+            timezone: tz.into(),
+            start_at: None,
+            end_at: None,
+            overlap: Overlap::Skip,
+            catch_up: CatchUp::Latest,
+            paused: false,
+            created_at: utc(created),
+            updated_at: utc(created),
+            fires_after: utc(created),
+            last_tick: None,
+            last_job: None,
+            waiting_tick: None,
+            runs: vec![],
+            version: 0,
+        }
+    }
+
+    fn ticks(s: &Schedule, from: &str, until: &str) -> Vec<DateTime<Utc>> {
+        let (mut t, until) = (utc(from), utc(until));
+        let mut out = vec![];
+        while let Some(next) = s.next_tick_after(t).filter(|n| *n <= until) {
+            out.push(next);
+            t = next;
+        }
+        out
+    }
+
+    #[test]
+    fn cron_fields_parse_and_refuse_what_they_cannot_mean() {
+        assert!(Cron::parse("*/5 * * * *").is_ok());
+        assert!(Cron::parse("0 9 * JAN-MAR MON-FRI").is_ok());
+        let e = Cron::parse("* * *").unwrap_err();
+        assert_eq!(e.field, "cron");
+        assert!(Cron::parse("61 * * * *")
+            .unwrap_err()
+            .message
+            .contains("0-59"));
+        assert!(Cron::parse("0 0 1 * MON")
+            .unwrap_err()
+            .message
+            .contains("not both"));
+        assert!(Cron::parse("*/0 * * * *").is_err());
+        assert!(Cron::parse("5-1 * * * *").is_err());
+    }
+
+    #[test]
+    fn cron_is_written_for_eventbridge_scheduler() {
+        let c = |s: &str| Cron::parse(s).unwrap().aws_expression();
+        assert_eq!(c("*/5 * * * *"), "cron(0/5 * * * ? *)");
+        assert_eq!(c("0 9 * * MON-FRI"), "cron(0 9 ? * MON,TUE,WED,THU,FRI *)");
+        assert_eq!(c("30 2 1,15 * *"), "cron(30 2 1,15 * ? *)");
+        assert_eq!(c("0 0 * * 0"), "cron(0 0 ? * SUN *)");
+        assert_eq!(c("0 0 * * 7"), "cron(0 0 ? * SUN *)");
+        assert_eq!(c("15 */6 * */3 *"), "cron(15 0/6 * 1/3 ? *)");
+    }
+
+    #[test]
+    fn every_five_minutes_in_berlin_across_the_autumn_change_fires_each_local_time_once() {
+        // 2026-10-25: 03:00 CEST (01:00 UTC) becomes 02:00 CET. Local 02:00-02:55 happen twice.
+        let s = schedule("cron(*/5 * * * *)", "Europe/Berlin", "2026-10-24T23:50:00Z");
+        let t = ticks(&s, "2026-10-24T23:50:00Z", "2026-10-25T02:10:00Z");
+        // Every five minutes until 00:55 UTC (02:55 CEST); the repeated 02:xx (CET, 01:00-01:55
+        // UTC) does not fire again; 03:00 CET is 02:00 UTC.
+        assert_eq!(t.first(), Some(&utc("2026-10-24T23:55:00Z")));
+        assert!(t.contains(&utc("2026-10-25T00:55:00Z")));
+        assert!(!t
+            .iter()
+            .any(|x| *x > utc("2026-10-25T00:55:00Z") && *x < utc("2026-10-25T02:00:00Z")));
+        assert!(t.contains(&utc("2026-10-25T02:00:00Z")));
+        assert_eq!(t.len(), 13 + 3);
+        let mut unique = t.clone();
+        unique.dedup();
+        assert_eq!(unique, t);
+    }
+
+    #[test]
+    fn every_five_minutes_in_berlin_across_the_spring_change_skips_the_missing_hour() {
+        // 2026-03-29: 02:00 CET (01:00 UTC) becomes 03:00 CEST.
+        let s = schedule("cron(*/5 * * * *)", "Europe/Berlin", "2026-03-29T00:00:00Z");
+        let t = ticks(&s, "2026-03-29T00:40:00Z", "2026-03-29T01:10:00Z");
+        let want: Vec<_> = [
+            "2026-03-29T00:45:00Z",
+            "2026-03-29T00:50:00Z",
+            "2026-03-29T00:55:00Z",
+            "2026-03-29T01:00:00Z", // 03:00 CEST
+            "2026-03-29T01:05:00Z",
+            "2026-03-29T01:10:00Z",
+        ]
+        .iter()
+        .map(|s| utc(s))
+        .collect();
+        assert_eq!(t, want);
+    }
+
+    #[test]
+    fn a_daily_time_in_the_missing_hour_is_skipped_that_day() {
+        let s = schedule("cron(30 2 * * *)", "Europe/Berlin", "2026-03-27T00:00:00Z");
+        let t = ticks(&s, "2026-03-27T00:00:00Z", "2026-03-31T00:00:00Z");
+        assert_eq!(
+            t,
+            vec![
+                utc("2026-03-27T01:30:00Z"),
+                utc("2026-03-28T01:30:00Z"),
+                utc("2026-03-30T00:30:00Z")
+            ]
+        );
+    }
+
+    #[test]
+    fn rate_and_at_tick_from_their_anchor() {
+        let s = schedule("rate(10 minutes)", "UTC", "2026-01-01T00:00:00Z");
+        assert_eq!(
+            ticks(&s, "2026-01-01T00:00:00Z", "2026-01-01T00:30:00Z"),
+            vec![
+                utc("2026-01-01T00:10:00Z"),
+                utc("2026-01-01T00:20:00Z"),
+                utc("2026-01-01T00:30:00Z")
+            ]
+        );
+        let s = schedule(
+            "at(2026-07-01T09:00:00)",
+            "Europe/Berlin",
+            "2026-01-01T00:00:00Z",
+        );
+        assert_eq!(
+            ticks(&s, "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z"),
+            vec![utc("2026-07-01T07:00:00Z")]
+        );
+    }
+
+    #[test]
+    fn the_due_tick_is_the_latest_missed_one_and_none_while_paused() {
+        let mut s = schedule("cron(*/5 * * * *)", "UTC", "2026-01-01T00:00:00Z");
+        assert_eq!(s.due_tick(utc("2026-01-01T00:04:59Z")), None);
+        assert_eq!(
+            s.due_tick(utc("2026-01-01T00:17:00Z")),
+            Some(utc("2026-01-01T00:15:00Z"))
+        );
+        s.last_tick = Some(utc("2026-01-01T00:15:00Z"));
+        assert_eq!(s.due_tick(utc("2026-01-01T00:19:00Z")), None);
+        s.catch_up = CatchUp::None;
+        assert_eq!(s.due_tick(utc("2026-01-01T00:21:30Z")), None);
+        assert_eq!(
+            s.due_tick(utc("2026-01-01T00:20:30Z")),
+            Some(utc("2026-01-01T00:20:00Z"))
+        );
+        s.paused = true;
+        assert_eq!(s.due_tick(utc("2026-01-01T00:20:30Z")), None);
+    }
+
+    #[test]
+    fn names_and_timezones_are_checked() {
+        assert!(ScheduleName::parse("nightly-report.v2").is_ok());
+        assert_eq!(ScheduleName::parse("a b").unwrap_err().field, "name");
+        assert!(ScheduleName::parse("x".repeat(49)).is_err());
+        assert!(parse_timezone("Europe/Berlin").is_ok());
+        assert_eq!(
+            parse_timezone("Mars/Olympus").unwrap_err().field,
+            "timezone"
+        );
+    }
+}
