@@ -294,7 +294,8 @@ impl Worker {
             job.runs,
             self.ports.store.clone(),
         )
-        .for_tenant(job.tenant.clone(), self.ports.tenants.clone());
+        .for_tenant(job.tenant.clone(), self.ports.tenants.clone())
+        .with_ports(self.ports.clone(), self.registry.clone());
         self.in_flight.lock().unwrap().insert(job.id, ctx.clone());
         // By default the handler runs on a thread of the blocking pool, driving its future there:
         // a handler that blocks its thread (a sleep, a CPU-bound loop) costs that thread only,

@@ -23,13 +23,20 @@ async fn health_check_reports_the_writer_the_pollers_and_maintenance() {
     // (the embedded backend's writer is one; the AWS backend has none, but has the reader of
     // the table's stream that keeps the stats)
     let prefix = app.setting("CONVEYOR_QUEUE_PREFIX").unwrap_or("conveyor-");
-    let mut expected = vec!["maintenance".to_string(), "live-updates".to_string()];
+    let mut expected = vec![
+        "maintenance".to_string(),
+        "live-updates".to_string(),
+        "scheduler".to_string(),
+    ];
     for queue in [
+        "conveyor-bulk",
         "http-fetch",
         "noop",
         "sleep",
         "test-block",
+        "test-broken",
         "test-count",
+        "test-panics",
         "test-spin",
         "webhook-deliver",
     ] {

@@ -306,6 +306,38 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
             .is_some());
     }
 
+    // Users' schedules: the api arms EventBridge Scheduler in the stack's group, each schedule
+    // invoking the scheduler function through a role only EventBridge Scheduler may assume,
+    // with permission to invoke that function and nothing else.
+    let api_env = &t["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        tagged(&api_env["CONVEYOR_SCHEDULER_TARGET_ARN"]).map(|v| v.1),
+        Some("SchedulerFunction.Arn".into())
+    );
+    assert_eq!(
+        tagged(&api_env["CONVEYOR_SCHEDULER_ROLE_ARN"]).map(|v| v.1),
+        Some("SchedulerInvokeRole.Arn".into())
+    );
+    assert_eq!(
+        tagged(&api_env["CONVEYOR_SCHEDULE_GROUP"]).map(|v| v.1),
+        Some("ScheduleGroup".into())
+    );
+    assert_eq!(
+        t["Resources"]["ScheduleGroup"]["Type"],
+        "AWS::Scheduler::ScheduleGroup"
+    );
+    let role = &t["Resources"]["SchedulerInvokeRole"]["Properties"];
+    assert_eq!(
+        role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"],
+        "scheduler.amazonaws.com"
+    );
+    let invoke = &role["Policies"][0]["PolicyDocument"]["Statement"][0];
+    assert_eq!(invoke["Action"], "lambda:InvokeFunction");
+    assert_eq!(
+        tagged(&invoke["Resource"]).map(|v| v.1),
+        Some("SchedulerFunction.Arn".into())
+    );
+
     // The table as the adapter makes it: TTL on `ttl`, the four indexes, kept on stack delete.
     let table = &t["Resources"]["JobsTable"];
     assert_eq!(table["DeletionPolicy"], "Retain");

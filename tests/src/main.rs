@@ -3,7 +3,9 @@
 //! - `test.block` blocks its thread (`std::thread::sleep`) for `ms`;
 //! - `test.spin` keeps its thread busy in a loop for `ms`;
 //! - `test.count` appends a line `<job id> <attempt>` to `$TEST_COUNT_DIR/runs` (a place
-//!   outside the store, so exactly-once is counted, not inferred), after awaiting `ms` if given.
+//!   outside the store, so exactly-once is counted, not inferred), after awaiting `ms` if given;
+//! - `test.panics` panics, and `test.broken` fails (retryable), until a file `fixed` exists in
+//!   `$TEST_COUNT_DIR` (the cause fixed); then they succeed.
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -59,6 +61,36 @@ impl JobHandler for Count {
     }
 }
 
+/// Whether the cause of `test.panics` and `test.broken` was fixed.
+fn fixed() -> bool {
+    std::env::var("TEST_COUNT_DIR")
+        .is_ok_and(|dir| std::path::Path::new(&dir).join("fixed").exists())
+}
+
+struct Panics;
+
+#[async_trait]
+impl JobHandler for Panics {
+    async fn run(&self, _ctx: JobContext, _payload: Value) -> Result<Value, JobError> {
+        if !fixed() {
+            panic!("the handler is broken");
+        }
+        Ok(json!({ "fixed": true }))
+    }
+}
+
+struct Broken;
+
+#[async_trait]
+impl JobHandler for Broken {
+    async fn run(&self, _ctx: JobContext, _payload: Value) -> Result<Value, JobError> {
+        if !fixed() {
+            return Err(JobError::retryable("the handler is broken"));
+        }
+        Ok(json!({ "fixed": true }))
+    }
+}
+
 fn test_types(registry: &mut Registry) {
     let contained = JobOptions {
         timeout: Duration::from_millis(500),
@@ -77,6 +109,13 @@ fn test_types(registry: &mut Registry) {
         },
         Count,
     );
+    let fixable = JobOptions {
+        concurrency: 8,
+        execution: shared::jobs::Execution::Task,
+        ..JobOptions::default()
+    };
+    registry.register("test.panics", fixable.clone(), Panics);
+    registry.register("test.broken", fixable, Broken);
 }
 
 fn main() -> std::process::ExitCode {

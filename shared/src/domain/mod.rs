@@ -5,6 +5,7 @@ mod backoff;
 mod ids;
 mod job;
 mod schedule;
+mod zones;
 
 pub use access::{
     parse_roles, Actor, Admission, ApiKey, AuditEntry, KeyRefusal, Role, TenantLimits,
@@ -20,3 +21,4 @@ pub use schedule::{
     parse_timezone, Cadence, CatchUp, Cron, Overlap, RateUnit, RunOutcome, Schedule, ScheduleName,
     ScheduleRun, ON_TIME, RUNS_KEPT, TICK_KEY_PREFIX,
 };
+pub use zones::Zone;

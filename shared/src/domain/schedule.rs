@@ -7,8 +7,8 @@
 //! happens twice (clocks go back) fires once, at its first occurrence.
 
 use super::ids::{JobId, JobType, Tenant, ValidationError};
-use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
-use chrono_tz::Tz;
+use super::zones::Zone;
+use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -183,8 +183,8 @@ impl Cron {
     }
 
     /// The first tick strictly after `after`, in `tz` (within eight years).
-    pub fn next_after(&self, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
-        let mut date = after.with_timezone(&tz).date_naive();
+    pub fn next_after(&self, after: DateTime<Utc>, tz: Zone) -> Option<DateTime<Utc>> {
+        let mut date = tz.local_date(after);
         for _ in 0..366 * 8 {
             if self.matches_day(date) {
                 for hour in (0..24).filter(|h| self.hours & (1 << h) != 0) {
@@ -242,10 +242,9 @@ fn render(bits: u64, min: u32, max: u32, names: Option<&[&str]>) -> String {
 }
 
 /// When the local time `local` happens in `tz`: the first of two, none in a gap.
-fn first_occurrence(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
-    match tz.from_local_datetime(&local) {
-        LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
-        LocalResult::Ambiguous(first, _) => Some(first.with_timezone(&Utc)),
+fn first_occurrence(tz: Zone, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+    match tz.from_local(local) {
+        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t),
         LocalResult::None => None,
     }
 }
@@ -466,8 +465,8 @@ pub struct Schedule {
 pub const TICK_KEY_PREFIX: &str = "schedule:";
 
 impl Schedule {
-    pub fn tz(&self) -> Tz {
-        self.timezone.parse().unwrap_or(Tz::UTC)
+    pub fn tz(&self) -> Zone {
+        Zone::named(&self.timezone).unwrap_or(Zone::UTC)
     }
 
     /// The first tick strictly after `after`, within the schedule's window.
@@ -557,8 +556,8 @@ impl Schedule {
 }
 
 /// Parse an IANA time-zone name (`Europe/Berlin`, `UTC`).
-pub fn parse_timezone(name: &str) -> Result<Tz, ValidationError> {
-    name.parse::<Tz>().map_err(|_| {
+pub fn parse_timezone(name: &str) -> Result<Zone, ValidationError> {
+    Zone::named(name).ok_or_else(|| {
         ValidationError::new(
             "timezone",
             format!("'{name}' is not an IANA time zone (e.g. Europe/Berlin, UTC)"),

@@ -285,6 +285,9 @@ where
 #[path = "http_schedules.rs"]
 mod schedules;
 
+#[path = "http_bulk.rs"]
+mod bulk;
+
 /// Every route, as `(method, path)`: what `/v1/openapi.json` describes (`openapi::spec`); a
 /// test checks the router serves each.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -316,6 +319,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/schedules/{name}/pause"),
     ("post", "/v1/schedules/{name}/resume"),
     ("get", "/v1/schedules/{name}/runs"),
+    ("post", "/v1/jobs/bulk"),
+    ("get", "/v1/dead-letters"),
+    ("post", "/v1/dead-letters/redrive"),
 ];
 
 /// Routes that need no credential.
@@ -345,6 +351,8 @@ pub fn route_params(route: &str) -> &'static [&'static str] {
         | "/v1/schedules/{name}/pause"
         | "/v1/schedules/{name}/resume"
         | "/v1/schedules/{name}/runs" => &["tenant"],
+        "/v1/jobs/bulk" | "/v1/dead-letters/redrive" => &["tenant"],
+        "/v1/dead-letters" => &["type", "limit", "cursor", "tenant"],
         "/v1/audit" => &["tenant", "since", "limit", "anonymous"],
         _ => &[],
     }
@@ -391,6 +399,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/schedules/{name}/pause", post(schedules::pause))
         .route("/v1/schedules/{name}/resume", post(schedules::resume))
         .route("/v1/schedules/{name}/runs", get(schedules::runs))
+        .route("/v1/jobs/bulk", post(bulk::bulk))
+        .route("/v1/dead-letters", get(bulk::dead_letters))
+        .route("/v1/dead-letters/redrive", post(bulk::redrive))
         .route_layer(axum::middleware::from_fn(only_known_params))
         // (Runs before the parameter check: a caller without a credential learns nothing.)
         .route_layer(axum::middleware::from_fn_with_state(

@@ -270,6 +270,33 @@ const OPS: &[OpRow] = &[
         200,
         "ScheduleRuns",
     ),
+    (
+        "post",
+        "/v1/jobs/bulk",
+        "Retry or cancel every job of the tenant a filter matches, as a job of its own (type conveyor.bulk): 202 and that job, whose progress and result tell how it went",
+        Some("submitter"),
+        Some("BulkRequest"),
+        202,
+        "Job",
+    ),
+    (
+        "get",
+        "/v1/dead-letters",
+        "The tenant's dead jobs, newest first, each with why (error; kind dead_letter: its message reached the dead-letter queue)",
+        Some("reader"),
+        None,
+        200,
+        "Page",
+    ),
+    (
+        "post",
+        "/v1/dead-letters/redrive",
+        "Put dead jobs back with fresh attempts: given ids at once (200, a result each), or every one a filter matches as a bulk job (202 and that job)",
+        Some("submitter"),
+        Some("RedriveRequest"),
+        202,
+        "Job",
+    ),
 ];
 
 /// The schemas of bodies and answers (JSON Schema 2020-12, as OpenAPI 3.1 takes it).
@@ -359,6 +386,12 @@ fn operation(method: &str, path: &str) -> Value {
         ok_status.to_string(),
         json!({ "description": "done", "content": content }),
     );
+    if path == "/v1/dead-letters/redrive" {
+        responses.insert(
+            "200".into(),
+            json!({ "description": "the given ids, each redriven or why not", "content": { "application/json": { "schema": schema("RedriveResults") } } }),
+        );
+    }
     if path == "/v1/jobs" && method == "post" {
         responses.insert(
             "200".into(),

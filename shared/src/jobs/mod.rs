@@ -2,12 +2,14 @@
 //! handler gets (progress, log, heartbeat, cooperative cancel). Adding a type is one file here
 //! and one line in `Registry::builtin`.
 
+mod bulk;
 mod http_fetch;
 mod noop;
 mod outbound;
 mod sleep;
 mod webhook;
 
+pub use bulk::{Bulk, BulkAction, BulkRequest, JobFilter, BULK_TYPE};
 pub use http_fetch::HttpFetch;
 pub use noop::Noop;
 pub use outbound::{refusal, Network, Outbound, OutboundPolicy, Refused};
@@ -138,7 +140,8 @@ impl Registry {
         }
     }
 
-    /// The shipped types: `noop`, `sleep`, `http.fetch`, `webhook.deliver`. Each only awaits,
+    /// The shipped types: `noop`, `sleep`, `http.fetch`, `webhook.deliver`, and `conveyor.bulk`
+    /// (bulk retry and cancel, see `bulk`). Each only awaits,
     /// so each runs as a task (`Execution::Task`).
     pub fn builtin(queue_prefix: &str, settings: &BuiltinSettings) -> Self {
         let http = JobOptions {
@@ -178,6 +181,18 @@ impl Registry {
             "webhook.deliver",
             http,
             WebhookDeliver::new(settings.webhook_secret.clone(), outbound.clone()),
+        );
+        r.register(
+            BULK_TYPE,
+            JobOptions {
+                timeout: Duration::from_secs(600),
+                max_attempts: 5,
+                concurrency: 2,
+                batch_size: 1,
+                execution: Execution::Task,
+                ..JobOptions::default()
+            },
+            Bulk,
         );
         r
     }
@@ -236,6 +251,9 @@ struct ContextInner {
     /// The job's tenant and the store of tenants' settings (webhook keys), when the worker
     /// runs it (a handler tested alone has neither).
     tenant: Option<(Tenant, Arc<dyn TenantStore>)>,
+    /// The deployment's ports and types, for the shipped types that change other jobs
+    /// (`conveyor.bulk`); the worker sets them.
+    ports: Option<(crate::ports::Ports, Arc<Registry>)>,
     cancelled: AtomicBool,
     cancel_notify: Notify,
     last_progress: Mutex<Option<Progress>>,
@@ -258,6 +276,7 @@ impl JobContext {
                 run,
                 store,
                 tenant: None,
+                ports: None,
                 cancelled: AtomicBool::new(false),
                 cancel_notify: Notify::new(),
                 last_progress: Mutex::new(None),
@@ -275,6 +294,29 @@ impl JobContext {
                 ..inner
             }),
         }
+    }
+
+    /// The same context, with the deployment's ports and types (the worker sets this).
+    pub fn with_ports(self, ports: crate::ports::Ports, registry: Arc<Registry>) -> Self {
+        let inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| unreachable!("a context is given its ports before it is shared"));
+        Self {
+            inner: Arc::new(ContextInner {
+                ports: Some((ports, registry)),
+                ..inner
+            }),
+        }
+    }
+
+    /// The use cases over the deployment's ports, for a shipped type that changes other jobs
+    /// of its tenant through the one lifecycle path.
+    pub(crate) fn service(&self) -> Option<crate::service::JobService> {
+        let (ports, registry) = self.inner.ports.as_ref()?;
+        Some(crate::service::JobService::new(
+            ports.clone(),
+            registry.clone(),
+            0,
+        ))
     }
 
     /// The job's tenant and the store of tenants' settings.
