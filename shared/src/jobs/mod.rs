@@ -493,7 +493,13 @@ mod tests {
         assert_eq!(r.dead_letter_queue_name(&t), "conveyor-http-fetch-dlq");
         assert_eq!(
             r.names(),
-            vec!["http.fetch", "noop", "sleep", "webhook.deliver"]
+            vec![
+                "conveyor.bulk",
+                "http.fetch",
+                "noop",
+                "sleep",
+                "webhook.deliver"
+            ]
         );
     }
 }
