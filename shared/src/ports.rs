@@ -32,6 +32,8 @@ pub struct Ports {
     /// What fires a schedule's ticks (EventBridge Scheduler on AWS; locally nothing here: the
     /// runtime's scheduler reads the stored definitions).
     pub triggers: Arc<dyn ScheduleTrigger>,
+    /// Start rates shared by every worker of a deployment.
+    pub rates: Arc<dyn StartRates>,
 }
 
 /// A backend failure. `Conflict` is the expected outcome of a lost race; the others are
@@ -454,4 +456,29 @@ impl ScheduleTrigger for StoredDefinitionsOnly {
     async fn disarm(&self, _: &Tenant, _: &ScheduleName) -> Result<(), TriggerError> {
         Ok(())
     }
+}
+
+/// Whether a start may happen now under a rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateDecision {
+    /// Counted: start now.
+    Admitted,
+    /// Nothing counted: the earliest time a start may be admitted.
+    WaitUntil(DateTime<Utc>),
+}
+
+/// Rates of starts held in the store, so every worker and Lambda of a deployment shares them
+/// (not one process's memory): GCRA, one start per `interval` with bursts of up to `burst`.
+#[async_trait]
+pub trait StartRates: Send + Sync {
+    /// Admit one start under `key` at `now`, or say when one may be: a conditional write on the
+    /// key's theoretical arrival time (`domain::gcra`), so two workers are never both admitted
+    /// past the rate.
+    async fn admit(
+        &self,
+        key: &str,
+        interval: Duration,
+        burst: u32,
+        now: DateTime<Utc>,
+    ) -> Result<RateDecision, StoreError>;
 }

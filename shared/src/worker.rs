@@ -6,7 +6,7 @@ use crate::domain::{JobError, JobStatus, Outcome};
 use crate::jobs::{Execution, JobContext, Registry};
 use crate::lifecycle::{Change, EventBatch, Followed, Lifecycle};
 use crate::maintenance::recover_stalled;
-use crate::ports::{Ports, Started, StoreError};
+use crate::ports::{Ports, RateDecision, Started, StoreError};
 use crate::service::JobMessage;
 use chrono::Utc;
 use std::sync::Arc;
@@ -62,6 +62,9 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 /// Early messages (a retry sent before its time, a capped delay) within this are run anyway.
 const EARLY_TOLERANCE: chrono::Duration = chrono::Duration::milliseconds(20);
 const CONFLICT_RETRIES: usize = 8;
+/// Waits for a rate's next slot up to this are waited in the worker; longer ones send the
+/// message back with the wait as its delay.
+const RATE_HOLD: Duration = Duration::from_secs(2);
 /// Tries to record an outcome through a store outage: 0.1 + 0.2 + … + 1.6 s, about 3 s.
 const OUTAGE_RETRIES: usize = 5;
 
@@ -173,9 +176,11 @@ impl Worker {
         let Some(registration) = self.registry.get(job_type.as_str()).cloned() else {
             return self.fail_unhandled(id).await;
         };
-        registration.wait_for_start_slot().await;
+        // Within the type's rate (shared by every worker), or sent back to wait.
+        let Some(now) = self.admit_start(&registration, id).await? else {
+            return Ok(Disposition::Done);
+        };
         // Start in one conditional write; a refusal says what the job is instead.
-        let now = Utc::now();
         let running = match store.start(id, now, now + EARLY_TOLERANCE).await? {
             Started::Running(job) => *job,
             Started::Missing => return Ok(self.missing()),
@@ -184,6 +189,50 @@ impl Worker {
         tracing::debug!(job_type = %running.job_type, attempt = running.attempt, "started");
         let outcome = self.run_handler(&running, registration).await;
         self.record(running, outcome).await
+    }
+
+    /// The moment this start is admitted under its type's rate (now, for a type without one).
+    /// A short wait is waited here; a longer one sends the message back with that delay and
+    /// answers `None`: the job is untouched (no attempt used) and comes back when it may start.
+    async fn admit_start(
+        &self,
+        registration: &crate::jobs::Registration,
+        id: crate::domain::JobId,
+    ) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
+        let Some((interval, burst)) = registration.start_rate() else {
+            return Ok(Some(Utc::now()));
+        };
+        let key = format!("type:{}", registration.job_type);
+        loop {
+            let now = Utc::now();
+            let at = match self.ports.rates.admit(&key, interval, burst, now).await? {
+                RateDecision::Admitted => return Ok(Some(now)),
+                RateDecision::WaitUntil(at) => at,
+            };
+            let wait = (at - now).to_std().unwrap_or_default();
+            if wait <= RATE_HOLD {
+                // (A little jitter: workers held for the same slot do not all ask at once.)
+                let jitter = Duration::from_millis(rand::random::<u64>() % 20);
+                tokio::time::sleep(wait + jitter).await;
+                continue;
+            }
+            let body = JobMessage {
+                job_id: id,
+                job_type: Some(registration.job_type.clone()),
+            }
+            .to_body();
+            let queue = self.registry.queue_name(&registration.job_type);
+            let delay = wait.min(crate::domain::MAX_QUEUE_DELAY);
+            return match self.ports.queue.send(&queue, &body, delay, 0).await {
+                Ok(_) => {
+                    tracing::debug!(?delay, "held by its type's rate; sent back to wait");
+                    Ok(None)
+                }
+                Err(e) => Err(StoreError::Unavailable(format!(
+                    "holding a job for its rate: {e}"
+                ))),
+            };
+        }
     }
 
     fn missing(&self) -> Disposition {

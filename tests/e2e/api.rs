@@ -37,6 +37,7 @@ async fn health_check_reports_the_writer_the_pollers_and_maintenance() {
         "test-broken",
         "test-count",
         "test-panics",
+        "test-rated",
         "test-spin",
         "webhook-deliver",
     ] {

@@ -24,6 +24,7 @@ mod metrics;
 #[path = "../../shared/tests/support/moto.rs"]
 mod moto;
 mod quotas;
+mod rates;
 mod retries;
 mod schedules;
 mod shutdown;

@@ -4,6 +4,8 @@
 //! - `test.spin` keeps its thread busy in a loop for `ms`;
 //! - `test.count` appends a line `<job id> <attempt>` to `$TEST_COUNT_DIR/runs` (a place
 //!   outside the store, so exactly-once is counted, not inferred), after awaiting `ms` if given;
+//! - `test.rated` does nothing, at most one start a second (a rate shared by every runtime on
+//!   the store);
 //! - `test.panics` panics, and `test.broken` fails (retryable), until a file `fixed` exists in
 //!   `$TEST_COUNT_DIR` (the cause fixed); then they succeed.
 
@@ -114,6 +116,20 @@ fn test_types(registry: &mut Registry) {
         execution: shared::jobs::Execution::Task,
         ..JobOptions::default()
     };
+    registry.register(
+        "test.rated",
+        JobOptions {
+            rate: Some(shared::domain::Rate {
+                per: 1,
+                period: Duration::from_secs(1),
+            }),
+            concurrency: 8,
+            batch_size: 1,
+            execution: shared::jobs::Execution::Task,
+            ..JobOptions::default()
+        },
+        shared::jobs::Noop,
+    );
     registry.register("test.panics", fixable.clone(), Panics);
     registry.register("test.broken", fixable, Broken);
 }

@@ -4,6 +4,7 @@ mod access;
 mod backoff;
 mod ids;
 mod job;
+mod rate;
 mod schedule;
 mod zones;
 
@@ -17,6 +18,7 @@ pub use job::{
     slot_change, Expected, Job, JobError, JobStatus, JobSummary, LifecycleEvent, LifecycleKind,
     NewJob, Outcome, Progress, TransitionError, MAX_QUEUE_DELAY,
 };
+pub use rate::{gcra, Rate};
 pub use schedule::{
     parse_timezone, Cadence, CatchUp, Cron, Overlap, RateUnit, RunOutcome, Schedule, ScheduleName,
     ScheduleRun, ON_TIME, RUNS_KEPT, TICK_KEY_PREFIX,

@@ -1364,6 +1364,10 @@ async fn types(State(state): State<Arc<ApiState>>) -> Json<Value> {
             "concurrency": r.options.concurrency,
             "batch_size": r.options.batch_size,
             "min_interval_ms": r.options.min_interval.as_millis() as u64,
+            "rate": r.options.rate.map(|rate| json!({
+                "per": rate.per,
+                "period_ms": rate.period.as_millis() as u64,
+            })),
             "retention_secs": r.options.retention.as_secs(),
         })).collect::<Vec<_>>()
     }))

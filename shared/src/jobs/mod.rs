@@ -49,8 +49,13 @@ pub struct JobOptions {
     /// Batches processed at once (Lambda: the event source's MaximumConcurrency).
     pub concurrency: usize,
     pub batch_size: usize,
-    /// Least time between two starts of this type (0 = no limit).
+    /// Least time between two starts of this type (0 = no limit): a rate of one per this,
+    /// held in the store like `rate`.
     pub min_interval: Duration,
+    /// At most this many starts of this type per period, across every worker of the
+    /// deployment (held in the store: `ports::StartRates`). A job held by it waits without
+    /// using an attempt.
+    pub rate: Option<crate::domain::Rate>,
     /// How long a finished job is kept.
     pub retention: Duration,
     /// Where the handler runs: see `Execution`.
@@ -80,6 +85,7 @@ impl Default for JobOptions {
             concurrency: 4,
             batch_size: 10,
             min_interval: Duration::ZERO,
+            rate: None,
             retention: Duration::from_secs(7 * 24 * 3600),
             execution: Execution::Thread,
         }
@@ -98,23 +104,17 @@ pub struct Registration {
     pub job_type: JobType,
     pub options: JobOptions,
     pub handler: Arc<dyn JobHandler>,
-    start_gate: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Registration {
-    /// Wait until this type may start another job (`min_interval` between starts); returns
-    /// the start slot this caller was given (it does not return before it).
-    pub async fn wait_for_start_slot(&self) -> tokio::time::Instant {
-        let now = tokio::time::Instant::now();
-        if self.options.min_interval.is_zero() {
-            return now;
+    /// The spacing and burst of this type's starts, if it has a rate (`rate`, else
+    /// `min_interval` as one per that interval).
+    pub fn start_rate(&self) -> Option<(Duration, u32)> {
+        match self.options.rate {
+            Some(rate) => Some(rate.interval_and_burst()),
+            None if !self.options.min_interval.is_zero() => Some((self.options.min_interval, 1)),
+            None => None,
         }
-        let mut last = self.start_gate.lock().await;
-        let at = last.map_or(now, |l| (l + self.options.min_interval).max(now));
-        *last = Some(at);
-        drop(last);
-        tokio::time::sleep_until(at).await;
-        at
     }
 }
 
@@ -205,7 +205,6 @@ impl Registry {
                 job_type,
                 options,
                 handler: Arc::new(handler),
-                start_gate: tokio::sync::Mutex::new(None),
             }),
         );
     }
@@ -447,43 +446,6 @@ pub(crate) fn status_is_retryable(status: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn starts_of_a_type_are_spaced_by_its_min_interval() {
-        // GIVEN a type allowing one start per 50 ms
-        let mut registry = Registry::new("q-");
-        registry.register(
-            "limited",
-            JobOptions {
-                min_interval: Duration::from_millis(50),
-                ..JobOptions::default()
-            },
-            Noop,
-        );
-        let reg = registry.get("limited").unwrap().clone();
-        // WHEN four starts ask for a slot at once
-        let waits: Vec<_> = (0..4)
-            .map(|_| {
-                let reg = reg.clone();
-                tokio::spawn(async move {
-                    let slot = reg.wait_for_start_slot().await;
-                    (slot, tokio::time::Instant::now())
-                })
-            })
-            .collect();
-        let mut slots = vec![];
-        for w in waits {
-            let (slot, woke) = w.await.unwrap();
-            // (none starts before its slot, however late a loaded machine wakes it)
-            assert!(woke >= slot);
-            slots.push(slot);
-        }
-        slots.sort();
-        // THEN the slots are at least 50 ms apart
-        for pair in slots.windows(2) {
-            assert!(pair[1] - pair[0] >= Duration::from_millis(50), "{slots:?}");
-        }
-    }
 
     #[test]
     fn queue_names_follow_the_prefix_and_type() {

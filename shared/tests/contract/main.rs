@@ -63,4 +63,5 @@ on_every_backend!(
     schedules::skip_and_queue_one_hold_while_the_previous_run_is_active,
     schedules::a_restart_fires_the_tick_that_came_due_once,
     schedules::a_paused_schedule_fires_nothing_and_resumes_from_then_on,
+    schedules::a_start_rate_is_shared_by_every_process_and_admits_no_start_past_it,
 );

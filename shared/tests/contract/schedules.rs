@@ -458,3 +458,69 @@ async fn eventbridge_scheduler_holds_each_schedule_and_its_tick_makes_one_job() 
     schedules::delete(&s, &t, &name).await.unwrap();
     assert!(scheduler.armed(&t, &name).await.unwrap().is_none());
 }
+
+pub async fn a_start_rate_is_shared_by_every_process_and_admits_no_start_past_it(b: Under) {
+    use shared::ports::RateDecision::{Admitted, WaitUntil};
+    let other = b.another_process().await;
+    let t0 = utc("2030-01-01T00:00:00Z");
+    let ms = |n: i64| t0 + Duration::milliseconds(n);
+    let second = std::time::Duration::from_secs(1);
+    let key = format!("type:rated-{}", crate::helpers::unique());
+    // GIVEN one start a second: one process starts at t0
+    assert_eq!(
+        b.ports.rates.admit(&key, second, 1, t0).await.unwrap(),
+        Admitted
+    );
+    // THEN the other may not until t0 + 1 s, and then may
+    assert_eq!(
+        other.rates.admit(&key, second, 1, ms(500)).await.unwrap(),
+        WaitUntil(ms(1000))
+    );
+    assert_eq!(
+        other.rates.admit(&key, second, 1, ms(1000)).await.unwrap(),
+        Admitted
+    );
+    assert_eq!(
+        b.ports
+            .rates
+            .admit(&key, second, 1, ms(1500))
+            .await
+            .unwrap(),
+        WaitUntil(ms(2000))
+    );
+    // AND three a three seconds lets three through at once, the fourth a second later
+    let burst = format!("type:burst-{}", crate::helpers::unique());
+    for _ in 0..3 {
+        assert_eq!(
+            b.ports.rates.admit(&burst, second, 3, t0).await.unwrap(),
+            Admitted
+        );
+    }
+    assert_eq!(
+        other.rates.admit(&burst, second, 3, t0).await.unwrap(),
+        WaitUntil(ms(1000))
+    );
+    // AND eight processes asking at the same moment: one is admitted (a backend that decides
+    // concurrent conditional writes one after the other)
+    if b.atomic_under_concurrency {
+        let raced = format!("type:raced-{}", crate::helpers::unique());
+        let asks: Vec<_> = (0..8)
+            .map(|i| {
+                let ports = if i % 2 == 0 {
+                    b.ports.clone()
+                } else {
+                    other.clone()
+                };
+                let key = raced.clone();
+                tokio::spawn(async move { ports.rates.admit(&key, second, 1, t0).await })
+            })
+            .collect();
+        let mut admitted = 0;
+        for ask in asks {
+            if matches!(ask.await.unwrap(), Ok(Admitted)) {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 1);
+    }
+}

@@ -290,6 +290,7 @@ impl AwsBackend {
                 Some(s) => s.clone(),
                 None => Arc::new(crate::ports::StoredDefinitionsOnly),
             },
+            rates: self.access.clone(),
         }
     }
 

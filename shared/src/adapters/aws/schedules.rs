@@ -6,14 +6,19 @@
 //! |---|---|---|---|
 //! | schedule | `SCHEDULES` | `<tenant>#<name>` | `doc` (definition and recent runs), `version` |
 //!
+//! | start rate | `STARTS#<key>` | `TAT` | `tat`: micros, the GCRA arrival time of the next start |
+//!
 //! Schedules are few and read by key or by tenant (a Query on the sort key's prefix); the
-//! local runtime's scheduler reads the whole partition.
+//! local runtime's scheduler reads the whole partition. A rate is read (strongly consistent)
+//! and written back only if unchanged since, so two workers are never both admitted past it.
 
 use super::access::DynamoAccess;
 use super::attrs::{get_s, s};
 use super::store::classify;
 use crate::domain::{Schedule, ScheduleName, Tenant};
-use crate::ports::{ScheduleStore, ScheduleTrigger, StoreError, TriggerError};
+use crate::ports::{
+    RateDecision, ScheduleStore, ScheduleTrigger, StartRates, StoreError, TriggerError,
+};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_scheduler::types::{FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Target};
@@ -337,5 +342,61 @@ impl ScheduleTrigger for EventBridgeScheduler {
             }
             Err(e) => Err(unavailable(e)),
         }
+    }
+}
+
+#[async_trait]
+impl StartRates for DynamoAccess {
+    async fn admit(
+        &self,
+        key: &str,
+        interval: std::time::Duration,
+        burst: u32,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<RateDecision, StoreError> {
+        let pk = format!("STARTS#{key}");
+        for _ in 0..8 {
+            let stored = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", s(pk.clone()))
+                .key("sk", s("TAT"))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(classify)?
+                .item
+                .and_then(|item| match item.get("tat") {
+                    Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
+                    _ => None,
+                });
+            let tat = match crate::domain::gcra(stored, now, interval, burst) {
+                Ok(tat) => tat,
+                Err(at) => return Ok(RateDecision::WaitUntil(at)),
+            };
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(pk.clone()))
+                .item("sk", s("TAT"))
+                .item("tat", AttributeValue::N(tat.to_string()));
+            let put = match stored {
+                None => put.condition_expression("attribute_not_exists(pk)"),
+                Some(old) => put
+                    .condition_expression("tat = :old")
+                    .expression_attribute_values(":old", AttributeValue::N(old.to_string())),
+            };
+            match put.send().await {
+                Ok(_) => return Ok(RateDecision::Admitted),
+                // Another worker took a start meanwhile: read again.
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        Err(StoreError::Conflict)
     }
 }

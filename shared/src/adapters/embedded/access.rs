@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS schedules (
     doc TEXT NOT NULL,
     PRIMARY KEY (tenant, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS start_rates (
+    key TEXT PRIMARY KEY,
+    tat INTEGER NOT NULL -- micros: the theoretical arrival time of the next start (GCRA)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS submit_windows (
     tenant TEXT NOT NULL,
     second INTEGER NOT NULL,

@@ -41,6 +41,7 @@ impl EmbeddedBackend {
             tenants: self.access.clone(),
             schedules: self.access.clone(),
             triggers: std::sync::Arc::new(crate::ports::StoredDefinitionsOnly),
+            rates: self.access.clone(),
         }
     }
 

@@ -1,10 +1,11 @@
 //! `ScheduleStore` on SQLite: one row per schedule, its definition and history as JSON, written
-//! only if its `version` is the one expected.
+//! only if its `version` is the one expected. Also `StartRates`: a row per rate, its GCRA
+//! arrival time read and written in one step of the single writer.
 
 use super::access::{failed, EmbeddedAccess};
 use super::db::DbError;
 use crate::domain::{Schedule, ScheduleName, Tenant};
-use crate::ports::{ScheduleStore, StoreError};
+use crate::ports::{RateDecision, ScheduleStore, StartRates, StoreError};
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 
@@ -101,6 +102,39 @@ impl ScheduleStore for EmbeddedAccess {
                     .prepare_cached("DELETE FROM schedules WHERE tenant = ?1 AND name = ?2")?
                     .execute([&tenant, &name])?;
                 Ok(n > 0)
+            })
+            .await
+            .map_err(failed)
+    }
+}
+
+#[async_trait]
+impl StartRates for EmbeddedAccess {
+    async fn admit(
+        &self,
+        key: &str,
+        interval: std::time::Duration,
+        burst: u32,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<RateDecision, StoreError> {
+        let key = key.to_string();
+        self.db
+            .write(move |conn| {
+                let stored: Option<i64> = conn
+                    .prepare_cached("SELECT tat FROM start_rates WHERE key = ?1")?
+                    .query_row([&key], |r| r.get(0))
+                    .optional()?;
+                match crate::domain::gcra(stored, now, interval, burst) {
+                    Ok(tat) => {
+                        conn.prepare_cached(
+                            "INSERT INTO start_rates (key, tat) VALUES (?1, ?2)
+                             ON CONFLICT (key) DO UPDATE SET tat = ?2",
+                        )?
+                        .execute(params![key, tat])?;
+                        Ok(RateDecision::Admitted)
+                    }
+                    Err(at) => Ok(RateDecision::WaitUntil(at)),
+                }
             })
             .await
             .map_err(failed)

@@ -1,0 +1,66 @@
+//! The generic cell rate algorithm (GCRA): a rate as one number per key, the theoretical
+//! arrival time (TAT) of the next start, so a store can hold it and change it with one
+//! conditional write.
+
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// A rate: at most `per` starts in any `period` (bursts of up to `per`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per: u32,
+    pub period: Duration,
+}
+
+impl Rate {
+    /// The spacing of starts at the steady rate, and the burst allowed.
+    pub fn interval_and_burst(&self) -> (Duration, u32) {
+        let per = self.per.max(1);
+        (self.period / per, per)
+    }
+}
+
+/// GCRA at `now`: with the stored TAT (micros; none before the first start), `Ok(new TAT)` to
+/// store if a start is admitted, or `Err(when one may be)`.
+pub fn gcra(
+    stored: Option<i64>,
+    now: DateTime<Utc>,
+    interval: Duration,
+    burst: u32,
+) -> Result<i64, DateTime<Utc>> {
+    let now_us = now.timestamp_micros();
+    let interval_us = interval.as_micros() as i64;
+    let tolerance_us = interval_us * (burst.max(1) as i64 - 1);
+    let tat = stored.map_or(now_us, |t| t.max(now_us));
+    if tat - tolerance_us > now_us {
+        return Err(DateTime::from_timestamp_micros(tat - tolerance_us).unwrap_or(now));
+    }
+    Ok(tat + interval_us)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_a_second_spaces_starts_by_a_second_and_a_burst_lets_that_many_through() {
+        let t0 = DateTime::from_timestamp(1_000, 0).unwrap();
+        let s = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
+        let second = Duration::from_secs(1);
+        let tat = gcra(None, t0, second, 1).unwrap();
+        assert_eq!(gcra(Some(tat), s(500), second, 1), Err(s(1000)));
+        let tat = gcra(Some(tat), s(1000), second, 1).unwrap();
+        assert_eq!(tat, s(2000).timestamp_micros());
+        // Three per three seconds: three at once, the fourth a second after.
+        let (interval, burst) = Rate {
+            per: 3,
+            period: Duration::from_secs(3),
+        }
+        .interval_and_burst();
+        let mut tat = None;
+        for _ in 0..3 {
+            tat = Some(gcra(tat, t0, interval, burst).unwrap());
+        }
+        assert_eq!(gcra(tat, t0, interval, burst), Err(s(1000)));
+    }
+}
