@@ -116,6 +116,7 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
                     max_attempts: None,
                     backoff: None,
                     idempotency_key: None,
+                    concurrency_key: None,
                 },
                 Some(entry),
             )

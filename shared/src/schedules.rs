@@ -262,6 +262,7 @@ async fn submit_tick(
         max_attempts: schedule.max_attempts,
         backoff: None,
         idempotency_key: Some(key),
+        concurrency_key: None,
     };
     match service.submit(schedule.tenant.clone(), request).await {
         Ok((job, _)) => Ok(job.id),

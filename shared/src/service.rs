@@ -83,6 +83,8 @@ pub struct SubmitRequest {
     pub max_attempts: Option<u32>,
     pub backoff: Option<Backoff>,
     pub idempotency_key: Option<IdempotencyKey>,
+    /// What the type's per-key limits count the job under.
+    pub concurrency_key: Option<crate::domain::ConcurrencyKey>,
 }
 
 impl SubmitRequest {
@@ -98,6 +100,7 @@ impl SubmitRequest {
             "delay_ms": self.delay.map(|d| d.as_millis() as u64),
             "max_attempts": self.max_attempts,
             "backoff": self.backoff.map(|b| [b.base_ms, b.cap_ms]),
+            "concurrency_key": self.concurrency_key.as_ref().map(|k| k.as_str()),
         });
         let mut canonical = String::new();
         write_canonical(&described, &mut canonical);
@@ -148,6 +151,9 @@ pub struct JobMessage {
     /// Absent in messages from earlier versions.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub job_type: Option<JobType>,
+    /// `<tenant>/<concurrency key>`, so the job's per-key rate is known before it is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl JobMessage {
@@ -155,6 +161,10 @@ impl JobMessage {
         Self {
             job_id: job.id,
             job_type: Some(job.job_type.clone()),
+            key: job
+                .concurrency_key
+                .as_ref()
+                .map(|k| format!("{}/{}", job.tenant, k)),
         }
     }
 
@@ -368,6 +378,7 @@ impl JobService {
             now,
         );
         job.holds_slot = limits.max_active.is_some();
+        job.concurrency_key = req.concurrency_key;
         let with = CreateWith {
             audit: audit.map(|mut entry| {
                 entry.job_id = Some(job.id);

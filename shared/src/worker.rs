@@ -166,7 +166,7 @@ impl Worker {
         let id = message.job_id;
         // The type names the start slot to wait for (a message from an earlier version has no
         // type: the job has it).
-        let job_type = match message.job_type {
+        let job_type = match message.job_type.clone() {
             Some(t) => t,
             None => match store.get(id).await? {
                 Some(job) => job.job_type,
@@ -176,8 +176,8 @@ impl Worker {
         let Some(registration) = self.registry.get(job_type.as_str()).cloned() else {
             return self.fail_unhandled(id).await;
         };
-        // Within the type's rate (shared by every worker), or sent back to wait.
-        let Some(now) = self.admit_start(&registration, id).await? else {
+        // Within the job's key's and type's rates (shared by every worker), or sent back.
+        let Some(now) = self.admit_start(&registration, &message).await? else {
             return Ok(Disposition::Done);
         };
         // Start in one conditional write; a refusal says what the job is instead.
@@ -191,48 +191,61 @@ impl Worker {
         self.record(running, outcome).await
     }
 
-    /// The moment this start is admitted under its type's rate (now, for a type without one).
-    /// A short wait is waited here; a longer one sends the message back with that delay and
-    /// answers `None`: the job is untouched (no attempt used) and comes back when it may start.
+    /// The moment this start is admitted under its key's and its type's rates (now, for a
+    /// job with neither). A short wait is waited here; a longer one sends the message back with
+    /// that delay and answers `None`: the job is untouched (no attempt used) and comes back
+    /// when it may start.
     async fn admit_start(
         &self,
         registration: &crate::jobs::Registration,
-        id: crate::domain::JobId,
+        message: &JobMessage,
     ) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
-        let Some((interval, burst)) = registration.start_rate() else {
-            return Ok(Some(Utc::now()));
-        };
-        let key = format!("type:{}", registration.job_type);
-        loop {
-            let now = Utc::now();
-            let at = match self.ports.rates.admit(&key, interval, burst, now).await? {
-                RateDecision::Admitted => return Ok(Some(now)),
-                RateDecision::WaitUntil(at) => at,
-            };
-            let wait = (at - now).to_std().unwrap_or_default();
-            if wait <= RATE_HOLD {
-                // (A little jitter: workers held for the same slot do not all ask at once.)
-                let jitter = Duration::from_millis(rand::random::<u64>() % 20);
-                tokio::time::sleep(wait + jitter).await;
-                continue;
-            }
-            let body = JobMessage {
-                job_id: id,
-                job_type: Some(registration.job_type.clone()),
-            }
-            .to_body();
-            let queue = self.registry.queue_name(&registration.job_type);
-            let delay = wait.min(crate::domain::MAX_QUEUE_DELAY);
-            return match self.ports.queue.send(&queue, &body, delay, 0).await {
-                Ok(_) => {
-                    tracing::debug!(?delay, "held by its type's rate; sent back to wait");
-                    Ok(None)
-                }
-                Err(e) => Err(StoreError::Unavailable(format!(
-                    "holding a job for its rate: {e}"
-                ))),
-            };
+        let mut rates = vec![];
+        if let (Some(rate), Some(key)) = (registration.options.rate_per_key, &message.key) {
+            let (interval, burst) = rate.interval_and_burst();
+            rates.push((
+                format!("type:{}#key:{key}", registration.job_type),
+                interval,
+                burst,
+            ));
         }
+        if let Some((interval, burst)) = registration.start_rate() {
+            rates.push((format!("type:{}", registration.job_type), interval, burst));
+        }
+        let mut now = Utc::now();
+        for (key, interval, burst) in rates {
+            loop {
+                now = Utc::now();
+                let at = match self.ports.rates.admit(&key, interval, burst, now).await? {
+                    RateDecision::Admitted => break,
+                    RateDecision::WaitUntil(at) => at,
+                };
+                let wait = (at - now).to_std().unwrap_or_default();
+                if wait <= RATE_HOLD {
+                    // (A little jitter: workers held for the same slot do not all ask at once.)
+                    let jitter = Duration::from_millis(rand::random::<u64>() % 20);
+                    tokio::time::sleep(wait + jitter).await;
+                    continue;
+                }
+                let queue = self.registry.queue_name(&registration.job_type);
+                let delay = wait.min(crate::domain::MAX_QUEUE_DELAY);
+                return match self
+                    .ports
+                    .queue
+                    .send(&queue, &message.to_body(), delay, 0)
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::debug!(?delay, rate = %key, "held by a rate; sent back to wait");
+                        Ok(None)
+                    }
+                    Err(e) => Err(StoreError::Unavailable(format!(
+                        "holding a job for its rate: {e}"
+                    ))),
+                };
+            }
+        }
+        Ok(Some(now))
     }
 
     fn missing(&self) -> Disposition {

@@ -38,6 +38,7 @@ async fn health_check_reports_the_writer_the_pollers_and_maintenance() {
         "test-count",
         "test-panics",
         "test-rated",
+        "test-rated-per-key",
         "test-spin",
         "webhook-deliver",
     ] {

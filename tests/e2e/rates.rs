@@ -63,3 +63,54 @@ async fn the_rate_holds_across_two_runtimes_sharing_one_table() {
     // THEN they start a second apart, whichever runtime started each
     assert_a_second_apart(&starts);
 }
+
+#[tokio::test]
+async fn a_rate_per_key_spaces_each_keys_starts_and_lets_other_keys_through() {
+    // GIVEN a type allowing one start a second per concurrency key, and five jobs for each of
+    // two keys
+    let app = spawn_app(&[]).await;
+    crate::helpers::assert_error(
+        &app.submit(&json!({ "type": "test.rated-per-key", "concurrency_key": "no spaces" }))
+            .await,
+        reqwest::StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("concurrency_key"),
+    );
+    let mut ids = vec![];
+    for i in 0..10 {
+        let key = if i % 2 == 0 {
+            "example.com"
+        } else {
+            "example.org"
+        };
+        ids.push((
+            key,
+            app.submit_new(&json!({ "type": "test.rated-per-key", "concurrency_key": key }))
+                .await,
+        ));
+    }
+    let mut starts: std::collections::BTreeMap<&str, Vec<DateTime<Utc>>> = Default::default();
+    for (key, id) in &ids {
+        let job = app
+            .wait_for_status(id, status_is("succeeded"), Duration::from_secs(60))
+            .await;
+        assert_eq!(job["attempt"], 1, "{job}");
+        starts.entry(key).or_default().push(
+            DateTime::parse_from_rfc3339(job["started_at"].as_str().unwrap())
+                .unwrap()
+                .with_timezone(&Utc),
+        );
+    }
+    // THEN each key's starts are a second apart
+    for s in starts.values_mut() {
+        s.sort();
+        assert_a_second_apart(s);
+    }
+    // AND the keys do not wait for each other: the second key's first start comes before the
+    // first key's second one
+    let (a, b) = (&starts["example.com"], &starts["example.org"]);
+    assert!(
+        a[0].min(b[0]) < a[1].min(b[1]) && a[0].max(b[0]) < a[1].min(b[1]),
+        "{starts:?}"
+    );
+}

@@ -76,6 +76,7 @@ impl Harness {
                     max_attempts: None,
                     backoff: None,
                     idempotency_key: None,
+                    concurrency_key: None,
                 },
             )
             .await?;
@@ -494,6 +495,7 @@ async fn an_attempt_ends_in_time_for_its_outcome_before_the_invocation_ends() ->
                 max_attempts: Some(1),
                 backoff: None,
                 idempotency_key: None,
+                concurrency_key: None,
             },
         )
         .await?;

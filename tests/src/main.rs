@@ -6,6 +6,7 @@
 //!   outside the store, so exactly-once is counted, not inferred), after awaiting `ms` if given;
 //! - `test.rated` does nothing, at most one start a second (a rate shared by every runtime on
 //!   the store);
+//! - `test.rated-per-key` does nothing, at most one start a second per concurrency key;
 //! - `test.panics` panics, and `test.broken` fails (retryable), until a file `fixed` exists in
 //!   `$TEST_COUNT_DIR` (the cause fixed); then they succeed.
 
@@ -120,6 +121,20 @@ fn test_types(registry: &mut Registry) {
         "test.rated",
         JobOptions {
             rate: Some(shared::domain::Rate {
+                per: 1,
+                period: Duration::from_secs(1),
+            }),
+            concurrency: 8,
+            batch_size: 1,
+            execution: shared::jobs::Execution::Task,
+            ..JobOptions::default()
+        },
+        shared::jobs::Noop,
+    );
+    registry.register(
+        "test.rated-per-key",
+        JobOptions {
+            rate_per_key: Some(shared::domain::Rate {
                 per: 1,
                 period: Duration::from_secs(1),
             }),

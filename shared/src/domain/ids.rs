@@ -131,6 +131,11 @@ name_type!(
     Tenant, "tenant", 64, &['.', '_', '-']
 );
 name_type!(
+    /// What a job's per-key limits count it under (a customer, a domain): a type's
+    /// `rate_per_key` holds for each key of each tenant on its own.
+    ConcurrencyKey, "concurrency_key", 128, &['.', '_', '-', ':', '/', '+', '=', '@']
+);
+name_type!(
     /// A client-chosen key: submitting twice with it yields the same job.
     IdempotencyKey, "idempotency_key", 255, &['.', '_', '-', ':', '/', '+', '=']
 );

@@ -171,6 +171,9 @@ pub struct Job {
     /// with a different request is told apart from a repeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_fingerprint: Option<String>,
+    /// What per-key limits count this job under (none: only its type's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<super::ConcurrencyKey>,
     pub cancel_requested: bool,
     /// The job counts against its tenant's active-job quota (it was submitted while one
     /// applied): the store takes a slot while it is unfinished and gives it back when it ends.
@@ -308,6 +311,7 @@ impl Job {
             error: None,
             idempotency_key: new.idempotency_key,
             request_fingerprint: new.request_fingerprint,
+            concurrency_key: None,
             cancel_requested: false,
             holds_slot: false,
             created_at: now,

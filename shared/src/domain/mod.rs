@@ -13,7 +13,7 @@ pub use access::{
     WebhookGenerations, KEY_PREFIX,
 };
 pub use backoff::Backoff;
-pub use ids::{IdempotencyKey, JobId, JobType, Tenant, ValidationError};
+pub use ids::{ConcurrencyKey, IdempotencyKey, JobId, JobType, Tenant, ValidationError};
 pub use job::{
     slot_change, Expected, Job, JobError, JobStatus, JobSummary, LifecycleEvent, LifecycleKind,
     NewJob, Outcome, Progress, TransitionError, MAX_QUEUE_DELAY,

@@ -832,7 +832,7 @@ pub fn parse_submit(
     let bad = |field: &str, message: &str| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
     };
-    const KNOWN: [&str; 8] = [
+    const KNOWN: [&str; 9] = [
         "type",
         "payload",
         "priority",
@@ -841,6 +841,7 @@ pub fn parse_submit(
         "max_attempts",
         "idempotency_key",
         "backoff",
+        "concurrency_key",
     ];
     if let Some(unknown) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(bad(unknown, "unknown field"));
@@ -962,6 +963,13 @@ pub fn parse_submit(
         }
         Some(_) => return Err(bad("backoff", "must be an object {base_ms, cap_ms}")),
     };
+    let concurrency_key = match obj.remove("concurrency_key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(k)) => {
+            Some(crate::domain::ConcurrencyKey::parse(k).map_err(ApiError::invalid)?)
+        }
+        Some(_) => return Err(bad("concurrency_key", "must be a string")),
+    };
     Ok(SubmitRequest {
         job_type,
         payload,
@@ -971,6 +979,7 @@ pub fn parse_submit(
         max_attempts,
         backoff,
         idempotency_key,
+        concurrency_key,
     })
 }
 
@@ -1365,6 +1374,10 @@ async fn types(State(state): State<Arc<ApiState>>) -> Json<Value> {
             "batch_size": r.options.batch_size,
             "min_interval_ms": r.options.min_interval.as_millis() as u64,
             "rate": r.options.rate.map(|rate| json!({
+                "per": rate.per,
+                "period_ms": rate.period.as_millis() as u64,
+            })),
+            "rate_per_key": r.options.rate_per_key.map(|rate| json!({
                 "per": rate.per,
                 "period_ms": rate.period.as_millis() as u64,
             })),

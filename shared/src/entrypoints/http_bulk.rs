@@ -115,6 +115,7 @@ async fn submit_bulk(
                 max_attempts: None,
                 backoff: None,
                 idempotency_key: None,
+                concurrency_key: None,
             },
         )
         .await?;

@@ -56,6 +56,9 @@ pub struct JobOptions {
     /// deployment (held in the store: `ports::StartRates`). A job held by it waits without
     /// using an attempt.
     pub rate: Option<crate::domain::Rate>,
+    /// At most this many starts per period for each concurrency key of each tenant (a job
+    /// submitted with `concurrency_key`; one without has only the type's rate).
+    pub rate_per_key: Option<crate::domain::Rate>,
     /// How long a finished job is kept.
     pub retention: Duration,
     /// Where the handler runs: see `Execution`.
@@ -86,6 +89,7 @@ impl Default for JobOptions {
             batch_size: 10,
             min_interval: Duration::ZERO,
             rate: None,
+            rate_per_key: None,
             retention: Duration::from_secs(7 * 24 * 3600),
             execution: Execution::Thread,
         }

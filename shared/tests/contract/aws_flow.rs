@@ -138,6 +138,7 @@ impl Flow {
                     max_attempts: None,
                     backoff: None,
                     idempotency_key: None,
+                    concurrency_key: None,
                 },
             )
             .await
@@ -283,6 +284,7 @@ async fn every_expiry_is_a_number_of_epoch_seconds() -> Result<(), StoreError> {
                 max_attempts: Some(1),
                 backoff: None,
                 idempotency_key: Some(shared::domain::IdempotencyKey::parse("k1").unwrap()),
+                concurrency_key: None,
             },
         )
         .await
@@ -348,6 +350,7 @@ async fn the_largest_payload_accepted_fits_one_item_and_runs() {
                 max_attempts: None,
                 backoff: None,
                 idempotency_key: Some(shared::domain::IdempotencyKey::parse("big").unwrap()),
+                concurrency_key: None,
             },
         )
         .await
