@@ -34,6 +34,8 @@ pub struct Ports {
     pub triggers: Arc<dyn ScheduleTrigger>,
     /// Start rates shared by every worker of a deployment.
     pub rates: Arc<dyn StartRates>,
+    /// Slots of running jobs per key (`max_running_per_key`), shared likewise.
+    pub slots: Arc<dyn RunningSlots>,
 }
 
 /// A backend failure. `Conflict` is the expected outcome of a lost race; the others are
@@ -481,4 +483,31 @@ pub trait StartRates: Send + Sync {
         burst: u32,
         now: DateTime<Utc>,
     ) -> Result<RateDecision, StoreError>;
+}
+
+/// What asking for a running slot gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotTake {
+    Taken,
+    AlreadyHeld,
+    Full,
+}
+
+/// Slots of running jobs, at most `max` per key across every worker of a deployment, each held
+/// by a job until it ends or until its lease runs out (a worker that died frees its slot then).
+#[async_trait]
+pub trait RunningSlots: Send + Sync {
+    /// Take a slot of `key` for `holder` until `until`: `Taken`, `AlreadyHeld` (renewed: a
+    /// duplicate delivery of a job that runs, which must not give the slot back), or `Full`
+    /// when `max` others hold one. Slots whose lease ran out by `now` are free.
+    async fn take(
+        &self,
+        key: &str,
+        holder: JobId,
+        max: u32,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<SlotTake, StoreError>;
+    /// Give `holder`'s slot of `key` back (nothing if it has none).
+    async fn release(&self, key: &str, holder: JobId) -> Result<(), StoreError>;
 }

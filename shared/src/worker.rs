@@ -6,7 +6,7 @@ use crate::domain::{JobError, JobStatus, Outcome};
 use crate::jobs::{Execution, JobContext, Registry};
 use crate::lifecycle::{Change, EventBatch, Followed, Lifecycle};
 use crate::maintenance::recover_stalled;
-use crate::ports::{Ports, RateDecision, Started, StoreError};
+use crate::ports::{Ports, RateDecision, SlotTake, Started, StoreError};
 use crate::service::JobMessage;
 use chrono::Utc;
 use std::sync::Arc;
@@ -51,6 +51,9 @@ pub struct Worker {
     claimed: Arc<std::sync::Mutex<std::collections::HashMap<crate::domain::JobId, usize>>>,
     /// Where lifecycle events go while a queue batch is processed (`collecting`).
     events: Option<Arc<EventBatch>>,
+    /// One task of this process at a time asks the store for a rate's next start; the others
+    /// held for that rate wait their turn here (the store is not asked by every one at once).
+    rate_gates: RateGates,
     /// When the invocation running this worker ends (Lambda): no attempt may run past it less
     /// `DEADLINE_MARGIN`, so its outcome is always recorded.
     deadline: Option<tokio::time::Instant>,
@@ -62,6 +65,25 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 /// Early messages (a retry sent before its time, a capped delay) within this are run anyway.
 const EARLY_TOLERANCE: chrono::Duration = chrono::Duration::milliseconds(20);
 const CONFLICT_RETRIES: usize = 8;
+type RateGates =
+    Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
+
+/// What a job's key's running slots gave it.
+enum Slot {
+    NotNeeded,
+    /// This slot key, to give back when the run ends.
+    Taken(String),
+    /// Every slot is held: the message went back to wait.
+    Busy,
+}
+
+/// A running slot's lease beyond the job's timeout.
+const SLOT_MARGIN: Duration = Duration::from_secs(30);
+/// How often a worker asks again for a running slot while it holds the message.
+const SLOT_POLL: Duration = Duration::from_millis(100);
+/// The delay of a message sent back to wait for a running slot.
+const SLOT_RETRY: Duration = Duration::from_secs(1);
+
 /// Waits for a rate's next slot up to this are waited in the worker; longer ones send the
 /// message back with the wait as its delay.
 const RATE_HOLD: Duration = Duration::from_secs(2);
@@ -77,6 +99,7 @@ impl Worker {
             in_flight: Default::default(),
             claimed: Default::default(),
             events: None,
+            rate_gates: Default::default(),
             deadline: None,
         }
     }
@@ -176,12 +199,40 @@ impl Worker {
         let Some(registration) = self.registry.get(job_type.as_str()).cloned() else {
             return self.fail_unhandled(id).await;
         };
-        // Within the job's key's and type's rates (shared by every worker), or sent back.
-        let Some(now) = self.admit_start(&registration, &message).await? else {
-            return Ok(Disposition::Done);
+        // A running slot of its key, or sent back to wait for one.
+        let slot = match self.take_slot(&registration, &message).await? {
+            Slot::Taken(key) => Some(key),
+            Slot::NotNeeded => None,
+            Slot::Busy => return Ok(Disposition::Done),
         };
+        // Within the job's key's and type's rates (shared by every worker), or sent back; the
+        // moment of admission is its start.
+        let result = match self.admit_start(&registration, &message).await {
+            Ok(Some(now)) => self.start_and_run(id, now, registration).await,
+            Ok(None) => Ok(Disposition::Done),
+            Err(e) => Err(e),
+        };
+        if let Some(key) = slot {
+            if let Err(e) = self.ports.slots.release(&key, id).await {
+                tracing::warn!(error = %e, "a running slot was not given back; it frees when its lease ends");
+            }
+        }
+        result
+    }
+
+    async fn start_and_run(
+        &self,
+        id: crate::domain::JobId,
+        now: chrono::DateTime<Utc>,
+        registration: Arc<crate::jobs::Registration>,
+    ) -> Result<Disposition, StoreError> {
         // Start in one conditional write; a refusal says what the job is instead.
-        let running = match store.start(id, now, now + EARLY_TOLERANCE).await? {
+        let running = match self
+            .ports
+            .store
+            .start(id, now, now + EARLY_TOLERANCE)
+            .await?
+        {
             Started::Running(job) => *job,
             Started::Missing => return Ok(self.missing()),
             Started::Refused(job) => return self.refused(&job, now).await,
@@ -189,6 +240,63 @@ impl Worker {
         tracing::debug!(job_type = %running.job_type, attempt = running.attempt, "started");
         let outcome = self.run_handler(&running, registration).await;
         self.record(running, outcome).await
+    }
+
+    /// A running slot of the job's key, where its type limits running jobs per key. While all
+    /// are held it asks again for a moment, then sends the message back with a short delay
+    /// (`Slot::Busy`): the job is untouched and uses no attempt. A slot's lease is the job's
+    /// timeout and a margin, so one a dead worker held frees by then.
+    async fn take_slot(
+        &self,
+        registration: &crate::jobs::Registration,
+        message: &JobMessage,
+    ) -> Result<Slot, StoreError> {
+        let (Some(max), Some(key)) = (registration.options.max_running_per_key, &message.key)
+        else {
+            return Ok(Slot::NotNeeded);
+        };
+        let slot_key = format!("type:{}#key:{key}", registration.job_type);
+        let lease = chrono::Duration::from_std(registration.options.timeout + SLOT_MARGIN)
+            .unwrap_or(chrono::Duration::MAX);
+        let asking = tokio::time::Instant::now();
+        // (One task of this process asks for the key's slots at a time, as for rates.)
+        let gate = self
+            .rate_gates
+            .lock()
+            .unwrap()
+            .entry(format!("slots:{slot_key}"))
+            .or_default()
+            .clone();
+        let Ok(_turn) = tokio::time::timeout(RATE_HOLD, gate.lock()).await else {
+            return self
+                .send_back(registration, message, SLOT_RETRY)
+                .await
+                .map(|()| Slot::Busy);
+        };
+        loop {
+            let now = Utc::now();
+            match self
+                .ports
+                .slots
+                .take(&slot_key, message.job_id, max, now + lease, now)
+                .await?
+            {
+                SlotTake::Taken => return Ok(Slot::Taken(slot_key)),
+                // A duplicate delivery of a job whose run holds the slot: it goes on (and is
+                // refused at its start); only the run gives the slot back.
+                SlotTake::AlreadyHeld => return Ok(Slot::NotNeeded),
+                SlotTake::Full => {}
+            }
+            if asking.elapsed() >= RATE_HOLD {
+                break;
+            }
+            let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+            tokio::time::sleep(SLOT_POLL + jitter).await;
+        }
+        tracing::debug!(key = %slot_key, "every running slot of its key is held; sent back to wait");
+        self.send_back(registration, message, SLOT_RETRY)
+            .await
+            .map(|()| Slot::Busy)
     }
 
     /// The moment this start is admitted under its key's and its type's rates (now, for a
@@ -214,6 +322,21 @@ impl Worker {
         }
         let mut now = Utc::now();
         for (key, interval, burst) in rates {
+            let gate = self
+                .rate_gates
+                .lock()
+                .unwrap()
+                .entry(key.clone())
+                .or_default()
+                .clone();
+            let Ok(_turn) = tokio::time::timeout(RATE_HOLD, gate.lock()).await else {
+                // Others of this process are ahead for this rate: come back after a while.
+                let later = interval.max(Duration::from_secs(1));
+                return self
+                    .send_back(registration, message, later)
+                    .await
+                    .map(|()| None);
+            };
             loop {
                 now = Utc::now();
                 let at = match self.ports.rates.admit(&key, interval, burst, now).await? {
@@ -223,29 +346,36 @@ impl Worker {
                 let wait = (at - now).to_std().unwrap_or_default();
                 if wait <= RATE_HOLD {
                     // (A little jitter: workers held for the same slot do not all ask at once.)
-                    let jitter = Duration::from_millis(rand::random::<u64>() % 20);
+                    let jitter = Duration::from_millis(rand::random::<u64>() % 100);
                     tokio::time::sleep(wait + jitter).await;
                     continue;
                 }
-                let queue = self.registry.queue_name(&registration.job_type);
-                let delay = wait.min(crate::domain::MAX_QUEUE_DELAY);
-                return match self
-                    .ports
-                    .queue
-                    .send(&queue, &message.to_body(), delay, 0)
+                tracing::debug!(?wait, rate = %key, "held by a rate; sent back to wait");
+                return self
+                    .send_back(registration, message, wait)
                     .await
-                {
-                    Ok(_) => {
-                        tracing::debug!(?delay, rate = %key, "held by a rate; sent back to wait");
-                        Ok(None)
-                    }
-                    Err(e) => Err(StoreError::Unavailable(format!(
-                        "holding a job for its rate: {e}"
-                    ))),
-                };
+                    .map(|()| None);
             }
         }
         Ok(Some(now))
+    }
+
+    /// Send a held job's message back to its queue, delivered again after `delay` (at most the
+    /// queue's limit); the job itself is untouched.
+    async fn send_back(
+        &self,
+        registration: &crate::jobs::Registration,
+        message: &JobMessage,
+        delay: Duration,
+    ) -> Result<(), StoreError> {
+        let queue = self.registry.queue_name(&registration.job_type);
+        let delay = delay.min(crate::domain::MAX_QUEUE_DELAY);
+        self.ports
+            .queue
+            .send(&queue, &message.to_body(), delay, 0)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(format!("sending a held job back: {e}")))
     }
 
     fn missing(&self) -> Disposition {

@@ -7,6 +7,7 @@
 //! - `test.rated` does nothing, at most one start a second (a rate shared by every runtime on
 //!   the store);
 //! - `test.rated-per-key` does nothing, at most one start a second per concurrency key;
+//! - `test.keyed` sleeps `ms`, at most two running at once per concurrency key;
 //! - `test.panics` panics, and `test.broken` fails (retryable), until a file `fixed` exists in
 //!   `$TEST_COUNT_DIR` (the cause fixed); then they succeed.
 
@@ -144,6 +145,17 @@ fn test_types(registry: &mut Registry) {
             ..JobOptions::default()
         },
         shared::jobs::Noop,
+    );
+    registry.register(
+        "test.keyed",
+        JobOptions {
+            max_running_per_key: Some(2),
+            concurrency: 8,
+            batch_size: 1,
+            execution: shared::jobs::Execution::Task,
+            ..JobOptions::default()
+        },
+        shared::jobs::Sleep,
     );
     registry.register("test.panics", fixable.clone(), Panics);
     registry.register("test.broken", fixable, Broken);

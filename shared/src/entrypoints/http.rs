@@ -1377,6 +1377,7 @@ async fn types(State(state): State<Arc<ApiState>>) -> Json<Value> {
                 "per": rate.per,
                 "period_ms": rate.period.as_millis() as u64,
             })),
+            "max_running_per_key": r.options.max_running_per_key,
             "rate_per_key": r.options.rate_per_key.map(|rate| json!({
                 "per": rate.per,
                 "period_ms": rate.period.as_millis() as u64,

@@ -59,6 +59,9 @@ pub struct JobOptions {
     /// At most this many starts per period for each concurrency key of each tenant (a job
     /// submitted with `concurrency_key`; one without has only the type's rate).
     pub rate_per_key: Option<crate::domain::Rate>,
+    /// At most this many jobs of this type running at once for each concurrency key of each
+    /// tenant; one over it waits (without using an attempt) until a slot frees.
+    pub max_running_per_key: Option<u32>,
     /// How long a finished job is kept.
     pub retention: Duration,
     /// Where the handler runs: see `Execution`.
@@ -90,6 +93,7 @@ impl Default for JobOptions {
             min_interval: Duration::ZERO,
             rate: None,
             rate_per_key: None,
+            max_running_per_key: None,
             retention: Duration::from_secs(7 * 24 * 3600),
             execution: Execution::Thread,
         }

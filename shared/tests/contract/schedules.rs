@@ -524,3 +524,51 @@ pub async fn a_start_rate_is_shared_by_every_process_and_admits_no_start_past_it
         assert_eq!(admitted, 1);
     }
 }
+
+pub async fn running_slots_are_shared_by_every_process_and_free_when_given_back_or_expired(
+    b: Under,
+) {
+    let other = b.another_process().await;
+    let t0 = utc("2030-01-01T00:00:00Z");
+    let key = format!("type:keyed#key:t/{}", crate::helpers::unique());
+    let (one, two, three) = (JobId::new(), JobId::new(), JobId::new());
+    let lease = t0 + Duration::seconds(60);
+    use shared::ports::SlotTake::{AlreadyHeld, Full, Taken};
+    // GIVEN two slots a key: two jobs take them from two processes
+    assert_eq!(
+        b.ports.slots.take(&key, one, 2, lease, t0).await.unwrap(),
+        Taken
+    );
+    assert_eq!(
+        other.slots.take(&key, two, 2, lease, t0).await.unwrap(),
+        Taken
+    );
+    // THEN a third is refused, and a holder asking again (a duplicate delivery) is told it
+    // holds one already
+    assert_eq!(
+        b.ports.slots.take(&key, three, 2, lease, t0).await.unwrap(),
+        Full
+    );
+    assert_eq!(
+        other.slots.take(&key, one, 2, lease, t0).await.unwrap(),
+        AlreadyHeld
+    );
+    // WHEN one is given back, the third gets it
+    b.ports.slots.release(&key, one).await.unwrap();
+    assert_eq!(
+        other.slots.take(&key, three, 2, lease, t0).await.unwrap(),
+        Taken
+    );
+    // AND a slot whose lease ran out (its worker died) is free again
+    let later = lease + Duration::seconds(1);
+    assert_eq!(
+        b.ports
+            .slots
+            .take(&key, one, 2, later + Duration::seconds(60), later)
+            .await
+            .unwrap(),
+        Taken
+    );
+    // AND giving back a slot not held changes nothing
+    b.ports.slots.release(&key, JobId::new()).await.unwrap();
+}

@@ -291,6 +291,7 @@ impl AwsBackend {
                 None => Arc::new(crate::ports::StoredDefinitionsOnly),
             },
             rates: self.access.clone(),
+            slots: self.access.clone(),
         }
     }
 

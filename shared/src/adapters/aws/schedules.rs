@@ -7,6 +7,7 @@
 //! | schedule | `SCHEDULES` | `<tenant>#<name>` | `doc` (definition and recent runs), `version` |
 //!
 //! | start rate | `STARTS#<key>` | `TAT` | `tat`: micros, the GCRA arrival time of the next start |
+//! | running slots | `SLOTS#<key>` | `SLOTS` | `holders`: job id → lease end (micros); `version` |
 //!
 //! Schedules are few and read by key or by tenant (a Query on the sort key's prefix); the
 //! local runtime's scheduler reads the whole partition. A rate is read (strongly consistent)
@@ -17,11 +18,13 @@ use super::attrs::{get_s, s};
 use super::store::classify;
 use crate::domain::{Schedule, ScheduleName, Tenant};
 use crate::ports::{
-    RateDecision, ScheduleStore, ScheduleTrigger, StartRates, StoreError, TriggerError,
+    RateDecision, RunningSlots, ScheduleStore, ScheduleTrigger, SlotTake, StartRates, StoreError,
+    TriggerError,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_scheduler::types::{FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Target};
+use std::collections::HashMap;
 
 const PK: &str = "SCHEDULES";
 
@@ -395,6 +398,123 @@ impl StartRates for DynamoAccess {
                     if e.as_service_error()
                         .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
                 Err(e) => return Err(classify(e)),
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+}
+
+impl DynamoAccess {
+    /// A key's slot holders (job id → lease end, micros) and the item's version (0: none).
+    async fn holders(&self, pk: &str) -> Result<(HashMap<String, i64>, i64), StoreError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s("SLOTS"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?
+            .item
+            .unwrap_or_default();
+        let version = match item.get("version") {
+            Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
+            _ => 0,
+        };
+        let holders = match item.get("holders") {
+            Some(AttributeValue::M(m)) => m
+                .iter()
+                .filter_map(|(k, v)| match v {
+                    AttributeValue::N(n) => n.parse().ok().map(|n| (k.clone(), n)),
+                    _ => None,
+                })
+                .collect(),
+            _ => HashMap::new(),
+        };
+        Ok((holders, version))
+    }
+
+    /// Write a key's holders if the item is still at `version`; `false` if it changed.
+    async fn put_holders(
+        &self,
+        pk: &str,
+        holders: &HashMap<String, i64>,
+        version: i64,
+    ) -> Result<bool, StoreError> {
+        let map = holders
+            .iter()
+            .map(|(k, v)| (k.clone(), AttributeValue::N(v.to_string())))
+            .collect();
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(pk))
+            .item("sk", s("SLOTS"))
+            .item("holders", AttributeValue::M(map))
+            .item("version", AttributeValue::N((version + 1).to_string()));
+        let put = if version == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("version = :v")
+                .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
+        };
+        match put.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl RunningSlots for DynamoAccess {
+    async fn take(
+        &self,
+        key: &str,
+        holder: crate::domain::JobId,
+        max: u32,
+        until: chrono::DateTime<chrono::Utc>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<SlotTake, StoreError> {
+        let pk = format!("SLOTS#{key}");
+        let holder = holder.to_string();
+        for _ in 0..8 {
+            let (mut holders, version) = self.holders(&pk).await?;
+            holders.retain(|_, lease| *lease > now.timestamp_micros());
+            let held = holders.contains_key(&holder);
+            if !held && holders.len() >= max as usize {
+                return Ok(SlotTake::Full);
+            }
+            holders.insert(holder.clone(), until.timestamp_micros());
+            if self.put_holders(&pk, &holders, version).await? {
+                return Ok(if held {
+                    SlotTake::AlreadyHeld
+                } else {
+                    SlotTake::Taken
+                });
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    async fn release(&self, key: &str, holder: crate::domain::JobId) -> Result<(), StoreError> {
+        let pk = format!("SLOTS#{key}");
+        let holder = holder.to_string();
+        for _ in 0..8 {
+            let (mut holders, version) = self.holders(&pk).await?;
+            if holders.remove(&holder).is_none() {
+                return Ok(());
+            }
+            if self.put_holders(&pk, &holders, version).await? {
+                return Ok(());
             }
         }
         Err(StoreError::Conflict)

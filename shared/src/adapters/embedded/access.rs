@@ -46,6 +46,12 @@ CREATE TABLE IF NOT EXISTS start_rates (
     key TEXT PRIMARY KEY,
     tat INTEGER NOT NULL -- micros: the theoretical arrival time of the next start (GCRA)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS running_slots (
+    key TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    until INTEGER NOT NULL, -- micros: the lease
+    PRIMARY KEY (key, holder)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS submit_windows (
     tenant TEXT NOT NULL,
     second INTEGER NOT NULL,

@@ -42,6 +42,7 @@ impl EmbeddedBackend {
             schedules: self.access.clone(),
             triggers: std::sync::Arc::new(crate::ports::StoredDefinitionsOnly),
             rates: self.access.clone(),
+            slots: self.access.clone(),
         }
     }
 
