@@ -810,6 +810,51 @@ fn whole_number(
         .transpose()
 }
 
+/// The fields a job submit and a schedule share: its type (required), payload (default `{}`),
+/// priority (default 0) and max attempts.
+pub(crate) struct JobFields {
+    pub job_type: JobType,
+    pub payload: Value,
+    pub priority: i32,
+    pub max_attempts: Option<u32>,
+}
+
+/// Take the shared job fields out of a request body, naming the one at fault.
+pub(crate) fn job_fields(obj: &mut Map<String, Value>) -> ApiResult<JobFields> {
+    let bad = |field: &str, message: &str| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
+    };
+    let job_type = match obj.remove("type") {
+        Some(Value::String(s)) => JobType::parse(s).map_err(ApiError::invalid)?,
+        Some(_) => return Err(bad("type", "must be a string")),
+        None => return Err(bad("type", "is required")),
+    };
+    let payload = obj.remove("payload").unwrap_or(Value::Object(Map::new()));
+    let priority = match obj.remove("priority") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_i64()
+            .filter(|p| (-1000..=1000).contains(p))
+            .ok_or_else(|| bad("priority", "must be a whole number from -1000 to 1000"))?
+            as i32,
+    };
+    let max_attempts = match obj.remove("max_attempts") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| bad("max_attempts", "must be a whole number from 1 to 100"))?
+                as u32,
+        ),
+    };
+    Ok(JobFields {
+        job_type,
+        payload,
+        priority,
+        max_attempts,
+    })
+}
+
 /// Parse a submit body into a `SubmitRequest`, naming the field at fault.
 pub fn parse_submit(
     body: &[u8],
@@ -846,20 +891,12 @@ pub fn parse_submit(
     if let Some(unknown) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(bad(unknown, "unknown field"));
     }
-    let job_type = match obj.remove("type") {
-        Some(Value::String(s)) => JobType::parse(s).map_err(ApiError::invalid)?,
-        Some(_) => return Err(bad("type", "must be a string")),
-        None => return Err(bad("type", "is required")),
-    };
-    let payload = obj.remove("payload").unwrap_or(Value::Object(Map::new()));
-    let priority = match obj.remove("priority") {
-        None | Some(Value::Null) => 0,
-        Some(v) => v
-            .as_i64()
-            .filter(|p| (-1000..=1000).contains(p))
-            .ok_or_else(|| bad("priority", "must be a whole number from -1000 to 1000"))?
-            as i32,
-    };
+    let JobFields {
+        job_type,
+        payload,
+        priority,
+        max_attempts,
+    } = job_fields(&mut obj)?;
     let delay = match obj.remove("delay_seconds") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -897,15 +934,6 @@ pub fn parse_submit(
     if delay.is_some() && run_at.is_some() {
         return Err(bad("run_at", "give delay_seconds or run_at, not both"));
     }
-    let max_attempts = match obj.remove("max_attempts") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .filter(|n| (1..=100).contains(n))
-                .ok_or_else(|| bad("max_attempts", "must be a whole number from 1 to 100"))?
-                as u32,
-        ),
-    };
     let idempotency_key = match (obj.remove("idempotency_key"), idempotency_header) {
         (Some(Value::String(s)), Some(h)) if s != h => {
             return Err(bad(

@@ -2,7 +2,7 @@
 //! what each tick became. A child of `http`: same errors, caller, audit and limits.
 
 use super::{audit, ApiError, ApiResult, ApiState, Caller, Params};
-use crate::domain::{Cadence, CatchUp, JobType, Overlap, Role, Schedule, ScheduleName};
+use crate::domain::{Cadence, CatchUp, Overlap, Role, Schedule, ScheduleName};
 use crate::schedules::{self, ScheduleSpec};
 use axum::body::to_bytes;
 use axum::extract::{Path, Request, State};
@@ -90,28 +90,12 @@ pub fn parse_schedule(body: &[u8], path_name: Option<&ScheduleName>) -> ApiResul
         (None, Some(p)) => p.clone(),
         (None, None) => return Err(bad("name", "is required")),
     };
-    let job_type = match string(&mut obj, "type")? {
-        Some(t) => JobType::parse(t).map_err(ApiError::invalid)?,
-        None => return Err(bad("type", "is required")),
-    };
-    let payload = obj.remove("payload").unwrap_or(Value::Object(Map::new()));
-    let priority = match obj.remove("priority") {
-        None | Some(Value::Null) => 0,
-        Some(v) => v
-            .as_i64()
-            .filter(|p| (-1000..=1000).contains(p))
-            .ok_or_else(|| bad("priority", "must be a whole number from -1000 to 1000"))?
-            as i32,
-    };
-    let max_attempts = match obj.remove("max_attempts") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .filter(|n| (1..=100).contains(n))
-                .ok_or_else(|| bad("max_attempts", "must be a whole number from 1 to 100"))?
-                as u32,
-        ),
-    };
+    let super::JobFields {
+        job_type,
+        payload,
+        priority,
+        max_attempts,
+    } = super::job_fields(&mut obj)?;
     let expression = match (
         string(&mut obj, "cron")?,
         string(&mut obj, "rate")?,
