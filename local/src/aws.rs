@@ -117,6 +117,7 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
                     backoff: None,
                     idempotency_key: None,
                     concurrency_key: None,
+                    debounce: None,
                 },
                 Some(entry),
             )

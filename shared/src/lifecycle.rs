@@ -58,6 +58,10 @@ pub struct Change {
     pub next: Job,
     /// The attempt's log line (for the attempt in `expected`), if the change has one.
     pub log: Option<String>,
+    /// Send the queued job's message (`false`: one already out serves, see `keeping_message`).
+    pub dispatch: bool,
+    /// Write `next`'s payload (a transition keeps the stored one; see `with_new_payload`).
+    pub payload: bool,
 }
 
 impl Change {
@@ -67,7 +71,22 @@ impl Change {
             expected: from.expected(),
             next,
             log: None,
+            dispatch: true,
+            payload: false,
         }
+    }
+
+    /// A change that replaces the job's payload (a debounced submit's).
+    pub fn with_new_payload(mut self) -> Self {
+        self.payload = true;
+        self
+    }
+
+    /// A change of a queued job whose message is already out and comes no later than `next`
+    /// is due (it is sent on when early): no second message.
+    pub fn keeping_message(mut self) -> Self {
+        self.dispatch = false;
+        self
     }
 
     pub fn with_log(mut self, line: Option<String>) -> Self {
@@ -119,16 +138,21 @@ impl<'a> Lifecycle<'a> {
     /// `Conflict` (someone else changed the job first) and store errors come back untouched,
     /// and then nothing followed.
     pub async fn apply(&self, change: &Change, now: DateTime<Utc>) -> Result<Followed, StoreError> {
-        self.ports
-            .store
-            .transition(change.expected, &change.next)
-            .await?;
+        let store = &self.ports.store;
+        if change.payload {
+            store
+                .transition_with_payload(change.expected, &change.next)
+                .await?;
+        } else {
+            store.transition(change.expected, &change.next).await?;
+        }
         Ok(self
-            .follow(
+            .follow_sending(
                 &change.next,
                 change.expected.attempt,
                 change.log.as_deref(),
                 now,
+                change.dispatch,
             )
             .await)
     }
@@ -140,6 +164,17 @@ impl<'a> Lifecycle<'a> {
         attempt: u32,
         log: Option<&str>,
         now: DateTime<Utc>,
+    ) -> Followed {
+        self.follow_sending(job, attempt, log, now, true).await
+    }
+
+    async fn follow_sending(
+        &self,
+        job: &Job,
+        attempt: u32,
+        log: Option<&str>,
+        now: DateTime<Utc>,
+        send: bool,
     ) -> Followed {
         count_change(job);
         if let Some(line) = log {
@@ -161,6 +196,9 @@ impl<'a> Lifecycle<'a> {
                     }
                 }
             }
+        }
+        if !send {
+            return Followed::Complete;
         }
         match self.dispatch(job, now).await {
             Ok(()) => Followed::Complete,

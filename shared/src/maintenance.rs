@@ -51,8 +51,7 @@ pub async fn recover_stalled(
     let log = next.error.as_ref().map(|e| next.failure_log_line(e, now));
     let change = Change {
         expected: job.expected_silent(),
-        next,
-        log,
+        ..Change::of(job, next).with_log(log)
     };
     match Lifecycle::new(ports, registry).apply(&change, now).await {
         Ok(_) => {
@@ -196,11 +195,7 @@ pub async fn settle_dead_letters(
                     continue;
                 };
                 let log = next.error.as_ref().map(|e| next.failure_log_line(e, now));
-                let change = Change {
-                    expected: job.expected(),
-                    next,
-                    log,
-                };
+                let change = Change::of(&job, next).with_log(log);
                 match Lifecycle::new(ports, registry).apply(&change, now).await {
                     Ok(_) => {
                         tracing::warn!(job_id = %job.id, queue = %dlq, "job's message dead-lettered; job ends dead");

@@ -36,6 +36,8 @@ pub struct Ports {
     pub rates: Arc<dyn StartRates>,
     /// Slots of running jobs per key (`max_running_per_key`), shared likewise.
     pub slots: Arc<dyn RunningSlots>,
+    /// Which job a debounce key holds now (`debounce` on submit).
+    pub debounces: Arc<dyn Debounces>,
 }
 
 /// A backend failure. `Conflict` is the expected outcome of a lost race; the others are
@@ -173,6 +175,15 @@ pub trait JobStore: Send + Sync {
     /// holds a quota slot gives it back in the same write when it finishes, and takes it again
     /// when a retry brings it back (`domain::slot_change`).
     async fn transition(&self, expected: Expected, next: &Job) -> Result<(), StoreError>;
+    /// `transition`, writing `next`'s payload too (a transition keeps the stored payload: only
+    /// a debounced submit replaces it, of a job that never ran).
+    async fn transition_with_payload(
+        &self,
+        expected: Expected,
+        next: &Job,
+    ) -> Result<(), StoreError> {
+        self.transition(expected, next).await
+    }
     /// A run's heartbeat (`run` = `Job::runs` at its start), with optional progress.
     /// `Conflict` when the job is no longer running that run (the worker lost it and must stop).
     async fn heartbeat(
@@ -510,4 +521,24 @@ pub trait RunningSlots: Send + Sync {
     ) -> Result<SlotTake, StoreError>;
     /// Give `holder`'s slot of `key` back (nothing if it has none).
     async fn release(&self, key: &str, holder: JobId) -> Result<(), StoreError>;
+}
+
+/// Debounce keys: each names the one waiting job later submits with the key replace (see
+/// `JobService::submit`). A key is claimed before its job is written, so two submits never
+/// both make a job for it.
+#[async_trait]
+pub trait Debounces: Send + Sync {
+    /// The job `key` holds, if any (the job itself may have started, ended or expired since).
+    async fn debounced(&self, key: &str) -> Result<Option<JobId>, StoreError>;
+    /// Make `key` hold `job` if it still holds `replacing` (`None`: nothing); else `Conflict`.
+    /// The key may be forgotten after `expires`.
+    async fn hold(
+        &self,
+        key: &str,
+        job: JobId,
+        replacing: Option<JobId>,
+        expires: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Forget `key` if it holds `job` (a submit that claimed it and then made no job).
+    async fn forget(&self, key: &str, job: JobId) -> Result<(), StoreError>;
 }

@@ -263,6 +263,7 @@ async fn submit_tick(
         backoff: None,
         idempotency_key: Some(key),
         concurrency_key: None,
+        debounce: None,
     };
     match service.submit(schedule.tenant.clone(), request).await {
         Ok((job, _)) => Ok(job.id),

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 /// Conditional writes that lose a race are re-read and re-applied this many times.
 const CONFLICT_RETRIES: usize = 8;
+/// How long a debounced submit waits for the job another submit claimed the key for.
+const DEBOUNCE_CLAIM_PATIENCE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -85,6 +87,9 @@ pub struct SubmitRequest {
     pub idempotency_key: Option<IdempotencyKey>,
     /// What the type's per-key limits count the job under.
     pub concurrency_key: Option<crate::domain::ConcurrencyKey>,
+    /// Later submits with this key replace the job while it waits (never with an idempotency
+    /// key).
+    pub debounce: Option<crate::domain::Debounce>,
 }
 
 impl SubmitRequest {
@@ -354,11 +359,15 @@ impl JobService {
         }
         registration.handler.validate(&req.payload)?;
         let now = Utc::now();
-        let run_at = match (req.run_at, req.delay) {
-            (Some(at), _) => at,
-            (None, Some(d)) => now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX),
-            (None, None) => now,
+        let run_at = match (&req.debounce, req.run_at, req.delay) {
+            (Some(d), _, _) => d.run_at(now, now),
+            (None, Some(at), _) => at,
+            (None, None, Some(d)) => {
+                now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+            }
+            (None, None, None) => now,
         };
+        let debounce = req.debounce.clone();
         let options = &registration.options;
         let fingerprint = req.idempotency_key.as_ref().map(|_| req.fingerprint());
         let mut job = Job::create(
@@ -390,7 +399,22 @@ impl JobService {
                 window: now.timestamp(),
             },
         };
-        match self.ports.store.create_with(&job, &with).await? {
+        match debounce {
+            Some(d) => self.submit_debounced(job, &with, &d).await,
+            None => self.create(job, &with, fingerprint).await,
+        }
+    }
+
+    /// Write a new job (within its tenant's limits; an idempotency key's earlier job instead),
+    /// then what follows.
+    async fn create(
+        &self,
+        job: Job,
+        with: &CreateWith,
+        fingerprint: Option<String>,
+    ) -> Result<(Job, bool), ServiceError> {
+        let now = job.created_at;
+        match self.ports.store.create_with(&job, with).await? {
             Created::OverQuota { max } => return Err(ServiceError::QuotaExceeded { max }),
             Created::RateLimited { per_second } => {
                 return Err(ServiceError::RateLimited { per_second })
@@ -412,6 +436,75 @@ impl JobService {
         // (outbox rule), so the submit still succeeds.
         self.lifecycle().follow(&job, 0, None, now).await;
         Ok((job, true))
+    }
+
+    /// A debounced submit: the job its key holds, if that one still waits and never ran, takes
+    /// this payload and a later run time (`Ok((job, false))`); otherwise `job` is made and the
+    /// key holds it. The key is claimed before the job is written, so concurrent submits make
+    /// one job between them.
+    async fn submit_debounced(
+        &self,
+        job: Job,
+        with: &CreateWith,
+        debounce: &crate::domain::Debounce,
+    ) -> Result<(Job, bool), ServiceError> {
+        let key = format!("{}/{}/{}", job.tenant, job.job_type, debounce.key);
+        let patience = std::time::Instant::now() + DEBOUNCE_CLAIM_PATIENCE;
+        for _ in 0..CONFLICT_RETRIES * 64 {
+            let held = self.ports.debounces.debounced(&key).await?;
+            if let Some(id) = held {
+                match self.ports.store.get(id).await? {
+                    Some(waiting)
+                        if waiting.tenant == job.tenant && waiting.job_type == job.job_type =>
+                    {
+                        let now = Utc::now();
+                        let run_at = debounce.run_at(waiting.created_at, now);
+                        if let Ok(next) = waiting.debounce(job.payload.clone(), run_at, now) {
+                            // Its message is out already, and comes at or before the new run
+                            // time: the worker sends it on (no second message).
+                            let change = Change::of(&waiting, next)
+                                .keeping_message()
+                                .with_new_payload();
+                            match self.lifecycle().apply(&change, now).await {
+                                Ok(_) => return Ok((change.next, false)),
+                                Err(StoreError::Conflict) => continue,
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                    }
+                    // Claimed by a submit still writing its job (or one that died before):
+                    // wait for it a moment rather than make a second job.
+                    None if std::time::Instant::now() < patience
+                        && id.created_at() + chrono::Duration::seconds(5) > Utc::now() =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            // Nothing waits under the key: this job, claimed first.
+            let forget_after = job.run_at
+                + chrono::Duration::from_std(debounce.max_wait.unwrap_or(debounce.window))
+                    .unwrap_or(chrono::Duration::MAX)
+                + chrono::Duration::hours(1);
+            match self
+                .ports
+                .debounces
+                .hold(&key, job.id, held, forget_after)
+                .await
+            {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let made = self.create(job.clone(), with, None).await;
+            if made.is_err() {
+                let _ = self.ports.debounces.forget(&key, job.id).await;
+            }
+            return made;
+        }
+        Err(ServiceError::Contended)
     }
 
     pub async fn get(&self, tenant: &Tenant, id: JobId) -> Result<Job, ServiceError> {

@@ -36,6 +36,7 @@ async fn health_check_reports_the_writer_the_pollers_and_maintenance() {
         "test-block",
         "test-broken",
         "test-count",
+        "test-echo",
         "test-keyed",
         "test-panics",
         "test-rated",

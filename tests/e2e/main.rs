@@ -14,6 +14,7 @@ mod config;
 mod containment;
 mod crash_recovery;
 mod dead_letters;
+mod debounce;
 mod exactly_once;
 mod http_fetch;
 mod idempotency;

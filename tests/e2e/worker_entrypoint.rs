@@ -77,6 +77,7 @@ impl Harness {
                     backoff: None,
                     idempotency_key: None,
                     concurrency_key: None,
+                    debounce: None,
                 },
             )
             .await?;
@@ -496,6 +497,7 @@ async fn an_attempt_ends_in_time_for_its_outcome_before_the_invocation_ends() ->
                 backoff: None,
                 idempotency_key: None,
                 concurrency_key: None,
+                debounce: None,
             },
         )
         .await?;

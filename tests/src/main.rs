@@ -65,6 +65,16 @@ impl JobHandler for Count {
     }
 }
 
+/// Succeeds with the payload it was given, as its result.
+struct Echo;
+
+#[async_trait]
+impl JobHandler for Echo {
+    async fn run(&self, _ctx: JobContext, payload: Value) -> Result<Value, JobError> {
+        Ok(json!({ "payload": payload }))
+    }
+}
+
 /// Whether the cause of `test.panics` and `test.broken` was fixed.
 fn fixed() -> bool {
     std::env::var("TEST_COUNT_DIR")
@@ -157,6 +167,7 @@ fn test_types(registry: &mut Registry) {
         },
         shared::jobs::Sleep,
     );
+    registry.register("test.echo", fixable.clone(), Echo);
     registry.register("test.panics", fixable.clone(), Panics);
     registry.register("test.broken", fixable, Broken);
 }

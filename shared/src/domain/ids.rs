@@ -44,6 +44,11 @@ impl JobId {
         Self(monotonic_ulid())
     }
 
+    /// When the id was made (to the millisecond).
+    pub fn created_at(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp_millis(self.0.timestamp_ms() as i64).unwrap_or_default()
+    }
+
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
         ulid::Ulid::from_str(s).map(Self).map_err(|_| {
             ValidationError::new("id", format!("'{s}' is not a job id (a 26-character ULID)"))

@@ -479,6 +479,34 @@ impl Job {
         }
     }
 
+    /// A waiting job that never ran takes a later submit's payload and run time (debounce);
+    /// it stays `queued` (its message comes early and is sent on) or `scheduled`.
+    pub fn debounce(
+        &self,
+        payload: Value,
+        run_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Job, TransitionError> {
+        match self.status {
+            JobStatus::Queued | JobStatus::Scheduled if self.runs == 0 => {
+                let status = if run_at > after(now, MAX_QUEUE_DELAY) {
+                    JobStatus::Scheduled
+                } else {
+                    JobStatus::Queued
+                };
+                Ok(Job {
+                    payload,
+                    run_at: run_at.max(self.run_at),
+                    ..self.next(status, now)
+                })
+            }
+            from => Err(TransitionError {
+                action: "debounce",
+                from,
+            }),
+        }
+    }
+
     /// failed | dead | cancelled → queued, with a fresh set of attempts.
     pub fn retry(&self, now: DateTime<Utc>) -> Result<Job, TransitionError> {
         match self.status {

@@ -18,7 +18,7 @@ pub use job::{
     slot_change, Expected, Job, JobError, JobStatus, JobSummary, LifecycleEvent, LifecycleKind,
     NewJob, Outcome, Progress, TransitionError, MAX_QUEUE_DELAY,
 };
-pub use rate::{gcra, Rate};
+pub use rate::{gcra, Debounce, Rate, MAX_DEBOUNCE};
 pub use schedule::{
     parse_timezone, Cadence, CatchUp, Cron, Overlap, RateUnit, RunOutcome, Schedule, ScheduleName,
     ScheduleRun, ON_TIME, RUNS_KEPT, TICK_KEY_PREFIX,

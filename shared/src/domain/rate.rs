@@ -20,6 +20,33 @@ impl Rate {
     }
 }
 
+/// A submit's debounce: later submits with the same `key` (same tenant and type) while its job
+/// waits replace that job's payload and push its run time to `window` after the latest submit,
+/// but never past `max_wait` after the first; the job then runs once, with the last payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Debounce {
+    pub key: super::ConcurrencyKey,
+    pub window: Duration,
+    pub max_wait: Option<Duration>,
+}
+
+/// The longest debounce window or wait.
+pub const MAX_DEBOUNCE: Duration = Duration::from_secs(24 * 3600);
+
+impl Debounce {
+    /// When a debounced job first submitted at `first` runs, given a submit at `now`.
+    pub fn run_at(&self, first: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+        let after = |t: DateTime<Utc>, d: Duration| {
+            t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+        };
+        let latest = after(now, self.window);
+        match self.max_wait {
+            Some(max) => latest.min(after(first, max)).max(now),
+            None => latest,
+        }
+    }
+}
+
 /// GCRA at `now`: with the stored TAT (micros; none before the first start), `Ok(new TAT)` to
 /// store if a start is admitted, or `Err(when one may be)`.
 pub fn gcra(
@@ -41,6 +68,23 @@ pub fn gcra(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_debounced_run_moves_with_each_submit_but_not_past_its_max_wait() {
+        let t0 = DateTime::from_timestamp(1_000, 0).unwrap();
+        let s = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
+        let mut d = Debounce {
+            key: super::super::ConcurrencyKey::parse("k").unwrap(),
+            window: Duration::from_secs(2),
+            max_wait: None,
+        };
+        assert_eq!(d.run_at(t0, t0), s(2000));
+        assert_eq!(d.run_at(t0, s(1500)), s(3500));
+        d.max_wait = Some(Duration::from_secs(3));
+        assert_eq!(d.run_at(t0, s(1500)), s(3000));
+        // A submit after the cap runs at once.
+        assert_eq!(d.run_at(t0, s(4000)), s(4000));
+    }
 
     #[test]
     fn one_a_second_spaces_starts_by_a_second_and_a_burst_lets_that_many_through() {

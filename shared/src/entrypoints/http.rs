@@ -182,6 +182,11 @@ impl ApiError {
     }
 }
 
+/// A 400 naming the field that is wrong, and why.
+pub(crate) fn bad(field: &str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({
@@ -821,9 +826,6 @@ pub(crate) struct JobFields {
 
 /// Take the shared job fields out of a request body, naming the one at fault.
 pub(crate) fn job_fields(obj: &mut Map<String, Value>) -> ApiResult<JobFields> {
-    let bad = |field: &str, message: &str| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
-    };
     let job_type = match obj.remove("type") {
         Some(Value::String(s)) => JobType::parse(s).map_err(ApiError::invalid)?,
         Some(_) => return Err(bad("type", "must be a string")),
@@ -874,10 +876,8 @@ pub fn parse_submit(
             "request body must be a JSON object",
         ));
     };
-    let bad = |field: &str, message: &str| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
-    };
-    const KNOWN: [&str; 9] = [
+    const KNOWN: [&str; 10] = [
+        "debounce",
         "type",
         "payload",
         "priority",
@@ -998,6 +998,29 @@ pub fn parse_submit(
         }
         Some(_) => return Err(bad("concurrency_key", "must be a string")),
     };
+    let debounce = match obj.remove("debounce") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(d)) => Some(debounce_of(d)?),
+        Some(_) => {
+            return Err(bad(
+                "debounce",
+                "must be an object {key, window_seconds, max_wait_seconds}",
+            ))
+        }
+    };
+    if debounce.is_some() {
+        let other = [
+            ("idempotency_key", idempotency_key.is_some()),
+            ("run_at", run_at.is_some()),
+            ("delay_seconds", delay.is_some()),
+        ];
+        if let Some((field, _)) = other.iter().find(|(_, given)| *given) {
+            return Err(bad(
+                field,
+                "cannot be combined with debounce (a debounced job runs window_seconds after the last submit)",
+            ));
+        }
+    }
     Ok(SubmitRequest {
         job_type,
         payload,
@@ -1008,6 +1031,56 @@ pub fn parse_submit(
         backoff,
         idempotency_key,
         concurrency_key,
+        debounce,
+    })
+}
+
+/// `{"key": "…", "window_seconds": n, "max_wait_seconds": m}` (the last optional).
+fn debounce_of(mut d: serde_json::Map<String, Value>) -> ApiResult<crate::domain::Debounce> {
+    if let Some(unknown) = d
+        .keys()
+        .find(|k| !["key", "window_seconds", "max_wait_seconds"].contains(&k.as_str()))
+    {
+        return Err(bad(&format!("debounce.{unknown}"), "unknown field"));
+    }
+    let key = match d.remove("key") {
+        Some(Value::String(k)) => crate::domain::ConcurrencyKey::parse(k).map_err(|e| {
+            ApiError::invalid(crate::domain::ValidationError::new(
+                "debounce.key",
+                e.message,
+            ))
+        })?,
+        _ => return Err(bad("debounce.key", "must be a string")),
+    };
+    let max = crate::domain::MAX_DEBOUNCE.as_secs_f64();
+    let seconds = |name: &str, v: Option<Value>| -> ApiResult<Option<Duration>> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .filter(|s| *s > 0.0 && *s <= max)
+                .map(|s| Some(Duration::from_secs_f64(s)))
+                .ok_or_else(|| {
+                    bad(
+                        &format!("debounce.{name}"),
+                        "must be a number of seconds above 0, up to one day",
+                    )
+                }),
+        }
+    };
+    let window = seconds("window_seconds", d.remove("window_seconds"))?
+        .ok_or_else(|| bad("debounce.window_seconds", "is required"))?;
+    let max_wait = seconds("max_wait_seconds", d.remove("max_wait_seconds"))?;
+    if max_wait.is_some_and(|m| m < window) {
+        return Err(bad(
+            "debounce.max_wait_seconds",
+            "must be at least debounce.window_seconds",
+        ));
+    }
+    Ok(crate::domain::Debounce {
+        key,
+        window,
+        max_wait,
     })
 }
 
@@ -1120,9 +1193,6 @@ async fn list(
 ) -> ApiResult<Response> {
     caller.require(Role::Reader)?;
     let tenant = caller.tenant(&q)?;
-    let bad = |field: &str, message: &str| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
-    };
     let status = q
         .get("status")
         .map(|s| {
@@ -1489,9 +1559,6 @@ fn new_key(
     q: &HashMap<String, String>,
     body: &[u8],
 ) -> ApiResult<(ApiKey, String)> {
-    let bad = |field: &str, message: &str| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
-    };
     let mut obj = json_object(
         body,
         &["name", "roles", "tenant", "expires_in_seconds"],
@@ -1599,9 +1666,6 @@ async fn audit_trail(
     Params(q): Params,
 ) -> ApiResult<Response> {
     caller.require(Role::Admin)?;
-    let bad = |field: &str, message: &str| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
-    };
     let anonymous = match q.get("anonymous").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
@@ -1691,9 +1755,6 @@ async fn put_limits(
 ) -> ApiResult<Response> {
     caller.require(Role::Admin)?;
     let tenant = path_tenant(&raw)?;
-    let bad = |field: &str, message: &str| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
-    };
     let obj = json_object(
         &body,
         &["max_active", "submits_per_second", "max_payload_bytes"],

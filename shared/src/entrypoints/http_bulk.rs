@@ -4,7 +4,7 @@
 //! at once, or every one a filter matches as a bulk job; `POST /v1/jobs/bulk` retries or cancels
 //! every job a filter matches, as a job of its own (`conveyor.bulk`). A child of `http`.
 
-use super::{audit, ApiError, ApiResult, ApiState, Caller, Params};
+use super::{audit, bad, ApiError, ApiResult, ApiState, Caller, Params};
 use crate::domain::{JobId, JobStatus, JobType, Role, Tenant};
 use crate::jobs::{BulkAction, BulkRequest, JobFilter, BULK_TYPE};
 use crate::service::{Cursor, ServiceError, SubmitRequest};
@@ -19,10 +19,6 @@ use std::sync::Arc;
 /// Ids one redrive request may name (more: use a filter, which runs as a bulk job).
 pub const REDRIVE_IDS: usize = 100;
 const BODY_BYTES: usize = 64 * 1024;
-
-fn bad(field: &str, message: &str) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
-}
 
 async fn object(request: Request) -> ApiResult<Map<String, Value>> {
     let body = to_bytes(request.into_body(), BODY_BYTES)
@@ -116,6 +112,7 @@ async fn submit_bulk(
                 backoff: None,
                 idempotency_key: None,
                 concurrency_key: None,
+                debounce: None,
             },
         )
         .await?;

@@ -1,7 +1,7 @@
 //! `/v1/schedules`: declare, read, change, pause, resume and delete recurring jobs, and read
 //! what each tick became. A child of `http`: same errors, caller, audit and limits.
 
-use super::{audit, ApiError, ApiResult, ApiState, Caller, Params};
+use super::{audit, bad, ApiError, ApiResult, ApiState, Caller, Params};
 use crate::domain::{Cadence, CatchUp, Overlap, Role, Schedule, ScheduleName};
 use crate::schedules::{self, ScheduleSpec};
 use axum::body::to_bytes;
@@ -14,10 +14,6 @@ use std::sync::Arc;
 
 /// Largest schedule body: the payload limit and room for the other fields.
 const ENVELOPE_BYTES: usize = 16 * 1024;
-
-fn bad(field: &str, message: &str) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
-}
 
 fn name_of(raw: &str) -> ApiResult<ScheduleName> {
     ScheduleName::parse(raw).map_err(ApiError::invalid)

@@ -139,6 +139,7 @@ impl Flow {
                     backoff: None,
                     idempotency_key: None,
                     concurrency_key: None,
+                    debounce: None,
                 },
             )
             .await
@@ -285,6 +286,7 @@ async fn every_expiry_is_a_number_of_epoch_seconds() -> Result<(), StoreError> {
                 backoff: None,
                 idempotency_key: Some(shared::domain::IdempotencyKey::parse("k1").unwrap()),
                 concurrency_key: None,
+                debounce: None,
             },
         )
         .await
@@ -351,6 +353,7 @@ async fn the_largest_payload_accepted_fits_one_item_and_runs() {
                 backoff: None,
                 idempotency_key: Some(shared::domain::IdempotencyKey::parse("big").unwrap()),
                 concurrency_key: None,
+                debounce: None,
             },
         )
         .await

@@ -572,3 +572,105 @@ pub async fn running_slots_are_shared_by_every_process_and_free_when_given_back_
     // AND giving back a slot not held changes nothing
     b.ports.slots.release(&key, JobId::new()).await.unwrap();
 }
+
+fn debounced(key: &str, n: u64) -> shared::service::SubmitRequest {
+    shared::service::SubmitRequest {
+        job_type: JobType::parse("noop").unwrap(),
+        payload: json!({ "n": n }),
+        priority: 0,
+        run_at: None,
+        delay: None,
+        max_attempts: None,
+        backoff: None,
+        idempotency_key: None,
+        concurrency_key: None,
+        debounce: Some(shared::domain::Debounce {
+            key: shared::domain::ConcurrencyKey::parse(key).unwrap(),
+            window: std::time::Duration::from_secs(2),
+            max_wait: None,
+        }),
+    }
+}
+
+pub async fn debounced_submits_replace_the_waiting_job_until_it_starts(b: Under) {
+    let svc = service(&b);
+    let tenant = Tenant::parse(format!("t{}", crate::helpers::unique())).unwrap();
+    // GIVEN 50 submits with one debounce key (a 2 s window)
+    let mut ids = vec![];
+    let mut last_submit = Utc::now();
+    for n in 0..50 {
+        last_submit = Utc::now();
+        let (job, new) = svc.submit(tenant.clone(), debounced("k", n)).await.unwrap();
+        assert_eq!(new, n == 0, "only the first submit makes a job");
+        ids.push(job.id);
+    }
+    // THEN they are one job, with the last payload, due 2 s after the last submit
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    let job = svc.get(&tenant, ids[0]).await.unwrap();
+    assert_eq!(job.payload, json!({ "n": 49 }));
+    assert_eq!(job.status, shared::domain::JobStatus::Queued);
+    assert!(job.run_at >= last_submit + Duration::seconds(2), "{job:?}");
+    let listed = b
+        .ports
+        .store
+        .list(&ListQuery {
+            tenant: tenant.clone(),
+            status: None,
+            job_type: None,
+            before: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "one job: {listed:?}");
+    // AND another key is a job of its own
+    let (other, new) = svc
+        .submit(tenant.clone(), debounced("k2", 0))
+        .await
+        .unwrap();
+    assert!(new && other.id != job.id);
+    // WHEN the job starts, the next submit with the key makes a new job
+    let started = b
+        .ports
+        .store
+        .start(job.id, job.run_at, job.run_at)
+        .await
+        .unwrap();
+    assert!(matches!(started, Started::Running(_)), "{started:?}");
+    let (next, new) = svc
+        .submit(tenant.clone(), debounced("k", 50))
+        .await
+        .unwrap();
+    assert!(
+        new && next.id != job.id,
+        "a started job takes no more payloads"
+    );
+    assert_eq!(
+        svc.get(&tenant, job.id).await.unwrap().payload,
+        json!({ "n": 49 })
+    );
+    // AND submits at once from two processes make one job between them (on a backend that
+    // decides concurrent conditional writes one after the other)
+    if b.atomic_under_concurrency {
+        let other_svc = JobService::new(
+            b.another_process().await,
+            Arc::new(Registry::builtin("sched-", &BuiltinSettings::default())),
+            shared::config::MAX_PAYLOAD_LIMIT,
+        );
+        let (svc, other_svc) = (Arc::new(svc), Arc::new(other_svc));
+        let submits = (0..8).map(|n| {
+            let s = if n % 2 == 0 {
+                svc.clone()
+            } else {
+                other_svc.clone()
+            };
+            let tenant = tenant.clone();
+            tokio::spawn(async move { s.submit(tenant, debounced("together", n)).await })
+        });
+        let mut made = std::collections::BTreeSet::new();
+        for t in futures::future::join_all(submits).await {
+            made.insert(t.unwrap().unwrap().0.id);
+        }
+        assert_eq!(made.len(), 1, "concurrent submits made {made:?}");
+    }
+}

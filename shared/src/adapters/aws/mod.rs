@@ -292,6 +292,7 @@ impl AwsBackend {
             },
             rates: self.access.clone(),
             slots: self.access.clone(),
+            debounces: self.access.clone(),
         }
     }
 

@@ -8,6 +8,7 @@
 //!
 //! | start rate | `STARTS#<key>` | `TAT` | `tat`: micros, the GCRA arrival time of the next start |
 //! | running slots | `SLOTS#<key>` | `SLOTS` | `holders`: job id → lease end (micros); `version` |
+//! | debounce key | `DEBOUNCE#<key>` | `JOB` | `job`: the job it holds; `ttl` |
 //!
 //! Schedules are few and read by key or by tenant (a Query on the sort key's prefix); the
 //! local runtime's scheduler reads the whole partition. A rate is read (strongly consistent)
@@ -18,8 +19,8 @@ use super::attrs::{get_s, s};
 use super::store::classify;
 use crate::domain::{Schedule, ScheduleName, Tenant};
 use crate::ports::{
-    RateDecision, RunningSlots, ScheduleStore, ScheduleTrigger, SlotTake, StartRates, StoreError,
-    TriggerError,
+    Debounces, RateDecision, RunningSlots, ScheduleStore, ScheduleTrigger, SlotTake, StartRates,
+    StoreError, TriggerError,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -65,12 +66,7 @@ impl ScheduleStore for DynamoAccess {
         };
         match put.send().await {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict)
-            }
+            Err(e) if conditional_failed(&e) => Err(StoreError::Conflict),
             Err(e) => Err(classify(e)),
         }
     }
@@ -394,9 +390,7 @@ impl StartRates for DynamoAccess {
             match put.send().await {
                 Ok(_) => return Ok(RateDecision::Admitted),
                 // Another worker took a start meanwhile: read again.
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(e) if conditional_failed(&e) => {}
                 Err(e) => return Err(classify(e)),
             }
         }
@@ -463,12 +457,7 @@ impl DynamoAccess {
         };
         match put.send().await {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(e) if conditional_failed(&e) => Ok(false),
             Err(e) => Err(classify(e)),
         }
     }
@@ -518,5 +507,81 @@ impl RunningSlots for DynamoAccess {
             }
         }
         Err(StoreError::Conflict)
+    }
+}
+
+/// A write refused by its condition: someone else changed the item first.
+fn conditional_failed<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
+#[async_trait]
+impl Debounces for DynamoAccess {
+    async fn debounced(&self, key: &str) -> Result<Option<crate::domain::JobId>, StoreError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("DEBOUNCE#{key}")))
+            .key("sk", s("JOB"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?
+            .item;
+        Ok(item
+            .as_ref()
+            .and_then(|i| get_s(i, "job"))
+            .and_then(|id| crate::domain::JobId::parse(id).ok()))
+    }
+
+    async fn hold(
+        &self,
+        key: &str,
+        job: crate::domain::JobId,
+        replacing: Option<crate::domain::JobId>,
+        expires: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("DEBOUNCE#{key}")))
+            .item("sk", s("JOB"))
+            .item("job", s(job.to_string()))
+            .item("ttl", AttributeValue::N(expires.timestamp().to_string()));
+        let put = match replacing {
+            None => put.condition_expression("attribute_not_exists(pk)"),
+            Some(old) => put
+                .condition_expression("#j = :old")
+                .expression_attribute_names("#j", "job")
+                .expression_attribute_values(":old", s(old.to_string())),
+        };
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if conditional_failed(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn forget(&self, key: &str, job: crate::domain::JobId) -> Result<(), StoreError> {
+        let delete = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("DEBOUNCE#{key}")))
+            .key("sk", s("JOB"))
+            .condition_expression("#j = :job")
+            .expression_attribute_names("#j", "job")
+            .expression_attribute_values(":job", s(job.to_string()));
+        match delete.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if conditional_failed(&e) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
     }
 }

@@ -686,56 +686,15 @@ impl JobStore for DynamoStore {
     }
 
     async fn transition(&self, expected: Expected, next: &Job) -> Result<(), StoreError> {
-        let item = job_item(next)?;
-        let from_running = expected.status == JobStatus::Running;
-        let mut u = Update::default();
-        for (attr, value) in item {
-            let worker_owned = matches!(attr.as_str(), "heartbeat_at" | "progress")
-                || (attr == "due_us" && from_running && next.status == JobStatus::Running);
-            if attr == "pk"
-                || attr == "sk"
-                || IMMUTABLE.contains(&attr.as_str())
-                || (from_running && worker_owned)
-            {
-                continue;
-            }
-            u.set(&attr, value);
-        }
-        for (attr, value) in derived(next) {
-            if value.is_none() {
-                u.remove(attr);
-            }
-        }
-        u.when_eq("status", s(expected.status.as_str()))
-            .when_eq("attempt", n(expected.attempt))
-            .when_eq("version", n(expected.version));
-        if let Some(last) = expected.last_heartbeat {
-            u.when_eq("due_us", n(micros(last)));
-        }
-        let slot = slot_change(expected.status, next);
-        if slot != 0 {
-            // The job's slot moves in the same write (one request, a transaction).
-            let out = self
-                .client
-                .transact_write_items()
-                .transact_items(u.into_transact(self, job_key(next.id)))
-                .transact_items(super::access::slot_write(&self.table, &next.tenant, slot))
-                .set_return_consumed_capacity(self.capacity())
-                .send()
-                .await
-                .map_err(classify_transaction)?;
-            out.consumed_capacity()
-                .iter()
-                .for_each(|c| self.used(Some(c)));
-            return Ok(());
-        }
-        let out = u
-            .send(self, job_key(next.id))
-            .send()
-            .await
-            .map_err(classify)?;
-        self.used(out.consumed_capacity());
-        Ok(())
+        self.write_transition(expected, next, false).await
+    }
+
+    async fn transition_with_payload(
+        &self,
+        expected: Expected,
+        next: &Job,
+    ) -> Result<(), StoreError> {
+        self.write_transition(expected, next, true).await
     }
 
     async fn heartbeat(
@@ -973,4 +932,66 @@ fn rfc3339(t: DateTime<Utc>) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+impl DynamoStore {
+    /// A transition's conditional write (and the tenant's slot with it); the payload only when
+    /// `with_payload`.
+    async fn write_transition(
+        &self,
+        expected: Expected,
+        next: &Job,
+        with_payload: bool,
+    ) -> Result<(), StoreError> {
+        let item = job_item(next)?;
+        let from_running = expected.status == JobStatus::Running;
+        let mut u = Update::default();
+        for (attr, value) in item {
+            let worker_owned = matches!(attr.as_str(), "heartbeat_at" | "progress")
+                || (attr == "due_us" && from_running && next.status == JobStatus::Running);
+            if attr == "pk"
+                || attr == "sk"
+                || (IMMUTABLE.contains(&attr.as_str()) && !(with_payload && attr == "payload"))
+                || (from_running && worker_owned)
+            {
+                continue;
+            }
+            u.set(&attr, value);
+        }
+        for (attr, value) in derived(next) {
+            if value.is_none() {
+                u.remove(attr);
+            }
+        }
+        u.when_eq("status", s(expected.status.as_str()))
+            .when_eq("attempt", n(expected.attempt))
+            .when_eq("version", n(expected.version));
+        if let Some(last) = expected.last_heartbeat {
+            u.when_eq("due_us", n(micros(last)));
+        }
+        let slot = slot_change(expected.status, next);
+        if slot != 0 {
+            // The job's slot moves in the same write (one request, a transaction).
+            let out = self
+                .client
+                .transact_write_items()
+                .transact_items(u.into_transact(self, job_key(next.id)))
+                .transact_items(super::access::slot_write(&self.table, &next.tenant, slot))
+                .set_return_consumed_capacity(self.capacity())
+                .send()
+                .await
+                .map_err(classify_transaction)?;
+            out.consumed_capacity()
+                .iter()
+                .for_each(|c| self.used(Some(c)));
+            return Ok(());
+        }
+        let out = u
+            .send(self, job_key(next.id))
+            .send()
+            .await
+            .map_err(classify)?;
+        self.used(out.consumed_capacity());
+        Ok(())
+    }
 }

@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS start_rates (
     key TEXT PRIMARY KEY,
     tat INTEGER NOT NULL -- micros: the theoretical arrival time of the next start (GCRA)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS debounces (
+    key TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    expires INTEGER NOT NULL -- micros: forgotten after this
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS running_slots (
     key TEXT NOT NULL,
     holder TEXT NOT NULL,

@@ -43,6 +43,7 @@ impl EmbeddedBackend {
             triggers: std::sync::Arc::new(crate::ports::StoredDefinitionsOnly),
             rates: self.access.clone(),
             slots: self.access.clone(),
+            debounces: self.access.clone(),
         }
     }
 

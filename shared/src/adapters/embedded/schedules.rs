@@ -1,12 +1,15 @@
 //! `ScheduleStore` on SQLite: one row per schedule, its definition and history as JSON, written
 //! only if its `version` is the one expected. Also `StartRates`: a row per rate, its GCRA
 //! arrival time read and written in one step of the single writer; and `RunningSlots`, a row per
-//! held slot, counted and taken in one step.
+//! held slot, counted and taken in one step; and `Debounces`, a row per key, claimed in one
+//! step (rows past their time are deleted as keys are claimed).
 
 use super::access::{failed, EmbeddedAccess};
 use super::db::DbError;
 use crate::domain::{Schedule, ScheduleName, Tenant};
-use crate::ports::{RateDecision, RunningSlots, ScheduleStore, SlotTake, StartRates, StoreError};
+use crate::ports::{
+    Debounces, RateDecision, RunningSlots, ScheduleStore, SlotTake, StartRates, StoreError,
+};
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 
@@ -188,6 +191,81 @@ impl RunningSlots for EmbeddedAccess {
             .write(move |conn| {
                 conn.prepare_cached("DELETE FROM running_slots WHERE key = ?1 AND holder = ?2")?
                     .execute(params![key, holder])?;
+                Ok(())
+            })
+            .await
+            .map_err(failed)
+    }
+}
+
+#[async_trait]
+impl Debounces for EmbeddedAccess {
+    async fn debounced(&self, key: &str) -> Result<Option<crate::domain::JobId>, StoreError> {
+        let key = key.to_string();
+        let id: Option<String> = self
+            .db
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT job_id FROM debounces WHERE key = ?1")?
+                    .query_row([&key], |r| r.get(0))
+                    .optional()?)
+            })
+            .await
+            .map_err(failed)?;
+        Ok(id.and_then(|id| crate::domain::JobId::parse(&id).ok()))
+    }
+
+    async fn hold(
+        &self,
+        key: &str,
+        job: crate::domain::JobId,
+        replacing: Option<crate::domain::JobId>,
+        expires: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        let (key, job) = (key.to_string(), job.to_string());
+        let replacing = replacing.map(|r| r.to_string());
+        let (expires, now) = (
+            expires.timestamp_micros(),
+            chrono::Utc::now().timestamp_micros(),
+        );
+        let held = self
+            .db
+            .write(move |conn| {
+                let current: Option<String> = conn
+                    .prepare_cached("SELECT job_id FROM debounces WHERE key = ?1")?
+                    .query_row([&key], |r| r.get(0))
+                    .optional()?;
+                if current != replacing {
+                    return Ok(false);
+                }
+                conn.prepare_cached(
+                    "INSERT INTO debounces (key, job_id, expires) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET job_id = ?2, expires = ?3",
+                )?
+                .execute(params![key, job, expires])?;
+                // (A few forgotten keys go each time, so the table holds only live ones.)
+                conn.prepare_cached(
+                    "DELETE FROM debounces WHERE key IN
+                     (SELECT key FROM debounces WHERE expires < ?1 LIMIT 8)",
+                )?
+                .execute([now])?;
+                Ok(true)
+            })
+            .await
+            .map_err(failed)?;
+        if held {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+
+    async fn forget(&self, key: &str, job: crate::domain::JobId) -> Result<(), StoreError> {
+        let (key, job) = (key.to_string(), job.to_string());
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached("DELETE FROM debounces WHERE key = ?1 AND job_id = ?2")?
+                    .execute([&key, &job])?;
                 Ok(())
             })
             .await
