@@ -301,6 +301,7 @@ impl Config {
                     10_000_000,
                 ),
                 max_payload_bytes: None,
+                max_running: r.optional_number("CONVEYOR_TENANT_MAX_RUNNING", 1, 1_000_000),
             },
         };
         if let Some(secret) = &config.webhook_secret {

@@ -504,13 +504,20 @@ pub enum SlotTake {
     Full,
 }
 
+/// How long a job waiting for a running slot keeps its place in line without asking again.
+pub const SLOT_LINE_LEASE: Duration = Duration::from_secs(10);
+
 /// Slots of running jobs, at most `max` per key across every worker of a deployment, each held
 /// by a job until it ends or until its lease runs out (a worker that died frees its slot then).
+/// Jobs that wait for one stand in line in submit order (their ids'), and a free slot goes to
+/// the first in line.
 #[async_trait]
 pub trait RunningSlots: Send + Sync {
     /// Take a slot of `key` for `holder` until `until`: `Taken`, `AlreadyHeld` (renewed: a
     /// duplicate delivery of a job that runs, which must not give the slot back), or `Full`
-    /// when `max` others hold one. Slots whose lease ran out by `now` are free.
+    /// when `max` others hold one or the free ones are for jobs ahead of it in line (then it
+    /// is in line itself until `now + SLOT_LINE_LEASE`). Slots whose lease ran out by `now` are
+    /// free, and a place in line that ran out is gone.
     async fn take(
         &self,
         key: &str,

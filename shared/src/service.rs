@@ -159,6 +159,9 @@ pub struct JobMessage {
     /// `<tenant>/<concurrency key>`, so the job's per-key rate is known before it is read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// The job's tenant and its running limit, where it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_running: Option<(Tenant, u32)>,
 }
 
 impl JobMessage {
@@ -170,6 +173,7 @@ impl JobMessage {
                 .concurrency_key
                 .as_ref()
                 .map(|k| format!("{}/{}", job.tenant, k)),
+            tenant_running: job.tenant_max_running.map(|max| (job.tenant.clone(), max)),
         }
     }
 
@@ -388,6 +392,7 @@ impl JobService {
         );
         job.holds_slot = limits.max_active.is_some();
         job.concurrency_key = req.concurrency_key;
+        job.tenant_max_running = limits.max_running;
         let with = CreateWith {
             audit: audit.map(|mut entry| {
                 entry.job_id = Some(job.id);

@@ -68,11 +68,11 @@ const CONFLICT_RETRIES: usize = 8;
 type RateGates =
     Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
 
-/// What a job's key's running slots gave it.
+/// What the running slots a job needs gave it.
 enum Slot {
     NotNeeded,
-    /// This slot key, to give back when the run ends.
-    Taken(String),
+    /// These slot keys, to give back when the run ends.
+    Taken(Vec<String>),
     /// Every slot is held: the message went back to wait.
     Busy,
 }
@@ -199,10 +199,10 @@ impl Worker {
         let Some(registration) = self.registry.get(job_type.as_str()).cloned() else {
             return self.fail_unhandled(id).await;
         };
-        // A running slot of its key, or sent back to wait for one.
-        let slot = match self.take_slot(&registration, &message).await? {
-            Slot::Taken(key) => Some(key),
-            Slot::NotNeeded => None,
+        // The running slots of its key and its tenant, or sent back to wait for them.
+        let slots = match self.take_slots(&registration, &message).await? {
+            Slot::Taken(keys) => keys,
+            Slot::NotNeeded => vec![],
             Slot::Busy => return Ok(Disposition::Done),
         };
         // Within the job's key's and type's rates (shared by every worker), or sent back; the
@@ -212,11 +212,7 @@ impl Worker {
             Ok(None) => Ok(Disposition::Done),
             Err(e) => Err(e),
         };
-        if let Some(key) = slot {
-            if let Err(e) = self.ports.slots.release(&key, id).await {
-                tracing::warn!(error = %e, "a running slot was not given back; it frees when its lease ends");
-            }
-        }
+        self.release_slots(&slots, id).await;
         result
     }
 
@@ -242,61 +238,99 @@ impl Worker {
         self.record(running, outcome).await
     }
 
-    /// A running slot of the job's key, where its type limits running jobs per key. While all
-    /// are held it asks again for a moment, then sends the message back with a short delay
-    /// (`Slot::Busy`): the job is untouched and uses no attempt. A slot's lease is the job's
-    /// timeout and a margin, so one a dead worker held frees by then.
-    async fn take_slot(
+    /// The running slots a job needs: one of its key's, where its type limits running jobs per
+    /// key, and one of its tenant's, where the tenant limits running jobs.
+    fn slots_needed(
+        registration: &crate::jobs::Registration,
+        message: &JobMessage,
+    ) -> Vec<(String, u32)> {
+        let mut needed = vec![];
+        if let (Some(max), Some(key)) = (registration.options.max_running_per_key, &message.key) {
+            needed.push((format!("type:{}#key:{key}", registration.job_type), max));
+        }
+        if let Some((tenant, max)) = &message.tenant_running {
+            needed.push((format!("tenant:{tenant}"), *max));
+        }
+        needed
+    }
+
+    /// The running slots the job needs (`slots_needed`). While one is not free (held, or kept
+    /// for a job ahead in line) it asks again for a moment, then sends the message back with a
+    /// short delay (`Slot::Busy`): the job is untouched and uses no attempt, and keeps its place
+    /// in line. A slot's lease is the job's timeout and a margin, so one a dead worker held
+    /// frees by then.
+    async fn take_slots(
         &self,
         registration: &crate::jobs::Registration,
         message: &JobMessage,
     ) -> Result<Slot, StoreError> {
-        let (Some(max), Some(key)) = (registration.options.max_running_per_key, &message.key)
-        else {
+        let needed = Self::slots_needed(registration, message);
+        if needed.is_empty() {
             return Ok(Slot::NotNeeded);
-        };
-        let slot_key = format!("type:{}#key:{key}", registration.job_type);
+        }
         let lease = chrono::Duration::from_std(registration.options.timeout + SLOT_MARGIN)
             .unwrap_or(chrono::Duration::MAX);
         let asking = tokio::time::Instant::now();
-        // (One task of this process asks for the key's slots at a time, as for rates.)
-        let gate = self
-            .rate_gates
-            .lock()
-            .unwrap()
-            .entry(format!("slots:{slot_key}"))
-            .or_default()
-            .clone();
-        let Ok(_turn) = tokio::time::timeout(RATE_HOLD, gate.lock()).await else {
-            return self
-                .send_back(registration, message, SLOT_RETRY)
-                .await
-                .map(|()| Slot::Busy);
-        };
         loop {
-            let now = Utc::now();
-            match self
-                .ports
-                .slots
-                .take(&slot_key, message.job_id, max, now + lease, now)
-                .await?
-            {
-                SlotTake::Taken => return Ok(Slot::Taken(slot_key)),
-                // A duplicate delivery of a job whose run holds the slot: it goes on (and is
-                // refused at its start); only the run gives the slot back.
-                SlotTake::AlreadyHeld => return Ok(Slot::NotNeeded),
-                SlotTake::Full => {}
+            let mut taken = vec![];
+            let mut full = false;
+            for (key, max) in &needed {
+                // (One task of this process asks the store for a key's slots at a time.)
+                let gate = self
+                    .rate_gates
+                    .lock()
+                    .unwrap()
+                    .entry(format!("slots:{key}"))
+                    .or_default()
+                    .clone();
+                let _turn = gate.lock().await;
+                let now = Utc::now();
+                match self
+                    .ports
+                    .slots
+                    .take(key, message.job_id, *max, now + lease, now)
+                    .await
+                {
+                    Ok(SlotTake::Taken) => taken.push(key.clone()),
+                    // A duplicate delivery of a job whose run holds the slot: it goes on (and
+                    // is refused at its start); only the run gives its slots back.
+                    Ok(SlotTake::AlreadyHeld) => {
+                        self.release_slots(&taken, message.job_id).await;
+                        return Ok(Slot::NotNeeded);
+                    }
+                    Ok(SlotTake::Full) => {
+                        full = true;
+                        break;
+                    }
+                    Err(e) => {
+                        self.release_slots(&taken, message.job_id).await;
+                        return Err(e);
+                    }
+                }
             }
+            if !full {
+                return Ok(Slot::Taken(taken));
+            }
+            // Not every slot: none is kept while waiting for the others.
+            self.release_slots(&taken, message.job_id).await;
             if asking.elapsed() >= RATE_HOLD {
                 break;
             }
             let jitter = Duration::from_millis(rand::random::<u64>() % 100);
             tokio::time::sleep(SLOT_POLL + jitter).await;
         }
-        tracing::debug!(key = %slot_key, "every running slot of its key is held; sent back to wait");
+        tracing::debug!("a running slot it needs is not free; sent back to wait");
         self.send_back(registration, message, SLOT_RETRY)
             .await
             .map(|()| Slot::Busy)
+    }
+
+    async fn release_slots(&self, keys: &[String], holder: crate::domain::JobId) {
+        for key in keys.iter().rev() {
+            if let Err(e) = self.ports.slots.release(key, holder).await {
+                tracing::warn!(error = %e, key, "a running slot was not given back; it frees when its lease ends");
+            }
+        }
     }
 
     /// The moment this start is admitted under its key's and its type's rates (now, for a

@@ -190,3 +190,116 @@ async fn jobs_of_one_key_never_run_more_than_its_limit_at_once() {
     let app = spawn_app(&[]).await;
     run_keyed(&app, &app).await;
 }
+
+/// The start and end of each of `tenant`'s jobs `ids`, read (by an admin) when it succeeded,
+/// each with its one attempt.
+async fn runs_of(
+    app: &TestApp,
+    tenant: &str,
+    ids: &[String],
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let admin = app.as_caller(Some(&crate::helpers::token("ops", &["admin"])));
+    let mut runs = vec![];
+    for id in ids {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let job = loop {
+            let (status, job) = admin.get(&format!("/v1/jobs/{id}?tenant={tenant}")).await;
+            if status == reqwest::StatusCode::OK && job["status"] == "succeeded" {
+                break job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id}: {status} {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(job["attempt"], 1, "waiting uses no attempt: {job}");
+        let at = |f: &str| {
+            DateTime::parse_from_rfc3339(job[f].as_str().unwrap())
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        runs.push((at("started_at"), at("finished_at")));
+    }
+    runs
+}
+
+#[tokio::test]
+async fn jobs_waiting_for_a_keys_slot_start_in_submit_order() {
+    // GIVEN both slots of a key held by two long jobs
+    let app = spawn_app(&[]).await;
+    let key = "customer-in-line";
+    let keyed =
+        |ms: u64| json!({ "type": "test.keyed", "concurrency_key": key, "payload": { "ms": ms } });
+    let blockers = [
+        app.submit_new(&keyed(1000)).await,
+        app.submit_new(&keyed(1000)).await,
+    ];
+    for id in &blockers {
+        app.wait_for_status(id, status_is("running"), Duration::from_secs(30))
+            .await;
+    }
+    // WHEN ten more of the key are submitted one after another
+    let mut ids = vec![];
+    for _ in 0..10 {
+        ids.push(app.submit_new(&keyed(100)).await);
+    }
+    // THEN they start in the order they were submitted: a free slot goes to the first in
+    // line, so no job starts before one submitted two places ahead of it (two slots free up
+    // at once for the first two in line, in whichever order they ask)
+    let runs = runs_of(&app, "default", &ids).await;
+    for (i, w) in runs.windows(3).enumerate() {
+        assert!(
+            w[0].0 <= w[2].0,
+            "job {} started before job {}: {runs:?}",
+            i + 2,
+            i
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_tenants_running_limit_holds_across_its_types() {
+    // GIVEN a deployment whose tenants may run two jobs at once, and tenant acme held to one by
+    // an admin
+    let app = spawn_app(&[("CONVEYOR_TENANT_MAX_RUNNING", "2")]).await;
+    let admin = app.as_caller(Some(&crate::helpers::token("ops", &["admin"])));
+    let (status, limits) = admin
+        .send(
+            admin
+                .client
+                .put(app.url("/v1/tenants/acme/limits"))
+                .json(&json!({ "max_running": 1 })),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{limits}");
+    assert_eq!(limits["effective"]["max_running"], 1, "{limits}");
+    let (_, limits) = admin.get("/v1/tenants/default/limits").await;
+    assert_eq!(limits["effective"]["max_running"], 2, "{limits}");
+    // WHEN each submits jobs of two types (the types alone would run 16 and 8 at once)
+    let acme = app.as_caller(Some(&crate::helpers::token("acme", &["submitter"])));
+    let (mut ours, mut theirs) = (vec![], vec![]);
+    for i in 0..12 {
+        let job = if i % 2 == 0 {
+            json!({ "type": "sleep", "payload": { "ms": 200 } })
+        } else {
+            json!({ "type": "test.keyed", "payload": { "ms": 200 } })
+        };
+        ours.push(app.submit_new(&job).await);
+        if i < 4 {
+            let (status, made) = acme.post_json("/v1/jobs", &job).await;
+            assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{made}");
+            theirs.push(made["id"].as_str().unwrap().to_string());
+        }
+    }
+    // THEN no more than each one's limit ever ran at once, by the recorded start and end times
+    for (runs, max) in [
+        (runs_of(&app, "default", &ours).await, 2),
+        (runs_of(&app, "acme", &theirs).await, 1),
+    ] {
+        for (start, _) in &runs {
+            let running = runs.iter().filter(|(s, f)| s <= start && start < f).count();
+            assert!(running <= max, "{running} running at {start}: {runs:?}");
+        }
+    }
+}

@@ -298,6 +298,9 @@ pub struct TenantLimits {
     pub submits_per_second: Option<u32>,
     /// Largest payload, at most the deployment's `CONVEYOR_MAX_PAYLOAD_BYTES`.
     pub max_payload_bytes: Option<usize>,
+    /// Jobs running at once, of every type (for jobs submitted while it is set).
+    #[serde(default)]
+    pub max_running: Option<u32>,
 }
 
 impl TenantLimits {
@@ -307,6 +310,7 @@ impl TenantLimits {
             max_active: self.max_active.or(defaults.max_active),
             submits_per_second: self.submits_per_second.or(defaults.submits_per_second),
             max_payload_bytes: self.max_payload_bytes.or(defaults.max_payload_bytes),
+            max_running: self.max_running.or(defaults.max_running),
         }
     }
 }

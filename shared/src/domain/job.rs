@@ -174,6 +174,9 @@ pub struct Job {
     /// What per-key limits count this job under (none: only its type's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<super::ConcurrencyKey>,
+    /// Its tenant's running limit when it was submitted (`TenantLimits::max_running`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_max_running: Option<u32>,
     pub cancel_requested: bool,
     /// The job counts against its tenant's active-job quota (it was submitted while one
     /// applied): the store takes a slot while it is unfinished and gives it back when it ends.
@@ -312,6 +315,7 @@ impl Job {
             idempotency_key: new.idempotency_key,
             request_fingerprint: new.request_fingerprint,
             concurrency_key: None,
+            tenant_max_running: None,
             cancel_requested: false,
             holds_slot: false,
             created_at: now,

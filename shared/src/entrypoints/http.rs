@@ -1746,7 +1746,7 @@ async fn get_limits(
 }
 
 /// `PUT /v1/tenants/{tenant}/limits` (admin): `{"max_active", "submits_per_second",
-/// "max_payload_bytes"}`, each a number or `null` (the deployment's default).
+/// "max_payload_bytes", "max_running"}`, each a number or `null` (the deployment's default).
 async fn put_limits(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -1757,7 +1757,12 @@ async fn put_limits(
     let tenant = path_tenant(&raw)?;
     let obj = json_object(
         &body,
-        &["max_active", "submits_per_second", "max_payload_bytes"],
+        &[
+            "max_active",
+            "submits_per_second",
+            "max_payload_bytes",
+            "max_running",
+        ],
         false,
     )?;
     let number = |name: &str, max: u64| -> ApiResult<Option<u64>> {
@@ -1783,6 +1788,7 @@ async fn put_limits(
             state.service.max_payload_bytes() as u64,
         )?
         .map(|n| n as usize),
+        max_running: number("max_running", 1_000_000)?.map(|n| n as u32),
     };
     let outcome = state
         .service

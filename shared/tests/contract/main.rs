@@ -66,4 +66,5 @@ on_every_backend!(
     schedules::a_start_rate_is_shared_by_every_process_and_admits_no_start_past_it,
     schedules::running_slots_are_shared_by_every_process_and_free_when_given_back_or_expired,
     schedules::debounced_submits_replace_the_waiting_job_until_it_starts,
+    schedules::jobs_waiting_for_a_slot_get_it_in_submit_order,
 );

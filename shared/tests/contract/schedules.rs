@@ -674,3 +674,83 @@ pub async fn debounced_submits_replace_the_waiting_job_until_it_starts(b: Under)
         assert_eq!(made.len(), 1, "concurrent submits made {made:?}");
     }
 }
+
+pub async fn jobs_waiting_for_a_slot_get_it_in_submit_order(b: Under) {
+    use shared::ports::SlotTake::{Full, Taken};
+    let other = b.another_process().await;
+    let t0 = utc("2030-01-01T00:00:00Z");
+    let key = format!("type:keyed#key:t/{}", crate::helpers::unique());
+    let lease = t0 + Duration::seconds(60);
+    // (Ids sort in the order they were made: the order of submits.)
+    let [zero, one, two, three, four] = [(); 5].map(|()| JobId::new());
+    // GIVEN the key's one slot held, and three jobs asking for it, the newest first
+    assert_eq!(
+        b.ports.slots.take(&key, one, 1, lease, t0).await.unwrap(),
+        Taken
+    );
+    assert_eq!(
+        other.slots.take(&key, four, 1, lease, t0).await.unwrap(),
+        Full
+    );
+    assert_eq!(
+        b.ports.slots.take(&key, three, 1, lease, t0).await.unwrap(),
+        Full
+    );
+    assert_eq!(
+        other.slots.take(&key, two, 1, lease, t0).await.unwrap(),
+        Full
+    );
+    // WHEN the slot is given back
+    b.ports.slots.release(&key, one).await.unwrap();
+    // THEN a newer job asking first is still refused: the slot is kept for the oldest in line
+    let t1 = t0 + Duration::seconds(1);
+    assert_eq!(
+        other.slots.take(&key, four, 1, lease, t1).await.unwrap(),
+        Full
+    );
+    assert_eq!(
+        b.ports.slots.take(&key, three, 1, lease, t1).await.unwrap(),
+        Full
+    );
+    assert_eq!(
+        other.slots.take(&key, two, 1, lease, t1).await.unwrap(),
+        Taken
+    );
+    b.ports.slots.release(&key, two).await.unwrap();
+    assert_eq!(
+        b.ports.slots.take(&key, three, 1, lease, t1).await.unwrap(),
+        Taken
+    );
+    b.ports.slots.release(&key, three).await.unwrap();
+    // AND a place in line not asked for again within its lease is gone: an older job that
+    // asked once and went away does not hold the slot back
+    assert_eq!(
+        other.slots.take(&key, zero, 1, lease, t1).await.unwrap(),
+        Taken
+    );
+    b.ports.slots.release(&key, zero).await.unwrap();
+    let t2 = t1 + Duration::seconds(1);
+    let gone = t2 + Duration::from_std(shared::ports::SLOT_LINE_LEASE).unwrap();
+    assert_eq!(
+        b.ports
+            .slots
+            .take(&key, one, 1, gone + Duration::seconds(60), t2)
+            .await
+            .unwrap(),
+        Taken
+    );
+    assert_eq!(
+        other.slots.take(&key, zero, 1, lease, t2).await.unwrap(),
+        Full
+    );
+    b.ports.slots.release(&key, one).await.unwrap();
+    let later = gone + Duration::seconds(1);
+    assert_eq!(
+        b.ports
+            .slots
+            .take(&key, four, 1, later + Duration::seconds(60), later)
+            .await
+            .unwrap(),
+        Taken
+    );
+}

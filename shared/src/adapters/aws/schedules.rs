@@ -7,7 +7,7 @@
 //! | schedule | `SCHEDULES` | `<tenant>#<name>` | `doc` (definition and recent runs), `version` |
 //!
 //! | start rate | `STARTS#<key>` | `TAT` | `tat`: micros, the GCRA arrival time of the next start |
-//! | running slots | `SLOTS#<key>` | `SLOTS` | `holders`: job id → lease end (micros); `version` |
+//! | running slots | `SLOTS#<key>` | `SLOTS` | `holders` and `line` (jobs waiting, in id order): job id → lease end (micros); `version` |
 //! | debounce key | `DEBOUNCE#<key>` | `JOB` | `job`: the job it holds; `ttl` |
 //!
 //! Schedules are few and read by key or by tenant (a Query on the sort key's prefix); the
@@ -398,9 +398,38 @@ impl StartRates for DynamoAccess {
     }
 }
 
+/// A key's running slots as stored: holders and the line, each job id → lease end (micros).
+#[derive(Default)]
+struct Slots {
+    holders: HashMap<String, i64>,
+    line: HashMap<String, i64>,
+    /// 0: no item yet.
+    version: i64,
+}
+
+fn micros_map(item: &super::attrs::Item, name: &str) -> HashMap<String, i64> {
+    match item.get(name) {
+        Some(AttributeValue::M(m)) => m
+            .iter()
+            .filter_map(|(k, v)| match v {
+                AttributeValue::N(n) => n.parse().ok().map(|n| (k.clone(), n)),
+                _ => None,
+            })
+            .collect(),
+        _ => HashMap::new(),
+    }
+}
+
+fn micros_attr(map: &HashMap<String, i64>) -> AttributeValue {
+    AttributeValue::M(
+        map.iter()
+            .map(|(k, v)| (k.clone(), AttributeValue::N(v.to_string())))
+            .collect(),
+    )
+}
+
 impl DynamoAccess {
-    /// A key's slot holders (job id → lease end, micros) and the item's version (0: none).
-    async fn holders(&self, pk: &str) -> Result<(HashMap<String, i64>, i64), StoreError> {
+    async fn slots(&self, pk: &str) -> Result<Slots, StoreError> {
         let item = self
             .client
             .get_item()
@@ -413,47 +442,35 @@ impl DynamoAccess {
             .map_err(classify)?
             .item
             .unwrap_or_default();
-        let version = match item.get("version") {
-            Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
-            _ => 0,
-        };
-        let holders = match item.get("holders") {
-            Some(AttributeValue::M(m)) => m
-                .iter()
-                .filter_map(|(k, v)| match v {
-                    AttributeValue::N(n) => n.parse().ok().map(|n| (k.clone(), n)),
-                    _ => None,
-                })
-                .collect(),
-            _ => HashMap::new(),
-        };
-        Ok((holders, version))
+        Ok(Slots {
+            holders: micros_map(&item, "holders"),
+            line: micros_map(&item, "line"),
+            version: match item.get("version") {
+                Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
+                _ => 0,
+            },
+        })
     }
 
-    /// Write a key's holders if the item is still at `version`; `false` if it changed.
-    async fn put_holders(
-        &self,
-        pk: &str,
-        holders: &HashMap<String, i64>,
-        version: i64,
-    ) -> Result<bool, StoreError> {
-        let map = holders
-            .iter()
-            .map(|(k, v)| (k.clone(), AttributeValue::N(v.to_string())))
-            .collect();
+    /// Write a key's slots if the item is still at their `version`; `false` if it changed.
+    async fn put_slots(&self, pk: &str, slots: &Slots) -> Result<bool, StoreError> {
         let put = self
             .client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(pk))
             .item("sk", s("SLOTS"))
-            .item("holders", AttributeValue::M(map))
-            .item("version", AttributeValue::N((version + 1).to_string()));
-        let put = if version == 0 {
+            .item("holders", micros_attr(&slots.holders))
+            .item("line", micros_attr(&slots.line))
+            .item(
+                "version",
+                AttributeValue::N((slots.version + 1).to_string()),
+            );
+        let put = if slots.version == 0 {
             put.condition_expression("attribute_not_exists(pk)")
         } else {
             put.condition_expression("version = :v")
-                .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
+                .expression_attribute_values(":v", AttributeValue::N(slots.version.to_string()))
         };
         match put.send().await {
             Ok(_) => Ok(true),
@@ -475,20 +492,36 @@ impl RunningSlots for DynamoAccess {
     ) -> Result<SlotTake, StoreError> {
         let pk = format!("SLOTS#{key}");
         let holder = holder.to_string();
+        let now_us = now.timestamp_micros();
+        let lease_us = crate::ports::SLOT_LINE_LEASE.as_micros() as i64;
         for _ in 0..8 {
-            let (mut holders, version) = self.holders(&pk).await?;
-            holders.retain(|_, lease| *lease > now.timestamp_micros());
-            let held = holders.contains_key(&holder);
-            if !held && holders.len() >= max as usize {
-                return Ok(SlotTake::Full);
-            }
-            holders.insert(holder.clone(), until.timestamp_micros());
-            if self.put_holders(&pk, &holders, version).await? {
-                return Ok(if held {
-                    SlotTake::AlreadyHeld
-                } else {
-                    SlotTake::Taken
-                });
+            let mut slots = self.slots(&pk).await?;
+            slots.holders.retain(|_, lease| *lease > now_us);
+            slots.line.retain(|_, lease| *lease > now_us);
+            let held = slots.holders.contains_key(&holder);
+            // (Job ids sort in submit order.)
+            let ahead = slots.line.keys().filter(|k| **k < holder).count();
+            let outcome = if held {
+                slots
+                    .holders
+                    .insert(holder.clone(), until.timestamp_micros());
+                SlotTake::AlreadyHeld
+            } else if slots.holders.len() + ahead >= max as usize {
+                // In line: written only when its place would run out within half its lease.
+                match slots.line.get(&holder) {
+                    Some(kept) if *kept > now_us + lease_us / 2 => return Ok(SlotTake::Full),
+                    _ => slots.line.insert(holder.clone(), now_us + lease_us),
+                };
+                SlotTake::Full
+            } else {
+                slots.line.remove(&holder);
+                slots
+                    .holders
+                    .insert(holder.clone(), until.timestamp_micros());
+                SlotTake::Taken
+            };
+            if self.put_slots(&pk, &slots).await? {
+                return Ok(outcome);
             }
         }
         Err(StoreError::Conflict)
@@ -498,11 +531,11 @@ impl RunningSlots for DynamoAccess {
         let pk = format!("SLOTS#{key}");
         let holder = holder.to_string();
         for _ in 0..8 {
-            let (mut holders, version) = self.holders(&pk).await?;
-            if holders.remove(&holder).is_none() {
+            let mut slots = self.slots(&pk).await?;
+            if slots.holders.remove(&holder).is_none() {
                 return Ok(());
             }
-            if self.put_holders(&pk, &holders, version).await? {
+            if self.put_slots(&pk, &slots).await? {
                 return Ok(());
             }
         }

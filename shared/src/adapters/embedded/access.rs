@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS debounces (
     job_id TEXT NOT NULL,
     expires INTEGER NOT NULL -- micros: forgotten after this
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS slot_line (
+    key TEXT NOT NULL,
+    holder TEXT NOT NULL, -- a job id: ids sort in submit order
+    until INTEGER NOT NULL, -- micros: its place is kept until then
+    PRIMARY KEY (key, holder)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS running_slots (
     key TEXT NOT NULL,
     holder TEXT NOT NULL,

@@ -1,7 +1,7 @@
 //! `ScheduleStore` on SQLite: one row per schedule, its definition and history as JSON, written
 //! only if its `version` is the one expected. Also `StartRates`: a row per rate, its GCRA
 //! arrival time read and written in one step of the single writer; and `RunningSlots`, a row per
-//! held slot, counted and taken in one step; and `Debounces`, a row per key, claimed in one
+//! held slot, counted and taken in one step (with a row per job waiting in line for one); and `Debounces`, a row per key, claimed in one
 //! step (rows past their time are deleted as keys are claimed).
 
 use super::access::{failed, EmbeddedAccess};
@@ -156,10 +156,15 @@ impl RunningSlots for EmbeddedAccess {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<SlotTake, StoreError> {
         let (key, holder) = (key.to_string(), holder.to_string());
+        let line_until = (now
+            + chrono::Duration::from_std(crate::ports::SLOT_LINE_LEASE).unwrap_or_default())
+        .timestamp_micros();
         let (until, now) = (until.timestamp_micros(), now.timestamp_micros());
         self.db
             .write(move |conn| {
                 conn.prepare_cached("DELETE FROM running_slots WHERE key = ?1 AND until <= ?2")?
+                    .execute(params![key, now])?;
+                conn.prepare_cached("DELETE FROM slot_line WHERE key = ?1 AND until <= ?2")?
                     .execute(params![key, now])?;
                 let renewed = conn
                     .prepare_cached(
@@ -172,9 +177,21 @@ impl RunningSlots for EmbeddedAccess {
                 let held: i64 = conn
                     .prepare_cached("SELECT COUNT(*) FROM running_slots WHERE key = ?1")?
                     .query_row(params![key], |r| r.get(0))?;
-                if held >= max as i64 {
+                let ahead: i64 = conn
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM slot_line WHERE key = ?1 AND holder < ?2",
+                    )?
+                    .query_row(params![key, holder], |r| r.get(0))?;
+                if held + ahead >= max as i64 {
+                    conn.prepare_cached(
+                        "INSERT INTO slot_line (key, holder, until) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (key, holder) DO UPDATE SET until = ?3",
+                    )?
+                    .execute(params![key, holder, line_until])?;
                     return Ok(SlotTake::Full);
                 }
+                conn.prepare_cached("DELETE FROM slot_line WHERE key = ?1 AND holder = ?2")?
+                    .execute(params![key, holder])?;
                 conn.prepare_cached(
                     "INSERT INTO running_slots (key, holder, until) VALUES (?1, ?2, ?3)",
                 )?
