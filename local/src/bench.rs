@@ -68,6 +68,10 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
     Ok(o)
 }
 
+/// The keyed run's concurrency keys, and the running limit per key it runs under.
+const KEYS: usize = 64;
+const PER_KEY: u32 = 4;
+
 /// The runtime under test, as a child process.
 struct Server {
     child: Child,
@@ -82,6 +86,10 @@ impl Server {
             .env("CONVEYOR_ADDR", "127.0.0.1:0")
             .env("CONVEYOR_DATA_DIR", data_dir)
             .env("CONVEYOR_JWT_SECRET", BENCH_SECRET)
+            .env(
+                "CONVEYOR_TYPE_LIMITS",
+                format!("noop:max_running_per_key={PER_KEY}"),
+            )
             .env(
                 "RUST_LOG",
                 std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
@@ -150,6 +158,18 @@ async fn submit_many(
     clients: usize,
     body: Value,
 ) -> anyhow::Result<Vec<Duration>> {
+    submit_keyed(http, base, n, clients, body, 0).await
+}
+
+/// `submit_many`, the i-th job with `concurrency_key` `k<i % keys>` (none when `keys` is 0).
+async fn submit_keyed(
+    http: &reqwest::Client,
+    base: &str,
+    n: usize,
+    clients: usize,
+    body: Value,
+    keys: usize,
+) -> anyhow::Result<Vec<Duration>> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = vec![];
     for _ in 0..clients {
@@ -161,12 +181,24 @@ async fn submit_many(
         );
         tasks.push(tokio::spawn(async move {
             let mut latencies = vec![];
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let body = match keys {
+                    0 => body.clone(),
+                    keys => {
+                        let mut keyed: Value = serde_json::from_str(&body)?;
+                        keyed["concurrency_key"] = json!(format!("k{}", i % keys));
+                        keyed.to_string()
+                    }
+                };
                 let t = Instant::now();
                 let r = http
                     .post(&url)
                     .header("content-type", "application/json")
-                    .body(body.clone())
+                    .body(body)
                     .send()
                     .await?;
                 if r.status() != reqwest::StatusCode::ACCEPTED {
@@ -312,6 +344,31 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     rows.push((
         "peak RSS after the run".into(),
         format!("{:.1} MB", server.status_kib("VmHWM:") as f64 / 1024.0),
+        "",
+    ));
+
+    // 1b. The cost of a per-key running limit: the same jobs again, each with one of
+    // `KEYS` concurrency keys, under the runtime's `noop:max_running_per_key` (every start
+    // takes a slot in the store and every end gives it back), right after the run without.
+    let t0 = Instant::now();
+    let before = succeeded(&http, &server.base).await?;
+    submit_keyed(
+        &http,
+        &server.base,
+        o.jobs,
+        o.clients,
+        json!({"type": "noop"}),
+        KEYS,
+    )
+    .await?;
+    wait_succeeded(&http, &server.base, before + o.jobs as u64).await?;
+    let keyed = o.jobs as f64 / t0.elapsed().as_secs_f64();
+    rows.push((
+        format!("end-to-end throughput, {KEYS} keys, at most {PER_KEY} running per key"),
+        format!(
+            "{keyed:.0} jobs/s ({:.2}x of without)",
+            keyed / ours.throughput
+        ),
         "",
     ));
 

@@ -196,6 +196,9 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
     let builtin = shared::adapters::builtin_settings(&config).await;
     let mut registry = Registry::builtin(&config.queue_prefix, &builtin);
     extend(&mut registry);
+    registry
+        .limit(&config.type_limits)
+        .map_err(anyhow::Error::msg)?;
     let registry = Arc::new(registry);
     let health = Arc::new(Health::new());
     let opened = open(&config, &registry, &health).await?;

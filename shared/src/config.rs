@@ -73,6 +73,9 @@ pub struct Config {
     pub audit_retention: Duration,
     /// Limits of a tenant an admin set none for (unset: no limit).
     pub tenant_defaults: crate::domain::TenantLimits,
+    /// Limits set on job types from the environment (`CONVEYOR_TYPE_LIMITS`), over the ones
+    /// they were registered with.
+    pub type_limits: Vec<crate::jobs::TypeLimit>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -303,6 +306,11 @@ impl Config {
                 max_payload_bytes: None,
                 max_running: r.optional_number("CONVEYOR_TENANT_MAX_RUNNING", 1, 1_000_000),
             },
+            type_limits: r.parsed(
+                "CONVEYOR_TYPE_LIMITS",
+                vec![],
+                crate::jobs::TypeLimit::parse_all,
+            ),
         };
         if let Some(secret) = &config.webhook_secret {
             if secret.len() < crate::auth::MIN_SECRET_BYTES {
@@ -384,6 +392,38 @@ impl Durability {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_limits_name_a_type_a_limit_and_its_value() {
+        use crate::jobs::{Limit, TypeLimit};
+        let parsed = TypeLimit::parse_all(
+            "http.fetch:rate=10/1s noop:max_running_per_key=64;x:min_interval=250ms",
+        )
+        .unwrap();
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed[0].job_type, "http.fetch");
+        assert_eq!(
+            parsed[0].limit,
+            Limit::Rate(crate::domain::Rate {
+                per: 10,
+                period: Duration::from_secs(1)
+            })
+        );
+        assert_eq!(parsed[1].limit, Limit::MaxRunningPerKey(64));
+        assert_eq!(
+            parsed[2].limit,
+            Limit::MinInterval(Duration::from_millis(250))
+        );
+        for bad in [
+            "noop",
+            "noop:rate=10",
+            "noop:rate=0/1s",
+            "noop:speed=1",
+            "noop:max_running_per_key=0",
+        ] {
+            assert_eq!(TypeLimit::parse_all(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn durations_take_units() {

@@ -18,6 +18,9 @@ pub enum OpenError {
         "CONVEYOR_BACKEND={0}: this build does not include that backend (cargo feature `{0}`)"
     )]
     NotBuilt(&'static str),
+    /// `CONVEYOR_TYPE_LIMITS` names a type that is not registered.
+    #[error("{0}")]
+    TypeLimits(String),
     #[cfg(feature = "embedded")]
     #[error(transparent)]
     Embedded(#[from] embedded::DbError),
@@ -27,7 +30,11 @@ pub enum OpenError {
 /// queue and dead-letter queue declared (embedded; on AWS the template creates them).
 pub async fn open_ports(config: &Config) -> Result<(Ports, Arc<Registry>), OpenError> {
     let registry = |settings: &crate::jobs::BuiltinSettings| {
-        Arc::new(Registry::builtin(&config.queue_prefix, settings))
+        let mut registry = Registry::builtin(&config.queue_prefix, settings);
+        registry
+            .limit(&config.type_limits)
+            .map_err(OpenError::TypeLimits)?;
+        Ok::<_, OpenError>(Arc::new(registry))
     };
     match config.backend {
         #[cfg(feature = "aws")]
@@ -36,13 +43,13 @@ pub async fn open_ports(config: &Config) -> Result<(Ports, Arc<Registry>), OpenE
             let sdk = aws::sdk_config_from_env().await;
             let backend = aws::AwsBackend::new(&sdk, aws::AwsSettings::of(config));
             let settings = with_stored_signing_key(config, &sdk);
-            Ok((backend.ports(), registry(&settings)))
+            Ok((backend.ports(), registry(&settings)?))
         }
         #[cfg(not(feature = "aws"))]
         Backend::Aws => Err(OpenError::NotBuilt("aws")),
         #[cfg(feature = "embedded")]
         Backend::Embedded => {
-            let registry = registry(&config.builtin_settings());
+            let registry = registry(&config.builtin_settings())?;
             Ok((open_embedded(config, &registry)?.ports(), registry))
         }
         #[cfg(not(feature = "embedded"))]

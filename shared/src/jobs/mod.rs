@@ -126,6 +126,55 @@ impl Registration {
     }
 }
 
+/// One limit on a job type, set from the environment (`CONVEYOR_TYPE_LIMITS`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeLimit {
+    pub job_type: String,
+    pub limit: Limit,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Limit {
+    Rate(crate::domain::Rate),
+    RatePerKey(crate::domain::Rate),
+    MaxRunningPerKey(u32),
+    MinInterval(Duration),
+}
+
+impl TypeLimit {
+    /// `<type>:<limit>=<value>`, several separated by spaces, commas or semicolons:
+    /// `rate=10/1s`, `rate_per_key=1/30s`, `max_running_per_key=2`, `min_interval=500ms`.
+    pub fn parse_all(s: &str) -> Option<Vec<TypeLimit>> {
+        s.split([' ', ',', ';'])
+            .filter(|p| !p.is_empty())
+            .map(|part| {
+                let (job_type, setting) = part.split_once(':')?;
+                let (name, value) = setting.split_once('=')?;
+                let rate = |v: &str| -> Option<crate::domain::Rate> {
+                    let (per, period) = v.split_once('/')?;
+                    let per: u32 = per.parse().ok().filter(|n| *n > 0)?;
+                    let period = crate::config::parse_duration(period).filter(|d| !d.is_zero())?;
+                    Some(crate::domain::Rate { per, period })
+                };
+                let limit = match name {
+                    "rate" => Limit::Rate(rate(value)?),
+                    "rate_per_key" => Limit::RatePerKey(rate(value)?),
+                    "max_running_per_key" => {
+                        Limit::MaxRunningPerKey(value.parse().ok().filter(|n| *n > 0)?)
+                    }
+                    "min_interval" => Limit::MinInterval(crate::config::parse_duration(value)?),
+                    _ => return None,
+                };
+                JobType::parse(job_type).ok()?;
+                Some(TypeLimit {
+                    job_type: job_type.to_string(),
+                    limit,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Settings the shipped types read from the environment (through `Config`).
 #[derive(Debug, Clone, Default)]
 pub struct BuiltinSettings {
@@ -203,6 +252,29 @@ impl Registry {
             Bulk,
         );
         r
+    }
+
+    /// Set `limits` on the registered types (each over what the type was registered with); an
+    /// error names a type that is not registered.
+    pub fn limit(&mut self, limits: &[TypeLimit]) -> Result<(), String> {
+        for l in limits {
+            let Some(registration) = self.types.get_mut(&l.job_type) else {
+                return Err(format!(
+                    "CONVEYOR_TYPE_LIMITS names type '{}', which is not registered; types: {}",
+                    l.job_type,
+                    self.names().join(", ")
+                ));
+            };
+            let r =
+                Arc::get_mut(registration).expect("limits are set before the registry is shared");
+            match l.limit.clone() {
+                Limit::Rate(rate) => r.options.rate = Some(rate),
+                Limit::RatePerKey(rate) => r.options.rate_per_key = Some(rate),
+                Limit::MaxRunningPerKey(n) => r.options.max_running_per_key = Some(n),
+                Limit::MinInterval(d) => r.options.min_interval = d,
+            }
+        }
+        Ok(())
     }
 
     pub fn register(&mut self, name: &str, options: JobOptions, handler: impl JobHandler) {
