@@ -16,6 +16,9 @@ use tokio::sync::{watch, Semaphore};
 #[derive(Debug, Clone)]
 pub struct PollerSettings {
     pub queue: String,
+    /// The type's high-priority queue, and how many batches are taken from it for each one from
+    /// `queue` while both have messages.
+    pub high: Option<(String, u32)>,
     pub batch_size: usize,
     pub concurrency: usize,
     pub visibility: Duration,
@@ -29,6 +32,8 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 const LONG_POLL: Duration = Duration::from_secs(20);
+/// With two queues, how long each is long-polled in turn while both are empty.
+const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// Build the event Lambda would receive for these messages.
 pub fn sqs_event(queue: &str, messages: &[ReceivedMessage]) -> SqsEvent {
@@ -64,6 +69,39 @@ pub fn health_name(queue: &str) -> String {
     format!("poller:{queue}")
 }
 
+/// The next batch, and the queue it came from. One queue: long-polled. With a high-priority
+/// queue: `ratio` turns in `ratio + 1` look there first, the others at the normal queue first;
+/// the other is looked at when the first is empty, and when both are, each is long-polled
+/// briefly in turn.
+async fn next_batch(
+    queue: &dyn QueueConsumer,
+    settings: &PollerSettings,
+    turn: u64,
+) -> Result<(String, Vec<ReceivedMessage>), shared::ports::QueueError> {
+    let max = settings.batch_size.max(1);
+    let Some((high, ratio)) = &settings.high else {
+        let got = queue
+            .receive(&settings.queue, max, settings.visibility, LONG_POLL)
+            .await?;
+        return Ok((settings.queue.clone(), got));
+    };
+    let ratio = u64::from((*ratio).max(1));
+    let order = if turn % (ratio + 1) < ratio {
+        [high, &settings.queue]
+    } else {
+        [&settings.queue, high]
+    };
+    for wait in [Duration::ZERO, IDLE_POLL] {
+        for name in order {
+            let got = queue.receive(name, max, settings.visibility, wait).await?;
+            if !got.is_empty() {
+                return Ok((name.clone(), got));
+            }
+        }
+    }
+    Ok((settings.queue.clone(), vec![]))
+}
+
 pub async fn run_poller(
     queue: Arc<dyn QueueConsumer>,
     worker: Worker,
@@ -74,22 +112,24 @@ pub async fn run_poller(
     let name = health_name(&settings.queue);
     let concurrency = settings.concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
+    let mut turn = 0u64;
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p.expect("semaphore open"),
             _ = stopped(&mut stop) => break,
         };
         let received = tokio::select! {
-            r = queue.receive(&settings.queue, settings.batch_size.max(1), settings.visibility, LONG_POLL) => r,
+            r = next_batch(queue.as_ref(), &settings, turn) => r,
             _ = stopped(&mut stop) => break,
         };
-        let messages = match received {
-            Ok(m) => {
+        let (from, messages) = match received {
+            Ok((from, m)) => {
                 health.up(&name);
                 if m.is_empty() {
                     continue;
                 }
-                m
+                turn += 1;
+                (from, m)
             }
             Err(e) => {
                 tracing::error!(queue = %settings.queue, error = %e, "receive failed; backing off");
@@ -98,7 +138,7 @@ pub async fn run_poller(
                 continue;
             }
         };
-        let (queue, worker, name) = (queue.clone(), worker.clone(), settings.queue.clone());
+        let (queue, worker, name) = (queue.clone(), worker.clone(), from);
         tokio::spawn(async move {
             let response = handle_sqs_batch(&worker, sqs_event(&name, &messages)).await;
             let failed: HashSet<String> = response

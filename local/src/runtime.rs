@@ -267,6 +267,9 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
     for reg in registry.iter() {
         let settings = PollerSettings {
             queue: registry.queue_name(&reg.job_type),
+            high: registry
+                .high_queue_name(&reg.job_type)
+                .zip(reg.options.high_priority_ratio),
             batch_size: reg.options.batch_size,
             concurrency: reg.options.concurrency,
             visibility: reg.options.visibility(),

@@ -219,7 +219,7 @@ impl<'a> Lifecycle<'a> {
         self.ports
             .queue
             .send(
-                &self.registry.queue_name(&job.job_type),
+                &self.registry.queue_for(&job.job_type, job.priority),
                 &body,
                 delay.min(MAX_QUEUE_DELAY),
                 job.priority,

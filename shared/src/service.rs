@@ -162,6 +162,13 @@ pub struct JobMessage {
     /// The job's tenant and its running limit, where it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_running: Option<(Tenant, u32)>,
+    /// The job's priority (0 left out), so a held job goes back to the queue it came from.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 impl JobMessage {
@@ -174,6 +181,7 @@ impl JobMessage {
                 .as_ref()
                 .map(|k| format!("{}/{}", job.tenant, k)),
             tenant_running: job.tenant_max_running.map(|max| (job.tenant.clone(), max)),
+            priority: job.priority,
         }
     }
 

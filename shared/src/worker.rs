@@ -402,7 +402,9 @@ impl Worker {
         message: &JobMessage,
         delay: Duration,
     ) -> Result<(), StoreError> {
-        let queue = self.registry.queue_name(&registration.job_type);
+        let queue = self
+            .registry
+            .queue_for(&registration.job_type, message.priority);
         let delay = delay.min(crate::domain::MAX_QUEUE_DELAY);
         self.ports
             .queue

@@ -38,6 +38,7 @@ async fn health_check_reports_the_writer_the_pollers_and_maintenance() {
         "test-count",
         "test-echo",
         "test-keyed",
+        "test-lanes",
         "test-panics",
         "test-rated",
         "test-rated-per-key",

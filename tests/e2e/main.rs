@@ -24,6 +24,7 @@ mod maintenance;
 mod metrics;
 #[path = "../../shared/tests/support/moto.rs"]
 mod moto;
+mod priorities;
 mod quotas;
 mod rates;
 mod retries;

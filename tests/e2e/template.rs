@@ -130,6 +130,43 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
             assert!(arns.contains(&queue), "{policy} lacks {queue}: {arns:?}");
         }
         expected_queues.extend([format!("{l}Queue"), format!("{l}DeadLetterQueue")]);
+        // A type with a high-priority queue: the same settings and dead-letter queue, and an
+        // event source of its own on the same function, `ratio` times the concurrency.
+        if let Some(ratio) = o.high_priority_ratio {
+            let high = &t["Resources"][format!("{l}HighQueue").as_str()]["Properties"];
+            assert_eq!(
+                tagged(&high["QueueName"]).map(|n| n.1),
+                Some(format!(
+                    "{prefix}{}",
+                    registry.high_queue_name(&reg.job_type).unwrap()
+                )),
+                "{l}"
+            );
+            assert_eq!(high["VisibilityTimeout"], queue["VisibilityTimeout"], "{l}");
+            assert_eq!(high["RedrivePolicy"], queue["RedrivePolicy"], "{l}");
+            let source = &worker["Properties"]["Events"]["HighQueue"]["Properties"];
+            assert_eq!(
+                tagged(&source["Queue"]).map(|q| q.1),
+                Some(format!("{l}HighQueue.Arn"))
+            );
+            assert_eq!(num(&source["BatchSize"]), o.batch_size as u64, "{l}");
+            assert_eq!(
+                num(&source["ScalingConfig"]["MaximumConcurrency"]),
+                (o.concurrency * ratio as usize).clamp(2, 1000) as u64,
+                "{l}"
+            );
+            let granted = &t["Resources"]["SendPolicy"]["Properties"]["PolicyDocument"]
+                ["Statement"][0]["Resource"];
+            assert!(
+                granted
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|r| tagged(r).map(|t| t.1) == Some(format!("{l}HighQueue.Arn"))),
+                "SendPolicy lacks {l}HighQueue"
+            );
+            expected_queues.insert(format!("{l}HighQueue"));
+        }
         expected_workers.insert(format!("{l}WorkerFunction"));
     }
 

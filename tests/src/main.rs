@@ -168,6 +168,17 @@ fn test_types(registry: &mut Registry) {
         shared::jobs::Sleep,
     );
     registry.register("test.echo", fixable.clone(), Echo);
+    registry.register(
+        "test.lanes",
+        JobOptions {
+            high_priority_ratio: Some(2),
+            concurrency: 1,
+            batch_size: 1,
+            execution: shared::jobs::Execution::Task,
+            ..JobOptions::default()
+        },
+        shared::jobs::Sleep,
+    );
     registry.register("test.panics", fixable.clone(), Panics);
     registry.register("test.broken", fixable, Broken);
 }

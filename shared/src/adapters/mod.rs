@@ -134,13 +134,14 @@ pub fn queue_settings(
     registry: &Registry,
 ) -> Vec<(String, embedded::QueueSettings)> {
     registry
-        .iter()
-        .map(|r| {
+        .all_queues()
+        .into_iter()
+        .map(|(r, queue, dlq)| {
             (
-                registry.queue_name(&r.job_type),
+                queue,
                 embedded::QueueSettings {
                     max_receive_count: config.max_receive_count,
-                    dead_letter_queue: Some(registry.dead_letter_queue_name(&r.job_type)),
+                    dead_letter_queue: Some(dlq),
                     dead_letter_retention: r.options.retention,
                 },
             )
@@ -153,10 +154,11 @@ pub fn queue_settings(
 #[cfg(feature = "aws")]
 pub fn queue_specs(config: &Config, registry: &Registry) -> Vec<aws::QueueSpec> {
     registry
-        .iter()
-        .map(|r| aws::QueueSpec {
-            name: registry.queue_name(&r.job_type),
-            dead_letter_queue: registry.dead_letter_queue_name(&r.job_type),
+        .all_queues()
+        .into_iter()
+        .map(|(r, name, dead_letter_queue)| aws::QueueSpec {
+            name,
+            dead_letter_queue,
             max_receive_count: config.max_receive_count,
             visibility: r.options.visibility(),
         })

@@ -1466,6 +1466,8 @@ async fn types(State(state): State<Arc<ApiState>>) -> Json<Value> {
         "types": registry.iter().map(|r| json!({
             "type": r.job_type,
             "queue": registry.queue_name(&r.job_type),
+            "high_priority_queue": registry.high_queue_name(&r.job_type),
+            "high_priority_ratio": r.options.high_priority_ratio,
             "max_attempts": r.options.max_attempts,
             "timeout_ms": r.options.timeout.as_millis() as u64,
             "concurrency": r.options.concurrency,

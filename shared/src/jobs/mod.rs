@@ -62,6 +62,10 @@ pub struct JobOptions {
     /// At most this many jobs of this type running at once for each concurrency key of each
     /// tenant; one over it waits (without using an attempt) until a slot frees.
     pub max_running_per_key: Option<u32>,
+    /// A queue of its own for high-priority jobs (submitted with `priority` above 0), and how
+    /// many batches its workers take from it for each one from the normal queue while both have
+    /// jobs (on Lambda: its event source's concurrency, as a multiple of the normal one's).
+    pub high_priority_ratio: Option<u32>,
     /// How long a finished job is kept.
     pub retention: Duration,
     /// Where the handler runs: see `Execution`.
@@ -94,6 +98,7 @@ impl Default for JobOptions {
             rate: None,
             rate_per_key: None,
             max_running_per_key: None,
+            high_priority_ratio: None,
             retention: Duration::from_secs(7 * 24 * 3600),
             execution: Execution::Thread,
         }
@@ -231,7 +236,11 @@ impl Registry {
         );
         r.register(
             "http.fetch",
-            http.clone(),
+            JobOptions {
+                // (Fetches a user waits for jump the queue of a crawl's thousands.)
+                high_priority_ratio: Some(4),
+                ..http.clone()
+            },
             HttpFetch::new(settings.fetch_max_bytes, outbound.clone()),
         );
         r.register(
@@ -312,6 +321,37 @@ impl Registry {
 
     pub fn dead_letter_queue_name(&self, job_type: &JobType) -> String {
         format!("{}-dlq", self.queue_name(job_type))
+    }
+
+    /// The high-priority queue of a type that has one (`high_priority_ratio`):
+    /// `<queue>-high`, with the same dead-letter queue.
+    pub fn high_queue_name(&self, job_type: &JobType) -> Option<String> {
+        self.get(job_type.as_str())?
+            .options
+            .high_priority_ratio
+            .map(|_| format!("{}-high", self.queue_name(job_type)))
+    }
+
+    /// The queue a job of `job_type` with `priority` goes through: the type's high-priority
+    /// queue for a priority above 0, where it has one; else its queue.
+    pub fn queue_for(&self, job_type: &JobType, priority: i32) -> String {
+        match self.high_queue_name(job_type) {
+            Some(high) if priority > 0 => high,
+            _ => self.queue_name(job_type),
+        }
+    }
+
+    /// Every queue of every type, with the type's dead-letter queue.
+    pub fn all_queues(&self) -> Vec<(Arc<Registration>, String, String)> {
+        self.iter()
+            .flat_map(|r| {
+                let dlq = self.dead_letter_queue_name(&r.job_type);
+                std::iter::once(self.queue_name(&r.job_type))
+                    .chain(self.high_queue_name(&r.job_type))
+                    .map(move |q| (r.clone(), q, dlq.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 }
 
