@@ -15,7 +15,8 @@ pub struct Under {
     /// Whether `JobStore::delete_expired` deletes (the embedded backend); on DynamoDB TTL does.
     pub deletes_expired: bool,
     /// Whether two conditional writes sent at once are decided one after the other (every real
-    /// backend; moto checks conditions without locking the item, so two may both pass).
+    /// backend; moto alone checks conditions without locking the item, so two may both pass:
+    /// the suite runs it through `infra/moto/serve.py`).
     pub atomic_under_concurrency: bool,
     /// Whether a receipt from an earlier receive of a message is refused (embedded).
     pub refuses_stale_receipts: bool,
@@ -113,7 +114,7 @@ pub async fn moto_under() -> Under {
         refuses_stale_receipts: false,
         // moto decides concurrent conditional writes without a lock; LocalStack (DynamoDB
         // Local) and AWS do not.
-        atomic_under_concurrency: std::env::var("CONVEYOR_TEST_AWS_ATOMIC").is_ok_and(|v| v == "1"),
+        atomic_under_concurrency: moto::atomic(),
         queue,
         dlq,
         plain,

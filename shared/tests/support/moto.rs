@@ -9,18 +9,32 @@ use std::time::{Duration, Instant};
 
 static ENDPOINT: OnceLock<String> = OnceLock::new();
 
-fn server_path() -> String {
+/// The command that starts the server (given `-H <host> -p <port>`): `MOTO_SERVER`, else
+/// `infra/moto/serve.py` with the venv's Python (moto deciding DynamoDB requests one at a time,
+/// as DynamoDB applies conditional writes), else `moto_server` on the PATH.
+fn server_command() -> Vec<String> {
     if let Ok(p) = std::env::var("MOTO_SERVER") {
-        return p;
+        return vec![p];
     }
-    let venv = format!(
-        "{}/.cache/conveyor-venv/bin/moto_server",
+    let python = format!(
+        "{}/.cache/conveyor-venv/bin/python3",
         std::env::var("HOME").unwrap_or_default()
     );
-    if std::path::Path::new(&venv).exists() {
-        return venv;
+    let serve = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/moto/serve.py");
+    if std::path::Path::new(&python).exists() {
+        return vec![python, serve.into()];
     }
-    "moto_server".into()
+    vec!["moto_server".into()]
+}
+
+/// Whether the suite's own server decides concurrent conditional writes one after the other
+/// (as DynamoDB does): `infra/moto/serve.py` does; an emulator given by
+/// `CONVEYOR_TEST_AWS_ENDPOINT` does if `CONVEYOR_TEST_AWS_ATOMIC=1` says so.
+pub fn atomic() -> bool {
+    match std::env::var("CONVEYOR_TEST_AWS_ENDPOINT") {
+        Ok(_) => std::env::var("CONVEYOR_TEST_AWS_ATOMIC").is_ok_and(|v| v == "1"),
+        Err(_) => std::env::var("MOTO_SERVER").is_err() && server_command().len() == 2,
+    }
 }
 
 /// Start moto once; a watchdog shell stops it when this test process is gone.
@@ -36,14 +50,15 @@ pub fn endpoint() -> String {
                 .unwrap()
                 .port();
             let script = format!(
-                "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+                "\"$@\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
                  while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill $m",
                 pid = std::process::id()
             );
             // Not waited for: the watchdog lives as long as this process, by design.
             #[allow(clippy::zombie_processes)]
             Command::new("sh")
-                .args(["-c", &script, &server_path()])
+                .args(["-c", &script, "moto"])
+                .args(server_command())
                 .stdin(Stdio::null())
                 .spawn()
                 .expect("start moto_server (pip install 'moto[server]', or set MOTO_SERVER)");
