@@ -11,15 +11,24 @@ use std::time::Duration;
 /// Wait until job `id` succeeded (an emulator under load may answer a poll with a 5xx: the
 /// next poll asks again); the job then.
 async fn succeeded(app: &TestApp, id: &str) -> serde_json::Value {
+    let caller = crate::helpers::Caller {
+        app,
+        client: app.client.clone(),
+    };
+    succeeded_as(&caller, &format!("/v1/jobs/{id}")).await
+}
+
+/// `succeeded`, read by `caller` at `path`.
+async fn succeeded_as(caller: &crate::helpers::Caller<'_>, path: &str) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let (status, job) = app.get(&format!("/v1/jobs/{id}")).await;
+        let (status, job) = caller.get(path).await;
         if status == reqwest::StatusCode::OK && job["status"] == "succeeded" {
             return job;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "job {id} did not succeed: {status} {job}"
+            "{path} did not succeed: {status} {job}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -209,18 +218,7 @@ async fn runs_of(
     let admin = app.as_caller(Some(&crate::helpers::token("ops", &["admin"])));
     let mut runs = vec![];
     for id in ids {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        let job = loop {
-            let (status, job) = admin.get(&format!("/v1/jobs/{id}?tenant={tenant}")).await;
-            if status == reqwest::StatusCode::OK && job["status"] == "succeeded" {
-                break job;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{id}: {status} {job}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let job = succeeded_as(&admin, &format!("/v1/jobs/{id}?tenant={tenant}")).await;
         assert_eq!(job["attempt"], 1, "waiting uses no attempt: {job}");
         let at = |f: &str| {
             DateTime::parse_from_rfc3339(job[f].as_str().unwrap())
