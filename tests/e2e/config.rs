@@ -60,6 +60,16 @@ const BAD: &[(&str, &[&str])] = &[
         "CONVEYOR_TENANT_SUBMITS_PER_SECOND",
         &["0", "1.5", "10000001"],
     ),
+    ("CONVEYOR_TENANT_MAX_RUNNING", &["0", "-1", "1000001"]),
+    (
+        "CONVEYOR_TYPE_LIMITS",
+        &[
+            "noop",
+            "noop:rate=0/1s",
+            "noop:speed=1",
+            "noop:max_running_per_key=x",
+        ],
+    ),
 ];
 
 /// Variables that take any value (a path, a secret): documented, nothing to refuse.
