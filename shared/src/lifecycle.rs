@@ -209,21 +209,64 @@ impl<'a> Lifecycle<'a> {
         }
     }
 
-    /// Send a queued job's message (with the delay left until its run time, within the queue's
-    /// limit); nothing for any other status. The one way a job's message is sent.
-    pub async fn dispatch(&self, job: &Job, now: DateTime<Utc>) -> Result<(), QueueError> {
-        let Some(delay) = job.dispatch_delay(now) else {
-            return Ok(());
-        };
-        let body = JobMessage::of(job).to_body();
-        self.ports
-            .queue
-            .send(
-                &self.registry.queue_for(&job.job_type, job.priority),
-                &body,
+    /// What follows the creation of new jobs together (a batch submit): as `follow` for each,
+    /// with their events published together and their messages sent together per queue.
+    pub async fn follow_new(&self, jobs: &[Job], now: DateTime<Utc>) {
+        let mut events = vec![];
+        let mut queues: std::collections::BTreeMap<
+            String,
+            Vec<(String, std::time::Duration, i32)>,
+        > = Default::default();
+        for job in jobs {
+            count_change(job);
+            events.extend(job.lifecycle_event());
+            if let Some((queue, message)) = self.message_of(job, now) {
+                queues.entry(queue).or_default().push(message);
+            }
+        }
+        match self.batch {
+            Some(batch) => batch.0.lock().unwrap().extend(events),
+            None if events.is_empty() => {}
+            None => {
+                if let Err(e) = self.ports.events.publish_all(&events).await {
+                    tracing::warn!(error = %e, "lifecycle events of new jobs not published");
+                }
+            }
+        }
+        for (queue, messages) in queues {
+            if let Err(e) = self.ports.queue.send_all(&queue, &messages).await {
+                tracing::warn!(queue, error = %e, "jobs queued but their messages not all sent; maintenance re-dispatches them");
+            }
+        }
+    }
+
+    /// A queued job's message: its queue, and its body, delay (the time left until its run
+    /// time, within the queue's limit) and priority; `None` for any other status. What every
+    /// message of a job is made from.
+    fn message_of(
+        &self,
+        job: &Job,
+        now: DateTime<Utc>,
+    ) -> Option<(String, (String, std::time::Duration, i32))> {
+        let delay = job.dispatch_delay(now)?;
+        Some((
+            self.registry.queue_for(&job.job_type, job.priority),
+            (
+                JobMessage::of(job).to_body(),
                 delay.min(MAX_QUEUE_DELAY),
                 job.priority,
-            )
+            ),
+        ))
+    }
+
+    /// Send a queued job's message; nothing for any other status.
+    pub async fn dispatch(&self, job: &Job, now: DateTime<Utc>) -> Result<(), QueueError> {
+        let Some((queue, (body, delay, priority))) = self.message_of(job, now) else {
+            return Ok(());
+        };
+        self.ports
+            .queue
+            .send(&queue, &body, delay, priority)
             .await
             .map(|_| ())
     }

@@ -161,6 +161,16 @@ pub trait JobStore: Send + Sync {
     async fn create(&self, job: &Job) -> Result<Created, StoreError> {
         self.create_with(job, &CreateWith::default()).await
     }
+    /// Write new jobs together (a batch submit, with one audit entry for it), in order: each
+    /// `New`, or `Existing` where its idempotency key was used before (by an earlier job or an
+    /// earlier one of the batch). With `atomic`, the new ones are written all in one write or
+    /// none (`Rejected` when the backend cannot hold them in one). No quota applies here.
+    async fn create_batch(
+        &self,
+        jobs: &[Job],
+        audit: Option<&AuditEntry>,
+        atomic: bool,
+    ) -> Result<Vec<Created>, StoreError>;
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
     /// Start a job in one conditional write: if it is `queued` with `run_at <= due_by`, apply
     /// `Job::start(now)` and return the result (`Running`); otherwise return it as stored
@@ -254,6 +264,17 @@ pub trait QueueSender: Send + Sync {
         delay: Duration,
         priority: i32,
     ) -> Result<String, QueueError>;
+    /// Several messages to one queue: `(body, delay, priority)` each (SQS: ten a request).
+    async fn send_all(
+        &self,
+        queue: &str,
+        messages: &[(String, Duration, i32)],
+    ) -> Result<(), QueueError> {
+        for (body, delay, priority) in messages {
+            self.send(queue, body, *delay, *priority).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Consuming a queue: visibility timeout, receive count, dead-letter queue after too many

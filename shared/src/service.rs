@@ -52,6 +52,9 @@ pub enum ServiceError {
     /// The scheduler service refused the definition.
     #[error("{0}")]
     ScheduleRefused(String),
+    /// An atomic batch with refused items (by index, with why): nothing was created.
+    #[error("{} of the batch's jobs are refused; nothing was created (atomic)", .0.len())]
+    InvalidBatch(Vec<(usize, ServiceError)>),
 }
 
 impl From<crate::ports::TriggerError> for ServiceError {
@@ -112,6 +115,22 @@ impl SubmitRequest {
         hex::encode(Sha256::digest(canonical.as_bytes()))
     }
 }
+
+/// The job an earlier submit with the same idempotency key made, if that submit asked for the
+/// same (`fingerprint`); else the conflict. (A job stored before fingerprints were kept has
+/// none: taken as the same request.)
+fn same_request(existing: Job, fingerprint: Option<&str>) -> Result<(Job, bool), ServiceError> {
+    match &existing.request_fingerprint {
+        Some(f) if Some(f.as_str()) != fingerprint => Err(ServiceError::IdempotencyConflict(
+            existing.idempotency_key.clone().expect("found by its key"),
+            existing.id,
+        )),
+        _ => Ok((existing, false)),
+    }
+}
+
+/// Most jobs one batch submit may carry.
+pub const BATCH_MAX: usize = 1000;
 
 /// JSON with object keys sorted at every depth.
 fn write_canonical(value: &Value, out: &mut String) {
@@ -350,6 +369,169 @@ impl JobService {
         req: SubmitRequest,
         audit: Option<AuditEntry>,
     ) -> Result<(Job, bool), ServiceError> {
+        let limits = self.limits_of(&tenant).await?;
+        let debounce = req.debounce.clone();
+        let (job, fingerprint) = self.prepare(tenant, req, &limits, Utc::now())?;
+        let now = job.created_at;
+        let with = CreateWith {
+            audit: audit.map(|mut entry| {
+                entry.job_id = Some(job.id);
+                entry
+            }),
+            admission: Admission {
+                max_active: limits.max_active,
+                per_second: limits.submits_per_second,
+                window: now.timestamp(),
+            },
+        };
+        match debounce {
+            Some(d) => self.submit_debounced(job, &with, &d).await,
+            None => self.create(job, &with, fingerprint).await,
+        }
+    }
+
+    /// Accept up to `BATCH_MAX` jobs at once: each item's outcome in order (its job, new or an
+    /// idempotency key's earlier one, or why it was refused), with the new ones written together
+    /// (one commit on SQLite; batch writes on DynamoDB) and their messages sent together. With
+    /// `atomic`, either every valid item is written or, if any item is refused,
+    /// `InvalidBatch` and nothing. `audit` is one entry for the whole batch.
+    pub async fn submit_batch(
+        &self,
+        tenant: Tenant,
+        items: Vec<SubmitRequest>,
+        atomic: bool,
+        audit: Option<AuditEntry>,
+    ) -> Result<Vec<Result<(Job, bool), ServiceError>>, ServiceError> {
+        let limits = self.limits_of(&tenant).await?;
+        let now = Utc::now();
+        let prepared = self.prepare_batch(&tenant, items, &limits, now);
+        if atomic && prepared.iter().any(Result::is_err) {
+            return Err(ServiceError::InvalidBatch(
+                prepared
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| p.err().map(|e| (i, e)))
+                    .collect(),
+            ));
+        }
+        let with_quota = limits.max_active.is_some() || limits.submits_per_second.is_some();
+        if with_quota {
+            // Each job within the tenant's quota, one after the other, as single submits are.
+            if atomic {
+                return Err(ValidationError::new(
+                    "atomic",
+                    "an atomic batch is not available to a tenant with a quota (max_active or \
+                     submits_per_second): send the batch without atomic",
+                )
+                .into());
+            }
+            let admission = Admission {
+                max_active: limits.max_active,
+                per_second: limits.submits_per_second,
+                window: now.timestamp(),
+            };
+            if let Some(entry) = &audit {
+                if let Err(e) = self.ports.audit.record(entry).await {
+                    tracing::warn!(error = %e, "a batch submit's audit entry was not written");
+                }
+            }
+            let mut out = Vec::with_capacity(prepared.len());
+            for p in prepared {
+                out.push(match p {
+                    Ok((job, fingerprint)) => {
+                        let with = CreateWith {
+                            audit: None,
+                            admission,
+                        };
+                        self.create(job, &with, fingerprint).await
+                    }
+                    Err(e) => Err(e),
+                });
+            }
+            return Ok(out);
+        }
+        let jobs: Vec<Job> = prepared
+            .iter()
+            .filter_map(|p| p.as_ref().ok().map(|(job, _)| job.clone()))
+            .collect();
+        let created = self
+            .ports
+            .store
+            .create_batch(&jobs, audit.as_ref(), atomic)
+            .await?;
+        let mut created = created.into_iter().zip(jobs);
+        let mut new = vec![];
+        let out = prepared
+            .into_iter()
+            .map(|p| {
+                let (_, fingerprint) = p?;
+                match created.next().expect("one outcome a job") {
+                    (Created::New, job) => {
+                        new.push(job.clone());
+                        Ok((job, true))
+                    }
+                    (Created::Existing(existing), _) => {
+                        same_request(*existing, fingerprint.as_deref())
+                    }
+                    (Created::OverQuota { max }, _) => Err(ServiceError::QuotaExceeded { max }),
+                    (Created::RateLimited { per_second }, _) => {
+                        Err(ServiceError::RateLimited { per_second })
+                    }
+                }
+            })
+            .collect();
+        // The jobs are durable now; a message not sent is re-dispatched by maintenance.
+        self.lifecycle().follow_new(&new, now).await;
+        Ok(out)
+    }
+
+    /// Each job of a batch prepared (`prepare`), or why it is refused.
+    fn prepare_batch(
+        &self,
+        tenant: &Tenant,
+        items: Vec<SubmitRequest>,
+        limits: &TenantLimits,
+        now: DateTime<Utc>,
+    ) -> Vec<Result<(Job, Option<String>), ServiceError>> {
+        items
+            .into_iter()
+            .map(|req| {
+                if req.debounce.is_some() {
+                    return Err(ValidationError::new(
+                        "debounce",
+                        "is not available in a batch: submit a debounced job on its own",
+                    )
+                    .into());
+                }
+                self.prepare(tenant.clone(), req, limits, now)
+            })
+            .collect()
+    }
+
+    /// Which jobs of a batch would be refused before anything is stored (by index, with why).
+    pub async fn batch_refusals(
+        &self,
+        tenant: &Tenant,
+        items: Vec<SubmitRequest>,
+    ) -> Result<Vec<(usize, ServiceError)>, ServiceError> {
+        let limits = self.limits_of(tenant).await?;
+        Ok(self
+            .prepare_batch(tenant, items, &limits, Utc::now())
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.err().map(|e| (i, e)))
+            .collect())
+    }
+
+    /// A submit's job, checked against its type and the tenant's limits but not stored, and the
+    /// request's fingerprint (with an idempotency key).
+    fn prepare(
+        &self,
+        tenant: Tenant,
+        req: SubmitRequest,
+        limits: &TenantLimits,
+        now: DateTime<Utc>,
+    ) -> Result<(Job, Option<String>), ServiceError> {
         let registration = self.registry.get(req.job_type.as_str()).ok_or_else(|| {
             ValidationError::new(
                 "type",
@@ -360,7 +542,6 @@ impl JobService {
                 ),
             )
         })?;
-        let limits = self.limits_of(&tenant).await?;
         let max_payload = limits.max_payload_bytes.unwrap_or(self.max_payload_bytes);
         let size = serde_json::to_vec(&req.payload).map_or(0, |v| v.len());
         if size > max_payload {
@@ -370,7 +551,6 @@ impl JobService {
             });
         }
         registration.handler.validate(&req.payload)?;
-        let now = Utc::now();
         let run_at = match (&req.debounce, req.run_at, req.delay) {
             (Some(d), _, _) => d.run_at(now, now),
             (None, Some(at), _) => at,
@@ -379,7 +559,6 @@ impl JobService {
             }
             (None, None, None) => now,
         };
-        let debounce = req.debounce.clone();
         let options = &registration.options;
         let fingerprint = req.idempotency_key.as_ref().map(|_| req.fingerprint());
         let mut job = Job::create(
@@ -401,21 +580,7 @@ impl JobService {
         job.holds_slot = limits.max_active.is_some();
         job.concurrency_key = req.concurrency_key;
         job.tenant_max_running = limits.max_running;
-        let with = CreateWith {
-            audit: audit.map(|mut entry| {
-                entry.job_id = Some(job.id);
-                entry
-            }),
-            admission: Admission {
-                max_active: limits.max_active,
-                per_second: limits.submits_per_second,
-                window: now.timestamp(),
-            },
-        };
-        match debounce {
-            Some(d) => self.submit_debounced(job, &with, &d).await,
-            None => self.create(job, &with, fingerprint).await,
-        }
+        Ok((job, fingerprint))
     }
 
     /// Write a new job (within its tenant's limits; an idempotency key's earlier job instead),
@@ -432,17 +597,7 @@ impl JobService {
             Created::RateLimited { per_second } => {
                 return Err(ServiceError::RateLimited { per_second })
             }
-            // (A job stored before fingerprints were kept has none: taken as the same request.)
-            Created::Existing(existing)
-                if existing.request_fingerprint.is_some()
-                    && existing.request_fingerprint != fingerprint =>
-            {
-                return Err(ServiceError::IdempotencyConflict(
-                    existing.idempotency_key.clone().expect("found by its key"),
-                    existing.id,
-                ))
-            }
-            Created::Existing(existing) => return Ok((*existing, false)),
+            Created::Existing(existing) => return same_request(*existing, fingerprint.as_deref()),
             Created::New => {}
         }
         // The job is durable now. If the message cannot be sent, maintenance re-dispatches it

@@ -352,7 +352,16 @@ impl TestApp {
     /// `GET /v1/stats` once `done` holds of it (or after 15 s): on the AWS backend the counts
     /// are kept from the table's stream, a second or so behind the jobs.
     pub async fn stats_when(&self, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        self.stats_when_within(Duration::from_secs(15), done).await
+    }
+
+    /// `stats_when`, waiting up to `within`.
+    pub async fn stats_when_within(
+        &self,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + within;
         loop {
             let stats = self.stats().await;
             if done(&stats) || std::time::Instant::now() > deadline {

@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod aws_backend;
 mod bad_input;
+mod batch;
 mod cancel;
 mod cli;
 mod config;

@@ -210,6 +210,9 @@ impl From<ServiceError> for ApiError {
                 Self::new(StatusCode::BAD_REQUEST, "unknown_type", v.message).field("type")
             }
             ServiceError::Invalid(v) => Self::invalid(v),
+            ServiceError::InvalidBatch(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_batch", message).field("jobs")
+            }
             ServiceError::PayloadTooLarge { .. } => {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
                     .field("payload")
@@ -325,6 +328,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/schedules/{name}/resume"),
     ("get", "/v1/schedules/{name}/runs"),
     ("post", "/v1/jobs/bulk"),
+    ("post", "/v1/jobs/batch"),
     ("get", "/v1/dead-letters"),
     ("post", "/v1/dead-letters/redrive"),
 ];
@@ -356,7 +360,7 @@ pub fn route_params(route: &str) -> &'static [&'static str] {
         | "/v1/schedules/{name}/pause"
         | "/v1/schedules/{name}/resume"
         | "/v1/schedules/{name}/runs" => &["tenant"],
-        "/v1/jobs/bulk" | "/v1/dead-letters/redrive" => &["tenant"],
+        "/v1/jobs/bulk" | "/v1/jobs/batch" | "/v1/dead-letters/redrive" => &["tenant"],
         "/v1/dead-letters" => &["type", "limit", "cursor", "tenant"],
         "/v1/audit" => &["tenant", "since", "limit", "anonymous"],
         _ => &[],
@@ -405,6 +409,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/schedules/{name}/resume", post(schedules::resume))
         .route("/v1/schedules/{name}/runs", get(schedules::runs))
         .route("/v1/jobs/bulk", post(bulk::bulk))
+        .route("/v1/jobs/batch", post(submit_batch))
         .route("/v1/dead-letters", get(bulk::dead_letters))
         .route("/v1/dead-letters/redrive", post(bulk::redrive))
         .route_layer(axum::middleware::from_fn(only_known_params))
@@ -869,11 +874,16 @@ pub fn parse_submit(
             format!("request body is not valid JSON: {e}"),
         )
     })?;
+    submit_of(value, idempotency_header)
+}
+
+/// A submit from its JSON (a request body, or one job of a batch).
+fn submit_of(value: Value, idempotency_header: Option<&str>) -> Result<SubmitRequest, ApiError> {
     let Value::Object(mut obj) = value else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "malformed_json",
-            "request body must be a JSON object",
+            "a job must be a JSON object",
         ));
     };
     const KNOWN: [&str; 10] = [
@@ -1155,6 +1165,164 @@ async fn submit_as(
         Json(job),
     )
         .into_response())
+}
+
+/// Largest batch submit body.
+const BATCH_BYTES: usize = 5 * 1024 * 1024;
+
+/// One item's outcome in a batch answer: its job (id and status) and whether it is new, or its
+/// error as a single submit would have answered it.
+fn batch_item(index: usize, outcome: Result<(crate::domain::Job, bool), ApiError>) -> Value {
+    match outcome {
+        Ok((job, new)) => json!({
+            "index": index,
+            "status": if new { 202 } else { 200 },
+            "job": { "id": job.id, "status": job.status },
+        }),
+        Err(e) => json!({
+            "index": index,
+            "status": e.status.as_u16(),
+            "error": { "code": e.code, "message": e.message, "field": e.field },
+        }),
+    }
+}
+
+/// `POST /v1/jobs/batch {"jobs": [...], "atomic": false}`: up to 1,000 jobs, each as `POST
+/// /v1/jobs` takes one; 200 with each one's outcome in order. With `atomic`, a batch with any
+/// refused job is a 400 listing those, and nothing is created.
+async fn submit_batch(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+    request: Request,
+) -> ApiResult<Response> {
+    caller.require(Role::Submitter)?;
+    let tenant = caller.tenant(&q)?;
+    let body = to_bytes(request.into_body(), BATCH_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("a batch body is at most {BATCH_BYTES} bytes: send it in parts"),
+            )
+            .field("jobs")
+        })?;
+    let mut obj = json_object(&body, &["jobs", "atomic"], false)?;
+    let atomic = match obj.remove("atomic") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(bad("atomic", "must be true or false")),
+    };
+    let jobs = match obj.remove("jobs") {
+        Some(Value::Array(jobs)) if (1..=crate::service::BATCH_MAX).contains(&jobs.len()) => jobs,
+        Some(Value::Array(_)) => {
+            return Err(bad(
+                "jobs",
+                &format!("must hold 1 to {} jobs", crate::service::BATCH_MAX),
+            ))
+        }
+        _ => return Err(bad("jobs", "must be an array of jobs")),
+    };
+    let n = jobs.len();
+    // Each job parsed as a single submit is; the parsed ones go on, with where they were.
+    let mut outcomes: Vec<Option<Result<(crate::domain::Job, bool), ApiError>>> =
+        (0..n).map(|_| None).collect();
+    let mut parsed = vec![];
+    for (i, job) in jobs.into_iter().enumerate() {
+        match submit_of(job, None) {
+            Ok(req) => parsed.push((i, req)),
+            Err(e) => outcomes[i] = Some(Err(e)),
+        }
+    }
+    let refused = |outcomes: Vec<Option<Result<(crate::domain::Job, bool), ApiError>>>| {
+        let errors: Vec<Value> = outcomes
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, o)| match o {
+                Some(Err(e)) => Some(batch_item(i, Err(e))),
+                _ => None,
+            })
+            .collect();
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "error": {
+                    "code": "invalid_batch",
+                    "message": format!("{} of the batch's {n} jobs are refused; nothing was created (atomic)", errors.len()),
+                    "field": "jobs",
+                },
+                "results": errors,
+            })),
+        )
+            .into_response()
+    };
+    let (at, reqs): (Vec<usize>, Vec<SubmitRequest>) = parsed.into_iter().unzip();
+    if atomic && at.len() < n {
+        // Refused as a whole: with what the others would be refused for, too.
+        let more = state
+            .service
+            .batch_refusals(&tenant, reqs)
+            .await
+            .map_err(ApiError::from)?;
+        for (i, e) in more {
+            outcomes[at[i]] = Some(Err(ApiError::from(e)));
+        }
+        audit(
+            &state,
+            &caller,
+            &tenant,
+            "job.submit_batch",
+            None,
+            "invalid_batch",
+        )
+        .await;
+        return Ok(refused(outcomes));
+    }
+    let entry = caller.actor().entry(
+        Some(tenant.clone()),
+        "job.submit_batch",
+        None,
+        "ok",
+        chrono::Utc::now(),
+        state.audit_retention,
+    );
+    // (The outcome as it is: an atomic batch's refusals are answered item by item.)
+    let submitted = detached(&state, |state| async move {
+        Ok(state
+            .service
+            .submit_batch(tenant, reqs, atomic, Some(entry))
+            .await)
+    })
+    .await?;
+    match submitted {
+        Ok(results) => {
+            for (i, r) in at.iter().zip(results) {
+                outcomes[*i] = Some(r.map_err(ApiError::from));
+            }
+        }
+        Err(ServiceError::InvalidBatch(errors)) => {
+            for (i, e) in errors {
+                outcomes[at[i]] = Some(Err(ApiError::from(e)));
+            }
+            return Ok(refused(outcomes));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let results: Vec<Value> = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| batch_item(i, o.expect("every job has its outcome")))
+        .collect();
+    let count = |status: u64| results.iter().filter(|r| r["status"] == status).count();
+    let (created, existing) = (count(202), count(200));
+    Ok(Json(json!({
+        "created": created,
+        "existing": existing,
+        "refused": n - created - existing,
+        "results": results,
+    }))
+    .into_response())
 }
 
 async fn get_job(

@@ -280,6 +280,15 @@ const OPS: &[OpRow] = &[
         "Job",
     ),
     (
+        "post",
+        "/v1/jobs/batch",
+        "Submit up to 1,000 jobs at once: 200 and each one's outcome in order (202 created, 200 an idempotency key's earlier job, or its error); with atomic, any refused job makes it a 400 listing them, and nothing is created",
+        Some("submitter"),
+        Some("BatchRequest"),
+        200,
+        "BatchResults",
+    ),
+    (
         "get",
         "/v1/dead-letters",
         "The tenant's dead jobs, newest first, each with why (error; kind dead_letter: its message reached the dead-letter queue)",

@@ -677,3 +677,61 @@ pub async fn a_new_run_starts_with_its_own_heartbeat_and_no_progress(b: Under) {
         Some(start.timestamp_micros())
     );
 }
+
+pub async fn a_batch_is_written_together_each_job_new_or_its_keys_earlier_one(b: Under) {
+    let tenant = format!("t{}", crate::helpers::unique());
+    let keyed = |key: &str| {
+        let mut j = job(&tenant, "noop");
+        j.idempotency_key = Some(IdempotencyKey::parse(key).unwrap());
+        j
+    };
+    // GIVEN a job made earlier with key "a"
+    let earlier = keyed("a");
+    assert!(matches!(
+        b.ports.store.create(&earlier).await.unwrap(),
+        Created::New
+    ));
+    // WHEN a batch holds a job without a key, one with key "a", two with key "b", and 30
+    // without keys (more than one batch write)
+    let mut batch = vec![job(&tenant, "noop"), keyed("a"), keyed("b"), keyed("b")];
+    batch.extend((0..30).map(|_| job(&tenant, "noop")));
+    let created = b
+        .ports
+        .store
+        .create_batch(&batch, None, false)
+        .await
+        .unwrap();
+    // THEN the keyless ones are new; "a" answers the earlier job; "b" makes one job
+    assert_eq!(created.len(), batch.len());
+    assert!(matches!(created[0], Created::New));
+    match &created[1] {
+        Created::Existing(found) => assert_eq!(found.id, earlier.id),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(created[2], Created::New));
+    match &created[3] {
+        Created::Existing(found) => assert_eq!(found.id, batch[2].id),
+        other => panic!("{other:?}"),
+    }
+    for (i, c) in created.iter().enumerate() {
+        let stored = b.ports.store.get(batch[i].id).await.unwrap();
+        assert_eq!(
+            stored.is_some(),
+            matches!(c, Created::New),
+            "job {i} stored only if new"
+        );
+    }
+    // AND an atomic batch is written whole, a key used before answering its job
+    let whole = vec![keyed("c"), keyed("a"), job(&tenant, "noop")];
+    let created = b
+        .ports
+        .store
+        .create_batch(&whole, None, true)
+        .await
+        .unwrap();
+    assert!(matches!(created[0], Created::New) && matches!(created[2], Created::New));
+    assert!(matches!(&created[1], Created::Existing(f) if f.id == earlier.id));
+    for j in [&whole[0], &whole[2]] {
+        assert!(b.ports.store.get(j.id).await.unwrap().is_some());
+    }
+}

@@ -88,6 +88,46 @@ impl QueueSender for SqsQueue {
             .map_err(qerr)?;
         Ok(out.message_id.unwrap_or_default())
     }
+
+    async fn send_all(
+        &self,
+        queue: &str,
+        messages: &[(String, Duration, i32)],
+    ) -> Result<(), QueueError> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        let url = self.url(queue).await?;
+        for chunk in messages.chunks(MAX_BATCH) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (body, delay, _))| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body)
+                        .delay_seconds(whole_secs(*delay, MAX_DELAY_SECS))
+                        .build()
+                        .expect("id and body are set")
+                })
+                .collect();
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(&url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(qerr)?;
+            if let Some(failed) = out.failed.first() {
+                return Err(QueueError(format!(
+                    "{} of {} messages not sent: {}",
+                    out.failed.len(),
+                    chunk.len(),
+                    failed.message.as_deref().unwrap_or(&failed.code)
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]

@@ -18,7 +18,8 @@
 
 use super::attrs::{get_n, get_s, item_to_object, n, object_to_item, s, to_attr, Item};
 use crate::domain::{
-    slot_change, Expected, IdempotencyKey, Job, JobId, JobStatus, JobSummary, Progress, Tenant,
+    slot_change, AuditEntry, Expected, IdempotencyKey, Job, JobId, JobStatus, JobSummary, Progress,
+    Tenant,
 };
 use crate::ports::{
     CreateWith, Created, JobStore, ListQuery, Liveness, LogLine, Started, StoreError, StoreStats,
@@ -150,6 +151,17 @@ fn job_pk(id: JobId) -> String {
 fn idem_pk(tenant: &Tenant, key: &IdempotencyKey) -> String {
     format!("IDEM#{tenant}#{key}")
 }
+
+/// An idempotency key lives as long as its job could: until its run time, plus the retention,
+/// plus a week for the job to run.
+fn idem_ttl(job: &Job) -> i64 {
+    epoch_secs(job.run_at) + job.retention_secs as i64 + 7 * 24 * 3600
+}
+
+/// Most writes in one TransactWriteItems.
+const TRANSACTION_MAX: usize = 100;
+/// A batch's jobs with idempotency keys written at once (a transaction each).
+const KEYED_AT_ONCE: usize = 16;
 
 fn log_sk(seq: u64) -> String {
     format!("LOG#{seq:010}")
@@ -463,6 +475,132 @@ impl DynamoStore {
         }
     }
 
+    /// The job an idempotency key made, if the key is held by a job that still exists.
+    async fn idem_owner(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Job>, StoreError> {
+        let found = self
+            .get_item(HashMap::from([
+                ("pk".to_string(), s(idem_pk(tenant, key))),
+                ("sk".to_string(), s("IDEM")),
+            ]))
+            .await?;
+        match found
+            .as_ref()
+            .and_then(|f| get_s(f, "job_id"))
+            .and_then(|id| JobId::parse(id).ok())
+        {
+            Some(owner) => self.get(owner).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Put new items (fresh job ids), up to 100 a request. (In transactions rather than batch
+    /// writes: a quarter of the requests at twice the write units, and no other write operation
+    /// in the API function, whose binary must stay within 8 MB.)
+    async fn put_all(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        for chunk in items.chunks(TRANSACTION_MAX) {
+            let writes = chunk
+                .iter()
+                .map(|item| {
+                    TransactWriteItem::builder()
+                        .put(
+                            Put::builder()
+                                .table_name(&self.table)
+                                .set_item(Some(item.clone()))
+                                .build()
+                                .expect("table and item are set"),
+                        )
+                        .build()
+                })
+                .collect();
+            let out = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(writes))
+                .set_return_consumed_capacity(self.capacity())
+                .send()
+                .await
+                .map_err(classify_transaction)?;
+            out.consumed_capacity()
+                .iter()
+                .for_each(|c| self.used(Some(c)));
+        }
+        Ok(())
+    }
+
+    /// `create_batch` all in one transaction: keys found taken first are `Existing`; a key
+    /// taken between that read and the write is a `Conflict` (nothing written).
+    async fn create_batch_atomic(
+        &self,
+        jobs: &[Job],
+        audit: Option<Item>,
+    ) -> Result<Vec<Created>, StoreError> {
+        let put = |item: Item| {
+            TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(item))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .build()
+                        .expect("table, item and condition are set"),
+                )
+                .build()
+        };
+        let mut created = Vec::with_capacity(jobs.len());
+        let mut writes = vec![];
+        let mut first_of_key: HashMap<&IdempotencyKey, usize> = HashMap::new();
+        for (i, job) in jobs.iter().enumerate() {
+            if let Some(key) = &job.idempotency_key {
+                if let Some(first) = first_of_key.get(key) {
+                    created.push(Created::Existing(Box::new(jobs[*first].clone())));
+                    continue;
+                }
+                if let Some(found) = self.idem_owner(&job.tenant, key).await? {
+                    created.push(Created::Existing(Box::new(found)));
+                    continue;
+                }
+                first_of_key.insert(key, i);
+                let mut idem = HashMap::from([
+                    ("pk".to_string(), s(idem_pk(&job.tenant, key))),
+                    ("sk".to_string(), s("IDEM")),
+                ]);
+                idem.insert("job_id".into(), s(job.id.to_string()));
+                idem.insert("ttl".into(), n(idem_ttl(job)));
+                writes.push(put(idem));
+            }
+            writes.push(put(job_item(job)?));
+            created.push(Created::New);
+        }
+        if writes.is_empty() {
+            return Ok(created);
+        }
+        writes.extend(audit.map(put));
+        if writes.len() > TRANSACTION_MAX {
+            return Err(StoreError::Rejected(format!(
+                "an atomic batch on DynamoDB holds at most {TRANSACTION_MAX} writes (its new jobs, \
+                 their idempotency keys and one audit entry); this one needs {}: send it in \
+                 parts, or without atomic",
+                writes.len()
+            )));
+        }
+        let out = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .set_return_consumed_capacity(self.capacity())
+            .send()
+            .await
+            .map_err(classify_transaction)?;
+        out.consumed_capacity()
+            .iter()
+            .for_each(|c| self.used(Some(c)));
+        Ok(created)
+    }
+
     async fn put_job_new(&self, item: Item) -> Result<(), StoreError> {
         let out = self
             .client
@@ -499,9 +637,7 @@ impl JobStore for DynamoStore {
             self.put_job_new(item).await?;
             return Ok(Created::New);
         }
-        // The key lives as long as its job could: until its run time, plus the retention, plus
-        // a week for the job to run.
-        let key_ttl = epoch_secs(job.run_at) + job.retention_secs as i64 + 7 * 24 * 3600;
+        let key_ttl = idem_ttl(job);
         for attempt in 0..5 {
             let put = |item: Item| {
                 TransactWriteItem::builder()
@@ -607,6 +743,59 @@ impl JobStore for DynamoStore {
         Err(StoreError::Busy(
             "the job's creation kept conflicting".into(),
         ))
+    }
+
+    async fn create_batch(
+        &self,
+        jobs: &[Job],
+        audit: Option<&AuditEntry>,
+        atomic: bool,
+    ) -> Result<Vec<Created>, StoreError> {
+        let audit = audit.map(super::access::audit_item).transpose()?;
+        if atomic {
+            return self.create_batch_atomic(jobs, audit).await;
+        }
+        // Jobs without a key go in batch writes; each with a key claims it with its job (one
+        // transaction each, several at once); a key given twice makes one job, the first's.
+        use futures::StreamExt;
+        let mut created: Vec<Option<Created>> = (0..jobs.len()).map(|_| None).collect();
+        let mut plain = vec![];
+        let mut first_of_key: HashMap<&IdempotencyKey, usize> = HashMap::new();
+        let mut again = vec![];
+        for (i, job) in jobs.iter().enumerate() {
+            match &job.idempotency_key {
+                None => {
+                    plain.push(job_item(job)?);
+                    created[i] = Some(Created::New);
+                }
+                Some(key) => match first_of_key.get(key) {
+                    Some(first) => again.push((i, *first)),
+                    None => {
+                        first_of_key.insert(key, i);
+                    }
+                },
+            }
+        }
+        let keyed: Vec<(usize, Result<Created, StoreError>)> = futures::stream::iter(
+            first_of_key.values().copied(),
+        )
+        .map(|i| async move { (i, self.create_with(&jobs[i], &CreateWith::default()).await) })
+        .buffer_unordered(KEYED_AT_ONCE)
+        .collect()
+        .await;
+        for (i, outcome) in keyed {
+            created[i] = Some(outcome?);
+        }
+        for (i, first) in again {
+            let made = match &created[first] {
+                Some(Created::Existing(found)) => found.as_ref().clone(),
+                _ => jobs[first].clone(),
+            };
+            created[i] = Some(Created::Existing(Box::new(made)));
+        }
+        plain.extend(audit);
+        self.put_all(plain).await?;
+        Ok(created.into_iter().map(|c| c.expect("decided")).collect())
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
