@@ -502,32 +502,44 @@ impl DynamoStore {
     /// in the API function, whose binary must stay within 8 MB.)
     async fn put_all(&self, items: Vec<Item>) -> Result<(), StoreError> {
         for chunk in items.chunks(TRANSACTION_MAX) {
-            let writes = chunk
-                .iter()
-                .map(|item| {
-                    TransactWriteItem::builder()
-                        .put(
-                            Put::builder()
-                                .table_name(&self.table)
-                                .set_item(Some(item.clone()))
-                                .build()
-                                .expect("table and item are set"),
-                        )
-                        .build()
-                })
-                .collect();
-            let out = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(writes))
-                .set_return_consumed_capacity(self.capacity())
-                .send()
-                .await
-                .map_err(classify_transaction)?;
-            out.consumed_capacity()
-                .iter()
-                .for_each(|c| self.used(Some(c)));
+            self.transact(
+                chunk
+                    .iter()
+                    .map(|item| self.put_new(item.clone()))
+                    .collect(),
+            )
+            .await?;
         }
+        Ok(())
+    }
+
+    /// A write of a transaction putting a new item (refused if the key is taken).
+    fn put_new(&self, item: Item) -> TransactWriteItem {
+        TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()
+                    .expect("table, item and condition are set"),
+            )
+            .build()
+    }
+
+    /// Send one transaction, counting its capacity.
+    async fn transact(&self, writes: Vec<TransactWriteItem>) -> Result<(), StoreError> {
+        let out = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .set_return_consumed_capacity(self.capacity())
+            .send()
+            .await
+            .map_err(classify_transaction)?;
+        out.consumed_capacity()
+            .iter()
+            .for_each(|c| self.used(Some(c)));
         Ok(())
     }
 
@@ -538,18 +550,7 @@ impl DynamoStore {
         jobs: &[Job],
         audit: Option<Item>,
     ) -> Result<Vec<Created>, StoreError> {
-        let put = |item: Item| {
-            TransactWriteItem::builder()
-                .put(
-                    Put::builder()
-                        .table_name(&self.table)
-                        .set_item(Some(item))
-                        .condition_expression("attribute_not_exists(pk)")
-                        .build()
-                        .expect("table, item and condition are set"),
-                )
-                .build()
-        };
+        let put = |item: Item| self.put_new(item);
         let mut created = Vec::with_capacity(jobs.len());
         let mut writes = vec![];
         let mut first_of_key: HashMap<&IdempotencyKey, usize> = HashMap::new();
@@ -587,17 +588,7 @@ impl DynamoStore {
                 writes.len()
             )));
         }
-        let out = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(writes))
-            .set_return_consumed_capacity(self.capacity())
-            .send()
-            .await
-            .map_err(classify_transaction)?;
-        out.consumed_capacity()
-            .iter()
-            .for_each(|c| self.used(Some(c)));
+        self.transact(writes).await?;
         Ok(created)
     }
 
@@ -639,18 +630,7 @@ impl JobStore for DynamoStore {
         }
         let key_ttl = idem_ttl(job);
         for attempt in 0..5 {
-            let put = |item: Item| {
-                TransactWriteItem::builder()
-                    .put(
-                        Put::builder()
-                            .table_name(&self.table)
-                            .set_item(Some(item))
-                            .condition_expression("attribute_not_exists(pk)")
-                            .build()
-                            .expect("table, item and condition are set"),
-                    )
-                    .build()
-            };
+            let put = |item: Item| self.put_new(item);
             let mut writes = vec![];
             if let Some(key) = &idem_key {
                 let mut idem = key.clone();
@@ -1161,19 +1141,12 @@ impl DynamoStore {
         let slot = slot_change(expected.status, next);
         if slot != 0 {
             // The job's slot moves in the same write (one request, a transaction).
-            let out = self
-                .client
-                .transact_write_items()
-                .transact_items(u.into_transact(self, job_key(next.id)))
-                .transact_items(super::access::slot_write(&self.table, &next.tenant, slot))
-                .set_return_consumed_capacity(self.capacity())
-                .send()
-                .await
-                .map_err(classify_transaction)?;
-            out.consumed_capacity()
-                .iter()
-                .for_each(|c| self.used(Some(c)));
-            return Ok(());
+            return self
+                .transact(vec![
+                    u.into_transact(self, job_key(next.id)),
+                    super::access::slot_write(&self.table, &next.tenant, slot),
+                ])
+                .await;
         }
         let out = u
             .send(self, job_key(next.id))
