@@ -107,18 +107,7 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
             );
             service.submit_audited(
                 tenant.clone(),
-                SubmitRequest {
-                    job_type: noop.clone(),
-                    payload: serde_json::json!({}),
-                    priority: 0,
-                    run_at: None,
-                    delay: None,
-                    max_attempts: None,
-                    backoff: None,
-                    idempotency_key: None,
-                    concurrency_key: None,
-                    debounce: None,
-                },
+                SubmitRequest::new(noop.clone(), serde_json::json!({})),
                 Some(entry),
             )
         });

@@ -254,16 +254,10 @@ async fn submit_tick(
 ) -> Result<crate::domain::JobId, ServiceError> {
     let key = crate::domain::IdempotencyKey::parse(schedule.tick_key(tick))?;
     let request = SubmitRequest {
-        job_type: schedule.job_type.clone(),
-        payload: schedule.payload.clone(),
         priority: schedule.priority,
-        run_at: None,
-        delay: None,
         max_attempts: schedule.max_attempts,
-        backoff: None,
         idempotency_key: Some(key),
-        concurrency_key: None,
-        debounce: None,
+        ..SubmitRequest::new(schedule.job_type.clone(), schedule.payload.clone())
     };
     match service.submit(schedule.tenant.clone(), request).await {
         Ok((job, _)) => Ok(job.id),

@@ -96,6 +96,22 @@ pub struct SubmitRequest {
 }
 
 impl SubmitRequest {
+    /// A submit of `job_type` with `payload` and every option left to the type's defaults.
+    pub fn new(job_type: JobType, payload: Value) -> Self {
+        Self {
+            job_type,
+            payload,
+            priority: 0,
+            run_at: None,
+            delay: None,
+            max_attempts: None,
+            backoff: None,
+            idempotency_key: None,
+            concurrency_key: None,
+            debounce: None,
+        }
+    }
+
     /// A digest of what the request asks for, as given (a relative delay stays relative), in a
     /// canonical form: the same request always gives the same digest, whatever its key order.
     pub fn fingerprint(&self) -> String {

@@ -67,18 +67,7 @@ impl Harness {
             .service
             .submit(
                 self.tenant.clone(),
-                SubmitRequest {
-                    job_type: JobType::parse(job_type)?,
-                    payload: json!({}),
-                    priority: 0,
-                    run_at: None,
-                    delay: None,
-                    max_attempts: None,
-                    backoff: None,
-                    idempotency_key: None,
-                    concurrency_key: None,
-                    debounce: None,
-                },
+                SubmitRequest::new(JobType::parse(job_type)?, json!({})),
             )
             .await?;
         anyhow::ensure!(created, "a new job");
@@ -488,16 +477,8 @@ async fn an_attempt_ends_in_time_for_its_outcome_before_the_invocation_ends() ->
         .submit(
             h.tenant.clone(),
             SubmitRequest {
-                job_type: JobType::parse("sleep")?,
-                payload: json!({ "ms": 60_000 }),
-                priority: 0,
-                run_at: None,
-                delay: None,
                 max_attempts: Some(1),
-                backoff: None,
-                idempotency_key: None,
-                concurrency_key: None,
-                debounce: None,
+                ..SubmitRequest::new(JobType::parse("sleep")?, json!({ "ms": 60_000 }))
             },
         )
         .await?;

@@ -102,18 +102,10 @@ async fn submit_bulk(
         .service
         .submit(
             tenant,
-            SubmitRequest {
-                job_type: JobType::parse(BULK_TYPE).expect("a valid type name"),
+            SubmitRequest::new(
+                JobType::parse(BULK_TYPE).expect("a valid type name"),
                 payload,
-                priority: 0,
-                run_at: None,
-                delay: None,
-                max_attempts: None,
-                backoff: None,
-                idempotency_key: None,
-                concurrency_key: None,
-                debounce: None,
-            },
+            ),
         )
         .await?;
     Ok((

@@ -129,18 +129,7 @@ impl Flow {
             .service
             .submit(
                 self.tenant.clone(),
-                SubmitRequest {
-                    job_type: JobType::parse(job_type).unwrap(),
-                    payload,
-                    priority: 0,
-                    run_at: None,
-                    delay: None,
-                    max_attempts: None,
-                    backoff: None,
-                    idempotency_key: None,
-                    concurrency_key: None,
-                    debounce: None,
-                },
+                SubmitRequest::new(JobType::parse(job_type).unwrap(), payload),
             )
             .await
             .unwrap();
@@ -277,16 +266,9 @@ async fn every_expiry_is_a_number_of_epoch_seconds() -> Result<(), StoreError> {
         .submit(
             f.tenant.clone(),
             SubmitRequest {
-                job_type: JobType::parse("test.fails").unwrap(),
-                payload: json!({}),
-                priority: 0,
-                run_at: None,
-                delay: None,
                 max_attempts: Some(1),
-                backoff: None,
                 idempotency_key: Some(shared::domain::IdempotencyKey::parse("k1").unwrap()),
-                concurrency_key: None,
-                debounce: None,
+                ..SubmitRequest::new(JobType::parse("test.fails").unwrap(), json!({}))
             },
         )
         .await
@@ -344,16 +326,8 @@ async fn the_largest_payload_accepted_fits_one_item_and_runs() {
         .submit(
             f.tenant.clone(),
             SubmitRequest {
-                job_type: JobType::parse("noop").unwrap(),
-                payload: payload.clone(),
-                priority: 0,
-                run_at: None,
-                delay: None,
-                max_attempts: None,
-                backoff: None,
                 idempotency_key: Some(shared::domain::IdempotencyKey::parse("big").unwrap()),
-                concurrency_key: None,
-                debounce: None,
+                ..SubmitRequest::new(JobType::parse("noop").unwrap(), payload.clone())
             },
         )
         .await

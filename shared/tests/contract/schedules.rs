@@ -575,20 +575,12 @@ pub async fn running_slots_are_shared_by_every_process_and_free_when_given_back_
 
 fn debounced(key: &str, n: u64) -> shared::service::SubmitRequest {
     shared::service::SubmitRequest {
-        job_type: JobType::parse("noop").unwrap(),
-        payload: json!({ "n": n }),
-        priority: 0,
-        run_at: None,
-        delay: None,
-        max_attempts: None,
-        backoff: None,
-        idempotency_key: None,
-        concurrency_key: None,
         debounce: Some(shared::domain::Debounce {
             key: shared::domain::ConcurrencyKey::parse(key).unwrap(),
             window: std::time::Duration::from_secs(2),
             max_wait: None,
         }),
+        ..shared::service::SubmitRequest::new(JobType::parse("noop").unwrap(), json!({ "n": n }))
     }
 }
 
