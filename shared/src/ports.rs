@@ -125,6 +125,18 @@ pub struct LogLine {
     pub line: String,
 }
 
+/// A durable step a job's handler completed (`JobContext::step`): its result, kept with the job.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StepRecord {
+    pub name: String,
+    pub result: serde_json::Value,
+    pub at: DateTime<Utc>,
+}
+
+/// The largest step result kept, as JSON text: a step hands on a summary or a reference, not
+/// bulk data.
+pub const STEP_RESULT_CAP: usize = 64 * 1024;
+
 /// Counts for stats: jobs by type and status, and rows set aside because they could not be read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -229,6 +241,19 @@ pub trait JobStore: Send + Sync {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<LogLine>, StoreError>;
+    /// Record a completed step of a job, kept until `keep_until` (at least as long as the
+    /// job). The first record of a name stays: the stored result is returned, which is another
+    /// run's if one recorded the step first.
+    async fn save_step(
+        &self,
+        id: JobId,
+        name: &str,
+        result: &serde_json::Value,
+        at: DateTime<Utc>,
+        keep_until: DateTime<Utc>,
+    ) -> Result<serde_json::Value, StoreError>;
+    /// The steps a job recorded, oldest first.
+    async fn steps(&self, id: JobId) -> Result<Vec<StepRecord>, StoreError>;
     /// Jobs in `status` whose `Job::due_at` is before `before`, oldest first.
     async fn due(
         &self,

@@ -96,13 +96,18 @@ pub fn aws_env() -> Vec<(String, String)> {
 /// backend (see [`on_aws`]).
 pub async fn spawn_app(env: &[(&str, &str)]) -> TestApp {
     if on_aws() {
-        let aws = aws_env();
-        let mut all: Vec<(&str, &str)> =
-            aws.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        all.extend_from_slice(env);
-        return spawn_app_with(&all).await;
+        return spawn_app_on_aws(env).await;
     }
     spawn_app_with(env).await
+}
+
+/// Start the runtime on the AWS backend whatever the suite's (on the suite's emulator: moto,
+/// or the one `CONVEYOR_TEST_AWS_ENDPOINT` names), with `env` over the test timings.
+pub async fn spawn_app_on_aws(env: &[(&str, &str)]) -> TestApp {
+    let aws = aws_env();
+    let mut all: Vec<(&str, &str)> = aws.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    all.extend_from_slice(env);
+    spawn_app_with(&all).await
 }
 
 /// Start the runtime with exactly the test timings and `env` (no backend chosen for it).

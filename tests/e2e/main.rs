@@ -32,6 +32,7 @@ mod retries;
 mod schedules;
 mod shutdown;
 mod ssrf;
+mod steps;
 mod storage;
 mod template;
 mod webhook;

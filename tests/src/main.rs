@@ -8,6 +8,10 @@
 //!   the store);
 //! - `test.rated-per-key` does nothing, at most one start a second per concurrency key;
 //! - `test.keyed` sleeps `ms`, at most two running at once per concurrency key;
+//! - `test.steps` runs `steps` durable steps (`JobContext::step`) named `step-1`, `step-2`, …,
+//!   each appending `<job id> step-<n>` to `$TEST_COUNT_DIR/steps` when it runs, and step `hold`
+//!   holding (awaiting a long time) the first time it runs; its result is the list of the
+//!   steps' results, `n * 10` each;
 //! - `test.panics` panics, and `test.broken` fails (retryable), until a file `fixed` exists in
 //!   `$TEST_COUNT_DIR` (the cause fixed); then they succeed.
 
@@ -72,6 +76,43 @@ struct Echo;
 impl JobHandler for Echo {
     async fn run(&self, _ctx: JobContext, payload: Value) -> Result<Value, JobError> {
         Ok(json!({ "payload": payload }))
+    }
+}
+
+struct Steps;
+
+#[async_trait]
+impl JobHandler for Steps {
+    async fn run(&self, ctx: JobContext, payload: Value) -> Result<Value, JobError> {
+        let dir = std::env::var("TEST_COUNT_DIR")
+            .map_err(|_| JobError::permanent("TEST_COUNT_DIR is not set"))?;
+        let file = std::path::Path::new(&dir).join("steps");
+        let steps = payload.get("steps").and_then(Value::as_u64).unwrap_or(3);
+        let hold = payload.get("hold").and_then(Value::as_u64);
+        ctx.plan_steps(steps as u32);
+        let mut results = vec![];
+        for n in 1..=steps {
+            let name = format!("step-{n}");
+            let line = format!("{} {name}\n", ctx.job_id());
+            let result: u64 = ctx
+                .step(&name, async {
+                    let before = std::fs::read_to_string(&file).unwrap_or_default();
+                    let first = !before.contains(line.as_str());
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&file)
+                        .and_then(|mut f| f.write_all(line.as_bytes()))
+                        .map_err(|e| JobError::permanent(format!("counting: {e}")))?;
+                    if hold == Some(n) && first {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                    }
+                    Ok(n * 10)
+                })
+                .await?;
+            results.push(result);
+        }
+        Ok(json!({ "steps": results }))
     }
 }
 
@@ -168,6 +209,16 @@ fn test_types(registry: &mut Registry) {
         shared::jobs::Sleep,
     );
     registry.register("test.echo", fixable.clone(), Echo);
+    registry.register(
+        "test.steps",
+        JobOptions {
+            timeout: Duration::from_secs(3600),
+            max_attempts: 3,
+            execution: shared::jobs::Execution::Task,
+            ..JobOptions::default()
+        },
+        Steps,
+    );
     registry.register(
         "test.lanes",
         JobOptions {

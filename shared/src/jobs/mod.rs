@@ -21,7 +21,7 @@ use crate::ports::{JobStore, StoreError, TenantStore};
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -376,7 +376,15 @@ struct ContextInner {
     cancelled: AtomicBool,
     cancel_notify: Notify,
     last_progress: Mutex<Option<Progress>>,
+    /// The job's recorded steps (read once per run, at its first `step`) and this run's.
+    steps: tokio::sync::OnceCell<Mutex<HashMap<String, Value>>>,
+    /// Steps done and the number the handler said it has (`plan_steps`): its progress.
+    step_count: Mutex<(u32, Option<u32>)>,
 }
+
+/// How long a step's record is kept past its recording: longer than any job that ran it
+/// (its retention, 7 days by default, after a queue's 14 days at most).
+const STEP_KEEP: chrono::Duration = chrono::Duration::days(60);
 
 impl JobContext {
     /// The context of one run of a job: `job.attempt` and `job.runs` as the run started.
@@ -399,6 +407,8 @@ impl JobContext {
                 cancelled: AtomicBool::new(false),
                 cancel_notify: Notify::new(),
                 last_progress: Mutex::new(None),
+                steps: tokio::sync::OnceCell::new(),
+                step_count: Mutex::new((0, None)),
             }),
         }
     }
@@ -468,6 +478,85 @@ impl JobContext {
         };
         *self.inner.last_progress.lock().unwrap() = Some(progress.clone());
         self.beat(Some(&progress)).await;
+    }
+
+    /// Run `work` as the durable step `name` (unique within the job): once it completes, its
+    /// result is recorded with the job, and every later run of the job (a retry, or a run after
+    /// a crash) gets the recorded result back without running `work` again. So a job resumes
+    /// after its last completed step instead of starting over. Steps should be in the same order
+    /// on every run; a result is JSON of at most `STEP_RESULT_CAP` bytes (a summary or a
+    /// reference, not bulk data). Each completed step reports progress (see `plan_steps`).
+    ///
+    /// ```ignore
+    /// let ips: Vec<String> = ctx.step("resolve", async { resolve(&domain).await }).await?;
+    /// ```
+    pub async fn step<T, F>(&self, name: &str, work: F) -> Result<T, JobError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        F: std::future::Future<Output = Result<T, JobError>>,
+    {
+        let i = &self.inner;
+        let recorded = i
+            .steps
+            .get_or_try_init(|| async {
+                let steps = i.store.steps(i.job_id).await.map_err(|e| {
+                    JobError::retryable(format!("the job's steps could not be read: {e}"))
+                })?;
+                let done = steps.len() as u32;
+                i.step_count.lock().unwrap().0 = done;
+                Ok::<_, JobError>(Mutex::new(
+                    steps.into_iter().map(|s| (s.name, s.result)).collect(),
+                ))
+            })
+            .await?;
+        let decode = |v: Value| {
+            serde_json::from_value::<T>(v).map_err(|e| {
+                JobError::permanent(format!(
+                    "step '{name}': its recorded result does not fit: {e}"
+                ))
+            })
+        };
+        if let Some(done) = recorded.lock().unwrap().get(name).cloned() {
+            return decode(done);
+        }
+        if self.is_cancelled() {
+            return Err(JobError::cancelled());
+        }
+        let value = serde_json::to_value(work.await?)
+            .map_err(|e| JobError::permanent(format!("step '{name}': result is not JSON: {e}")))?;
+        let size = value.to_string().len();
+        if size > crate::ports::STEP_RESULT_CAP {
+            return Err(JobError::permanent(format!(
+                "step '{name}': its result is {size} bytes, over the {} a step may keep",
+                crate::ports::STEP_RESULT_CAP
+            )));
+        }
+        let now = Utc::now();
+        let stored = i
+            .store
+            .save_step(i.job_id, name, &value, now, now + STEP_KEEP)
+            .await
+            .map_err(|e| JobError::retryable(format!("step '{name}' not recorded: {e}")))?;
+        recorded
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), stored.clone());
+        let (done, total) = {
+            let mut count = i.step_count.lock().unwrap();
+            count.0 += 1;
+            *count
+        };
+        let percent = match total {
+            Some(total) if total > 0 => (done * 100 / total).min(100) as u8,
+            _ => self.last_progress().map_or(0, |p| p.percent),
+        };
+        self.progress(percent, format!("step '{name}' done")).await;
+        decode(stored)
+    }
+
+    /// Say how many steps the handler has, so progress follows them (steps done of `total`).
+    pub fn plan_steps(&self, total: u32) {
+        self.inner.step_count.lock().unwrap().1 = Some(total);
     }
 
     /// Tell the store this attempt is alive (the worker also does this on a timer).

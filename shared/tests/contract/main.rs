@@ -46,6 +46,7 @@ on_every_backend!(
     store::start_refuses_a_job_queued_for_later_than_due_by,
     store::an_idempotency_key_yields_the_first_job,
     store::a_batch_is_written_together_each_job_new_or_its_keys_earlier_one,
+    store::a_steps_first_record_stays_and_every_run_reads_the_steps_back_in_order,
     store::heartbeats_reach_only_the_running_attempt_and_report_cancel_requests,
     store::listing_is_newest_first_filtered_and_scoped_to_the_tenant,
     store::stats_count_a_tenants_jobs_by_type_and_status_as_they_move,

@@ -735,3 +735,49 @@ pub async fn a_batch_is_written_together_each_job_new_or_its_keys_earlier_one(b:
         assert!(b.ports.store.get(j.id).await.unwrap().is_some());
     }
 }
+
+pub async fn a_steps_first_record_stays_and_every_run_reads_the_steps_back_in_order(b: Under) {
+    use serde_json::json;
+    // GIVEN a job with no steps yet
+    let j = job("t", "noop");
+    b.ports.store.create(&j).await.unwrap();
+    assert!(b.ports.store.steps(j.id).await.unwrap().is_empty());
+    let t0 = Utc::now();
+    let keep = t0 + chrono::Duration::days(1);
+    let at = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
+
+    // WHEN it records three steps, and a second run records the second one again with another
+    // result
+    let big = json!({ "pages": ["/", "/robots.txt"], "n": 12345678901234567890u64 });
+    let s = &b.ports.store;
+    assert_eq!(
+        s.save_step(j.id, "resolve", &json!(["10.0.0.1"]), at(0), keep)
+            .await
+            .unwrap(),
+        json!(["10.0.0.1"])
+    );
+    assert_eq!(
+        s.save_step(j.id, "fetch", &big, at(1), keep).await.unwrap(),
+        big
+    );
+    s.save_step(j.id, "summarise", &json!(null), at(2), keep)
+        .await
+        .unwrap();
+    let again = s
+        .save_step(j.id, "fetch", &json!("other"), at(3), keep)
+        .await
+        .unwrap();
+
+    // THEN the first record stands and is what the second run gets back
+    assert_eq!(again, big);
+    // AND the steps read back in the order they were recorded, results exactly as given
+    let steps = s.steps(j.id).await.unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["resolve", "fetch", "summarise"]);
+    assert_eq!(steps[1].result, big);
+    assert_eq!(steps[2].result, json!(null));
+    // AND another job's steps are its own
+    let other = job("t", "noop");
+    b.ports.store.create(&other).await.unwrap();
+    assert!(s.steps(other.id).await.unwrap().is_empty());
+}

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | job | `JOB#<id>` | `JOB` |
 //! | log line | `JOB#<id>` | `LOG#<seq, 10 digits>` |
+//! | durable step | `JOB#<id>` | `STEP#<name>` |
 //! | idempotency key | `IDEM#<tenant>#<key>` | `IDEM` |
 //!
 //! A job item carries every field of the job as an attribute of its own (the payload and the
@@ -22,8 +23,8 @@ use crate::domain::{
     Tenant,
 };
 use crate::ports::{
-    CreateWith, Created, JobStore, ListQuery, Liveness, LogLine, Started, StoreError, StoreStats,
-    LOG_CAP,
+    CreateWith, Created, JobStore, ListQuery, Liveness, LogLine, Started, StepRecord, StoreError,
+    StoreStats, LOG_CAP,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -1066,6 +1067,84 @@ impl JobStore for DynamoStore {
                 })
             })
             .collect())
+    }
+
+    async fn save_step(
+        &self,
+        id: JobId,
+        name: &str,
+        result: &serde_json::Value,
+        at: DateTime<Utc>,
+        keep_until: DateTime<Utc>,
+    ) -> Result<serde_json::Value, StoreError> {
+        let sk = format!("STEP#{name}");
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(job_pk(id)))
+            .item("sk", s(&sk))
+            .item("at", s(rfc3339(at)))
+            .item("result", s(result.to_string()))
+            .item("ttl", n(epoch_secs(keep_until)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(classify);
+        match put {
+            Ok(_) => Ok(result.clone()),
+            // Recorded before (by another run): that result stands.
+            Err(StoreError::Conflict) => {
+                let key = HashMap::from([("pk".to_string(), s(job_pk(id))), ("sk".into(), s(sk))]);
+                self.get_item(key)
+                    .await?
+                    .as_ref()
+                    .and_then(|item| get_s(item, "result"))
+                    .and_then(|text| serde_json::from_str(text).ok())
+                    .ok_or_else(|| {
+                        StoreError::Unavailable("a recorded step could not be read".into())
+                    })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn steps(&self, id: JobId) -> Result<Vec<StepRecord>, StoreError> {
+        let mut items = vec![];
+        let mut from = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :step)")
+                .expression_attribute_values(":pk", s(job_pk(id)))
+                .expression_attribute_values(":step", s("STEP#"))
+                .set_exclusive_start_key(from)
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(classify)?;
+            items.extend(out.items.unwrap_or_default());
+            from = out.last_evaluated_key;
+            if from.is_none() {
+                break;
+            }
+        }
+        let mut steps: Vec<StepRecord> = items
+            .iter()
+            .filter_map(|item| {
+                Some(StepRecord {
+                    name: get_s(item, "sk")?.strip_prefix("STEP#")?.to_string(),
+                    at: DateTime::parse_from_rfc3339(get_s(item, "at")?)
+                        .ok()?
+                        .with_timezone(&Utc),
+                    result: serde_json::from_str(get_s(item, "result")?).ok()?,
+                })
+            })
+            .collect();
+        steps.sort_by(|a, b| (a.at, &a.name).cmp(&(b.at, &b.name)));
+        Ok(steps)
     }
 
     async fn due(

@@ -10,8 +10,8 @@ use crate::domain::{
 };
 use crate::live::{ChangeFeed, JobChange, Update};
 use crate::ports::{
-    CreateWith, Created, JobStore, ListQuery, Liveness, LogLine, Started, StatsRow, StoreError,
-    StoreStats,
+    CreateWith, Created, JobStore, ListQuery, Liveness, LogLine, Started, StatsRow, StepRecord,
+    StoreError, StoreStats,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -53,6 +53,13 @@ CREATE TABLE IF NOT EXISTS job_logs (
     attempt INTEGER NOT NULL,
     line TEXT NOT NULL,
     PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_steps (
+    job_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (job_id, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS quarantine (
     id TEXT PRIMARY KEY,
@@ -855,6 +862,65 @@ impl JobStore for EmbeddedStore {
             .map_err(unavailable)
     }
 
+    async fn save_step(
+        &self,
+        id: JobId,
+        name: &str,
+        result: &serde_json::Value,
+        at: DateTime<Utc>,
+        _keep_until: DateTime<Utc>,
+    ) -> Result<serde_json::Value, StoreError> {
+        // (Kept as long as the job: `delete_expired` deletes a job's steps with it.)
+        let (name, text) = (name.to_string(), result.to_string());
+        let stored: String = self
+            .db
+            .write(move |conn| {
+                let id = id.to_string();
+                conn.prepare_cached(
+                    "INSERT INTO job_steps (job_id, name, at, result) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (job_id, name) DO NOTHING",
+                )?
+                .execute(params![id, name, micros(at), text])?;
+                Ok(conn
+                    .prepare_cached("SELECT result FROM job_steps WHERE job_id = ?1 AND name = ?2")?
+                    .query_row(params![id, name], |r| r.get(0))?)
+            })
+            .await
+            .map_err(unavailable)?;
+        serde_json::from_str(&stored).map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    async fn steps(&self, id: JobId) -> Result<Vec<StepRecord>, StoreError> {
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT name, at, result FROM job_steps WHERE job_id = ?1 ORDER BY at, name",
+                )?;
+                let rows = stmt
+                    .query_map([id.to_string()], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .map(|(name, at, result)| {
+                Ok(StepRecord {
+                    name,
+                    at: from_micros(at),
+                    result: serde_json::from_str(&result)
+                        .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
     async fn due(
         &self,
         status: JobStatus,
@@ -896,6 +962,8 @@ impl JobStore for EmbeddedStore {
                         conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")?
                             .execute([&id])?;
                         conn.prepare_cached("DELETE FROM job_logs WHERE job_id = ?1")?
+                            .execute([&id])?;
+                        conn.prepare_cached("DELETE FROM job_steps WHERE job_id = ?1")?
                             .execute([&id])?;
                         // Its key goes too (a row that cannot be read keeps its key: harmless).
                         if let Ok(job) = serde_json::from_str::<Job>(&doc) {
