@@ -6,13 +6,21 @@
 //!    state is what counts, and it is already stored);
 //! 3. the lifecycle event, if the new status announces one (best effort, logged on failure);
 //! 4. the queue message, if the new status is `queued` (on failure maintenance re-dispatches
-//!    it: the outbox rule; the caller learns it through `Followed::NotDispatched`).
+//!    it: the outbox rule; the caller learns it through `Followed::NotDispatched`);
+//! 5. when the change ended the job: the jobs waiting for it (`depends_on`), each decided from
+//!    its dependencies (released to the queue, or cancelled) through these same steps; and, if
+//!    it was its batch's last unfinished member, the batch's callbacks. On a failure
+//!    maintenance does these later (`maintenance::settle_waiting_jobs`, `finish_ended_batches`).
 //!
 //! Service, worker and maintenance all change jobs through here, so a new consequence of a
 //! change (a push to subscribers, a counter) is added once.
 
-use crate::domain::{Expected, Job, JobStatus, LifecycleEvent, MAX_QUEUE_DELAY};
+use crate::domain::{
+    Batch, BatchId, CallbackSpec, Expected, IdempotencyKey, Job, JobId, JobStatus, LifecycleEvent,
+    NewJob, BATCH_KEY_PREFIX, MAX_QUEUE_DELAY,
+};
 use crate::jobs::Registry;
+use crate::ports::Created;
 use crate::ports::{Ports, QueueError, StoreError};
 use crate::service::JobMessage;
 use chrono::{DateTime, Utc};
@@ -139,14 +147,14 @@ impl<'a> Lifecycle<'a> {
     /// and then nothing followed.
     pub async fn apply(&self, change: &Change, now: DateTime<Utc>) -> Result<Followed, StoreError> {
         let store = &self.ports.store;
-        if change.payload {
+        let written = if change.payload {
             store
                 .transition_with_payload(change.expected, &change.next)
-                .await?;
+                .await?
         } else {
-            store.transition(change.expected, &change.next).await?;
-        }
-        Ok(self
+            store.transition(change.expected, &change.next).await?
+        };
+        let followed = self
             .follow_sending(
                 &change.next,
                 change.expected.attempt,
@@ -154,7 +162,174 @@ impl<'a> Lifecycle<'a> {
                 now,
                 change.dispatch,
             )
-            .await)
+            .await;
+        if !written.waiters.is_empty() {
+            self.settle_waiting(written.waiters, Some(&change.next), now)
+                .await;
+        }
+        if let Some(batch) = written.batch_ended {
+            self.finish_batch(batch, now).await;
+        }
+        Ok(followed)
+    }
+
+    /// A batch none of whose members is unfinished: submit its callbacks (each once: its
+    /// idempotency key is the batch's and the callback's), then record them. A failure leaves
+    /// the batch to maintenance, which calls this again.
+    pub async fn finish_batch(&self, id: BatchId, now: DateTime<Utc>) {
+        let batch = match self.ports.store.get_batch(id).await {
+            Ok(Some(b)) if b.finished_at.is_none() && b.pending == 0 => b,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(batch_id = %id, error = %e, "an ended batch not finished; maintenance will");
+                return;
+            }
+        };
+        let mut callbacks = std::collections::BTreeMap::new();
+        for (name, spec) in batch.due_callbacks() {
+            match self.submit_callback(&batch, name, spec, now).await {
+                Ok(Some(job)) => {
+                    callbacks.insert(name.to_string(), job);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(batch_id = %id, error = %e, "a batch callback not submitted; maintenance will");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.ports.store.finish_batch(id, &callbacks, now).await {
+            tracing::warn!(batch_id = %id, error = %e, "an ended batch not recorded; maintenance will");
+        }
+        tracing::info!(batch_id = %id, total = batch.total, succeeded = batch.succeeded, "batch ended");
+    }
+
+    /// One callback's job (the batch's summary in its payload, as `batch`); `None` when its
+    /// type is no longer registered.
+    async fn submit_callback(
+        &self,
+        batch: &Batch,
+        name: &str,
+        spec: &CallbackSpec,
+        now: DateTime<Utc>,
+    ) -> Result<Option<JobId>, StoreError> {
+        let Some(registration) = self.registry.get(spec.job_type.as_str()) else {
+            tracing::warn!(batch_id = %batch.id, job_type = %spec.job_type, "a batch callback's type is not registered; skipped");
+            return Ok(None);
+        };
+        let options = &registration.options;
+        let payload = match spec.payload.clone() {
+            serde_json::Value::Object(mut o) => {
+                o.insert("batch".into(), batch.summary());
+                serde_json::Value::Object(o)
+            }
+            serde_json::Value::Null => serde_json::json!({ "batch": batch.summary() }),
+            other => other,
+        };
+        let key = IdempotencyKey::parse(format!("{BATCH_KEY_PREFIX}{}:{name}", batch.id))
+            .map_err(|e| StoreError::Rejected(e.message))?;
+        let job = Job::create(
+            NewJob {
+                tenant: batch.tenant.clone(),
+                job_type: spec.job_type.clone(),
+                priority: spec.priority,
+                payload,
+                max_attempts: spec.max_attempts.unwrap_or(options.max_attempts),
+                backoff: options.backoff,
+                timeout: options.timeout,
+                retention: options.retention,
+                idempotency_key: Some(key),
+                request_fingerprint: None,
+                run_at: now,
+            },
+            now,
+        );
+        match self.ports.store.create(&job).await? {
+            Created::New => {
+                self.follow(&job, 0, None, now).await;
+                Ok(Some(job.id))
+            }
+            Created::Existing(made) => Ok(Some(made.id)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Decide jobs waiting for others (`depends_on`) from how those stand now: each that can
+    /// leave `waiting` is released to the queue, or cancelled with the reason, through the one
+    /// path; the jobs waiting for a cancelled one are decided in turn. A job still waiting, or
+    /// one whose write failed, is left to the next job that ends or to maintenance.
+    /// `ended` is the job whose end told them (none: maintenance asks): it is taken as read, and
+    /// then the others are read only up to the first unfinished one (any that failed told them
+    /// too), instead of every one each time.
+    pub async fn settle_waiting(&self, ids: Vec<JobId>, ended: Option<&Job>, now: DateTime<Utc>) {
+        let store = &self.ports.store;
+        let mut todo: std::collections::VecDeque<(JobId, Option<(JobId, JobStatus)>)> = ids
+            .into_iter()
+            .map(|id| (id, ended.map(|e| (e.id, e.status))))
+            .collect();
+        while let Some((id, told_by)) = todo.pop_front() {
+            for _ in 0..8 {
+                let child = match store.get(id).await {
+                    Ok(Some(child)) if child.status == JobStatus::Waiting => child,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(job_id = %id, error = %e, "a waiting job not decided; maintenance will");
+                        break;
+                    }
+                };
+                let told_by = told_by.filter(|(p, _)| child.depends_on.contains(p));
+                // The one that told, then the others in order (when told: up to the first
+                // unfinished one, which the job waits on anyway).
+                let mut parents: Vec<(JobId, Option<JobStatus>)> =
+                    told_by.map(|(p, s)| (p, Some(s))).into_iter().collect();
+                let mut unreadable = false;
+                for parent in &child.depends_on {
+                    if told_by.is_some_and(|(p, _)| p == *parent) {
+                        continue;
+                    }
+                    match store.get(*parent).await {
+                        Ok(found) => {
+                            let status = found.map(|p| p.status);
+                            parents.push((*parent, status));
+                            if told_by.is_some() && status.is_some_and(|s| !s.is_terminal()) {
+                                break;
+                            }
+                        }
+                        Err(_) => {
+                            unreadable = true;
+                            break;
+                        }
+                    }
+                }
+                if unreadable {
+                    break;
+                }
+                // (an unfinished one read last keeps it waiting, unless a failure decided it)
+                let Some(next) = child.settle_dependencies(&parents, now) else {
+                    break;
+                };
+                let log = match &next.error {
+                    Some(e) if next.status == JobStatus::Cancelled => Some(e.message.clone()),
+                    _ => None,
+                };
+                match store.transition(child.expected(), &next).await {
+                    Ok(written) => {
+                        self.follow(&next, child.attempt, log.as_deref(), now).await;
+                        if let Some(batch) = written.batch_ended {
+                            self.finish_batch(batch, now).await;
+                        }
+                        let told = (next.id, next.status);
+                        todo.extend(written.waiters.into_iter().map(|w| (w, Some(told))));
+                        break;
+                    }
+                    Err(StoreError::Conflict) => continue,
+                    Err(e) => {
+                        tracing::warn!(job_id = %id, error = %e, "a waiting job not decided; maintenance will");
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// What follows a stored change that made `job` (a transition, a create, a start).

@@ -30,6 +30,10 @@ pub struct SweepReport {
     pub released: u64,
     pub expired: u64,
     pub dead_lettered: u64,
+    /// Waiting jobs decided here (their dependencies' ends were not heard, e.g. after a crash).
+    pub settled: u64,
+    /// Batches whose end was not seen (a crash after the last member's end), finished here.
+    pub batches_finished: u64,
 }
 
 fn before(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
@@ -153,6 +157,70 @@ pub async fn release_scheduled_jobs(
     Ok(n)
 }
 
+/// Waiting jobs due a look (`Job::due_at`): each is decided from its dependencies as they
+/// stand (the net under a notification lost to a crash between a dependency's end and its
+/// waiters' decision); one still waiting is looked at again after as long as it has waited.
+pub async fn settle_waiting_jobs(
+    ports: &Ports,
+    registry: &Registry,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let lifecycle = Lifecycle::new(ports, registry);
+    let mut n = 0;
+    for _ in 0..MAX_PAGES {
+        let due = ports.store.due(JobStatus::Waiting, now, PAGE).await?;
+        let page = due.len();
+        for job in &due {
+            lifecycle.settle_waiting(vec![job.id], None, now).await;
+            match ports.store.get(job.id).await? {
+                Some(still) if still.status == JobStatus::Waiting => {
+                    if let Ok(next) = still.recheck_later(now) {
+                        match lifecycle.apply(&Change::of(&still, next), now).await {
+                            Ok(_) | Err(StoreError::Conflict) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Some(_) => n += 1,
+                None => {}
+            }
+        }
+        if page < PAGE {
+            break;
+        }
+    }
+    Ok(n)
+}
+
+/// Batches none of whose members ended for a while: one that has no unfinished member is
+/// finished here (its callbacks submitted, once); one that has is looked at again after as long
+/// as it has been open.
+pub async fn finish_ended_batches(
+    ports: &Ports,
+    registry: &Registry,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let lifecycle = Lifecycle::new(ports, registry);
+    let mut n = 0;
+    for _ in 0..MAX_PAGES {
+        let due = ports.store.due_batches(now, PAGE).await?;
+        let page = due.len();
+        for batch in &due {
+            if batch.pending == 0 {
+                lifecycle.finish_batch(batch.id, now).await;
+                n += 1;
+            } else {
+                let open = (now - batch.created_at).max(crate::ports::BATCH_LOOK_AFTER);
+                ports.store.recheck_batch(batch.id, now + open).await?;
+            }
+        }
+        if page < PAGE {
+            break;
+        }
+    }
+    Ok(n)
+}
+
 /// How long a dead letter this sweep could not settle (not a job message, or its job moved
 /// meanwhile) stays hidden before a later sweep looks at it again.
 const DEAD_LETTER_RECHECK: Duration = Duration::from_secs(300);
@@ -249,6 +317,14 @@ pub async fn sweep(
     keep(
         settle_dead_letters(ports, registry, now).await,
         &mut report.dead_lettered,
+    );
+    keep(
+        settle_waiting_jobs(ports, registry, now).await,
+        &mut report.settled,
+    );
+    keep(
+        finish_ended_batches(ports, registry, now).await,
+        &mut report.batches_finished,
     );
     keep(
         ports.store.delete_expired(now, 10_000).await,

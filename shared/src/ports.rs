@@ -2,8 +2,9 @@
 //! with the AWS layer, an adapter over DynamoDB, SQS and EventBridge. None names an AWS type.
 
 use crate::domain::{
-    Admission, ApiKey, AuditEntry, Expected, Job, JobId, JobStatus, JobSummary, JobType,
-    LifecycleEvent, Progress, Schedule, ScheduleName, Tenant, TenantLimits, WebhookGenerations,
+    Admission, ApiKey, AuditEntry, Batch, BatchId, Expected, Job, JobId, JobStatus, JobSummary,
+    JobType, LifecycleEvent, Progress, Schedule, ScheduleName, Tenant, TenantLimits,
+    WebhookGenerations,
 };
 use crate::live::Topic;
 use async_trait::async_trait;
@@ -88,6 +89,19 @@ pub struct CreateWith {
     pub audit: Option<AuditEntry>,
     pub admission: Admission,
 }
+
+/// What a transition's write found on the job: the jobs waiting for it (`depends_on`), when
+/// the transition ended it (taken off it in the same write, so they are told once).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transitioned {
+    pub waiters: Vec<JobId>,
+    /// The job's batch, when this change left none of its members unfinished.
+    pub batch_ended: Option<BatchId>,
+}
+
+/// How long a batch goes without a member ending before maintenance looks at it (the net
+/// under an end that was not seen: a crash after the last member's end).
+pub const BATCH_LOOK_AFTER: chrono::Duration = chrono::Duration::seconds(60);
 
 /// The result of `JobStore::start`.
 #[derive(Debug)]
@@ -195,17 +209,28 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Started, StoreError>;
     /// Write `next` only if the stored job still matches `expected`; else `Conflict`. A job that
     /// holds a quota slot gives it back in the same write when it finishes, and takes it again
-    /// when a retry brings it back (`domain::slot_change`).
-    async fn transition(&self, expected: Expected, next: &Job) -> Result<(), StoreError>;
+    /// when a retry brings it back (`domain::slot_change`). A transition that ends the job
+    /// takes the jobs waiting for it off it and returns them.
+    async fn transition(&self, expected: Expected, next: &Job) -> Result<Transitioned, StoreError>;
     /// `transition`, writing `next`'s payload too (a transition keeps the stored payload: only
     /// a debounced submit replaces it, of a job that never ran).
     async fn transition_with_payload(
         &self,
         expected: Expected,
         next: &Job,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Transitioned, StoreError> {
         self.transition(expected, next).await
     }
+    /// Note on job `parent` (of `tenant`) that `waiter` waits for it to end, so the transition
+    /// that ends it returns `waiter` (see `Transitioned`); nothing is noted on a job that has
+    /// ended. Returns the parent's status as the note was made, `None` when there is no such
+    /// job of `tenant`.
+    async fn add_waiter(
+        &self,
+        parent: JobId,
+        tenant: &Tenant,
+        waiter: JobId,
+    ) -> Result<Option<JobStatus>, StoreError>;
     /// A run's heartbeat (`run` = `Job::runs` at its start), with optional progress.
     /// `Conflict` when the job is no longer running that run (the worker lost it and must stop).
     async fn heartbeat(
@@ -254,6 +279,27 @@ pub trait JobStore: Send + Sync {
     ) -> Result<serde_json::Value, StoreError>;
     /// The steps a job recorded, oldest first.
     async fn steps(&self, id: JobId) -> Result<Vec<StepRecord>, StoreError>;
+    /// Store a new batch, with no members yet: creating a job with its `batch_id` counts it in,
+    /// in the same write (and its end, in the write that ends it).
+    async fn open_batch(&self, batch: &Batch) -> Result<(), StoreError>;
+    async fn get_batch(&self, id: BatchId) -> Result<Option<Batch>, StoreError>;
+    /// Record the callbacks an ended batch submitted, and when it ended: it leaves
+    /// `due_batches`.
+    async fn finish_batch(
+        &self,
+        id: BatchId,
+        callbacks: &std::collections::BTreeMap<String, JobId>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Unfinished batches due a look by maintenance before `before` (none of their members
+    /// ended for `BATCH_LOOK_AFTER`, or `recheck_batch` said so), oldest first.
+    async fn due_batches(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Batch>, StoreError>;
+    /// Look at an unfinished batch again at `at`.
+    async fn recheck_batch(&self, id: BatchId, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// Jobs in `status` whose `Job::due_at` is before `before`, oldest first.
     async fn due(
         &self,

@@ -27,6 +27,8 @@ pub enum ServiceError {
     PayloadTooLarge { size: usize, limit: usize },
     #[error("no job {0}")]
     NotFound(JobId),
+    #[error("no batch {0}")]
+    BatchNotFound(crate::domain::BatchId),
     #[error("idempotency key '{0}' was used before for a different request (job {1})")]
     IdempotencyConflict(IdempotencyKey, JobId),
     #[error(transparent)]
@@ -93,7 +95,26 @@ pub struct SubmitRequest {
     /// Later submits with this key replace the job while it waits (never with an idempotency
     /// key).
     pub debounce: Option<crate::domain::Debounce>,
+    /// Jobs of the same tenant this one waits for (`waiting` until they end; at most
+    /// `DEPENDS_ON_MAX`).
+    pub depends_on: Vec<JobId>,
+    pub on_dependency_failure: crate::domain::DependencyFailure,
+    /// The (unfinished) batch of the tenant's this job joins as a member.
+    pub batch_id: Option<crate::domain::BatchId>,
 }
+
+/// What a batch object is opened with: the jobs it submits when every member has ended.
+#[derive(Debug, Clone, Default)]
+pub struct BatchSpec {
+    pub on_complete: Option<crate::domain::CallbackSpec>,
+    pub on_success: Option<crate::domain::CallbackSpec>,
+}
+
+/// The most a job's payload may be where no deployment setting says (a handler's submits).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+
+/// Most jobs one job may depend on.
+pub const DEPENDS_ON_MAX: usize = 100;
 
 impl SubmitRequest {
     /// A submit of `job_type` with `payload` and every option left to the type's defaults.
@@ -109,6 +130,9 @@ impl SubmitRequest {
             idempotency_key: None,
             concurrency_key: None,
             debounce: None,
+            depends_on: vec![],
+            on_dependency_failure: crate::domain::DependencyFailure::Cancel,
+            batch_id: None,
         }
     }
 
@@ -125,6 +149,9 @@ impl SubmitRequest {
             "max_attempts": self.max_attempts,
             "backoff": self.backoff.map(|b| [b.base_ms, b.cap_ms]),
             "concurrency_key": self.concurrency_key.as_ref().map(|k| k.as_str()),
+            "depends_on": self.depends_on.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+            "on_dependency_failure": self.on_dependency_failure,
+            "batch_id": self.batch_id.map(|b| b.to_string()),
         });
         let mut canonical = String::new();
         write_canonical(&described, &mut canonical);
@@ -387,7 +414,30 @@ impl JobService {
     ) -> Result<(Job, bool), ServiceError> {
         let limits = self.limits_of(&tenant).await?;
         let debounce = req.debounce.clone();
-        let (job, fingerprint) = self.prepare(tenant, req, &limits, Utc::now())?;
+        let parents = req.depends_on.clone();
+        let on_failure = req.on_dependency_failure;
+        let batch = req.batch_id;
+        let (mut job, fingerprint) = self.prepare(tenant, req, &limits, Utc::now())?;
+        if let Some(batch) = batch {
+            self.open_batch_of(&job.tenant, batch).await?;
+            job.batch_id = Some(batch);
+        }
+        if !parents.is_empty() {
+            // (checked before anything is written: each must be a job of this tenant)
+            for (i, parent) in parents.iter().enumerate() {
+                match self.ports.store.get(*parent).await? {
+                    Some(p) if p.tenant == job.tenant => {}
+                    _ => {
+                        return Err(ValidationError::new(
+                            format!("depends_on[{i}]"),
+                            format!("no job {parent} (a job may depend only on existing jobs of its tenant)"),
+                        )
+                        .into())
+                    }
+                }
+            }
+            job = job.waiting_for(parents, on_failure);
+        }
         let now = job.created_at;
         let with = CreateWith {
             audit: audit.map(|mut entry| {
@@ -402,7 +452,134 @@ impl JobService {
         };
         match debounce {
             Some(d) => self.submit_debounced(job, &with, &d).await,
-            None => self.create(job, &with, fingerprint).await,
+            None => {
+                let made = self.create(job, &with, fingerprint).await?;
+                if made.1 && !made.0.depends_on.is_empty() {
+                    self.wait_for_dependencies(&made.0).await;
+                }
+                Ok(made)
+            }
+        }
+    }
+
+    /// Open a batch of `tenant`'s with `spec`'s callbacks (checked as submits are): its members
+    /// are the jobs then submitted with its id (`submit_batch` with it, or `batch_id`).
+    pub async fn open_batch(
+        &self,
+        tenant: &Tenant,
+        spec: BatchSpec,
+    ) -> Result<crate::domain::Batch, ServiceError> {
+        for (field, callback) in [
+            ("batch.on_complete", &spec.on_complete),
+            ("batch.on_success", &spec.on_success),
+        ] {
+            let Some(callback) = callback else { continue };
+            let registration = self
+                .registry
+                .get(callback.job_type.as_str())
+                .ok_or_else(|| {
+                    ValidationError::new(
+                        format!("{field}.type"),
+                        format!("unknown job type '{}'", callback.job_type),
+                    )
+                })?;
+            registration
+                .handler
+                .validate(&callback.payload)
+                .map_err(|e| ValidationError::new(format!("{field}.{}", e.field), e.message))?;
+        }
+        let batch = crate::domain::Batch::new(
+            tenant.clone(),
+            spec.on_complete,
+            spec.on_success,
+            Utc::now(),
+        );
+        self.ports.store.open_batch(&batch).await?;
+        Ok(batch)
+    }
+
+    /// A batch of `tenant`'s, as it stands.
+    pub async fn get_batch(
+        &self,
+        tenant: &Tenant,
+        id: crate::domain::BatchId,
+    ) -> Result<crate::domain::Batch, ServiceError> {
+        match self.ports.store.get_batch(id).await? {
+            Some(b) if &b.tenant == tenant => Ok(b),
+            _ => Err(ServiceError::BatchNotFound(id)),
+        }
+    }
+
+    /// A batch a job may join: the tenant's, and not ended.
+    async fn open_batch_of(
+        &self,
+        tenant: &Tenant,
+        id: crate::domain::BatchId,
+    ) -> Result<crate::domain::Batch, ServiceError> {
+        let batch = self.get_batch(tenant, id).await.map_err(|e| match e {
+            ServiceError::BatchNotFound(_) => {
+                ValidationError::new("batch_id", format!("no batch {id} of this tenant")).into()
+            }
+            e => e,
+        })?;
+        if batch.finished_at.is_some() {
+            return Err(ValidationError::new(
+                "batch_id",
+                format!("batch {id} has ended: its callbacks ran; open a new one"),
+            )
+            .into());
+        }
+        Ok(batch)
+    }
+
+    /// Cancel every unfinished member of a batch: a `conveyor.bulk` job does it (202 and that
+    /// job); members added later are not cancelled.
+    pub async fn cancel_batch(
+        &self,
+        tenant: &Tenant,
+        id: crate::domain::BatchId,
+    ) -> Result<(Job, bool), ServiceError> {
+        self.get_batch(tenant, id).await?;
+        let request = crate::jobs::BulkRequest {
+            action: crate::jobs::BulkAction::Cancel,
+            filter: crate::jobs::JobFilter {
+                batch: Some(id),
+                ..Default::default()
+            },
+        };
+        self.submit(
+            tenant.clone(),
+            SubmitRequest::new(
+                crate::domain::JobType::parse(crate::jobs::BULK_TYPE).expect("a valid type"),
+                serde_json::to_value(request).expect("serializable"),
+            ),
+        )
+        .await
+    }
+
+    /// A new waiting job is noted on each job it depends on (so their ends decide it); any that
+    /// had ended already, or is gone, decides it now. (A crash before this ends leaves it to
+    /// maintenance, which decides waiting jobs from their dependencies itself.)
+    async fn wait_for_dependencies(&self, job: &Job) {
+        let mut ended = false;
+        for parent in &job.depends_on {
+            match self
+                .ports
+                .store
+                .add_waiter(*parent, &job.tenant, job.id)
+                .await
+            {
+                Ok(status) => ended |= status.is_none_or(JobStatus::is_terminal),
+                Err(e) => {
+                    tracing::warn!(job_id = %job.id, error = %e, "a dependency not noted; maintenance decides the job");
+                    return;
+                }
+            }
+        }
+        if ended {
+            self.lifecycle()
+                .settle_waiting(vec![job.id], None, Utc::now())
+                .await;
         }
     }
 
@@ -418,9 +595,25 @@ impl JobService {
         atomic: bool,
         audit: Option<AuditEntry>,
     ) -> Result<Vec<Result<(Job, bool), ServiceError>>, ServiceError> {
+        self.submit_batch_in(tenant, items, atomic, audit, None)
+            .await
+    }
+
+    /// `submit_batch`, each new job a member of `batch` (opened by `open_batch`).
+    pub async fn submit_batch_in(
+        &self,
+        tenant: Tenant,
+        items: Vec<SubmitRequest>,
+        atomic: bool,
+        audit: Option<AuditEntry>,
+        batch: Option<crate::domain::BatchId>,
+    ) -> Result<Vec<Result<(Job, bool), ServiceError>>, ServiceError> {
         let limits = self.limits_of(&tenant).await?;
         let now = Utc::now();
-        let prepared = self.prepare_batch(&tenant, items, &limits, now);
+        let mut prepared = self.prepare_batch(&tenant, items, &limits, now);
+        for (job, _) in prepared.iter_mut().flatten() {
+            job.batch_id = batch;
+        }
         if atomic && prepared.iter().any(Result::is_err) {
             return Err(ServiceError::InvalidBatch(
                 prepared
@@ -516,6 +709,20 @@ impl JobService {
                     return Err(ValidationError::new(
                         "debounce",
                         "is not available in a batch: submit a debounced job on its own",
+                    )
+                    .into());
+                }
+                if !req.depends_on.is_empty() {
+                    return Err(ValidationError::new(
+                        "depends_on",
+                        "is not available in a batch: submit a job with dependencies on its own",
+                    )
+                    .into());
+                }
+                if req.batch_id.is_some() {
+                    return Err(ValidationError::new(
+                        "batch_id",
+                        "is not available in a batch submit: its batch (\"batch\") holds its jobs",
                     )
                     .into());
                 }

@@ -12,6 +12,12 @@
 //!   each appending `<job id> step-<n>` to `$TEST_COUNT_DIR/steps` when it runs, and step `hold`
 //!   holding (awaiting a long time) the first time it runs; its result is the list of the
 //!   steps' results, `n * 10` each;
+//! - `test.chain` awaits `ms`, then answers `{"n", "parents", "without_result"}`: `n` is its
+//!   payload's `add` plus the sum of its dependencies' results' `n`, then how many dependencies
+//!   it had, and how many gave no result;
+//! - `test.barrier` appends its id to `$TEST_COUNT_DIR/barrier-<group>` and waits until `n`
+//!   jobs of its `group` have, so they all end at the same moment;
+//! - `test.fanout` adds `n` `test.echo` jobs to its own batch, then ends;
 //! - `test.panics` panics, and `test.broken` fails (retryable), until a file `fixed` exists in
 //!   `$TEST_COUNT_DIR` (the cause fixed); then they succeed.
 
@@ -116,6 +122,72 @@ impl JobHandler for Steps {
     }
 }
 
+struct Chain;
+
+#[async_trait]
+impl JobHandler for Chain {
+    async fn run(&self, ctx: JobContext, payload: Value) -> Result<Value, JobError> {
+        tokio::time::sleep(Duration::from_millis(millis(&payload))).await;
+        let parents = ctx.dependency_results().await?;
+        let sum: i64 = parents
+            .iter()
+            .filter_map(|(_, r)| r.as_ref()?.get("n")?.as_i64())
+            .sum();
+        let add = payload.get("add").and_then(Value::as_i64).unwrap_or(0);
+        Ok(json!({
+            "n": sum + add,
+            "parents": parents.len(),
+            "without_result": parents.iter().filter(|(_, r)| r.is_none()).count(),
+        }))
+    }
+}
+
+struct Barrier;
+
+#[async_trait]
+impl JobHandler for Barrier {
+    async fn run(&self, ctx: JobContext, payload: Value) -> Result<Value, JobError> {
+        let dir = std::env::var("TEST_COUNT_DIR")
+            .map_err(|_| JobError::permanent("TEST_COUNT_DIR is not set"))?;
+        let group = payload
+            .get("group")
+            .and_then(Value::as_str)
+            .unwrap_or("all");
+        let n = payload.get("n").and_then(Value::as_u64).unwrap_or(2) as usize;
+        let file = std::path::Path::new(&dir).join(format!("barrier-{group}"));
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .and_then(|mut f| f.write_all(format!("{}\n", ctx.job_id()).as_bytes()))
+            .map_err(|e| JobError::permanent(format!("barrier: {e}")))?;
+        while std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            < n
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(json!({ "met": n }))
+    }
+}
+
+struct Fanout;
+
+#[async_trait]
+impl JobHandler for Fanout {
+    async fn run(&self, ctx: JobContext, payload: Value) -> Result<Value, JobError> {
+        let n = payload.get("n").and_then(Value::as_u64).unwrap_or(1);
+        let echo = shared::domain::JobType::parse("test.echo").expect("a type name");
+        let jobs = (0..n)
+            .map(|i| shared::service::SubmitRequest::new(echo.clone(), json!({ "i": i })))
+            .collect();
+        let added = ctx.add_to_batch(jobs).await?;
+        Ok(json!({ "added": added }))
+    }
+}
+
 /// Whether the cause of `test.panics` and `test.broken` was fixed.
 fn fixed() -> bool {
     std::env::var("TEST_COUNT_DIR")
@@ -209,6 +281,18 @@ fn test_types(registry: &mut Registry) {
         shared::jobs::Sleep,
     );
     registry.register("test.echo", fixable.clone(), Echo);
+    registry.register("test.chain", fixable.clone(), Chain);
+    registry.register("test.fanout", fixable.clone(), Fanout);
+    registry.register(
+        "test.barrier",
+        JobOptions {
+            concurrency: 8,
+            batch_size: 1,
+            execution: shared::jobs::Execution::Task,
+            ..JobOptions::default()
+        },
+        Barrier,
+    );
     registry.register(
         "test.steps",
         JobOptions {

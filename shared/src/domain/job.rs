@@ -17,6 +17,8 @@ pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(15 * 60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
+    /// Waits for the jobs it depends on (`depends_on`) to end.
+    Waiting,
     Scheduled,
     Queued,
     Running,
@@ -27,7 +29,8 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 7] = [
+    pub const ALL: [JobStatus; 8] = [
+        JobStatus::Waiting,
         JobStatus::Scheduled,
         JobStatus::Queued,
         JobStatus::Running,
@@ -39,6 +42,7 @@ impl JobStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            JobStatus::Waiting => "waiting",
             JobStatus::Scheduled => "scheduled",
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
@@ -177,6 +181,15 @@ pub struct Job {
     /// Its tenant's running limit when it was submitted (`TenantLimits::max_running`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_max_running: Option<u32>,
+    /// The batch this job is a member of: its end is counted there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<super::BatchId>,
+    /// The jobs this one waits for (`waiting` until they end): it runs once all succeed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<JobId>,
+    /// What a failed, dead or cancelled job it depends on does to it.
+    #[serde(default, skip_serializing_if = "DependencyFailure::is_cancel")]
+    pub on_dependency_failure: DependencyFailure,
     pub cancel_requested: bool,
     /// The job counts against its tenant's active-job quota (it was submitted while one
     /// applied): the store takes a slot while it is unfinished and gives it back when it ends.
@@ -196,6 +209,27 @@ pub struct Job {
     pub updated_at: DateTime<Utc>,
     pub version: u64,
 }
+
+/// What a job does when one it depends on ends without succeeding (or is gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyFailure {
+    /// It ends `cancelled`, its error naming the job and how it ended.
+    #[default]
+    Cancel,
+    /// It runs anyway once every job it depends on has ended.
+    Run,
+}
+
+impl DependencyFailure {
+    fn is_cancel(&self) -> bool {
+        *self == DependencyFailure::Cancel
+    }
+}
+
+/// How long maintenance leaves a waiting job before it looks at its dependencies itself (the
+/// net under a notification lost to a crash): doubling with the time it has waited.
+const DEPENDENCY_RECHECK_MIN: chrono::Duration = chrono::Duration::seconds(10);
 
 fn unknown_time() -> DateTime<Utc> {
     DateTime::<Utc>::UNIX_EPOCH
@@ -316,6 +350,9 @@ impl Job {
             request_fingerprint: new.request_fingerprint,
             concurrency_key: None,
             tenant_max_running: None,
+            batch_id: None,
+            depends_on: vec![],
+            on_dependency_failure: DependencyFailure::Cancel,
             cancel_requested: false,
             holds_slot: false,
             created_at: now,
@@ -352,10 +389,11 @@ impl Job {
     }
 
     /// The time the maintenance index sorts this job by in its status: when a queued job's
-    /// message is due, when a scheduled job runs, a running job's last heartbeat, and when a
-    /// finished job expires.
+    /// message is due, when a scheduled job runs, when maintenance next looks at a waiting job's
+    /// dependencies, a running job's last heartbeat, and when a finished job expires.
     pub fn due_at(&self) -> DateTime<Utc> {
         match self.status {
+            JobStatus::Waiting => self.run_at,
             JobStatus::Queued => self.run_at.max(self.queued_at),
             JobStatus::Scheduled => self.run_at,
             JobStatus::Running => self
@@ -387,6 +425,73 @@ impl Job {
             expires_at: Some(after(now, Duration::from_secs(self.retention_secs))),
             ..self.next(status, now)
         }
+    }
+
+    /// A new job that waits for `parents` to end (`waiting`; maintenance first looks at it
+    /// after `DEPENDENCY_RECHECK_MIN`).
+    pub fn waiting_for(self, parents: Vec<JobId>, on_failure: DependencyFailure) -> Job {
+        Job {
+            status: JobStatus::Waiting,
+            run_at: self.created_at + DEPENDENCY_RECHECK_MIN,
+            depends_on: parents,
+            on_dependency_failure: on_failure,
+            ..self
+        }
+    }
+
+    /// A waiting job, decided from how the jobs it depends on stand (`None`: gone): `queued`
+    /// once all succeeded (with `DependencyFailure::Run`, once all ended); `cancelled` as soon as
+    /// one failed, died, was cancelled or is gone (with `Cancel`). `None` while it must wait.
+    pub fn settle_dependencies(
+        &self,
+        parents: &[(JobId, Option<JobStatus>)],
+        now: DateTime<Utc>,
+    ) -> Option<Job> {
+        if self.status != JobStatus::Waiting {
+            return None;
+        }
+        let unsuccessful = parents
+            .iter()
+            .find(|(_, s)| s.is_none_or(|s| s.is_terminal() && s != JobStatus::Succeeded));
+        if let (Some((id, status)), DependencyFailure::Cancel) =
+            (unsuccessful, self.on_dependency_failure)
+        {
+            let how = status.map_or("is gone".to_string(), |s| format!("ended {s}"));
+            return Some(Job {
+                error: Some(JobError::with_kind(
+                    "dependency",
+                    format!("job {id}, which this one depends on, {how}"),
+                    false,
+                )),
+                ..self.finished(JobStatus::Cancelled, now)
+            });
+        }
+        if parents
+            .iter()
+            .all(|(_, s)| s.is_none_or(|s| s.is_terminal()))
+        {
+            return Some(Job {
+                run_at: now,
+                queued_at: now,
+                ..self.next(JobStatus::Queued, now)
+            });
+        }
+        None
+    }
+
+    /// A waiting job maintenance looked at and found still waiting: it looks again after as long
+    /// as the job has waited (at least `DEPENDENCY_RECHECK_MIN`).
+    pub fn recheck_later(&self, now: DateTime<Utc>) -> Result<Job, TransitionError> {
+        if self.status != JobStatus::Waiting {
+            return Err(TransitionError {
+                action: "recheck",
+                from: self.status,
+            });
+        }
+        Ok(Job {
+            run_at: now + (now - self.created_at).max(DEPENDENCY_RECHECK_MIN),
+            ..self.next(JobStatus::Waiting, now)
+        })
     }
 
     /// queued → running: a worker takes the job for attempt `attempt + 1`.
@@ -468,7 +573,7 @@ impl Job {
     /// (`cancel_requested`) and ends `cancelled` when its handler notices.
     pub fn cancel(&self, now: DateTime<Utc>) -> Result<Job, TransitionError> {
         match self.status {
-            JobStatus::Queued | JobStatus::Scheduled => Ok(Job {
+            JobStatus::Waiting | JobStatus::Queued | JobStatus::Scheduled => Ok(Job {
                 error: Some(JobError::cancelled()),
                 ..self.finished(JobStatus::Cancelled, now)
             }),

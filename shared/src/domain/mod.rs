@@ -2,6 +2,7 @@
 
 mod access;
 mod backoff;
+mod batch;
 mod ids;
 mod job;
 mod rate;
@@ -13,10 +14,11 @@ pub use access::{
     WebhookGenerations, KEY_PREFIX,
 };
 pub use backoff::Backoff;
+pub use batch::{batch_count_change, Batch, BatchId, CallbackSpec, BATCH_KEY_PREFIX};
 pub use ids::{ConcurrencyKey, IdempotencyKey, JobId, JobType, Tenant, ValidationError};
 pub use job::{
-    slot_change, Expected, Job, JobError, JobStatus, JobSummary, LifecycleEvent, LifecycleKind,
-    NewJob, Outcome, Progress, TransitionError, MAX_QUEUE_DELAY,
+    slot_change, DependencyFailure, Expected, Job, JobError, JobStatus, JobSummary, LifecycleEvent,
+    LifecycleKind, NewJob, Outcome, Progress, TransitionError, MAX_QUEUE_DELAY,
 };
 pub use rate::{gcra, Debounce, Rate, MAX_DEBOUNCE};
 pub use schedule::{

@@ -220,6 +220,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(_) => {
                 Self::new(StatusCode::NOT_FOUND, "job_not_found", message).field("id")
             }
+            ServiceError::BatchNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "batch_not_found", message).field("id")
+            }
             ServiceError::IdempotencyConflict(..) => {
                 Self::new(StatusCode::CONFLICT, "idempotency_conflict", message)
                     .field("idempotency_key")
@@ -329,6 +332,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/schedules/{name}/runs"),
     ("post", "/v1/jobs/bulk"),
     ("post", "/v1/jobs/batch"),
+    ("get", "/v1/batches/{id}"),
+    ("post", "/v1/batches/{id}/cancel"),
     ("get", "/v1/dead-letters"),
     ("post", "/v1/dead-letters/redrive"),
 ];
@@ -360,7 +365,11 @@ pub fn route_params(route: &str) -> &'static [&'static str] {
         | "/v1/schedules/{name}/pause"
         | "/v1/schedules/{name}/resume"
         | "/v1/schedules/{name}/runs" => &["tenant"],
-        "/v1/jobs/bulk" | "/v1/jobs/batch" | "/v1/dead-letters/redrive" => &["tenant"],
+        "/v1/jobs/bulk"
+        | "/v1/jobs/batch"
+        | "/v1/dead-letters/redrive"
+        | "/v1/batches/{id}"
+        | "/v1/batches/{id}/cancel" => &["tenant"],
         "/v1/dead-letters" => &["type", "limit", "cursor", "tenant"],
         "/v1/audit" => &["tenant", "since", "limit", "anonymous"],
         _ => &[],
@@ -410,6 +419,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/schedules/{name}/runs", get(schedules::runs))
         .route("/v1/jobs/bulk", post(bulk::bulk))
         .route("/v1/jobs/batch", post(submit_batch))
+        .route("/v1/batches/{id}", get(get_batch))
+        .route("/v1/batches/{id}/cancel", post(cancel_batch))
         .route("/v1/dead-letters", get(bulk::dead_letters))
         .route("/v1/dead-letters/redrive", post(bulk::redrive))
         .route_layer(axum::middleware::from_fn(only_known_params))
@@ -886,7 +897,10 @@ fn submit_of(value: Value, idempotency_header: Option<&str>) -> Result<SubmitReq
             "a job must be a JSON object",
         ));
     };
-    const KNOWN: [&str; 10] = [
+    const KNOWN: [&str; 13] = [
+        "batch_id",
+        "depends_on",
+        "on_dependency_failure",
         "debounce",
         "type",
         "payload",
@@ -952,10 +966,13 @@ fn submit_of(value: Value, idempotency_header: Option<&str>) -> Result<SubmitReq
             ))
         }
         (Some(Value::String(s)), _) => Some(IdempotencyKey::parse(s).map_err(ApiError::invalid)?),
-        (None | Some(Value::Null), Some(h)) if h.starts_with(crate::domain::TICK_KEY_PREFIX) => {
+        (None | Some(Value::Null), Some(h))
+            if h.starts_with(crate::domain::TICK_KEY_PREFIX)
+                || h.starts_with(crate::domain::BATCH_KEY_PREFIX) =>
+        {
             return Err(bad(
                 "idempotency-key",
-                "keys starting with 'schedule:' are kept for schedules' jobs",
+                "keys starting with 'schedule:' or 'batch:' are kept for schedules' and batches' jobs",
             ))
         }
         (None | Some(Value::Null), Some(h)) => {
@@ -964,13 +981,13 @@ fn submit_of(value: Value, idempotency_header: Option<&str>) -> Result<SubmitReq
         (None | Some(Value::Null), None) => None,
         (Some(_), _) => return Err(bad("idempotency_key", "must be a string")),
     };
-    if idempotency_key
-        .as_ref()
-        .is_some_and(|k| k.as_str().starts_with(crate::domain::TICK_KEY_PREFIX))
-    {
+    if idempotency_key.as_ref().is_some_and(|k| {
+        k.as_str().starts_with(crate::domain::TICK_KEY_PREFIX)
+            || k.as_str().starts_with(crate::domain::BATCH_KEY_PREFIX)
+    }) {
         return Err(bad(
             "idempotency_key",
-            "keys starting with 'schedule:' are kept for schedules' jobs",
+            "keys starting with 'schedule:' or 'batch:' are kept for schedules' and batches' jobs",
         ));
     }
     let backoff = match obj.remove("backoff") {
@@ -1031,6 +1048,52 @@ fn submit_of(value: Value, idempotency_header: Option<&str>) -> Result<SubmitReq
             ));
         }
     }
+    let depends_on = match obj.remove("depends_on") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(ids)) if ids.len() <= crate::service::DEPENDS_ON_MAX => ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                id.as_str()
+                    .and_then(|id| JobId::parse(id).ok())
+                    .ok_or_else(|| bad(&format!("depends_on[{i}]"), "must be a job id"))
+            })
+            .collect::<ApiResult<Vec<_>>>()?,
+        Some(_) => {
+            return Err(bad(
+                "depends_on",
+                &format!(
+                    "must be a list of at most {} job ids",
+                    crate::service::DEPENDS_ON_MAX
+                ),
+            ))
+        }
+    };
+    let on_dependency_failure = match obj.remove("on_dependency_failure") {
+        None | Some(Value::Null) => crate::domain::DependencyFailure::Cancel,
+        Some(v) => serde_json::from_value::<crate::domain::DependencyFailure>(v)
+            .map_err(|_| bad("on_dependency_failure", "must be \"cancel\" or \"run\""))?,
+    };
+    let batch_id = match obj.remove("batch_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => {
+            Some(JobId::parse(&id).map_err(|_| bad("batch_id", "must be a batch id"))?)
+        }
+        Some(_) => return Err(bad("batch_id", "must be a batch id (a string)")),
+    };
+    if !depends_on.is_empty() {
+        let other = [
+            ("debounce", debounce.is_some()),
+            ("run_at", run_at.is_some()),
+            ("delay_seconds", delay.is_some()),
+        ];
+        if let Some((field, _)) = other.iter().find(|(_, given)| *given) {
+            return Err(bad(
+                field,
+                "cannot be combined with depends_on (a dependent job runs when its dependencies end)",
+            ));
+        }
+    }
     Ok(SubmitRequest {
         job_type,
         payload,
@@ -1042,6 +1105,9 @@ fn submit_of(value: Value, idempotency_header: Option<&str>) -> Result<SubmitReq
         idempotency_key,
         concurrency_key,
         debounce,
+        depends_on,
+        on_dependency_failure,
+        batch_id,
     })
 }
 
@@ -1208,7 +1274,17 @@ async fn submit_batch(
             )
             .field("jobs")
         })?;
-    let mut obj = json_object(&body, &["jobs", "atomic"], false)?;
+    let mut obj = json_object(&body, &["jobs", "atomic", "batch"], false)?;
+    let batch = match obj.remove("batch") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(b)) => Some(batch_spec_of(b)?),
+        Some(_) => {
+            return Err(bad(
+                "batch",
+                "must be an object {on_complete?, on_success?}: the batch's callbacks",
+            ))
+        }
+    };
     let atomic = match obj.remove("atomic") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
@@ -1289,12 +1365,25 @@ async fn submit_batch(
     );
     // (The outcome as it is: an atomic batch's refusals are answered item by item.)
     let submitted = detached(&state, |state| async move {
-        Ok(state
+        let opened = match batch {
+            Some(spec) => Some(state.service.open_batch(&tenant, spec).await?.id),
+            None => None,
+        };
+        let outcome = state
             .service
-            .submit_batch(tenant, reqs, atomic, Some(entry))
-            .await)
+            .submit_batch_in(tenant.clone(), reqs, atomic, Some(entry), opened)
+            .await;
+        let batch = match opened {
+            Some(id) => Some(state.service.get_batch(&tenant, id).await?),
+            None => None,
+        };
+        Ok(outcome.map(|results| (results, batch)))
     })
     .await?;
+    let (submitted, batch) = match submitted {
+        Ok((results, batch)) => (Ok(results), batch),
+        Err(e) => (Err(e), None),
+    };
     match submitted {
         Ok(results) => {
             for (i, r) in at.iter().zip(results) {
@@ -1316,13 +1405,96 @@ async fn submit_batch(
         .collect();
     let count = |status: u64| results.iter().filter(|r| r["status"] == status).count();
     let (created, existing) = (count(202), count(200));
-    Ok(Json(json!({
+    let mut answer = json!({
         "created": created,
         "existing": existing,
         "refused": n - created - existing,
         "results": results,
-    }))
-    .into_response())
+    });
+    if let Some(batch) = batch {
+        answer["batch"] = batch_view(&batch);
+    }
+    Ok(Json(answer).into_response())
+}
+
+/// `{"on_complete": {type, payload, priority?, max_attempts?}, "on_success": {…}}`.
+fn batch_spec_of(mut b: serde_json::Map<String, Value>) -> ApiResult<crate::service::BatchSpec> {
+    if let Some(unknown) = b
+        .keys()
+        .find(|k| !["on_complete", "on_success"].contains(&k.as_str()))
+    {
+        return Err(bad(&format!("batch.{unknown}"), "unknown field"));
+    }
+    let mut callback = |name: &str| -> ApiResult<Option<crate::domain::CallbackSpec>> {
+        match b.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
+                bad(
+                    &format!("batch.{name}"),
+                    &format!("must be a job {{type, payload, priority?, max_attempts?}}: {e}"),
+                )
+            }),
+        }
+    };
+    Ok(crate::service::BatchSpec {
+        on_complete: callback("on_complete")?,
+        on_success: callback("on_success")?,
+    })
+}
+
+/// A batch as the API shows it: its counts by status, progress and callbacks.
+fn batch_view(b: &crate::domain::Batch) -> Value {
+    json!({
+        "id": b.id,
+        "status": if b.finished_at.is_some() { "finished" } else { "running" },
+        "total": b.total,
+        "counts": {
+            "pending": b.pending,
+            "succeeded": b.succeeded,
+            "failed": b.failed,
+            "dead": b.dead,
+            "cancelled": b.cancelled,
+        },
+        "progress": b.progress(),
+        "on_complete": b.on_complete,
+        "on_success": b.on_success,
+        "callbacks": b.callbacks,
+        "created_at": b.created_at,
+        "finished_at": b.finished_at,
+    })
+}
+
+/// `GET /v1/batches/{id}`: the batch's live counts, progress and callbacks.
+async fn get_batch(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+    JobPath(id): JobPath,
+) -> ApiResult<Response> {
+    caller.require(Role::Reader)?;
+    let batch = state.service.get_batch(&caller.tenant(&q)?, id).await?;
+    Ok(Json(batch_view(&batch)).into_response())
+}
+
+/// `POST /v1/batches/{id}/cancel`: every unfinished member cancelled, by a bulk job (202 and
+/// that job).
+async fn cancel_batch(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+    JobPath(id): JobPath,
+) -> ApiResult<Response> {
+    caller.require(Role::Submitter)?;
+    let tenant = caller.tenant(&q)?;
+    let outcome = detached(&state, |state| async move {
+        state
+            .service
+            .cancel_batch(&tenant, id)
+            .await
+            .map(|(job, _)| job)
+    })
+    .await;
+    Ok((StatusCode::ACCEPTED, Json(outcome?)).into_response())
 }
 
 async fn get_job(
@@ -1367,7 +1539,7 @@ async fn list(
             JobStatus::parse(s).ok_or_else(|| {
                 bad(
                     "status",
-                    "must be one of scheduled, queued, running, succeeded, failed, dead, cancelled",
+                    "must be one of waiting, scheduled, queued, running, succeeded, failed, dead, cancelled",
                 )
             })
         })

@@ -69,7 +69,7 @@ fn filter_of(obj: &mut Map<String, Value>, prefix: &str) -> ApiResult<JobFilter>
             JobStatus::parse(&s).ok_or_else(|| {
                 bad(
                     &field("status"),
-                    "must be one of scheduled, queued, running, succeeded, failed, dead, cancelled",
+                    "must be one of waiting, scheduled, queued, running, succeeded, failed, dead, cancelled",
                 )
             })
         })
@@ -82,6 +82,7 @@ fn filter_of(obj: &mut Map<String, Value>, prefix: &str) -> ApiResult<JobFilter>
         job_type,
         created_after: time(obj, "created_after")?,
         created_before: time(obj, "created_before")?,
+        batch: None,
     };
     if let (Some(a), Some(b)) = (filter.created_after, filter.created_before) {
         if b <= a {

@@ -290,6 +290,24 @@ const OPS: &[OpRow] = &[
     ),
     (
         "get",
+        "/v1/batches/{id}",
+        "A batch (made by POST /v1/jobs/batch with \"batch\"): its members' counts by status, its progress, and its callbacks once it ended",
+        Some("reader"),
+        None,
+        200,
+        "Batch",
+    ),
+    (
+        "post",
+        "/v1/batches/{id}/cancel",
+        "Cancel every unfinished member of a batch, as a job of its own (type conveyor.bulk): 202 and that job",
+        Some("submitter"),
+        None,
+        202,
+        "Job",
+    ),
+    (
+        "get",
         "/v1/dead-letters",
         "The tenant's dead jobs, newest first, each with why (error; kind dead_letter: its message reached the dead-letter queue)",
         Some("reader"),
@@ -331,7 +349,7 @@ fn param_schema(name: &str) -> Value {
         "limit" => json!({ "type": "integer", "minimum": 1 }),
         "after" => json!({ "type": "integer", "minimum": 0 }),
         "status" => {
-            json!({ "type": "string", "enum": ["scheduled", "queued", "running", "succeeded", "failed", "dead", "cancelled"] })
+            json!({ "type": "string", "enum": ["waiting", "scheduled", "queued", "running", "succeeded", "failed", "dead", "cancelled"] })
         }
         "since" | "updated_since" => json!({ "type": "string", "format": "date-time" }),
         "job_id" => ulid_schema(),

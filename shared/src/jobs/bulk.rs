@@ -43,6 +43,9 @@ pub struct JobFilter {
     /// Created before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_before: Option<DateTime<Utc>>,
+    /// Members of this batch (only unfinished ones are looked at).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<JobId>,
 }
 
 /// A bulk job's payload.
@@ -78,6 +81,29 @@ async fn matching(
     filter: &JobFilter,
     ctx: &JobContext,
 ) -> Result<Vec<JobId>, JobError> {
+    if let Some(batch) = filter.batch {
+        // A batch's unfinished members: the tenant's unfinished jobs, each read for its batch.
+        let mut members = vec![];
+        for status in JobStatus::ALL.into_iter().filter(|s| !s.is_terminal()) {
+            let by_status = JobFilter {
+                status: Some(status),
+                batch: None,
+                ..filter.clone()
+            };
+            for id in Box::pin(matching(service, tenant, &by_status, ctx)).await? {
+                let job = service
+                    .ports()
+                    .store
+                    .get(id)
+                    .await
+                    .map_err(|e| JobError::retryable(format!("reading job {id}: {e}")))?;
+                if job.is_some_and(|j| j.batch_id == Some(batch)) {
+                    members.push(id);
+                }
+            }
+        }
+        return Ok(members);
+    }
     let mut ids = vec![];
     let mut before = None;
     loop {

@@ -6,6 +6,7 @@ mod bulk;
 mod http_fetch;
 mod noop;
 mod outbound;
+mod scan;
 mod sleep;
 mod webhook;
 
@@ -13,6 +14,7 @@ pub use bulk::{Bulk, BulkAction, BulkRequest, JobFilter, BULK_TYPE};
 pub use http_fetch::HttpFetch;
 pub use noop::Noop;
 pub use outbound::{refusal, Network, Outbound, OutboundPolicy, Refused};
+pub use scan::{ScanDomain, SCAN_TYPE};
 pub use sleep::Sleep;
 pub use webhook::{sign, sign_all, tenant_secret, SigningKey, WebhookDeliver, WebhookKey};
 
@@ -241,12 +243,25 @@ impl Registry {
                 high_priority_ratio: Some(4),
                 ..http.clone()
             },
-            HttpFetch::new(settings.fetch_max_bytes, outbound.clone()),
+            runs(HttpFetch::new(settings.fetch_max_bytes, outbound.clone())),
         );
         r.register(
             "webhook.deliver",
             http,
-            WebhookDeliver::new(settings.webhook_secret.clone(), outbound.clone()),
+            runs(WebhookDeliver::new(
+                settings.webhook_secret.clone(),
+                outbound.clone(),
+            )),
+        );
+        r.register(
+            SCAN_TYPE,
+            JobOptions {
+                timeout: Duration::from_secs(60),
+                max_attempts: 5,
+                execution: Execution::Task,
+                ..JobOptions::default()
+            },
+            ScanDomain,
         );
         r.register(
             BULK_TYPE,
@@ -355,6 +370,36 @@ impl Registry {
     }
 }
 
+/// A shipped type's handler, as it is where jobs run (`handlers`).
+#[cfg(feature = "handlers")]
+fn runs<H: JobHandler>(handler: H) -> H {
+    handler
+}
+
+/// A shipped type's handler where jobs are only submitted (without `handlers`: every Lambda
+/// function but the worker): it checks payloads as the type does, and never runs a job.
+#[cfg(not(feature = "handlers"))]
+fn runs<H: JobHandler>(handler: H) -> SubmitOnly<H> {
+    SubmitOnly(handler)
+}
+
+#[cfg(not(feature = "handlers"))]
+struct SubmitOnly<H>(H);
+
+#[cfg(not(feature = "handlers"))]
+#[async_trait]
+impl<H: JobHandler> JobHandler for SubmitOnly<H> {
+    fn validate(&self, payload: &Value) -> Result<(), ValidationError> {
+        self.0.validate(payload)
+    }
+
+    async fn run(&self, _ctx: JobContext, _payload: Value) -> Result<Value, JobError> {
+        Err(JobError::retryable(
+            "this process only submits jobs of this type; the worker runs them",
+        ))
+    }
+}
+
 /// What a running handler can do and learn.
 #[derive(Clone)]
 pub struct JobContext {
@@ -380,6 +425,10 @@ struct ContextInner {
     steps: tokio::sync::OnceCell<Mutex<HashMap<String, Value>>>,
     /// Steps done and the number the handler said it has (`plan_steps`): its progress.
     step_count: Mutex<(u32, Option<u32>)>,
+    /// The jobs this one depended on (`depends_on`), in order.
+    depends_on: Vec<JobId>,
+    /// The batch this job is a member of.
+    batch: Option<crate::domain::BatchId>,
 }
 
 /// How long a step's record is kept past its recording: longer than any job that ran it
@@ -409,6 +458,8 @@ impl JobContext {
                 last_progress: Mutex::new(None),
                 steps: tokio::sync::OnceCell::new(),
                 step_count: Mutex::new((0, None)),
+                depends_on: vec![],
+                batch: None,
             }),
         }
     }
@@ -437,6 +488,79 @@ impl JobContext {
         }
     }
 
+    /// The same context, for a job that depended on `parents` and is a member of `batch` (the
+    /// worker sets this).
+    pub fn depending_on(self, parents: Vec<JobId>, batch: Option<crate::domain::BatchId>) -> Self {
+        let inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| unreachable!("a context is given its parents before it is shared"));
+        Self {
+            inner: Arc::new(ContextInner {
+                depends_on: parents,
+                batch,
+                ..inner
+            }),
+        }
+    }
+
+    /// The batch this job is a member of.
+    pub fn batch_id(&self) -> Option<crate::domain::BatchId> {
+        self.inner.batch
+    }
+
+    /// Submit a job of this job's tenant (with an idempotency key, a retry of this job finds
+    /// the one it submitted before instead of making another). Its id.
+    pub async fn submit(&self, job: crate::service::SubmitRequest) -> Result<JobId, JobError> {
+        let (service, tenant) = match (self.service(), self.tenant()) {
+            (Some(s), Some((t, _))) => (s, t.clone()),
+            _ => {
+                return Err(JobError::permanent(
+                    "jobs are submitted from a job only in a worker",
+                ))
+            }
+        };
+        let (made, _) = service.submit(tenant, job).await.map_err(|e| match e {
+            crate::service::ServiceError::Invalid(e) => {
+                JobError::permanent(format!("a job it submits is refused: {e}"))
+            }
+            e => JobError::retryable(format!("submitting a job: {e}")),
+        })?;
+        Ok(made.id)
+    }
+
+    /// Submit jobs into this job's own batch, before this one ends (so the batch cannot end
+    /// without them): each a member, counted in it as it is written. Their ids, in order.
+    pub async fn add_to_batch(
+        &self,
+        jobs: Vec<crate::service::SubmitRequest>,
+    ) -> Result<Vec<JobId>, JobError> {
+        let batch = self
+            .batch_id()
+            .ok_or_else(|| JobError::permanent("this job is not a member of a batch"))?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        for mut job in jobs {
+            job.batch_id = Some(batch);
+            ids.push(self.submit(job).await?);
+        }
+        Ok(ids)
+    }
+
+    /// The results of the jobs this one depended on (`depends_on`), in that order: each one's
+    /// result, or `None` for one that did not succeed (it ran anyway, with
+    /// `on_dependency_failure: run`) or is gone.
+    pub async fn dependency_results(&self) -> Result<Vec<(JobId, Option<Value>)>, JobError> {
+        let mut results = Vec::with_capacity(self.inner.depends_on.len());
+        for id in &self.inner.depends_on {
+            let job = self.inner.store.get(*id).await.map_err(|e| {
+                JobError::retryable(format!("job {id}, a dependency, could not be read: {e}"))
+            })?;
+            let result = job
+                .filter(|j| j.status == crate::domain::JobStatus::Succeeded)
+                .and_then(|j| j.result);
+            results.push((*id, result));
+        }
+        Ok(results)
+    }
+
     /// The use cases over the deployment's ports, for a shipped type that changes other jobs
     /// of its tenant through the one lifecycle path.
     pub(crate) fn service(&self) -> Option<crate::service::JobService> {
@@ -444,7 +568,7 @@ impl JobContext {
         Some(crate::service::JobService::new(
             ports.clone(),
             registry.clone(),
-            0,
+            crate::service::DEFAULT_MAX_PAYLOAD_BYTES,
         ))
     }
 
@@ -668,6 +792,7 @@ mod tests {
                 "conveyor.bulk",
                 "http.fetch",
                 "noop",
+                "scan.domain",
                 "sleep",
                 "webhook.deliver"
             ]

@@ -781,3 +781,237 @@ pub async fn a_steps_first_record_stays_and_every_run_reads_the_steps_back_in_or
     b.ports.store.create(&other).await.unwrap();
     assert!(s.steps(other.id).await.unwrap().is_empty());
 }
+
+pub async fn the_write_that_ends_a_job_hands_over_the_jobs_waiting_for_it_once(b: Under) {
+    use shared::domain::{Admission, DependencyFailure, JobId};
+    use shared::ports::CreateWith;
+    let tenant = format!("w{}", crate::helpers::unique());
+    let t = Tenant::parse(&tenant).unwrap();
+    let s = &b.ports.store;
+    let now = Utc::now();
+    // GIVEN a queued job, and one (of a tenant with a quota: its end is a transaction) that
+    // both have a job waiting for them
+    let plain = job(&tenant, "noop");
+    let mut quota = job(&tenant, "noop");
+    quota.holds_slot = true;
+    s.create(&plain).await.unwrap();
+    let with = CreateWith {
+        audit: None,
+        admission: Admission {
+            max_active: Some(10),
+            per_second: None,
+            window: 0,
+        },
+    };
+    assert!(matches!(
+        s.create_with(&quota, &with).await.unwrap(),
+        Created::New
+    ));
+    let child =
+        job(&tenant, "noop").waiting_for(vec![plain.id, quota.id], DependencyFailure::Cancel);
+    s.create(&child).await.unwrap();
+    assert_eq!(
+        s.get(child.id).await.unwrap().unwrap().status,
+        JobStatus::Waiting
+    );
+
+    // WHEN the waiting job is noted on both (and on a job of another tenant, and on none)
+    assert_eq!(
+        s.add_waiter(plain.id, &t, child.id).await.unwrap(),
+        Some(JobStatus::Queued)
+    );
+    assert_eq!(
+        s.add_waiter(quota.id, &t, child.id).await.unwrap(),
+        Some(JobStatus::Queued)
+    );
+    let other = Tenant::parse("someone-else").unwrap();
+    assert_eq!(
+        s.add_waiter(plain.id, &other, child.id).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.add_waiter(JobId::new(), &t, child.id).await.unwrap(),
+        None
+    );
+
+    for parent in [&plain, &quota] {
+        // THEN a change that does not end the job hands over nothing
+        let running = parent.start(now).unwrap();
+        let started = s.transition(parent.expected(), &running).await.unwrap();
+        assert!(started.waiters.is_empty());
+        // AND the one that ends it hands over the waiting job, once
+        let done = running
+            .finish(
+                Outcome::Failed(shared::domain::JobError::permanent("no")),
+                now,
+                0.0,
+            )
+            .unwrap();
+        let ended = s.transition(running.expected(), &done).await.unwrap();
+        assert_eq!(
+            ended.waiters,
+            vec![child.id],
+            "{} holds_slot {}",
+            parent.id,
+            parent.holds_slot
+        );
+        let again = done.retry(now).unwrap();
+        assert!(s
+            .transition(done.expected(), &again)
+            .await
+            .unwrap()
+            .waiters
+            .is_empty());
+        let cancelled = again.cancel(now).unwrap();
+        assert!(s
+            .transition(again.expected(), &cancelled)
+            .await
+            .unwrap()
+            .waiters
+            .is_empty());
+        // AND a job that has ended is noted on no more: its status says so
+        assert_eq!(
+            s.add_waiter(parent.id, &t, JobId::new()).await.unwrap(),
+            Some(JobStatus::Cancelled)
+        );
+    }
+}
+
+pub async fn maintenance_decides_a_waiting_job_whose_dependencies_ended_unheard(b: Under) {
+    use shared::domain::DependencyFailure;
+    use shared::jobs::{BuiltinSettings, Registry};
+    let tenant = format!("m{}", crate::helpers::unique());
+    let s = &b.ports.store;
+    let now = Utc::now();
+    let registry = Registry::builtin("waiting-", &BuiltinSettings::default());
+    // GIVEN a job that ended without telling the job waiting for it (as after a crash), and a
+    // job waiting for one that has not ended
+    let parent = job(&tenant, "noop");
+    s.create(&parent).await.unwrap();
+    let running = parent.start(now).unwrap();
+    s.transition(parent.expected(), &running).await.unwrap();
+    let done = running
+        .finish(Outcome::Succeeded(serde_json::json!(1)), now, 0.0)
+        .unwrap();
+    s.transition(running.expected(), &done).await.unwrap();
+    let unheard = job(&tenant, "noop").waiting_for(vec![parent.id], DependencyFailure::Cancel);
+    s.create(&unheard).await.unwrap();
+    let unfinished = job(&tenant, "noop");
+    s.create(&unfinished).await.unwrap();
+    let still = job(&tenant, "noop").waiting_for(vec![unfinished.id], DependencyFailure::Cancel);
+    s.create(&still).await.unwrap();
+
+    // WHEN maintenance looks, before and after they are due a look
+    shared::maintenance::settle_waiting_jobs(&b.ports, &registry, now)
+        .await
+        .unwrap();
+    let untouched = s.get(unheard.id).await.unwrap().unwrap();
+    let later = now + chrono::Duration::seconds(11);
+    let settled = shared::maintenance::settle_waiting_jobs(&b.ports, &registry, later)
+        .await
+        .unwrap();
+
+    // THEN only then is the first released to the queue; the second keeps waiting, looked at
+    // again later
+    assert_eq!(untouched.status, JobStatus::Waiting);
+    assert_eq!(settled, 1);
+    assert_eq!(
+        s.get(unheard.id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    let waiting = s.get(still.id).await.unwrap().unwrap();
+    assert_eq!(waiting.status, JobStatus::Waiting);
+    assert!(waiting.run_at > later, "{:?}", waiting.run_at);
+}
+
+pub async fn a_batch_counts_its_members_as_written_and_as_they_end(b: Under) {
+    use shared::domain::Batch;
+    let tenant = format!("b{}", crate::helpers::unique());
+    let s = &b.ports.store;
+    let now = Utc::now();
+    // GIVEN an open batch, and three members: two written together, one alone
+    let batch = Batch::new(Tenant::parse(&tenant).unwrap(), None, None, now);
+    s.open_batch(&batch).await.unwrap();
+    let member = || {
+        let mut j = job(&tenant, "noop");
+        j.batch_id = Some(batch.id);
+        j
+    };
+    let (a, c) = (member(), member());
+    let mut keyed = member();
+    keyed.idempotency_key = Some(IdempotencyKey::parse("k").unwrap());
+    s.create_batch(&[a.clone(), keyed.clone()], None, false)
+        .await
+        .unwrap();
+    s.create(&c).await.unwrap();
+    // THEN it counts three, all pending
+    let counted = s.get_batch(batch.id).await.unwrap().unwrap();
+    assert_eq!((counted.total, counted.pending), (3, 3));
+
+    // WHEN they end, one failing
+    let end = |j: &shared::domain::Job, outcome: Outcome| {
+        let running = j.start(now).unwrap();
+        let done = running.finish(outcome, now, 0.0).unwrap();
+        (running, done)
+    };
+    let mut ended = vec![];
+    for (j, outcome) in [
+        (&a, Outcome::Succeeded(serde_json::json!(1))),
+        (
+            &keyed,
+            Outcome::Failed(shared::domain::JobError::permanent("no")),
+        ),
+        (&c, Outcome::Succeeded(serde_json::json!(3))),
+    ] {
+        let (running, done) = end(j, outcome);
+        s.transition(j.expected(), &running).await.unwrap();
+        ended.push(
+            s.transition(running.expected(), &done)
+                .await
+                .unwrap()
+                .batch_ended,
+        );
+    }
+    // THEN only the last one's write says the batch ended, and it counts each end
+    assert_eq!(ended, vec![None, None, Some(batch.id)]);
+    let counted = s.get_batch(batch.id).await.unwrap().unwrap();
+    assert_eq!(
+        (counted.pending, counted.succeeded, counted.failed),
+        (0, 2, 1)
+    );
+    // AND until it is recorded finished, maintenance finds it once it has been quiet
+    let later = now + chrono::Duration::minutes(5);
+    assert!(s
+        .due_batches(now, 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|d| d.id != batch.id));
+    assert!(s
+        .due_batches(later, 100)
+        .await
+        .unwrap()
+        .iter()
+        .any(|d| d.id == batch.id));
+    s.recheck_batch(batch.id, later + chrono::Duration::minutes(5))
+        .await
+        .unwrap();
+    assert!(s
+        .due_batches(later, 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|d| d.id != batch.id));
+    let callbacks = std::collections::BTreeMap::from([("on_complete".to_string(), c.id)]);
+    s.finish_batch(batch.id, &callbacks, later).await.unwrap();
+    let finished = s.get_batch(batch.id).await.unwrap().unwrap();
+    assert_eq!(finished.callbacks, callbacks);
+    assert!(finished.finished_at.is_some());
+    let much_later = later + chrono::Duration::hours(1);
+    assert!(s
+        .due_batches(much_later, 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|d| d.id != batch.id));
+}

@@ -5,6 +5,7 @@
 //! | job | `JOB#<id>` | `JOB` |
 //! | log line | `JOB#<id>` | `LOG#<seq, 10 digits>` |
 //! | durable step | `JOB#<id>` | `STEP#<name>` |
+//! | batch | `BATCH#<id>` | `BATCH` (counts as numbers; in the `due` index, as `batch`, until it ends) |
 //! | idempotency key | `IDEM#<tenant>#<key>` | `IDEM` |
 //!
 //! A job item carries every field of the job as an attribute of its own (the payload and the
@@ -19,12 +20,12 @@
 
 use super::attrs::{get_n, get_s, item_to_object, n, object_to_item, s, to_attr, Item};
 use crate::domain::{
-    slot_change, AuditEntry, Expected, IdempotencyKey, Job, JobId, JobStatus, JobSummary, Progress,
-    Tenant,
+    batch_count_change, slot_change, AuditEntry, Batch, BatchId, Expected, IdempotencyKey, Job,
+    JobId, JobStatus, JobSummary, Progress, Tenant,
 };
 use crate::ports::{
     CreateWith, Created, JobStore, ListQuery, Liveness, LogLine, Started, StepRecord, StoreError,
-    StoreStats, LOG_CAP,
+    StoreStats, Transitioned, LOG_CAP,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -45,6 +46,7 @@ const NOT_FIELDS: &[&str] = &[
     "updated_key",
     "ttl",
     "log_count",
+    "waiters",
 ];
 
 /// The user's own JSON, stored as its text (a String): kept exactly as given, whatever DynamoDB's
@@ -416,6 +418,46 @@ impl Update {
     }
 }
 
+fn batch_key(id: BatchId) -> Item {
+    HashMap::from([
+        ("pk".into(), s(format!("BATCH#{id}"))),
+        ("sk".into(), s("BATCH")),
+    ])
+}
+
+/// The `due` index's partition of unfinished batches.
+const DUE_BATCH: &str = "batch";
+/// How long a batch item is kept after it was opened.
+const BATCH_KEPT: chrono::Duration = chrono::Duration::days(30);
+
+/// A batch from its item: the batch as opened (`doc`), with its counts and callbacks.
+fn decode_batch(item: &Item) -> Option<Batch> {
+    let mut b: Batch = serde_json::from_str(get_s(item, "doc")?).ok()?;
+    let n = |a: &str| get_n(item, a).unwrap_or(0).max(0) as u64;
+    (
+        b.total,
+        b.pending,
+        b.succeeded,
+        b.failed,
+        b.dead,
+        b.cancelled,
+    ) = (
+        n("total"),
+        n("pending"),
+        n("succeeded"),
+        n("failed"),
+        n("dead"),
+        n("cancelled"),
+    );
+    if let Some(c) = get_s(item, "callbacks").and_then(|c| serde_json::from_str(c).ok()) {
+        b.callbacks = c;
+    }
+    b.finished_at = get_s(item, "finished_at")
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    Some(b)
+}
+
 fn job_key(id: JobId) -> Item {
     HashMap::from([("pk".into(), s(job_pk(id))), ("sk".into(), s("JOB"))])
 }
@@ -498,18 +540,58 @@ impl DynamoStore {
         }
     }
 
+    /// The write that counts a change of `batch`'s members in it (in the transaction of the
+    /// change): `pending` and `total` added, and `count` to the status's count; its next look
+    /// by maintenance pushed back.
+    fn batch_write(
+        &self,
+        batch: BatchId,
+        pending: i64,
+        total: i64,
+        count: Option<(JobStatus, i64)>,
+        at: DateTime<Utc>,
+    ) -> TransactWriteItem {
+        let mut u = Update::default();
+        u.set("due_us", n(micros(at + crate::ports::BATCH_LOOK_AFTER)));
+        let mut adds = vec![];
+        for (attr, by) in [("pending", pending), ("total", total)]
+            .into_iter()
+            .chain(count.map(|(status, by)| (status.as_str(), by)))
+        {
+            if by != 0 {
+                let (name, value) = (u.name(attr), u.value(n(by)));
+                adds.push(format!("{name} {value}"));
+            }
+        }
+        u.when(|u| format!("attribute_exists({})", u.name("pk")));
+        let mut update = u.into_transact(self, batch_key(batch));
+        if let Some(up) = update.update.as_mut() {
+            if !adds.is_empty() {
+                up.update_expression = format!("{} ADD {}", up.update_expression, adds.join(", "));
+            }
+        }
+        update
+    }
+
     /// Put new items (fresh job ids), up to 100 a request. (In transactions rather than batch
     /// writes: a quarter of the requests at twice the write units, and no other write operation
     /// in the API function, whose binary must stay within 8 MB.)
-    async fn put_all(&self, items: Vec<Item>) -> Result<(), StoreError> {
-        for chunk in items.chunks(TRANSACTION_MAX) {
-            self.transact(
-                chunk
+    async fn put_all(&self, items: Vec<Item>, batch: Option<BatchId>) -> Result<(), StoreError> {
+        // (with a batch, each request also counts its jobs in it: one write fewer a request)
+        let per_request = TRANSACTION_MAX - usize::from(batch.is_some());
+        for chunk in items.chunks(per_request) {
+            let mut writes: Vec<TransactWriteItem> = chunk
+                .iter()
+                .map(|item| self.put_new(item.clone()))
+                .collect();
+            if let Some(batch) = batch {
+                let jobs = chunk
                     .iter()
-                    .map(|item| self.put_new(item.clone()))
-                    .collect(),
-            )
-            .await?;
+                    .filter(|i| get_s(i, "sk") == Some("JOB"))
+                    .count() as i64;
+                writes.push(self.batch_write(batch, jobs, jobs, None, Utc::now()));
+            }
+            self.transact(writes).await?;
         }
         Ok(())
     }
@@ -581,6 +663,10 @@ impl DynamoStore {
             return Ok(created);
         }
         writes.extend(audit.map(put));
+        if let Some(batch) = jobs.first().and_then(|j| j.batch_id) {
+            let new = created.iter().filter(|c| matches!(c, Created::New)).count() as i64;
+            writes.push(self.batch_write(batch, new, new, None, Utc::now()));
+        }
         if writes.len() > TRANSACTION_MAX {
             return Err(StoreError::Rejected(format!(
                 "an atomic batch on DynamoDB holds at most {TRANSACTION_MAX} writes (its new jobs, \
@@ -625,7 +711,7 @@ impl JobStore for DynamoStore {
                 ("sk".to_string(), s("IDEM")),
             ])
         });
-        if idem_key.is_none() && audit.is_none() && limits.is_empty() {
+        if idem_key.is_none() && audit.is_none() && limits.is_empty() && job.batch_id.is_none() {
             self.put_job_new(item).await?;
             return Ok(Created::New);
         }
@@ -645,6 +731,11 @@ impl JobStore for DynamoStore {
             }
             let first_limit = writes.len();
             writes.extend(limits.iter().map(|(write, _)| write.clone()));
+            let batch_at = writes.len();
+            if let Some(batch) = job.batch_id {
+                // (counted in its batch in the same write)
+                writes.push(self.batch_write(batch, 1, 1, None, Utc::now()));
+            }
             let written = self
                 .client
                 .transact_write_items()
@@ -701,6 +792,12 @@ impl JobStore for DynamoStore {
                     Ok(_) | Err(StoreError::Conflict) => continue,
                     Err(e) => return Err(e),
                 }
+            }
+            if failed == Some(batch_at) {
+                return Err(StoreError::Rejected(format!(
+                    "batch {} does not exist",
+                    job.batch_id.expect("a batch write")
+                )));
             }
             if let Some(i) = failed.filter(|i| *i >= first_limit) {
                 // A limit refused it: nothing was written.
@@ -761,7 +858,12 @@ impl JobStore for DynamoStore {
             first_of_key.values().copied(),
         )
         .map(|i| async move { (i, self.create_with(&jobs[i], &CreateWith::default()).await) })
-        .buffer_unordered(KEYED_AT_ONCE)
+        // (a batch's members one at a time: each write also counts it in the batch's item)
+        .buffer_unordered(if jobs.iter().any(|j| j.batch_id.is_some()) {
+            1
+        } else {
+            KEYED_AT_ONCE
+        })
         .collect()
         .await;
         for (i, outcome) in keyed {
@@ -775,7 +877,8 @@ impl JobStore for DynamoStore {
             created[i] = Some(Created::Existing(Box::new(made)));
         }
         plain.extend(audit);
-        self.put_all(plain).await?;
+        self.put_all(plain, jobs.first().and_then(|j| j.batch_id))
+            .await?;
         Ok(created.into_iter().map(|c| c.expect("decided")).collect())
     }
 
@@ -855,7 +958,7 @@ impl JobStore for DynamoStore {
         }
     }
 
-    async fn transition(&self, expected: Expected, next: &Job) -> Result<(), StoreError> {
+    async fn transition(&self, expected: Expected, next: &Job) -> Result<Transitioned, StoreError> {
         self.write_transition(expected, next, false).await
     }
 
@@ -863,8 +966,40 @@ impl JobStore for DynamoStore {
         &self,
         expected: Expected,
         next: &Job,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Transitioned, StoreError> {
         self.write_transition(expected, next, true).await
+    }
+
+    async fn add_waiter(
+        &self,
+        parent: JobId,
+        tenant: &Tenant,
+        waiter: JobId,
+    ) -> Result<Option<JobStatus>, StoreError> {
+        // (A note left on a job that has ended is never read: harmless.)
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(job_key(parent)))
+            .update_expression("ADD waiters :w")
+            .condition_expression("attribute_exists(pk) AND #t = :t")
+            .expression_attribute_names("#t", "tenant")
+            .expression_attribute_values(":w", AttributeValue::Ss(vec![waiter.to_string()]))
+            .expression_attribute_values(":t", s(tenant.as_str()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(classify);
+        match out {
+            Ok(out) => Ok(out
+                .attributes
+                .as_ref()
+                .and_then(|item| get_s(item, "status"))
+                .and_then(JobStatus::parse)),
+            Err(StoreError::Conflict) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn heartbeat(
@@ -1069,6 +1204,98 @@ impl JobStore for DynamoStore {
             .collect())
     }
 
+    async fn open_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(batch).map_err(|e| StoreError::Rejected(e.to_string()))?;
+        let mut item = batch_key(batch.id);
+        for (attr, value) in [
+            ("tenant", s(batch.tenant.as_str())),
+            ("doc", s(doc)),
+            ("total", n(0)),
+            ("pending", n(0)),
+            ("due_pk", s(DUE_BATCH)),
+            (
+                "due_us",
+                n(micros(batch.created_at + crate::ports::BATCH_LOOK_AFTER)),
+            ),
+            ("ttl", n(epoch_secs(batch.created_at + BATCH_KEPT))),
+        ] {
+            item.insert(attr.into(), value);
+        }
+        self.put_job_new(item).await
+    }
+
+    async fn get_batch(&self, id: BatchId) -> Result<Option<Batch>, StoreError> {
+        Ok(self
+            .get_item(batch_key(id))
+            .await?
+            .as_ref()
+            .and_then(decode_batch))
+    }
+
+    async fn finish_batch(
+        &self,
+        id: BatchId,
+        callbacks: &std::collections::BTreeMap<String, JobId>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let callbacks =
+            serde_json::to_string(callbacks).map_err(|e| StoreError::Rejected(e.to_string()))?;
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(batch_key(id)))
+            .update_expression("SET callbacks = :c, finished_at = :f REMOVE due_pk")
+            .condition_expression("attribute_exists(due_pk)")
+            .expression_attribute_values(":c", s(callbacks))
+            .expression_attribute_values(":f", s(rfc3339(at)))
+            .send()
+            .await
+            .map_err(classify);
+        match out {
+            Ok(_) | Err(StoreError::Conflict) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn due_batches(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Batch>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(INDEX_DUE)
+            .key_condition_expression("due_pk = :b AND due_us < :t")
+            .expression_attribute_values(":b", s(DUE_BATCH))
+            .expression_attribute_values(":t", n(micros(before)))
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.items().iter().filter_map(decode_batch).collect())
+    }
+
+    async fn recheck_batch(&self, id: BatchId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(batch_key(id)))
+            .update_expression("SET due_us = :t")
+            .condition_expression("attribute_exists(due_pk)")
+            .expression_attribute_values(":t", n(micros(at)))
+            .send()
+            .await
+            .map_err(classify);
+        match out {
+            Ok(_) | Err(StoreError::Conflict) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn save_step(
         &self,
         id: JobId,
@@ -1190,7 +1417,8 @@ impl DynamoStore {
         expected: Expected,
         next: &Job,
         with_payload: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Transitioned, StoreError> {
+        let ends = next.status.is_terminal();
         let item = job_item(next)?;
         let from_running = expected.status == JobStatus::Running;
         let mut u = Update::default();
@@ -1218,21 +1446,84 @@ impl DynamoStore {
             u.when_eq("due_us", n(micros(last)));
         }
         let slot = slot_change(expected.status, next);
-        if slot != 0 {
-            // The job's slot moves in the same write (one request, a transaction).
-            return self
-                .transact(vec![
-                    u.into_transact(self, job_key(next.id)),
-                    super::access::slot_write(&self.table, &next.tenant, slot),
-                ])
-                .await;
+        let batch = next
+            .batch_id
+            .and_then(|b| Some((b, batch_count_change(expected.status, next.status)?)));
+        if ends && slot == 0 && batch.is_none() {
+            // The jobs waiting for this one, told once: taken off it as it ends.
+            u.remove("waiters");
+        }
+        if slot != 0 || batch.is_some() {
+            // The job's quota slot and its batch's counts move in the same write (one request,
+            // a transaction, which returns nothing: the waiters are taken off in a second
+            // request, and the batch read in a third).
+            let mut writes = vec![u.into_transact(self, job_key(next.id))];
+            if slot != 0 {
+                writes.push(super::access::slot_write(&self.table, &next.tenant, slot));
+            }
+            if let Some((b, (pending, status, count))) = batch {
+                writes.push(self.batch_write(
+                    b,
+                    pending,
+                    0,
+                    Some((status, count)),
+                    next.updated_at,
+                ));
+            }
+            self.transact(writes).await?;
+            let mut written = Transitioned::default();
+            if let Some((b, (pending, _, _))) = batch.filter(|(_, (p, _, _))| *p < 0) {
+                let left = self
+                    .get_item(batch_key(b))
+                    .await?
+                    .and_then(|item| get_n(&item, "pending"));
+                if left == Some(0) {
+                    written.batch_ended = Some(b);
+                }
+                let _ = pending;
+            }
+            if !ends {
+                return Ok(written);
+            }
+            let taken = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(job_key(next.id)))
+                .update_expression("REMOVE waiters")
+                .condition_expression("attribute_exists(waiters)")
+                .return_values(ReturnValue::AllOld)
+                .send()
+                .await
+                .map_err(classify);
+            return match taken {
+                Ok(out) => Ok(Transitioned {
+                    waiters: waiters_of(out.attributes.as_ref()).waiters,
+                    ..written
+                }),
+                Err(StoreError::Conflict) => Ok(written),
+                Err(e) => Err(e),
+            };
         }
         let out = u
             .send(self, job_key(next.id))
+            .set_return_values(ends.then_some(ReturnValue::AllOld))
             .send()
             .await
             .map_err(classify)?;
         self.used(out.consumed_capacity());
-        Ok(())
+        Ok(waiters_of(out.attributes.as_ref()))
+    }
+}
+
+/// The waiters an ended job's old image held.
+fn waiters_of(old: Option<&Item>) -> Transitioned {
+    let waiters = match old.and_then(|item| item.get("waiters")) {
+        Some(AttributeValue::Ss(ids)) => ids.iter().filter_map(|w| JobId::parse(w).ok()).collect(),
+        _ => vec![],
+    };
+    Transitioned {
+        waiters,
+        batch_ended: None,
     }
 }

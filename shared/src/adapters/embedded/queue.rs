@@ -441,6 +441,63 @@ impl QueueSender for EmbeddedQueue {
         notify.notify_waiters();
         Ok(id.to_string())
     }
+
+    /// All in one write (one commit for a batch submit's messages, not one each), then one
+    /// wake-up of the queue's receivers.
+    async fn send_all(
+        &self,
+        queue: &str,
+        messages: &[(String, Duration, i32)],
+    ) -> Result<(), QueueError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let now = now_micros();
+        let rows: Vec<(String, i16, i64)> = messages
+            .iter()
+            .map(|(body, delay, priority)| {
+                (
+                    body.clone(),
+                    (*priority).clamp(i16::MIN.into(), i16::MAX.into()) as i16,
+                    now + dur_micros(*delay),
+                )
+            })
+            .collect();
+        let q = queue.to_string();
+        let (ids, rows) = self
+            .db
+            .write(move |conn| {
+                let mut insert = conn.prepare_cached(
+                    "INSERT INTO messages (queue, body, priority, sent_at, visible_at, receive_count)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+                )?;
+                let mut ids = Vec::with_capacity(rows.len());
+                for (body, priority, visible_at) in &rows {
+                    insert.execute(params![q, body, priority, now, visible_at])?;
+                    ids.push(conn.last_insert_rowid());
+                }
+                drop(insert);
+                Ok((ids, rows))
+            })
+            .await
+            .map_err(qerr)?;
+        let notify = {
+            let mut all = self.state.lock().unwrap();
+            let q = all.entry(queue.to_string()).or_default();
+            let at = now_micros();
+            for (id, (_, priority, visible_at)) in ids.into_iter().zip(rows) {
+                let message = Message {
+                    visible_at,
+                    priority,
+                    receive_count: 0,
+                };
+                q.insert(id, message, at);
+            }
+            q.notify.clone()
+        };
+        notify.notify_waiters();
+        Ok(())
+    }
 }
 
 #[async_trait]

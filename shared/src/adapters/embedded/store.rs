@@ -6,12 +6,13 @@
 use super::access::{admit, delete_expired_audit, insert_audit, move_slot, AuditRow};
 use super::db::{Db, DbError};
 use crate::domain::{
-    slot_change, AuditEntry, Expected, Job, JobId, JobStatus, JobSummary, Progress, Tenant,
+    batch_count_change, slot_change, AuditEntry, Batch, BatchId, Expected, Job, JobId, JobStatus,
+    JobSummary, Progress, Tenant,
 };
 use crate::live::{ChangeFeed, JobChange, Update};
 use crate::ports::{
     CreateWith, Created, JobStore, ListQuery, Liveness, LogLine, Started, StatsRow, StepRecord,
-    StoreError, StoreStats,
+    StoreError, StoreStats, Transitioned,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -61,6 +62,25 @@ CREATE TABLE IF NOT EXISTS job_steps (
     result TEXT NOT NULL,
     PRIMARY KEY (job_id, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_waiters (
+    parent TEXT NOT NULL,
+    waiter TEXT NOT NULL,
+    PRIMARY KEY (parent, waiter)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    total INTEGER NOT NULL DEFAULT 0,
+    pending INTEGER NOT NULL DEFAULT 0,
+    succeeded INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    dead INTEGER NOT NULL DEFAULT 0,
+    cancelled INTEGER NOT NULL DEFAULT 0,
+    doc TEXT NOT NULL, -- the batch as opened, then with its callbacks (counts: the columns)
+    look_at INTEGER, -- microseconds; NULL once finished
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS batches_due ON batches (look_at);
 CREATE TABLE IF NOT EXISTS quarantine (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
@@ -260,6 +280,48 @@ struct Row {
     progress: Option<String>,
     updated_at: i64,
     doc: String,
+    batch: Option<String>,
+}
+
+/// How long a batch is kept after it was opened (its members are kept their types' retention).
+const BATCH_KEPT: chrono::Duration = chrono::Duration::days(30);
+
+/// Count a change of one of `batch`'s members: `pending` and `total` added, and `count` to the
+/// column of `status`; the batch's next look pushed back (a member ended, or was added). Its
+/// pending count after.
+fn count_member(
+    conn: &rusqlite::Connection,
+    batch: &str,
+    pending: i64,
+    total: i64,
+    count: Option<(JobStatus, i64)>,
+    at: DateTime<Utc>,
+) -> Result<Option<i64>, DbError> {
+    let (column, n) = match count {
+        Some((JobStatus::Succeeded, n)) => ("succeeded", n),
+        Some((JobStatus::Failed, n)) => ("failed", n),
+        Some((JobStatus::Dead, n)) => ("dead", n),
+        Some((JobStatus::Cancelled, n)) => ("cancelled", n),
+        _ => ("succeeded", 0),
+    };
+    let sql = format!(
+        "UPDATE batches SET pending = pending + ?2, total = total + ?3, {column} = {column} + ?4,
+             look_at = CASE WHEN look_at IS NULL THEN NULL ELSE ?5 END
+         WHERE id = ?1 RETURNING pending"
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(
+            params![
+                batch,
+                pending,
+                total,
+                n,
+                micros(at + crate::ports::BATCH_LOOK_AFTER)
+            ],
+            |r| r.get(0),
+        )
+        .optional()?)
 }
 
 impl Row {
@@ -282,6 +344,7 @@ impl Row {
                 .map_err(unavailable)?,
             updated_at: micros(job.updated_at),
             doc: encode(job).map_err(unavailable)?,
+            batch: job.batch_id.map(|b| b.to_string()),
         })
     }
 
@@ -304,8 +367,55 @@ impl Row {
             self.progress,
             self.updated_at,
         ])?;
+        if let Some(batch) = &self.batch {
+            // (counted in its batch in the same write)
+            count_member(conn, batch, 1, 1, None, Utc::now())?;
+        }
         Ok(())
     }
+}
+
+const BATCH_COLUMNS: &str = "doc, total, pending, succeeded, failed, dead, cancelled";
+
+type BatchRow = (String, [i64; 6]);
+
+fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
+    Ok((
+        r.get(0)?,
+        [
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+        ],
+    ))
+}
+
+/// A batch from its document, with the counts from their columns.
+fn decode_batch(
+    (doc, [total, pending, succeeded, failed, dead, cancelled]): BatchRow,
+) -> Result<Batch, StoreError> {
+    let mut b: Batch =
+        serde_json::from_str(&doc).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let n = |v: i64| v.max(0) as u64;
+    (
+        b.total,
+        b.pending,
+        b.succeeded,
+        b.failed,
+        b.dead,
+        b.cancelled,
+    ) = (
+        n(total),
+        n(pending),
+        n(succeeded),
+        n(failed),
+        n(dead),
+        n(cancelled),
+    );
+    Ok(b)
 }
 
 enum Write<T> {
@@ -604,8 +714,13 @@ impl JobStore for EmbeddedStore {
             .map_err(unavailable)
     }
 
-    async fn transition(&self, expected: Expected, next: &Job) -> Result<(), StoreError> {
+    async fn transition(&self, expected: Expected, next: &Job) -> Result<Transitioned, StoreError> {
         let slot = slot_change(expected.status, next);
+        let ends = next.status.is_terminal();
+        let batch_change = next
+            .batch_id
+            .and_then(|b| Some((b, batch_count_change(expected.status, next.status)?)));
+        let now = next.updated_at;
         let next_job = next;
         let next = Row::of(next)?;
         let last_heartbeat = expected.last_heartbeat.map(micros);
@@ -647,22 +762,75 @@ impl JobStore for EmbeddedStore {
                 if changed == 1 && slot != 0 {
                     move_slot(conn, &next.tenant, slot)?;
                 }
-                Ok(if changed == 1 {
-                    Write::Done(())
+                if changed != 1 {
+                    return Ok(Write::Conflict);
+                }
+                // Its batch's counts move in the same write.
+                let mut batch_ended = None;
+                if let Some((batch, (pending, status, count))) = batch_change {
+                    let left = count_member(conn, &batch.to_string(), pending, 0, Some((status, count)), now)?;
+                    if pending < 0 && left == Some(0) {
+                        batch_ended = Some(batch);
+                    }
+                }
+                // The jobs waiting for this one, told once: taken off it as it ends.
+                let waiters = if ends {
+                    conn.prepare_cached("DELETE FROM job_waiters WHERE parent = ?1 RETURNING waiter")?
+                        .query_map([&next.id], |r| r.get::<_, String>(0))?
+                        .collect::<Result<Vec<_>, _>>()?
                 } else {
-                    Write::Conflict
-                })
+                    vec![]
+                };
+                Ok(Write::Done((waiters, batch_ended)))
             }, move |written| {
-                if let (Write::Done(()), Some((feed, change))) = (written, announce) {
+                if let (Write::Done(_), Some((feed, change))) = (written, announce) {
                     feed.publish(change);
                 }
             })
             .await
             .map_err(unavailable)?;
         match written {
-            Write::Done(()) => Ok(()),
+            Write::Done((waiters, batch_ended)) => Ok(Transitioned {
+                waiters: waiters
+                    .iter()
+                    .filter_map(|w| JobId::parse(w).ok())
+                    .collect(),
+                batch_ended,
+            }),
             Write::Conflict => Err(StoreError::Conflict),
         }
+    }
+
+    async fn add_waiter(
+        &self,
+        parent: JobId,
+        tenant: &Tenant,
+        waiter: JobId,
+    ) -> Result<Option<JobStatus>, StoreError> {
+        let tenant = tenant.as_str().to_string();
+        let status: Option<String> = self
+            .db
+            .write(move |conn| {
+                let parent = parent.to_string();
+                let status: Option<String> = conn
+                    .prepare_cached("SELECT status FROM jobs WHERE id = ?1 AND tenant = ?2")?
+                    .query_row([&parent, &tenant], |r| r.get(0))
+                    .optional()?;
+                let ended = status
+                    .as_deref()
+                    .and_then(JobStatus::parse)
+                    .is_none_or(JobStatus::is_terminal);
+                if !ended {
+                    conn.prepare_cached(
+                        "INSERT OR IGNORE INTO job_waiters (parent, waiter) VALUES (?1, ?2)",
+                    )?
+                    .execute([&parent, &waiter.to_string()])?;
+                }
+                Ok(status)
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(status.as_deref().and_then(JobStatus::parse))
     }
 
     async fn heartbeat(
@@ -862,6 +1030,95 @@ impl JobStore for EmbeddedStore {
             .map_err(unavailable)
     }
 
+    async fn open_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(batch).map_err(|e| StoreError::Rejected(e.to_string()))?;
+        let (id, tenant) = (batch.id.to_string(), batch.tenant.to_string());
+        let look = micros(batch.created_at + crate::ports::BATCH_LOOK_AFTER);
+        let expires = micros(batch.created_at + BATCH_KEPT);
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO batches (id, tenant, doc, look_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![id, tenant, doc, look, expires])?;
+                Ok(())
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get_batch(&self, id: BatchId) -> Result<Option<Batch>, StoreError> {
+        let row = self
+            .db
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(&format!(
+                        "SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?1"
+                    ))?
+                    .query_row([id.to_string()], batch_row)
+                    .optional()?)
+            })
+            .await
+            .map_err(unavailable)?;
+        row.map(decode_batch).transpose()
+    }
+
+    async fn finish_batch(
+        &self,
+        id: BatchId,
+        callbacks: &std::collections::BTreeMap<String, JobId>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let callbacks =
+            serde_json::to_string(callbacks).map_err(|e| StoreError::Rejected(e.to_string()))?;
+        let at = serde_json::to_string(&at).map_err(|e| StoreError::Rejected(e.to_string()))?;
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE batches SET look_at = NULL,
+                         doc = json_set(doc, '$.callbacks', json(?2), '$.finished_at', json(?3))
+                     WHERE id = ?1 AND look_at IS NOT NULL",
+                )?
+                .execute(params![id.to_string(), callbacks, at])?;
+                Ok(())
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn due_batches(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Batch>, StoreError> {
+        let rows = self
+            .db
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(&format!(
+                        "SELECT {BATCH_COLUMNS} FROM batches WHERE look_at < ?1 ORDER BY look_at LIMIT ?2"
+                    ))?
+                    .query_map(params![micros(before), limit as i64], batch_row)?
+                    .collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .map_err(unavailable)?;
+        rows.into_iter().map(decode_batch).collect()
+    }
+
+    async fn recheck_batch(&self, id: BatchId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE batches SET look_at = ?2 WHERE id = ?1 AND look_at IS NOT NULL",
+                )?
+                .execute(params![id.to_string(), micros(at)])?;
+                Ok(())
+            })
+            .await
+            .map_err(unavailable)
+    }
+
     async fn save_step(
         &self,
         id: JobId,
@@ -965,6 +1222,8 @@ impl JobStore for EmbeddedStore {
                             .execute([&id])?;
                         conn.prepare_cached("DELETE FROM job_steps WHERE job_id = ?1")?
                             .execute([&id])?;
+                        conn.prepare_cached("DELETE FROM job_waiters WHERE parent = ?1")?
+                            .execute([&id])?;
                         // Its key goes too (a row that cannot be read keeps its key: harmless).
                         if let Ok(job) = serde_json::from_str::<Job>(&doc) {
                             if let Some(key) = &job.idempotency_key {
@@ -977,6 +1236,8 @@ impl JobStore for EmbeddedStore {
                         deleted += 1;
                     }
                 }
+                conn.prepare_cached("DELETE FROM batches WHERE expires_at < ?1")?
+                    .execute([micros(now)])?;
                 // The audit trail's expired entries go in the same sweep (not counted as jobs).
                 delete_expired_audit(conn, now, limit)?;
                 Ok(deleted)
