@@ -31,13 +31,14 @@ const PRICES: &[(&str, f64)] = &[
     ("DynamoDB on-demand, per million read units", 0.125),
 ];
 
-/// `conveyor bench-aws [--jobs N]`: no-op jobs through the AWS adapters wherever the standard
-/// settings point (an emulator by `AWS_ENDPOINT_URL`, or an account), as Lambda would run them:
-/// each submitted through the service as the API does (one API request each, its audit entry
-/// in the same write), received in batches of ten,
-/// worked by the worker entrypoint (one invocation a batch) and deleted. Prints the billed
-/// requests by service and operation, the write units the table reported, and the cost per
-/// million jobs at the list prices above. Its resources get names of their own.
+/// `conveyor bench-aws [--jobs N] [--batch K]`: no-op jobs through the AWS adapters wherever
+/// the standard settings point (an emulator by `AWS_ENDPOINT_URL`, or an account), as Lambda
+/// would run them: each submitted through the service as the API does (one API request each,
+/// its audit entry in the same write; with `--batch K`, K a request through batch submit),
+/// received in batches of ten, worked by the worker entrypoint (one invocation a batch) and
+/// deleted. Prints the billed requests by service and operation, the write units the table
+/// reported, and the cost per million jobs at the list prices above. Its resources get names
+/// of their own.
 pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
     use shared::adapters::aws::{CapacityMeter, RequestCounter};
     use shared::entrypoints::sqs::handle_sqs_batch;
@@ -54,6 +55,16 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
             .and_then(|v| v.parse().ok())
             .context("--jobs needs a number")?,
         None => 200,
+    };
+    // Jobs per submit: 1 submits each on its own (one API request a job); more, through batch
+    // submit (one API request a batch).
+    let per_submit: usize = match args.iter().position(|a| a == "--batch") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .filter(|n| (1..=1000).contains(n))
+            .context("--batch needs a number from 1 to 1000")?,
+        None => 1,
     };
     let config = Config::from_env()?;
     let id = chrono::Utc::now().timestamp_millis();
@@ -90,29 +101,54 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
 
     let started = std::time::Instant::now();
     let tenant = shared::domain::Tenant::parse("bench")?;
-    for chunk in (0..jobs).collect::<Vec<_>>().chunks(8) {
-        let submits = chunk.iter().map(|_| {
-            // As the API submits: with the audit entry of who did it, in the job's own write.
-            let entry = shared::domain::Actor {
-                actor: "jwt:bench".into(),
-                source_ip: Some("127.0.0.1".into()),
+    // As the API submits: with the audit entry of who did it, in the jobs' own write.
+    let entry = |action: &str| {
+        shared::domain::Actor {
+            actor: "jwt:bench".into(),
+            source_ip: Some("127.0.0.1".into()),
+        }
+        .entry(
+            Some(tenant.clone()),
+            action,
+            None,
+            "ok",
+            chrono::Utc::now(),
+            std::time::Duration::from_secs(90 * 24 * 3600),
+        )
+    };
+    let mut requests = 0;
+    if per_submit == 1 {
+        for chunk in (0..jobs).collect::<Vec<_>>().chunks(8) {
+            let submits = chunk.iter().map(|_| {
+                service.submit_audited(
+                    tenant.clone(),
+                    SubmitRequest::new(noop.clone(), serde_json::json!({})),
+                    Some(entry("job.submit")),
+                )
+            });
+            for r in futures::future::join_all(submits).await {
+                r?;
             }
-            .entry(
-                Some(tenant.clone()),
-                "job.submit",
-                None,
-                "ok",
-                chrono::Utc::now(),
-                std::time::Duration::from_secs(90 * 24 * 3600),
-            );
-            service.submit_audited(
-                tenant.clone(),
-                SubmitRequest::new(noop.clone(), serde_json::json!({})),
-                Some(entry),
-            )
-        });
-        for r in futures::future::join_all(submits).await {
-            r?;
+            requests += chunk.len();
+        }
+    } else {
+        for chunk in (0..jobs).collect::<Vec<_>>().chunks(per_submit) {
+            let items = chunk
+                .iter()
+                .map(|_| SubmitRequest::new(noop.clone(), serde_json::json!({})))
+                .collect();
+            let results = service
+                .submit_batch(
+                    tenant.clone(),
+                    items,
+                    false,
+                    Some(entry("job.submit_batch")),
+                )
+                .await?;
+            for r in results {
+                r?;
+            }
+            requests += 1;
         }
     }
     let (mut done, mut batches) = (0, 0);
@@ -139,13 +175,18 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
     let counts = counter.counts();
     let total: u64 = counts.values().sum();
     let per_job = |n: f64| n / jobs as f64;
-    println!("\nconveyor bench-aws — {jobs} no-op jobs, batches of up to 10 ({batches} batches), {elapsed:.1?}\n");
+    println!("\nconveyor bench-aws — {jobs} no-op jobs, {per_submit} a submit ({requests} API requests), batches of up to 10 ({batches} batches), {elapsed:.1?}\n");
     println!("| service | operation | requests | per job |");
     println!("|---|---|---|---|");
     for ((service, op), n) in &counts {
         println!("| {service} | {op} | {n} | {:.2} |", per_job(*n as f64));
     }
     println!("| all | | {total} | {:.2} |", per_job(total as f64));
+    let billed = total + requests as u64 + batches as u64;
+    println!(
+        "| with the API requests and the worker invocations | | {billed} | {:.2} |",
+        per_job(billed as f64)
+    );
     let sqs: u64 = counts
         .iter()
         .filter(|((s, _), _)| s == "SQS")
@@ -157,11 +198,11 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
         .map(|(_, n)| n)
         .sum();
     let wu = meter.write_units();
-    // Per million jobs: one API request and (a batch's share of) one invocation each, the SQS
+    // Per million jobs: the API requests and (a batch's share of) one invocation each, the SQS
     // requests, one event each, the write units the table reported, reads at one unit each.
     let million = 1_000_000.0 / jobs as f64;
     let cost = [
-        jobs as f64 * million * PRICES[0].1 / 1e6,
+        requests as f64 * million * PRICES[0].1 / 1e6,
         batches as f64 * million * PRICES[1].1 / 1e6,
         sqs as f64 * million * PRICES[2].1 / 1e6,
         jobs as f64 * million * PRICES[3].1 / 1e6,

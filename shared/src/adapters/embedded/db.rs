@@ -239,7 +239,7 @@ impl Db {
             .acquire_owned()
             .await
             .map_err(|_| DbError::Closed)?;
-        self.queue_write(room, f, after_commit).await
+        self.queue_write(room, true, f, after_commit).await
     }
 
     /// `write` for NEW work: refused at once with `Busy` when the writer's queue is full, having
@@ -266,12 +266,32 @@ impl Db {
             }
             Err(tokio::sync::TryAcquireError::Closed) => return Err(DbError::Closed),
         };
-        self.queue_write(room, f, after_commit).await
+        self.queue_write(room, true, f, after_commit).await
+    }
+
+    /// `write_then` for a write of one statement: SQLite undoes a failed statement on its own,
+    /// so it runs without the savepoint around it (and the copy of each page it touches that
+    /// a savepoint keeps).
+    pub async fn write_statement_then<T, F, A>(&self, f: F, after_commit: A) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
+        let room = self
+            .inner
+            .write_room
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| DbError::Closed)?;
+        self.queue_write(room, false, f, after_commit).await
     }
 
     async fn queue_write<T, F, A>(
         &self,
         room: OwnedSemaphorePermit,
+        savepoint: bool,
         f: F,
         after_commit: A,
     ) -> Result<T, DbError>
@@ -285,7 +305,8 @@ impl Db {
             // The writer has taken this write up: its place in the queue is free again.
             drop(room);
             let result = match conn {
-                Some(conn) => in_savepoint(conn, f),
+                Some(conn) if savepoint => in_savepoint(conn, f),
+                Some(conn) => f(conn),
                 None => Err(DbError::Other("not run: no transaction".into())),
             };
             Box::new(move |commit_error: Option<&str>| {

@@ -134,6 +134,69 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
+    /// A start worked out from a reader's copy of the job, written only if the row is still
+    /// that version and queued: `None` when it is not (or the reader cannot tell), for the
+    /// writer to decide on its own read.
+    async fn start_as_read(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+        due_by: DateTime<Utc>,
+    ) -> Result<Option<Started>, StoreError> {
+        let key = id.to_string();
+        let stored = self
+            .db
+            .read_point(|conn| get_stored(conn, &key))
+            .await
+            .map_err(unavailable)?;
+        let Some(Ok(job)) = stored.map(|s| s.decode()) else {
+            return Ok(None);
+        };
+        if job.status != JobStatus::Queued || job.run_at > due_by {
+            return Ok(None);
+        }
+        let read_version = job.version as i64;
+        let Ok(next) = job.start(now) else {
+            return Ok(None);
+        };
+        let row = Row::of(&next)?;
+        let feed = self.feed.clone().filter(|f| f.watched());
+        let summary = feed.as_ref().map(|_| JobSummary::from(&next));
+        let written = self
+            .db
+            .write_statement_then(
+                move |conn| {
+                    let n = conn
+                        .prepare_cached(
+                            "UPDATE jobs SET status = ?1, attempt = ?2, version = ?3, due_at = ?4,
+                                 doc = ?5, runs = ?6, heartbeat_at = ?7, progress = NULL,
+                                 updated_at = ?9
+                             WHERE id = ?8 AND version = ?10 AND status = 'queued'",
+                        )?
+                        .execute(params![
+                            row.status,
+                            row.attempt,
+                            row.version,
+                            row.due_at,
+                            row.doc,
+                            row.runs,
+                            row.heartbeat_at,
+                            row.id,
+                            row.updated_at,
+                            read_version,
+                        ])?;
+                    Ok(n == 1)
+                },
+                move |written: &bool| {
+                    if let (true, Some(feed), Some(summary)) = (*written, feed, summary) {
+                        feed.publish(JobChange::job(summary));
+                    }
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(written.then(|| Started::Running(Box::new(next))))
+    }
     pub fn new(db: Db) -> Self {
         Self { db, feed: None }
     }
@@ -659,6 +722,12 @@ impl JobStore for EmbeddedStore {
         now: DateTime<Utc>,
         due_by: DateTime<Utc>,
     ) -> Result<Started, StoreError> {
+        // Most starts find the job queued as a reader sees it: read, decode and encode here
+        // (not on the single writer), and have the writer only write, on condition that the
+        // row is still the version read. A job changed since falls back to the path below.
+        if let Some(started) = self.start_as_read(id, now, due_by).await? {
+            return Ok(started);
+        }
         // Read, decide and write on the writer's connection: one hop, and nothing can come
         // between the read and the write (the writer is the only one).
         let feed = self.feed.clone().filter(|f| f.watched());
