@@ -131,6 +131,47 @@ pub struct EmbeddedStore {
     db: Db,
     /// Where committed changes are announced, in commit order (live updates).
     feed: Option<Arc<ChangeFeed>>,
+    waiters: WaitersSeen,
+}
+
+/// Whether `job_waiters` may hold a row: unknown until the writer first looks, then kept by the
+/// writer (the only one that adds rows). While no job has ever waited for another, a job's end
+/// need not look for the jobs waiting for it.
+#[derive(Clone, Default)]
+struct WaitersSeen(Arc<std::sync::atomic::AtomicU8>);
+
+impl WaitersSeen {
+    // 0 (the default): not looked yet.
+    const NONE: u8 = 1;
+    const SOME: u8 = 2;
+
+    /// On the writer: whether a job may be waiting for another.
+    fn any(&self, conn: &rusqlite::Connection) -> rusqlite::Result<bool> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.0.load(Relaxed) {
+            Self::NONE => Ok(false),
+            Self::SOME => Ok(true),
+            _ => {
+                let any: bool = conn
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM job_waiters)")?
+                    .query_row([], |r| r.get(0))?;
+                self.0
+                    .store(if any { Self::SOME } else { Self::NONE }, Relaxed);
+                Ok(any)
+            }
+        }
+    }
+
+    /// Known (by the writer) that no job waits for another.
+    fn known_none(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) == Self::NONE
+    }
+
+    /// On the writer, as a job starts to wait for another.
+    fn added(&self) {
+        self.0
+            .store(Self::SOME, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl EmbeddedStore {
@@ -198,7 +239,11 @@ impl EmbeddedStore {
         Ok(written.then(|| Started::Running(Box::new(next))))
     }
     pub fn new(db: Db) -> Self {
-        Self { db, feed: None }
+        Self {
+            db,
+            feed: None,
+            waiters: WaitersSeen::default(),
+        }
     }
 
     /// Announce every committed change of a job on `feed`.
@@ -798,66 +843,80 @@ impl JobStore for EmbeddedStore {
         // so the change sets them (a start gives the new run its first heartbeat).
         let sets_worker_fields = expected.status != JobStatus::Running;
         let announce = self.announce(next_job);
-        let written = self
-            .db
-            .write_then(move |conn| {
-                let changed = conn
-                    .prepare_cached(
-                        "UPDATE jobs SET status = ?1, attempt = ?2, version = ?3, doc = ?5, runs = ?11,
+        let waiters_seen = self.waiters.clone();
+        // One statement (the job's own row) needs no savepoint around it.
+        let one_statement =
+            slot == 0 && batch_change.is_none() && (!ends || self.waiters.known_none());
+        let write = move |conn: &rusqlite::Connection| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE jobs SET status = ?1, attempt = ?2, version = ?3, doc = ?5, runs = ?11,
                              updated_at = ?15,
                              heartbeat_at = CASE WHEN ?12 THEN ?13 ELSE heartbeat_at END,
                              progress = CASE WHEN ?12 THEN ?14 ELSE progress END,
                              due_at = CASE WHEN ?1 = 'running' AND NOT ?12 THEN due_at ELSE ?4 END
                          WHERE id = ?6 AND status = ?7 AND attempt = ?8 AND version = ?9
                            AND (?10 IS NULL OR due_at = ?10)",
-                    )?
-                    .execute(params![
-                        next.status,
-                        next.attempt,
-                        next.version,
-                        next.due_at,
-                        next.doc,
-                        next.id,
-                        expected.status.as_str(),
-                        expected.attempt,
-                        expected.version as i64,
-                        last_heartbeat,
-                        next.runs,
-                        sets_worker_fields,
-                        next.heartbeat_at,
-                        next.progress,
-                        next.updated_at,
-                    ])?;
-                if changed == 1 && slot != 0 {
-                    move_slot(conn, &next.tenant, slot)?;
+                )?
+                .execute(params![
+                    next.status,
+                    next.attempt,
+                    next.version,
+                    next.due_at,
+                    next.doc,
+                    next.id,
+                    expected.status.as_str(),
+                    expected.attempt,
+                    expected.version as i64,
+                    last_heartbeat,
+                    next.runs,
+                    sets_worker_fields,
+                    next.heartbeat_at,
+                    next.progress,
+                    next.updated_at,
+                ])?;
+            if changed == 1 && slot != 0 {
+                move_slot(conn, &next.tenant, slot)?;
+            }
+            if changed != 1 {
+                return Ok(Write::Conflict);
+            }
+            // Its batch's counts move in the same write.
+            let mut batch_ended = None;
+            if let Some((batch, (pending, status, count))) = batch_change {
+                let left = count_member(
+                    conn,
+                    &batch.to_string(),
+                    pending,
+                    0,
+                    Some((status, count)),
+                    now,
+                )?;
+                if pending < 0 && left == Some(0) {
+                    batch_ended = Some(batch);
                 }
-                if changed != 1 {
-                    return Ok(Write::Conflict);
-                }
-                // Its batch's counts move in the same write.
-                let mut batch_ended = None;
-                if let Some((batch, (pending, status, count))) = batch_change {
-                    let left = count_member(conn, &batch.to_string(), pending, 0, Some((status, count)), now)?;
-                    if pending < 0 && left == Some(0) {
-                        batch_ended = Some(batch);
-                    }
-                }
-                // The jobs waiting for this one, told once: taken off it as it ends.
-                let waiters = if ends {
-                    conn.prepare_cached("DELETE FROM job_waiters WHERE parent = ?1 RETURNING waiter")?
-                        .query_map([&next.id], |r| r.get::<_, String>(0))?
-                        .collect::<Result<Vec<_>, _>>()?
-                } else {
-                    vec![]
-                };
-                Ok(Write::Done((waiters, batch_ended)))
-            }, move |written| {
-                if let (Write::Done(_), Some((feed, change))) = (written, announce) {
-                    feed.publish(change);
-                }
-            })
-            .await
-            .map_err(unavailable)?;
+            }
+            // The jobs waiting for this one, told once: taken off it as it ends.
+            let waiters = if ends && waiters_seen.any(conn)? {
+                conn.prepare_cached("DELETE FROM job_waiters WHERE parent = ?1 RETURNING waiter")?
+                    .query_map([&next.id], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?
+            } else {
+                vec![]
+            };
+            Ok(Write::Done((waiters, batch_ended)))
+        };
+        let announce = move |written: &Write<(Vec<String>, Option<BatchId>)>| {
+            if let (Write::Done(_), Some((feed, change))) = (written, announce) {
+                feed.publish(change);
+            }
+        };
+        let written = if one_statement {
+            self.db.write_statement_then(write, announce).await
+        } else {
+            self.db.write_then(write, announce).await
+        }
+        .map_err(unavailable)?;
         match written {
             Write::Done((waiters, batch_ended)) => Ok(Transitioned {
                 waiters: waiters
@@ -877,6 +936,7 @@ impl JobStore for EmbeddedStore {
         waiter: JobId,
     ) -> Result<Option<JobStatus>, StoreError> {
         let tenant = tenant.as_str().to_string();
+        let seen = self.waiters.clone();
         let status: Option<String> = self
             .db
             .write(move |conn| {
@@ -894,6 +954,7 @@ impl JobStore for EmbeddedStore {
                         "INSERT OR IGNORE INTO job_waiters (parent, waiter) VALUES (?1, ?2)",
                     )?
                     .execute([&parent, &waiter.to_string()])?;
+                    seen.added();
                 }
                 Ok(status)
             })
