@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 const MAX_BATCH: usize = 1024;
+/// Compiled statements kept per connection.
+const STATEMENT_CACHE: usize = 256;
 /// Connections for point lookups (by primary key), run inline once a connection is free.
 const POINT_READERS: usize = 2;
 /// Connections for scans (listings, maintenance), run on the blocking pool.
@@ -129,6 +131,9 @@ fn open_conn(path: &Path, durability: Durability, cache_kib: i64) -> rusqlite::R
     )?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "cache_size", -cache_kib)?;
+    // Room for every statement the writer runs: past the cache's capacity, statements would be
+    // compiled again and again.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
