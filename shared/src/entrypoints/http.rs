@@ -187,6 +187,14 @@ pub(crate) fn bad(field: &str, message: &str) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).field(field)
 }
 
+/// Refuse the first of `fields` (name, given) that was given with what `with` names.
+fn none_given_with(with: &str, fields: &[(&str, bool)]) -> ApiResult<()> {
+    match fields.iter().find(|(_, given)| *given) {
+        Some((field, _)) => Err(bad(field, &format!("cannot be combined with {with}"))),
+        None => Ok(()),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({
@@ -1036,17 +1044,14 @@ fn submit_of(value: Value, idempotency_header: Option<&str>) -> Result<SubmitReq
         }
     };
     if debounce.is_some() {
-        let other = [
-            ("idempotency_key", idempotency_key.is_some()),
-            ("run_at", run_at.is_some()),
-            ("delay_seconds", delay.is_some()),
-        ];
-        if let Some((field, _)) = other.iter().find(|(_, given)| *given) {
-            return Err(bad(
-                field,
-                "cannot be combined with debounce (a debounced job runs window_seconds after the last submit)",
-            ));
-        }
+        none_given_with(
+            "debounce (a debounced job runs window_seconds after the last submit)",
+            &[
+                ("idempotency_key", idempotency_key.is_some()),
+                ("run_at", run_at.is_some()),
+                ("delay_seconds", delay.is_some()),
+            ],
+        )?;
     }
     let depends_on = match obj.remove("depends_on") {
         None | Some(Value::Null) => vec![],
@@ -1082,17 +1087,14 @@ fn submit_of(value: Value, idempotency_header: Option<&str>) -> Result<SubmitReq
         Some(_) => return Err(bad("batch_id", "must be a batch id (a string)")),
     };
     if !depends_on.is_empty() {
-        let other = [
-            ("debounce", debounce.is_some()),
-            ("run_at", run_at.is_some()),
-            ("delay_seconds", delay.is_some()),
-        ];
-        if let Some((field, _)) = other.iter().find(|(_, given)| *given) {
-            return Err(bad(
-                field,
-                "cannot be combined with depends_on (a dependent job runs when its dependencies end)",
-            ));
-        }
+        none_given_with(
+            "depends_on (a dependent job runs when its dependencies end)",
+            &[
+                ("debounce", debounce.is_some()),
+                ("run_at", run_at.is_some()),
+                ("delay_seconds", delay.is_some()),
+            ],
+        )?;
     }
     Ok(SubmitRequest {
         job_type,

@@ -237,14 +237,18 @@ impl Db {
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
-        let room = self
-            .inner
+        let room = self.room().await?;
+        self.queue_write(room, true, f, after_commit).await
+    }
+
+    /// Room in the writer's queue, waited for.
+    async fn room(&self) -> Result<OwnedSemaphorePermit, DbError> {
+        self.inner
             .write_room
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| DbError::Closed)?;
-        self.queue_write(room, true, f, after_commit).await
+            .map_err(|_| DbError::Closed)
     }
 
     /// `write` for NEW work: refused at once with `Busy` when the writer's queue is full, having
@@ -283,13 +287,7 @@ impl Db {
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
-        let room = self
-            .inner
-            .write_room
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| DbError::Closed)?;
+        let room = self.room().await?;
         self.queue_write(room, false, f, after_commit).await
     }
 

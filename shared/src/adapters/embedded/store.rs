@@ -206,28 +206,7 @@ impl EmbeddedStore {
         let written = self
             .db
             .write_statement_then(
-                move |conn| {
-                    let n = conn
-                        .prepare_cached(
-                            "UPDATE jobs SET status = ?1, attempt = ?2, version = ?3, due_at = ?4,
-                                 doc = ?5, runs = ?6, heartbeat_at = ?7, progress = NULL,
-                                 updated_at = ?9
-                             WHERE id = ?8 AND version = ?10 AND status = 'queued'",
-                        )?
-                        .execute(params![
-                            row.status,
-                            row.attempt,
-                            row.version,
-                            row.due_at,
-                            row.doc,
-                            row.runs,
-                            row.heartbeat_at,
-                            row.id,
-                            row.updated_at,
-                            read_version,
-                        ])?;
-                    Ok(n == 1)
-                },
+                move |conn| Ok(write_start(conn, &row, Some(read_version))? == 1),
                 move |written: &bool| {
                     if let (true, Some(feed), Some(summary)) = (*written, feed, summary) {
                         feed.publish(JobChange::job(summary));
@@ -355,6 +334,33 @@ fn get_stored(conn: &rusqlite::Connection, id: &str) -> Result<Option<StoredJob>
         .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
         .query_row([id], StoredJob::from_row)
         .optional()?)
+}
+
+/// Write a job's start (its row as `Row::of` the started job), on condition that it is still
+/// queued at `read_version` when one is given. The rows written.
+fn write_start(
+    conn: &rusqlite::Connection,
+    row: &Row,
+    read_version: Option<i64>,
+) -> Result<usize, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE jobs SET status = ?1, attempt = ?2, version = ?3, due_at = ?4, doc = ?5,
+                 runs = ?6, heartbeat_at = ?7, progress = NULL, updated_at = ?9
+             WHERE id = ?8 AND (?10 IS NULL OR (version = ?10 AND status = 'queued'))",
+        )?
+        .execute(params![
+            row.status,
+            row.attempt,
+            row.version,
+            row.due_at,
+            row.doc,
+            row.runs,
+            row.heartbeat_at,
+            row.id,
+            row.updated_at,
+            read_version,
+        ])?)
 }
 
 /// Move an unreadable job row into `quarantine` (inside the writer's transaction): kept for an
@@ -800,22 +806,7 @@ impl JobStore for EmbeddedStore {
                     }
                     let next = job.start(now).expect("a queued job can start");
                     let row = Row::of(&next).map_err(|e| DbError::Other(e.to_string()))?;
-                    conn.prepare_cached(
-                    "UPDATE jobs SET status = ?1, attempt = ?2, version = ?3, due_at = ?4, doc = ?5,
-                         runs = ?6, heartbeat_at = ?7, progress = NULL, updated_at = ?9
-                     WHERE id = ?8",
-                )?
-                .execute(params![
-                    row.status,
-                    row.attempt,
-                    row.version,
-                    row.due_at,
-                    row.doc,
-                    row.runs,
-                    row.heartbeat_at,
-                    row.id,
-                    row.updated_at,
-                ])?;
+                    write_start(conn, &row, None)?;
                     Ok(Started::Running(Box::new(next)))
                 },
                 move |started| {
