@@ -1,39 +1,71 @@
 # The project's two commands: `make run` and `make test`.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/conveyor-target
 
-.PHONY: run test test-aws-endpoint test-api-schema test-browser bench lint
+# Each binary is built and tested with the features it ships with, and each feature set is
+# built once: the runtime (`conveyor`, the end-to-end suite's runtime, the shared crate's
+# tests: `shared` with embedded, handlers and aws), and the Lambda functions (`shared` with
+# lambda; the worker with handlers too). Building them in one cargo invocation would unify the
+# features and test a set that nothing ships.
+LAMBDAS := api authorizer maintenance notify scheduler stats ws
+RUNTIME := --workspace $(addprefix --exclude ,$(LAMBDAS) worker)
+FUNCTIONS := $(addprefix -p ,$(LAMBDAS))
+NEXTEST := cargo nextest run --all-targets
+
+.PHONY: run test tools lint test-aws-endpoint test-api-schema test-browser build-runtime bench
 
 run:
 	cargo run --release -p local --bin conveyor
 
-test: lint
-	cargo test --workspace --all-targets
+# Everything on the embedded backend and on moto (one server for the whole run).
+test: tools lint
+	infra/moto/with.sh $(NEXTEST) $(RUNTIME)
+	infra/moto/with.sh $(NEXTEST) $(FUNCTIONS)
 
-# The AWS adapters' tests again, on the emulator at CONVEYOR_TEST_AWS_ENDPOINT (LocalStack in CI),
-# then the end-to-end suite with every runtime on CONVEYOR_BACKEND=aws there. Not run there:
-# what has no AWS side (the embedded store's files, its in-process harnesses, the template and
-# configuration checks), the blocked-threads test (it times the runtime's threads, not the
-# backend), and the 260-job SIGKILL test, whose moment (jobs queued behind a half-done one)
-# an emulator's slower submits never produce; exactly_once's SIGKILL test runs there.
-AWS_E2E_SKIP = --skip storage:: --skip maintenance:: --skip worker_entrypoint:: --skip template:: \
-	--skip config:: --skip containment:: --skip crash_recovery::every_accepted_job_ends_exactly_once_across_a_sigkill
+# What the tests need, installed on first use: the pinned AWS emulator (infra/moto/venv.sh)
+# and the test runner.
+tools:
+	@infra/moto/venv.sh
+	@cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
 
-test-aws-endpoint:
-	cargo test -p shared --test contract -- aws:: aws_flow:: live::
-	CONVEYOR_TEST_E2E_BACKEND=aws cargo test -p e2e --test e2e -- $(AWS_E2E_SKIP)
+lint:
+	cargo fmt --all -- --check
+	cargo clippy $(RUNTIME) --all-targets -- -D warnings
+	cargo clippy $(FUNCTIONS) --all-targets -- -D warnings
+	cargo clippy -p worker --all-targets -- -D warnings
+
+# The AWS adapters' tests again, on the emulator at CONVEYOR_TEST_AWS_ENDPOINT (LocalStack in
+# CI), then the end-to-end suite with every runtime on CONVEYOR_BACKEND=aws there, then the api
+# function. The same builds as `make test`: nothing is compiled again. Left out of the
+# end-to-end pass, by name: what has no AWS side (the embedded store's files and data
+# directory, its in-process harnesses, the local gateway's own socket handling, the template
+# and configuration checks), the blocked-threads test (it times the runtime's threads, not the
+# backend), and the 260-job SIGKILL test, whose moment (jobs queued behind a half-done one) an
+# emulator's slower submits never produce; exactly_once's SIGKILL test runs there.
+AWS_E2E_SKIP := test(/^storage::/) | test(/^maintenance::/) | test(/^worker_entrypoint::/) \
+	| test(/^template::/) | test(/^config::/) | test(/^containment::/) \
+	| test(=crash_recovery::every_accepted_job_ends_exactly_once_across_a_sigkill) \
+	| test(=auth::the_command_line_manages_keys_in_the_data_directory) \
+	| test(=live::a_client_that_stops_reading_is_dropped_and_the_others_keep_receiving)
+
+test-aws-endpoint: tools
+	@test -n "$$CONVEYOR_TEST_AWS_ENDPOINT" || { echo "set CONVEYOR_TEST_AWS_ENDPOINT" >&2; exit 1; }
+	$(NEXTEST) $(RUNTIME) -E 'binary(contract) & (test(/^aws::/) | test(/^aws_flow::/) | test(/^live::/))'
+	CONVEYOR_TEST_E2E_BACKEND=aws $(NEXTEST) $(RUNTIME) -E 'binary(e2e) & not ($(AWS_E2E_SKIP))'
+	$(NEXTEST) $(FUNCTIONS)
+
+# The runtime binary as the tests build it (no other feature set, so nothing is compiled
+# twice): $(CARGO_TARGET_DIR)/debug/conveyor.
+build-runtime:
+	cargo build -q $(RUNTIME) --all-targets
 
 # The running API fuzzed against its own OpenAPI description (schemathesis; see .ci/api-schema).
-test-api-schema:
+test-api-schema: build-runtime
 	bash .ci/api-schema
 
 # The dashboard in headless Chromium (playwright-core; see .ci/browser); screenshots in
 # $(CARGO_TARGET_DIR)/screenshots.
-test-browser:
+test-browser: build-runtime
 	bash .ci/browser
-
-lint:
-	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
 
 bench:
 	cargo run --release -p local --bin conveyor -- bench --jobs 10000 --celery

@@ -95,8 +95,9 @@ async fn on_complete_runs_once_when_the_last_two_members_end_together(
         assert_eq!(done["payload"]["batch"]["succeeded"], 6, "{done}");
         callbacks.push(on_complete);
     }
-    // AND each on_complete ran exactly once, and no other was ever made
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // AND each on_complete ran exactly once, and no other was ever made (counted once the
+    // runtime has nothing left to run)
+    app.wait_until_idle(WITHIN).await;
     let runs = counted(dir);
     for id in &callbacks {
         assert_eq!(

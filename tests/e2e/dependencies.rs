@@ -114,11 +114,14 @@ async fn a_failed_dependency_cancels_its_dependents(app: &TestApp) {
 }
 
 async fn dependencies_must_exist_and_a_waiting_job_can_be_cancelled(app: &TestApp) {
-    // GIVEN a job that runs for a while, and one that waits for it
+    // GIVEN a job that runs for a while, and two that wait for it
     let long = app
         .submit_new(&json!({ "type": "sleep", "payload": { "ms": 3000 } }))
         .await;
     let waiting = app
+        .submit_new(&json!({ "type": "noop", "payload": {}, "depends_on": [long] }))
+        .await;
+    let beside = app
         .submit_new(&json!({ "type": "noop", "payload": {}, "depends_on": [long] }))
         .await;
     // WHEN a job names one that does not exist, or a dependency is combined with a delay
@@ -155,10 +158,12 @@ async fn dependencies_must_exist_and_a_waiting_job_can_be_cancelled(app: &TestAp
     let (status, job) = app.cancel(&waiting).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     assert_eq!(job["status"], "cancelled");
-    // AND the end of the job it waited for leaves it cancelled
+    // AND the end of the job it waited for leaves it cancelled: once the other job that waited
+    // has been handed over and has run, the cancelled one was handed over too
     app.wait_for_status(&long, status_is("succeeded"), WITHIN)
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.wait_for_status(&beside, status_is("succeeded"), WITHIN)
+        .await;
     assert_eq!(app.get_job(&waiting).await["status"], "cancelled");
 }
 

@@ -354,8 +354,8 @@ impl TestApp {
         body
     }
 
-    /// `GET /v1/stats` once `done` holds of it (or after 15 s): on the AWS backend the counts
-    /// are kept from the table's stream, a second or so behind the jobs.
+    /// `GET /v1/stats` once `done` holds of it (panics if it does not within 15 s): on the AWS
+    /// backend the counts are kept from the table's stream, a second or so behind the jobs.
     pub async fn stats_when(&self, done: impl Fn(&Value) -> bool) -> Value {
         self.stats_when_within(Duration::from_secs(15), done).await
     }
@@ -369,9 +369,13 @@ impl TestApp {
         let deadline = std::time::Instant::now() + within;
         loop {
             let stats = self.stats().await;
-            if done(&stats) || std::time::Instant::now() > deadline {
+            if done(&stats) {
                 return stats;
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the counts did not reach the awaited state within {within:?}; last seen: {stats:#}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -405,6 +409,29 @@ impl TestApp {
                 Some(c) => cursor = Some(c.to_string()),
                 None => return jobs,
             }
+        }
+    }
+
+    /// Wait until the runtime has no job left to run: none queued, running or waiting (the
+    /// moment after which no job starts unless another is submitted). Panics after `within`.
+    pub async fn wait_until_idle(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let mut busy = vec![];
+            for status in ["queued", "running", "waiting", "scheduled"] {
+                let page = self.list(&format!("status={status}&limit=1")).await;
+                if page["jobs"].as_array().is_some_and(|j| !j.is_empty()) {
+                    busy.push(page["jobs"][0].clone());
+                }
+            }
+            if busy.is_empty() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "jobs still to run after {within:?}: {busy:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

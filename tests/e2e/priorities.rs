@@ -24,18 +24,31 @@ async fn high_priority_jobs_go_first_two_to_one_without_starving_the_others() {
     assert!(lanes["high_priority_queue"]
         .as_str()
         .is_some_and(|q| q.ends_with("test-lanes-high")));
-    let job = |priority: i32| json!({ "type": "test.lanes", "priority": priority, "payload": { "ms": 100 } });
+    let job = |priority: i32| json!({ "type": "test.lanes", "priority": priority, "payload": { "ms": 250 } });
     let mut normal = vec![];
     for _ in 0..12 {
         normal.push(app.submit_new(&job(0)).await);
     }
     app.wait_for_status(&normal[0], status_is("running"), Duration::from_secs(30))
         .await;
-    // WHEN six high-priority jobs are submitted behind them
-    let mut high = vec![];
-    for _ in 0..6 {
-        high.push(app.submit_new(&job(5)).await);
-    }
+    // WHEN six high-priority jobs are submitted behind them, in one request (so all six wait
+    // from the same moment, however slow the machine)
+    let highs: Vec<_> = (0..6).map(|_| job(5)).collect();
+    let (status, body) = app
+        .send(
+            app.client
+                .post(app.url("/v1/jobs/batch"))
+                .json(&json!({ "jobs": highs })),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let high: Vec<String> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["job"]["id"].as_str().expect("each created").to_string())
+        .collect();
+    assert_eq!(high.len(), 6, "{body}");
     // THEN, from the first high job's start to the last one's, at most one normal job starts
     // for every two high ones, and at least one does (the normal queue is not starved)
     let mut starts: Vec<(DateTime<Utc>, bool)> = vec![];

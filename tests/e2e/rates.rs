@@ -81,12 +81,6 @@ async fn the_limits_hold_across_two_runtimes_sharing_one_table() {
     // emulator (moto, deciding DynamoDB's conditional writes one at a time as DynamoDB does;
     // LocalStack in CI), with heartbeats and stall checks relaxed for an emulator that two
     // whole runtimes keep busy
-    if !crate::moto::atomic() {
-        eprintln!(
-            "skipped: the emulator does not decide concurrent conditional writes one at a time"
-        );
-        return;
-    }
     let mut env = aws_env();
     for (k, v) in [
         ("CONVEYOR_HEARTBEAT_INTERVAL", "2s"),

@@ -200,9 +200,31 @@ async fn the_runtime_fires_a_one_time_schedule_at_its_time_once_across_a_restart
         .wait_for_status(&id, status_is("succeeded"), Duration::from_secs(20))
         .await;
     assert_eq!(job["payload"], json!({"hello": "world"}));
-    // AND after a restart, and passes of the scheduler, it is still the one job
+    // AND after a restart, and passes of the scheduler (seen: a second one-time schedule, due
+    // after the restart, has fired), it is still the one job
     app.restart().await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let probe_at = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let (status, s) = create(
+        &app,
+        &json!({
+            "name": "probe", "type": "sleep", "payload": {"ms": 1},
+            "at": probe_at.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, runs) = app.get("/v1/schedules/probe/runs").await;
+        if runs["runs"].as_array().is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the probe did not fire"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let jobs = app.list_all("type=noop").await;
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let (_, s) = app.get("/v1/schedules/once").await;

@@ -1,7 +1,8 @@
 //! The local runtime, built inside the end-to-end package so its tests can start it as a real
 //! process (`CARGO_BIN_EXE_conveyor-under-test`), with job types only the tests use:
-//! - `test.block` blocks its thread (`std::thread::sleep`) for `ms`;
-//! - `test.spin` keeps its thread busy in a loop for `ms`;
+//! - `test.block` blocks its thread (`std::thread::sleep`) for `ms`, or until a file `release`
+//!   exists in `$TEST_COUNT_DIR`;
+//! - `test.spin` keeps its thread busy in a loop for `ms`, or until that file exists;
 //! - `test.count` appends a line `<job id> <attempt>` to `$TEST_COUNT_DIR/runs` (a place
 //!   outside the store, so exactly-once is counted, not inferred), after awaiting `ms` if given;
 //! - `test.rated` does nothing, at most one start a second (a rate shared by every runtime on
@@ -32,12 +33,21 @@ fn millis(payload: &Value) -> u64 {
     payload.get("ms").and_then(Value::as_u64).unwrap_or(0)
 }
 
+/// Whether the test let the blocking types go (a file `release` in `$TEST_COUNT_DIR`).
+fn released() -> bool {
+    std::env::var("TEST_COUNT_DIR")
+        .is_ok_and(|dir| std::path::Path::new(&dir).join("release").exists())
+}
+
 struct Block;
 
 #[async_trait]
 impl JobHandler for Block {
     async fn run(&self, _ctx: JobContext, payload: Value) -> Result<Value, JobError> {
-        std::thread::sleep(Duration::from_millis(millis(&payload)));
+        let until = Instant::now() + Duration::from_millis(millis(&payload));
+        while Instant::now() < until && !released() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Ok(json!({ "blocked_ms": millis(&payload) }))
     }
 }
@@ -51,6 +61,9 @@ impl JobHandler for Spin {
         let mut turns: u64 = 0;
         while Instant::now() < until {
             turns = std::hint::black_box(turns.wrapping_add(1));
+            if turns.is_multiple_of(1_000_000) && released() {
+                break;
+            }
         }
         Ok(json!({ "turns": turns }))
     }

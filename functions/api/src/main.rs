@@ -8,26 +8,35 @@ use shared::entrypoints::authorizer::identity_from_context;
 use shared::entrypoints::http::{router, ApiState, HttpLimits, SourceIp, Verified};
 use std::sync::Arc;
 
+#[cfg(test)]
+mod tests;
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::init_lambda_logs();
     let config = shared::Config::from_env()?;
-    let (ports, registry) = shared::adapters::open_ports(&config).await?;
+    lambda_http::run(app(&config).await?).await
+}
+
+/// The function's whole app: the shared router on the configured ports, behind what API
+/// Gateway's request context says of the caller.
+async fn app(config: &shared::Config) -> Result<axum::Router, lambda_http::Error> {
+    let (ports, registry) = shared::adapters::open_ports(config).await?;
     let state = ApiState {
         service: shared::service::JobService::new(ports, registry, config.max_payload_bytes)
             .with_tenant_defaults(config.tenant_defaults.clone()),
         // Every request was verified by the authorizer function before it came here.
         auth: Arc::new(shared::auth::GatewayVerified),
         audit_retention: config.audit_retention,
-        webhook_master: shared::adapters::builtin_settings(&config)
+        webhook_master: shared::adapters::builtin_settings(config)
             .await
             .webhook_secret,
-        limits: HttpLimits::from_config(&config),
+        limits: HttpLimits::from_config(config),
         health: Default::default(),
         live: None,
         ws_url: config.ws_url.clone(),
     };
-    let app = router(Arc::new(state))
+    Ok(router(Arc::new(state))
         .layer(axum::middleware::from_fn(gateway))
         // Each request's figures, as CloudWatch embedded-metric-format log lines.
         .layer(axum::middleware::from_fn(
@@ -36,8 +45,7 @@ async fn main() -> Result<(), lambda_http::Error> {
                 shared::metrics::flush_emf();
                 response
             },
-        ));
-    lambda_http::run(app).await
+        )))
 }
 
 /// Put what API Gateway knows of the caller where the router looks for it.

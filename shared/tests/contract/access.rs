@@ -239,21 +239,13 @@ pub async fn a_quota_holds_across_processes_and_a_finished_job_gives_its_slot_ba
     let stores = [b.ports.store.clone(), other.store.clone()];
     let with = admit(Some(3), None, 0);
 
-    // WHEN 12 jobs are created through both (at once where the backend decides conditions
-    // atomically)
+    // WHEN 12 jobs are created through both, at once
     let jobs: Vec<_> = (0..12).map(|_| slotted("q")).collect();
-    let mut outcomes = vec![];
-    if b.atomic_under_concurrency {
-        let runs = jobs.iter().enumerate().map(|(i, j)| {
-            let (store, with) = (stores[i % 2].clone(), with.clone());
-            async move { store.create_with(j, &with).await.unwrap() }
-        });
-        outcomes = futures::future::join_all(runs).await;
-    } else {
-        for (i, j) in jobs.iter().enumerate() {
-            outcomes.push(stores[i % 2].create_with(j, &with).await.unwrap());
-        }
-    }
+    let runs = jobs.iter().enumerate().map(|(i, j)| {
+        let (store, with) = (stores[i % 2].clone(), with.clone());
+        async move { store.create_with(j, &with).await.unwrap() }
+    });
+    let outcomes = futures::future::join_all(runs).await;
 
     // THEN exactly 3 are stored and the rest refused, naming the quota
     let new: Vec<usize> = outcomes

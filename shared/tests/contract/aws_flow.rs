@@ -225,24 +225,10 @@ async fn a_message_delivered_twice_moves_its_job_once() {
     let messages = f.receive("noop", 1).await;
     let twice = vec![messages[0].clone(), messages[0].clone()];
 
-    // WHEN the batch is worked (on moto, which checks concurrent conditional writes without a
-    // lock, the two deliveries come one after the other; at once on LocalStack and AWS)
-    let atomic = std::env::var("CONVEYOR_TEST_AWS_ATOMIC").is_ok_and(|v| v == "1");
-    let failures = if atomic {
-        handle_sqs_batch(&f.worker, sqs_event(&twice))
-            .await
-            .batch_item_failures
-    } else {
-        let mut failures = vec![];
-        for one in twice.chunks(1) {
-            failures.extend(
-                handle_sqs_batch(&f.worker, sqs_event(one))
-                    .await
-                    .batch_item_failures,
-            );
-        }
-        failures
-    };
+    // WHEN the batch is worked: its two deliveries run at once
+    let failures = handle_sqs_batch(&f.worker, sqs_event(&twice))
+        .await
+        .batch_item_failures;
 
     // THEN the job ran one attempt and succeeded, and neither record is sent back
     assert!(failures.is_empty(), "{failures:?}");

@@ -14,10 +14,6 @@ pub struct Under {
     pub queues: Arc<dyn JobQueue>,
     /// Whether `JobStore::delete_expired` deletes (the embedded backend); on DynamoDB TTL does.
     pub deletes_expired: bool,
-    /// Whether two conditional writes sent at once are decided one after the other (every real
-    /// backend; moto alone checks conditions without locking the item, so two may both pass:
-    /// the suite runs it through `infra/moto/serve.py`).
-    pub atomic_under_concurrency: bool,
     /// Whether a receipt from an earlier receive of a message is refused (embedded).
     pub refuses_stale_receipts: bool,
     /// A queue whose dead-letter queue is `dlq` after `MAX_RECEIVES` receives.
@@ -65,7 +61,6 @@ pub fn embedded_under() -> Under {
         queues: b.embedded.queue.clone(),
         deletes_expired: true,
         refuses_stale_receipts: true,
-        atomic_under_concurrency: true,
         queue: QUEUE.into(),
         dlq: DLQ.into(),
         plain: "plain".into(),
@@ -112,9 +107,6 @@ pub async fn moto_under() -> Under {
         queues: backend.queue.clone(),
         deletes_expired: false,
         refuses_stale_receipts: false,
-        // moto decides concurrent conditional writes without a lock; LocalStack (DynamoDB
-        // Local) and AWS do not.
-        atomic_under_concurrency: moto::atomic(),
         queue,
         dlq,
         plain,

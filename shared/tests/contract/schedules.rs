@@ -500,29 +500,26 @@ pub async fn a_start_rate_is_shared_by_every_process_and_admits_no_start_past_it
         other.rates.admit(&burst, second, 3, t0).await.unwrap(),
         WaitUntil(ms(1000))
     );
-    // AND eight processes asking at the same moment: one is admitted (a backend that decides
-    // concurrent conditional writes one after the other)
-    if b.atomic_under_concurrency {
-        let raced = format!("type:raced-{}", crate::helpers::unique());
-        let asks: Vec<_> = (0..8)
-            .map(|i| {
-                let ports = if i % 2 == 0 {
-                    b.ports.clone()
-                } else {
-                    other.clone()
-                };
-                let key = raced.clone();
-                tokio::spawn(async move { ports.rates.admit(&key, second, 1, t0).await })
-            })
-            .collect();
-        let mut admitted = 0;
-        for ask in asks {
-            if matches!(ask.await.unwrap(), Ok(Admitted)) {
-                admitted += 1;
-            }
+    // AND eight processes asking at the same moment: one is admitted
+    let raced = format!("type:raced-{}", crate::helpers::unique());
+    let asks: Vec<_> = (0..8)
+        .map(|i| {
+            let ports = if i % 2 == 0 {
+                b.ports.clone()
+            } else {
+                other.clone()
+            };
+            let key = raced.clone();
+            tokio::spawn(async move { ports.rates.admit(&key, second, 1, t0).await })
+        })
+        .collect();
+    let mut admitted = 0;
+    for ask in asks {
+        if matches!(ask.await.unwrap(), Ok(Admitted)) {
+            admitted += 1;
         }
-        assert_eq!(admitted, 1);
     }
+    assert_eq!(admitted, 1);
 }
 
 pub async fn running_slots_are_shared_by_every_process_and_free_when_given_back_or_expired(
@@ -641,30 +638,27 @@ pub async fn debounced_submits_replace_the_waiting_job_until_it_starts(b: Under)
         svc.get(&tenant, job.id).await.unwrap().payload,
         json!({ "n": 49 })
     );
-    // AND submits at once from two processes make one job between them (on a backend that
-    // decides concurrent conditional writes one after the other)
-    if b.atomic_under_concurrency {
-        let other_svc = JobService::new(
-            b.another_process().await,
-            Arc::new(Registry::builtin("sched-", &BuiltinSettings::default())),
-            shared::config::MAX_PAYLOAD_LIMIT,
-        );
-        let (svc, other_svc) = (Arc::new(svc), Arc::new(other_svc));
-        let submits = (0..8).map(|n| {
-            let s = if n % 2 == 0 {
-                svc.clone()
-            } else {
-                other_svc.clone()
-            };
-            let tenant = tenant.clone();
-            tokio::spawn(async move { s.submit(tenant, debounced("together", n)).await })
-        });
-        let mut made = std::collections::BTreeSet::new();
-        for t in futures::future::join_all(submits).await {
-            made.insert(t.unwrap().unwrap().0.id);
-        }
-        assert_eq!(made.len(), 1, "concurrent submits made {made:?}");
+    // AND submits at once from two processes make one job between them
+    let other_svc = JobService::new(
+        b.another_process().await,
+        Arc::new(Registry::builtin("sched-", &BuiltinSettings::default())),
+        shared::config::MAX_PAYLOAD_LIMIT,
+    );
+    let (svc, other_svc) = (Arc::new(svc), Arc::new(other_svc));
+    let submits = (0..8).map(|n| {
+        let s = if n % 2 == 0 {
+            svc.clone()
+        } else {
+            other_svc.clone()
+        };
+        let tenant = tenant.clone();
+        tokio::spawn(async move { s.submit(tenant, debounced("together", n)).await })
+    });
+    let mut made = std::collections::BTreeSet::new();
+    for t in futures::future::join_all(submits).await {
+        made.insert(t.unwrap().unwrap().0.id);
     }
+    assert_eq!(made.len(), 1, "concurrent submits made {made:?}");
 }
 
 pub async fn jobs_waiting_for_a_slot_get_it_in_submit_order(b: Under) {

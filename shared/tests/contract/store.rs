@@ -47,19 +47,11 @@ pub async fn start_is_one_write_that_returns_the_started_job_or_the_job_as_it_is
     b.ports.store.create(&queued).await.unwrap();
     let now = Utc::now();
 
-    // WHEN two workers start it from the same message (at once, where the backend makes a
-    // conditional write atomic under concurrent requests; moto does not, so there in turn)
-    let (r1, r2) = if b.atomic_under_concurrency {
-        tokio::join!(
-            b.ports.store.start(queued.id, now, now),
-            b.ports.store.start(queued.id, now, now)
-        )
-    } else {
-        (
-            b.ports.store.start(queued.id, now, now).await,
-            b.ports.store.start(queued.id, now, now).await,
-        )
-    };
+    // WHEN two workers start it from the same message, at once
+    let (r1, r2) = tokio::join!(
+        b.ports.store.start(queued.id, now, now),
+        b.ports.store.start(queued.id, now, now)
+    );
 
     // THEN exactly one gets it running, as the domain's start makes it and as stored
     let (won, refused) = match (r1.unwrap(), r2.unwrap()) {

@@ -9,32 +9,28 @@ use std::time::{Duration, Instant};
 
 static ENDPOINT: OnceLock<String> = OnceLock::new();
 
-/// The command that starts the server (given `-H <host> -p <port>`): `MOTO_SERVER`, else
-/// `infra/moto/serve.py` with the venv's Python (moto deciding DynamoDB requests one at a time,
-/// as DynamoDB applies conditional writes), else `moto_server` on the PATH.
+/// The command that starts the server (given `-H <host> -p <port>`): `infra/moto/serve.py` with
+/// the Python of the pinned venv that `infra/moto/venv.sh` installs (`make test` runs it first).
+/// moto serves there deciding DynamoDB requests one at a time, as DynamoDB applies conditional
+/// writes. A `moto_server` on the PATH is never used: its version and its races are not ours.
 fn server_command() -> Vec<String> {
-    if let Ok(p) = std::env::var("MOTO_SERVER") {
-        return vec![p];
-    }
-    let python = format!(
-        "{}/.cache/conveyor-venv/bin/python3",
-        std::env::var("HOME").unwrap_or_default()
+    let cache = std::env::var("CONVEYOR_CACHE")
+        .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap_or_default()));
+    let python = format!("{cache}/conveyor-venv/bin/python3");
+    // (The workspace's `infra/`, found from whichever of its crates this file is built into.)
+    let serve = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("infra/moto/serve.py"))
+        .find(|serve| serve.exists())
+        .expect("infra/moto/serve.py in the workspace")
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "the test suite's AWS emulator is not installed at {python}: run `make test`, or \
+         `infra/moto/venv.sh` once, to install the pinned moto"
     );
-    let serve = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/moto/serve.py");
-    if std::path::Path::new(&python).exists() {
-        return vec![python, serve.into()];
-    }
-    vec!["moto_server".into()]
-}
-
-/// Whether the suite's own server decides concurrent conditional writes one after the other
-/// (as DynamoDB does): `infra/moto/serve.py` does; an emulator given by
-/// `CONVEYOR_TEST_AWS_ENDPOINT` does if `CONVEYOR_TEST_AWS_ATOMIC=1` says so.
-pub fn atomic() -> bool {
-    match std::env::var("CONVEYOR_TEST_AWS_ENDPOINT") {
-        Ok(_) => std::env::var("CONVEYOR_TEST_AWS_ATOMIC").is_ok_and(|v| v == "1"),
-        Err(_) => std::env::var("MOTO_SERVER").is_err() && server_command().len() == 2,
-    }
+    vec![python, serve]
 }
 
 /// Start moto once; a watchdog shell stops it when this test process is gone.
@@ -60,14 +56,16 @@ pub fn endpoint() -> String {
                 .args(["-c", &script, "moto"])
                 .args(server_command())
                 .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
                 .spawn()
-                .expect("start moto_server (pip install 'moto[server]', or set MOTO_SERVER)");
+                .expect("start infra/moto/serve.py");
             let started = Instant::now();
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
                 assert!(
                     started.elapsed() < Duration::from_secs(30),
-                    "moto_server did not start on port {port}: is it installed? \
-                     (pip install 'moto[server]' into ~/.cache/conveyor-venv, or set MOTO_SERVER)"
+                    "infra/moto/serve.py did not start on port {port} (reinstall the venv: \
+                     rm -rf ~/.cache/conveyor-venv && infra/moto/venv.sh)"
                 );
                 std::thread::sleep(Duration::from_millis(50));
             }
