@@ -11,13 +11,16 @@ RUNTIME := --workspace $(addprefix --exclude ,$(LAMBDAS) worker)
 FUNCTIONS := $(addprefix -p ,$(LAMBDAS))
 NEXTEST := cargo nextest run --all-targets
 
-.PHONY: run test tools lint test-aws-endpoint test-api-schema test-browser build-runtime bench
+.PHONY: print-runtime print-functions run test suite tools lint test-aws-endpoint test-api-schema test-browser build-runtime bench
 
 run:
 	cargo run --release -p local --bin conveyor
 
 # Everything on the embedded backend and on moto (one server for the whole run).
-test: tools lint
+test: tools lint suite
+
+# The tests alone (what `.ci/stress` repeats).
+suite: tools
 	infra/moto/with.sh $(NEXTEST) $(RUNTIME)
 	infra/moto/with.sh $(NEXTEST) $(FUNCTIONS)
 
@@ -69,3 +72,9 @@ test-browser: build-runtime
 
 bench:
 	cargo run --release -p local --bin conveyor -- bench --jobs 10000 --celery
+
+# The package selections, for scripts (.ci/stress).
+print-runtime:
+	@echo $(RUNTIME)
+print-functions:
+	@echo $(FUNCTIONS)

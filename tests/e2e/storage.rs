@@ -60,3 +60,44 @@ async fn the_write_ahead_log_stays_bounded_under_sustained_load() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// (The embedded store's data directory: the suite's AWS pass leaves `storage::` out.)
+#[tokio::test]
+async fn a_second_process_is_refused_a_data_directory_in_use() {
+    // GIVEN a runtime on the embedded store, serving
+    let app = crate::helpers::spawn_app_with(&[]).await;
+    // WHEN a second runtime process is started on the same data directory
+    let mut second = tokio::process::Command::new(env!("CARGO_BIN_EXE_conveyor-under-test"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("CONVEYOR_") {
+            second.env_remove(name);
+        }
+    }
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        second
+            .env("CONVEYOR_DATA_DIR", app.data_path(""))
+            .env("CONVEYOR_ADDR", "127.0.0.1:0")
+            .env("CONVEYOR_JWT_SECRET", crate::helpers::JWT_SECRET)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the second process ends by itself")
+    .expect("the binary runs");
+    // THEN it exits at once with an error naming the directory as in use, and the first
+    // goes on serving: the directory has one owner, so no two processes share its store
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("in use by another Conveyor process"),
+        "{stderr}"
+    );
+    let id = app.submit_new(&json!({ "type": "noop" })).await;
+    app.wait_for_status(
+        &id,
+        crate::helpers::status_is("succeeded"),
+        Duration::from_secs(30),
+    )
+    .await;
+}

@@ -5,7 +5,7 @@
 use crate::helpers::{job, Under};
 use chrono::{Duration as Span, Utc};
 use shared::domain::{Actor, ApiKey, IdempotencyKey, Role, Tenant};
-use shared::ports::{AuditQuery, CreateWith, Created};
+use shared::ports::{AuditQuery, CreateWith, Created, Ports};
 use std::time::Duration;
 
 fn with_audit(entry: &shared::domain::AuditEntry) -> CreateWith {
@@ -233,9 +233,11 @@ fn slotted(t: &str) -> shared::domain::Job {
     j
 }
 
-pub async fn a_quota_holds_across_processes_and_a_finished_job_gives_its_slot_back(b: Under) {
+pub async fn a_quota_holds_across_processes_and_a_finished_job_gives_its_slot_back(
+    b: Under,
+    other: Ports,
+) {
     // GIVEN a tenant allowed 3 unfinished jobs, and two processes sharing the store
-    let other = b.another_process().await;
     let stores = [b.ports.store.clone(), other.store.clone()];
     let with = admit(Some(3), None, 0);
 

@@ -38,7 +38,9 @@ impl Under {
     }
 
     /// The same backend as a second process sees it (AWS: new clients on the same table and
-    /// queues); the embedded backend has one owner, so it is the same ports.
+    /// queues). An embedded store has one owning process (a second is refused its data
+    /// directory), so there it is the owner's ports again: the tests named for processes run on
+    /// AWS alone (`across_processes!`).
     pub async fn another_process(&self) -> Ports {
         match self._keep.downcast_ref::<AwsBackend>() {
             Some(b) => AwsBackend::new(&moto_sdk().await, b.settings().clone()).ports(),

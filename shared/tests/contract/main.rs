@@ -35,10 +35,48 @@ macro_rules! on_every_backend {
     };
 }
 
+/// For a test of what holds between processes sharing a store: `aws::<name>`, where a second
+/// process is a second set of clients on the same table and queues (`Under::another_process`);
+/// and `embedded::<embedded_name>`, the same rules between concurrent callers of the one
+/// process that owns an embedded store (a second process is refused its data directory:
+/// `tests/e2e/storage.rs`).
+macro_rules! across_processes {
+    ($($module:ident :: $name:ident => $embedded_name:ident),* $(,)?) => {
+        mod across_processes_on_aws {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let b = crate::helpers::moto_under().await;
+                    let other = b.another_process().await;
+                    crate::$module::$name(b, other).await
+                }
+            )*
+        }
+        mod one_process_on_embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $embedded_name() {
+                    let b = crate::helpers::embedded_under();
+                    let same = b.ports.clone();
+                    crate::$module::$name(b, same).await
+                }
+            )*
+        }
+    };
+}
+
+across_processes!(
+    access::a_quota_holds_across_processes_and_a_finished_job_gives_its_slot_back
+        => a_quota_holds_between_concurrent_callers_and_a_finished_job_gives_its_slot_back,
+    schedules::a_start_rate_is_shared_by_every_process_and_admits_no_start_past_it
+        => a_start_rate_admits_no_start_past_it_whoever_asks,
+    schedules::running_slots_are_shared_by_every_process_and_free_when_given_back_or_expired
+        => running_slots_free_when_given_back_or_expired_whoever_holds_them,
+);
+
 on_every_backend!(
     access::api_keys_are_kept_as_digests_listed_by_tenant_and_revoked_for_good,
     access::the_audit_trail_is_per_tenant_in_order_and_a_submit_is_written_with_its_job,
-    access::a_quota_holds_across_processes_and_a_finished_job_gives_its_slot_back,
     access::submissions_are_counted_per_second_and_refused_past_the_rate,
     access::tenant_limits_are_stored_per_tenant,
     store::a_transition_is_written_only_from_the_expected_state,
@@ -68,8 +106,6 @@ on_every_backend!(
     schedules::skip_and_queue_one_hold_while_the_previous_run_is_active,
     schedules::a_restart_fires_the_tick_that_came_due_once,
     schedules::a_paused_schedule_fires_nothing_and_resumes_from_then_on,
-    schedules::a_start_rate_is_shared_by_every_process_and_admits_no_start_past_it,
-    schedules::running_slots_are_shared_by_every_process_and_free_when_given_back_or_expired,
     schedules::debounced_submits_replace_the_waiting_job_until_it_starts,
     schedules::jobs_waiting_for_a_slot_get_it_in_submit_order,
 );

@@ -10,7 +10,7 @@ use shared::domain::{
     Cadence, CatchUp, JobId, JobType, Outcome, Overlap, RunOutcome, ScheduleName, Tenant,
 };
 use shared::jobs::{BuiltinSettings, Registry};
-use shared::ports::{ListQuery, Started};
+use shared::ports::{ListQuery, Ports, Started};
 use shared::schedules::{self, ScheduleSpec};
 use shared::service::JobService;
 use std::sync::Arc;
@@ -459,9 +459,11 @@ async fn eventbridge_scheduler_holds_each_schedule_and_its_tick_makes_one_job() 
     assert!(scheduler.armed(&t, &name).await.unwrap().is_none());
 }
 
-pub async fn a_start_rate_is_shared_by_every_process_and_admits_no_start_past_it(b: Under) {
+pub async fn a_start_rate_is_shared_by_every_process_and_admits_no_start_past_it(
+    b: Under,
+    other: Ports,
+) {
     use shared::ports::RateDecision::{Admitted, WaitUntil};
-    let other = b.another_process().await;
     let t0 = utc("2030-01-01T00:00:00Z");
     let ms = |n: i64| t0 + Duration::milliseconds(n);
     let second = std::time::Duration::from_secs(1);
@@ -524,8 +526,8 @@ pub async fn a_start_rate_is_shared_by_every_process_and_admits_no_start_past_it
 
 pub async fn running_slots_are_shared_by_every_process_and_free_when_given_back_or_expired(
     b: Under,
+    other: Ports,
 ) {
-    let other = b.another_process().await;
     let t0 = utc("2030-01-01T00:00:00Z");
     let key = format!("type:keyed#key:t/{}", crate::helpers::unique());
     let (one, two, three) = (JobId::new(), JobId::new(), JobId::new());

@@ -683,10 +683,10 @@ pub async fn a_batch_is_written_together_each_job_new_or_its_keys_earlier_one(b:
         b.ports.store.create(&earlier).await.unwrap(),
         Created::New
     ));
-    // WHEN a batch holds a job without a key, one with key "a", two with key "b", and 30
-    // without keys (more than one batch write)
+    // WHEN a batch holds a job without a key, one with key "a", two with key "b", and 230
+    // without keys (more than one batch write; on DynamoDB, three transactions of at most 100)
     let mut batch = vec![job(&tenant, "noop"), keyed("a"), keyed("b"), keyed("b")];
-    batch.extend((0..30).map(|_| job(&tenant, "noop")));
+    batch.extend((0..230).map(|_| job(&tenant, "noop")));
     let created = b
         .ports
         .store
