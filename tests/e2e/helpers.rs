@@ -541,23 +541,42 @@ impl FailedAttempt {
 
 /// The failed-attempt lines of a job's log, in order.
 pub async fn failed_attempts(app: &TestApp, id: &str) -> Vec<FailedAttempt> {
-    // A log line is written just after the change it explains: on the AWS backend that is a
-    // second request, which a reader that has just seen the change may be ahead of.
-    if on_aws() {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    // A log line is written just after the change it explains (on the AWS backend a second
+    // request), so a reader that has just seen the change may be ahead of it: read until the
+    // log explains every attempt the job says ended without success (all of them once it has
+    // ended other than succeeded; all but the last otherwise).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = app.get_job(id).await;
+        let attempts = job["attempt"].as_u64().unwrap_or(0) as usize;
+        let expected = if is_terminal(&job) && job["status"] != "succeeded" {
+            attempts
+        } else {
+            attempts.saturating_sub(1)
+        };
+        let failed: Vec<FailedAttempt> = app
+            .logs(id)
+            .await
+            .into_iter()
+            .filter_map(|(attempt, line)| {
+                let failed = FailedAttempt::parse(&line)?;
+                assert_eq!(
+                    failed.attempt, attempt,
+                    "log line under its attempt: {line}"
+                );
+                Some(failed)
+            })
+            .collect();
+        if failed.len() >= expected {
+            return failed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the log explains {} of the {expected} failed attempts of {job:#}",
+            failed.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    app.logs(id)
-        .await
-        .into_iter()
-        .filter_map(|(attempt, line)| {
-            let failed = FailedAttempt::parse(&line)?;
-            assert_eq!(
-                failed.attempt, attempt,
-                "log line under its attempt: {line}"
-            );
-            Some(failed)
-        })
-        .collect()
 }
 
 /// The body `TestServer` answers with.
