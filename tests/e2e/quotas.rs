@@ -115,18 +115,7 @@ async fn concurrent_submitters_never_get_past_the_quota_together() {
                 .status()
         }
     });
-    // (one after the other on moto, which checks concurrent conditional writes without a lock,
-    // unlike DynamoDB and LocalStack)
-    let atomic = !on_aws() || std::env::var("CONVEYOR_TEST_AWS_ATOMIC").is_ok_and(|v| v == "1");
-    let statuses = if atomic {
-        futures::future::join_all(runs).await
-    } else {
-        let mut statuses = vec![];
-        for run in runs {
-            statuses.push(run.await);
-        }
-        statuses
-    };
+    let statuses = futures::future::join_all(runs).await;
 
     // THEN exactly 5 are accepted, every other one refused with 429
     let accepted = statuses
