@@ -412,6 +412,23 @@ impl TestApp {
         }
     }
 
+    /// Submit `jobs` in one batch request, every one of them new; their ids, in order.
+    pub async fn submit_batch_new(&self, jobs: &[Value]) -> Vec<String> {
+        let body = serde_json::json!({ "jobs": jobs });
+        let (status, body) = self
+            .send(self.client.post(self.url("/v1/jobs/batch")).json(&body))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let ids: Vec<String> = body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["job"]["id"].as_str().expect("each created").to_string())
+            .collect();
+        assert_eq!(ids.len(), jobs.len(), "{body}");
+        ids
+    }
+
     /// Wait until the runtime has no job left to run: none queued, running or waiting (the
     /// moment after which no job starts unless another is submitted). Panics after `within`.
     pub async fn wait_until_idle(&self, within: Duration) {

@@ -34,21 +34,7 @@ async fn high_priority_jobs_go_first_two_to_one_without_starving_the_others() {
     // WHEN six high-priority jobs are submitted behind them, in one request (so all six wait
     // from the same moment, however slow the machine)
     let highs: Vec<_> = (0..6).map(|_| job(5)).collect();
-    let (status, body) = app
-        .send(
-            app.client
-                .post(app.url("/v1/jobs/batch"))
-                .json(&json!({ "jobs": highs })),
-        )
-        .await;
-    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
-    let high: Vec<String> = body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["job"]["id"].as_str().expect("each created").to_string())
-        .collect();
-    assert_eq!(high.len(), 6, "{body}");
+    let high = app.submit_batch_new(&highs).await;
     // THEN, from the first high job's start to the last one's, at most one normal job starts
     // for every two high ones, and at least one does (the normal queue is not starved)
     let mut starts: Vec<(DateTime<Utc>, bool)> = vec![];

@@ -242,21 +242,9 @@ async fn jobs_waiting_for_a_keys_slot_start_in_submit_order() {
     // WHEN ten more of the key are submitted behind them, in one request (their ids, and so
     // their places in line, in the order given; all asking for a slot from the same moment,
     // however slow the machine)
-    let (status, body) = app
-        .send(
-            app.client
-                .post(app.url("/v1/jobs/batch"))
-                .json(&json!({ "jobs": (0..10).map(|_| keyed(100)).collect::<Vec<_>>() })),
-        )
+    let ids = app
+        .submit_batch_new(&(0..10).map(|_| keyed(100)).collect::<Vec<_>>())
         .await;
-    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
-    let ids: Vec<String> = body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["job"]["id"].as_str().expect("each created").to_string())
-        .collect();
-    assert_eq!(ids.len(), 10, "{body}");
     // THEN they start in the order they were submitted: a free slot goes to the first in
     // line, so no job starts before one submitted two places ahead of it (two slots free up
     // at once for the first two in line, in whichever order they ask)
