@@ -31,14 +31,18 @@ const PRICES: &[(&str, f64)] = &[
     ("DynamoDB on-demand, per million read units", 0.125),
 ];
 
-/// `conveyor bench-aws [--jobs N] [--batch K]`: no-op jobs through the AWS adapters wherever
-/// the standard settings point (an emulator by `AWS_ENDPOINT_URL`, or an account), as Lambda
-/// would run them: each submitted through the service as the API does (one API request each,
-/// its audit entry in the same write; with `--batch K`, K a request through batch submit),
-/// received in batches of ten, worked by the worker entrypoint (one invocation a batch) and
-/// deleted. Prints the billed requests by service and operation, the write units the table
-/// reported, and the cost per million jobs at the list prices above. Its resources get names
-/// of their own.
+/// `conveyor bench-aws [--jobs N] [--batch K] [--payload-bytes B] [--heartbeats H]`: no-op
+/// jobs through the AWS adapters wherever the standard settings point (an emulator by
+/// `AWS_ENDPOINT_URL`, or an account), as Lambda would run them: each submitted through the
+/// service as the API does (one API request each, audited as `CONVEYOR_AUDIT_SUBMITS` says;
+/// with `--batch K`, K a request through batch submit, one audit entry a request), received in
+/// batches of ten, worked by the worker entrypoint (one invocation a batch) and deleted. Each
+/// job's payload is `B` bytes of JSON. Prints the billed requests by service and operation, the
+/// write units the table reported (by what they were for), the cost per million jobs at the
+/// list prices above, the write units of a heartbeat (H jobs started and beating once, apart
+/// from the rest), and the partition heat: the largest share of the write units that one
+/// partition key value took, in the table or its index, and what it means at 10,000 jobs a
+/// second in one tenant. Its resources get names of their own.
 pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
     use shared::adapters::aws::{CapacityMeter, RequestCounter};
     use shared::entrypoints::sqs::handle_sqs_batch;
@@ -49,23 +53,29 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
     use std::sync::Arc;
     use std::time::Duration;
 
-    let jobs: usize = match args.iter().position(|a| a == "--jobs") {
+    let number = |flag: &str, default: usize, range: std::ops::RangeInclusive<usize>| match args
+        .iter()
+        .position(|a| a == flag)
+    {
         Some(i) => args
             .get(i + 1)
             .and_then(|v| v.parse().ok())
-            .context("--jobs needs a number")?,
-        None => 200,
+            .filter(|n| range.contains(n))
+            .with_context(|| {
+                format!(
+                    "{flag} needs a number from {} to {}",
+                    range.start(),
+                    range.end()
+                )
+            }),
+        None => Ok(default),
     };
+    let jobs = number("--jobs", 200, 1..=10_000_000)?;
     // Jobs per submit: 1 submits each on its own (one API request a job); more, through batch
     // submit (one API request a batch).
-    let per_submit: usize = match args.iter().position(|a| a == "--batch") {
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .filter(|n| (1..=1000).contains(n))
-            .context("--batch needs a number from 1 to 1000")?,
-        None => 1,
-    };
+    let per_submit = number("--batch", 1, 1..=1000)?;
+    let payload_bytes = number("--payload-bytes", DEFAULT_PAYLOAD_BYTES, 12..=380_000)?;
+    let heartbeats = number("--heartbeats", 50, 1..=10_000)?;
     let config = Config::from_env()?;
     let id = chrono::Utc::now().timestamp_millis();
     let (counter, meter) = (RequestCounter::default(), CapacityMeter::default());
@@ -75,6 +85,8 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
             table: format!("conveyor-bench-{id}"),
             event_bus: format!("conveyor-bench-{id}"),
             scheduler: None,
+            shards: config.shards,
+            events: config.events.clone(),
         },
         Some(counter.clone()),
         Some(meter.clone()),
@@ -90,18 +102,19 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
     let ports = backend.ports();
     let service = JobService::new(ports.clone(), registry.clone(), config.max_payload_bytes);
     let worker = Worker::new(
-        ports,
+        ports.clone(),
         registry.clone(),
         WorkerSettings::from_config(&config),
     );
     let noop = shared::domain::JobType::parse("noop")?;
     let queue = registry.queue_name(&noop);
+    let payload = payload_of(payload_bytes);
     counter.reset();
     meter.reset();
 
     let started = std::time::Instant::now();
     let tenant = shared::domain::Tenant::parse("bench")?;
-    // As the API submits: with the audit entry of who did it, in the jobs' own write.
+    // As the API submits: with the audit entry of who did it.
     let entry = |action: &str| {
         shared::domain::Actor {
             actor: "jwt:bench".into(),
@@ -122,8 +135,8 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
             let submits = chunk.iter().map(|_| {
                 service.submit_audited(
                     tenant.clone(),
-                    SubmitRequest::new(noop.clone(), serde_json::json!({})),
-                    Some(entry("job.submit")),
+                    SubmitRequest::new(noop.clone(), payload.clone()),
+                    config.audit_submits.then(|| entry("job.submit")),
                 )
             });
             for r in futures::future::join_all(submits).await {
@@ -135,7 +148,7 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
         for chunk in (0..jobs).collect::<Vec<_>>().chunks(per_submit) {
             let items = chunk
                 .iter()
-                .map(|_| SubmitRequest::new(noop.clone(), serde_json::json!({})))
+                .map(|_| SubmitRequest::new(noop.clone(), payload.clone()))
                 .collect();
             let results = service
                 .submit_batch(
@@ -175,7 +188,7 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
     let counts = counter.counts();
     let total: u64 = counts.values().sum();
     let per_job = |n: f64| n / jobs as f64;
-    println!("\nconveyor bench-aws — {jobs} no-op jobs, {per_submit} a submit ({requests} API requests), batches of up to 10 ({batches} batches), {elapsed:.1?}\n");
+    println!("\nconveyor bench-aws — {jobs} no-op jobs of {payload_bytes} payload bytes, {per_submit} a submit ({requests} API requests), batches of up to 10 ({batches} batches), {} shards, {elapsed:.1?}\n", config.shards);
     println!("| service | operation | requests | per job |");
     println!("|---|---|---|---|");
     for ((service, op), n) in &counts {
@@ -192,20 +205,33 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
         .filter(|((s, _), _)| s == "SQS")
         .map(|(_, n)| n)
         .sum();
+    let events: u64 = counts
+        .iter()
+        .filter(|((s, op), _)| s == "EventBridge" && op == "PutEvents")
+        .map(|(_, n)| n)
+        .sum();
     let reads: u64 = counts
         .iter()
-        .filter(|((s, op), _)| s == "DynamoDB" && (op == "GetItem" || op == "Query"))
+        .filter(|((s, op), _)| {
+            s == "DynamoDB" && (op == "GetItem" || op == "Query" || op == "BatchGetItem")
+        })
         .map(|(_, n)| n)
         .sum();
     let wu = meter.write_units();
-    // Per million jobs: the API requests and (a batch's share of) one invocation each, the SQS
-    // requests, one event each, the write units the table reported, reads at one unit each.
+    // Per million jobs: the API requests and (a batch's share of) one worker invocation each,
+    // the SQS requests, the events sent (at most ten a request), the write units the table
+    // reported, reads at one unit each.
     let million = 1_000_000.0 / jobs as f64;
+    let sent_events = if config.events == shared::domain::EventSelection::None {
+        0.0
+    } else {
+        (events as f64).max(0.0) * 10.0
+    };
     let cost = [
         requests as f64 * million * PRICES[0].1 / 1e6,
         batches as f64 * million * PRICES[1].1 / 1e6,
         sqs as f64 * million * PRICES[2].1 / 1e6,
-        jobs as f64 * million * PRICES[3].1 / 1e6,
+        sent_events.min(jobs as f64) * million * PRICES[3].1 / 1e6,
         wu * million * PRICES[4].1 / 1e6,
         reads as f64 * million * PRICES[5].1 / 1e6,
     ];
@@ -215,14 +241,85 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
         println!("| {what} | {c:.2} |");
     }
     println!(
-        "| all (Lambda duration and storage not counted) | {:.2} |",
+        "| all (the api function's invocations, Lambda duration and storage not counted) | {:.2} |",
         cost.iter().sum::<f64>()
     );
     println!(
         "\nDynamoDB write units reported: {wu:.1} ({:.2} a job)",
         per_job(wu)
     );
+    println!("\n| writes for | requests | write units | per job |");
+    println!("|---|---|---|---|");
+    for kind in [
+        "create",
+        "part",
+        "transaction",
+        "start",
+        "finish",
+        "transition",
+    ] {
+        let (n, units) = meter.of_kind(kind);
+        if n > 0 {
+            println!("| {kind} | {n} | {units:.1} | {:.2} |", per_job(units));
+        }
+    }
+    let keys = meter.keys().len();
+    if let Some(hot) = meter.hottest() {
+        let rate = hot.share * per_job(wu) * 10_000.0;
+        println!(
+            "\npartition heat: {keys} partition key values written; the hottest, `{}`, took {:.1} of {wu:.1} write units ({:.2}%): {rate:.0} WCU/s at 10,000 jobs/s in one tenant (a key value takes at most ~1,000)",
+            hot.key,
+            hot.units,
+            hot.share * 100.0
+        );
+    }
+
+    // Heartbeats, apart: jobs started by hand, each beating once with progress.
+    let mut started_jobs = vec![];
+    for _ in 0..heartbeats {
+        let (job, _) = service
+            .submit(
+                tenant.clone(),
+                SubmitRequest::new(noop.clone(), payload.clone()),
+            )
+            .await?;
+        let now = chrono::Utc::now();
+        match ports.store.start(job.id, now, now).await? {
+            shared::ports::Started::Running(job) => started_jobs.push(*job),
+            other => anyhow::bail!("a heartbeat job did not start: {other:?}"),
+        }
+    }
+    meter.reset();
+    for job in &started_jobs {
+        let progress = shared::domain::Progress {
+            percent: 50,
+            message: Some("half way".into()),
+        };
+        ports
+            .store
+            .heartbeat(job.id, job.runs, chrono::Utc::now(), Some(&progress))
+            .await?;
+    }
+    let (n, units) = meter.of_kind("heartbeat");
+    println!(
+        "\nheartbeats with progress: {n}, {units:.1} write units ({:.2} a heartbeat)",
+        units / n.max(1) as f64
+    );
     Ok(())
+}
+
+/// The bench's default payload: a job whose state item, payload included, stays within 1 KB.
+const DEFAULT_PAYLOAD_BYTES: usize = 256;
+
+/// A JSON object of exactly `bytes` bytes as text, of letters that do not compress.
+fn payload_of(bytes: usize) -> serde_json::Value {
+    use rand::Rng;
+    let pad: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(bytes.saturating_sub(r#"{"pad":""}"#.len()))
+        .map(char::from)
+        .collect();
+    serde_json::json!({ "pad": pad })
 }
 
 /// The name the stream reader goes by in `/healthz`.

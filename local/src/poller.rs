@@ -22,6 +22,12 @@ pub struct PollerSettings {
     pub batch_size: usize,
     pub concurrency: usize,
     pub visibility: Duration,
+    /// Receive for this long instead, and keep extending it while the batch runs (a third of
+    /// it before it ends): a runtime that dies leaves its messages to come back within it,
+    /// not after the queue's visibility timeout (six times the handler's timeout, which Lambda
+    /// needs, where a crashed invocation ends with its own timeout). On the AWS backend, whose
+    /// stalled runs are found only by their messages coming back.
+    pub lease: Option<Duration>,
     /// How long in-flight batches get to finish once stop is signalled.
     pub grace: Duration,
 }
@@ -79,9 +85,10 @@ async fn next_batch(
     turn: u64,
 ) -> Result<(String, Vec<ReceivedMessage>), shared::ports::QueueError> {
     let max = settings.batch_size.max(1);
+    let visibility = settings.lease.unwrap_or(settings.visibility);
     let Some((high, ratio)) = &settings.high else {
         let got = queue
-            .receive(&settings.queue, max, settings.visibility, LONG_POLL)
+            .receive(&settings.queue, max, visibility, LONG_POLL)
             .await?;
         return Ok((settings.queue.clone(), got));
     };
@@ -93,7 +100,7 @@ async fn next_batch(
     };
     for wait in [Duration::ZERO, IDLE_POLL] {
         for name in order {
-            let got = queue.receive(name, max, settings.visibility, wait).await?;
+            let got = queue.receive(name, max, visibility, wait).await?;
             if !got.is_empty() {
                 return Ok((name.clone(), got));
             }
@@ -139,8 +146,18 @@ pub async fn run_poller(
             }
         };
         let (queue, worker, name) = (queue.clone(), worker.clone(), from);
+        let lease = settings.lease;
         tokio::spawn(async move {
+            let extending = lease.map(|lease| {
+                let (queue, name) = (queue.clone(), name.clone());
+                let handles: Vec<String> =
+                    messages.iter().map(|m| m.receipt_handle.clone()).collect();
+                tokio::spawn(extend_while_running(queue, name, handles, lease))
+            });
             let response = handle_sqs_batch(&worker, sqs_event(&name, &messages)).await;
+            if let Some(extending) = extending {
+                extending.abort();
+            }
             let failed: HashSet<String> = response
                 .batch_item_failures
                 .into_iter()
@@ -161,5 +178,24 @@ pub async fn run_poller(
     let all = permits.acquire_many(concurrency as u32);
     if tokio::time::timeout(settings.grace, all).await.is_err() {
         tracing::warn!(queue = %settings.queue, "in-flight batches did not finish in time; their messages return to the queue");
+    }
+}
+
+/// Keep `handles` invisible for another `lease` every third of it, until aborted.
+async fn extend_while_running(
+    queue: Arc<dyn QueueConsumer>,
+    name: String,
+    handles: Vec<String>,
+    lease: Duration,
+) {
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        for handle in &handles {
+            if let Err(e) = queue.change_visibility(&name, handle, lease).await {
+                tracing::warn!(queue = %name, error = %e, "could not extend a message's visibility; it may be delivered again while its job runs");
+            }
+        }
     }
 }

@@ -273,6 +273,8 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
             batch_size: reg.options.batch_size,
             concurrency: reg.options.concurrency,
             visibility: reg.options.visibility(),
+            lease: (settings.config.backend == Backend::Aws)
+                .then(|| settings.config.stall_after.max(Duration::from_secs(1))),
             grace: settings.config.shutdown_grace,
         };
         health.up(&health_name(&settings.queue));
@@ -464,7 +466,16 @@ async fn open(
                 embedded_store: None,
                 db: None,
                 dead_letters: None,
-                counts: Some(Arc::new(backend.stream_reader().with_feed(feed))),
+                // (what the `stats` function does on AWS: counts, and the table's outbox)
+                counts: Some(Arc::new(
+                    backend
+                        .stream_reader()
+                        .with_feed(feed)
+                        .with_outbox(Arc::new(shared::lifecycle::Messages::new(
+                            backend.queue.clone(),
+                            registry.clone(),
+                        ))),
+                )),
             })
         }
         #[cfg(not(feature = "aws"))]

@@ -71,6 +71,20 @@ pub struct Config {
     pub jwt_audience: Option<String>,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
+    /// Whether each accepted submit writes an audit entry of its own (`CONVEYOR_AUDIT_SUBMITS`,
+    /// default off). Like CloudTrail's data events, it costs a write a job; refused submits,
+    /// batch submits and every administrative action are audited either way, and a job always
+    /// says when it was created.
+    pub audit_submits: bool,
+    /// AWS backend: shards a tenant's jobs spread over in the table (`CONVEYOR_SHARDS`,
+    /// default 64), fixed when the table is made. Each shard takes at most ~1,000 write units a
+    /// second, and a job three: 64 shards hold one tenant at 10,000 jobs a second at under 500
+    /// a shard. A listing reads every shard.
+    pub shards: u64,
+    /// AWS backend: which lifecycle events go to the EventBridge bus (`CONVEYOR_EVENTS`:
+    /// `none`, the default, `all`, or a comma-separated list of job types). Each event is
+    /// billed ($1 a million) whether or not a rule listens.
+    pub events: crate::domain::EventSelection,
     /// Limits of a tenant an admin set none for (unset: no limit).
     pub tenant_defaults: crate::domain::TenantLimits,
     /// Limits set on job types from the environment (`CONVEYOR_TYPE_LIMITS`), over the ones
@@ -296,6 +310,17 @@ impl Config {
             ),
             jwt_audience: get("CONVEYOR_JWT_AUDIENCE").filter(|s| !s.is_empty()),
             audit_retention: r.duration("CONVEYOR_AUDIT_RETENTION", 90 * DAY, HOUR, 3650 * DAY),
+            audit_submits: r.parsed("CONVEYOR_AUDIT_SUBMITS", false, |v| match v.trim() {
+                "true" | "1" | "on" => Some(true),
+                "false" | "0" | "off" => Some(false),
+                _ => None,
+            }),
+            shards: r.number("CONVEYOR_SHARDS", 64, 1, 256),
+            events: r.parsed(
+                "CONVEYOR_EVENTS",
+                crate::domain::EventSelection::None,
+                crate::domain::EventSelection::parse,
+            ),
             tenant_defaults: crate::domain::TenantLimits {
                 max_active: r.optional_number("CONVEYOR_TENANT_MAX_ACTIVE", 1, 1_000_000_000),
                 submits_per_second: r.optional_number(

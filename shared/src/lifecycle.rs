@@ -21,7 +21,7 @@ use crate::domain::{
 };
 use crate::jobs::Registry;
 use crate::ports::Created;
-use crate::ports::{Ports, QueueError, StoreError};
+use crate::ports::{Dispatch, Outbox, Ports, QueueError, QueueSender, StoreError};
 use crate::service::JobMessage;
 use chrono::{DateTime, Utc};
 
@@ -356,7 +356,15 @@ impl<'a> Lifecycle<'a> {
             if let Err(e) = self
                 .ports
                 .store
-                .append_log(job.id, attempt, now, line)
+                .append_log(crate::ports::NewLogLine {
+                    tenant: &job.tenant,
+                    job_id: job.id,
+                    attempt,
+                    at: now,
+                    line,
+                    keep_until: job.expires_at.unwrap_or(now)
+                        + chrono::Duration::seconds(job.retention_secs as i64),
+                })
                 .await
             {
                 tracing::warn!(job_id = %job.id, error = %e, "log line not written");
@@ -372,7 +380,7 @@ impl<'a> Lifecycle<'a> {
                 }
             }
         }
-        if !send {
+        if !send || self.ports.dispatch == Dispatch::FromStream {
             return Followed::Complete;
         }
         match self.dispatch(job, now).await {
@@ -395,8 +403,10 @@ impl<'a> Lifecycle<'a> {
         for job in jobs {
             count_change(job);
             events.extend(job.lifecycle_event());
-            if let Some((queue, message)) = self.message_of(job, now) {
-                queues.entry(queue).or_default().push(message);
+            if self.ports.dispatch == Dispatch::AfterWrite {
+                if let Some((queue, message)) = message_of(self.registry, job, now) {
+                    queues.entry(queue).or_default().push(message);
+                }
             }
         }
         match self.batch {
@@ -415,28 +425,9 @@ impl<'a> Lifecycle<'a> {
         }
     }
 
-    /// A queued job's message: its queue, and its body, delay (the time left until its run
-    /// time, within the queue's limit) and priority; `None` for any other status. What every
-    /// message of a job is made from.
-    fn message_of(
-        &self,
-        job: &Job,
-        now: DateTime<Utc>,
-    ) -> Option<(String, (String, std::time::Duration, i32))> {
-        let delay = job.dispatch_delay(now)?;
-        Some((
-            self.registry.queue_for(&job.job_type, job.priority),
-            (
-                JobMessage::of(job).to_body(),
-                delay.min(MAX_QUEUE_DELAY),
-                job.priority,
-            ),
-        ))
-    }
-
     /// Send a queued job's message; nothing for any other status.
     pub async fn dispatch(&self, job: &Job, now: DateTime<Utc>) -> Result<(), QueueError> {
-        let Some((queue, (body, delay, priority))) = self.message_of(job, now) else {
+        let Some((queue, (body, delay, priority))) = message_of(self.registry, job, now) else {
             return Ok(());
         };
         self.ports
@@ -444,5 +435,57 @@ impl<'a> Lifecycle<'a> {
             .send(&queue, &body, delay, priority)
             .await
             .map(|_| ())
+    }
+}
+
+/// A queued job's message: its queue, and its body, delay (the time left until its run time,
+/// within the queue's limit) and priority; `None` for any other status. What every message of
+/// a job is made from.
+fn message_of(
+    registry: &Registry,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Option<(String, (String, std::time::Duration, i32))> {
+    let delay = job.dispatch_delay(now)?;
+    Some((
+        registry.queue_for(&job.job_type, job.priority),
+        (
+            JobMessage::of(job).to_body(),
+            delay.min(MAX_QUEUE_DELAY),
+            job.priority,
+        ),
+    ))
+}
+
+/// The messages of queued jobs, sent together per queue: the `Outbox` the reader of the
+/// table's stream sends through.
+pub struct Messages {
+    queue: std::sync::Arc<dyn QueueSender>,
+    registry: std::sync::Arc<Registry>,
+}
+
+impl Messages {
+    pub fn new(queue: std::sync::Arc<dyn QueueSender>, registry: std::sync::Arc<Registry>) -> Self {
+        Self { queue, registry }
+    }
+}
+
+#[async_trait::async_trait]
+impl Outbox for Messages {
+    async fn send(&self, jobs: &[Job]) -> Result<(), QueueError> {
+        let now = Utc::now();
+        let mut queues: std::collections::BTreeMap<
+            String,
+            Vec<(String, std::time::Duration, i32)>,
+        > = Default::default();
+        for job in jobs {
+            if let Some((queue, message)) = message_of(&self.registry, job, now) {
+                queues.entry(queue).or_default().push(message);
+            }
+        }
+        for (queue, messages) in queues {
+            self.queue.send_all(&queue, &messages).await?;
+        }
+        Ok(())
     }
 }

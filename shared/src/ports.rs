@@ -39,6 +39,27 @@ pub struct Ports {
     pub slots: Arc<dyn RunningSlots>,
     /// Which job a debounce key holds now (`debounce` on submit).
     pub debounces: Arc<dyn Debounces>,
+    /// Who sends the message of a job that a write queued.
+    pub dispatch: Dispatch,
+}
+
+/// How a job that a write made `queued` gets its queue message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Whoever wrote the change sends it, right after the write (the embedded backend, whose
+    /// restart re-sends what a crash left unsent).
+    AfterWrite,
+    /// The reader of the table's stream sends it, for each write that queued a job: a
+    /// transactional outbox, so no write that queued a job is ever without its message, even
+    /// when its writer died at once (the AWS backend; see `Outbox`).
+    FromStream,
+}
+
+/// Sends the messages of jobs that writes queued, as the table's stream shows them
+/// (`Dispatch::FromStream`).
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    async fn send(&self, jobs: &[Job]) -> Result<(), QueueError>;
 }
 
 /// A backend failure. `Conflict` is the expected outcome of a lost race; the others are
@@ -129,6 +150,19 @@ pub struct ListQuery {
     /// Return jobs older than this id (the previous page's cursor).
     pub before: Option<JobId>,
     pub limit: usize,
+}
+
+/// A line for a job's log (`JobStore::append_log`).
+#[derive(Debug, Clone, Copy)]
+pub struct NewLogLine<'a> {
+    pub tenant: &'a Tenant,
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub line: &'a str,
+    /// Kept at least until then: as long as the job (its expiry, or while it has none, its
+    /// retention from now). A store that deletes a job's log with the job may ignore it.
+    pub keep_until: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -253,13 +287,7 @@ pub trait JobStore: Send + Sync {
     /// One tenant's counts (eventually consistent on AWS).
     async fn stats(&self, tenant: &Tenant) -> Result<StoreStats, StoreError>;
     /// Append to a job's log (capped per job; lines past the cap are dropped).
-    async fn append_log(
-        &self,
-        id: JobId,
-        attempt: u32,
-        at: DateTime<Utc>,
-        line: &str,
-    ) -> Result<(), StoreError>;
+    async fn append_log(&self, line: NewLogLine<'_>) -> Result<(), StoreError>;
     async fn logs(
         &self,
         id: JobId,

@@ -524,7 +524,8 @@ impl Worker {
         )
         .for_tenant(job.tenant.clone(), self.ports.tenants.clone())
         .with_ports(self.ports.clone(), self.registry.clone())
-        .depending_on(job.depends_on.clone(), job.batch_id);
+        .depending_on(job.depends_on.clone(), job.batch_id)
+        .keeping_logs(Duration::from_secs(job.retention_secs));
         self.in_flight.lock().unwrap().insert(job.id, ctx.clone());
         // By default the handler runs on a thread of the blocking pool, driving its future there:
         // a handler that blocks its thread (a sleep, a CPU-bound loop) costs that thread only,

@@ -316,7 +316,7 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
     let stream = &notify["Events"]["Stream"]["Properties"];
     assert_eq!(
         tagged(&stream["Stream"]).map(|s| s.1),
-        Some("JobsTable.StreamArn".into())
+        Some("JobsTableV2.StreamArn".into())
     );
     let pattern: Value = serde_yaml::from_str(
         stream["FilterCriteria"]["Filters"][0]["Pattern"]
@@ -325,9 +325,23 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
     )
     .unwrap();
     assert_eq!(
-        serde_json::to_value(&pattern["dynamodb"]["Keys"]["sk"]["S"]).unwrap(),
-        serde_json::json!(["JOB", {"prefix": "LOG#"}])
+        serde_json::to_value(&pattern["dynamodb"]["Keys"]["pk"]["S"]).unwrap(),
+        serde_json::json!([{"prefix": "J#"}, {"prefix": "L#"}]),
+        "job states and log lines"
     );
+    // The stats function is the table's outbox: it reads the stream as it comes, gets only job
+    // states, and may send to every queue.
+    let stats = &t["Resources"]["StatsFunction"]["Properties"];
+    let stream = &stats["Events"]["Stream"]["Properties"];
+    assert_eq!(stream["MaximumBatchingWindowInSeconds"].as_u64(), Some(0));
+    assert!(stats["Policies"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|p| tagged(p).is_some_and(|(_, v)| v == "SendPolicy")));
+    // (the table's one index holds keys only: no queued, running or finished job is in it)
+    let due = &t["Resources"]["JobsTableV2"]["Properties"]["GlobalSecondaryIndexes"][0];
+    assert_eq!(due["Projection"]["ProjectionType"], "KEYS_ONLY");
     for f in ["NotifyFunction", "WsFunction"] {
         let policies = &t["Resources"][f]["Properties"]["Policies"];
         assert!(
@@ -375,8 +389,8 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
         Some("SchedulerFunction.Arn".into())
     );
 
-    // The table as the adapter makes it: TTL on `ttl`, the four indexes, kept on stack delete.
-    let table = &t["Resources"]["JobsTable"];
+    // The table as the adapter makes it: TTL on `ttl`, its one index, kept on stack delete.
+    let table = &t["Resources"]["JobsTableV2"];
     assert_eq!(table["DeletionPolicy"], "Retain");
     assert_eq!(
         table["Properties"]["TimeToLiveSpecification"]["AttributeName"],
@@ -388,17 +402,14 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
         .iter()
         .map(|i| i["IndexName"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        indexes,
-        BTreeSet::from(["by_tenant", "by_status", "by_type", "by_update", "due"])
-    );
+    assert_eq!(indexes, BTreeSet::from(["due"]));
     // The counts `stats` reads are kept by the stats function from the table's stream, job
     // items only, a failed record retried from where it failed.
     let stream = &t["Resources"]["StatsFunction"]["Properties"]["Events"]["Stream"];
     assert_eq!(stream["Type"], "DynamoDB");
     assert_eq!(
         tagged(&stream["Properties"]["Stream"]).map(|s| s.1),
-        Some("JobsTable.StreamArn".into())
+        Some("JobsTableV2.StreamArn".into())
     );
     assert_eq!(
         stream["Properties"]["FunctionResponseTypes"][0],
@@ -410,7 +421,7 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
     let filter: serde_json::Value = serde_json::from_str(filter).expect("the pattern is JSON");
     assert_eq!(
         filter,
-        serde_json::json!({"dynamodb": {"Keys": {"sk": {"S": ["JOB"]}}}})
+        serde_json::json!({"dynamodb": {"Keys": {"pk": {"S": [{"prefix": "J#"}]}}}})
     );
     assert_eq!(
         table["Properties"]["StreamSpecification"]["StreamViewType"],

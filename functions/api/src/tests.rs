@@ -89,14 +89,25 @@ async fn the_api_function_checks_payloads_of_types_it_cannot_run_and_queues_them
         ),
     )
     .await;
-    // THEN it is accepted for the tenant the authorizer named, queued, and its message is on
-    // the type's queue for the worker function (which alone runs it)
+    // THEN it is accepted for the tenant the authorizer named, queued, and once the table's
+    // stream is read (the `stats` function's part: the table's outbox), its message is on the
+    // type's queue for the worker function (which alone runs it)
     assert_eq!(status, 202, "{job}");
     assert_eq!(
         (job["tenant"].as_str(), job["status"].as_str()),
         (Some("acme"), Some("queued")),
         "{job}"
     );
+    let registry = std::sync::Arc::new(registry);
+    backend
+        .stream_reader()
+        .with_outbox(std::sync::Arc::new(shared::lifecycle::Messages::new(
+            backend.queue.clone(),
+            registry.clone(),
+        )))
+        .catch_up()
+        .await
+        .expect("reading the table's stream");
     let queue = registry
         .get("http.fetch")
         .map(|r| registry.queue_name(&r.job_type))

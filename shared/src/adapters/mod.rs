@@ -21,6 +21,9 @@ pub enum OpenError {
     /// `CONVEYOR_TYPE_LIMITS` names a type that is not registered.
     #[error("{0}")]
     TypeLimits(String),
+    /// The table is not one this release can read (see `AwsBackend::check_model`).
+    #[error("{0}")]
+    Table(String),
     #[cfg(feature = "embedded")]
     #[error(transparent)]
     Embedded(#[from] embedded::DbError),
@@ -42,6 +45,10 @@ pub async fn open_ports(config: &Config) -> Result<(Ports, Arc<Registry>), OpenE
             // One SDK configuration for the clients and the signing key (cold start).
             let sdk = aws::sdk_config_from_env().await;
             let backend = aws::AwsBackend::new(&sdk, aws::AwsSettings::of(config));
+            backend
+                .check_model()
+                .await
+                .map_err(|e| OpenError::Table(e.to_string()))?;
             let settings = with_stored_signing_key(config, &sdk);
             Ok((backend.ports(), registry(&settings)?))
         }

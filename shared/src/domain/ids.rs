@@ -44,6 +44,39 @@ impl JobId {
         Self(monotonic_ulid())
     }
 
+    /// A new id for a job of `tenant`, which says where the job is kept: after the creation
+    /// time (48 bits) come the tenant's bucket (16 bits, `tenant_bucket`) and a counter of this
+    /// process (64 bits, from a random start), so the id alone gives the job's partition (the
+    /// bucket and, from the counter's low bits, a shard dealt round-robin), and ids made in one
+    /// millisecond still increase.
+    pub fn for_tenant(tenant: &Tenant) -> Self {
+        static LAST: std::sync::Mutex<(u64, u64)> = std::sync::Mutex::new((0, 0));
+        let ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        let (last_ms, counter) = *last;
+        // (one counter per process from a random start below 2^63, so it never wraps; the time
+        // never goes back within the process)
+        let counter = if counter == 0 {
+            rand::random::<u64>() >> 1
+        } else {
+            counter + 1
+        };
+        let ms = ms.max(last_ms);
+        *last = (ms, counter);
+        let bits = ((ms as u128) << 80) | ((tenant_bucket(tenant) as u128) << 64) | counter as u128;
+        Self(ulid::Ulid(bits))
+    }
+
+    /// The tenant bucket the id was made in (`for_tenant`).
+    pub fn bucket(&self) -> u16 {
+        (self.0 .0 >> 64) as u16
+    }
+
+    /// The id's counter bits: its shard is these modulo the shard count.
+    pub fn spread(&self) -> u64 {
+        self.0 .0 as u64
+    }
+
     /// When the id was made (to the millisecond).
     pub fn created_at(&self) -> chrono::DateTime<chrono::Utc> {
         chrono::DateTime::from_timestamp_millis(self.0.timestamp_ms() as i64).unwrap_or_default()
@@ -145,6 +178,16 @@ name_type!(
     IdempotencyKey, "idempotency_key", 255, &['.', '_', '-', ':', '/', '+', '=']
 );
 
+/// A tenant's bucket: 16 bits of a stable hash of its name (FNV-1a), the same in every process
+/// and every release.
+pub fn tenant_bucket(tenant: &Tenant) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in tenant.as_str().bytes() {
+        h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+    }
+    ((h >> 16) ^ h) as u16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +204,26 @@ mod tests {
     fn ids_made_in_one_millisecond_still_increase() {
         let ids: Vec<JobId> = (0..1000).map(|_| JobId::new()).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn tenant_ids_carry_the_bucket_increase_and_deal_shards_in_turn() {
+        let acme = Tenant::parse("acme").unwrap();
+        let ids: Vec<JobId> = (0..1000).map(|_| JobId::for_tenant(&acme)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert!(ids.iter().all(|id| id.bucket() == tenant_bucket(&acme)));
+        let mut per_shard = [0u32; 64];
+        for id in &ids {
+            per_shard[(id.spread() % 64) as usize] += 1;
+        }
+        assert!(
+            per_shard.iter().all(|n| (15..=16).contains(n)),
+            "{per_shard:?}"
+        );
+        assert_ne!(
+            tenant_bucket(&Tenant::parse("acme").unwrap()),
+            tenant_bucket(&Tenant::parse("acmf").unwrap())
+        );
     }
 
     #[test]

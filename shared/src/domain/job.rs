@@ -331,7 +331,7 @@ impl Job {
             JobStatus::Queued
         };
         Job {
-            id: JobId::new(),
+            id: JobId::for_tenant(&new.tenant),
             tenant: new.tenant,
             job_type: new.job_type,
             status,
@@ -798,6 +798,38 @@ pub struct LifecycleEvent {
     pub attempt: u32,
     pub at: DateTime<Utc>,
     pub error: Option<JobError>,
+}
+
+/// Which jobs' lifecycle events a deployment publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum EventSelection {
+    #[default]
+    None,
+    All,
+    Types(Vec<JobType>),
+}
+
+impl EventSelection {
+    /// `none`, `all`, or job type names separated by commas.
+    pub fn parse(v: &str) -> Option<Self> {
+        match v.trim() {
+            "none" | "" => Some(Self::None),
+            "all" => Some(Self::All),
+            list => list
+                .split(',')
+                .map(|t| JobType::parse(t.trim()).ok())
+                .collect::<Option<Vec<_>>>()
+                .map(Self::Types),
+        }
+    }
+
+    pub fn wants(&self, event: &LifecycleEvent) -> bool {
+        match self {
+            Self::None => false,
+            Self::All => true,
+            Self::Types(types) => types.contains(&event.job_type),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,10 +15,12 @@ pub use access::{
 };
 pub use backoff::Backoff;
 pub use batch::{batch_count_change, Batch, BatchId, CallbackSpec, BATCH_KEY_PREFIX};
-pub use ids::{ConcurrencyKey, IdempotencyKey, JobId, JobType, Tenant, ValidationError};
+pub use ids::{
+    tenant_bucket, ConcurrencyKey, IdempotencyKey, JobId, JobType, Tenant, ValidationError,
+};
 pub use job::{
-    slot_change, DependencyFailure, Expected, Job, JobError, JobStatus, JobSummary, LifecycleEvent,
-    LifecycleKind, NewJob, Outcome, Progress, TransitionError, MAX_QUEUE_DELAY,
+    slot_change, DependencyFailure, EventSelection, Expected, Job, JobError, JobStatus, JobSummary,
+    LifecycleEvent, LifecycleKind, NewJob, Outcome, Progress, TransitionError, MAX_QUEUE_DELAY,
 };
 pub use rate::{gcra, Debounce, Rate, MAX_DEBOUNCE};
 pub use schedule::{

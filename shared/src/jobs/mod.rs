@@ -429,6 +429,8 @@ struct ContextInner {
     depends_on: Vec<JobId>,
     /// The batch this job is a member of.
     batch: Option<crate::domain::BatchId>,
+    /// How long the job is kept once it ends: its log lines are kept that long from now.
+    retention: chrono::Duration,
 }
 
 /// How long a step's record is kept past its recording: longer than any job that ran it
@@ -460,6 +462,7 @@ impl JobContext {
                 step_count: Mutex::new((0, None)),
                 depends_on: vec![],
                 batch: None,
+                retention: chrono::Duration::days(7),
             }),
         }
     }
@@ -497,6 +500,21 @@ impl JobContext {
             inner: Arc::new(ContextInner {
                 depends_on: parents,
                 batch,
+                ..inner
+            }),
+        }
+    }
+
+    /// The same context, keeping the job's log lines for `retention` (a job's own; the
+    /// worker sets this).
+    pub fn keeping_logs(self, retention: std::time::Duration) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| {
+            unreachable!("a context is given its retention before it is shared")
+        });
+        Self {
+            inner: Arc::new(ContextInner {
+                retention: chrono::Duration::from_std(retention)
+                    .unwrap_or(chrono::Duration::days(7)),
                 ..inner
             }),
         }
@@ -691,11 +709,19 @@ impl JobContext {
     /// Append a line to the job's log.
     pub async fn log(&self, line: impl AsRef<str>) {
         let i = &self.inner;
-        if let Err(e) = i
-            .store
-            .append_log(i.job_id, i.attempt, Utc::now(), line.as_ref())
-            .await
-        {
+        // (a handler run alone, in a test, has no tenant: its lines go under `default`)
+        let fallback = Tenant::parse("default").expect("a valid tenant");
+        let tenant = i.tenant.as_ref().map_or(&fallback, |(t, _)| t);
+        let now = Utc::now();
+        let line = crate::ports::NewLogLine {
+            tenant,
+            job_id: i.job_id,
+            attempt: i.attempt,
+            at: now,
+            line: line.as_ref(),
+            keep_until: now + i.retention,
+        };
+        if let Err(e) = i.store.append_log(line).await {
             tracing::warn!(job_id = %i.job_id, error = %e, "could not append to the job log");
         }
     }

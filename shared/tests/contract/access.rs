@@ -178,7 +178,7 @@ pub async fn the_audit_trail_is_per_tenant_in_order_and_a_submit_is_written_with
         idempotency_key: keyed.idempotency_key.clone(),
         ..again
     };
-    again.id = shared::domain::JobId::new();
+    again.id = shared::domain::JobId::for_tenant(&again.tenant);
     let repeat = actor.entry(
         Some(tenant("c")),
         "job.submit",

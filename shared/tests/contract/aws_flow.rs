@@ -40,6 +40,7 @@ impl JobHandler for Hangs {
 
 struct Flow {
     aws: AwsBackend,
+    stream: shared::adapters::aws::StreamReader,
     counter: RequestCounter,
     registry: Arc<Registry>,
     service: JobService,
@@ -62,6 +63,8 @@ async fn flow_with(max_receive_count: u32, settings: BuiltinSettings) -> Flow {
         AwsSettings {
             table: format!("jobs-{id}"),
             event_bus: format!("bus-{id}"),
+            shards: 16,
+            events: shared::domain::EventSelection::All,
             scheduler: None,
         },
         Some(counter.clone()),
@@ -82,7 +85,16 @@ async fn flow_with(max_receive_count: u32, settings: BuiltinSettings) -> Flow {
     aws.bootstrap(&queues).await.expect("bootstrap on moto");
     let registry = Arc::new(registry);
     let ports = aws.ports();
+    // The `stats` function's part: the table's stream read (by requests not billed, as the
+    // event-source mapping's are not) and queued jobs' messages sent (billed).
+    let stream = AwsBackend::new(&moto_sdk().await, aws.settings().clone())
+        .stream_reader()
+        .with_outbox(Arc::new(shared::lifecycle::Messages::new(
+            aws.queue.clone(),
+            registry.clone(),
+        )));
     Flow {
+        stream,
         service: JobService::new(
             ports.clone(),
             registry.clone(),
@@ -147,6 +159,7 @@ impl Flow {
             if got.len() >= n {
                 break;
             }
+            self.stream.catch_up().await.unwrap();
             got.extend(
                 self.aws
                     .queue
@@ -277,9 +290,24 @@ async fn every_expiry_is_a_number_of_epoch_seconds() -> Result<(), StoreError> {
         .items
         .unwrap_or_default();
 
-    // THEN the job, its log line and its key each carry `ttl` as a Number of epoch seconds,
-    // and the job's is its `expires_at`
-    assert_eq!(items.len(), 3, "{items:?}");
+    // THEN the job, its log (its count and its line) and its key each carry `ttl` as a Number
+    // of epoch seconds, and the job's is its `expires_at` (the deployment's own items, the
+    // counts, the model and the stream's position, are kept)
+    let pk = |i: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| {
+        i.get("pk")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let items: Vec<_> = items
+        .into_iter()
+        .filter(|i| {
+            !["COUNT#", "META", "STREAM"]
+                .iter()
+                .any(|p| pk(i).starts_with(p))
+        })
+        .collect();
+    assert_eq!(items.len(), 4, "{items:?}");
     for item in &items {
         let ttl = item
             .get("ttl")
@@ -287,10 +315,7 @@ async fn every_expiry_is_a_number_of_epoch_seconds() -> Result<(), StoreError> {
         let secs: i64 = ttl.as_n().expect("ttl is a Number").parse().unwrap();
         assert!(secs > chrono::Utc::now().timestamp(), "{item:?}");
     }
-    let job_item = items
-        .iter()
-        .find(|i| i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) == Some("JOB"))
-        .unwrap();
+    let job_item = items.iter().find(|i| pk(i).starts_with("J#")).unwrap();
     assert_eq!(
         job_item["ttl"].as_n().unwrap(),
         &stored.expires_at.unwrap().timestamp().to_string()
@@ -350,6 +375,7 @@ async fn a_job_whose_run_takes_its_worker_down_every_time_ends_dead_after_its_de
     };
 
     // WHEN an invocation takes it and dies mid-run (a crash: nothing recorded, nothing deleted)
+    f.stream.catch_up().await.unwrap();
     let first = receive(1).await;
     assert_eq!(first.len(), 1);
     let crashing = Worker::new(f.aws.ports(), f.registry.clone(), worker_settings());
@@ -427,12 +453,17 @@ async fn a_job_whose_run_takes_its_worker_down_every_time_ends_dead_after_its_de
 }
 
 /// A DynamoDB stream record as the event-source mapping hands it to the `stats` function.
-fn stream_record(seq: &str, sk: &str, old: Option<&str>, new: Option<&str>) -> Value {
+/// `item` is `JOB` for a job's state, `LOG` for a line of its log.
+fn stream_record(seq: &str, item: &str, old: Option<&str>, new: Option<&str>) -> Value {
+    let (pk, sk) = match item {
+        "JOB" => ("J#0001#00", "01J0000000000000000000000A"),
+        _ => ("L#01J0000000000000000000000A", "0000000001"),
+    };
     let image = |status: &str| {
-        json!({ "pk": {"S": "JOB#01J"}, "sk": {"S": sk}, "tenant": {"S": "acme"},
+        json!({ "pk": {"S": pk}, "sk": {"S": sk}, "tenant": {"S": "acme"},
                 "type": {"S": "noop"}, "status": {"S": status}, "attempt": {"N": "1"} })
     };
-    let mut d = json!({ "Keys": {"pk": {"S": "JOB#01J"}, "sk": {"S": sk}},
+    let mut d = json!({ "Keys": {"pk": {"S": pk}, "sk": {"S": sk}},
                         "SequenceNumber": seq, "StreamViewType": "NEW_AND_OLD_IMAGES" });
     if let Some(s) = old {
         d["OldImage"] = image(s);
@@ -458,14 +489,14 @@ async fn the_stats_function_counts_a_batch_and_reports_the_first_record_it_could
     let batch = json!({ "Records": [
         stream_record("100", "JOB", None, Some("queued")),
         stream_record("101", "JOB", Some("queued"), Some("running")),
-        stream_record("102", "LOG#0000000001", None, Some("running")),
+        stream_record("102", "LOG", None, Some("running")),
         stream_record("103", "JOB", None, Some("queued")),
         stream_record("104", "JOB", Some("queued"), Some("succeeded")),
         stream_record("105", "JOB", Some("succeeded"), None),
     ]});
 
     // WHEN the function handles it
-    let answer = handle_stream_event(&f.aws.counters(), &batch).await;
+    let answer = handle_stream_event(&f.aws.counters(), None, &batch).await;
 
     // THEN no record failed, and the tenant's stats show what is left: one job running
     assert_eq!(answer, json!({ "batchItemFailures": [] }));
@@ -490,10 +521,12 @@ async fn the_stats_function_counts_a_batch_and_reports_the_first_record_it_could
         AwsSettings {
             table: format!("missing-{}", unique()),
             event_bus: "missing".into(),
+            shards: 16,
+            events: shared::domain::EventSelection::All,
             scheduler: None,
         },
     );
-    let answer = handle_stream_event(&missing.counters(), &batch).await;
+    let answer = handle_stream_event(&missing.counters(), None, &batch).await;
     assert_eq!(
         answer,
         json!({ "batchItemFailures": [{ "itemIdentifier": "100" }] })

@@ -16,6 +16,10 @@ pub struct Under {
     pub deletes_expired: bool,
     /// Whether a receipt from an earlier receive of a message is refused (embedded).
     pub refuses_stale_receipts: bool,
+    /// Whether `JobStore::due` finds `running` and `queued` jobs (embedded). DynamoDB keeps no
+    /// index of them: a stalled run is found by its message coming back, and the table's outbox
+    /// leaves no queued job without its message.
+    pub indexes_unfinished: bool,
     /// A queue whose dead-letter queue is `dlq` after `MAX_RECEIVES` receives.
     pub queue: String,
     pub dlq: String,
@@ -62,6 +66,7 @@ pub fn embedded_under() -> Under {
         ports: b.ports.clone(),
         queues: b.embedded.queue.clone(),
         deletes_expired: true,
+        indexes_unfinished: true,
         refuses_stale_receipts: true,
         queue: QUEUE.into(),
         dlq: DLQ.into(),
@@ -83,6 +88,8 @@ pub async fn moto_under() -> Under {
         AwsSettings {
             table: format!("jobs-{unique}"),
             event_bus: format!("bus-{unique}"),
+            shards: 16,
+            events: shared::domain::EventSelection::All,
             scheduler: None,
         },
     );
@@ -108,6 +115,7 @@ pub async fn moto_under() -> Under {
         ports: backend.ports(),
         queues: backend.queue.clone(),
         deletes_expired: false,
+        indexes_unfinished: false,
         refuses_stale_receipts: false,
         queue,
         dlq,

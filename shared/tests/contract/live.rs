@@ -181,6 +181,8 @@ async fn notify_posts_a_stream_record_to_its_subscribers_and_removes_a_gone_conn
         AwsSettings {
             table: format!("jobs-{unique}"),
             event_bus: format!("bus-{unique}"),
+            shards: 16,
+            events: shared::domain::EventSelection::All,
             scheduler: None,
         },
     );
@@ -256,8 +258,8 @@ async fn notify_posts_a_stream_record_to_its_subscribers_and_removes_a_gone_conn
                 .filter(|r| {
                     r.dynamodb()
                         .and_then(|d| d.keys())
-                        .and_then(|k| k.get("pk"))
-                        .is_some_and(|pk| pk.as_s().is_ok_and(|s| s == &format!("JOB#{}", job.id)))
+                        .and_then(|k| k.get("sk"))
+                        .is_some_and(|sk| sk.as_s().is_ok_and(|s| s == &job.id.to_string()))
                 })
                 .map(lambda_record),
         );

@@ -386,6 +386,8 @@ async fn eventbridge_scheduler_holds_each_schedule_and_its_tick_makes_one_job() 
         AwsSettings {
             table: format!("jobs-{id}"),
             event_bus: format!("bus-{id}"),
+            shards: 16,
+            events: shared::domain::EventSelection::All,
             scheduler: Some(SchedulerSettings {
                 group: format!("g-{id}"),
                 target_arn: "arn:aws:lambda:us-east-1:123456789012:function:scheduler".into(),

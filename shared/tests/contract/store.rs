@@ -407,7 +407,14 @@ pub async fn due_finds_stalled_jobs_and_expired_jobs_are_deleted_with_their_logs
         .unwrap();
     b.ports
         .store
-        .append_log(done.id, 1, long_ago, "hello")
+        .append_log(shared::ports::NewLogLine {
+            tenant: &done.tenant,
+            job_id: done.id,
+            attempt: 1,
+            at: long_ago,
+            line: "hello",
+            keep_until: done.expires_at.unwrap(),
+        })
         .await
         .unwrap();
 
@@ -423,10 +430,12 @@ pub async fn due_finds_stalled_jobs_and_expired_jobs_are_deleted_with_their_logs
 
     // THEN the stalled job is found and the expired one is gone, logs included (deleted by
     // the embedded backend; on DynamoDB TTL deletes it later, and reads leave it out until then)
-    assert_eq!(
-        due.iter().map(|j| j.id).collect::<Vec<_>>(),
-        vec![stalled.id]
-    );
+    let found = due.iter().map(|j| j.id).collect::<Vec<_>>();
+    if b.indexes_unfinished {
+        assert_eq!(found, vec![stalled.id]);
+    } else {
+        assert!(found.is_empty(), "{found:?}");
+    }
     assert_eq!(deleted, u64::from(b.deletes_expired));
     assert!(b.ports.store.get(done.id).await.unwrap().is_none());
     assert!(b.ports.store.logs(done.id, 0, 10).await.unwrap().is_empty());
@@ -442,7 +451,14 @@ async fn logs_are_ordered_and_capped() {
     for i in 0..cap + 5 {
         b.ports
             .store
-            .append_log(j.id, 1, Utc::now(), &format!("line {i}"))
+            .append_log(shared::ports::NewLogLine {
+                tenant: &j.tenant,
+                job_id: j.id,
+                attempt: 1,
+                at: Utc::now(),
+                line: &format!("line {i}"),
+                keep_until: Utc::now() + chrono::Duration::days(7),
+            })
             .await
             .unwrap();
     }

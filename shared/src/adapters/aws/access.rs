@@ -15,7 +15,7 @@
 //! day, read from `since` to today.
 
 use super::attrs::{get_s, s, Item};
-use super::store::classify;
+use super::write::classify;
 use crate::domain::{Admission, ApiKey, AuditEntry, Tenant, TenantLimits, WebhookGenerations};
 use crate::ports::{AuditLog, AuditQuery, Created, KeyStore, StoreError, TenantStore};
 use async_trait::async_trait;

@@ -17,7 +17,7 @@
 //! On AWS the `stats` function reads the stream (an event-source mapping; [`handle_stream_event`]);
 //! locally, and in tests, [`StreamReader`] reads it through the DynamoDB Streams API.
 
-use super::store::classify;
+use super::write::classify;
 use crate::domain::{JobStatus, Tenant};
 use crate::ports::{StatsRow, StoreError, StoreStats};
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
@@ -43,7 +43,7 @@ struct Counted {
 impl Counted {
     /// From an item's string attributes; `None` for items that are not jobs.
     fn of(get: impl Fn(&str) -> Option<String>) -> Option<Self> {
-        if get("sk").as_deref() != Some("JOB") {
+        if !get("pk").is_some_and(|pk| pk.starts_with("J#")) {
             return None;
         }
         Some(Self {
@@ -304,12 +304,38 @@ impl Counters {
 /// The `stats` function's handler: a batch of stream records from the event-source mapping,
 /// counted; the answer reports the first record not counted (and so every one after it) as
 /// failed, for the mapping's `ReportBatchItemFailures`.
-pub async fn handle_stream_event(counters: &Counters, event: &Value) -> Value {
-    let changes: Vec<Change> = event
+///
+/// First, the messages of the jobs the records show queued go out through `outbox` (the
+/// table's outbox: see `Dispatch::FromStream`); if they cannot, the whole batch is reported
+/// failed, to come again (a message sent twice starts its job once).
+pub async fn handle_stream_event(
+    counters: &Counters,
+    outbox: Option<&dyn crate::ports::Outbox>,
+    event: &Value,
+) -> Value {
+    let records = event
         .get("Records")
         .and_then(Value::as_array)
-        .map(|records| records.iter().filter_map(Change::from_lambda).collect())
+        .cloned()
         .unwrap_or_default();
+    if let Some(outbox) = outbox {
+        let queued: Vec<crate::domain::Job> = records
+            .iter()
+            .filter_map(|r| {
+                let (old, new) = super::live::images_of_lambda_record(r);
+                super::layout::queued_by(old.as_ref(), new.as_ref())
+            })
+            .collect();
+        if let Err(e) = outbox.send(&queued).await {
+            tracing::warn!(error = %e, "queued jobs' messages not sent; the batch comes again");
+            let first = records
+                .first()
+                .and_then(|r| r["dynamodb"]["SequenceNumber"].as_str())
+                .unwrap_or_default();
+            return json!({ "batchItemFailures": [{ "itemIdentifier": first }] });
+        }
+    }
+    let changes: Vec<Change> = records.iter().filter_map(Change::from_lambda).collect();
     match counters.apply(&changes).await {
         Ok(()) => json!({ "batchItemFailures": [] }),
         Err(e) => {
@@ -331,12 +357,23 @@ pub struct StreamReader {
     table: String,
     /// Per shard: the stored position, as last read or written.
     shards: Mutex<HashMap<String, Position>>,
+    /// The stream's ARN and shards, as last described (again after `DESCRIBED_FOR`, or a
+    /// failed read): what every read would otherwise ask for twice.
+    described: std::sync::Mutex<Option<(String, Vec<String>, std::time::Instant)>>,
     /// Where the job changes read are announced (the local runtime's live updates).
     feed: Option<std::sync::Arc<crate::live::ChangeFeed>>,
     /// Per shard, the last record announced: a read again from an older stored position (the
     /// position moves only with counts) announces nothing twice.
     announced: std::sync::Mutex<HashMap<String, String>>,
+    /// Where the messages of jobs the records show queued are sent (the table's outbox).
+    outbox: Option<std::sync::Arc<dyn crate::ports::Outbox>>,
+    /// Per shard, the last record whose messages went out (likewise, none are sent twice by
+    /// this reader; after a restart, those past the stored position are sent again).
+    dispatched: std::sync::Mutex<HashMap<String, String>>,
 }
+
+/// How long a description of the stream (its shards) is used before it is asked for again.
+const DESCRIBED_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `a` comes after `b` in a shard (sequence numbers are decimal strings of any length).
 fn later(a: &str, b: &str) -> bool {
@@ -358,6 +395,18 @@ impl StreamReader {
             shards: Mutex::new(HashMap::new()),
             feed: None,
             announced: Default::default(),
+            outbox: None,
+            dispatched: Default::default(),
+            described: Default::default(),
+        }
+    }
+
+    /// Also send the messages of the jobs the records show queued, through `outbox`, before
+    /// counting them.
+    pub fn with_outbox(self, outbox: std::sync::Arc<dyn crate::ports::Outbox>) -> Self {
+        Self {
+            outbox: Some(outbox),
+            ..self
         }
     }
 
@@ -379,6 +428,7 @@ impl StreamReader {
             Err(e) => {
                 tracing::debug!(error = %e, "reading the stream again from the stored positions");
                 shards.clear();
+                *self.described.lock().unwrap() = None;
                 let again = self.read_all(&mut shards).await;
                 if again.is_err() {
                     shards.clear();
@@ -388,7 +438,14 @@ impl StreamReader {
         }
     }
 
-    async fn read_all(&self, shards: &mut HashMap<String, Position>) -> Result<usize, StoreError> {
+    /// The stream's ARN and shard ids: described again when the last description is older
+    /// than `DESCRIBED_FOR`.
+    async fn describe(&self) -> Result<(String, Vec<String>), StoreError> {
+        if let Some((arn, ids, at)) = self.described.lock().unwrap().clone() {
+            if at.elapsed() < DESCRIBED_FOR {
+                return Ok((arn, ids));
+            }
+        }
         let table = self
             .dynamodb
             .describe_table()
@@ -419,6 +476,14 @@ impl StreamReader {
                     .collect()
             })
             .unwrap_or_default();
+        *self.described.lock().unwrap() =
+            Some((arn.to_string(), ids.clone(), std::time::Instant::now()));
+        Ok((arn.to_string(), ids))
+    }
+
+    async fn read_all(&self, shards: &mut HashMap<String, Position>) -> Result<usize, StoreError> {
+        let (arn, ids) = self.describe().await?;
+        let arn = arn.as_str();
         let mut read = 0;
         for shard in ids {
             if !shards.contains_key(&shard) {
@@ -446,6 +511,7 @@ impl StreamReader {
                     .send()
                     .await
                     .map_err(|e| StoreError::Unavailable(stream_error(e)))?;
+                self.dispatch(&shard, out.records()).await?;
                 let changes: Vec<Change> = out
                     .records()
                     .iter()
@@ -477,6 +543,44 @@ impl StreamReader {
             }
         }
         Ok(read)
+    }
+
+    /// Send the messages of the jobs `records` show queued (those not sent from this shard
+    /// before); an error leaves them to the next read.
+    async fn dispatch(
+        &self,
+        shard: &str,
+        records: &[aws_sdk_dynamodbstreams::types::Record],
+    ) -> Result<(), StoreError> {
+        let Some(outbox) = &self.outbox else {
+            return Ok(());
+        };
+        let last = self.dispatched.lock().unwrap().get(shard).cloned();
+        let mut queued = vec![];
+        let mut newest = None;
+        for record in records {
+            let Some(seq) = record.dynamodb().and_then(|d| d.sequence_number()) else {
+                continue;
+            };
+            if last.as_deref().is_some_and(|l| !later(seq, l)) {
+                continue;
+            }
+            newest = Some(seq.to_string());
+            if let Some((old, new)) = super::live::images_of_stream_record(record) {
+                queued.extend(super::layout::queued_by(old.as_ref(), new.as_ref()));
+            }
+        }
+        outbox
+            .send(&queued)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("sending queued jobs' messages: {e}")))?;
+        if let Some(seq) = newest {
+            self.dispatched
+                .lock()
+                .unwrap()
+                .insert(shard.to_string(), seq);
+        }
+        Ok(())
     }
 
     async fn stored_position(&self, shard: &str) -> Result<Option<String>, StoreError> {
@@ -532,7 +636,7 @@ mod tests {
 
     fn record(seq: &str, old: Option<&str>, new: Option<&str>) -> Value {
         let image = |status: &str| {
-            json!({ "pk": {"S": "JOB#1"}, "sk": {"S": "JOB"}, "tenant": {"S": "acme"},
+            json!({ "pk": {"S": "J#0001#00"}, "sk": {"S": "01J0000000000000000000000A"}, "tenant": {"S": "acme"},
                     "type": {"S": "noop"}, "status": {"S": status} })
         };
         let mut d = json!({ "SequenceNumber": seq });
@@ -574,8 +678,8 @@ mod tests {
     #[test]
     fn items_that_are_not_jobs_count_for_nothing() {
         let mut v = record("1", Some("queued"), Some("running"));
-        v["dynamodb"]["OldImage"]["sk"] = json!({"S": "LOG#0000000001"});
-        v["dynamodb"]["NewImage"]["sk"] = json!({"S": "LOG#0000000001"});
+        v["dynamodb"]["OldImage"]["pk"] = json!({"S": "L#01J0000000000000000000000A"});
+        v["dynamodb"]["NewImage"]["pk"] = json!({"S": "L#01J0000000000000000000000A"});
         assert!(deltas(&v).is_empty());
         assert!(Change::from_lambda(&json!({"dynamodb": {}})).is_none());
     }

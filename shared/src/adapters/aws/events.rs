@@ -1,7 +1,8 @@
 //! `EventPublisher` on an EventBridge bus: each lifecycle event is one entry, `source`
-//! `conveyor`, `detail-type` the event's kind (`JobSucceeded`, …), `detail` the event.
+//! `conveyor`, `detail-type` the event's kind (`JobSucceeded`, …), `detail` the event. Only
+//! the events the deployment selected (`CONVEYOR_EVENTS`) are sent: each one is billed.
 
-use crate::domain::LifecycleEvent;
+use crate::domain::{EventSelection, LifecycleEvent};
 use crate::ports::{EventPublisher, QueueError};
 use async_trait::async_trait;
 use aws_sdk_eventbridge::error::DisplayErrorContext;
@@ -15,13 +16,15 @@ const TRIES: u32 = 3;
 pub struct BusEvents {
     client: Client,
     bus: String,
+    selection: EventSelection,
 }
 
 impl BusEvents {
-    pub fn new(client: Client, bus: impl Into<String>) -> Self {
+    pub fn new(client: Client, bus: impl Into<String>, selection: EventSelection) -> Self {
         Self {
             client,
             bus: bus.into(),
+            selection,
         }
     }
 }
@@ -82,10 +85,15 @@ impl BusEvents {
 #[async_trait]
 impl EventPublisher for BusEvents {
     async fn publish(&self, event: &LifecycleEvent) -> Result<(), QueueError> {
+        if !self.selection.wants(event) {
+            return Ok(());
+        }
         self.put(vec![self.entry(event)?]).await
     }
 
     async fn publish_all(&self, events: &[LifecycleEvent]) -> Result<(), QueueError> {
+        let events: Vec<&LifecycleEvent> =
+            events.iter().filter(|e| self.selection.wants(e)).collect();
         let mut failed = vec![];
         for chunk in events.chunks(MAX_ENTRIES) {
             let entries = chunk

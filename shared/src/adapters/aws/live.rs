@@ -13,8 +13,9 @@
 //! read leaves out what has expired.
 
 use super::attrs::{get_n, get_s, s, Item};
-use super::store::{classify, decode};
-use crate::domain::{JobId, JobSummary, Tenant};
+use super::layout::{decode, is_job_state, log_line_job};
+use super::write::classify;
+use crate::domain::{JobSummary, Tenant};
 use crate::live::{JobChange, Topic, Update};
 use crate::ports::{ClientPusher, Connection, ConnectionStore, PushError, StoreError};
 use async_trait::async_trait;
@@ -330,8 +331,7 @@ impl ClientPusher for ApiGatewayPusher {
 /// heartbeat alone), or a new log line. `None` for anything else (a deletion, other items).
 pub fn change_of(old: Option<&Item>, new: Option<&Item>) -> Option<JobChange> {
     let new = new?;
-    let sk = get_s(new, "sk")?;
-    if sk == "JOB" {
+    if is_job_state(new) {
         let job: JobSummary = decode(new).ok()?;
         if let Some(old) = old.and_then(|o| decode::<JobSummary>(o).ok()) {
             let seen = |j: &JobSummary| {
@@ -349,8 +349,8 @@ pub fn change_of(old: Option<&Item>, new: Option<&Item>) -> Option<JobChange> {
         }
         return Some(JobChange::job(job));
     }
-    if sk.starts_with("LOG#") && old.is_none() {
-        let job_id = JobId::parse(get_s(new, "pk")?.strip_prefix("JOB#")?).ok()?;
+    if old.is_none() {
+        let job_id = log_line_job(new)?;
         return Some(JobChange {
             tenant: Tenant::parse(get_s(new, "tenant")?).ok()?,
             job_id,
@@ -447,6 +447,14 @@ fn attr_from_json(v: &Value) -> Option<AttributeValue> {
 pub fn change_of_stream_record(
     record: &aws_sdk_dynamodbstreams::types::Record,
 ) -> Option<JobChange> {
+    let (old, new) = images_of_stream_record(record)?;
+    change_of(old.as_ref(), new.as_ref())
+}
+
+/// A record's old and new images, as items.
+pub(super) fn images_of_stream_record(
+    record: &aws_sdk_dynamodbstreams::types::Record,
+) -> Option<(Option<Item>, Option<Item>)> {
     let d = record.dynamodb()?;
     let image = |i: Option<&HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>>| {
         i.map(|i| {
@@ -455,7 +463,14 @@ pub fn change_of_stream_record(
                 .collect::<Item>()
         })
     };
-    change_of(image(d.old_image()).as_ref(), image(d.new_image()).as_ref())
+    Some((image(d.old_image()), image(d.new_image())))
+}
+
+/// A record as Lambda delivers it: its old and new images, as items.
+pub(super) fn images_of_lambda_record(record: &Value) -> (Option<Item>, Option<Item>) {
+    let d = record.get("dynamodb");
+    let image = |name: &str| d.and_then(|d| d.get(name)).and_then(item_from_json);
+    (image("OldImage"), image("NewImage"))
 }
 
 fn attr_from_stream(v: &aws_sdk_dynamodbstreams::types::AttributeValue) -> Option<AttributeValue> {
@@ -510,8 +525,8 @@ mod tests {
     fn a_heartbeat_alone_is_no_change_and_a_log_line_is_one() {
         let image = |status: &str, heartbeat: &str| {
             serde_json::json!({
-                "pk": {"S": "JOB#01J0000000000000000000000A"}, "sk": {"S": "JOB"},
-                "id": {"S": "01J0000000000000000000000A"}, "tenant": {"S": "acme"},
+                "pk": {"S": "J#0001#00"}, "sk": {"S": "01J0000000000000000000000A"},
+                "tenant": {"S": "acme"},
                 "type": {"S": "noop"}, "status": {"S": status}, "priority": {"N": "0"},
                 "attempt": {"N": "1"}, "max_attempts": {"N": "3"}, "progress": {"NULL": true},
                 "error": {"NULL": true}, "idempotency_key": {"NULL": true},
@@ -534,7 +549,7 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert!(matches!(&changes[0].update, Update::Job { job } if job.version == 3));
         let log = serde_json::json!({ "Records": [{ "dynamodb": { "NewImage": {
-            "pk": {"S": "JOB#01J0000000000000000000000A"}, "sk": {"S": "LOG#0000000001"},
+            "pk": {"S": "L#01J0000000000000000000000A"}, "sk": {"S": "0000000001"},
             "tenant": {"S": "acme"}, "seq": {"N": "1"}, "at": {"S": "2026-01-01T00:00:00Z"},
             "attempt": {"N": "1"}, "line": {"S": "hello"} } } }] });
         let changes = changes_from_lambda(&log);

@@ -9,24 +9,30 @@ mod attrs;
 mod count;
 mod counts;
 mod events;
+mod layout;
 mod live;
+mod meter;
 mod queue;
 mod schedules;
 mod secrets;
 mod store;
+mod write;
 
 pub use access::DynamoAccess;
 pub use count::RequestCounter;
 pub use counts::{handle_stream_event, Change, Counters, NotCounted, StreamReader};
 pub use events::BusEvents;
+pub use layout::{item_size, write_units, MODEL_VERSION};
 pub use live::{
     change_of_stream_record, changes_from_lambda, notify_stream_event, ApiGatewayPusher,
     DynamoConnections,
 };
+pub use meter::{CapacityMeter, Hottest};
 pub use queue::SqsQueue;
 pub use schedules::{EventBridgeScheduler, SchedulerSettings};
 pub use secrets::{webhook_key, SecretsManagerKey};
-pub use store::{CapacityMeter, DynamoStore, SUMMARY_ATTRIBUTES};
+pub use store::DynamoStore;
+pub use write::classify;
 
 use crate::ports::Ports;
 use aws_sdk_dynamodb::types::{
@@ -45,6 +51,10 @@ pub struct AwsSettings {
     /// Where users' schedules are armed (EventBridge Scheduler); `None`: they are only stored,
     /// and the local runtime's scheduler fires them.
     pub scheduler: Option<SchedulerSettings>,
+    /// Shards a tenant's jobs spread over (`CONVEYOR_SHARDS`): fixed when the table is made.
+    pub shards: u64,
+    /// Which lifecycle events go to the bus (`CONVEYOR_EVENTS`).
+    pub events: crate::domain::EventSelection,
 }
 
 impl AwsSettings {
@@ -61,6 +71,8 @@ impl AwsSettings {
                 }),
                 _ => None,
             },
+            shards: config.shards,
+            events: config.events.clone(),
         }
     }
 }
@@ -161,7 +173,7 @@ pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("creating {what}: {message}")]
+#[error("{what}: {message}")]
 pub struct BootstrapError {
     pub what: String,
     pub message: String,
@@ -169,7 +181,7 @@ pub struct BootstrapError {
 
 fn boot_err<E: std::error::Error + 'static>(what: &str) -> impl Fn(E) -> BootstrapError + '_ {
     move |e| BootstrapError {
-        what: what.to_string(),
+        what: format!("creating {what}"),
         message: aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
     }
 }
@@ -235,9 +247,18 @@ impl AwsBackend {
         });
         Self {
             scheduler,
-            store: Arc::new(DynamoStore::new(dynamodb.clone(), &settings.table, meter)),
+            store: Arc::new(DynamoStore::new(
+                dynamodb.clone(),
+                &settings.table,
+                settings.shards,
+                meter,
+            )),
             queue: Arc::new(SqsQueue::new(sqs.clone())),
-            events: Arc::new(BusEvents::new(eventbridge.clone(), &settings.event_bus)),
+            events: Arc::new(BusEvents::new(
+                eventbridge.clone(),
+                &settings.event_bus,
+                settings.events.clone(),
+            )),
             access: Arc::new(DynamoAccess::new(dynamodb.clone(), &settings.table)),
             dynamodb,
             streams_config,
@@ -293,6 +314,7 @@ impl AwsBackend {
             rates: self.access.clone(),
             slots: self.access.clone(),
             debounces: self.access.clone(),
+            dispatch: crate::ports::Dispatch::FromStream,
         }
     }
 
@@ -319,7 +341,7 @@ impl AwsBackend {
         }
         if let Some(scheduler) = &self.scheduler {
             scheduler.create_group().await.map_err(|e| BootstrapError {
-                what: "the schedule group".into(),
+                what: "creating the schedule group".into(),
                 message: e.to_string(),
             })?;
         }
@@ -341,28 +363,20 @@ impl AwsBackend {
                 .build()
                 .expect("name and type are set")
         };
-        let index = |name: &str, hash: &str, range: &str| {
-            let projection = if name == store::INDEX_DUE {
-                Projection::builder().projection_type(ProjectionType::All)
-            } else {
-                Projection::builder()
-                    .projection_type(ProjectionType::Include)
-                    .set_non_key_attributes(Some(
-                        store::SUMMARY_ATTRIBUTES
-                            .iter()
-                            .map(|a| a.to_string())
-                            .collect(),
-                    ))
-            };
-            GlobalSecondaryIndex::builder()
-                .index_name(name)
-                .key_schema(key(hash, KeyType::Hash))
-                .key_schema(key(range, KeyType::Range))
-                .projection(projection.build())
-                .build()
-                .expect("name, keys and projection are set")
-        };
         use ScalarAttributeType::{N, S};
+        // The one index: `scheduled` and `waiting` jobs and unfinished batches, by when they
+        // are due, as keys (maintenance reads each one it acts on).
+        let due = GlobalSecondaryIndex::builder()
+            .index_name(layout::INDEX_DUE)
+            .key_schema(key("due_pk", KeyType::Hash))
+            .key_schema(key("due_us", KeyType::Range))
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::KeysOnly)
+                    .build(),
+            )
+            .build()
+            .expect("name, keys and projection are set");
         let created = self
             .dynamodb
             .create_table()
@@ -372,18 +386,9 @@ impl AwsBackend {
             .key_schema(key("sk", KeyType::Range))
             .attribute_definitions(attr("pk", S))
             .attribute_definitions(attr("sk", S))
-            .attribute_definitions(attr("tenant", S))
-            .attribute_definitions(attr("id", S))
-            .attribute_definitions(attr("status_id", S))
-            .attribute_definitions(attr("type_id", S))
             .attribute_definitions(attr("due_pk", S))
             .attribute_definitions(attr("due_us", N))
-            .attribute_definitions(attr("updated_key", S))
-            .global_secondary_indexes(index(store::INDEX_BY_TENANT, "tenant", "id"))
-            .global_secondary_indexes(index(store::INDEX_BY_STATUS, "tenant", "status_id"))
-            .global_secondary_indexes(index(store::INDEX_BY_TYPE, "tenant", "type_id"))
-            .global_secondary_indexes(index(store::INDEX_DUE, "due_pk", "due_us"))
-            .global_secondary_indexes(index(store::INDEX_BY_UPDATE, "tenant", "updated_key"))
+            .global_secondary_indexes(due)
             .stream_specification(
                 StreamSpecification::builder()
                     .stream_enabled(true)
@@ -399,7 +404,7 @@ impl AwsBackend {
                 if e.as_service_error()
                     .is_some_and(|se| se.is_resource_in_use_exception()) =>
             {
-                return Ok(()); // exists
+                return self.check_model().await; // exists: if it is ours
             }
             Err(e) => return Err(boot_err("the table")(e)),
         }
@@ -432,6 +437,105 @@ impl AwsBackend {
             .send()
             .await
             .map_err(boot_err("the table's TTL"))?;
+        self.check_model().await
+    }
+
+    /// Whether the table holds jobs in this release's layout, as its `META` item says (written
+    /// by the first process to find a table without one, if the table has no index of an
+    /// earlier layout). A table of another layout, or made for another shard count, is refused
+    /// with what to do: nothing is read in a layout it was not written in.
+    pub async fn check_model(&self) -> Result<(), BootstrapError> {
+        use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+        let table = &self.settings.table;
+        let refuse = |message: String| BootstrapError {
+            what: format!("using the table {table}"),
+            message,
+        };
+        let meta = || {
+            self.dynamodb
+                .get_item()
+                .table_name(table)
+                .key("pk", S("META".into()))
+                .key("sk", S("MODEL".into()))
+                .consistent_read(true)
+        };
+        let mut found = meta()
+            .send()
+            .await
+            .map_err(boot_err("the table's model"))?
+            .item;
+        if found.is_none() {
+            let description = self
+                .dynamodb
+                .describe_table()
+                .table_name(table)
+                .send()
+                .await
+                .map_err(boot_err("the table"))?;
+            let indexes: Vec<String> = description
+                .table()
+                .map(|t| t.global_secondary_indexes())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|i| i.index_name().map(str::to_string))
+                .collect();
+            if indexes.iter().any(|i| i != layout::INDEX_DUE) {
+                return Err(refuse(format!(
+                    "it holds jobs in an earlier release's layout (indexes {}), which this \
+                     release does not read. Give this deployment a new table (CONVEYOR_TABLE; \
+                     the SAM template makes one), and let the old table's jobs finish with the \
+                     release that wrote them",
+                    indexes.join(", ")
+                )));
+            }
+            let written = self
+                .dynamodb
+                .put_item()
+                .table_name(table)
+                .item("pk", S("META".into()))
+                .item("sk", S("MODEL".into()))
+                .item("version", N(MODEL_VERSION.to_string()))
+                .item("shards", N(self.settings.shards.to_string()))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await;
+            match written {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+                {
+                    found = meta()
+                        .send()
+                        .await
+                        .map_err(boot_err("the table's model"))?
+                        .item;
+                }
+                Err(e) => return Err(boot_err("the table's model")(e)),
+            }
+        }
+        let item = found.unwrap_or_default();
+        let number = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<i64>().ok())
+        };
+        if number("version") != Some(MODEL_VERSION) {
+            return Err(refuse(format!(
+                "it was written in layout {} and this release reads layout {MODEL_VERSION}. Give \
+                 this deployment a new table (CONVEYOR_TABLE), and let the old table's jobs \
+                 finish with the release that wrote them",
+                number("version").map_or("?".to_string(), |v| v.to_string())
+            )));
+        }
+        let shards = number("shards").unwrap_or(0);
+        if shards != self.settings.shards as i64 {
+            return Err(refuse(format!(
+                "it was made with CONVEYOR_SHARDS={shards}, and a job's place in it depends on \
+                 that count; this deployment says {}. Set CONVEYOR_SHARDS={shards}",
+                self.settings.shards
+            )));
+        }
         Ok(())
     }
 

@@ -16,7 +16,7 @@
 
 use super::access::DynamoAccess;
 use super::attrs::{get_s, s};
-use super::store::classify;
+use super::write::classify;
 use crate::domain::{Schedule, ScheduleName, Tenant};
 use crate::ports::{
     Debounces, RateDecision, RunningSlots, ScheduleStore, ScheduleTrigger, SlotTake, StartRates,

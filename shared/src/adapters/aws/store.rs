@@ -1,422 +1,97 @@
-//! `JobStore` on one DynamoDB table.
+//! `JobStore` on one DynamoDB table, in the layout `layout` describes (small state items spread
+//! over `<bucket>#<shard>` keys, payloads and results written once, no index on the hot path).
 //!
-//! | item | pk | sk |
-//! |---|---|---|
-//! | job | `JOB#<id>` | `JOB` |
-//! | log line | `JOB#<id>` | `LOG#<seq, 10 digits>` |
-//! | durable step | `JOB#<id>` | `STEP#<name>` |
-//! | batch | `BATCH#<id>` | `BATCH` (counts as numbers; in the `due` index, as `batch`, until it ends) |
-//! | idempotency key | `IDEM#<tenant>#<key>` | `IDEM` |
+//! | item | pk | sk | |
+//! |---|---|---|---|
+//! | idempotency key | `IDEM#<tenant>#<key>` | `IDEM` | `job_id`, `ttl` |
+//! | batch | `BATCH#<id>` | `BATCH` | counts as numbers; in the `due` index (`batch#<shard>`) until it ends |
 //!
-//! A job item carries every field of the job as an attribute of its own (the payload and the
-//! result as their JSON text), so a transition is
-//! one conditional `UpdateItem` that sets the transition-owned fields and leaves the
-//! worker-owned ones (`heartbeat_at`, `progress`) to the run (see `JobStore`). Beside them:
-//! `status_id` and `type_id` (sort keys of the `by_status` and `by_type` indexes, whose
-//! partition key is `tenant`, as is `by_tenant`'s, sorted by `id`), `due_pk` (the status, only while the job is not finished: the
-//! sparse `due` index maintenance reads, sorted by `due_us`), `run_at_us` (start's condition)
-//! and `ttl` (epoch seconds, a Number, for DynamoDB's TTL). TTL deletes late, so every read
-//! leaves out items whose `ttl` has passed. No code path scans.
+//! A transition is one conditional `UpdateItem` of the state item that sets the
+//! transition-owned fields and leaves the worker-owned ones (`heartbeat_at`, `progress`) to the
+//! run (see `JobStore`). TTL deletes late, so every read leaves out items whose `ttl` has
+//! passed. No code path scans.
+//!
+//! Jobs `queued` or `running` are in no index: a queued job's message is sent before the write
+//! that queues it (see `lifecycle`), so a write that landed always has its message; a running
+//! job's message stays on its queue until the run ends, so a worker that dies leaves it to be
+//! delivered again, and the next delivery recovers the silent run (`Worker::refused`). `due`
+//! therefore answers only for `scheduled` and `waiting` jobs here.
 
-use super::attrs::{get_n, get_s, item_to_object, n, object_to_item, s, to_attr, Item};
+use super::attrs::{get_n, get_s, n, s, to_attr, Item};
+use super::layout::{
+    decode, decode_with, expired, item_size, log_pk, log_sk, micros, part_key, step_key, Layout,
+    IMMUTABLE, INDEX_DUE,
+};
+use super::meter::CapacityMeter;
+use super::write::{classify, classify_transaction, rfc3339, Update};
 use crate::domain::{
-    batch_count_change, slot_change, AuditEntry, Batch, BatchId, Expected, IdempotencyKey, Job,
-    JobId, JobStatus, JobSummary, Progress, Tenant,
+    batch_count_change, slot_change, tenant_bucket, AuditEntry, Batch, BatchId, Expected,
+    IdempotencyKey, Job, JobId, JobStatus, JobSummary, Progress, Tenant,
 };
 use crate::ports::{
-    CreateWith, Created, JobStore, ListQuery, Liveness, LogLine, Started, StepRecord, StoreError,
-    StoreStats, Transitioned, LOG_CAP,
+    CreateWith, Created, JobStore, ListQuery, Liveness, LogLine, NewLogLine, Started, StepRecord,
+    StoreError, StoreStats, Transitioned, LOG_CAP,
 };
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, PutRequest, ReturnValue, TransactWriteItem, WriteRequest,
+};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use std::collections::HashMap;
 
-/// Attributes that are keys or index keys, not fields of the job.
-const NOT_FIELDS: &[&str] = &[
-    "pk",
-    "sk",
-    "status_id",
-    "type_id",
-    "due_pk",
-    "due_us",
-    "run_at_us",
-    "updated_key",
-    "ttl",
-    "log_count",
-    "waiters",
-];
-
-/// The user's own JSON, stored as its text (a String): kept exactly as given, whatever DynamoDB's
-/// types could not hold (numbers past 38 digits or 1e125) or an emulator's stream could not
-/// carry (empty maps and lists).
-const AS_TEXT: &[&str] = &["payload", "result"];
-
-/// Fields no transition changes: written once, at create, never sent again.
-const IMMUTABLE: &[&str] = &[
-    "id",
-    "tenant",
-    "type",
-    "payload",
-    "created_at",
-    "idempotency_key",
-    "request_fingerprint",
-];
-
-pub const INDEX_BY_TENANT: &str = "by_tenant";
-pub const INDEX_BY_STATUS: &str = "by_status";
-pub const INDEX_BY_TYPE: &str = "by_type";
-pub const INDEX_DUE: &str = "due";
-/// A tenant's jobs by when they last changed (`updated_key`: the time in microseconds, 20
-/// digits, `#`, the id), for `updated_since`.
-pub const INDEX_BY_UPDATE: &str = "by_update";
-
-/// What the listing indexes carry besides their keys: a job's summary (no payload, no result),
-/// and `ttl` so expired jobs are left out. The `due` index carries whole jobs (maintenance
-/// changes them), but only while they are not finished.
-pub const SUMMARY_ATTRIBUTES: &[&str] = &[
-    "type",
-    "status",
-    "priority",
-    "attempt",
-    "max_attempts",
+/// Fields of the state item that a job may not have (absent rather than null): a transition
+/// to a job without one removes it.
+const MAYBE_ABSENT: &[&str] = &[
     "progress",
+    "result",
+    "result_ext",
     "error",
-    "idempotency_key",
-    "cancel_requested",
-    "created_at",
-    "run_at",
+    "concurrency_key",
+    "tenant_max_running",
+    "batch_id",
+    "depends_on",
+    "on_dependency_failure",
+    "holds_slot",
     "started_at",
     "finished_at",
     "heartbeat_at",
     "expires_at",
-    "updated_at",
-    "version",
+    "due_pk",
     "ttl",
 ];
 
 pub struct DynamoStore {
     client: Client,
     table: String,
+    layout: Layout,
     meter: Option<CapacityMeter>,
 }
 
-/// Write capacity units the table reported (indexes included), for the bench: each write
-/// asks for its consumed capacity only while a meter is attached.
-#[derive(Debug, Clone, Default)]
-pub struct CapacityMeter(std::sync::Arc<std::sync::Mutex<f64>>);
-
-impl CapacityMeter {
-    pub fn write_units(&self) -> f64 {
-        *self.0.lock().unwrap()
-    }
-
-    pub fn reset(&self) {
-        *self.0.lock().unwrap() = 0.0;
-    }
-
-    fn add(&self, used: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>) {
-        if let Some(units) = used.and_then(|c| c.capacity_units) {
-            *self.0.lock().unwrap() += units;
-        }
-    }
-}
-
-impl DynamoStore {
-    pub fn new(client: Client, table: impl Into<String>, meter: Option<CapacityMeter>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-            meter,
-        }
-    }
-
-    /// Ask for consumed capacity only when metering.
-    fn capacity(&self) -> Option<aws_sdk_dynamodb::types::ReturnConsumedCapacity> {
-        self.meter
-            .as_ref()
-            .map(|_| aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
-    }
-
-    fn used(&self, c: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>) {
-        if let Some(m) = &self.meter {
-            m.add(c);
-        }
-    }
-}
-
-fn job_pk(id: JobId) -> String {
-    format!("JOB#{id}")
-}
-
-fn idem_pk(tenant: &Tenant, key: &IdempotencyKey) -> String {
-    format!("IDEM#{tenant}#{key}")
+fn idem_key(tenant: &Tenant, key: &IdempotencyKey) -> Item {
+    HashMap::from([
+        ("pk".to_string(), s(format!("IDEM#{tenant}#{key}"))),
+        ("sk".to_string(), s("IDEM")),
+    ])
 }
 
 /// An idempotency key lives as long as its job could: until its run time, plus the retention,
 /// plus a week for the job to run.
 fn idem_ttl(job: &Job) -> i64 {
-    epoch_secs(job.run_at) + job.retention_secs as i64 + 7 * 24 * 3600
+    job.run_at.timestamp() + job.retention_secs as i64 + 7 * 24 * 3600
 }
 
-/// Most writes in one TransactWriteItems.
+/// Most items in one TransactWriteItems, and most bytes (DynamoDB's limit is 4 MB; a margin is
+/// kept for the request's own keys and expressions).
 const TRANSACTION_MAX: usize = 100;
+const TRANSACTION_BYTES: usize = 3_500_000;
+/// Most items in one BatchWriteItem.
+const BATCH_WRITE_MAX: usize = 25;
 /// A batch's jobs with idempotency keys written at once (a transaction each).
 const KEYED_AT_ONCE: usize = 16;
-
-fn log_sk(seq: u64) -> String {
-    format!("LOG#{seq:010}")
-}
-
-fn micros(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
-}
-
-fn epoch_secs(t: DateTime<Utc>) -> i64 {
-    t.timestamp()
-}
-
-/// A backend error by what the caller should do about it.
-pub(super) fn classify<E, R>(e: SdkError<E, R>) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
-{
-    let code = e.code().unwrap_or_default().to_string();
-    let message = DisplayErrorContext(&e).to_string();
-    match code.as_str() {
-        "ConditionalCheckFailedException" => StoreError::Conflict,
-        "ProvisionedThroughputExceededException"
-        | "ThrottlingException"
-        | "RequestLimitExceeded"
-        | "TransactionConflictException"
-        | "TransactionInProgressException" => StoreError::Busy(message),
-        "ValidationException" | "ItemCollectionSizeLimitExceededException" => {
-            StoreError::Rejected(message)
-        }
-        _ => StoreError::Unavailable(message),
-    }
-}
-
-/// A cancelled transaction whose first item's condition failed is a `Conflict` (the job
-/// changed); anything else as `classify` says.
-fn classify_transaction<R: std::fmt::Debug>(
-    e: SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
-) -> StoreError {
-    let first_failed = e
-        .as_service_error()
-        .and_then(|se| match se {
-            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(tc) => tc.cancellation_reasons().first().and_then(|r| r.code()).map(|c| c == "ConditionalCheckFailed"),
-            _ => None,
-        })
-        .unwrap_or(false);
-    if first_failed {
-        StoreError::Conflict
-    } else {
-        classify(e)
-    }
-}
-
-/// The job's item: its fields, its keys and the index keys its status gives it.
-fn job_item(job: &Job) -> Result<Item, StoreError> {
-    let value =
-        serde_json::to_value(job).map_err(|e| StoreError::Rejected(format!("encode job: {e}")))?;
-    let mut item = object_to_item(&value);
-    for field in AS_TEXT {
-        if let Some(v) = value.get(field).filter(|v| !v.is_null()) {
-            item.insert(field.to_string(), s(v.to_string()));
-        }
-    }
-    item.insert("pk".into(), s(job_pk(job.id)));
-    item.insert("sk".into(), s("JOB"));
-    for (k, v) in derived(job) {
-        match v {
-            Some(v) => item.insert(k.into(), v),
-            None => item.remove(k),
-        };
-    }
-    Ok(item)
-}
-
-/// The attributes kept beside the job's fields, from the job (`None`: absent).
-fn derived(job: &Job) -> Vec<(&'static str, Option<AttributeValue>)> {
-    vec![
-        ("status_id", Some(s(format!("{}#{}", job.status, job.id)))),
-        ("type_id", Some(s(format!("{}#{}", job.job_type, job.id)))),
-        (
-            "due_pk",
-            (!job.status.is_terminal()).then(|| s(job.status.as_str())),
-        ),
-        ("due_us", Some(n(micros(job.due_at())))),
-        ("run_at_us", Some(n(micros(job.run_at)))),
-        ("updated_key", Some(s(updated_key(job.updated_at, job.id)))),
-        ("ttl", job.expires_at.map(|t| n(epoch_secs(t)))),
-    ]
-}
-
-fn updated_key(at: DateTime<Utc>, id: JobId) -> String {
-    format!("{:020}#{id}", micros(at).max(0))
-}
-
-fn expired(item: &Item, now: DateTime<Utc>) -> bool {
-    get_n(item, "ttl").is_some_and(|ttl| ttl <= epoch_secs(now))
-}
-
-pub(super) fn decode<T: serde::de::DeserializeOwned>(item: &Item) -> Result<T, String> {
-    let mut value = item_to_object(item, NOT_FIELDS)?;
-    if let Some(map) = value.as_object_mut() {
-        for field in AS_TEXT {
-            if let Some(text) = get_s(item, field) {
-                let parsed = serde_json::from_str(text).map_err(|e| format!("{field}: {e}"))?;
-                map.insert(field.to_string(), parsed);
-            }
-        }
-    }
-    // An index that is not keyed on `id` still carries the table's key, which holds it.
-    if let (Some(map), Some(pk)) = (value.as_object_mut(), get_s(item, "pk")) {
-        if !map.contains_key("id") {
-            if let Some(id) = pk.strip_prefix("JOB#") {
-                map.insert("id".into(), serde_json::Value::String(id.into()));
-            }
-        }
-    }
-    serde_json::from_value(value).map_err(|e| format!("job item: {e}"))
-}
-
-/// A stored item as a job (or its summary): `None` when it has expired (TTL deletes late) or
-/// cannot be read (logged: it stays in the table for an operator, out of every answer).
-fn readable<T: serde::de::DeserializeOwned>(item: &Item, now: DateTime<Utc>) -> Option<T> {
-    if expired(item, now) {
-        return None;
-    }
-    match decode(item) {
-        Ok(job) => Some(job),
-        Err(reason) => {
-            tracing::error!(pk = get_s(item, "pk").unwrap_or("?"), %reason, "a job item cannot be read; left out");
-            None
-        }
-    }
-}
-
-/// An update expression built attribute by attribute, with placeholders for every name and
-/// value (so reserved words like `status` or `ttl` need no care).
-#[derive(Default)]
-struct Update {
-    names: HashMap<String, String>,
-    values: HashMap<String, AttributeValue>,
-    set: Vec<String>,
-    remove: Vec<String>,
-    conditions: Vec<String>,
-}
-
-impl Update {
-    fn name(&mut self, attr: &str) -> String {
-        let key = format!("#n{}", self.names.len());
-        if let Some((k, _)) = self.names.iter().find(|(_, v)| v.as_str() == attr) {
-            return k.clone();
-        }
-        self.names.insert(key.clone(), attr.to_string());
-        key
-    }
-
-    fn value(&mut self, v: AttributeValue) -> String {
-        let key = format!(":v{}", self.values.len());
-        self.values.insert(key.clone(), v);
-        key
-    }
-
-    fn set(&mut self, attr: &str, v: AttributeValue) -> &mut Self {
-        let (n, v) = (self.name(attr), self.value(v));
-        self.set.push(format!("{n} = {v}"));
-        self
-    }
-
-    fn set_expr(
-        &mut self,
-        attr: &str,
-        expr: impl FnOnce(&mut Self, String) -> String,
-    ) -> &mut Self {
-        let n = self.name(attr);
-        let e = expr(self, n.clone());
-        self.set.push(format!("{n} = {e}"));
-        self
-    }
-
-    fn remove(&mut self, attr: &str) -> &mut Self {
-        let n = self.name(attr);
-        self.remove.push(n);
-        self
-    }
-
-    fn when_eq(&mut self, attr: &str, v: AttributeValue) -> &mut Self {
-        let (n, v) = (self.name(attr), self.value(v));
-        self.conditions.push(format!("{n} = {v}"));
-        self
-    }
-
-    fn when(&mut self, cond: impl FnOnce(&mut Self) -> String) -> &mut Self {
-        let c = cond(self);
-        self.conditions.push(c);
-        self
-    }
-
-    fn expression(&self) -> String {
-        let mut e = String::new();
-        if !self.set.is_empty() {
-            e.push_str("SET ");
-            e.push_str(&self.set.join(", "));
-        }
-        if !self.remove.is_empty() {
-            e.push_str(" REMOVE ");
-            e.push_str(&self.remove.join(", "));
-        }
-        e
-    }
-
-    fn condition(&self) -> Option<String> {
-        (!self.conditions.is_empty()).then(|| self.conditions.join(" AND "))
-    }
-
-    /// The same update as one item of a transaction.
-    fn into_transact(self, store: &DynamoStore, key: Item) -> TransactWriteItem {
-        let condition = self.condition();
-        TransactWriteItem::builder()
-            .update(
-                aws_sdk_dynamodb::types::Update::builder()
-                    .table_name(&store.table)
-                    .set_key(Some(key))
-                    .update_expression(self.expression())
-                    .set_condition_expression(condition)
-                    .set_expression_attribute_names(Some(self.names))
-                    .set_expression_attribute_values(
-                        (!self.values.is_empty()).then_some(self.values),
-                    )
-                    .build()
-                    .expect("table, key and expression are set"),
-            )
-            .build()
-    }
-
-    fn send(
-        self,
-        store: &DynamoStore,
-        key: Item,
-    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
-        let condition = self.condition();
-        store
-            .client
-            .update_item()
-            .table_name(&store.table)
-            .set_key(Some(key))
-            .update_expression(self.expression())
-            .set_condition_expression(condition)
-            .set_expression_attribute_names(Some(self.names))
-            .set_expression_attribute_values((!self.values.is_empty()).then_some(self.values))
-            .set_return_consumed_capacity(store.capacity())
-    }
-}
+/// Shards queried at once by a listing.
+const SHARDS_AT_ONCE: usize = 32;
 
 fn batch_key(id: BatchId) -> Item {
     HashMap::from([
@@ -425,8 +100,6 @@ fn batch_key(id: BatchId) -> Item {
     ])
 }
 
-/// The `due` index's partition of unfinished batches.
-const DUE_BATCH: &str = "batch";
 /// How long a batch item is kept after it was opened.
 const BATCH_KEPT: chrono::Duration = chrono::Duration::days(30);
 
@@ -458,11 +131,56 @@ fn decode_batch(item: &Item) -> Option<Batch> {
     Some(b)
 }
 
-fn job_key(id: JobId) -> Item {
-    HashMap::from([("pk".into(), s(job_pk(id))), ("sk".into(), s("JOB"))])
+/// The partition key of an item.
+fn pk_of(item: &Item) -> String {
+    get_s(item, "pk").unwrap_or("?").to_string()
 }
 
 impl DynamoStore {
+    pub fn new(
+        client: Client,
+        table: impl Into<String>,
+        shards: u64,
+        meter: Option<CapacityMeter>,
+    ) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            layout: Layout {
+                shards: shards.max(1),
+            },
+            meter,
+        }
+    }
+
+    /// Ask for consumed capacity (by index) only when metering.
+    fn capacity(&self) -> Option<aws_sdk_dynamodb::types::ReturnConsumedCapacity> {
+        self.meter
+            .as_ref()
+            .map(|_| aws_sdk_dynamodb::types::ReturnConsumedCapacity::Indexes)
+    }
+
+    fn used(
+        &self,
+        kind: &'static str,
+        table_keys: &[String],
+        index_keys: &[(&str, String)],
+        c: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>,
+    ) {
+        if let Some(m) = &self.meter {
+            m.record(kind, table_keys, index_keys, c);
+        }
+    }
+
+    /// The `due` index keys a write from `from` to `to` touches.
+    fn due_keys(&self, id: JobId, statuses: &[JobStatus]) -> Vec<(&'static str, String)> {
+        statuses
+            .iter()
+            .filter_map(|st| self.layout.due_pk(*st, self.layout.shard_of(id)))
+            .map(|k| (INDEX_DUE, k))
+            .collect()
+    }
+
     async fn get_item(&self, key: Item) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
@@ -476,46 +194,175 @@ impl DynamoStore {
         Ok(out.item)
     }
 
-    /// Query an index (or the table) page by page until `limit` readable jobs, or the end.
-    async fn query_jobs<T: serde::de::DeserializeOwned>(
-        &self,
-        index: Option<&str>,
-        update: Update,
-        newest_first: bool,
-        limit: usize,
-        filter: impl Fn(&T) -> bool,
-    ) -> Result<Vec<T>, StoreError> {
-        let now = Utc::now();
-        let key_condition = update.conditions.join(" AND ");
-        let mut jobs = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .set_index_name(index.map(str::to_string))
-                .key_condition_expression(&key_condition)
-                .set_expression_attribute_names(Some(update.names.clone()))
-                .set_expression_attribute_values(Some(update.values.clone()))
-                .scan_index_forward(!newest_first)
-                .limit((limit - jobs.len()).clamp(1, 1000) as i32)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(classify)?;
-            for item in out.items() {
-                if let Some(job) = readable(item, now) {
-                    if filter(&job) && jobs.len() < limit {
-                        jobs.push(job);
+    /// A state item as a job, its payload and result read from their own items where they live
+    /// apart. `None` when it has expired or cannot be read (logged: it stays in the table for an
+    /// operator, out of every answer).
+    async fn job_of(&self, item: &Item, now: DateTime<Utc>) -> Result<Option<Job>, StoreError> {
+        if expired(item, now) {
+            return Ok(None);
+        }
+        let Some(id) = get_s(item, "sk").and_then(|id| JobId::parse(id).ok()) else {
+            return Ok(None);
+        };
+        let mut parts = HashMap::new();
+        for (field, flag, which) in [
+            ("payload", "payload_ext", "P"),
+            ("result", "result_ext", "R"),
+        ] {
+            if item
+                .get(flag)
+                .is_some_and(|v| v.as_bool().ok() == Some(&true))
+            {
+                match self.get_item(part_key(id, which)).await? {
+                    Some(part) => {
+                        parts.insert(field, get_s(&part, "v").unwrap_or("null").to_string());
+                    }
+                    None => {
+                        tracing::error!(job_id = %id, field, "a job's {field} item is missing");
                     }
                 }
             }
-            match out.last_evaluated_key {
-                Some(k) if jobs.len() < limit => start = Some(k),
-                _ => return Ok(jobs),
+        }
+        Ok(match decode_with(item, &parts) {
+            Ok(job) => Some(job),
+            Err(reason) => {
+                tracing::error!(pk = pk_of(item), %reason, "a job item cannot be read; left out");
+                None
+            }
+        })
+    }
+
+    /// Put an item that stands alone (a payload or result part), counting its capacity.
+    async fn put_part(&self, item: Item) -> Result<(), StoreError> {
+        let key = pk_of(&item);
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .set_return_consumed_capacity(self.capacity())
+            .send()
+            .await
+            .map_err(classify)?;
+        self.used("part", &[key], &[], out.consumed_capacity());
+        Ok(())
+    }
+
+    /// Put a new item (refused if its key is taken), counting its capacity.
+    async fn put_new_item(&self, kind: &'static str, item: Item) -> Result<(), StoreError> {
+        let (key, due) = (pk_of(&item), get_s(&item, "due_pk").map(str::to_string));
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .set_return_consumed_capacity(self.capacity())
+            .send()
+            .await
+            .map_err(classify)?;
+        let due: Vec<_> = due.into_iter().map(|k| (INDEX_DUE, k)).collect();
+        self.used(kind, &[key], &due, out.consumed_capacity());
+        Ok(())
+    }
+
+    /// A write of a transaction putting a new item (refused if the key is taken).
+    fn put_new(&self, item: Item) -> TransactWriteItem {
+        TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()
+                    .expect("table, item and condition are set"),
+            )
+            .build()
+    }
+
+    /// Send one transaction, counting its capacity (shared evenly by the keys it wrote).
+    async fn transact(&self, writes: Vec<TransactWriteItem>) -> Result<(), SdkTransactError> {
+        let keys: Vec<String> = writes.iter().map(written_pk).collect();
+        let out = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .set_return_consumed_capacity(self.capacity())
+            .send()
+            .await?;
+        for c in out.consumed_capacity() {
+            self.used("transaction", &keys, &[], Some(c));
+        }
+        Ok(())
+    }
+
+    /// `transact`, sent again (with jittered backoff) while DynamoDB cancels it for a
+    /// conflicting transaction on one of its items; other errors as `classify_transaction`.
+    async fn transact_retrying(&self, writes: Vec<TransactWriteItem>) -> Result<(), StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.transact(writes.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 6 && is_transaction_conflict(&e) => {
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                Err(e) => return Err(classify_transaction(e)),
             }
         }
+    }
+
+    /// Put new items (fresh ids, no conditions needed) in batch writes of 25, each written on
+    /// its own: no transaction, so each costs its size and no more. Unprocessed items are sent
+    /// again with backoff.
+    async fn put_plain(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        for chunk in items.chunks(BATCH_WRITE_MAX) {
+            let mut pending: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|item| {
+                    WriteRequest::builder()
+                        .put_request(
+                            PutRequest::builder()
+                                .set_item(Some(item.clone()))
+                                .build()
+                                .expect("item is set"),
+                        )
+                        .build()
+                })
+                .collect();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                let keys: Vec<String> = pending
+                    .iter()
+                    .filter_map(|w| w.put_request().map(|p| pk_of(p.item())))
+                    .collect();
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending.clone())
+                    .set_return_consumed_capacity(self.capacity())
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                for c in out.consumed_capacity() {
+                    self.used("create", &keys, &[], Some(c));
+                }
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.table))
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    attempt += 1;
+                    if attempt > 8 {
+                        return Err(StoreError::Busy(
+                            "the table kept leaving writes unprocessed".into(),
+                        ));
+                    }
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The job an idempotency key made, if the key is held by a job that still exists.
@@ -524,12 +371,7 @@ impl DynamoStore {
         tenant: &Tenant,
         key: &IdempotencyKey,
     ) -> Result<Option<Job>, StoreError> {
-        let found = self
-            .get_item(HashMap::from([
-                ("pk".to_string(), s(idem_pk(tenant, key))),
-                ("sk".to_string(), s("IDEM")),
-            ]))
-            .await?;
+        let found = self.get_item(idem_key(tenant, key)).await?;
         match found
             .as_ref()
             .and_then(|f| get_s(f, "job_id"))
@@ -564,7 +406,7 @@ impl DynamoStore {
             }
         }
         u.when(|u| format!("attribute_exists({})", u.name("pk")));
-        let mut update = u.into_transact(self, batch_key(batch));
+        let mut update = u.into_transact(&self.table, batch_key(batch));
         if let Some(up) = update.update.as_mut() {
             if !adds.is_empty() {
                 up.update_expression = format!("{} ADD {}", up.update_expression, adds.join(", "));
@@ -573,56 +415,32 @@ impl DynamoStore {
         update
     }
 
-    /// Put new items (fresh job ids), up to 100 a request. (In transactions rather than batch
-    /// writes: a quarter of the requests at twice the write units, and no other write operation
-    /// in the API function, whose binary must stay within 8 MB.)
-    async fn put_all(&self, items: Vec<Item>, batch: Option<BatchId>) -> Result<(), StoreError> {
-        // (with a batch, each request also counts its jobs in it: one write fewer a request)
-        let per_request = TRANSACTION_MAX - usize::from(batch.is_some());
-        for chunk in items.chunks(per_request) {
-            let mut writes: Vec<TransactWriteItem> = chunk
-                .iter()
-                .map(|item| self.put_new(item.clone()))
-                .collect();
-            if let Some(batch) = batch {
-                let jobs = chunk
-                    .iter()
-                    .filter(|i| get_s(i, "sk") == Some("JOB"))
-                    .count() as i64;
-                writes.push(self.batch_write(batch, jobs, jobs, None, Utc::now()));
-            }
-            self.transact(writes).await?;
+    /// The state items (and parts) of new jobs, checked: a job's id must have been made for
+    /// its tenant (`JobId::for_tenant`), or its tenant's listing would never find it.
+    fn encode_new(&self, job: &Job) -> Result<(Item, Option<Item>), StoreError> {
+        if job.id.bucket() != tenant_bucket(&job.tenant) {
+            return Err(StoreError::Rejected(format!(
+                "job {} was not given an id for its tenant {} (JobId::for_tenant)",
+                job.id, job.tenant
+            )));
         }
-        Ok(())
+        let encoded = self.layout.encode(job)?;
+        Ok((encoded.state, encoded.payload))
     }
 
-    /// A write of a transaction putting a new item (refused if the key is taken).
-    fn put_new(&self, item: Item) -> TransactWriteItem {
-        TransactWriteItem::builder()
-            .put(
-                Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .build()
-                    .expect("table, item and condition are set"),
-            )
-            .build()
-    }
-
-    /// Send one transaction, counting its capacity.
-    async fn transact(&self, writes: Vec<TransactWriteItem>) -> Result<(), StoreError> {
-        let out = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(writes))
-            .set_return_consumed_capacity(self.capacity())
-            .send()
-            .await
-            .map_err(classify_transaction)?;
-        out.consumed_capacity()
-            .iter()
-            .for_each(|c| self.used(Some(c)));
+    /// Put new jobs (and their audit entry) in transactions of up to 100 items and 3.5 MB, each
+    /// also counting its jobs in `batch`.
+    async fn put_counted(&self, items: Vec<Item>, batch: BatchId) -> Result<(), StoreError> {
+        for chunk in chunk_for_transactions(items, 1) {
+            let jobs = chunk
+                .iter()
+                .filter(|i| super::layout::is_job_state(i))
+                .count() as i64;
+            let mut writes: Vec<TransactWriteItem> =
+                chunk.into_iter().map(|item| self.put_new(item)).collect();
+            writes.push(self.batch_write(batch, jobs, jobs, None, Utc::now()));
+            self.transact_retrying(writes).await?;
+        }
         Ok(())
     }
 
@@ -633,9 +451,8 @@ impl DynamoStore {
         jobs: &[Job],
         audit: Option<Item>,
     ) -> Result<Vec<Created>, StoreError> {
-        let put = |item: Item| self.put_new(item);
         let mut created = Vec::with_capacity(jobs.len());
-        let mut writes = vec![];
+        let mut items = vec![];
         let mut first_of_key: HashMap<&IdempotencyKey, usize> = HashMap::new();
         for (i, job) in jobs.iter().enumerate() {
             if let Some(key) = &job.idempotency_key {
@@ -648,78 +465,280 @@ impl DynamoStore {
                     continue;
                 }
                 first_of_key.insert(key, i);
-                let mut idem = HashMap::from([
-                    ("pk".to_string(), s(idem_pk(&job.tenant, key))),
-                    ("sk".to_string(), s("IDEM")),
-                ]);
+                let mut idem = idem_key(&job.tenant, key);
                 idem.insert("job_id".into(), s(job.id.to_string()));
                 idem.insert("ttl".into(), n(idem_ttl(job)));
-                writes.push(put(idem));
+                items.push(idem);
             }
-            writes.push(put(job_item(job)?));
+            let (state, payload) = self.encode_new(job)?;
+            items.push(state);
+            items.extend(payload);
             created.push(Created::New);
         }
-        if writes.is_empty() {
+        if items.is_empty() {
             return Ok(created);
         }
-        writes.extend(audit.map(put));
-        if let Some(batch) = jobs.first().and_then(|j| j.batch_id) {
+        items.extend(audit);
+        let batch = jobs.first().and_then(|j| j.batch_id);
+        let bytes: usize = items.iter().map(item_size).sum();
+        let count = items.len() + usize::from(batch.is_some());
+        if count > TRANSACTION_MAX || bytes > TRANSACTION_BYTES {
+            return Err(StoreError::Rejected(format!(
+                "an atomic batch on DynamoDB is one transaction of at most {TRANSACTION_MAX} \
+                 items and 4 MB (its new jobs, their large payloads, their idempotency keys and \
+                 one audit entry); this one needs {count} items and {bytes} bytes: send it in \
+                 parts, or without atomic"
+            )));
+        }
+        let mut writes: Vec<TransactWriteItem> =
+            items.into_iter().map(|item| self.put_new(item)).collect();
+        if let Some(batch) = batch {
             let new = created.iter().filter(|c| matches!(c, Created::New)).count() as i64;
             writes.push(self.batch_write(batch, new, new, None, Utc::now()));
         }
-        if writes.len() > TRANSACTION_MAX {
-            return Err(StoreError::Rejected(format!(
-                "an atomic batch on DynamoDB holds at most {TRANSACTION_MAX} writes (its new jobs, \
-                 their idempotency keys and one audit entry); this one needs {}: send it in \
-                 parts, or without atomic",
-                writes.len()
-            )));
-        }
-        self.transact(writes).await?;
+        self.transact_retrying(writes).await?;
         Ok(created)
     }
 
-    async fn put_job_new(&self, item: Item) -> Result<(), StoreError> {
-        let out = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .set_return_consumed_capacity(self.capacity())
-            .send()
-            .await
-            .map_err(classify)?;
-        self.used(out.consumed_capacity());
-        Ok(())
+    /// Query every shard of `bucket` newest first (each from below `before`, with `filter`),
+    /// merged by id: the first `limit` readable summaries. Each shard is read a page at a time,
+    /// only while its next item could be among them.
+    async fn list_shards(
+        &self,
+        bucket: u16,
+        before: Option<JobId>,
+        filter: &Update,
+        limit: usize,
+    ) -> Result<Vec<JobSummary>, StoreError> {
+        struct Shard {
+            pk: String,
+            buffered: std::collections::VecDeque<JobSummary>,
+            next: Option<Item>,
+            done: bool,
+        }
+        let mut shards: Vec<Shard> = (0..self.layout.shards)
+            .map(|shard| Shard {
+                pk: self.layout.job_pk_of(bucket, shard),
+                buffered: Default::default(),
+                next: None,
+                done: false,
+            })
+            .collect();
+        let page = (limit / self.layout.shards as usize + 2).clamp(4, 1000) as i32;
+        let now = Utc::now();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            // Every shard with nothing buffered and more to read reads its next page.
+            let wanted: Vec<usize> = (0..shards.len())
+                .filter(|i| shards[*i].buffered.is_empty() && !shards[*i].done)
+                .collect();
+            let pages = futures::stream::iter(wanted.into_iter().map(|i| {
+                let (pk, start) = (shards[i].pk.clone(), shards[i].next.clone());
+                async move {
+                    let mut u = Update::default();
+                    let (p, v) = (u.name("pk"), u.value(s(pk)));
+                    let mut key = format!("{p} = {v}");
+                    if let Some(before) = before {
+                        let (k, b) = (u.name("sk"), u.value(s(before.to_string())));
+                        key = format!("{key} AND {k} < {b}");
+                    }
+                    let mut names = u.names.clone();
+                    let mut values = u.values.clone();
+                    let offset = values.len();
+                    let (filter_names, filter_values, condition) =
+                        renumbered(filter, names.len(), offset);
+                    names.extend(filter_names);
+                    values.extend(filter_values);
+                    let out = self
+                        .client
+                        .query()
+                        .table_name(&self.table)
+                        .key_condition_expression(key)
+                        .set_filter_expression(condition)
+                        .set_expression_attribute_names(Some(names))
+                        .set_expression_attribute_values(Some(values))
+                        .scan_index_forward(false)
+                        .limit(page)
+                        .set_exclusive_start_key(start)
+                        .send()
+                        .await
+                        .map_err(classify)?;
+                    Ok::<_, StoreError>((i, out.items.unwrap_or_default(), out.last_evaluated_key))
+                }
+            }))
+            .buffer_unordered(SHARDS_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await;
+            for page in pages {
+                let (i, items, next) = page?;
+                let shard = &mut shards[i];
+                shard.buffered.extend(items.iter().filter(|item| !expired(item, now)).filter_map(
+                    |item| match decode::<JobSummary>(item) {
+                        Ok(j) => Some(j),
+                        Err(reason) => {
+                            tracing::error!(pk = pk_of(item), %reason, "a job item cannot be read; left out");
+                            None
+                        }
+                    },
+                ));
+                shard.done = next.is_none();
+                shard.next = next;
+            }
+            // Take the newest head while no shard that could hold a newer one is unread.
+            loop {
+                if out.len() >= limit {
+                    break;
+                }
+                if shards.iter().any(|sh| sh.buffered.is_empty() && !sh.done) {
+                    break; // read more first
+                }
+                let newest = shards
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, sh)| sh.buffered.front().map(|j| (i, j.id)))
+                    .max_by_key(|(_, id)| *id);
+                match newest {
+                    Some((i, _)) => out.extend(shards[i].buffered.pop_front()),
+                    None => return Ok(out), // every shard read to its end
+                }
+            }
+        }
+        Ok(out)
     }
+}
+
+/// A filter's expression with its placeholders renumbered after `names` names and `values`
+/// values already taken (so it can join a key condition built on its own).
+fn renumbered(
+    filter: &Update,
+    names: usize,
+    values: usize,
+) -> (
+    HashMap<String, String>,
+    HashMap<String, AttributeValue>,
+    Option<String>,
+) {
+    let mut condition = filter.condition();
+    let mut out_names = HashMap::new();
+    let mut out_values = HashMap::new();
+    // (longest placeholders first, so `#n1` is not taken for the start of `#n10`)
+    let mut olds: Vec<(&String, &String)> = filter.names.iter().collect();
+    olds.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+    for (i, (old, name)) in olds.into_iter().enumerate() {
+        let new = format!("#f{}", names + i);
+        condition = condition.map(|c| c.replace(old.as_str(), &new));
+        out_names.insert(new, name.clone());
+    }
+    let mut olds: Vec<(&String, &AttributeValue)> = filter.values.iter().collect();
+    olds.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+    for (i, (old, value)) in olds.into_iter().enumerate() {
+        let new = format!(":f{}", values + i);
+        condition = condition.map(|c| c.replace(old.as_str(), &new));
+        out_values.insert(new, value.clone());
+    }
+    (out_names, out_values, condition)
+}
+
+type SdkTransactError = aws_sdk_dynamodb::error::SdkError<
+    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+    aws_sdk_dynamodb::config::http::HttpResponse,
+>;
+
+/// Whether DynamoDB cancelled a transaction because another one was changing one of its items
+/// at the same moment (worth sending again).
+fn is_transaction_conflict(e: &SdkTransactError) -> bool {
+    use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    match e.as_service_error() {
+        Some(E::TransactionCanceledException(tc)) => {
+            let reasons = tc.cancellation_reasons();
+            reasons
+                .iter()
+                .any(|r| r.code() == Some("TransactionConflict"))
+                && !reasons
+                    .iter()
+                    .any(|r| r.code() == Some("ConditionalCheckFailed"))
+        }
+        Some(E::TransactionInProgressException(_)) => true,
+        Some(other) => other.code() == Some("TransactionConflictException"),
+        None => false,
+    }
+}
+
+async fn backoff(attempt: u32) {
+    let cap = 10u64 << attempt.min(8);
+    let ms = rand::random::<u64>() % cap.max(1) + 1;
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
+/// The partition key a transaction's write touches.
+fn written_pk(w: &TransactWriteItem) -> String {
+    if let Some(p) = w.put() {
+        return pk_of(p.item());
+    }
+    if let Some(u) = w.update() {
+        return pk_of(u.key());
+    }
+    if let Some(c) = w.condition_check() {
+        return pk_of(c.key());
+    }
+    if let Some(d) = w.delete() {
+        return pk_of(d.key());
+    }
+    "?".into()
+}
+
+/// Items in transactions of at most 100 items (less `reserved`, for writes added to each)
+/// and 3.5 MB.
+fn chunk_for_transactions(items: Vec<Item>, reserved: usize) -> Vec<Vec<Item>> {
+    let mut chunks: Vec<Vec<Item>> = vec![];
+    let mut bytes = 0;
+    for item in items {
+        let size = item_size(&item);
+        let full = chunks.last().is_none_or(|c| {
+            c.len() + reserved >= TRANSACTION_MAX || bytes + size > TRANSACTION_BYTES
+        });
+        if full {
+            chunks.push(vec![]);
+            bytes = 0;
+        }
+        bytes += size;
+        chunks.last_mut().expect("pushed").push(item);
+    }
+    chunks
 }
 
 #[async_trait]
 impl JobStore for DynamoStore {
     async fn create_with(&self, job: &Job, with: &CreateWith) -> Result<Created, StoreError> {
-        let item = job_item(job)?;
+        let (item, payload) = self.encode_new(job)?;
         let audit = with
             .audit
             .as_ref()
             .map(super::access::audit_item)
             .transpose()?;
         let limits = super::access::admission_writes(&self.table, &job.tenant, &with.admission);
-        let idem_key = job.idempotency_key.as_ref().map(|key| {
-            HashMap::from([
-                ("pk".to_string(), s(idem_pk(&job.tenant, key))),
-                ("sk".to_string(), s("IDEM")),
-            ])
-        });
-        if idem_key.is_none() && audit.is_none() && limits.is_empty() && job.batch_id.is_none() {
-            self.put_job_new(item).await?;
+        let idem = job
+            .idempotency_key
+            .as_ref()
+            .map(|key| idem_key(&job.tenant, key));
+        // A large payload first, on its own: the job never points at a payload not written.
+        if let Some(payload) = payload {
+            self.put_part(payload).await?;
+        }
+        if idem.is_none() && limits.is_empty() && job.batch_id.is_none() {
+            // One write, not a transaction (which costs twice): the audit entry after it.
+            self.put_new_item("create", item).await?;
+            if let Some(entry) = audit {
+                self.put_part(entry).await?;
+            }
             return Ok(Created::New);
         }
         let key_ttl = idem_ttl(job);
-        for attempt in 0..5 {
+        for attempt in 0..6 {
             let put = |item: Item| self.put_new(item);
             let mut writes = vec![];
-            if let Some(key) = &idem_key {
+            if let Some(key) = &idem {
                 let mut idem = key.clone();
                 idem.insert("job_id".into(), s(job.id.to_string()));
                 idem.insert("ttl".into(), n(key_ttl));
@@ -736,20 +755,8 @@ impl JobStore for DynamoStore {
                 // (counted in its batch in the same write)
                 writes.push(self.batch_write(batch, 1, 1, None, Utc::now()));
             }
-            let written = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(writes))
-                .set_return_consumed_capacity(self.capacity())
-                .send()
-                .await;
-            let e = match written {
-                Ok(out) => {
-                    out.consumed_capacity()
-                        .iter()
-                        .for_each(|c| self.used(Some(c)));
-                    return Ok(Created::New);
-                }
+            let e = match self.transact(writes).await {
+                Ok(()) => return Ok(Created::New),
                 Err(e) => e,
             };
             let reasons: Vec<String> = e
@@ -766,9 +773,9 @@ impl JobStore for DynamoStore {
                 })
                 .unwrap_or_default();
             let failed = reasons.iter().position(|r| r == "ConditionalCheckFailed");
-            if let (Some(0), Some(idem_key)) = (failed, &idem_key) {
+            if let (Some(0), Some(idem)) = (failed, &idem) {
                 // The key is taken: its job, unless that job is gone (then the key is free).
-                let Some(found) = self.get_item(idem_key.clone()).await? else {
+                let Some(found) = self.get_item(idem.clone()).await? else {
                     continue; // deleted meanwhile: try again
                 };
                 let owner = get_s(&found, "job_id").and_then(|id| JobId::parse(id).ok());
@@ -782,7 +789,7 @@ impl JobStore for DynamoStore {
                     .client
                     .delete_item()
                     .table_name(&self.table)
-                    .set_key(Some(idem_key.clone()));
+                    .set_key(Some(idem.clone()));
                 if let Some(owner) = get_s(&found, "job_id") {
                     del = del
                         .condition_expression("job_id = :j")
@@ -803,15 +810,12 @@ impl JobStore for DynamoStore {
                 // A limit refused it: nothing was written.
                 return Ok(limits[i - first_limit].1.refusal());
             }
-            if reasons.iter().any(|r| r == "TransactionConflict") || reasons.is_empty() {
-                let e = classify(e);
-                if matches!(e, StoreError::Busy(_))
-                    || reasons.iter().any(|r| r == "TransactionConflict")
-                {
-                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
-                    continue;
-                }
-                return Err(e);
+            if is_transaction_conflict(&e) {
+                backoff(attempt + 1).await;
+                continue;
+            }
+            if reasons.is_empty() {
+                return Err(classify(e));
             }
             return Err(StoreError::Unavailable(format!(
                 "create cancelled: {}",
@@ -833,9 +837,9 @@ impl JobStore for DynamoStore {
         if atomic {
             return self.create_batch_atomic(jobs, audit).await;
         }
-        // Jobs without a key go in batch writes; each with a key claims it with its job (one
-        // transaction each, several at once); a key given twice makes one job, the first's.
-        use futures::StreamExt;
+        // Jobs without a key go in batch writes (in transactions only to be counted in their
+        // batch); each with a key claims it with its job (one transaction each, several at
+        // once); a key given twice makes one job, the first's.
         let mut created: Vec<Option<Created>> = (0..jobs.len()).map(|_| None).collect();
         let mut plain = vec![];
         let mut first_of_key: HashMap<&IdempotencyKey, usize> = HashMap::new();
@@ -843,7 +847,9 @@ impl JobStore for DynamoStore {
         for (i, job) in jobs.iter().enumerate() {
             match &job.idempotency_key {
                 None => {
-                    plain.push(job_item(job)?);
+                    let (state, payload) = self.encode_new(job)?;
+                    plain.extend(payload);
+                    plain.push(state);
                     created[i] = Some(Created::New);
                 }
                 Some(key) => match first_of_key.get(key) {
@@ -877,16 +883,18 @@ impl JobStore for DynamoStore {
             created[i] = Some(Created::Existing(Box::new(made)));
         }
         plain.extend(audit);
-        self.put_all(plain, jobs.first().and_then(|j| j.batch_id))
-            .await?;
+        match jobs.first().and_then(|j| j.batch_id) {
+            Some(batch) if !plain.is_empty() => self.put_counted(plain, batch).await?,
+            _ => self.put_plain(plain).await?,
+        }
         Ok(created.into_iter().map(|c| c.expect("decided")).collect())
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        Ok(self
-            .get_item(job_key(id))
-            .await?
-            .and_then(|item| readable(&item, Utc::now())))
+        match self.get_item(self.layout.job_key(id)).await? {
+            Some(item) => self.job_of(&item, Utc::now()).await,
+            None => Ok(None),
+        }
     }
 
     async fn start(
@@ -906,45 +914,48 @@ impl JobStore for DynamoStore {
             .set_expr("version", |u, v| format!("{v} + {}", u.value(n(1))))
             .set("started_at", s(rfc3339(now)))
             .set("heartbeat_at", s(rfc3339(now)))
-            .set("progress", AttributeValue::Null(true))
+            .remove("progress")
             .set("updated_at", s(rfc3339(now)))
-            .set("updated_key", s(updated_key(now, id)))
-            .set("status_id", s(format!("{}#{id}", JobStatus::Running)))
-            .set("due_pk", s(JobStatus::Running.as_str()))
+            .set("upd_us", n(micros(now)))
             .set("due_us", n(micros(now)))
             .when_eq("status", s(JobStatus::Queued.as_str()))
             .when(|u| {
                 let (r, d) = (u.name("run_at_us"), u.value(n(micros(due_by))));
                 format!("{r} <= {d}")
             });
+        let key = self.layout.job_key(id);
+        let pk = pk_of(&key);
         let sent = u
-            .send(self, job_key(id))
+            .send(&self.client, &self.table, key)
+            .set_return_consumed_capacity(self.capacity())
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(
                 aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
             )
             .send()
             .await;
-        if let Ok(out) = &sent {
-            self.used(out.consumed_capacity());
-        }
         match sent {
-            Ok(out) => match out.attributes.as_ref().map(decode) {
-                Some(Ok(job)) => Ok(Started::Running(Box::new(job))),
-                Some(Err(reason)) => Err(StoreError::Unavailable(reason)),
-                None => Err(StoreError::Unavailable("start returned no item".into())),
-            },
+            Ok(out) => {
+                self.used("start", &[pk], &[], out.consumed_capacity());
+                match out.attributes.as_ref() {
+                    Some(item) => match self.job_of(item, now).await? {
+                        Some(job) => Ok(Started::Running(Box::new(job))),
+                        None => Err(StoreError::Unavailable(
+                            "a started job cannot be read".into(),
+                        )),
+                    },
+                    None => Err(StoreError::Unavailable("start returned no item".into())),
+                }
+            }
             Err(e) => {
-                let old = e
-                    .as_service_error()
-                    .and_then(|se| match se {
-                        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => Some(c.item.clone()),
-                        _ => None,
-                    });
+                let old = e.as_service_error().and_then(|se| match se {
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => Some(c.item.clone()),
+                    _ => None,
+                });
                 match old {
                     // Refused: the old image came with the refusal, or (an endpoint that does
                     // not return it) is read once.
-                    Some(Some(item)) => Ok(match readable(&item, now) {
+                    Some(Some(item)) => Ok(match self.job_of(&item, now).await? {
                         Some(job) => Started::Refused(Box::new(job)),
                         None => Started::Missing,
                     }),
@@ -981,7 +992,7 @@ impl JobStore for DynamoStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(job_key(parent)))
+            .set_key(Some(self.layout.job_key(parent)))
             .update_expression("ADD waiters :w")
             .condition_expression("attribute_exists(pk) AND #t = :t")
             .expression_attribute_names("#t", "tenant")
@@ -1009,6 +1020,7 @@ impl JobStore for DynamoStore {
         at: DateTime<Utc>,
         progress: Option<&Progress>,
     ) -> Result<Liveness, StoreError> {
+        // Only the state item, and no indexed attribute: one write unit.
         let mut u = Update::default();
         u.set("heartbeat_at", s(rfc3339(at)))
             .set("due_us", n(micros(at)));
@@ -1017,17 +1029,20 @@ impl JobStore for DynamoStore {
                 .map_err(|e| StoreError::Rejected(format!("encode progress: {e}")))?;
             u.set("progress", to_attr(&v))
                 .set("updated_at", s(rfc3339(at)))
-                .set("updated_key", s(updated_key(at, id)));
+                .set("upd_us", n(micros(at)));
         }
         u.when_eq("status", s(JobStatus::Running.as_str()))
             .when_eq("runs", n(run));
+        let key = self.layout.job_key(id);
+        let pk = pk_of(&key);
         let out = u
-            .send(self, job_key(id))
+            .send(&self.client, &self.table, key)
+            .set_return_consumed_capacity(self.capacity())
             .return_values(ReturnValue::AllNew)
             .send()
             .await
             .map_err(classify)?;
-        self.used(out.consumed_capacity());
+        self.used("heartbeat", &[pk], &[], out.consumed_capacity());
         let cancel_requested = out
             .attributes
             .as_ref()
@@ -1038,69 +1053,43 @@ impl JobStore for DynamoStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<JobSummary>, StoreError> {
-        let mut u = Update::default();
-        let tenant = query.tenant.to_string();
-        let (index, sort, prefix) = match (&query.status, &query.job_type) {
-            (Some(status), _) => (INDEX_BY_STATUS, "status_id", format!("{status}#")),
-            (None, Some(t)) => (INDEX_BY_TYPE, "type_id", format!("{t}#")),
-            (None, None) => (INDEX_BY_TENANT, "id", String::new()),
-        };
-        u.when_eq("tenant", s(tenant));
-        match query.before {
-            // (an empty string is never a valid key value: no prefix, then a plain `<`)
-            Some(before) if prefix.is_empty() => {
-                let (k, hi) = (u.name(sort), u.value(s(before.to_string())));
-                u.when(|_| format!("{k} < {hi}"));
-            }
-            Some(before) => {
-                let (k, lo, hi) = (
-                    u.name(sort),
-                    u.value(s(prefix.clone())),
-                    u.value(s(format!("{prefix}{before}"))),
-                );
-                u.when(|_| format!("{k} BETWEEN {lo} AND {hi}"));
-            }
-            None if !prefix.is_empty() => {
-                let (k, p) = (u.name(sort), u.value(s(prefix.clone())));
-                u.when(|_| format!("begins_with({k}, {p})"));
-            }
-            None => {}
+        let mut filter = Update::default();
+        filter.when_eq("tenant", s(query.tenant.as_str()));
+        if let Some(status) = query.status {
+            filter.when_eq("status", s(status.as_str()));
         }
-        // With both a status and a type the status index serves, and the type is checked here.
-        let (before, job_type) = (query.before, query.job_type.clone());
-        self.query_jobs(
-            Some(index),
-            u,
-            true,
+        if let Some(t) = &query.job_type {
+            filter.when_eq("type", s(t.as_str()));
+        }
+        self.list_shards(
+            tenant_bucket(&query.tenant),
+            query.before,
+            &filter,
             query.limit,
-            move |job: &JobSummary| {
-                Some(job.id) != before && job_type.as_ref().is_none_or(|t| &job.job_type == t)
-            },
         )
         .await
     }
 
+    /// Every shard of the tenant's bucket read through (DynamoDB keeps no index of changes:
+    /// one would be rewritten by every transition), the changed jobs ordered by their change.
     async fn updated_since(
         &self,
         tenant: &Tenant,
         since: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<JobSummary>, StoreError> {
-        let mut u = Update::default();
-        u.when_eq("tenant", s(tenant.to_string()));
-        let (k, from) = (
-            u.name("updated_key"),
-            u.value(s(format!("{:020}", micros(since).max(0)))),
-        );
-        u.when(|_| format!("{k} >= {from}"));
-        self.query_jobs(
-            Some(INDEX_BY_UPDATE),
-            u,
-            false,
-            limit.max(1),
-            |_: &JobSummary| true,
-        )
-        .await
+        let mut filter = Update::default();
+        filter.when_eq("tenant", s(tenant.as_str()));
+        filter.when(|u| {
+            let (k, v) = (u.name("upd_us"), u.value(n(micros(since).max(0))));
+            format!("{k} >= {v}")
+        });
+        let mut all = self
+            .list_shards(tenant_bucket(tenant), None, &filter, usize::MAX)
+            .await?;
+        all.sort_by_key(|j| (j.updated_at, j.id));
+        all.truncate(limit.max(1));
+        Ok(all)
     }
 
     /// From the counter items the table's stream keeps (`counts`): eventually consistent.
@@ -1110,60 +1099,57 @@ impl JobStore for DynamoStore {
             .await
     }
 
-    async fn append_log(
-        &self,
-        id: JobId,
-        attempt: u32,
-        at: DateTime<Utc>,
-        line: &str,
-    ) -> Result<(), StoreError> {
-        // The line's number comes from a counter on the job item (capped: past the cap one
-        // marker line is written, then nothing).
+    async fn append_log(&self, new: NewLogLine<'_>) -> Result<(), StoreError> {
+        // The line's number comes from a counter item of the job's log (capped: past the cap
+        // one marker line is written, then nothing); the job's state item is not touched.
+        let (tenant, id, attempt, at, line) =
+            (new.tenant, new.job_id, new.attempt, new.at, new.line);
+        let ttl = new.keep_until.timestamp();
         let counted = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(job_key(id)))
-            .update_expression("ADD log_count :one")
-            .condition_expression(
-                "attribute_exists(pk) AND (attribute_not_exists(log_count) OR log_count <= :cap)",
-            )
+            .key("pk", s(log_pk(id)))
+            .key("sk", s("#"))
+            .update_expression("ADD n :one SET #ttl = :ttl")
+            .condition_expression("attribute_not_exists(n) OR n <= :cap")
+            .expression_attribute_names("#ttl", "ttl")
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":cap", n(LOG_CAP))
-            .return_values(ReturnValue::AllNew)
+            .expression_attribute_values(":ttl", n(ttl))
+            .return_values(ReturnValue::UpdatedNew)
             .send()
             .await
             .map_err(classify);
-        let job = match counted {
-            Ok(out) => out.attributes.unwrap_or_default(),
-            Err(StoreError::Conflict) => return Ok(()), // gone, or past the cap
+        let seq = match counted {
+            Ok(out) => out
+                .attributes
+                .as_ref()
+                .and_then(|a| get_n(a, "n"))
+                .unwrap_or(1) as u64,
+            Err(StoreError::Conflict) => return Ok(()), // past the cap
             Err(e) => return Err(e),
         };
-        let seq = get_n(&job, "log_count").unwrap_or(1) as u64;
         let line = if seq > LOG_CAP {
             format!("log truncated: more than {LOG_CAP} lines")
         } else {
             line.to_string()
         };
-        // Kept as long as the job: its expiry if it has one, else its retention from now.
-        let retention = get_n(&job, "retention_secs").unwrap_or(7 * 24 * 3600);
-        let ttl = get_n(&job, "ttl").unwrap_or(epoch_secs(at)) + retention;
-        let mut put = self
-            .client
+        self.client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(job_pk(id)))
+            .item("pk", s(log_pk(id)))
             .item("sk", s(log_sk(seq)))
             .item("seq", n(seq))
             .item("at", s(rfc3339(at)))
             .item("attempt", n(attempt))
             .item("line", s(line))
-            .item("ttl", n(ttl));
-        // (for live updates, which read the stream: whose line it is)
-        if let Some(tenant) = get_s(&job, "tenant") {
-            put = put.item("tenant", s(tenant));
-        }
-        put.send().await.map_err(classify)?;
+            // (for live updates, which read the stream: whose line it is)
+            .item("tenant", s(tenant.as_str()))
+            .item("ttl", n(ttl))
+            .send()
+            .await
+            .map_err(classify)?;
         Ok(())
     }
 
@@ -1179,7 +1165,7 @@ impl JobStore for DynamoStore {
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-            .expression_attribute_values(":pk", s(job_pk(id)))
+            .expression_attribute_values(":pk", s(log_pk(id)))
             .expression_attribute_values(":lo", s(log_sk(after_seq + 1)))
             .expression_attribute_values(":hi", s(log_sk(9_999_999_999)))
             .limit(limit.clamp(1, 1000) as i32)
@@ -1212,16 +1198,16 @@ impl JobStore for DynamoStore {
             ("doc", s(doc)),
             ("total", n(0)),
             ("pending", n(0)),
-            ("due_pk", s(DUE_BATCH)),
+            ("due_pk", s(self.layout.batch_due_pk(batch.id))),
             (
                 "due_us",
                 n(micros(batch.created_at + crate::ports::BATCH_LOOK_AFTER)),
             ),
-            ("ttl", n(epoch_secs(batch.created_at + BATCH_KEPT))),
+            ("ttl", n((batch.created_at + BATCH_KEPT).timestamp())),
         ] {
             item.insert(attr.into(), value);
         }
-        self.put_job_new(item).await
+        self.put_new_item("batch", item).await
     }
 
     async fn get_batch(&self, id: BatchId) -> Result<Option<Batch>, StoreError> {
@@ -1263,19 +1249,19 @@ impl JobStore for DynamoStore {
         before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Batch>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(INDEX_DUE)
-            .key_condition_expression("due_pk = :b AND due_us < :t")
-            .expression_attribute_values(":b", s(DUE_BATCH))
-            .expression_attribute_values(":t", n(micros(before)))
-            .limit(limit.clamp(1, 1000) as i32)
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(out.items().iter().filter_map(decode_batch).collect())
+        let pks: Vec<String> = (0..self.layout.shards)
+            .map(|shard| format!("batch#{shard:02x}"))
+            .collect();
+        let keys = self.due_keys_before(pks, before, limit).await?;
+        let mut batches = vec![];
+        for key in keys {
+            if let Some(b) = self.get_item(key).await?.as_ref().and_then(decode_batch) {
+                if b.finished_at.is_none() {
+                    batches.push(b);
+                }
+            }
+        }
+        Ok(batches)
     }
 
     async fn recheck_batch(&self, id: BatchId, at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -1304,16 +1290,15 @@ impl JobStore for DynamoStore {
         at: DateTime<Utc>,
         keep_until: DateTime<Utc>,
     ) -> Result<serde_json::Value, StoreError> {
-        let sk = format!("STEP#{name}");
+        let mut item = step_key(id, name);
+        item.insert("at".into(), s(rfc3339(at)));
+        item.insert("result".into(), s(result.to_string()));
+        item.insert("ttl".into(), n(keep_until.timestamp()));
         let put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(job_pk(id)))
-            .item("sk", s(&sk))
-            .item("at", s(rfc3339(at)))
-            .item("result", s(result.to_string()))
-            .item("ttl", n(epoch_secs(keep_until)))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
@@ -1321,22 +1306,21 @@ impl JobStore for DynamoStore {
         match put {
             Ok(_) => Ok(result.clone()),
             // Recorded before (by another run): that result stands.
-            Err(StoreError::Conflict) => {
-                let key = HashMap::from([("pk".to_string(), s(job_pk(id))), ("sk".into(), s(sk))]);
-                self.get_item(key)
-                    .await?
-                    .as_ref()
-                    .and_then(|item| get_s(item, "result"))
-                    .and_then(|text| serde_json::from_str(text).ok())
-                    .ok_or_else(|| {
-                        StoreError::Unavailable("a recorded step could not be read".into())
-                    })
-            }
+            Err(StoreError::Conflict) => self
+                .get_item(step_key(id, name))
+                .await?
+                .as_ref()
+                .and_then(|item| get_s(item, "result"))
+                .and_then(|text| serde_json::from_str(text).ok())
+                .ok_or_else(|| StoreError::Unavailable("a recorded step could not be read".into())),
             Err(e) => Err(e),
         }
     }
 
     async fn steps(&self, id: JobId) -> Result<Vec<StepRecord>, StoreError> {
+        let pk = get_s(&step_key(id, "-"), "pk")
+            .unwrap_or_default()
+            .to_string();
         let mut items = vec![];
         let mut from = None;
         loop {
@@ -1344,9 +1328,8 @@ impl JobStore for DynamoStore {
                 .client
                 .query()
                 .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :step)")
-                .expression_attribute_values(":pk", s(job_pk(id)))
-                .expression_attribute_values(":step", s("STEP#"))
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk))
                 .set_exclusive_start_key(from)
                 .consistent_read(true)
                 .send()
@@ -1362,7 +1345,7 @@ impl JobStore for DynamoStore {
             .iter()
             .filter_map(|item| {
                 Some(StepRecord {
-                    name: get_s(item, "sk")?.strip_prefix("STEP#")?.to_string(),
+                    name: get_s(item, "sk")?.to_string(),
                     at: DateTime::parse_from_rfc3339(get_s(item, "at")?)
                         .ok()?
                         .with_timezone(&Utc),
@@ -1374,26 +1357,33 @@ impl JobStore for DynamoStore {
         Ok(steps)
     }
 
+    /// `scheduled` and `waiting` jobs from the sparse `due` index (every shard). Jobs `queued`
+    /// or `running` are in no index (see the module's notes): none are returned for them.
     async fn due(
         &self,
         status: JobStatus,
         before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Job>, StoreError> {
-        if status.is_terminal() {
-            // Finished jobs leave the due index; DynamoDB's TTL deletes them.
+        let pks: Vec<String> = (0..self.layout.shards)
+            .filter_map(|shard| self.layout.due_pk(status, shard))
+            .collect();
+        if pks.is_empty() {
             return Ok(vec![]);
         }
-        let mut u = Update::default();
-        u.when_eq("due_pk", s(status.as_str()));
-        u.when(|u| {
-            let (d, b) = (u.name("due_us"), u.value(n(micros(before))));
-            format!("{d} < {b}")
-        });
-        self.query_jobs(Some(INDEX_DUE), u, false, limit, move |j: &Job| {
-            j.status == status
-        })
-        .await
+        let keys = self.due_keys_before(pks, before, limit).await?;
+        let now = Utc::now();
+        let mut jobs = vec![];
+        for key in keys {
+            if let Some(item) = self.get_item(key).await? {
+                if let Some(job) = self.job_of(&item, now).await? {
+                    if job.status == status {
+                        jobs.push(job);
+                    }
+                }
+            }
+        }
+        Ok(jobs)
     }
 
     /// DynamoDB's TTL deletes expired items (late: reads leave them out until then).
@@ -1402,16 +1392,52 @@ impl JobStore for DynamoStore {
     }
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    serde_json::to_value(t)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 impl DynamoStore {
-    /// A transition's conditional write (and the tenant's slot with it); the payload only when
-    /// `with_payload`.
+    /// The table keys of the `due` index's entries under `pks` due before `before`, oldest
+    /// first, at most `limit`.
+    async fn due_keys_before(
+        &self,
+        pks: Vec<String>,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        let limit = limit.clamp(1, 1000);
+        let pages = futures::stream::iter(pks.into_iter().map(|pk| async move {
+            self.client
+                .query()
+                .table_name(&self.table)
+                .index_name(INDEX_DUE)
+                .key_condition_expression("due_pk = :p AND due_us < :t")
+                .expression_attribute_values(":p", s(pk))
+                .expression_attribute_values(":t", n(micros(before)))
+                .limit(limit as i32)
+                .send()
+                .await
+                .map_err(classify)
+                .map(|out| out.items.unwrap_or_default())
+        }))
+        .buffer_unordered(SHARDS_AT_ONCE)
+        .collect::<Vec<_>>()
+        .await;
+        let mut entries = vec![];
+        for page in pages {
+            entries.extend(page?);
+        }
+        entries.sort_by_key(|e| get_n(e, "due_us").unwrap_or(0));
+        entries.truncate(limit);
+        Ok(entries
+            .into_iter()
+            .map(|e| {
+                e.into_iter()
+                    .filter(|(k, _)| k == "pk" || k == "sk")
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// A transition's conditional write (and the tenant's slot and the batch's counts with
+    /// it); the payload only when `with_payload`. A result or payload too large for the state
+    /// item is written first, as its own item.
     async fn write_transition(
         &self,
         expected: Expected,
@@ -1419,23 +1445,41 @@ impl DynamoStore {
         with_payload: bool,
     ) -> Result<Transitioned, StoreError> {
         let ends = next.status.is_terminal();
-        let item = job_item(next)?;
+        let encoded = self.layout.encode(next)?;
+        if with_payload {
+            if let Some(payload) = encoded.payload {
+                self.put_part(payload).await?;
+            }
+        }
+        if let Some(result) = encoded.result {
+            self.put_part(result).await?;
+        }
         let from_running = expected.status == JobStatus::Running;
+        let worker_owned = |attr: &str| {
+            matches!(attr, "heartbeat_at" | "progress")
+                || (attr == "due_us" && from_running && next.status == JobStatus::Running)
+        };
+        let payload_attr = |attr: &str| matches!(attr, "payload" | "payload_ext");
         let mut u = Update::default();
-        for (attr, value) in item {
-            let worker_owned = matches!(attr.as_str(), "heartbeat_at" | "progress")
-                || (attr == "due_us" && from_running && next.status == JobStatus::Running);
+        let state = encoded.state;
+        for (attr, value) in &state {
             if attr == "pk"
                 || attr == "sk"
-                || (IMMUTABLE.contains(&attr.as_str()) && !(with_payload && attr == "payload"))
-                || (from_running && worker_owned)
+                || (IMMUTABLE.contains(&attr.as_str()) && !(with_payload && payload_attr(attr)))
+                || (from_running && worker_owned(attr))
             {
                 continue;
             }
-            u.set(&attr, value);
+            u.set(attr, value.clone());
         }
-        for (attr, value) in derived(next) {
-            if value.is_none() {
+        let payload_fields: &[&str] = if with_payload {
+            &["payload", "payload_ext"]
+        } else {
+            &[]
+        };
+        for attr in MAYBE_ABSENT.iter().chain(payload_fields) {
+            let kept = state.contains_key(*attr) || (from_running && worker_owned(attr));
+            if !kept {
                 u.remove(attr);
             }
         }
@@ -1445,6 +1489,9 @@ impl DynamoStore {
         if let Some(last) = expected.last_heartbeat {
             u.when_eq("due_us", n(micros(last)));
         }
+        let key = self.layout.job_key(next.id);
+        let pk = pk_of(&key);
+        let due = self.due_keys(next.id, &[expected.status, next.status]);
         let slot = slot_change(expected.status, next);
         let batch = next
             .batch_id
@@ -1457,7 +1504,7 @@ impl DynamoStore {
             // The job's quota slot and its batch's counts move in the same write (one request,
             // a transaction, which returns nothing: the waiters are taken off in a second
             // request, and the batch read in a third).
-            let mut writes = vec![u.into_transact(self, job_key(next.id))];
+            let mut writes = vec![u.into_transact(&self.table, key.clone())];
             if slot != 0 {
                 writes.push(super::access::slot_write(&self.table, &next.tenant, slot));
             }
@@ -1470,9 +1517,9 @@ impl DynamoStore {
                     next.updated_at,
                 ));
             }
-            self.transact(writes).await?;
+            self.transact_retrying(writes).await?;
             let mut written = Transitioned::default();
-            if let Some((b, (pending, _, _))) = batch.filter(|(_, (p, _, _))| *p < 0) {
+            if let Some((b, _)) = batch.filter(|(_, (p, _, _))| *p < 0) {
                 let left = self
                     .get_item(batch_key(b))
                     .await?
@@ -1480,7 +1527,6 @@ impl DynamoStore {
                 if left == Some(0) {
                     written.batch_ended = Some(b);
                 }
-                let _ = pending;
             }
             if !ends {
                 return Ok(written);
@@ -1489,7 +1535,7 @@ impl DynamoStore {
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .set_key(Some(job_key(next.id)))
+                .set_key(Some(key))
                 .update_expression("REMOVE waiters")
                 .condition_expression("attribute_exists(waiters)")
                 .return_values(ReturnValue::AllOld)
@@ -1506,12 +1552,18 @@ impl DynamoStore {
             };
         }
         let out = u
-            .send(self, job_key(next.id))
+            .send(&self.client, &self.table, key)
+            .set_return_consumed_capacity(self.capacity())
             .set_return_values(ends.then_some(ReturnValue::AllOld))
             .send()
             .await
             .map_err(classify)?;
-        self.used(out.consumed_capacity());
+        self.used(
+            if ends { "finish" } else { "transition" },
+            &[pk],
+            &due,
+            out.consumed_capacity(),
+        );
         Ok(waiters_of(out.attributes.as_ref()))
     }
 }

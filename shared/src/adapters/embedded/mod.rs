@@ -44,6 +44,7 @@ impl EmbeddedBackend {
             rates: self.access.clone(),
             slots: self.access.clone(),
             debounces: self.access.clone(),
+            dispatch: crate::ports::Dispatch::AfterWrite,
         }
     }
 

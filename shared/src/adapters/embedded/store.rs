@@ -11,8 +11,8 @@ use crate::domain::{
 };
 use crate::live::{ChangeFeed, JobChange, Update};
 use crate::ports::{
-    CreateWith, Created, JobStore, ListQuery, Liveness, LogLine, Started, StatsRow, StepRecord,
-    StoreError, StoreStats, Transitioned,
+    CreateWith, Created, JobStore, ListQuery, Liveness, LogLine, NewLogLine, Started, StatsRow,
+    StepRecord, StoreError, StoreStats, Transitioned,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -1062,14 +1062,9 @@ impl JobStore for EmbeddedStore {
         self.stats_of(Some(tenant)).await
     }
 
-    async fn append_log(
-        &self,
-        id: JobId,
-        attempt: u32,
-        at: DateTime<Utc>,
-        line: &str,
-    ) -> Result<(), StoreError> {
-        let line = line.to_string();
+    async fn append_log(&self, new: NewLogLine<'_>) -> Result<(), StoreError> {
+        // (kept until the job is deleted, with it)
+        let (id, attempt, at, line) = (new.job_id, new.attempt, new.at, new.line.to_string());
         let feed = self.feed.clone().filter(|f| f.watched());
         let announce = feed.is_some();
         self.db
