@@ -52,7 +52,7 @@ AWS_E2E_SKIP := test(/^storage::/) | test(/^maintenance::/) | test(/^worker_entr
 
 test-aws-endpoint: tools
 	@test -n "$$CONVEYOR_TEST_AWS_ENDPOINT" || { echo "set CONVEYOR_TEST_AWS_ENDPOINT" >&2; exit 1; }
-	$(NEXTEST) $(RUNTIME) -E 'binary(contract) & (test(/^aws::/) | test(/^aws_flow::/) | test(/^live::/))'
+	$(NEXTEST) $(RUNTIME) -E 'binary(contract) & (test(/^aws::/) | test(/^aws_flow::/) | test(/^aws_scale::/) | test(/^live::/))'
 	CONVEYOR_TEST_E2E_BACKEND=aws $(NEXTEST) $(RUNTIME) -E 'binary(e2e) & not ($(AWS_E2E_SKIP))'
 	$(NEXTEST) $(FUNCTIONS)
 

@@ -620,3 +620,56 @@ async fn a_webhook_is_signed_with_the_key_read_once_from_secrets_manager() {
     let error = webhook_key(&sdk, &name).0.key().await.unwrap_err();
     assert!(error.contains(&name), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_whose_backlog_is_older_than_the_orphan_window_gets_no_second_messages() {
+    // GIVEN five jobs whose messages went out (through the table's outbox) and wait on a queue
+    // no worker reads
+    let f = flow().await;
+    let mut ids = vec![];
+    for _ in 0..5 {
+        ids.push(f.submit("noop").await.id);
+    }
+    f.stream.catch_up().await.unwrap();
+
+    // WHEN maintenance sweeps as if the backlog were 20 minutes old, past the orphan window
+    let settings = shared::maintenance::MaintenanceSettings {
+        stall_after: Duration::from_secs(60),
+        orphan_after: Duration::from_secs(15 * 60),
+    };
+    let later = chrono::Utc::now() + chrono::Duration::minutes(20);
+    let report = shared::maintenance::sweep(&f.aws.ports(), &f.registry, settings, later)
+        .await
+        .unwrap();
+    f.stream.catch_up().await.unwrap();
+
+    // THEN nothing was sent again: the queue holds one message a job
+    assert_eq!(report.redispatched, 0, "{report:?}");
+    let mut got: Vec<String> = vec![];
+    loop {
+        let messages = f
+            .aws
+            .queue
+            .receive(
+                &f.queue("noop"),
+                10,
+                Duration::from_secs(60),
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
+        if messages.is_empty() {
+            break;
+        }
+        got.extend(messages.into_iter().map(|m| m.body));
+    }
+    got.sort();
+    assert_eq!(got.len(), 5, "{got:?}");
+    for id in &ids {
+        assert_eq!(
+            got.iter().filter(|b| b.contains(&id.to_string())).count(),
+            1,
+            "{id}: {got:?}"
+        );
+    }
+}

@@ -52,6 +52,11 @@ impl Under {
         }
     }
 
+    /// The AWS backend under test (`None`: embedded).
+    pub fn aws(&self) -> Option<&AwsBackend> {
+        self._keep.downcast_ref::<AwsBackend>()
+    }
+
     /// A second reader of the same stream, as a restarted process makes (AWS only).
     pub fn another_counts_reader(&self) -> Option<shared::adapters::aws::StreamReader> {
         self._keep

@@ -5,6 +5,7 @@
 
 mod access;
 mod aws_flow;
+mod aws_scale;
 mod helpers;
 mod live;
 mod queue;
@@ -80,6 +81,7 @@ on_every_backend!(
     access::submissions_are_counted_per_second_and_refused_past_the_rate,
     access::tenant_limits_are_stored_per_tenant,
     store::a_transition_is_written_only_from_the_expected_state,
+    store::paging_across_shards_returns_every_job_once_in_order_with_each_filter,
     store::start_is_one_write_that_returns_the_started_job_or_the_job_as_it_is,
     store::start_refuses_a_job_queued_for_later_than_due_by,
     store::an_idempotency_key_yields_the_first_job,

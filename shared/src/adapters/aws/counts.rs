@@ -123,7 +123,14 @@ struct Position {
 pub struct Counters {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// Where the write units of counting go (the bench).
+    meter: Option<super::meter::CapacityMeter>,
 }
+
+/// Items each counter is spread over: a group of changes adds to one of them (chosen by the
+/// group), so readers of the stream running at once (one a stream shard) seldom write the same
+/// item; a read adds them up.
+const COUNTER_SPREAD: u64 = 4;
 
 /// Changes not applied: the first one's sequence number (from there the batch is retried).
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +145,15 @@ impl Counters {
         Self {
             client,
             table: table.into(),
+            meter: None,
+        }
+    }
+
+    /// Also add up the write units counting costs on `meter`.
+    pub fn with_meter(self, meter: super::meter::CapacityMeter) -> Self {
+        Self {
+            meter: Some(meter),
+            ..self
         }
     }
 
@@ -195,7 +211,14 @@ impl Counters {
             return Ok(());
         }
         let mut items = vec![];
+        let spread = first
+            .sequence
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
+            % COUNTER_SPREAD;
+        let mut keys = vec![];
         for (c, n) in deltas {
+            keys.push(format!("{COUNT_PREFIX}{}", c.tenant));
             let update = Update::builder()
                 .table_name(&self.table)
                 .key(
@@ -204,7 +227,7 @@ impl Counters {
                 )
                 .key(
                     "sk",
-                    AttributeValue::S(format!("{}#{}", c.job_type, c.status)),
+                    AttributeValue::S(format!("{}#{}#{spread}", c.job_type, c.status)),
                 )
                 .update_expression("ADD #n :d")
                 .expression_attribute_names("#n", "n")
@@ -238,13 +261,24 @@ impl Counters {
             "{}|{}|{}",
             self.table, first.sequence, last.sequence
         )));
-        self.client
+        let out = self
+            .client
             .transact_write_items()
             .set_transact_items(Some(items))
             .client_request_token(&token[..36])
+            .set_return_consumed_capacity(
+                self.meter
+                    .as_ref()
+                    .map(|_| aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total),
+            )
             .send()
             .await
             .map_err(classify)?;
+        if let Some(meter) = &self.meter {
+            for c in out.consumed_capacity() {
+                meter.record("counts", &keys, &[], Some(c));
+            }
+        }
         if let Some(p) = position {
             p.stored = Some(last.sequence.clone());
         }
@@ -253,7 +287,8 @@ impl Counters {
 
     /// A tenant's counts (those above zero), by type and status.
     pub async fn read(&self, tenant: &Tenant) -> Result<StoreStats, StoreError> {
-        let mut rows = vec![];
+        // (by `<type>#<status>`, the order the items are read in)
+        let mut summed: BTreeMap<(String, String), (JobStatus, i64)> = BTreeMap::new();
         let mut start = None;
         loop {
             let out = self
@@ -275,25 +310,35 @@ impl Counters {
                 else {
                     continue;
                 };
-                let Some((job_type, status)) = sk.rsplit_once('#') else {
+                // (`<type>#<status>#<spread>`: each counter's items added up)
+                let mut parts = sk.rsplitn(3, '#');
+                let (Some(_), Some(status), Some(job_type)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
                     continue;
                 };
                 let (Some(status), Ok(count)) = (JobStatus::parse(status), n.parse::<i64>()) else {
                     continue;
                 };
-                if count > 0 {
-                    rows.push(StatsRow {
-                        job_type: job_type.to_string(),
-                        status,
-                        count: count as u64,
-                    });
-                }
+                summed
+                    .entry((job_type.to_string(), status.as_str().to_string()))
+                    .or_insert((status, 0))
+                    .1 += count;
             }
             match out.last_evaluated_key {
                 Some(k) => start = Some(k),
                 None => break,
             }
         }
+        let rows = summed
+            .into_iter()
+            .filter(|(_, (_, count))| *count > 0)
+            .map(|((job_type, _), (status, count))| StatsRow {
+                job_type,
+                status,
+                count: count as u64,
+            })
+            .collect();
         Ok(StoreStats {
             rows,
             quarantined: 0,
@@ -398,6 +443,14 @@ impl StreamReader {
             outbox: None,
             dispatched: Default::default(),
             described: Default::default(),
+        }
+    }
+
+    /// Also add up the write units counting costs on `meter` (the bench).
+    pub fn with_meter(self, meter: super::meter::CapacityMeter) -> Self {
+        Self {
+            counters: self.counters.clone().with_meter(meter),
+            ..self
         }
     }
 

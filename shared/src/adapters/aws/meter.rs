@@ -47,18 +47,40 @@ impl CapacityMeter {
             .unwrap_or_default()
     }
 
-    /// Where the most write units went, of all recorded since the last reset.
+    /// Every kind of write recorded, with its writes and units, by kind.
+    pub fn kinds(&self) -> Vec<(&'static str, u64, f64)> {
+        let m = self.0.lock().unwrap();
+        let mut kinds: Vec<_> = m.by_kind.iter().map(|(k, (n, u))| (*k, *n, *u)).collect();
+        kinds.sort_by_key(|(k, _, _)| *k);
+        kinds
+    }
+
+    /// Where the most write units went, of all recorded since the last reset, among the keys
+    /// many jobs share (a shard, a counter, an index partition): those whose load grows with
+    /// the job rate. A key of one job's own (`one_job_key`) takes its units once, whatever the
+    /// rate.
     pub fn hottest(&self) -> Option<Hottest> {
         let m = self.0.lock().unwrap();
         let total: f64 = m.by_key.values().sum();
         m.by_key
             .iter()
+            .filter(|(key, _)| !one_job_key(key))
             .max_by(|a, b| a.1.total_cmp(b.1))
             .map(|(key, units)| Hottest {
                 key: key.clone(),
                 units: *units,
                 share: if total > 0.0 { units / total } else { 0.0 },
             })
+    }
+
+    /// The key of one job's own that took the most write units, and its units.
+    pub fn largest_one_job_key(&self) -> Option<(String, f64)> {
+        let m = self.0.lock().unwrap();
+        m.by_key
+            .iter()
+            .filter(|(key, _)| one_job_key(key))
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(k, u)| (k.clone(), *u))
     }
 
     /// Partition key values written, with their units.
@@ -111,4 +133,13 @@ impl CapacityMeter {
             }
         }
     }
+}
+
+/// Whether a recorded key (`table <pk>`) belongs to one job alone: its payload or result, its
+/// log, its steps, its idempotency key.
+fn one_job_key(key: &str) -> bool {
+    let pk = key.strip_prefix("table ").unwrap_or("");
+    ["P#", "L#", "S#", "IDEM#"]
+        .iter()
+        .any(|p| pk.starts_with(p))
 }

@@ -6,12 +6,15 @@
 
 mod access;
 mod attrs;
+mod batches;
 mod count;
 mod counts;
 mod events;
 mod layout;
+mod listing;
 mod live;
 mod meter;
+mod puts;
 mod queue;
 mod schedules;
 mod secrets;

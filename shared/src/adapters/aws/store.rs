@@ -18,12 +18,16 @@
 //! therefore answers only for `scheduled` and `waiting` jobs here.
 
 use super::attrs::{get_n, get_s, n, s, to_attr, Item};
+use super::batches::{CountChange, BATCH_SPREAD};
 use super::layout::{
-    decode, decode_with, expired, item_size, log_pk, log_sk, micros, part_key, step_key, Layout,
-    IMMUTABLE, INDEX_DUE,
+    decode_with, expired, item_size, log_pk, log_sk, micros, part_key, step_key, Layout, IMMUTABLE,
+    INDEX_DUE,
 };
 use super::meter::CapacityMeter;
-use super::write::{classify, classify_transaction, rfc3339, Update};
+use super::puts::{
+    backoff, chunk_for_transactions, is_transaction_conflict, TRANSACTION_BYTES, TRANSACTION_MAX,
+};
+use super::write::{classify, rfc3339, Update};
 use crate::domain::{
     batch_count_change, slot_change, tenant_bucket, AuditEntry, Batch, BatchId, Expected,
     IdempotencyKey, Job, JobId, JobStatus, JobSummary, Progress, Tenant,
@@ -33,9 +37,7 @@ use crate::ports::{
     StoreError, StoreStats, Transitioned, LOG_CAP,
 };
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, PutRequest, ReturnValue, TransactWriteItem, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -63,9 +65,9 @@ const MAYBE_ABSENT: &[&str] = &[
 ];
 
 pub struct DynamoStore {
-    client: Client,
-    table: String,
-    layout: Layout,
+    pub(super) client: Client,
+    pub(super) table: String,
+    pub(super) layout: Layout,
     meter: Option<CapacityMeter>,
 }
 
@@ -82,57 +84,23 @@ fn idem_ttl(job: &Job) -> i64 {
     job.run_at.timestamp() + job.retention_secs as i64 + 7 * 24 * 3600
 }
 
-/// Most items in one TransactWriteItems, and most bytes (DynamoDB's limit is 4 MB; a margin is
-/// kept for the request's own keys and expressions).
-const TRANSACTION_MAX: usize = 100;
-const TRANSACTION_BYTES: usize = 3_500_000;
-/// Most items in one BatchWriteItem.
-const BATCH_WRITE_MAX: usize = 25;
 /// A batch's jobs with idempotency keys written at once (a transaction each).
 const KEYED_AT_ONCE: usize = 16;
-/// Shards queried at once by a listing.
-const SHARDS_AT_ONCE: usize = 32;
+/// Tries of a create written in a transaction.
+const CREATE_ATTEMPTS: u32 = 16;
 
-fn batch_key(id: BatchId) -> Item {
-    HashMap::from([
-        ("pk".into(), s(format!("BATCH#{id}"))),
-        ("sk".into(), s("BATCH")),
-    ])
-}
-
-/// How long a batch item is kept after it was opened.
-const BATCH_KEPT: chrono::Duration = chrono::Duration::days(30);
-
-/// A batch from its item: the batch as opened (`doc`), with its counts and callbacks.
-fn decode_batch(item: &Item) -> Option<Batch> {
-    let mut b: Batch = serde_json::from_str(get_s(item, "doc")?).ok()?;
-    let n = |a: &str| get_n(item, a).unwrap_or(0).max(0) as u64;
-    (
-        b.total,
-        b.pending,
-        b.succeeded,
-        b.failed,
-        b.dead,
-        b.cancelled,
-    ) = (
-        n("total"),
-        n("pending"),
-        n("succeeded"),
-        n("failed"),
-        n("dead"),
-        n("cancelled"),
-    );
-    if let Some(c) = get_s(item, "callbacks").and_then(|c| serde_json::from_str(c).ok()) {
-        b.callbacks = c;
-    }
-    b.finished_at = get_s(item, "finished_at")
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc));
-    Some(b)
+/// The ids of the new jobs among `items` (their state items), each a new member of a batch.
+fn new_members(items: &[Item]) -> Vec<(JobId, CountChange)> {
+    items
+        .iter()
+        .filter(|i| super::layout::is_job_state(i))
+        .filter_map(|i| get_s(i, "sk").and_then(|id| JobId::parse(id).ok()))
+        .map(|id| (id, CountChange::new_member()))
+        .collect()
 }
 
 /// The partition key of an item.
-fn pk_of(item: &Item) -> String {
+pub(super) fn pk_of(item: &Item) -> String {
     get_s(item, "pk").unwrap_or("?").to_string()
 }
 
@@ -154,13 +122,13 @@ impl DynamoStore {
     }
 
     /// Ask for consumed capacity (by index) only when metering.
-    fn capacity(&self) -> Option<aws_sdk_dynamodb::types::ReturnConsumedCapacity> {
+    pub(super) fn capacity(&self) -> Option<aws_sdk_dynamodb::types::ReturnConsumedCapacity> {
         self.meter
             .as_ref()
             .map(|_| aws_sdk_dynamodb::types::ReturnConsumedCapacity::Indexes)
     }
 
-    fn used(
+    pub(super) fn used(
         &self,
         kind: &'static str,
         table_keys: &[String],
@@ -181,7 +149,7 @@ impl DynamoStore {
             .collect()
     }
 
-    async fn get_item(&self, key: Item) -> Result<Option<Item>, StoreError> {
+    pub(super) async fn get_item(&self, key: Item) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -232,139 +200,6 @@ impl DynamoStore {
         })
     }
 
-    /// Put an item that stands alone (a payload or result part), counting its capacity.
-    async fn put_part(&self, item: Item) -> Result<(), StoreError> {
-        let key = pk_of(&item);
-        let out = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .set_return_consumed_capacity(self.capacity())
-            .send()
-            .await
-            .map_err(classify)?;
-        self.used("part", &[key], &[], out.consumed_capacity());
-        Ok(())
-    }
-
-    /// Put a new item (refused if its key is taken), counting its capacity.
-    async fn put_new_item(&self, kind: &'static str, item: Item) -> Result<(), StoreError> {
-        let (key, due) = (pk_of(&item), get_s(&item, "due_pk").map(str::to_string));
-        let out = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .set_return_consumed_capacity(self.capacity())
-            .send()
-            .await
-            .map_err(classify)?;
-        let due: Vec<_> = due.into_iter().map(|k| (INDEX_DUE, k)).collect();
-        self.used(kind, &[key], &due, out.consumed_capacity());
-        Ok(())
-    }
-
-    /// A write of a transaction putting a new item (refused if the key is taken).
-    fn put_new(&self, item: Item) -> TransactWriteItem {
-        TransactWriteItem::builder()
-            .put(
-                Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .build()
-                    .expect("table, item and condition are set"),
-            )
-            .build()
-    }
-
-    /// Send one transaction, counting its capacity (shared evenly by the keys it wrote).
-    async fn transact(&self, writes: Vec<TransactWriteItem>) -> Result<(), SdkTransactError> {
-        let keys: Vec<String> = writes.iter().map(written_pk).collect();
-        let out = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(writes))
-            .set_return_consumed_capacity(self.capacity())
-            .send()
-            .await?;
-        for c in out.consumed_capacity() {
-            self.used("transaction", &keys, &[], Some(c));
-        }
-        Ok(())
-    }
-
-    /// `transact`, sent again (with jittered backoff) while DynamoDB cancels it for a
-    /// conflicting transaction on one of its items; other errors as `classify_transaction`.
-    async fn transact_retrying(&self, writes: Vec<TransactWriteItem>) -> Result<(), StoreError> {
-        let mut attempt = 0;
-        loop {
-            match self.transact(writes.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt < 6 && is_transaction_conflict(&e) => {
-                    attempt += 1;
-                    backoff(attempt).await;
-                }
-                Err(e) => return Err(classify_transaction(e)),
-            }
-        }
-    }
-
-    /// Put new items (fresh ids, no conditions needed) in batch writes of 25, each written on
-    /// its own: no transaction, so each costs its size and no more. Unprocessed items are sent
-    /// again with backoff.
-    async fn put_plain(&self, items: Vec<Item>) -> Result<(), StoreError> {
-        for chunk in items.chunks(BATCH_WRITE_MAX) {
-            let mut pending: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|item| {
-                    WriteRequest::builder()
-                        .put_request(
-                            PutRequest::builder()
-                                .set_item(Some(item.clone()))
-                                .build()
-                                .expect("item is set"),
-                        )
-                        .build()
-                })
-                .collect();
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                let keys: Vec<String> = pending
-                    .iter()
-                    .filter_map(|w| w.put_request().map(|p| pk_of(p.item())))
-                    .collect();
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, pending.clone())
-                    .set_return_consumed_capacity(self.capacity())
-                    .send()
-                    .await
-                    .map_err(classify)?;
-                for c in out.consumed_capacity() {
-                    self.used("create", &keys, &[], Some(c));
-                }
-                pending = out
-                    .unprocessed_items
-                    .and_then(|mut u| u.remove(&self.table))
-                    .unwrap_or_default();
-                if !pending.is_empty() {
-                    attempt += 1;
-                    if attempt > 8 {
-                        return Err(StoreError::Busy(
-                            "the table kept leaving writes unprocessed".into(),
-                        ));
-                    }
-                    backoff(attempt).await;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// The job an idempotency key made, if the key is held by a job that still exists.
     async fn idem_owner(
         &self,
@@ -380,39 +215,6 @@ impl DynamoStore {
             Some(owner) => self.get(owner).await,
             None => Ok(None),
         }
-    }
-
-    /// The write that counts a change of `batch`'s members in it (in the transaction of the
-    /// change): `pending` and `total` added, and `count` to the status's count; its next look
-    /// by maintenance pushed back.
-    fn batch_write(
-        &self,
-        batch: BatchId,
-        pending: i64,
-        total: i64,
-        count: Option<(JobStatus, i64)>,
-        at: DateTime<Utc>,
-    ) -> TransactWriteItem {
-        let mut u = Update::default();
-        u.set("due_us", n(micros(at + crate::ports::BATCH_LOOK_AFTER)));
-        let mut adds = vec![];
-        for (attr, by) in [("pending", pending), ("total", total)]
-            .into_iter()
-            .chain(count.map(|(status, by)| (status.as_str(), by)))
-        {
-            if by != 0 {
-                let (name, value) = (u.name(attr), u.value(n(by)));
-                adds.push(format!("{name} {value}"));
-            }
-        }
-        u.when(|u| format!("attribute_exists({})", u.name("pk")));
-        let mut update = u.into_transact(&self.table, batch_key(batch));
-        if let Some(up) = update.update.as_mut() {
-            if !adds.is_empty() {
-                up.update_expression = format!("{} ADD {}", up.update_expression, adds.join(", "));
-            }
-        }
-        update
     }
 
     /// The state items (and parts) of new jobs, checked: a job's id must have been made for
@@ -431,14 +233,11 @@ impl DynamoStore {
     /// Put new jobs (and their audit entry) in transactions of up to 100 items and 3.5 MB, each
     /// also counting its jobs in `batch`.
     async fn put_counted(&self, items: Vec<Item>, batch: BatchId) -> Result<(), StoreError> {
-        for chunk in chunk_for_transactions(items, 1) {
-            let jobs = chunk
-                .iter()
-                .filter(|i| super::layout::is_job_state(i))
-                .count() as i64;
+        for chunk in chunk_for_transactions(items, BATCH_SPREAD as usize) {
+            let members = new_members(&chunk);
             let mut writes: Vec<TransactWriteItem> =
                 chunk.into_iter().map(|item| self.put_new(item)).collect();
-            writes.push(self.batch_write(batch, jobs, jobs, None, Utc::now()));
+            writes.extend(self.batch_writes(batch, &members));
             self.transact_retrying(writes).await?;
         }
         Ok(())
@@ -481,7 +280,7 @@ impl DynamoStore {
         items.extend(audit);
         let batch = jobs.first().and_then(|j| j.batch_id);
         let bytes: usize = items.iter().map(item_size).sum();
-        let count = items.len() + usize::from(batch.is_some());
+        let count = items.len() + batch.map_or(0, |_| BATCH_SPREAD as usize);
         if count > TRANSACTION_MAX || bytes > TRANSACTION_BYTES {
             return Err(StoreError::Rejected(format!(
                 "an atomic batch on DynamoDB is one transaction of at most {TRANSACTION_MAX} \
@@ -490,222 +289,15 @@ impl DynamoStore {
                  parts, or without atomic"
             )));
         }
+        let members = new_members(&items);
         let mut writes: Vec<TransactWriteItem> =
             items.into_iter().map(|item| self.put_new(item)).collect();
         if let Some(batch) = batch {
-            let new = created.iter().filter(|c| matches!(c, Created::New)).count() as i64;
-            writes.push(self.batch_write(batch, new, new, None, Utc::now()));
+            writes.extend(self.batch_writes(batch, &members));
         }
         self.transact_retrying(writes).await?;
         Ok(created)
     }
-
-    /// Query every shard of `bucket` newest first (each from below `before`, with `filter`),
-    /// merged by id: the first `limit` readable summaries. Each shard is read a page at a time,
-    /// only while its next item could be among them.
-    async fn list_shards(
-        &self,
-        bucket: u16,
-        before: Option<JobId>,
-        filter: &Update,
-        limit: usize,
-    ) -> Result<Vec<JobSummary>, StoreError> {
-        struct Shard {
-            pk: String,
-            buffered: std::collections::VecDeque<JobSummary>,
-            next: Option<Item>,
-            done: bool,
-        }
-        let mut shards: Vec<Shard> = (0..self.layout.shards)
-            .map(|shard| Shard {
-                pk: self.layout.job_pk_of(bucket, shard),
-                buffered: Default::default(),
-                next: None,
-                done: false,
-            })
-            .collect();
-        let page = (limit / self.layout.shards as usize + 2).clamp(4, 1000) as i32;
-        let now = Utc::now();
-        let mut out = Vec::new();
-        while out.len() < limit {
-            // Every shard with nothing buffered and more to read reads its next page.
-            let wanted: Vec<usize> = (0..shards.len())
-                .filter(|i| shards[*i].buffered.is_empty() && !shards[*i].done)
-                .collect();
-            let pages = futures::stream::iter(wanted.into_iter().map(|i| {
-                let (pk, start) = (shards[i].pk.clone(), shards[i].next.clone());
-                async move {
-                    let mut u = Update::default();
-                    let (p, v) = (u.name("pk"), u.value(s(pk)));
-                    let mut key = format!("{p} = {v}");
-                    if let Some(before) = before {
-                        let (k, b) = (u.name("sk"), u.value(s(before.to_string())));
-                        key = format!("{key} AND {k} < {b}");
-                    }
-                    let mut names = u.names.clone();
-                    let mut values = u.values.clone();
-                    let offset = values.len();
-                    let (filter_names, filter_values, condition) =
-                        renumbered(filter, names.len(), offset);
-                    names.extend(filter_names);
-                    values.extend(filter_values);
-                    let out = self
-                        .client
-                        .query()
-                        .table_name(&self.table)
-                        .key_condition_expression(key)
-                        .set_filter_expression(condition)
-                        .set_expression_attribute_names(Some(names))
-                        .set_expression_attribute_values(Some(values))
-                        .scan_index_forward(false)
-                        .limit(page)
-                        .set_exclusive_start_key(start)
-                        .send()
-                        .await
-                        .map_err(classify)?;
-                    Ok::<_, StoreError>((i, out.items.unwrap_or_default(), out.last_evaluated_key))
-                }
-            }))
-            .buffer_unordered(SHARDS_AT_ONCE)
-            .collect::<Vec<_>>()
-            .await;
-            for page in pages {
-                let (i, items, next) = page?;
-                let shard = &mut shards[i];
-                shard.buffered.extend(items.iter().filter(|item| !expired(item, now)).filter_map(
-                    |item| match decode::<JobSummary>(item) {
-                        Ok(j) => Some(j),
-                        Err(reason) => {
-                            tracing::error!(pk = pk_of(item), %reason, "a job item cannot be read; left out");
-                            None
-                        }
-                    },
-                ));
-                shard.done = next.is_none();
-                shard.next = next;
-            }
-            // Take the newest head while no shard that could hold a newer one is unread.
-            loop {
-                if out.len() >= limit {
-                    break;
-                }
-                if shards.iter().any(|sh| sh.buffered.is_empty() && !sh.done) {
-                    break; // read more first
-                }
-                let newest = shards
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, sh)| sh.buffered.front().map(|j| (i, j.id)))
-                    .max_by_key(|(_, id)| *id);
-                match newest {
-                    Some((i, _)) => out.extend(shards[i].buffered.pop_front()),
-                    None => return Ok(out), // every shard read to its end
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// A filter's expression with its placeholders renumbered after `names` names and `values`
-/// values already taken (so it can join a key condition built on its own).
-fn renumbered(
-    filter: &Update,
-    names: usize,
-    values: usize,
-) -> (
-    HashMap<String, String>,
-    HashMap<String, AttributeValue>,
-    Option<String>,
-) {
-    let mut condition = filter.condition();
-    let mut out_names = HashMap::new();
-    let mut out_values = HashMap::new();
-    // (longest placeholders first, so `#n1` is not taken for the start of `#n10`)
-    let mut olds: Vec<(&String, &String)> = filter.names.iter().collect();
-    olds.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
-    for (i, (old, name)) in olds.into_iter().enumerate() {
-        let new = format!("#f{}", names + i);
-        condition = condition.map(|c| c.replace(old.as_str(), &new));
-        out_names.insert(new, name.clone());
-    }
-    let mut olds: Vec<(&String, &AttributeValue)> = filter.values.iter().collect();
-    olds.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
-    for (i, (old, value)) in olds.into_iter().enumerate() {
-        let new = format!(":f{}", values + i);
-        condition = condition.map(|c| c.replace(old.as_str(), &new));
-        out_values.insert(new, value.clone());
-    }
-    (out_names, out_values, condition)
-}
-
-type SdkTransactError = aws_sdk_dynamodb::error::SdkError<
-    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
-    aws_sdk_dynamodb::config::http::HttpResponse,
->;
-
-/// Whether DynamoDB cancelled a transaction because another one was changing one of its items
-/// at the same moment (worth sending again).
-fn is_transaction_conflict(e: &SdkTransactError) -> bool {
-    use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
-    match e.as_service_error() {
-        Some(E::TransactionCanceledException(tc)) => {
-            let reasons = tc.cancellation_reasons();
-            reasons
-                .iter()
-                .any(|r| r.code() == Some("TransactionConflict"))
-                && !reasons
-                    .iter()
-                    .any(|r| r.code() == Some("ConditionalCheckFailed"))
-        }
-        Some(E::TransactionInProgressException(_)) => true,
-        Some(other) => other.code() == Some("TransactionConflictException"),
-        None => false,
-    }
-}
-
-async fn backoff(attempt: u32) {
-    let cap = 10u64 << attempt.min(8);
-    let ms = rand::random::<u64>() % cap.max(1) + 1;
-    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-}
-
-/// The partition key a transaction's write touches.
-fn written_pk(w: &TransactWriteItem) -> String {
-    if let Some(p) = w.put() {
-        return pk_of(p.item());
-    }
-    if let Some(u) = w.update() {
-        return pk_of(u.key());
-    }
-    if let Some(c) = w.condition_check() {
-        return pk_of(c.key());
-    }
-    if let Some(d) = w.delete() {
-        return pk_of(d.key());
-    }
-    "?".into()
-}
-
-/// Items in transactions of at most 100 items (less `reserved`, for writes added to each)
-/// and 3.5 MB.
-fn chunk_for_transactions(items: Vec<Item>, reserved: usize) -> Vec<Vec<Item>> {
-    let mut chunks: Vec<Vec<Item>> = vec![];
-    let mut bytes = 0;
-    for item in items {
-        let size = item_size(&item);
-        let full = chunks.last().is_none_or(|c| {
-            c.len() + reserved >= TRANSACTION_MAX || bytes + size > TRANSACTION_BYTES
-        });
-        if full {
-            chunks.push(vec![]);
-            bytes = 0;
-        }
-        bytes += size;
-        chunks.last_mut().expect("pushed").push(item);
-    }
-    chunks
 }
 
 #[async_trait]
@@ -735,7 +327,9 @@ impl JobStore for DynamoStore {
             return Ok(Created::New);
         }
         let key_ttl = idem_ttl(job);
-        for attempt in 0..6 {
+        // (while other transactions hold one of its items, a quota's or a batch's count, it is
+        // sent again, with a jittered backoff, up to a second or so)
+        for attempt in 0..CREATE_ATTEMPTS {
             let put = |item: Item| self.put_new(item);
             let mut writes = vec![];
             if let Some(key) = &idem {
@@ -753,7 +347,7 @@ impl JobStore for DynamoStore {
             let batch_at = writes.len();
             if let Some(batch) = job.batch_id {
                 // (counted in its batch in the same write)
-                writes.push(self.batch_write(batch, 1, 1, None, Utc::now()));
+                writes.extend(self.batch_writes(batch, &[(job.id, CountChange::new_member())]));
             }
             let e = match self.transact(writes).await {
                 Ok(()) => return Ok(Created::New),
@@ -1191,31 +785,11 @@ impl JobStore for DynamoStore {
     }
 
     async fn open_batch(&self, batch: &Batch) -> Result<(), StoreError> {
-        let doc = serde_json::to_string(batch).map_err(|e| StoreError::Rejected(e.to_string()))?;
-        let mut item = batch_key(batch.id);
-        for (attr, value) in [
-            ("tenant", s(batch.tenant.as_str())),
-            ("doc", s(doc)),
-            ("total", n(0)),
-            ("pending", n(0)),
-            ("due_pk", s(self.layout.batch_due_pk(batch.id))),
-            (
-                "due_us",
-                n(micros(batch.created_at + crate::ports::BATCH_LOOK_AFTER)),
-            ),
-            ("ttl", n((batch.created_at + BATCH_KEPT).timestamp())),
-        ] {
-            item.insert(attr.into(), value);
-        }
-        self.put_new_item("batch", item).await
+        self.open_batch_items(batch).await
     }
 
     async fn get_batch(&self, id: BatchId) -> Result<Option<Batch>, StoreError> {
-        Ok(self
-            .get_item(batch_key(id))
-            .await?
-            .as_ref()
-            .and_then(decode_batch))
+        self.read_batch(id).await
     }
 
     async fn finish_batch(
@@ -1224,24 +798,7 @@ impl JobStore for DynamoStore {
         callbacks: &std::collections::BTreeMap<String, JobId>,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let callbacks =
-            serde_json::to_string(callbacks).map_err(|e| StoreError::Rejected(e.to_string()))?;
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(batch_key(id)))
-            .update_expression("SET callbacks = :c, finished_at = :f REMOVE due_pk")
-            .condition_expression("attribute_exists(due_pk)")
-            .expression_attribute_values(":c", s(callbacks))
-            .expression_attribute_values(":f", s(rfc3339(at)))
-            .send()
-            .await
-            .map_err(classify);
-        match out {
-            Ok(_) | Err(StoreError::Conflict) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.finish_batch_item(id, callbacks, at).await
     }
 
     async fn due_batches(
@@ -1249,37 +806,11 @@ impl JobStore for DynamoStore {
         before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Batch>, StoreError> {
-        let pks: Vec<String> = (0..self.layout.shards)
-            .map(|shard| format!("batch#{shard:02x}"))
-            .collect();
-        let keys = self.due_keys_before(pks, before, limit).await?;
-        let mut batches = vec![];
-        for key in keys {
-            if let Some(b) = self.get_item(key).await?.as_ref().and_then(decode_batch) {
-                if b.finished_at.is_none() {
-                    batches.push(b);
-                }
-            }
-        }
-        Ok(batches)
+        self.due_batch_list(before, limit).await
     }
 
     async fn recheck_batch(&self, id: BatchId, at: DateTime<Utc>) -> Result<(), StoreError> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(batch_key(id)))
-            .update_expression("SET due_us = :t")
-            .condition_expression("attribute_exists(due_pk)")
-            .expression_attribute_values(":t", n(micros(at)))
-            .send()
-            .await
-            .map_err(classify);
-        match out {
-            Ok(_) | Err(StoreError::Conflict) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.recheck_batch_item(id, at).await
     }
 
     async fn save_step(
@@ -1393,48 +924,6 @@ impl JobStore for DynamoStore {
 }
 
 impl DynamoStore {
-    /// The table keys of the `due` index's entries under `pks` due before `before`, oldest
-    /// first, at most `limit`.
-    async fn due_keys_before(
-        &self,
-        pks: Vec<String>,
-        before: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<Item>, StoreError> {
-        let limit = limit.clamp(1, 1000);
-        let pages = futures::stream::iter(pks.into_iter().map(|pk| async move {
-            self.client
-                .query()
-                .table_name(&self.table)
-                .index_name(INDEX_DUE)
-                .key_condition_expression("due_pk = :p AND due_us < :t")
-                .expression_attribute_values(":p", s(pk))
-                .expression_attribute_values(":t", n(micros(before)))
-                .limit(limit as i32)
-                .send()
-                .await
-                .map_err(classify)
-                .map(|out| out.items.unwrap_or_default())
-        }))
-        .buffer_unordered(SHARDS_AT_ONCE)
-        .collect::<Vec<_>>()
-        .await;
-        let mut entries = vec![];
-        for page in pages {
-            entries.extend(page?);
-        }
-        entries.sort_by_key(|e| get_n(e, "due_us").unwrap_or(0));
-        entries.truncate(limit);
-        Ok(entries
-            .into_iter()
-            .map(|e| {
-                e.into_iter()
-                    .filter(|(k, _)| k == "pk" || k == "sk")
-                    .collect()
-            })
-            .collect())
-    }
-
     /// A transition's conditional write (and the tenant's slot and the batch's counts with
     /// it); the payload only when `with_payload`. A result or payload too large for the state
     /// item is written first, as its own item.
@@ -1509,22 +998,19 @@ impl DynamoStore {
                 writes.push(super::access::slot_write(&self.table, &next.tenant, slot));
             }
             if let Some((b, (pending, status, count))) = batch {
-                writes.push(self.batch_write(
-                    b,
+                let change = CountChange {
                     pending,
-                    0,
-                    Some((status, count)),
-                    next.updated_at,
-                ));
+                    total: 0,
+                    ended: Some((status, count)),
+                };
+                writes.extend(self.batch_writes(b, &[(next.id, change)]));
             }
             self.transact_retrying(writes).await?;
             let mut written = Transitioned::default();
             if let Some((b, _)) = batch.filter(|(_, (p, _, _))| *p < 0) {
-                let left = self
-                    .get_item(batch_key(b))
-                    .await?
-                    .and_then(|item| get_n(&item, "pending"));
-                if left == Some(0) {
+                // (every member that ends reads the counts; more than one may see none left,
+                // and the batch's end is then done more than once, to one effect)
+                if self.read_batch(b).await?.is_some_and(|b| b.pending == 0) {
                     written.batch_ended = Some(b);
                 }
             }
