@@ -21,7 +21,7 @@ test: tools lint suite
 
 # The tests alone (what `.ci/stress` repeats).
 suite: tools
-	infra/moto/with.sh $(NEXTEST) $(RUNTIME)
+	infra/moto/with.sh $(NEXTEST) $(RUNTIME) -E 'not ($(AWS_ONLY))'
 	infra/moto/with.sh $(NEXTEST) $(FUNCTIONS)
 
 # What the tests need, installed on first use: the pinned AWS emulator (infra/moto/venv.sh)
@@ -44,6 +44,10 @@ lint:
 # and configuration checks), the blocked-threads test (it times the runtime's threads, not the
 # backend), and the 260-job SIGKILL test, whose moment (jobs queued behind a half-done one) an
 # emulator's slower submits never produce; exactly_once's SIGKILL test runs there.
+# Tests that need LocalStack's concurrent DynamoDB (moto serves one request at a time: too slow
+# for them); `make test-aws-endpoint` runs them, alone (they keep the emulator busy).
+AWS_ONLY := binary(e2e) & test(/^at_scale::/)
+
 AWS_E2E_SKIP := test(/^storage::/) | test(/^maintenance::/) | test(/^worker_entrypoint::/) \
 	| test(/^template::/) | test(/^config::/) | test(/^containment::/) \
 	| test(=crash_recovery::every_accepted_job_ends_exactly_once_across_a_sigkill) \
@@ -53,7 +57,8 @@ AWS_E2E_SKIP := test(/^storage::/) | test(/^maintenance::/) | test(/^worker_entr
 test-aws-endpoint: tools
 	@test -n "$$CONVEYOR_TEST_AWS_ENDPOINT" || { echo "set CONVEYOR_TEST_AWS_ENDPOINT" >&2; exit 1; }
 	$(NEXTEST) $(RUNTIME) -E 'binary(contract) & (test(/^aws::/) | test(/^aws_flow::/) | test(/^aws_scale::/) | test(/^live::/))'
-	CONVEYOR_TEST_E2E_BACKEND=aws $(NEXTEST) $(RUNTIME) -E 'binary(e2e) & not ($(AWS_E2E_SKIP))'
+	CONVEYOR_TEST_E2E_BACKEND=aws $(NEXTEST) $(RUNTIME) -E 'binary(e2e) & not ($(AWS_E2E_SKIP)) & not ($(AWS_ONLY))'
+	CONVEYOR_TEST_E2E_BACKEND=aws $(NEXTEST) $(RUNTIME) -E '$(AWS_ONLY)'
 	$(NEXTEST) $(FUNCTIONS)
 
 # The runtime binary as the tests build it (no other feature set, so nothing is compiled

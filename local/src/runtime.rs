@@ -225,6 +225,7 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         service,
         auth,
         audit_retention: config.audit_retention,
+        audit_submits: config.audit_submits,
         webhook_master: builtin.webhook_secret.clone(),
         limits: HttpLimits::from_config(&config),
         health: health.clone(),

@@ -126,6 +126,7 @@ async fn a_refused_credential_reaches_the_api_as_its_own_401() {
         service: JobService::new(s.backend.ports(), registry, 1024),
         auth: s.auth.clone(),
         audit_retention: Duration::from_secs(3600),
+        audit_submits: true,
         webhook_master: None,
         limits: HttpLimits {
             timeout: Duration::from_secs(5),

@@ -52,6 +52,7 @@ fn app(limits: HttpLimits, write_queue: usize) -> App {
         service: JobService::new(ports, registry, 1024 * 1024),
         auth: Arc::new(auth),
         audit_retention: Duration::from_secs(3600),
+        audit_submits: true,
         webhook_master: None,
         limits,
         health,

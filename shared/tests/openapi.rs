@@ -35,6 +35,7 @@ async fn every_described_operation_is_served_and_the_description_is_open() {
             backend.ports().keys.clone(),
         )),
         audit_retention: Duration::from_secs(3600),
+        audit_submits: true,
         webhook_master: None,
         limits: HttpLimits {
             timeout: Duration::from_secs(5),

@@ -309,8 +309,8 @@ async fn another_tenants_jobs_are_invisible_on_every_route() {
 
 #[tokio::test]
 async fn an_api_key_works_until_revoked_and_the_audit_trail_names_each_actor() {
-    // GIVEN an admin of tenant ops
-    let app = spawn_app(&[]).await;
+    // GIVEN an admin of tenant ops, on a deployment that audits every accepted submit
+    let app = spawn_app(&[("CONVEYOR_AUDIT_SUBMITS", "true")]).await;
     let admin = app.as_caller(Some(&token("ops", &["admin"])));
     // WHEN it creates a submitter key for tenant acme
     let (status, created) = admin
@@ -660,4 +660,27 @@ async fn a_jwks_from_a_url_and_the_configured_issuer_and_audience_are_required()
         "{}",
         wrong_iss.1
     );
+}
+
+#[tokio::test]
+async fn by_default_an_accepted_submit_writes_no_audit_entry_and_a_refused_one_does() {
+    // GIVEN a deployment with its default settings (submits not audited one by one)
+    let app = spawn_app(&[]).await;
+    let admin = app.as_caller(Some(&token("ops", &["admin"])));
+    // WHEN a job is accepted, and a submit is refused
+    let id = app.submit_new(&json!({ "type": "noop" })).await;
+    let (status, _) = app.submit(&json!({ "type": "no.such.type" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // THEN the tenant's audit trail has the refusal, and nothing for the accepted job
+    let (status, trail) = admin.get("/v1/audit?tenant=default").await;
+    assert_eq!(status, StatusCode::OK, "{trail}");
+    let submits: Vec<&serde_json::Value> = trail["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "job.submit")
+        .collect();
+    assert_eq!(submits.len(), 1, "{trail:#}");
+    assert_ne!(submits[0]["outcome"], "ok", "{trail:#}");
+    assert!(!trail.to_string().contains(&id), "{trail:#}");
 }

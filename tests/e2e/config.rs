@@ -27,6 +27,9 @@ const BAD: &[(&str, &[&str])] = &[
     ("CONVEYOR_TABLE", &["ab", "no spaces"]),
     ("CONVEYOR_EVENT_BUS", &["x", "bad/bus"]),
     ("CONVEYOR_MAX_RECEIVE_COUNT", &["0", "1001", "-3"]),
+    ("CONVEYOR_SHARDS", &["0", "257", "many"]),
+    ("CONVEYOR_EVENTS", &["noop,,sleep", "bad type!"]),
+    ("CONVEYOR_AUDIT_SUBMITS", &["yes please", "2"]),
     ("CONVEYOR_HEARTBEAT_INTERVAL", &["0", "-1s", "soon", "2m"]),
     (
         "CONVEYOR_STALL_AFTER",

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod api;
+mod at_scale;
 mod auth;
 mod aws_backend;
 mod bad_input;

@@ -28,6 +28,7 @@ async fn app(config: &shared::Config) -> Result<axum::Router, lambda_http::Error
         // Every request was verified by the authorizer function before it came here.
         auth: Arc::new(shared::auth::GatewayVerified),
         audit_retention: config.audit_retention,
+        audit_submits: config.audit_submits,
         webhook_master: shared::adapters::builtin_settings(config)
             .await
             .webhook_secret,

@@ -41,6 +41,9 @@ pub struct ApiState {
     pub auth: Arc<dyn Verify>,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
+    /// Whether an accepted single submit writes an audit entry of its own
+    /// (`CONVEYOR_AUDIT_SUBMITS`).
+    pub audit_submits: bool,
     /// The deployment's webhook master key, from which each tenant's signing keys are derived
     /// (`None`: webhooks are not signed here, and the webhook-secret routes answer 503).
     pub webhook_master: Option<crate::jobs::WebhookKey>,
@@ -1170,7 +1173,7 @@ async fn submit(
     let tenant = caller.tenant(&parse_query(request.uri().query().unwrap_or(""))?)?;
     let outcome = submit_as(&state, &caller, tenant.clone(), request).await;
     if let Err(e) = &outcome {
-        // (A job accepted is recorded with it, in the same write.)
+        // (A job accepted is recorded with it, in the same write, where submits are audited.)
         audit(&state, &caller, &tenant, "job.submit", None, e.code).await;
     }
     outcome
@@ -1210,16 +1213,18 @@ async fn submit_as(
         })
         .transpose()?;
     let req = parse_submit(&body, idempotency_header)?;
-    let entry = caller.actor().entry(
-        Some(tenant.clone()),
-        "job.submit",
-        None,
-        "ok",
-        chrono::Utc::now(),
-        state.audit_retention,
-    );
+    let entry = state.audit_submits.then(|| {
+        caller.actor().entry(
+            Some(tenant.clone()),
+            "job.submit",
+            None,
+            "ok",
+            chrono::Utc::now(),
+            state.audit_retention,
+        )
+    });
     let (job, created) = detached(state, |state| async move {
-        state.service.submit_audited(tenant, req, Some(entry)).await
+        state.service.submit_audited(tenant, req, entry).await
     })
     .await?;
     let status = if created {
