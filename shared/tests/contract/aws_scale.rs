@@ -309,3 +309,92 @@ async fn a_batch_of_large_payloads_is_stored_in_transactions_within_dynamodbs_li
     let batch = b.ports.store.get_batch(batch.id).await.unwrap().unwrap();
     assert_eq!((batch.total, batch.pending), (100, 100));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_of_another_layout_or_shard_count_is_refused_with_what_to_do() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType,
+    };
+    let sdk = crate::helpers::moto_sdk().await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    // GIVEN a table as an earlier release made it (its jobs under a `by_tenant` index)
+    let old = format!("old-{}", crate::helpers::unique());
+    client
+        .create_table()
+        .table_name(&old)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .attribute_definitions(attr("pk"))
+        .attribute_definitions(attr("sk"))
+        .attribute_definitions(attr("tenant"))
+        .attribute_definitions(attr("id"))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("by_tenant")
+                .key_schema(key("tenant", KeyType::Hash))
+                .key_schema(key("id", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let settings = |table: &str, shards: u64| shared::adapters::aws::AwsSettings {
+        table: table.to_string(),
+        event_bus: format!("bus-{}", crate::helpers::unique()),
+        shards,
+        events: shared::domain::EventSelection::None,
+        scheduler: None,
+    };
+
+    // WHEN this release is pointed at it
+    let refused = AwsBackend::new(&sdk, settings(&old, 16))
+        .check_model()
+        .await
+        .expect_err("an old table is refused");
+
+    // THEN it is refused, saying why and what to do, and nothing is written to it
+    let said = refused.to_string();
+    assert!(
+        said.contains("earlier release") && said.contains("by_tenant"),
+        "{said}"
+    );
+    assert!(said.contains("CONVEYOR_TABLE"), "{said}");
+    let items = client.scan().table_name(&old).send().await.unwrap();
+    assert_eq!(items.count(), 0);
+
+    // AND a table made for 16 shards is refused to a deployment that says 8, naming the count
+    let b = moto_under().await;
+    let table = aws(&b).settings().table.clone();
+    assert!(AwsBackend::new(&sdk, settings(&table, 16))
+        .check_model()
+        .await
+        .is_ok());
+    let said = AwsBackend::new(&sdk, settings(&table, 8))
+        .check_model()
+        .await
+        .expect_err("another shard count is refused")
+        .to_string();
+    assert!(said.contains("CONVEYOR_SHARDS=16"), "{said}");
+}
