@@ -40,7 +40,9 @@ impl DynamoStore {
                 done: false,
             })
             .collect();
-        let page = (limit / self.layout.shards as usize + 2).clamp(4, 1000) as i32;
+        let page = (limit / self.layout.shards as usize)
+            .saturating_add(2)
+            .clamp(4, 1000) as i32;
         let now = Utc::now();
         let mut out = Vec::new();
         while out.len() < limit {
