@@ -468,28 +468,27 @@ impl AwsBackend {
             .map_err(boot_err("the table's model"))?
             .item;
         if found.is_none() {
-            let description = self
+            // An earlier layout kept every tenant's jobs under a `by_tenant` index: a table
+            // that answers a query of it is one (this layout has no such index, and a query of
+            // an index a table lacks is refused).
+            let earlier = self
                 .dynamodb
-                .describe_table()
+                .query()
                 .table_name(table)
+                .index_name("by_tenant")
+                .key_condition_expression("tenant = :t")
+                .expression_attribute_values(":t", S("-".into()))
+                .limit(1)
                 .send()
-                .await
-                .map_err(boot_err("the table"))?;
-            let indexes: Vec<String> = description
-                .table()
-                .map(|t| t.global_secondary_indexes())
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|i| i.index_name().map(str::to_string))
-                .collect();
-            if indexes.iter().any(|i| i != layout::INDEX_DUE) {
-                return Err(refuse(format!(
-                    "it holds jobs in an earlier release's layout (indexes {}), which this \
-                     release does not read. Give this deployment a new table (CONVEYOR_TABLE; \
-                     the SAM template makes one), and let the old table's jobs finish with the \
-                     release that wrote them",
-                    indexes.join(", ")
-                )));
+                .await;
+            if earlier.is_ok() {
+                return Err(refuse(
+                    "it holds jobs in an earlier release's layout (under its by_tenant index), \
+                     which this release does not read. Give this deployment a new table \
+                     (CONVEYOR_TABLE; the SAM template makes one), and let the old table's jobs \
+                     finish with the release that wrote them"
+                        .into(),
+                ));
             }
             let written = self
                 .dynamodb
