@@ -201,19 +201,32 @@ impl DynamoStore {
     ) -> Result<(), StoreError> {
         let callbacks =
             serde_json::to_string(callbacks).map_err(|e| StoreError::Rejected(e.to_string()))?;
-        let out = self
+        self.update_open_batch(
+            id,
+            "SET callbacks = :c, finished_at = :f REMOVE due_pk",
+            vec![(":c", s(callbacks)), (":f", s(rfc3339(at)))],
+        )
+        .await
+    }
+
+    /// `expression` on a batch that has not ended (one that has is left as it is).
+    async fn update_open_batch(
+        &self,
+        id: BatchId,
+        expression: &str,
+        values: Vec<(&str, aws_sdk_dynamodb::types::AttributeValue)>,
+    ) -> Result<(), StoreError> {
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(batch_key(id)))
-            .update_expression("SET callbacks = :c, finished_at = :f REMOVE due_pk")
-            .condition_expression("attribute_exists(due_pk)")
-            .expression_attribute_values(":c", s(callbacks))
-            .expression_attribute_values(":f", s(rfc3339(at)))
-            .send()
-            .await
-            .map_err(classify);
-        match out {
+            .update_expression(expression)
+            .condition_expression("attribute_exists(due_pk)");
+        for (name, value) in values {
+            update = update.expression_attribute_values(name, value);
+        }
+        match update.send().await.map_err(classify) {
             Ok(_) | Err(StoreError::Conflict) => Ok(()),
             Err(e) => Err(e),
         }
@@ -226,7 +239,7 @@ impl DynamoStore {
         limit: usize,
     ) -> Result<Vec<Batch>, StoreError> {
         let pks: Vec<String> = (0..self.layout.shards)
-            .map(|shard| format!("batch#{shard:02x}"))
+            .map(|shard| self.layout.batch_due_pk_of(shard))
             .collect();
         let keys = self.due_keys_before(pks, before, limit).await?;
         let mut batches = vec![];
@@ -251,20 +264,7 @@ impl DynamoStore {
         id: BatchId,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(batch_key(id)))
-            .update_expression("SET due_us = :t")
-            .condition_expression("attribute_exists(due_pk)")
-            .expression_attribute_values(":t", n(micros(at)))
-            .send()
+        self.update_open_batch(id, "SET due_us = :t", vec![(":t", n(micros(at)))])
             .await
-            .map_err(classify);
-        match out {
-            Ok(_) | Err(StoreError::Conflict) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 }

@@ -104,7 +104,12 @@ impl Layout {
             .to_string()
             .bytes()
             .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
-        format!("batch#{:02x}", spread % self.shards)
+        self.batch_due_pk_of(spread % self.shards)
+    }
+
+    /// The `due` index partition of the unfinished batches in `shard`.
+    pub fn batch_due_pk_of(&self, shard: u64) -> String {
+        format!("batch#{shard:02x}")
     }
 
     /// The job as items: its state, and its payload and result where too large to keep inline.
