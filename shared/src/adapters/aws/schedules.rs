@@ -7,7 +7,7 @@
 //! | schedule | `SCHEDULES` | `<tenant>#<name>` | `doc` (definition and recent runs), `version` |
 //!
 //! | start rate | `STARTS#<key>` | `TAT` | `tat`: micros, the GCRA arrival time of the next start |
-//! | running slots | `SLOTS#<key>` | `SLOTS` | `holders` and `line` (jobs waiting, in id order): job id → lease end (micros); `version` |
+//! | running slots | `SLOTS#<key>` | `SLOTS` | `h:<job id>` (a holder) and `l:<job id>` (a job waiting in line, in id order) → lease end (micros); `version` |
 //! | debounce key | `DEBOUNCE#<key>` | `JOB` | `job`: the job it holds; `ttl` |
 //!
 //! Schedules are few and read by key or by tenant (a Query on the sort key's prefix); the
@@ -407,25 +407,22 @@ struct Slots {
     version: i64,
 }
 
-fn micros_map(item: &super::attrs::Item, name: &str) -> HashMap<String, i64> {
-    match item.get(name) {
-        Some(AttributeValue::M(m)) => m
-            .iter()
-            .filter_map(|(k, v)| match v {
-                AttributeValue::N(n) => n.parse().ok().map(|n| (k.clone(), n)),
-                _ => None,
-            })
-            .collect(),
-        _ => HashMap::new(),
-    }
-}
+/// A holder's attribute in a key's slots item (top-level attributes, not maps: a holder is
+/// given back by removing its attribute in one unconditional-read-free update, and no write
+/// leaves an empty map behind, which an emulator's stream writes in a form its readers cannot
+/// parse).
+const HOLDER: &str = "h:";
+/// A place in line's attribute.
+const IN_LINE: &str = "l:";
 
-fn micros_attr(map: &HashMap<String, i64>) -> AttributeValue {
-    AttributeValue::M(
-        map.iter()
-            .map(|(k, v)| (k.clone(), AttributeValue::N(v.to_string())))
-            .collect(),
-    )
+/// The `prefix`ed attributes of `item`: job id → lease end (micros).
+fn micros_by(item: &super::attrs::Item, prefix: &str) -> HashMap<String, i64> {
+    item.iter()
+        .filter_map(|(k, v)| match (k.strip_prefix(prefix), v) {
+            (Some(id), AttributeValue::N(n)) => n.parse().ok().map(|n| (id.to_string(), n)),
+            _ => None,
+        })
+        .collect()
 }
 
 impl DynamoAccess {
@@ -443,8 +440,8 @@ impl DynamoAccess {
             .item
             .unwrap_or_default();
         Ok(Slots {
-            holders: micros_map(&item, "holders"),
-            line: micros_map(&item, "line"),
+            holders: micros_by(&item, HOLDER),
+            line: micros_by(&item, IN_LINE),
             version: match item.get("version") {
                 Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
                 _ => 0,
@@ -464,11 +461,12 @@ impl DynamoAccess {
                 "version",
                 AttributeValue::N((slots.version + 1).to_string()),
             );
-        // (an empty map is left out, not written: the table's stream carries every item, and
-        // an emulator's stream writes an empty map in a form its readers cannot parse)
-        for (name, map) in [("holders", &slots.holders), ("line", &slots.line)] {
-            if !map.is_empty() {
-                put = put.item(name, micros_attr(map));
+        for (prefix, map) in [(HOLDER, &slots.holders), (IN_LINE, &slots.line)] {
+            for (id, lease) in map {
+                put = put.item(
+                    format!("{prefix}{id}"),
+                    AttributeValue::N(lease.to_string()),
+                );
             }
         }
         let put = if slots.version == 0 {
@@ -528,23 +526,34 @@ impl RunningSlots for DynamoAccess {
             if self.put_slots(&pk, &slots).await? {
                 return Ok(outcome);
             }
+            // (another worker wrote the key's slots first: asking again at once, all together,
+            // would only collide again)
+            tokio::time::sleep(std::time::Duration::from_millis(rand::random::<u64>() % 20)).await;
         }
         Err(StoreError::Conflict)
     }
 
+    /// One update, read-free: the holder's attribute removed and the version moved on (so a
+    /// take that read the slots before it writes again). Many workers asking for the key's
+    /// slots at once never hold a release back.
     async fn release(&self, key: &str, holder: crate::domain::JobId) -> Result<(), StoreError> {
-        let pk = format!("SLOTS#{key}");
-        let holder = holder.to_string();
-        for _ in 0..8 {
-            let mut slots = self.slots(&pk).await?;
-            if slots.holders.remove(&holder).is_none() {
-                return Ok(());
-            }
-            if self.put_slots(&pk, &slots).await? {
-                return Ok(());
-            }
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("SLOTS#{key}")))
+            .key("sk", s("SLOTS"))
+            .condition_expression("attribute_exists(#h)")
+            .update_expression("REMOVE #h ADD #v :one")
+            .expression_attribute_names("#h", format!("{HOLDER}{holder}"))
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()));
+        match update.send().await {
+            Ok(_) => Ok(()),
+            // (not a holder: nothing to give back)
+            Err(e) if conditional_failed(&e) => Ok(()),
+            Err(e) => Err(classify(e)),
         }
-        Err(StoreError::Conflict)
     }
 }
 
