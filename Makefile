@@ -11,7 +11,7 @@ RUNTIME := --workspace $(addprefix --exclude ,$(LAMBDAS) worker)
 FUNCTIONS := $(addprefix -p ,$(LAMBDAS))
 NEXTEST := cargo nextest run --all-targets
 
-.PHONY: print-runtime print-functions run test suite tools lint test-aws-endpoint test-api-schema test-browser build-runtime bench
+.PHONY: print-runtime print-functions run test suite tools lint test-aws-endpoint test-api-schema test-browser build-runtime build-functions test-functions bench
 
 run:
 	cargo run --release -p local --bin conveyor
@@ -21,7 +21,7 @@ test: tools lint suite
 
 # The tests alone (what `.ci/stress` repeats).
 suite: tools
-	infra/moto/with.sh $(NEXTEST) $(RUNTIME) -E 'not ($(AWS_ONLY))'
+	infra/moto/with.sh $(NEXTEST) $(RUNTIME) -E 'not ($(AWS_ONLY)) & not ($(LAMBDA_RUN))'
 	infra/moto/with.sh $(NEXTEST) $(FUNCTIONS)
 
 # What the tests need, installed on first use: the pinned AWS emulator (infra/moto/venv.sh)
@@ -60,6 +60,24 @@ test-aws-endpoint: tools
 	CONVEYOR_TEST_E2E_BACKEND=aws $(NEXTEST) $(RUNTIME) -E 'binary(e2e) & not ($(AWS_E2E_SKIP)) & not ($(AWS_ONLY))'
 	CONVEYOR_TEST_E2E_BACKEND=aws $(NEXTEST) $(RUNTIME) -E '$(AWS_ONLY)'
 	$(NEXTEST) $(FUNCTIONS)
+
+# The Lambda functions as shipped, run as Lambda runs them (tests/functions): the release
+# builds `sam build` makes (cargo-lambda in each function's directory, the size-first profile
+# of functions/.cargo), each started under cargo-lambda's Lambda Runtime API emulator and
+# invoked with events in AWS's documented shapes, on moto (or the emulator at
+# CONVEYOR_TEST_AWS_ENDPOINT). The deploy tools install on first use (infra/sam/venv.sh).
+LAMBDA_RUN := binary(functions)
+SAM_BIN := $(or $(CONVEYOR_CACHE),$(HOME)/.cache)/conveyor-sam/bin
+LAMBDA_BUILD := PATH="$(SAM_BIN):$$PATH" cargo lambda build --release
+
+build-functions:
+	@infra/sam/venv.sh
+	cd functions/api && $(LAMBDA_BUILD) $(FUNCTIONS)
+	cd functions/worker && $(LAMBDA_BUILD)
+
+test-functions: tools build-functions
+	CONVEYOR_TEST_FUNCTIONS=$(CARGO_TARGET_DIR)/lambda CONVEYOR_TEST_CARGO_LAMBDA=$(SAM_BIN)/cargo-lambda \
+	  infra/moto/with.sh $(NEXTEST) $(RUNTIME) -E '$(LAMBDA_RUN)'
 
 # The runtime binary as the tests build it (no other feature set, so nothing is compiled
 # twice): $(CARGO_TARGET_DIR)/debug/conveyor.

@@ -101,7 +101,7 @@ async fn a_valid_token_or_key_becomes_the_callers_tenant_and_roles() {
 }
 
 #[tokio::test]
-async fn a_refused_credential_reaches_the_api_as_its_own_401() {
+async fn a_refused_credential_is_denied_and_a_refusal_that_reaches_the_api_is_its_own_401() {
     // GIVEN a forged token and the API router behind the authorizer
     let s = setup();
     let acme = Tenant::parse("acme").unwrap();
@@ -119,6 +119,10 @@ async fn a_refused_credential_reaches_the_api_as_its_own_401() {
     let answer = authorize(&s.auth, event(&format!("Bearer {forged}")))
         .await
         .unwrap();
+    // (denied: API Gateway answers it; the context says why, for the authorizer's log)
+    assert!(!answer.is_authorized);
+    let missing = authorize(&s.auth, event("")).await.unwrap();
+    assert!(!missing.is_authorized);
     let identity = identity_from_context(&context_fields(&answer)).expect("an answer");
     assert!(identity.is_err());
     let registry = Arc::new(Registry::builtin("conveyor-", &BuiltinSettings::default()));
@@ -150,7 +154,8 @@ async fn a_refused_credential_reaches_the_api_as_its_own_401() {
         }
     };
 
-    // WHEN the router gets the refusal, and then a verified caller (neither sends a header)
+    // WHEN the router gets a refusal all the same, and then a verified caller (neither sends a
+    // header)
     let (status, body) = call(identity).await;
     // THEN the refusal is the API's JSON 401, and the verified caller is let in as itself
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");

@@ -1,11 +1,11 @@
 //! The API Gateway Lambda authorizer (HTTP API, payload 2.0, simple responses): the request's
 //! `Authorization` header verified by the same `Authenticator` the local runtime uses.
 //!
-//! It lets every request through to the `api` function and says in its context who the caller
-//! is, or why the credential was refused; the `api` function answers a refused one with the
-//! API's own JSON 401 (and records it in the audit trail), where a plain deny would give API
-//! Gateway's bare 403. API Gateway caches the answer per `Authorization` value
-//! (`AuthCacheSeconds` in the template).
+//! A verified caller is let through to the `api` function with who they are in the context. What
+//! it cannot verify is denied: API Gateway answers the caller itself (403; 401 when there is no
+//! `Authorization` header at all, without invoking the authorizer) and caches the denial per
+//! `Authorization` value like an allowance (`AuthCacheSeconds` in the template), so a stream of
+//! made-up bearer values costs neither an `api` invocation nor an audit write each.
 
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::domain::{parse_roles, Tenant};
@@ -15,7 +15,8 @@ use aws_lambda_events::apigw::{
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
-/// Verify the request's credential; the answer's context names the caller or the refusal.
+/// Verify the request's credential: authorized with the caller in the context, or denied (the
+/// context then says why, for the authorizer's own log).
 /// An error (the key store cannot be read) fails the invocation: API Gateway answers 500 and
 /// caches nothing.
 pub async fn authorize(
@@ -26,20 +27,27 @@ pub async fn authorize(
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let context = match auth.authenticate(header).await {
-        Ok(principal) => json!({
-            "tenant": principal.tenant,
-            "subject": principal.subject,
-            "roles": principal.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" "),
-        }),
+    let (authorized, context) = match auth.authenticate(header).await {
+        Ok(principal) => (
+            true,
+            json!({
+                "tenant": principal.tenant,
+                "subject": principal.subject,
+                "roles": principal.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" "),
+            }),
+        ),
         Err(AuthError::Unavailable(why)) => return Err(AuthError::Unavailable(why)),
-        Err(AuthError::Missing) => json!({ "refused": AuthError::Missing.to_string() }),
-        Err(AuthError::Invalid { message, actor }) => {
-            json!({ "refused": message, "actor": actor.unwrap_or_else(|| "anonymous".into()) })
-        }
+        Err(AuthError::Missing) => (false, json!({ "refused": AuthError::Missing.to_string() })),
+        Err(AuthError::Invalid { message, actor }) => (
+            false,
+            json!({ "refused": message, "actor": actor.unwrap_or_else(|| "anonymous".into()) }),
+        ),
     };
+    if !authorized {
+        tracing::info!(reason = %context["refused"], "denied");
+    }
     let mut response = ApiGatewayV2CustomAuthorizerSimpleResponse::default();
-    response.is_authorized = true;
+    response.is_authorized = authorized;
     response.context = context;
     Ok(response)
 }

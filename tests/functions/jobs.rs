@@ -1,0 +1,233 @@
+//! A job's way through the functions: `api` writes it, `stats` reads it from the table's
+//! stream (sending its message: the table's outbox) and counts it, a worker runs it from its
+//! queue's SQS batch.
+
+use crate::harness::{aws_sample, Deployment, Lambda};
+use crate::http::{answer_of, caller, http_event};
+use serde_json::{json, Value};
+use shared::ports::QueueConsumer;
+use std::time::Duration;
+
+/// A stream attribute value in the JSON Lambda hands a function (DynamoDB's own JSON).
+fn attribute(value: &aws_sdk_dynamodbstreams::types::AttributeValue) -> Value {
+    use aws_sdk_dynamodbstreams::types::AttributeValue as A;
+    let b64 = |b: &aws_sdk_dynamodbstreams::primitives::Blob| {
+        aws_smithy_types::base64::encode(b.as_ref())
+    };
+    match value {
+        A::S(s) => json!({ "S": s }),
+        A::N(n) => json!({ "N": n }),
+        A::B(b) => json!({ "B": b64(b) }),
+        A::Bool(b) => json!({ "BOOL": b }),
+        A::Null(_) => json!({ "NULL": true }),
+        A::Ss(s) => json!({ "SS": s }),
+        A::Ns(n) => json!({ "NS": n }),
+        A::Bs(b) => json!({ "BS": b.iter().map(b64).collect::<Vec<_>>() }),
+        A::L(l) => json!({ "L": l.iter().map(attribute).collect::<Vec<_>>() }),
+        A::M(m) => json!({ "M": image(m) }),
+        other => panic!("an attribute value of an unknown kind: {other:?}"),
+    }
+}
+
+fn image(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>,
+) -> Value {
+    Value::Object(
+        item.iter()
+            .map(|(k, v)| (k.clone(), attribute(v)))
+            .collect(),
+    )
+}
+
+/// Every record of the deployment's table stream so far, as the event-source mapping hands
+/// them to a function: AWS's sample record with each real record's name, keys, images and
+/// sequence number in it.
+pub async fn stream_batch(deployment: &Deployment) -> Value {
+    let sdk = deployment.sdk().await;
+    let table = aws_sdk_dynamodb::Client::new(&sdk)
+        .describe_table()
+        .table_name(deployment.get("CONVEYOR_TABLE"))
+        .send()
+        .await
+        .unwrap();
+    let arn = table
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .expect("the table has a stream")
+        .to_string();
+    let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
+    let described = streams
+        .describe_stream()
+        .stream_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    let sample = aws_sample("example-dynamodb-event.json")["Records"][0].clone();
+    let mut records = vec![];
+    for shard in described
+        .stream_description()
+        .map(|d| d.shards())
+        .unwrap_or_default()
+    {
+        let mut iterator = streams
+            .get_shard_iterator()
+            .stream_arn(&arn)
+            .shard_id(shard.shard_id().unwrap())
+            .shard_iterator_type(aws_sdk_dynamodbstreams::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator
+            .clone();
+        while let Some(it) = iterator.take() {
+            let out = streams
+                .get_records()
+                .shard_iterator(it)
+                .send()
+                .await
+                .unwrap();
+            for r in out.records() {
+                let d = r.dynamodb().expect("a change");
+                let mut record = sample.clone();
+                record["eventID"] = json!(r.event_id());
+                record["eventName"] = json!(r.event_name().map(|n| n.as_str()));
+                record["eventSourceARN"] = json!(arn);
+                let change = &mut record["dynamodb"];
+                *change = json!({
+                    "ApproximateCreationDateTime": d.approximate_creation_date_time().map(|t| t.secs()),
+                    "Keys": image(d.keys().unwrap_or(&Default::default())),
+                    "SequenceNumber": d.sequence_number(),
+                    "SizeBytes": d.size_bytes(),
+                    "StreamViewType": "NEW_AND_OLD_IMAGES",
+                });
+                if let Some(new) = d.new_image() {
+                    change["NewImage"] = image(new);
+                }
+                if let Some(old) = d.old_image() {
+                    change["OldImage"] = image(old);
+                }
+                records.push(record);
+            }
+            if !out.records().is_empty() {
+                iterator = out.next_shard_iterator().map(str::to_string);
+            }
+        }
+    }
+    json!({ "Records": records })
+}
+
+/// An SQS batch as the event-source mapping hands it to a worker: AWS's sample record with
+/// each message's id, receipt handle and body in it.
+pub fn sqs_batch(messages: &[(String, String, String)], queue: &str) -> Value {
+    let sample = aws_sample("example-sqs-event.json")["Records"][0].clone();
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|(id, handle, body)| {
+            let mut record = sample.clone();
+            record["messageId"] = json!(id);
+            record["receiptHandle"] = json!(handle);
+            record["body"] = json!(body);
+            record["eventSourceARN"] = json!(format!("arn:aws:sqs:us-east-1:123456789012:{queue}"));
+            record["awsRegion"] = json!("us-east-1");
+            record["attributes"]["ApproximateReceiveCount"] = json!("1");
+            if let Some(a) = record.as_object_mut() {
+                a.insert("messageAttributes".into(), json!({}));
+            }
+            record
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+#[tokio::test]
+async fn a_job_written_by_api_is_dispatched_and_counted_by_stats_and_run_by_its_worker() {
+    // GIVEN the api, stats and worker functions running as Lambda runs them
+    let deployment = Deployment::new(&[]).await;
+    let mut lambda = Lambda::start().await;
+    lambda.run("api", &deployment, &[]);
+    lambda.run("stats", &deployment, &[]);
+    lambda.run("worker", &deployment, &[]);
+    let ports = deployment.ports().await;
+
+    // WHEN a job is submitted through api
+    let (status, job) = answer_of(
+        &lambda
+            .invoke(
+                "api",
+                &http_event(
+                    "POST",
+                    "/v1/jobs",
+                    Some(&json!({ "type": "noop", "payload": { "hello": "lambda" } })),
+                    Some(&caller("acme", "submitter reader")),
+                ),
+            )
+            .await,
+    );
+    assert_eq!(status, 202, "{job}");
+    let id = shared::domain::JobId::parse(job["id"].as_str().unwrap()).unwrap();
+
+    // AND the table's stream so far is handed to stats, as the event-source mapping does
+    let batch = stream_batch(&deployment).await;
+    assert!(
+        batch["Records"].as_array().is_some_and(|r| !r.is_empty()),
+        "{batch}"
+    );
+    let answer = lambda.invoke("stats", &batch).await;
+    // THEN every record is taken
+    assert_eq!(answer, json!({ "batchItemFailures": [] }), "{answer}");
+    // AND the job is counted, as /v1/stats shows
+    let (status, stats) = answer_of(
+        &lambda
+            .invoke(
+                "api",
+                &http_event("GET", "/v1/stats", None, Some(&caller("acme", "reader"))),
+            )
+            .await,
+    );
+    assert_eq!(status, 200, "{stats}");
+    assert!(stats.to_string().contains("noop"), "{stats}");
+    // AND its message is on the noop queue
+    let queue = format!("{}noop", deployment.get("CONVEYOR_QUEUE_PREFIX"));
+    let backend = deployment.backend().await;
+    let mut messages = vec![];
+    for _ in 0..10 {
+        messages = backend
+            .queue
+            .receive(&queue, 10, Duration::from_secs(60), Duration::from_secs(1))
+            .await
+            .unwrap();
+        if !messages.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(messages[0].body.contains(&id.to_string()), "{messages:?}");
+
+    // WHEN the noop worker gets it in an SQS batch beside a message that is no job's
+    let batch = sqs_batch(
+        &[
+            (
+                "job-message".into(),
+                messages[0].receipt_handle.clone(),
+                messages[0].body.clone(),
+            ),
+            ("not-a-job".into(), "handle-2".into(), "Message Body".into()),
+        ],
+        &queue,
+    );
+    let answer = lambda.invoke("worker", &batch).await;
+    // THEN only that one is reported failed (SQS delivers it again; the rest of the batch is
+    // done)
+    assert_eq!(
+        answer,
+        json!({ "batchItemFailures": [{ "itemIdentifier": "not-a-job" }] }),
+        "{answer}"
+    );
+    // AND the job ran: succeeded in the table, on its first attempt
+    let ran = ports.store.get(id).await.unwrap().expect("the job");
+    assert_eq!(
+        (ran.status.as_str(), ran.attempt),
+        ("succeeded", 1),
+        "{ran:?}"
+    );
+}

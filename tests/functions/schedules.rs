@@ -1,0 +1,166 @@
+//! The functions EventBridge Scheduler invokes: `scheduler` at a tick of a user's schedule,
+//! and `maintenance` at each sweep.
+
+use crate::harness::{aws_sample, Deployment, Lambda};
+use crate::http::{answer_of, caller, http_event};
+use serde_json::{json, Value};
+
+/// The settings that point the deployment's schedules at the `scheduler` function, as the
+/// template's do.
+fn scheduler_settings(group: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("CONVEYOR_SCHEDULE_GROUP", group.to_string()),
+        (
+            "CONVEYOR_SCHEDULER_TARGET_ARN",
+            "arn:aws:lambda:us-east-1:123456789012:function:scheduler".into(),
+        ),
+        (
+            "CONVEYOR_SCHEDULER_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/scheduler-invoke".into(),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_schedules_tick_as_eventbridge_scheduler_sends_it_makes_one_job() {
+    // GIVEN the api and scheduler functions, on a deployment whose schedules are EventBridge
+    // Scheduler's, and a schedule declared through api
+    let group = format!("g{}", ulid::Ulid::new().to_string().to_lowercase());
+    let settings = scheduler_settings(&group);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let deployment = Deployment::new(&settings).await;
+    let mut lambda = Lambda::start().await;
+    lambda.run("api", &deployment, &[]);
+    lambda.run("scheduler", &deployment, &[]);
+    let (status, schedule) = answer_of(
+        &lambda
+            .invoke(
+                "api",
+                &http_event(
+                    "POST",
+                    "/v1/schedules",
+                    Some(&json!({ "name": "nightly", "type": "noop", "payload": { "n": 7 }, "cron": "0 3 * * *" })),
+                    Some(&caller("acme", "submitter reader")),
+                ),
+            )
+            .await,
+    );
+    assert_eq!(status, 201, "{schedule}");
+
+    // WHEN EventBridge Scheduler fires it: the input its target holds, with the tick's time
+    // filled in where Scheduler fills it
+    let sdk = deployment.sdk().await;
+    let scheduler = aws_sdk_scheduler::Client::new(&sdk);
+    let listed = scheduler
+        .list_schedules()
+        .group_name(&group)
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed.schedules().iter().filter_map(|s| s.name()).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let held = scheduler
+        .get_schedule()
+        .group_name(&group)
+        .name(names[0])
+        .send()
+        .await
+        .unwrap();
+    let target = held.target().expect("the schedule's target");
+    assert_eq!(
+        target.arn(),
+        "arn:aws:lambda:us-east-1:123456789012:function:scheduler"
+    );
+    let tick = "2026-12-07T03:00:00Z";
+    let input = target
+        .input()
+        .expect("the target's input")
+        .replace("<aws.scheduler.scheduled-time>", tick);
+    let event: Value = serde_json::from_str(&input).expect("the input is JSON");
+    let run = lambda.invoke("scheduler", &event).await;
+    // THEN one job of the schedule is made for that tick
+    let id = run["job_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a job: {run}"));
+    let ports = deployment.ports().await;
+    let job = ports
+        .store
+        .get(shared::domain::JobId::parse(id).unwrap())
+        .await
+        .unwrap()
+        .expect("the tick's job");
+    assert_eq!(
+        (job.tenant.as_str(), job.job_type.as_str(), &job.payload),
+        ("acme", "noop", &json!({ "n": 7 }))
+    );
+    // AND the same tick delivered again (Scheduler retries) makes no second job
+    lambda.invoke("scheduler", &event).await;
+    let jobs = ports
+        .store
+        .list(&shared::ports::ListQuery {
+            tenant: shared::domain::Tenant::parse("acme").unwrap(),
+            status: None,
+            job_type: None,
+            before: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+}
+
+#[tokio::test]
+async fn a_maintenance_sweep_on_its_schedule_event_settles_a_dead_letter() {
+    // GIVEN the api and maintenance functions, and a job whose run was started by a worker
+    // that then died, its message since moved to the type's dead-letter queue by SQS
+    let deployment = Deployment::new(&[]).await;
+    let mut lambda = Lambda::start().await;
+    lambda.run("api", &deployment, &[]);
+    lambda.run("maintenance", &deployment, &[]);
+    let (status, made) = answer_of(
+        &lambda
+            .invoke(
+                "api",
+                &http_event(
+                    "POST",
+                    "/v1/jobs",
+                    Some(&json!({ "type": "noop", "max_attempts": 1 })),
+                    Some(&caller("acme", "submitter")),
+                ),
+            )
+            .await,
+    );
+    assert_eq!(status, 202, "{made}");
+    let id = shared::domain::JobId::parse(made["id"].as_str().unwrap()).unwrap();
+    let ports = deployment.ports().await;
+    let now = chrono::Utc::now();
+    let started = ports.store.start(id, now, now).await.unwrap();
+    assert!(
+        matches!(started, shared::ports::Started::Running(_)),
+        "{started:?}"
+    );
+    let job = ports.store.get(id).await.unwrap().unwrap();
+    let dlq = format!("{}noop-dlq", deployment.get("CONVEYOR_QUEUE_PREFIX"));
+    ports
+        .queue
+        .send(
+            &dlq,
+            &shared::service::JobMessage::of(&job).to_body(),
+            std::time::Duration::ZERO,
+            0,
+        )
+        .await
+        .unwrap();
+
+    // WHEN the sweep's schedule invokes maintenance
+    let report = lambda
+        .invoke(
+            "maintenance",
+            &aws_sample("example-eventbridge-schedule.json"),
+        )
+        .await;
+    // THEN its report counts the dead letter, and the job is dead
+    assert_eq!(report["dead_lettered"], 1, "{report}");
+    let job = ports.store.get(id).await.unwrap().unwrap();
+    assert_eq!(job.status.as_str(), "dead", "{job:?}");
+}
