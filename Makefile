@@ -11,7 +11,7 @@ RUNTIME := --workspace $(addprefix --exclude ,$(LAMBDAS) worker)
 FUNCTIONS := $(addprefix -p ,$(LAMBDAS))
 NEXTEST := cargo nextest run --all-targets
 
-.PHONY: print-runtime print-functions run test suite tools lint test-aws-endpoint test-api-schema test-browser build-runtime build-functions test-functions bench
+.PHONY: print-runtime print-functions run test suite tools lint test-aws-endpoint test-api-schema test-browser build-runtime build-functions test-functions deploy destroy bench
 
 run:
 	cargo run --release -p local --bin conveyor
@@ -78,6 +78,12 @@ build-functions:
 test-functions: tools build-functions
 	CONVEYOR_TEST_FUNCTIONS=$(CARGO_TARGET_DIR)/lambda CONVEYOR_TEST_CARGO_LAMBDA=$(SAM_BIN)/cargo-lambda \
 	  infra/moto/with.sh $(NEXTEST) $(RUNTIME) -E '$(LAMBDA_RUN)'
+
+# Deploy to AWS, or take the stack down (README, "Deploy to AWS"; infra/deploy.sh):
+#   make deploy STACK=conveyor-prod REGION=eu-west-1 [ARCH=arm64|x86_64] [ALARM_TOPIC=arn:…]
+#   make destroy STACK=conveyor-prod REGION=eu-west-1
+deploy destroy:
+	@STACK="$(STACK)" REGION="$(REGION)" ARCH="$(ARCH)" ALARM_TOPIC="$(ALARM_TOPIC)" infra/deploy.sh $@
 
 # The runtime binary as the tests build it (no other feature set, so nothing is compiled
 # twice): $(CARGO_TARGET_DIR)/debug/conveyor.

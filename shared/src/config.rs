@@ -66,6 +66,9 @@ pub struct Config {
     /// every schedule; unset: the local runtime's scheduler fires ticks itself.
     pub scheduler_target_arn: Option<String>,
     pub scheduler_role_arn: Option<String>,
+    /// AWS: the queue where Lambda records a tick the scheduler function failed after its
+    /// retries (its on-failure destination); maintenance fires those ticks again.
+    pub tick_failures_queue: Option<String>,
     /// How often the local runtime's scheduler looks for due ticks.
     pub scheduler_interval: Duration,
     pub jwt_audience: Option<String>,
@@ -302,6 +305,7 @@ impl Config {
             schedule_group: r.string("CONVEYOR_SCHEDULE_GROUP", "conveyor"),
             scheduler_target_arn: get("CONVEYOR_SCHEDULER_TARGET_ARN").filter(|s| !s.is_empty()),
             scheduler_role_arn: get("CONVEYOR_SCHEDULER_ROLE_ARN").filter(|s| !s.is_empty()),
+            tick_failures_queue: get("CONVEYOR_TICK_FAILURES_QUEUE").filter(|s| !s.is_empty()),
             scheduler_interval: r.duration(
                 "CONVEYOR_SCHEDULER_INTERVAL",
                 Duration::from_secs(1),

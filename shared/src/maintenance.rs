@@ -34,6 +34,8 @@ pub struct SweepReport {
     pub settled: u64,
     /// Batches whose end was not seen (a crash after the last member's end), finished here.
     pub batches_finished: u64,
+    /// Schedule ticks the scheduler function failed after its retries, fired again (AWS).
+    pub ticks_refired: u64,
 }
 
 fn before(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
@@ -225,12 +227,19 @@ pub async fn finish_ended_batches(
 /// meanwhile) stays hidden before a later sweep looks at it again.
 const DEAD_LETTER_RECHECK: Duration = Duration::from_secs(300);
 
-/// Messages that reached a type's dead-letter queue: each delivery ended without an outcome
-/// (the run took its worker down or timed out every time, or the message could not be
-/// worked). The job, if still unfinished, ends `dead` with that reason whatever attempts it had
+/// Times a dead letter whose job never started goes back to its queue before the job ends dead.
+pub const UNSTARTED_RESENDS: u32 = 3;
+
+/// Messages that reached a type's dead-letter queue: each delivery ended without an outcome.
+/// A job that ran (the run took its worker down or timed out every time, or the message could
+/// not be worked) ends `dead` with that reason, if still unfinished, whatever attempts it had
 /// left (a poison job stops), and the message is deleted: the dead job is the record to inspect
-/// and `retry`. A body that is not a job message stays in the queue for inspection until the
-/// queue's retention ends.
+/// and `retry`. A job that never started did not fail: its receives were throttled (Lambda
+/// counts a receive it could not hand to a function toward the queue's `maxReceiveCount`) or
+/// held for a running slot or a rate. Its message goes back to its queue, up to
+/// `UNSTARTED_RESENDS` times (so `maxReceiveCount` × 4 receives in all); after that it ends
+/// `dead`, saying it never started. A body that is not a job message stays in the queue for
+/// inspection until the queue's retention ends.
 pub async fn settle_dead_letters(
     ports: &Ports,
     registry: &Registry,
@@ -258,7 +267,28 @@ pub async fn settle_dead_letters(
                     settled.push(letter.receipt_handle.clone());
                     continue;
                 };
-                let Ok(next) = job.dead_lettered(now) else {
+                let unstarted = job.status == JobStatus::Queued && job.runs == 0;
+                if unstarted && message.resent < UNSTARTED_RESENDS {
+                    let again = JobMessage {
+                        resent: message.resent + 1,
+                        ..message
+                    };
+                    let queue = registry.queue_for(&job.job_type, job.priority);
+                    ports
+                        .queue
+                        .send(&queue, &again.to_body(), Duration::ZERO, job.priority)
+                        .await
+                        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                    tracing::info!(job_id = %job.id, queue = %dlq, resent = again.resent, "a dead letter of a job that never started; sent back to its queue");
+                    settled.push(letter.receipt_handle.clone());
+                    continue;
+                }
+                let next = if unstarted {
+                    job.dead_lettered_unstarted(now, UNSTARTED_RESENDS + 1)
+                } else {
+                    job.dead_lettered(now)
+                };
+                let Ok(next) = next else {
                     settled.push(letter.receipt_handle.clone()); // finished meanwhile
                     continue;
                 };

@@ -227,9 +227,17 @@ pub struct JobMessage {
     /// The job's priority (0 left out), so a held job goes back to the queue it came from.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: i32,
+    /// Times maintenance sent this message back from the dead-letter queue because its job had
+    /// never started (0 left out; see `maintenance::settle_dead_letters`).
+    #[serde(default, skip_serializing_if = "is_none_resent")]
+    pub resent: u32,
 }
 
 fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+fn is_none_resent(n: &u32) -> bool {
     *n == 0
 }
 
@@ -244,6 +252,7 @@ impl JobMessage {
                 .map(|k| format!("{}/{}", job.tenant, k)),
             tenant_running: job.tenant_max_running.map(|max| (job.tenant.clone(), max)),
             priority: job.priority,
+            resent: 0,
         }
     }
 

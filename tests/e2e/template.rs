@@ -83,21 +83,24 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
             tagged(&queue["RedrivePolicy"]["maxReceiveCount"]).map(|a| a.1),
             Some("MaxReceiveCount".into())
         );
-        // The function outlives its job by the margin (within Lambda's limit), and the queue
-        // hides a message at least six job timeouts and never less than the function runs.
-        let function_timeout = (o.timeout.as_secs() + MARGIN).min(LAMBDA_MAX);
+        // The function outlives its job by the whole margin, within Lambda's limit (no type's
+        // timeout eats into it), and the queue hides a message six times as long as the
+        // function runs (what Lambda asks of an SQS event source).
+        let function_timeout = o.timeout.as_secs() + MARGIN;
+        assert!(
+            function_timeout <= LAMBDA_MAX,
+            "{l}: a {}s job leaves its function no margin",
+            o.timeout.as_secs()
+        );
+        assert_eq!(o.function_timeout(), Duration::from_secs(function_timeout));
         assert_eq!(
             num(&worker["Properties"]["Timeout"]),
             function_timeout,
             "{l}"
         );
         let visibility = num(&queue["VisibilityTimeout"]);
-        assert_eq!(
-            Duration::from_secs(visibility),
-            o.visibility().max(Duration::from_secs(function_timeout)),
-            "{l}"
-        );
-        assert!(visibility >= function_timeout);
+        assert_eq!(Duration::from_secs(visibility), o.visibility(), "{l}");
+        assert!(visibility >= 6 * function_timeout, "{l}: {visibility}s");
         assert_eq!(worker["Metadata"]["BuildProperties"]["Binary"], "worker");
         let source = &worker["Properties"]["Events"]["Queue"]["Properties"];
         assert_eq!(
@@ -178,6 +181,8 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
             .map(|(k, _)| k.as_str().unwrap().to_string())
             .collect()
     };
+    // (and the scheduler function's on-failure destination)
+    expected_queues.insert("ScheduleTickFailures".to_string());
     assert_eq!(of_type("AWS::SQS::Queue"), expected_queues);
     let functions = of_type("AWS::Serverless::Function");
     // Each function is built from its own crate's directory, so it carries only the features
@@ -217,13 +222,26 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
             .collect::<BTreeSet<_>>(),
         expected_workers
     );
-    // Every function's log group keeps its logs for a set time.
+    // Every function logs to a log group of its own that the stack makes before the function
+    // (the function names it, so it exists before the first invocation could make one without
+    // a retention), named for the stack, keeping its logs for a set time.
     for f in &functions {
         let group = f.replace("Function", "LogGroup");
+        let resource = &t["Resources"][group.as_str()];
+        assert_eq!(resource["Type"], "AWS::Logs::LogGroup", "{f}");
         assert_eq!(
-            t["Resources"][group.as_str()]["Type"],
-            "AWS::Logs::LogGroup",
-            "{f}"
+            tagged(&t["Resources"][f.as_str()]["Properties"]["LoggingConfig"]["LogGroup"]),
+            Some(("!Ref".into(), group.clone())),
+            "{f} logs to {group}"
+        );
+        assert_eq!(
+            tagged(&resource["Properties"]["LogGroupName"]).map(|n| n.1),
+            Some(format!("/aws/lambda/${{AWS::StackName}}-{f}")),
+            "{group}"
+        );
+        assert_eq!(
+            tagged(&resource["Properties"]["RetentionInDays"]).map(|n| n.1),
+            Some("LogRetentionDays".into())
         );
     }
 
@@ -431,4 +449,212 @@ fn the_template_and_the_registry_describe_the_same_types_queues_and_functions() 
         !text.contains("dynamodb:Scan") && !text.contains("DynamoDBCrudPolicy"),
         "no policy may allow a Scan"
     );
+}
+
+/// Every resource named in the account (not inside a parent of the stack's) and every event
+/// schedule: the names of each.
+fn account_names(t: &Value) -> Vec<(String, Value)> {
+    let mut names = vec![];
+    for (id, r) in t["Resources"].as_mapping().unwrap() {
+        let id = id.as_str().unwrap();
+        let key = match r["Type"].as_str().unwrap() {
+            "AWS::SQS::Queue" => "QueueName",
+            "AWS::Logs::LogGroup" => "LogGroupName",
+            "AWS::SecretsManager::Secret"
+            | "AWS::Scheduler::ScheduleGroup"
+            | "AWS::Events::EventBus"
+            | "AWS::ApiGatewayV2::Api" => "Name",
+            _ => "",
+        };
+        if !key.is_empty() {
+            names.push((id.to_string(), r["Properties"][key].clone()));
+        }
+        for (event, e) in r["Properties"]["Events"].as_mapping().into_iter().flatten() {
+            if e["Type"] == "ScheduleV2" || e["Type"] == "Schedule" {
+                names.push((
+                    format!("{id}.{}", event.as_str().unwrap()),
+                    e["Properties"]["Name"].clone(),
+                ));
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn two_stacks_deploy_side_by_side_in_one_account_and_region() {
+    // Every name the account holds is the stack's own (SAM would name an unnamed schedule after
+    // its function's logical id, the same in every stack), and nothing needs concurrency the
+    // account may not have to reserve.
+    let (_, t) = template();
+    let names = account_names(&t);
+    assert!(names.len() > 20, "{names:?}");
+    for (id, name) in names {
+        let name = tagged(&name).map(|n| n.1).unwrap_or_default();
+        assert!(
+            name.contains("${AWS::StackName}"),
+            "{id}: its name {name:?} is not the stack's own"
+        );
+    }
+    for (id, r) in t["Resources"].as_mapping().unwrap() {
+        assert!(
+            r["Properties"]
+                .get("ReservedConcurrentExecutions")
+                .is_none(),
+            "{id:?} reserves concurrency: a new account's minimum unreserved pool refuses it"
+        );
+    }
+    assert!(t["Globals"]["Function"]
+        .get("ReservedConcurrentExecutions")
+        .is_none());
+}
+
+#[test]
+fn every_alarm_notifies_the_alarm_topic_and_a_dead_letter_sets_one_off() {
+    let (_, t) = template();
+    assert_eq!(t["Parameters"]["AlarmTopicArn"]["Type"], "String");
+    let alarms: Vec<(&Value, &Value)> = t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
+        .collect();
+    assert!(alarms.len() >= 6, "an alarm per dead-letter queue");
+    for (id, alarm) in alarms {
+        let p = &alarm["Properties"];
+        let actions = serde_json::to_string(&p["AlarmActions"]).unwrap();
+        assert!(
+            actions.contains("HasAlarmTopic") && actions.contains("AlarmTopicArn"),
+            "{id:?} notifies nothing: {actions}"
+        );
+        // (maintenance takes a dead letter off its queue within a minute: the depth would
+        // almost never be seen above zero, what maintenance received there always is)
+        if p["Namespace"] == "AWS/SQS" {
+            assert_eq!(p["MetricName"], "NumberOfMessagesReceived", "{id:?}");
+            assert_eq!(p["Statistic"], "Sum", "{id:?}");
+            assert_eq!(p["ComparisonOperator"], "GreaterThanThreshold", "{id:?}");
+            assert_eq!(num(&p["Threshold"]), 0, "{id:?}");
+        }
+    }
+}
+
+#[test]
+fn the_gateway_lets_through_unauthenticated_only_what_the_router_serves_openly_and_throttles() {
+    let (_, t) = template();
+    let api = &t["Resources"]["HttpApi"]["Properties"];
+    assert_eq!(api["Auth"]["DefaultAuthorizer"], "CredentialAuthorizer");
+    let routes = &api["DefaultRouteSettings"];
+    assert_eq!(
+        tagged(&routes["ThrottlingRateLimit"]).map(|v| v.1),
+        Some("ThrottleRateLimit".into())
+    );
+    assert_eq!(
+        tagged(&routes["ThrottlingBurstLimit"]).map(|v| v.1),
+        Some("ThrottleBurstLimit".into())
+    );
+    let mut open = BTreeSet::new();
+    for (_, e) in t["Resources"]["ApiFunction"]["Properties"]["Events"]
+        .as_mapping()
+        .unwrap()
+    {
+        if e["Properties"]["Auth"]["Authorizer"] == "NONE" {
+            open.insert(format!(
+                "{} {}",
+                e["Properties"]["Method"].as_str().unwrap(),
+                e["Properties"]["Path"].as_str().unwrap()
+            ));
+        }
+    }
+    assert_eq!(
+        open,
+        BTreeSet::from([
+            "GET /".to_string(),
+            "GET /healthz".to_string(),
+            "GET /v1/openapi.json".to_string()
+        ])
+    );
+    // (the router serves those two to anyone too; `/` is the dashboard's page, which holds
+    // no data and asks for the credential)
+    for path in ["/healthz", "/v1/openapi.json"] {
+        assert!(
+            shared::entrypoints::http::OPEN_ROUTES.contains(&path),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn make_deploy_refuses_a_stack_name_too_long_for_its_queues_before_sam_runs() {
+    // GIVEN a `sam` on the PATH that records being run
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("sam-ran");
+    let sam = dir.path().join("sam");
+    std::fs::write(&sam, format!("#!/bin/sh\ntouch {}\n", ran.display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sam, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let deploy = |stack: &str| {
+        std::process::Command::new("make")
+            .args([
+                "-s",
+                "deploy",
+                &format!("STACK={stack}"),
+                "REGION=eu-west-1",
+            ])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .env("PATH", &path)
+            .output()
+            .expect("make runs")
+    };
+    // WHEN a deploy names a stack of 40 characters (its queues' prefix would be 41), and one
+    // that is no stack name
+    for (stack, says) in [
+        ("a".repeat(40), "at most 39"),
+        ("9-lives".to_string(), "starts with a letter"),
+    ] {
+        let out = deploy(&stack);
+        // THEN it is refused, saying why, and nothing ran
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stack}: {stderr}");
+        assert!(stderr.contains(says), "{stack}: {stderr}");
+        assert!(!ran.exists(), "{stack}: sam ran");
+    }
+}
+
+#[test]
+fn a_schedule_tick_the_scheduler_function_fails_is_kept_for_maintenance_to_fire_again() {
+    // EventBridge Scheduler invokes the function asynchronously: without an on-failure
+    // destination a tick failing Lambda's retries would be dropped.
+    let (_, t) = template();
+    let config = &t["Resources"]["SchedulerFunction"]["Properties"]["EventInvokeConfig"];
+    assert!(num(&config["MaximumRetryAttempts"]) <= 2);
+    let failure = &config["DestinationConfig"]["OnFailure"];
+    assert_eq!(failure["Type"], "SQS");
+    assert_eq!(
+        tagged(&failure["Destination"]).map(|d| d.1),
+        Some("ScheduleTickFailures.Arn".into())
+    );
+    // (maintenance reads that queue: it is named to it, and it may receive and delete there)
+    let maintenance = &t["Resources"]["MaintenanceFunction"]["Properties"];
+    assert_eq!(
+        tagged(&maintenance["Environment"]["Variables"]["CONVEYOR_TICK_FAILURES_QUEUE"])
+            .map(|v| v.1),
+        Some("ScheduleTickFailures.QueueName".into())
+    );
+    let granted =
+        &t["Resources"]["DeadLetterPolicy"]["Properties"]["PolicyDocument"]["Statement"][0];
+    assert!(granted["Resource"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|r| tagged(r).map(|r| r.1) == Some("ScheduleTickFailures.Arn".into())));
+    assert!(maintenance["Policies"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|p| tagged(p).map(|p| p.1) == Some("DeadLetterPolicy".into())));
 }

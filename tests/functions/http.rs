@@ -295,3 +295,94 @@ async fn the_authorizer_names_the_caller_of_a_key_and_denies_what_it_cannot_veri
         assert_eq!(answer["isAuthorized"], false, "{header}: {answer}");
     }
 }
+
+/// The events of a server-sent-events body: each one's id and JSON data.
+fn sse_events(body: &str) -> Vec<(String, Value)> {
+    let mut events = vec![];
+    for block in body.split("\n\n") {
+        let id = block.lines().find_map(|l| l.strip_prefix("id: "));
+        let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+        if let (Some(id), Some(data)) = (id, data) {
+            events.push((id.to_string(), serde_json::from_str(data).unwrap()));
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn a_catch_up_of_server_sent_events_sends_a_change_written_after_a_later_stamped_one() {
+    // GIVEN the api function, and two jobs of acme
+    let deployment = Deployment::new(&[]).await;
+    let mut lambda = Lambda::start().await;
+    lambda.run("api", &deployment, &[]);
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let mut ids = vec![];
+    for _ in 0..2 {
+        let (status, job) = answer_of(
+            &lambda
+                .invoke(
+                    "api",
+                    &http_event(
+                        "POST",
+                        "/v1/jobs",
+                        Some(&json!({ "type": "noop" })),
+                        Some(&caller("acme", "submitter")),
+                    ),
+                )
+                .await,
+        );
+        assert_eq!(status, 202, "{job}");
+        ids.push(shared::domain::JobId::parse(job["id"].as_str().unwrap()).unwrap());
+    }
+    let ports = deployment.ports().await;
+    let read = |last: String| {
+        http_event(
+            "GET",
+            &format!("/v1/events?all=true&last_event_id={last}"),
+            None,
+            Some(&caller("acme", "reader")),
+        )
+    };
+    // AND the second started, and a reader caught up to that change
+    let now = chrono::Utc::now();
+    let started = ports.store.start(ids[1], now, now).await.unwrap();
+    assert!(
+        matches!(started, shared::ports::Started::Running(_)),
+        "{started:?}"
+    );
+    let response = lambda
+        .invoke("api", &read(format!("t{}", before.timestamp_micros())))
+        .await;
+    let (status, body) = answer_of(&response);
+    assert_eq!(status, 200, "{response}");
+    let events = sse_events(body.as_str().unwrap_or_default());
+    let last = events.last().expect("events").clone();
+    assert_eq!(last.1["job"]["id"], ids[1].to_string(), "{events:?}");
+    assert_eq!(last.1["job"]["status"], "running", "{events:?}");
+
+    // WHEN the first starts in a function whose clock is two seconds behind: its change is
+    // written after the one the reader saw, stamped before it
+    let behind = now - chrono::Duration::seconds(2);
+    let started = ports
+        .store
+        .start(
+            ids[0],
+            behind,
+            chrono::Utc::now() + chrono::Duration::seconds(1),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(started, shared::ports::Started::Running(_)),
+        "{started:?}"
+    );
+    // THEN the reader, resuming after its last event, receives it
+    let (_, body) = answer_of(&lambda.invoke("api", &read(last.0)).await);
+    let events = sse_events(body.as_str().unwrap_or_default());
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| e["job"]["id"] == ids[0].to_string() && e["job"]["status"] == "running"),
+        "{events:?}"
+    );
+}

@@ -4,6 +4,7 @@
 use crate::harness::{aws_sample, Deployment, Lambda};
 use crate::http::{answer_of, caller, http_event};
 use serde_json::{json, Value};
+use shared::ports::QueueConsumer;
 
 /// The settings that point the deployment's schedules at the `scheduler` function, as the
 /// template's do.
@@ -19,6 +20,38 @@ fn scheduler_settings(group: &str) -> Vec<(&'static str, String)> {
             "arn:aws:iam::123456789012:role/scheduler-invoke".into(),
         ),
     ]
+}
+
+/// What EventBridge Scheduler sends the target of the deployment's one schedule in `group` at
+/// `tick`: the input the target holds, with the tick's time filled in where Scheduler fills it.
+async fn armed_tick(deployment: &Deployment, group: &str, tick: &str) -> Value {
+    let sdk = deployment.sdk().await;
+    let scheduler = aws_sdk_scheduler::Client::new(&sdk);
+    let listed = scheduler
+        .list_schedules()
+        .group_name(group)
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed.schedules().iter().filter_map(|s| s.name()).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let held = scheduler
+        .get_schedule()
+        .group_name(group)
+        .name(names[0])
+        .send()
+        .await
+        .unwrap();
+    let target = held.target().expect("the schedule's target");
+    assert_eq!(
+        target.arn(),
+        "arn:aws:lambda:us-east-1:123456789012:function:scheduler"
+    );
+    let input = target
+        .input()
+        .expect("the target's input")
+        .replace("<aws.scheduler.scheduled-time>", tick);
+    serde_json::from_str(&input).expect("the input is JSON")
 }
 
 #[tokio::test]
@@ -49,34 +82,7 @@ async fn a_schedules_tick_as_eventbridge_scheduler_sends_it_makes_one_job() {
 
     // WHEN EventBridge Scheduler fires it: the input its target holds, with the tick's time
     // filled in where Scheduler fills it
-    let sdk = deployment.sdk().await;
-    let scheduler = aws_sdk_scheduler::Client::new(&sdk);
-    let listed = scheduler
-        .list_schedules()
-        .group_name(&group)
-        .send()
-        .await
-        .unwrap();
-    let names: Vec<&str> = listed.schedules().iter().filter_map(|s| s.name()).collect();
-    assert_eq!(names.len(), 1, "{names:?}");
-    let held = scheduler
-        .get_schedule()
-        .group_name(&group)
-        .name(names[0])
-        .send()
-        .await
-        .unwrap();
-    let target = held.target().expect("the schedule's target");
-    assert_eq!(
-        target.arn(),
-        "arn:aws:lambda:us-east-1:123456789012:function:scheduler"
-    );
-    let tick = "2026-12-07T03:00:00Z";
-    let input = target
-        .input()
-        .expect("the target's input")
-        .replace("<aws.scheduler.scheduled-time>", tick);
-    let event: Value = serde_json::from_str(&input).expect("the input is JSON");
+    let event = armed_tick(&deployment, &group, "2026-12-07T03:00:00Z").await;
     let run = lambda.invoke("scheduler", &event).await;
     // THEN one job of the schedule is made for that tick
     let id = run["job_id"]
@@ -110,9 +116,10 @@ async fn a_schedules_tick_as_eventbridge_scheduler_sends_it_makes_one_job() {
 }
 
 #[tokio::test]
-async fn a_maintenance_sweep_on_its_schedule_event_settles_a_dead_letter() {
+async fn a_maintenance_sweep_on_its_schedule_event_settles_dead_letters() {
     // GIVEN the api and maintenance functions, and a job whose run was started by a worker
-    // that then died, its message since moved to the type's dead-letter queue by SQS
+    // that then died, its message since moved to the type's dead-letter queue by SQS; and a
+    // job that never started, whose message went there too (its receives throttled)
     let deployment = Deployment::new(&[]).await;
     let mut lambda = Lambda::start().await;
     lambda.run("api", &deployment, &[]);
@@ -152,6 +159,33 @@ async fn a_maintenance_sweep_on_its_schedule_event_settles_a_dead_letter() {
         .await
         .unwrap();
 
+    let (status, unstarted) = answer_of(
+        &lambda
+            .invoke(
+                "api",
+                &http_event(
+                    "POST",
+                    "/v1/jobs",
+                    Some(&json!({ "type": "noop" })),
+                    Some(&caller("acme", "submitter")),
+                ),
+            )
+            .await,
+    );
+    assert_eq!(status, 202, "{unstarted}");
+    let unstarted = shared::domain::JobId::parse(unstarted["id"].as_str().unwrap()).unwrap();
+    let waiting = ports.store.get(unstarted).await.unwrap().unwrap();
+    ports
+        .queue
+        .send(
+            &dlq,
+            &shared::service::JobMessage::of(&waiting).to_body(),
+            std::time::Duration::ZERO,
+            0,
+        )
+        .await
+        .unwrap();
+
     // WHEN the sweep's schedule invokes maintenance
     let report = lambda
         .invoke(
@@ -159,8 +193,149 @@ async fn a_maintenance_sweep_on_its_schedule_event_settles_a_dead_letter() {
             &aws_sample("example-eventbridge-schedule.json"),
         )
         .await;
-    // THEN its report counts the dead letter, and the job is dead
+    // THEN its report counts the dead letter of the job that ran, and that job is dead
     assert_eq!(report["dead_lettered"], 1, "{report}");
     let job = ports.store.get(id).await.unwrap().unwrap();
     assert_eq!(job.status.as_str(), "dead", "{job:?}");
+    // AND the job that never started is still queued, its message back on its queue (once
+    // sent back) for a worker to start it
+    let job = ports.store.get(unstarted).await.unwrap().unwrap();
+    assert_eq!(job.status.as_str(), "queued", "{job:?}");
+    let queue = format!("{}noop", deployment.get("CONVEYOR_QUEUE_PREFIX"));
+    let backend = deployment.backend().await;
+    let mine = |m: &shared::ports::ReceivedMessage| m.body.contains(&unstarted.to_string());
+    let mut back = vec![];
+    for _ in 0..10 {
+        back.extend(
+            backend
+                .queue
+                .receive(
+                    &queue,
+                    10,
+                    std::time::Duration::from_secs(60),
+                    std::time::Duration::from_secs(1),
+                )
+                .await
+                .unwrap(),
+        );
+        if back.iter().any(mine) {
+            break;
+        }
+    }
+    let resent: Vec<_> = back.iter().filter(|m| mine(m)).collect();
+    assert_eq!(resent.len(), 1, "{back:?}");
+    let message: Value = serde_json::from_str(&resent[0].body).unwrap();
+    assert_eq!(message["resent"], 1, "{message}");
+}
+
+#[tokio::test]
+async fn a_tick_the_scheduler_function_failed_is_fired_again_by_the_next_sweep() {
+    // GIVEN the api, scheduler and maintenance functions, a schedule declared through api, and
+    // the scheduler function's on-failure destination (a queue, as the template makes it)
+    let group = format!("g{}", ulid::Ulid::new().to_string().to_lowercase());
+    let settings = scheduler_settings(&group);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let deployment = Deployment::new(&settings).await;
+    let failures = format!(
+        "{}schedule-tick-failures",
+        deployment.get("CONVEYOR_QUEUE_PREFIX")
+    );
+    let sqs = aws_sdk_sqs::Client::new(&deployment.sdk().await);
+    let url = sqs
+        .create_queue()
+        .queue_name(&failures)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let mut lambda = Lambda::start().await;
+    lambda.run("api", &deployment, &[]);
+    lambda.run(
+        "maintenance",
+        &deployment,
+        &[("CONVEYOR_TICK_FAILURES_QUEUE", failures.as_str())],
+    );
+    let (status, schedule) = answer_of(
+        &lambda
+            .invoke(
+                "api",
+                &http_event(
+                    "POST",
+                    "/v1/schedules",
+                    Some(&json!({ "name": "hourly", "type": "noop", "cron": "0 * * * *" })),
+                    Some(&caller("acme", "submitter")),
+                ),
+            )
+            .await,
+    );
+    assert_eq!(status, 201, "{schedule}");
+
+    // WHEN a tick failed the scheduler function through Lambda's retries: Lambda records the
+    // invocation on the destination (its documented record: the request's payload, and why)
+    let tick = armed_tick(&deployment, &group, "2026-12-07T05:00:00Z").await;
+    let record = json!({
+        "version": "1.0",
+        "timestamp": "2026-12-07T05:00:03.120Z",
+        "requestContext": {
+            "requestId": "e4b46cbf-b738-xmpl-8880-a18cdf61200e",
+            "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:scheduler:$LATEST",
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": 3
+        },
+        "requestPayload": tick,
+        "responseContext": {
+            "statusCode": 200,
+            "executedVersion": "$LATEST",
+            "functionError": "Unhandled"
+        },
+        "responsePayload": {
+            "errorMessage": "storage unavailable: the table is throttled",
+            "errorType": "ServiceError"
+        }
+    });
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(record.to_string())
+        .send()
+        .await
+        .unwrap();
+    // AND the next sweep runs
+    let report = lambda
+        .invoke(
+            "maintenance",
+            &aws_sample("example-eventbridge-schedule.json"),
+        )
+        .await;
+    // THEN the tick fired: its job is made, and the record is gone
+    assert_eq!(report["ticks_refired"], 1, "{report}");
+    let ports = deployment.ports().await;
+    let jobs = ports
+        .store
+        .list(&shared::ports::ListQuery {
+            tenant: shared::domain::Tenant::parse("acme").unwrap(),
+            status: None,
+            job_type: None,
+            before: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let left = sqs
+        .receive_message()
+        .queue_url(&url)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap();
+    assert!(left.messages().is_empty(), "{left:?}");
+    // AND a sweep after that fires nothing more
+    let report = lambda
+        .invoke(
+            "maintenance",
+            &aws_sample("example-eventbridge-schedule.json"),
+        )
+        .await;
+    assert_eq!(report["ticks_refired"], 0, "{report}");
 }

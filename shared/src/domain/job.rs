@@ -743,6 +743,22 @@ impl Job {
         })
     }
 
+    /// `dead_lettered`, for a job that never started: its message reached the dead-letter
+    /// queue `times` times without one start (every receive throttled, or held).
+    pub fn dead_lettered_unstarted(
+        &self,
+        now: DateTime<Utc>,
+        times: u32,
+    ) -> Result<Job, TransitionError> {
+        let mut dead = self.dead_lettered(now)?;
+        dead.error = Some(JobError::with_kind(
+            "dead_letter",
+            format!("its message went to the dead-letter queue {times} times without the job ever starting (its receives throttled, or held for a running slot or a rate, each time)"),
+            false,
+        ));
+        Ok(dead)
+    }
+
     /// The job-log line for the attempt that failed with `error` and led to this state.
     pub fn failure_log_line(&self, error: &JobError, now: DateTime<Utc>) -> String {
         let what = match self.status {

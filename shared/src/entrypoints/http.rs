@@ -350,7 +350,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 /// Routes that need no credential.
-const OPEN_ROUTES: [&str; 2] = ["/healthz", "/v1/openapi.json"];
+pub const OPEN_ROUTES: [&str; 2] = ["/healthz", "/v1/openapi.json"];
 
 /// Query parameters each route takes; any other is a 400 (a typo is never silently ignored).
 pub fn route_params(route: &str) -> &'static [&'static str] {
@@ -1666,8 +1666,14 @@ async fn events(
         .into_response())
 }
 
+/// How far before its last event a client's catch-up reads again: a change is stamped by the
+/// clock of the function that wrote it, and another function's clock may be behind, so a
+/// change can be written after a later-stamped one the client has already seen. Within this
+/// window it is still sent; an event may come twice (each is the job as it is now).
+pub const CATCH_UP_OVERLAP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Without a feed (on Lambda): what changed since the client's last event (`t<microseconds>`),
-/// each job as it is now, then `retry` for the client to come back.
+/// less `CATCH_UP_OVERLAP`, each job as it is now, then `retry` for the client to come back.
 async fn catch_up(
     state: &ApiState,
     tenant: &Tenant,
@@ -1693,7 +1699,9 @@ async fn catch_up(
         }
         (None, None) => body.push_str(&sse_event(&id_after(Utc::now()), None)),
         (None, Some(since)) => {
-            let (jobs, _) = state.service.changed_since(tenant, since, 500).await?;
+            let from = since
+                - chrono::Duration::from_std(CATCH_UP_OVERLAP).unwrap_or(chrono::Duration::zero());
+            let (jobs, _) = state.service.changed_since(tenant, from, 500).await?;
             for job in jobs {
                 body.push_str(&sse_event(
                     &id_after(job.updated_at),

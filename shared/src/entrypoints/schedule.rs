@@ -49,3 +49,67 @@ pub async fn release_waiting_ticks(
 ) -> Result<crate::schedules::Evaluated, crate::service::ServiceError> {
     crate::schedules::evaluate(service, Utc::now(), false).await
 }
+
+/// Ticks the scheduler function failed after Lambda's retries, as Lambda records them on the
+/// function's on-failure destination (`queue`: an SQS queue of invocation records, each with the
+/// tick it was given as `requestPayload`): each fired again. A tick fired is deleted from the
+/// queue (its idempotency key makes it one job however often it fires); one that fails again
+/// comes back after the queue's visibility timeout, for a later sweep. A record that holds no
+/// tick is deleted, logged. Answers how many ticks fired.
+pub async fn refire_failed_ticks(
+    service: &crate::service::JobService,
+    failures: &dyn crate::ports::QueueConsumer,
+    queue: &str,
+) -> Result<u64, crate::service::ServiceError> {
+    const PAGES: usize = 10;
+    let unavailable = |e: crate::ports::QueueError| {
+        crate::service::ServiceError::from(crate::ports::StoreError::Unavailable(e.to_string()))
+    };
+    let mut fired = 0;
+    for _ in 0..PAGES {
+        let records = failures
+            .receive(
+                queue,
+                10,
+                std::time::Duration::from_secs(300),
+                std::time::Duration::ZERO,
+            )
+            .await
+            .map_err(unavailable)?;
+        if records.is_empty() {
+            break;
+        }
+        let mut done = vec![];
+        for record in &records {
+            let tick = serde_json::from_str::<serde_json::Value>(&record.body)
+                .ok()
+                .and_then(|r| {
+                    serde_json::from_value::<ScheduleTickEvent>(r["requestPayload"].clone()).ok()
+                });
+            let Some(tick) = tick else {
+                tracing::error!(message_id = %record.message_id, "an on-failure record with no schedule tick; deleted");
+                done.push(record.receipt_handle.clone());
+                continue;
+            };
+            let (tenant, name, at) = (
+                tick.schedule_tick.tenant.clone(),
+                tick.schedule_tick.name.clone(),
+                tick.schedule_tick.tick,
+            );
+            match handle_tick(service, tick).await {
+                Ok(_) => {
+                    tracing::info!(%tenant, schedule = %name, tick = %at, "a failed schedule tick fired again");
+                    fired += 1;
+                    done.push(record.receipt_handle.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(%tenant, schedule = %name, tick = %at, error = %e, "a failed schedule tick failed again; a later sweep tries it");
+                }
+            }
+        }
+        if !done.is_empty() {
+            failures.delete(queue, &done).await.map_err(unavailable)?;
+        }
+    }
+    Ok(fired)
+}

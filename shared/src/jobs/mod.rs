@@ -107,11 +107,23 @@ impl Default for JobOptions {
     }
 }
 
+/// How long a worker function outlives the longest job it runs (to record an attempt cut short:
+/// the worker stops a run `worker::DEADLINE_MARGIN` before its invocation ends).
+pub const FUNCTION_MARGIN: Duration = Duration::from_secs(10);
+/// Lambda's longest invocation.
+pub const LAMBDA_MAX: Duration = Duration::from_secs(900);
+
 impl JobOptions {
-    /// The queue's visibility timeout: six times the handler timeout, as Lambda asks of an
-    /// SQS event source, so a live batch never reappears.
+    /// The timeout of the worker function that runs this type on AWS: the job's timeout and
+    /// `FUNCTION_MARGIN` (a type's timeout leaves room for it within `LAMBDA_MAX`).
+    pub fn function_timeout(&self) -> Duration {
+        (self.timeout + FUNCTION_MARGIN).min(LAMBDA_MAX)
+    }
+
+    /// The queue's visibility timeout: six times the worker function's timeout, as Lambda asks
+    /// of an SQS event source, so a live batch never reappears.
     pub fn visibility(&self) -> Duration {
-        (self.timeout * 6).max(Duration::from_secs(30))
+        (self.function_timeout() * 6).max(Duration::from_secs(30))
     }
 }
 
@@ -228,7 +240,8 @@ impl Registry {
         r.register(
             "sleep",
             JobOptions {
-                timeout: Duration::from_secs(15 * 60),
+                // (Lambda's 15 minutes, less the worker function's margin)
+                timeout: LAMBDA_MAX - FUNCTION_MARGIN,
                 concurrency: 16,
                 batch_size: 1,
                 execution: Execution::Task,

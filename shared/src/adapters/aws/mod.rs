@@ -129,11 +129,25 @@ pub async fn open_live(config: &crate::config::Config) -> crate::ports::LivePort
     }
 }
 
+/// Every AWS request's time limits. A connection takes at most 3.1 s (the SDK's own default,
+/// which an explicit timeout configuration would otherwise drop), an attempt at most 30 s (an
+/// SQS long poll waits up to 20 s), and a request with its retries at most 60 s: a service
+/// that stops answering fails the request instead of holding its caller (a Lambda invocation,
+/// a poller) until its own end.
+pub fn sdk_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_millis(3100))
+        .operation_attempt_timeout(std::time::Duration::from_secs(30))
+        .operation_timeout(std::time::Duration::from_secs(60))
+        .build()
+}
+
 /// The SDK's configuration from the standard environment (credentials, region, endpoint).
 #[cfg(not(feature = "lambda"))]
 pub async fn sdk_config_from_env() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .http_client(http_client())
+        .timeout_config(sdk_timeouts())
         .load()
         .await
 }
@@ -157,7 +171,7 @@ pub async fn sdk_config_from_env() -> aws_config::SdkConfig {
         ))
         .http_client(http_client())
         .retry_config(aws_smithy_types::retry::RetryConfig::standard())
-        .timeout_config(aws_smithy_types::timeout::TimeoutConfig::builder().build())
+        .timeout_config(sdk_timeouts())
         .time_source(aws_smithy_async::time::SystemTimeSource::new())
         .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new());
     if let Some(url) = env("AWS_ENDPOINT_URL") {
@@ -591,5 +605,22 @@ impl AwsBackend {
             .await
             .map_err(boot_err("a queue"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod sdk_tests {
+    #[tokio::test]
+    async fn every_client_has_a_connect_an_attempt_and_a_request_timeout() {
+        let sdk = super::sdk_config_from_env().await;
+        let t = sdk.timeout_config().expect("a timeout configuration");
+        assert_eq!(
+            t.connect_timeout(),
+            Some(std::time::Duration::from_millis(3100))
+        );
+        assert!(t
+            .operation_attempt_timeout()
+            .is_some_and(|a| a > std::time::Duration::from_secs(20)));
+        assert!(t.operation_timeout().is_some());
     }
 }
