@@ -658,3 +658,200 @@ fn a_schedule_tick_the_scheduler_function_fails_is_kept_for_maintenance_to_fire_
         .iter()
         .any(|p| tagged(p).map(|p| p.1) == Some("DeadLetterPolicy".into())));
 }
+
+/// The DynamoDB actions the template's policy `policy` grants, without the `dynamodb:` prefix.
+fn table_actions(t: &Value, policy: &str) -> BTreeSet<String> {
+    let statements = &t["Resources"][policy]["Properties"]["PolicyDocument"]["Statement"];
+    statements
+        .as_sequence()
+        .unwrap_or_else(|| panic!("{policy} has statements"))
+        .iter()
+        .flat_map(|s| match &s["Action"] {
+            Value::Sequence(actions) => actions.clone(),
+            action => vec![action.clone()],
+        })
+        .filter_map(|a| a.as_str()?.strip_prefix("dynamodb:").map(str::to_string))
+        .collect()
+}
+
+/// The DynamoDB operations `counter` saw.
+fn dynamodb_operations(counter: &shared::adapters::aws::RequestCounter) -> BTreeSet<String> {
+    counter
+        .counts()
+        .keys()
+        .filter(|(service, _)| service.eq_ignore_ascii_case("dynamodb"))
+        .map(|(_, operation)| operation.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_authorizer_and_ws_functions_are_granted_only_the_table_actions_they_use() {
+    // GIVEN a table on the emulator, opened as the functions open it, every request counted
+    use shared::adapters::aws::{AwsBackend, AwsSettings, RequestCounter};
+    use shared::domain::{ApiKey, Role, Tenant};
+    let (_, t) = template();
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(shared::adapters::aws::http_client())
+        .endpoint_url(crate::moto::endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "template",
+        ))
+        .load()
+        .await;
+    let id = ulid::Ulid::new().to_string().to_lowercase();
+    let counter = RequestCounter::default();
+    let backend = AwsBackend::counted(
+        &sdk,
+        AwsSettings {
+            table: format!("jobs-{id}"),
+            event_bus: format!("bus-{id}"),
+            scheduler: None,
+            shards: 4,
+            events: shared::domain::EventSelection::None,
+        },
+        Some(counter.clone()),
+    );
+    backend.bootstrap(&[]).await.unwrap();
+    let ports = backend.ports();
+    let acme = Tenant::parse("acme").unwrap();
+    let (key, token) = ApiKey::generate(
+        acme.clone(),
+        vec![Role::Reader],
+        "ci".into(),
+        None,
+        chrono::Utc::now(),
+    );
+    ports.keys.put_key(&key).await.unwrap();
+    let registry = std::sync::Arc::new(shared::jobs::Registry::builtin(
+        "q-",
+        &shared::jobs::BuiltinSettings::default(),
+    ));
+    let service = shared::service::JobService::new(ports.clone(), registry, 1 << 20);
+    let (job, _) = service
+        .submit(
+            acme.clone(),
+            shared::service::SubmitRequest::new(
+                shared::domain::JobType::parse("noop").unwrap(),
+                serde_json::json!({}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    // WHEN the authorizer's work is done: open the table, verify a key, a made-up one, a JWT
+    counter.reset();
+    backend.check_model().await.unwrap();
+    let secret = "a-jwt-secret-of-thirty-two-bytes-or-more";
+    let config = shared::Config::from_lookup(&|name| match name {
+        "CONVEYOR_BACKEND" => Some("aws".into()),
+        "CONVEYOR_JWT_SECRET" => Some(secret.into()),
+        _ => None,
+    })
+    .unwrap();
+    let auth = shared::adapters::authenticator(&config, &ports).await;
+    assert!(auth
+        .authenticate(Some(&format!("Bearer {token}")))
+        .await
+        .is_ok());
+    assert!(auth.authenticate(Some("Bearer made-up")).await.is_err());
+    let jwt = shared::auth::issue_token(
+        secret,
+        &acme,
+        "alice",
+        &[Role::Reader],
+        Duration::from_secs(60),
+        None,
+        None,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    assert!(auth
+        .authenticate(Some(&format!("Bearer {jwt}")))
+        .await
+        .is_ok());
+    // (a key's use is noted off the request's path)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !dynamodb_operations(&counter).contains("PutItem") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the key's use is never noted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // THEN its policy grants exactly what that used, and the query that tells a table of the
+    // earlier layout (sent only where the layout's `META` item is missing, so that such a
+    // table is refused by name, not by a denial)
+    let mut used = dynamodb_operations(&counter);
+    used.insert("Query".into());
+    assert_eq!(table_actions(&t, "AuthorizerTablePolicy"), used);
+
+    // WHEN every route of the ws function is taken: connect, subscribe to the job and to all,
+    // a frame it does not know, unsubscribe, disconnect
+    counter.reset();
+    backend.check_model().await.unwrap();
+    let routes = shared::entrypoints::ws::WsRoutes {
+        live: shared::ports::LivePorts {
+            connections: std::sync::Arc::new(backend.connections()),
+            pusher: std::sync::Arc::new(shared::adapters::aws::ApiGatewayPusher::new(
+                &sdk,
+                "http://127.0.0.1:9",
+            )),
+        },
+        store: ports.store.clone(),
+    };
+    let context = serde_json::json!({ "tenant": "acme", "subject": "key:ci", "roles": "reader" });
+    let event = |route: &str, body: Option<serde_json::Value>| {
+        let mut e = serde_json::json!({
+            "requestContext": { "routeKey": route, "connectionId": "conn-1", "authorizer": context },
+        });
+        if let Some(b) = body {
+            e["body"] = serde_json::json!(b.to_string());
+        }
+        e
+    };
+    for (route, body) in [
+        ("$connect", None),
+        (
+            "subscribe",
+            Some(serde_json::json!({ "action": "subscribe", "job_id": job.id })),
+        ),
+        (
+            "subscribe",
+            Some(serde_json::json!({ "action": "subscribe", "all": true })),
+        ),
+        ("$default", Some(serde_json::json!({ "action": "dance" }))),
+        (
+            "unsubscribe",
+            Some(serde_json::json!({ "action": "unsubscribe", "job_id": job.id })),
+        ),
+        ("$disconnect", None),
+    ] {
+        let answer = shared::entrypoints::ws::handle_ws_event(&routes, &event(route, body)).await;
+        assert_eq!(answer["statusCode"], 200, "{route}: {answer}");
+    }
+    // THEN its policy grants exactly what those used (and that query)
+    let mut used = dynamodb_operations(&counter);
+    used.insert("Query".into());
+    assert_eq!(table_actions(&t, "WsTablePolicy"), used);
+    // AND each function has its own policy, not the whole table's
+    for (function, policy) in [
+        ("AuthorizerFunction", "AuthorizerTablePolicy"),
+        ("WsFunction", "WsTablePolicy"),
+    ] {
+        let policies: Vec<String> = t["Resources"][function]["Properties"]["Policies"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|p| tagged(p).map(|p| p.1))
+            .collect();
+        assert!(
+            policies.contains(&policy.to_string()),
+            "{function}: {policies:?}"
+        );
+        assert!(
+            !policies.contains(&"TablePolicy".to_string()),
+            "{function}: {policies:?}"
+        );
+    }
+}
