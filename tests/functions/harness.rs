@@ -161,6 +161,22 @@ impl Deployment {
         .expect("the deployment's settings")
     }
 
+    /// Up to ten of `tenant`'s jobs, newest first, read from the deployment's table.
+    pub async fn jobs_of(&self, tenant: &str) -> Vec<shared::domain::JobSummary> {
+        self.ports()
+            .await
+            .store
+            .list(&shared::ports::ListQuery {
+                tenant: shared::domain::Tenant::parse(tenant).unwrap(),
+                status: None,
+                job_type: None,
+                before: None,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+    }
+
     /// The store and queues as the functions see them, opened in this process.
     pub async fn ports(&self) -> shared::ports::Ports {
         let config = self.config();

@@ -59,6 +59,49 @@ pub fn caller(tenant: &str, roles: &str) -> Value {
     json!({ "tenant": tenant, "subject": format!("key:{tenant}-test"), "roles": roles })
 }
 
+/// Submit `body` through the api function as a submitter of `tenant`: the new job's id, after
+/// checking it was accepted.
+pub async fn submit(lambda: &mut Lambda, tenant: &str, body: &Value) -> shared::domain::JobId {
+    let (status, job) = answer_of(
+        &lambda
+            .invoke(
+                "api",
+                &http_event(
+                    "POST",
+                    "/v1/jobs",
+                    Some(body),
+                    Some(&caller(tenant, "submitter")),
+                ),
+            )
+            .await,
+    );
+    assert_eq!(status, 202, "{job}");
+    shared::domain::JobId::parse(job["id"].as_str().unwrap()).unwrap()
+}
+
+/// An API key of `tenant` with `roles`, made through the api function by an admin of the
+/// tenant: its secret, shown once.
+pub async fn make_key(lambda: &mut Lambda, tenant: &str, roles: &[&str]) -> String {
+    let (status, key) = answer_of(
+        &lambda
+            .invoke(
+                "api",
+                &http_event(
+                    "POST",
+                    "/v1/api-keys",
+                    Some(&json!({ "name": "test", "roles": roles })),
+                    Some(&caller(tenant, "admin")),
+                ),
+            )
+            .await,
+    );
+    assert_eq!(status, 201, "{key}");
+    key["key"]
+        .as_str()
+        .expect("the key's secret, once")
+        .to_string()
+}
+
 /// The status and JSON body of the `api` function's answer (an HTTP API payload 2.0 response).
 pub fn answer_of(response: &Value) -> (u64, Value) {
     let status = response["statusCode"].as_u64().expect("a status code");
@@ -157,17 +200,7 @@ async fn the_api_function_answers_http_api_requests_as_its_authorizer_let_them_t
     // THEN it is refused with the API's JSON error, and nothing more is stored
     assert_eq!(status, 401, "{refused}");
     assert!(refused["error"]["message"].is_string(), "{refused}");
-    let listed = ports
-        .store
-        .list(&shared::ports::ListQuery {
-            tenant: shared::domain::Tenant::parse("acme").unwrap(),
-            status: None,
-            job_type: None,
-            before: None,
-            limit: 10,
-        })
-        .await
-        .unwrap();
+    let listed = deployment.jobs_of("acme").await;
     assert_eq!(listed.len(), 1, "{listed:?}");
 
     // AND the API's description is served without a credential
@@ -196,21 +229,7 @@ async fn the_authorizer_names_the_caller_of_a_key_and_denies_what_it_cannot_veri
         &deployment,
         &[("CONVEYOR_JWT_SECRET_ID", secret_id.as_str())],
     );
-    let (status, key) = answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event(
-                    "POST",
-                    "/v1/api-keys",
-                    Some(&json!({ "name": "ci", "roles": ["submitter"] })),
-                    Some(&caller("acme", "admin")),
-                ),
-            )
-            .await,
-    );
-    assert_eq!(status, 201, "{key}");
-    let token = key["key"].as_str().expect("the key's secret, once");
+    let token = make_key(&mut lambda, "acme", &["submitter"]).await;
 
     // WHEN API Gateway asks the authorizer about a request bearing it
     let mut request = aws_sample("example-apigw-v2-custom-authorizer-v2-request.json");
@@ -318,21 +337,7 @@ async fn a_catch_up_of_server_sent_events_sends_a_change_written_after_a_later_s
     let before = chrono::Utc::now() - chrono::Duration::seconds(1);
     let mut ids = vec![];
     for _ in 0..2 {
-        let (status, job) = answer_of(
-            &lambda
-                .invoke(
-                    "api",
-                    &http_event(
-                        "POST",
-                        "/v1/jobs",
-                        Some(&json!({ "type": "noop" })),
-                        Some(&caller("acme", "submitter")),
-                    ),
-                )
-                .await,
-        );
-        assert_eq!(status, 202, "{job}");
-        ids.push(shared::domain::JobId::parse(job["id"].as_str().unwrap()).unwrap());
+        ids.push(submit(&mut lambda, "acme", &json!({ "type": "noop" })).await);
     }
     let ports = deployment.ports().await;
     let read = |last: String| {

@@ -3,7 +3,7 @@
 //! queue's SQS batch.
 
 use crate::harness::{aws_sample, Deployment, Lambda};
-use crate::http::{answer_of, caller, http_event};
+use crate::http::{answer_of, caller, http_event, submit};
 use serde_json::{json, Value};
 use shared::ports::QueueConsumer;
 use std::time::Duration;
@@ -150,21 +150,12 @@ async fn a_job_written_by_api_is_dispatched_and_counted_by_stats_and_run_by_its_
     let ports = deployment.ports().await;
 
     // WHEN a job is submitted through api
-    let (status, job) = answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event(
-                    "POST",
-                    "/v1/jobs",
-                    Some(&json!({ "type": "noop", "payload": { "hello": "lambda" } })),
-                    Some(&caller("acme", "submitter reader")),
-                ),
-            )
-            .await,
-    );
-    assert_eq!(status, 202, "{job}");
-    let id = shared::domain::JobId::parse(job["id"].as_str().unwrap()).unwrap();
+    let id = submit(
+        &mut lambda,
+        "acme",
+        &json!({ "type": "noop", "payload": { "hello": "lambda" } }),
+    )
+    .await;
 
     // AND the table's stream so far is handed to stats, as the event-source mapping does
     let batch = stream_batch(&deployment).await;

@@ -2,7 +2,7 @@
 //! and `maintenance` at each sweep.
 
 use crate::harness::{aws_sample, Deployment, Lambda};
-use crate::http::{answer_of, caller, http_event};
+use crate::http::{answer_of, caller, http_event, submit};
 use serde_json::{json, Value};
 use shared::ports::QueueConsumer;
 
@@ -101,17 +101,7 @@ async fn a_schedules_tick_as_eventbridge_scheduler_sends_it_makes_one_job() {
     );
     // AND the same tick delivered again (Scheduler retries) makes no second job
     lambda.invoke("scheduler", &event).await;
-    let jobs = ports
-        .store
-        .list(&shared::ports::ListQuery {
-            tenant: shared::domain::Tenant::parse("acme").unwrap(),
-            status: None,
-            job_type: None,
-            before: None,
-            limit: 10,
-        })
-        .await
-        .unwrap();
+    let jobs = deployment.jobs_of("acme").await;
     assert_eq!(jobs.len(), 1, "{jobs:?}");
 }
 
@@ -124,21 +114,12 @@ async fn a_maintenance_sweep_on_its_schedule_event_settles_dead_letters() {
     let mut lambda = Lambda::start().await;
     lambda.run("api", &deployment, &[]);
     lambda.run("maintenance", &deployment, &[]);
-    let (status, made) = answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event(
-                    "POST",
-                    "/v1/jobs",
-                    Some(&json!({ "type": "noop", "max_attempts": 1 })),
-                    Some(&caller("acme", "submitter")),
-                ),
-            )
-            .await,
-    );
-    assert_eq!(status, 202, "{made}");
-    let id = shared::domain::JobId::parse(made["id"].as_str().unwrap()).unwrap();
+    let id = submit(
+        &mut lambda,
+        "acme",
+        &json!({ "type": "noop", "max_attempts": 1 }),
+    )
+    .await;
     let ports = deployment.ports().await;
     let now = chrono::Utc::now();
     let started = ports.store.start(id, now, now).await.unwrap();
@@ -159,21 +140,7 @@ async fn a_maintenance_sweep_on_its_schedule_event_settles_dead_letters() {
         .await
         .unwrap();
 
-    let (status, unstarted) = answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event(
-                    "POST",
-                    "/v1/jobs",
-                    Some(&json!({ "type": "noop" })),
-                    Some(&caller("acme", "submitter")),
-                ),
-            )
-            .await,
-    );
-    assert_eq!(status, 202, "{unstarted}");
-    let unstarted = shared::domain::JobId::parse(unstarted["id"].as_str().unwrap()).unwrap();
+    let unstarted = submit(&mut lambda, "acme", &json!({ "type": "noop" })).await;
     let waiting = ports.store.get(unstarted).await.unwrap().unwrap();
     ports
         .queue
@@ -309,18 +276,7 @@ async fn a_tick_the_scheduler_function_failed_is_fired_again_by_the_next_sweep()
         .await;
     // THEN the tick fired: its job is made, and the record is gone
     assert_eq!(report["ticks_refired"], 1, "{report}");
-    let ports = deployment.ports().await;
-    let jobs = ports
-        .store
-        .list(&shared::ports::ListQuery {
-            tenant: shared::domain::Tenant::parse("acme").unwrap(),
-            status: None,
-            job_type: None,
-            before: None,
-            limit: 10,
-        })
-        .await
-        .unwrap();
+    let jobs = deployment.jobs_of("acme").await;
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let left = sqs
         .receive_message()

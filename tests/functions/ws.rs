@@ -2,7 +2,7 @@
 //! routes, and `notify` pushing the table's changes to the subscribed connections.
 
 use crate::harness::{aws_sample, Deployment, Lambda};
-use crate::http::{answer_of, caller, http_event};
+use crate::http::{make_key, submit};
 use crate::jobs::stream_batch;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
@@ -82,21 +82,7 @@ async fn a_websocket_is_authorized_connected_subscribed_pushed_to_and_disconnect
         &deployment,
         &[("CONVEYOR_JWT_SECRET_ID", secret_id.as_str())],
     );
-    let (status, key) = answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event(
-                    "POST",
-                    "/v1/api-keys",
-                    Some(&json!({ "name": "socket", "roles": ["reader"] })),
-                    Some(&caller("acme", "admin")),
-                ),
-            )
-            .await,
-    );
-    assert_eq!(status, 201, "{key}");
-    let token = key["key"].as_str().unwrap();
+    let token = make_key(&mut lambda, "acme", &["reader"]).await;
 
     // WHEN the WebSocket API's REQUEST authorizer is asked about `$connect?token=<key>`, and
     // about a token that is no key
@@ -106,7 +92,7 @@ async fn a_websocket_is_authorized_connected_subscribed_pushed_to_and_disconnect
         request["multiValueQueryStringParameters"] = json!({ "token": [token] });
         request
     };
-    let allowed = lambda.invoke("authorizer", &connect(token)).await;
+    let allowed = lambda.invoke("authorizer", &connect(&token)).await;
     let denied = lambda.invoke("authorizer", &connect("not-a-key")).await;
     // THEN the key is allowed with acme in the context, and the other denied
     let effect = |answer: &Value| answer["policyDocument"]["Statement"][0]["Effect"].clone();
@@ -128,21 +114,10 @@ async fn a_websocket_is_authorized_connected_subscribed_pushed_to_and_disconnect
     assert_eq!(answer["statusCode"], 403, "{answer}");
 
     // WHEN acme submits a job and the connection subscribes to it
-    let (status, job) = answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event(
-                    "POST",
-                    "/v1/jobs",
-                    Some(&json!({ "type": "noop" })),
-                    Some(&caller("acme", "submitter")),
-                ),
-            )
-            .await,
-    );
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().unwrap();
+    let id = submit(&mut lambda, "acme", &json!({ "type": "noop" }))
+        .await
+        .to_string();
+    let id = id.as_str();
     let answer = lambda
         .invoke(
             "ws",
