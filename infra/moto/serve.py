@@ -16,10 +16,22 @@ refused transaction leaves the stream as it was, in the same object: its records
 the put-back table keeps the stream every iterator reads. (DynamoDB writes a transaction's
 records only once it succeeds.)
 
+It also stands in for IAM's table actions, which no emulator enforces: a test names an access key
+and the DynamoDB actions a function is granted (`POST /_conveyor/grants` with
+`{"access_key": "...", "dynamodb": ["GetItem", ...]}`), and a DynamoDB request signed with that
+key for any other action is refused with AccessDeniedException, as AWS refuses it. As in IAM, a
+transaction is no action of its own: each of its items needs its action (`Put` PutItem, `Update`
+UpdateItem, `Delete` DeleteItem, `ConditionCheck` ConditionCheckItem). Every
+DynamoDB action asked for with such a key is noted; `GET /_conveyor/used` answers
+`{"<access key>": ["GetItem", ...]}`, each key's actions, asked for or refused.
+
 Usage: python serve.py -H 127.0.0.1 -p PORT (with the venv's python, where moto is installed).
 """
 
 import argparse
+import io
+import json
+import re
 import threading
 
 from moto.moto_server.werkzeug_app import (
@@ -30,6 +42,82 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import run_simple
 
 DYNAMODB = ("DynamoDB_", "DynamoDBStreams_")
+TABLE_ACTION = "DynamoDB_20120810."
+CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+
+
+class Grants:
+    """The table actions each registered access key may take, and those each key asked for."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.granted = {}
+        self.used = {}
+
+    def grant(self, access_key, actions):
+        with self.lock:
+            self.granted[access_key] = set(actions)
+            self.used.setdefault(access_key, set())
+
+    def refused(self, environ, operation):
+        """The first action DynamoDB `operation` needs that the request's key may not take
+        (noting every action it needs, for a registered key), or None."""
+        found = CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+        key = found.group(1) if found else None
+        with self.lock:
+            if key not in self.granted:
+                return None
+        actions = actions_of(environ, operation)
+        with self.lock:
+            self.used[key].update(actions)
+            return next((a for a in actions if a not in self.granted[key]), None)
+
+    def answer(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == "/_conveyor/grants" and environ.get("REQUEST_METHOD") == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = json.loads(environ["wsgi.input"].read(length) or b"{}")
+            self.grant(body["access_key"], body["dynamodb"])
+            return respond(start_response, "204 No Content", b"")
+        if path == "/_conveyor/used":
+            with self.lock:
+                used = {k: sorted(v) for k, v in self.used.items()}
+            return respond(start_response, "200 OK", json.dumps(used).encode())
+        return respond(start_response, "404 Not Found", b"{}")
+
+
+IN_TRANSACTION = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
+
+
+def actions_of(environ, operation):
+    """The IAM actions a DynamoDB request for `operation` needs (its body read and put back)."""
+    if operation != "TransactWriteItems":
+        return [operation]
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(body)
+    items = json.loads(body or b"{}").get("TransactItems", [])
+    return sorted({IN_TRANSACTION[kind] for item in items for kind in item if kind in IN_TRANSACTION})
+
+
+def respond(start_response, status, body, content_type="application/json"):
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def access_denied(start_response, action):
+    body = json.dumps(
+        {
+            "__type": "com.amazon.coral.service#AccessDeniedException",
+            "Message": f"not authorized to perform: dynamodb:{action}",
+        }
+    ).encode()
+    return respond(start_response, "400 Bad Request", body, "application/x-amz-json-1.0")
 
 
 def keep_streams_through_refused_transactions() -> None:
@@ -72,9 +160,17 @@ def main() -> None:
     keep_streams_through_refused_transactions()
     moto = DomainDispatcherApplication(create_backend_app)
     one_at_a_time = threading.Lock()
+    grants = Grants()
 
     def app(environ, start_response):
-        if environ.get("HTTP_X_AMZ_TARGET", "").startswith(DYNAMODB):
+        if environ.get("PATH_INFO", "").startswith("/_conveyor/"):
+            return grants.answer(environ, start_response)
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target.startswith(TABLE_ACTION):
+            refused = grants.refused(environ, target[len(TABLE_ACTION):])
+            if refused:
+                return access_denied(start_response, refused)
+        if target.startswith(DYNAMODB):
             with one_at_a_time:
                 # The whole response is made under the lock.
                 return list(moto(environ, start_response))

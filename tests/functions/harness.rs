@@ -188,10 +188,113 @@ impl Deployment {
     }
 }
 
+/// The access key function `name` signs its requests with: the emulator grants it the table
+/// actions the template grants the function, refuses any other, and notes each it asks for.
+pub fn access_key(name: &str) -> String {
+    format!("fn-{name}")
+}
+
+/// The binaries the template's functions run.
+pub fn function_binaries() -> std::collections::BTreeSet<String> {
+    let t = crate::template::template();
+    t["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .values()
+        .filter_map(|r| r["Metadata"]["BuildProperties"]["Binary"].as_str())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Tell the suite's AWS emulator (`infra/moto/serve.py`, standing in for IAM) which table
+/// actions each function's access key may take: those the template grants it.
+async fn grant_each_function_its_table_actions() {
+    let t = crate::template::template();
+    let client = reqwest::Client::new();
+    for binary in function_binaries() {
+        let actions = crate::template::function_table_actions(&t, &binary);
+        let answer = client
+            .post(format!("{}/_conveyor/grants", crate::moto::endpoint()))
+            .json(&serde_json::json!({ "access_key": access_key(&binary), "dynamodb": actions }))
+            .send()
+            .await
+            .expect("the emulator answers");
+        assert!(
+            answer.status().is_success(),
+            "the AWS emulator takes no grants ({}): the functions run on infra/moto/serve.py",
+            answer.status()
+        );
+    }
+}
+
+/// The table actions each function's access key asked for on the suite's AWS emulator, over
+/// every test run on it so far (refused ones too).
+pub async fn table_actions_used() -> std::collections::BTreeMap<String, Vec<String>> {
+    reqwest::get(format!("{}/_conveyor/used", crate::moto::endpoint()))
+        .await
+        .expect("the emulator answers")
+        .json()
+        .await
+        .expect("the used actions, by access key")
+}
+
+/// The Runtime API as the functions reach it: cargo-lambda's emulator, relayed with one
+/// change. The emulator gives every invocation the deadline 600000 (ten minutes after the
+/// epoch: long past), where Lambda gives the moment the function's timeout ends; the relay
+/// gives that, each function's timeout as the template sets it.
+async fn relay_runtime_api(emulator: u16) -> u16 {
+    use axum::extract::{Request, State};
+    use axum::response::IntoResponse;
+    async fn relay(State(emulator): State<u16>, request: Request) -> axum::response::Response {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut sent = reqwest::Client::new()
+            .request(
+                parts.method.clone(),
+                format!("http://127.0.0.1:{emulator}{path}"),
+            )
+            .body(body);
+        for (name, value) in &parts.headers {
+            if name != axum::http::header::HOST {
+                sent = sent.header(name, value);
+            }
+        }
+        let answer = match sent.send().await {
+            Ok(answer) => answer,
+            Err(e) => return (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        };
+        let status = answer.status();
+        let mut headers = answer.headers().clone();
+        headers.remove(axum::http::header::CONTENT_LENGTH);
+        headers.remove(axum::http::header::TRANSFER_ENCODING);
+        if headers.contains_key("lambda-runtime-deadline-ms") {
+            // (`/.rt/<function>/2018-06-01/runtime/invocation/next`)
+            let function = parts.uri.path().split('/').nth(2).unwrap_or_default();
+            let timeout = crate::template::function_timeout(&crate::template::template(), function);
+            let deadline = chrono::Utc::now() + timeout;
+            headers.insert(
+                "lambda-runtime-deadline-ms",
+                deadline.timestamp_millis().to_string().parse().unwrap(),
+            );
+        }
+        let bytes = answer.bytes().await.unwrap_or_default();
+        (status, headers, bytes).into_response()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(relay).with_state(emulator);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
 /// cargo-lambda's Lambda Runtime API emulator (`cargo lambda watch --only-lambda-apis`), with
-/// the functions started against it.
+/// the functions started against it (through `relay_runtime_api`).
 pub struct Lambda {
     port: u16,
+    runtime_api: u16,
     emulator: Child,
     functions: Vec<(String, Child, PathBuf)>,
     client: reqwest::Client,
@@ -200,6 +303,7 @@ pub struct Lambda {
 
 impl Lambda {
     pub async fn start() -> Self {
+        grant_each_function_its_table_actions().await;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -225,6 +329,7 @@ impl Lambda {
             });
         let lambda = Self {
             port,
+            runtime_api: relay_runtime_api(port).await,
             emulator,
             functions: vec![],
             client: reqwest::Client::new(),
@@ -265,9 +370,10 @@ impl Lambda {
             .env_clear()
             .envs(deployment.env.iter().map(|(k, v)| (k, v)))
             .envs(extra.iter().copied())
+            .env("AWS_ACCESS_KEY_ID", access_key(name))
             .env(
                 "AWS_LAMBDA_RUNTIME_API",
-                format!("http://127.0.0.1:{}/.rt/{name}", self.port),
+                format!("http://127.0.0.1:{}/.rt/{name}", self.runtime_api),
             )
             .env("AWS_LAMBDA_FUNCTION_NAME", name)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")

@@ -214,6 +214,25 @@ async fn the_api_function_answers_http_api_requests_as_its_authorizer_let_them_t
         description["paths"]["/v1/jobs"].is_object(),
         "{description}"
     );
+
+    // WHEN acme submits two jobs in one request, as no batch of its own
+    let (status, created) = answer_of(
+        &lambda
+            .invoke(
+                "api",
+                &http_event(
+                    "POST",
+                    "/v1/jobs/batch",
+                    Some(&json!({ "jobs": [{ "type": "noop" }, { "type": "noop" }] })),
+                    Some(&caller("acme", "submitter")),
+                ),
+            )
+            .await,
+    );
+    // THEN both are created, and stored
+    assert_eq!((status, &created["created"]), (200, &json!(2)), "{created}");
+    let listed = deployment.jobs_of("acme").await;
+    assert_eq!(listed.len(), 3, "{listed:?}");
 }
 
 #[tokio::test]

@@ -222,3 +222,181 @@ async fn a_job_written_by_api_is_dispatched_and_counted_by_stats_and_run_by_its_
         "{ran:?}"
     );
 }
+
+/// Hand the table's stream so far to `stats`, as the event-source mapping does: the messages
+/// of the jobs written are sent (a record handed over again sends a message a worker drops).
+async fn dispatch(lambda: &mut Lambda, deployment: &Deployment) {
+    let batch = stream_batch(deployment).await;
+    let answer = lambda.invoke("stats", &batch).await;
+    assert_eq!(answer, json!({ "batchItemFailures": [] }), "{answer}");
+}
+
+/// The messages on `job_type`'s queue, received until one for each of `jobs` has come (a job's
+/// message may come more than once), handed to the worker function in one SQS batch, as the
+/// event-source mapping hands them.
+async fn work(lambda: &mut Lambda, deployment: &Deployment, job_type: &str, jobs: &[&str]) {
+    let queue = format!(
+        "{}{}",
+        deployment.get("CONVEYOR_QUEUE_PREFIX"),
+        job_type.replace('.', "-")
+    );
+    let backend = deployment.backend().await;
+    let mut messages: Vec<shared::ports::ReceivedMessage> = vec![];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !jobs
+        .iter()
+        .all(|id| messages.iter().any(|m| m.body.contains(id)))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no message on {queue} for some of {jobs:?}: {messages:?}"
+        );
+        messages.extend(
+            backend
+                .queue
+                .receive(
+                    &queue,
+                    10,
+                    Duration::from_secs(60),
+                    Duration::from_millis(500),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    let batch: Vec<(String, String, String)> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("m-{i}"), m.receipt_handle.clone(), m.body.clone()))
+        .collect();
+    let answer = lambda.invoke("worker", &sqs_batch(&batch, &queue)).await;
+    assert_eq!(answer, json!({ "batchItemFailures": [] }), "{answer}");
+}
+
+/// `method` `path` through the api function as a submitter and reader of acme: the status and
+/// body.
+async fn acme(lambda: &mut Lambda, method: &str, path: &str, body: Option<Value>) -> (u64, Value) {
+    let context = caller("acme", "submitter reader");
+    answer_of(
+        &lambda
+            .invoke(
+                "api",
+                &http_event(method, path, body.as_ref(), Some(&context)),
+            )
+            .await,
+    )
+}
+
+#[tokio::test]
+async fn the_worker_function_settles_dependents_and_batches_and_runs_jobs_that_submit_and_log() {
+    // GIVEN api, stats and the worker function, with a web server on this machine the
+    // deployment's jobs may reach
+    let site = axum::Router::new().route("/", axum::routing::get(|| async { "a page" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, site).await });
+    let deployment = Deployment::new(&[("CONVEYOR_OUTBOUND_ALLOW", "127.0.0.1/32")]).await;
+    let mut lambda = Lambda::start().await;
+    for function in ["api", "stats", "worker"] {
+        lambda.run(function, &deployment, &[]);
+    }
+    let ports = deployment.ports().await;
+    // (a job's status, and what else it says, to tell why it has another)
+    let status_of = |id: &str| {
+        let store = ports.store.clone();
+        let id = shared::domain::JobId::parse(id).unwrap();
+        async move {
+            let job = store.get(id).await.unwrap().expect("the job");
+            (job.status.as_str().to_string(), format!("{job:?}"))
+        }
+    };
+
+    // WHEN acme submits a job, one that depends on it, and a batch of two
+    let parent = submit(&mut lambda, "acme", &json!({ "type": "noop" }))
+        .await
+        .to_string();
+    let (status, child) = acme(
+        &mut lambda,
+        "POST",
+        "/v1/jobs",
+        Some(json!({ "type": "noop", "depends_on": [parent] })),
+    )
+    .await;
+    assert_eq!(status, 202, "{child}");
+    let child = child["id"].as_str().unwrap().to_string();
+    let (status, job) = status_of(&child).await;
+    assert_eq!(status, "waiting", "{job}");
+    let (status, batch) = acme(
+        &mut lambda,
+        "POST",
+        "/v1/jobs/batch",
+        Some(json!({ "jobs": [{ "type": "noop" }, { "type": "noop" }], "batch": {} })),
+    )
+    .await;
+    assert_eq!(status, 200, "{batch}");
+    let batch_id = batch["batch"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a batch: {batch}"))
+        .to_string();
+    let members: Vec<String> = batch["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["job"]["id"].as_str().unwrap().to_string())
+        .collect();
+    // AND the noop worker gets what was dispatched
+    dispatch(&mut lambda, &deployment).await;
+    work(
+        &mut lambda,
+        &deployment,
+        "noop",
+        &[&parent, &members[0], &members[1]],
+    )
+    .await;
+    // THEN the parent ran, and its dependent is released to the queue
+    let (status, job) = status_of(&parent).await;
+    assert_eq!(status, "succeeded", "{job}");
+    let (status, job) = status_of(&child).await;
+    assert_eq!(status, "queued", "{job}");
+    // AND the batch is done, both its jobs succeeded
+    let (status, read) = acme(&mut lambda, "GET", &format!("/v1/batches/{batch_id}"), None).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["counts"]["succeeded"], 2, "{read}");
+
+    // WHEN a scan of this machine's site is submitted and its worker runs it
+    let (status, scan) = acme(
+        &mut lambda,
+        "POST",
+        "/v1/jobs",
+        Some(json!({ "type": "scan.domain", "payload": {
+            "domain": "127.0.0.1", "scheme": "http", "port": port, "paths": ["/"] } })),
+    )
+    .await;
+    assert_eq!(status, 202, "{scan}");
+    let scan = scan["id"].as_str().unwrap().to_string();
+    dispatch(&mut lambda, &deployment).await;
+    work(&mut lambda, &deployment, "scan.domain", &[&scan]).await;
+    // THEN it succeeded, having submitted a fetch of the page and a summary waiting on it
+    let (status, job) = status_of(&scan).await;
+    assert_eq!(status, "succeeded", "{job}");
+    let (_, result) = acme(&mut lambda, "GET", &format!("/v1/jobs/{scan}/result"), None).await;
+    let page = result["result"]["pages"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("a page's job: {result}"))
+        .to_string();
+    let summary = result["result"]["summary"].as_str().unwrap().to_string();
+    let (status, job) = status_of(&summary).await;
+    assert_eq!(status, "waiting", "{job}");
+
+    // WHEN the page's fetch runs
+    dispatch(&mut lambda, &deployment).await;
+    work(&mut lambda, &deployment, "http.fetch", &[&page]).await;
+    // THEN it fetched the page and logged it, and the summary is released
+    let (status, job) = status_of(&page).await;
+    assert_eq!(status, "succeeded", "{job}");
+    let (status, logs) = acme(&mut lambda, "GET", &format!("/v1/jobs/{page}/logs"), None).await;
+    assert_eq!(status, 200, "{logs}");
+    assert!(logs.to_string().contains("200"), "{logs}");
+    let (status, job) = status_of(&summary).await;
+    assert_eq!(status, "queued", "{job}");
+}

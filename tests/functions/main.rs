@@ -9,8 +9,11 @@
 
 mod harness;
 mod http;
+mod iam;
 mod jobs;
 #[path = "../../shared/tests/support/moto.rs"]
 mod moto;
 mod schedules;
+#[path = "../support/template.rs"]
+mod template;
 mod ws;

@@ -103,6 +103,37 @@ async fn a_schedules_tick_as_eventbridge_scheduler_sends_it_makes_one_job() {
     lambda.invoke("scheduler", &event).await;
     let jobs = deployment.jobs_of("acme").await;
     assert_eq!(jobs.len(), 1, "{jobs:?}");
+
+    // WHEN the schedule is deleted through api, and a tick Scheduler sent before that arrives
+    let (status, deleted) = answer_of(
+        &lambda
+            .invoke(
+                "api",
+                &http_event(
+                    "DELETE",
+                    "/v1/schedules/nightly",
+                    None,
+                    Some(&caller("acme", "submitter reader")),
+                ),
+            )
+            .await,
+    );
+    assert_eq!(
+        (status, &deleted["deleted"]),
+        (200, &json!("nightly")),
+        "{deleted}"
+    );
+    let late: Value = serde_json::from_str(
+        &event
+            .to_string()
+            .replace("2026-12-07T03:00:00Z", "2026-12-08T03:00:00Z"),
+    )
+    .unwrap();
+    let run = lambda.invoke("scheduler", &late).await;
+    // THEN it makes no job
+    assert!(run["job_id"].is_null(), "{run}");
+    let jobs = deployment.jobs_of("acme").await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
 }
 
 #[tokio::test]

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 type Posted = Arc<Mutex<Vec<(String, String)>>>;
 
 /// API Gateway's management endpoint (`POST /@connections/{id}`) as a recorder: what notify
-/// posted, to which connection.
+/// posted, to which connection. A connection whose id starts with `gone-` is one whose client
+/// went away: API Gateway answers 410 Gone for it.
 async fn management_endpoint() -> (String, Posted) {
     use axum::extract::{Path, State};
     let posted: Posted = Arc::default();
@@ -19,8 +20,13 @@ async fn management_endpoint() -> (String, Posted) {
             "/@connections/{id}",
             axum::routing::post(
                 |State(posted): State<Posted>, Path(id): Path<String>, body: String| async move {
+                    let gone = id.starts_with("gone-");
                     posted.lock().unwrap().push((id, body));
-                    axum::http::StatusCode::OK
+                    if gone {
+                        axum::http::StatusCode::GONE
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
                 },
             ),
         )
@@ -134,20 +140,57 @@ async fn a_websocket_is_authorized_connected_subscribed_pushed_to_and_disconnect
     assert_eq!(reply["type"], "subscribed", "{reply}");
     assert_eq!(reply["job"]["id"], id, "{reply}");
 
+    // AND a second connection subscribes to all of acme's jobs, then its client goes away
+    // without a word (API Gateway answers 410 Gone for it from now on)
+    for (route, body) in [
+        ("$connect", None),
+        (
+            "subscribe",
+            Some(json!({ "action": "subscribe", "all": true })),
+        ),
+    ] {
+        let context = (route == "$connect").then_some(&context);
+        let answer = lambda
+            .invoke("ws", &ws_event(route, "gone-1", context, body.as_ref()))
+            .await;
+        assert_eq!(answer["statusCode"], 200, "{route}: {answer}");
+    }
+
     // AND notify gets the table's stream so far
     let batch = stream_batch(&deployment).await;
     let answer = lambda.invoke("notify", &batch).await;
     assert_eq!(answer, json!({ "batchItemFailures": [] }), "{answer}");
-    // THEN the job's change was pushed to the subscribed connection, and to no other
+    // THEN the job's change was pushed to the subscribed connection, and tried on the gone
+    // one, which is forgotten
     let pushed = posted.lock().unwrap().clone();
     assert!(!pushed.is_empty(), "nothing pushed");
-    assert!(pushed.iter().all(|(c, _)| c == "conn-1"), "{pushed:?}");
+    assert!(
+        pushed.iter().all(|(c, _)| c == "conn-1" || c == "gone-1"),
+        "{pushed:?}"
+    );
+    use shared::ports::ConnectionStore;
+    let connections = deployment.backend().await.connections();
+    assert!(connections.connection("gone-1").await.unwrap().is_none());
+    assert!(connections.connection("conn-1").await.unwrap().is_some());
     assert!(
         pushed.iter().any(|(_, body)| body.contains(id)),
         "{pushed:?}"
     );
 
-    // WHEN the connection closes and the same changes come again
+    // WHEN the connection leaves the job's subscription, then closes, and the same changes
+    // come again
+    let answer = lambda
+        .invoke(
+            "ws",
+            &ws_event(
+                "unsubscribe",
+                "conn-1",
+                None,
+                Some(&json!({ "action": "unsubscribe", "job_id": id })),
+            ),
+        )
+        .await;
+    assert_eq!(answer["statusCode"], 200, "{answer}");
     let answer = lambda
         .invoke("ws", &ws_event("$disconnect", "conn-1", None, None))
         .await;
