@@ -11,7 +11,7 @@ RUNTIME := --workspace $(addprefix --exclude ,$(LAMBDAS) worker)
 FUNCTIONS := $(addprefix -p ,$(LAMBDAS))
 NEXTEST := cargo nextest run --all-targets
 
-.PHONY: print-runtime print-functions run test suite tools lint test-aws-endpoint test-api-schema test-browser build-runtime build-functions test-functions deploy destroy bench
+.PHONY: print-runtime print-functions run test suite tools lint test-aws-endpoint test-api-schema test-browser build-runtime build-functions test-functions deploy deploy-check destroy bench
 
 run:
 	cargo run --release -p local --bin conveyor
@@ -84,7 +84,10 @@ test-functions: tools build-functions
 
 # Deploy to AWS, or take the stack down (README, "Deploy to AWS"; infra/deploy.sh):
 #   make deploy STACK=conveyor-prod REGION=eu-west-1 [ARCH=arm64|x86_64] [ALARM_TOPIC=arn:…]
+#   make deploy-check STACK=… REGION=… [ARCH=…]: every check a deploy makes first, and no more
 #   make destroy STACK=conveyor-prod REGION=eu-west-1
+deploy-check:
+	@STACK="$(STACK)" REGION="$(REGION)" ARCH="$(ARCH)" infra/deploy.sh check
 deploy destroy:
 	@STACK="$(STACK)" REGION="$(REGION)" ARCH="$(ARCH)" ALARM_TOPIC="$(ALARM_TOPIC)" infra/deploy.sh $@
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # `make deploy` and `make destroy` (README, "Deploy to AWS").
 #   infra/deploy.sh deploy   STACK=… REGION=… [ARCH=arm64|x86_64] [ALARM_TOPIC=arn:…]
+#   infra/deploy.sh check    STACK=… REGION=… [ARCH=arm64|x86_64]
 #   infra/deploy.sh destroy  STACK=… REGION=…
-# Every setting is checked before anything runs; a deploy builds the functions with cargo-lambda
-# for ARCH (sam build), deploys them for the same ARCH, prints the stack's outputs and the
-# command that makes the first admin key.
+# Every setting is checked before anything runs, and the account's Lambda concurrency is
+# compared with what the stack may take (a note if it is short; `check` stops there); a deploy
+# then builds the functions with cargo-lambda for ARCH (sam build), deploys them for the same
+# ARCH, prints the stack's outputs and the command that makes the first admin key.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 action="${1:-}"
@@ -17,13 +19,13 @@ ALARM_TOPIC="${ALARM_TOPIC:-}"
 MAX_STACK=39
 
 refuse() {
-  echo "make $action: $*" >&2
+  echo "make $([ "$action" = check ] && echo deploy-check || echo "$action"): $*" >&2
   exit 2
 }
 
 case "$action" in
-  deploy | destroy) ;;
-  *) refuse "infra/deploy.sh deploy|destroy (STACK=… REGION=… [ARCH=arm64|x86_64])" ;;
+  deploy | check | destroy) ;;
+  *) refuse "infra/deploy.sh deploy|check|destroy (STACK=… REGION=… [ARCH=arm64|x86_64])" ;;
 esac
 [ -n "$STACK" ] || refuse "STACK is not set: the CloudFormation stack's name, e.g. STACK=conveyor-prod"
 if [ "${#STACK}" -gt "$MAX_STACK" ]; then
@@ -52,6 +54,12 @@ fi
 
 if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
   refuse "the Rust target $target is not installed: \`rustup target add $target\` (or ARCH=$( [ "$ARCH" = arm64 ] && echo x86_64 || echo arm64 ))"
+fi
+
+"$sam_bin/python3" infra/sam/concurrency.py "$REGION" template.yaml
+if [ "$action" = check ]; then
+  echo "make deploy STACK=$STACK REGION=$REGION ARCH=$ARCH: ready."
+  exit 0
 fi
 
 overrides=("Architecture=$ARCH")

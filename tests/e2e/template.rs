@@ -658,3 +658,101 @@ fn a_schedule_tick_the_scheduler_function_fails_is_kept_for_maintenance_to_fire_
         .iter()
         .any(|p| tagged(p).map(|p| p.1) == Some("DeadLetterPolicy".into())));
 }
+
+#[tokio::test]
+async fn make_deploy_says_when_the_accounts_lambda_concurrency_is_below_what_the_stack_may_take() {
+    // GIVEN what the stack may run at once: each worker queue's event source up to its
+    // MaximumConcurrency, and one for each other function
+    let (text, t) = template();
+    let workers: u64 = text
+        .lines()
+        .filter_map(|l| l.split("MaximumConcurrency:").nth(1))
+        .map(|n| {
+            n.trim()
+                .trim_end_matches('}')
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    let functions = t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .collect::<Vec<_>>();
+    let others = functions
+        .iter()
+        .filter(|(_, r)| {
+            !r["Properties"]["Events"]
+                .as_mapping()
+                .is_some_and(|e| e.values().any(|e| e["Type"] == "SQS"))
+        })
+        .count() as u64;
+    let want = workers + others;
+    // AND Lambda's account settings (GetAccountSettings) as an account with `quota` answers
+    let account = |quota: u64| async move {
+        let app = axum::Router::new().route(
+            "/2016-08-19/account-settings",
+            axum::routing::get(move || async move {
+                axum::Json(serde_json::json!({
+                    "AccountLimit": {
+                        "TotalCodeSize": 80530636800u64, "CodeSizeUnzipped": 262144000,
+                        "CodeSizeZipped": 52428800, "ConcurrentExecutions": quota,
+                        "UnreservedConcurrentExecutions": quota,
+                    },
+                    "AccountUsage": { "TotalCodeSize": 0, "FunctionCount": 0 },
+                }))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    };
+    let check = |endpoint: String| async move {
+        tokio::process::Command::new("make")
+            .args([
+                "-s",
+                "deploy-check",
+                "STACK=conveyor-ci",
+                "REGION=eu-west-1",
+                "ARCH=x86_64",
+            ])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .env("AWS_ENDPOINT_URL_LAMBDA", endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .await
+            .expect("make runs")
+    };
+
+    // WHEN the checks a deploy makes first run against a new account's quota of 10
+    let out = check(account(10).await).await;
+    // THEN it says what the account runs, what the stack may take and where to ask for more,
+    // and the deploy would go on
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("at most 10 Lambda invocations at once"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("this stack may take {want}")),
+        "{want}: {stderr}"
+    );
+    assert!(stderr.contains("Service Quotas"), "{stderr}");
+    assert!(stdout.contains("ready"), "{stdout}");
+
+    // WHEN the account's quota is 1,000
+    let out = check(account(1000).await).await;
+    // THEN it has nothing to note
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("Note:"), "{stderr}");
+}
