@@ -74,26 +74,10 @@ pub fn slower_on_aws(ms: u64) -> u64 {
 
 /// The settings that put one app on the AWS backend, with resources no other app shares.
 pub fn aws_env() -> Vec<(String, String)> {
-    let endpoint = crate::moto::endpoint();
-    let id = ulid::Ulid::new().to_string().to_lowercase();
-    [
-        ("CONVEYOR_BACKEND", "aws".to_string()),
-        ("AWS_ENDPOINT_URL", endpoint),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
-        ("CONVEYOR_TABLE", format!("jobs-{id}")),
-        ("CONVEYOR_EVENT_BUS", format!("bus-{id}")),
-        ("CONVEYOR_QUEUE_PREFIX", format!("e{id}-")),
-        // (a maintenance sweep queries every shard of the `due` index: one, not 64, for
-        // runtimes that sweep four times a second on an emulator that serves one request at a
-        // time; the spread itself is the contract suite's to check)
-        ("CONVEYOR_SHARDS", "1".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    // (a maintenance sweep queries every shard of the `due` index: one, not 64, for runtimes
+    // that sweep four times a second on an emulator that serves one request at a time; the
+    // spread itself is the contract suite's to check)
+    crate::aws::aws_env("e", 1)
 }
 
 /// Start the runtime with the test timings, overridden or extended by `env`, on the suite's

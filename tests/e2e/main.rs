@@ -2,6 +2,8 @@
 //! process of its own (own data directory, own port) and talks to it over HTTP, with scripted
 //! HTTP targets on 127.0.0.1; `worker_entrypoint` drives the SQS worker entrypoint in-process.
 
+#[path = "../support/aws.rs"]
+mod aws;
 mod helpers;
 
 mod api;

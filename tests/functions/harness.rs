@@ -62,27 +62,17 @@ impl Deployment {
     /// A fresh deployment: its resources made by `conveyor bootstrap`, as the template makes
     /// them, and `extra` settings for every function.
     pub async fn new(extra: &[(&str, &str)]) -> Self {
-        let id = ulid::Ulid::new().to_string().to_lowercase();
-        let mut env: Vec<(String, String)> = [
-            ("CONVEYOR_BACKEND", "aws".to_string()),
-            ("AWS_ENDPOINT_URL", crate::moto::endpoint()),
-            ("AWS_ACCESS_KEY_ID", "test".into()),
-            ("AWS_SECRET_ACCESS_KEY", "test".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_EC2_METADATA_DISABLED", "true".into()),
-            ("CONVEYOR_TABLE", format!("jobs-{id}")),
-            ("CONVEYOR_EVENT_BUS", format!("bus-{id}")),
-            ("CONVEYOR_QUEUE_PREFIX", format!("f{id}-")),
-            ("CONVEYOR_SHARDS", "4".into()),
-            (
-                "CONVEYOR_WEBHOOK_SECRET",
-                "functions-test-master-key-of-32-bytes".into(),
-            ),
-            ("RUST_LOG", "info".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let mut env = crate::aws::aws_env("f", 4);
+        env.extend(
+            [
+                (
+                    "CONVEYOR_WEBHOOK_SECRET",
+                    "functions-test-master-key-of-32-bytes",
+                ),
+                ("RUST_LOG", "info"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         for (k, v) in extra {
             env.retain(|(name, _)| name != k);
             env.push((k.to_string(), v.to_string()));

@@ -62,19 +62,14 @@ pub fn caller(tenant: &str, roles: &str) -> Value {
 /// Submit `body` through the api function as a submitter of `tenant`: the new job's id, after
 /// checking it was accepted.
 pub async fn submit(lambda: &mut Lambda, tenant: &str, body: &Value) -> shared::domain::JobId {
-    let (status, job) = answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event(
-                    "POST",
-                    "/v1/jobs",
-                    Some(body),
-                    Some(&caller(tenant, "submitter")),
-                ),
-            )
-            .await,
-    );
+    let (status, job) = call(
+        lambda,
+        "POST",
+        "/v1/jobs",
+        Some(body),
+        Some(&caller(tenant, "submitter")),
+    )
+    .await;
     assert_eq!(status, 202, "{job}");
     shared::domain::JobId::parse(job["id"].as_str().unwrap()).unwrap()
 }
@@ -82,24 +77,36 @@ pub async fn submit(lambda: &mut Lambda, tenant: &str, body: &Value) -> shared::
 /// An API key of `tenant` with `roles`, made through the api function by an admin of the
 /// tenant: its secret, shown once.
 pub async fn make_key(lambda: &mut Lambda, tenant: &str, roles: &[&str]) -> String {
-    let (status, key) = answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event(
-                    "POST",
-                    "/v1/api-keys",
-                    Some(&json!({ "name": "test", "roles": roles })),
-                    Some(&caller(tenant, "admin")),
-                ),
-            )
-            .await,
-    );
+    let (status, key) = call(
+        lambda,
+        "POST",
+        "/v1/api-keys",
+        Some(&json!({ "name": "test", "roles": roles })),
+        Some(&caller(tenant, "admin")),
+    )
+    .await;
     assert_eq!(status, 201, "{key}");
     key["key"]
         .as_str()
         .expect("the key's secret, once")
         .to_string()
+}
+
+/// `method` `path` (with its query) through the api function, with a JSON `body`, as a caller
+/// whose context an authorizer answered (`None`: a request no authorizer saw): the status and
+/// JSON body of its answer.
+pub async fn call(
+    lambda: &mut Lambda,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    context: Option<&Value>,
+) -> (u64, Value) {
+    answer_of(
+        &lambda
+            .invoke("api", &http_event(method, path, body, context))
+            .await,
+    )
 }
 
 /// The status and JSON body of the `api` function's answer (an HTTP API payload 2.0 response).
@@ -160,43 +167,29 @@ async fn the_api_function_answers_http_api_requests_as_its_authorizer_let_them_t
     assert_eq!(stored.payload, json!({ "n": 1 }));
 
     // AND acme reads it back, with a query string
-    let (status, read) = answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event(
-                    "GET",
-                    "/v1/jobs?status=queued&limit=5",
-                    None,
-                    Some(&caller("acme", "reader")),
-                ),
-            )
-            .await,
-    );
+    let (status, read) = call(
+        &mut lambda,
+        "GET",
+        "/v1/jobs?status=queued&limit=5",
+        None,
+        Some(&caller("acme", "reader")),
+    )
+    .await;
     assert_eq!(status, 200, "{read}");
     assert_eq!(read["jobs"][0]["id"], job["id"], "{read}");
     // AND another tenant does not see it
-    let (status, theirs) = answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event(
-                    "GET",
-                    &format!("/v1/jobs/{}", job["id"].as_str().unwrap()),
-                    None,
-                    Some(&caller("other", "reader")),
-                ),
-            )
-            .await,
-    );
+    let (status, theirs) = call(
+        &mut lambda,
+        "GET",
+        &format!("/v1/jobs/{}", job["id"].as_str().unwrap()),
+        None,
+        Some(&caller("other", "reader")),
+    )
+    .await;
     assert_eq!(status, 404, "{theirs}");
 
     // WHEN a request reaches it that no authorizer saw
-    let (status, refused) = answer_of(
-        &lambda
-            .invoke("api", &http_event("POST", "/v1/jobs", Some(&submit), None))
-            .await,
-    );
+    let (status, refused) = call(&mut lambda, "POST", "/v1/jobs", Some(&submit), None).await;
     // THEN it is refused with the API's JSON error, and nothing more is stored
     assert_eq!(status, 401, "{refused}");
     assert!(refused["error"]["message"].is_string(), "{refused}");
@@ -204,11 +197,7 @@ async fn the_api_function_answers_http_api_requests_as_its_authorizer_let_them_t
     assert_eq!(listed.len(), 1, "{listed:?}");
 
     // AND the API's description is served without a credential
-    let (status, description) = answer_of(
-        &lambda
-            .invoke("api", &http_event("GET", "/v1/openapi.json", None, None))
-            .await,
-    );
+    let (status, description) = call(&mut lambda, "GET", "/v1/openapi.json", None, None).await;
     assert_eq!(status, 200, "{description}");
     assert!(
         description["paths"]["/v1/jobs"].is_object(),
@@ -216,23 +205,33 @@ async fn the_api_function_answers_http_api_requests_as_its_authorizer_let_them_t
     );
 
     // WHEN acme submits two jobs in one request, as no batch of its own
-    let (status, created) = answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event(
-                    "POST",
-                    "/v1/jobs/batch",
-                    Some(&json!({ "jobs": [{ "type": "noop" }, { "type": "noop" }] })),
-                    Some(&caller("acme", "submitter")),
-                ),
-            )
-            .await,
-    );
+    let (status, created) = call(
+        &mut lambda,
+        "POST",
+        "/v1/jobs/batch",
+        Some(&json!({ "jobs": [{ "type": "noop" }, { "type": "noop" }] })),
+        Some(&caller("acme", "submitter")),
+    )
+    .await;
     // THEN both are created, and stored
     assert_eq!((status, &created["created"]), (200, &json!(2)), "{created}");
     let listed = deployment.jobs_of("acme").await;
     assert_eq!(listed.len(), 3, "{listed:?}");
+}
+
+/// A JWT for `subject` of tenant globex with `role`, signed with `secret`, valid five minutes.
+fn jwt_of(secret: &str, subject: &str, role: shared::domain::Role) -> String {
+    shared::auth::issue_token(
+        secret,
+        &shared::domain::Tenant::parse("globex").unwrap(),
+        subject,
+        &[role],
+        std::time::Duration::from_secs(300),
+        None,
+        None,
+        chrono::Utc::now(),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -262,19 +261,14 @@ async fn the_authorizer_names_the_caller_of_a_key_and_denies_what_it_cannot_veri
     assert_eq!(answer["context"]["roles"], "submitter", "{answer}");
 
     // AND that context, handed to the api function, submits as acme
-    let (status, job) = answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event(
-                    "POST",
-                    "/v1/jobs",
-                    Some(&json!({ "type": "noop" })),
-                    Some(&answer["context"]),
-                ),
-            )
-            .await,
-    );
+    let (status, job) = call(
+        &mut lambda,
+        "POST",
+        "/v1/jobs",
+        Some(&json!({ "type": "noop" })),
+        Some(&answer["context"]),
+    )
+    .await;
     assert_eq!(
         (status, job["tenant"].as_str()),
         (202, Some("acme")),
@@ -282,17 +276,7 @@ async fn the_authorizer_names_the_caller_of_a_key_and_denies_what_it_cannot_veri
     );
 
     // WHEN it is asked about a JWT signed with the deployment's secret
-    let jwt = shared::auth::issue_token(
-        &secret,
-        &shared::domain::Tenant::parse("globex").unwrap(),
-        "alice",
-        &[shared::domain::Role::Reader],
-        std::time::Duration::from_secs(300),
-        None,
-        None,
-        chrono::Utc::now(),
-    )
-    .unwrap();
+    let jwt = jwt_of(&secret, "alice", shared::domain::Role::Reader);
     let mut request = aws_sample("example-apigw-v2-custom-authorizer-v2-request.json");
     request["headers"] = json!({ "authorization": format!("Bearer {jwt}") });
     let answer = lambda.invoke("authorizer", &request).await;
@@ -309,17 +293,11 @@ async fn the_authorizer_names_the_caller_of_a_key_and_denies_what_it_cannot_veri
 
     // WHEN it is asked about a bearer value that is no key, a JWT signed with another secret,
     // and a request with no credential
-    let forged = shared::auth::issue_token(
+    let forged = jwt_of(
         "another-secret-of-thirty-two-bytes-or-more",
-        &shared::domain::Tenant::parse("globex").unwrap(),
         "mallory",
-        &[shared::domain::Role::Admin],
-        std::time::Duration::from_secs(300),
-        None,
-        None,
-        chrono::Utc::now(),
-    )
-    .unwrap();
+        shared::domain::Role::Admin,
+    );
     for header in [
         json!({ "authorization": "Bearer not-a-key" }),
         json!({ "authorization": format!("Bearer {forged}") }),

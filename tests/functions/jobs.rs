@@ -3,7 +3,7 @@
 //! queue's SQS batch.
 
 use crate::harness::{aws_sample, Deployment, Lambda};
-use crate::http::{answer_of, caller, http_event, submit};
+use crate::http::{call, caller, submit};
 use serde_json::{json, Value};
 use shared::ports::QueueConsumer;
 use std::time::Duration;
@@ -167,14 +167,14 @@ async fn a_job_written_by_api_is_dispatched_and_counted_by_stats_and_run_by_its_
     // THEN every record is taken
     assert_eq!(answer, json!({ "batchItemFailures": [] }), "{answer}");
     // AND the job is counted, as /v1/stats shows
-    let (status, stats) = answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event("GET", "/v1/stats", None, Some(&caller("acme", "reader"))),
-            )
-            .await,
-    );
+    let (status, stats) = call(
+        &mut lambda,
+        "GET",
+        "/v1/stats",
+        None,
+        Some(&caller("acme", "reader")),
+    )
+    .await;
     assert_eq!(status, 200, "{stats}");
     assert!(stats.to_string().contains("noop"), "{stats}");
     // AND its message is on the noop queue
@@ -277,14 +277,7 @@ async fn work(lambda: &mut Lambda, deployment: &Deployment, job_type: &str, jobs
 /// body.
 async fn acme(lambda: &mut Lambda, method: &str, path: &str, body: Option<Value>) -> (u64, Value) {
     let context = caller("acme", "submitter reader");
-    answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event(method, path, body.as_ref(), Some(&context)),
-            )
-            .await,
-    )
+    call(lambda, method, path, body.as_ref(), Some(&context)).await
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@
 //! table, the queues and the schedules. `make test-functions` builds the functions and runs
 //! this.
 
+#[path = "../support/aws.rs"]
+mod aws;
 mod harness;
 mod http;
 mod iam;

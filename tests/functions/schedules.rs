@@ -2,24 +2,50 @@
 //! and `maintenance` at each sweep.
 
 use crate::harness::{aws_sample, Deployment, Lambda};
-use crate::http::{answer_of, caller, http_event, submit};
+use crate::http::{call, caller, submit};
 use serde_json::{json, Value};
 use shared::ports::QueueConsumer;
 
-/// The settings that point the deployment's schedules at the `scheduler` function, as the
-/// template's do.
-fn scheduler_settings(group: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("CONVEYOR_SCHEDULE_GROUP", group.to_string()),
+/// A deployment whose schedules are EventBridge Scheduler's, in a group of its own, aimed at
+/// the `scheduler` function as the template aims them: the deployment, and the group.
+async fn scheduled_deployment() -> (Deployment, String) {
+    let group = format!("g{}", ulid::Ulid::new().to_string().to_lowercase());
+    let deployment = Deployment::new(&[
+        ("CONVEYOR_SCHEDULE_GROUP", group.as_str()),
         (
             "CONVEYOR_SCHEDULER_TARGET_ARN",
-            "arn:aws:lambda:us-east-1:123456789012:function:scheduler".into(),
+            "arn:aws:lambda:us-east-1:123456789012:function:scheduler",
         ),
         (
             "CONVEYOR_SCHEDULER_ROLE_ARN",
-            "arn:aws:iam::123456789012:role/scheduler-invoke".into(),
+            "arn:aws:iam::123456789012:role/scheduler-invoke",
         ),
-    ]
+    ])
+    .await;
+    (deployment, group)
+}
+
+/// Declare `schedule` through the api function as a submitter of acme; checks it was made.
+async fn declare(lambda: &mut Lambda, schedule: Value) {
+    let (status, made) = call(
+        lambda,
+        "POST",
+        "/v1/schedules",
+        Some(&schedule),
+        Some(&caller("acme", "submitter reader")),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+}
+
+/// Invoke maintenance as its sweep's schedule does: its report.
+async fn sweep(lambda: &mut Lambda) -> Value {
+    lambda
+        .invoke(
+            "maintenance",
+            &aws_sample("example-eventbridge-schedule.json"),
+        )
+        .await
 }
 
 /// What EventBridge Scheduler sends the target of the deployment's one schedule in `group` at
@@ -58,27 +84,15 @@ async fn armed_tick(deployment: &Deployment, group: &str, tick: &str) -> Value {
 async fn a_schedules_tick_as_eventbridge_scheduler_sends_it_makes_one_job() {
     // GIVEN the api and scheduler functions, on a deployment whose schedules are EventBridge
     // Scheduler's, and a schedule declared through api
-    let group = format!("g{}", ulid::Ulid::new().to_string().to_lowercase());
-    let settings = scheduler_settings(&group);
-    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let deployment = Deployment::new(&settings).await;
+    let (deployment, group) = scheduled_deployment().await;
     let mut lambda = Lambda::start().await;
     lambda.run("api", &deployment, &[]);
     lambda.run("scheduler", &deployment, &[]);
-    let (status, schedule) = answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event(
-                    "POST",
-                    "/v1/schedules",
-                    Some(&json!({ "name": "nightly", "type": "noop", "payload": { "n": 7 }, "cron": "0 3 * * *" })),
-                    Some(&caller("acme", "submitter reader")),
-                ),
-            )
-            .await,
-    );
-    assert_eq!(status, 201, "{schedule}");
+    declare(
+        &mut lambda,
+        json!({ "name": "nightly", "type": "noop", "payload": { "n": 7 }, "cron": "0 3 * * *" }),
+    )
+    .await;
 
     // WHEN EventBridge Scheduler fires it: the input its target holds, with the tick's time
     // filled in where Scheduler fills it
@@ -105,19 +119,14 @@ async fn a_schedules_tick_as_eventbridge_scheduler_sends_it_makes_one_job() {
     assert_eq!(jobs.len(), 1, "{jobs:?}");
 
     // WHEN the schedule is deleted through api, and a tick Scheduler sent before that arrives
-    let (status, deleted) = answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event(
-                    "DELETE",
-                    "/v1/schedules/nightly",
-                    None,
-                    Some(&caller("acme", "submitter reader")),
-                ),
-            )
-            .await,
-    );
+    let (status, deleted) = call(
+        &mut lambda,
+        "DELETE",
+        "/v1/schedules/nightly",
+        None,
+        Some(&caller("acme", "submitter reader")),
+    )
+    .await;
     assert_eq!(
         (status, &deleted["deleted"]),
         (200, &json!("nightly")),
@@ -185,12 +194,7 @@ async fn a_maintenance_sweep_on_its_schedule_event_settles_dead_letters() {
         .unwrap();
 
     // WHEN the sweep's schedule invokes maintenance
-    let report = lambda
-        .invoke(
-            "maintenance",
-            &aws_sample("example-eventbridge-schedule.json"),
-        )
-        .await;
+    let report = sweep(&mut lambda).await;
     // THEN its report counts the dead letter of the job that ran, and that job is dead
     assert_eq!(report["dead_lettered"], 1, "{report}");
     let job = ports.store.get(id).await.unwrap().unwrap();
@@ -230,10 +234,7 @@ async fn a_maintenance_sweep_on_its_schedule_event_settles_dead_letters() {
 async fn a_tick_the_scheduler_function_failed_is_fired_again_by_the_next_sweep() {
     // GIVEN the api, scheduler and maintenance functions, a schedule declared through api, and
     // the scheduler function's on-failure destination (a queue, as the template makes it)
-    let group = format!("g{}", ulid::Ulid::new().to_string().to_lowercase());
-    let settings = scheduler_settings(&group);
-    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let deployment = Deployment::new(&settings).await;
+    let (deployment, group) = scheduled_deployment().await;
     let failures = format!(
         "{}schedule-tick-failures",
         deployment.get("CONVEYOR_QUEUE_PREFIX")
@@ -254,20 +255,11 @@ async fn a_tick_the_scheduler_function_failed_is_fired_again_by_the_next_sweep()
         &deployment,
         &[("CONVEYOR_TICK_FAILURES_QUEUE", failures.as_str())],
     );
-    let (status, schedule) = answer_of(
-        &lambda
-            .invoke(
-                "api",
-                &http_event(
-                    "POST",
-                    "/v1/schedules",
-                    Some(&json!({ "name": "hourly", "type": "noop", "cron": "0 * * * *" })),
-                    Some(&caller("acme", "submitter")),
-                ),
-            )
-            .await,
-    );
-    assert_eq!(status, 201, "{schedule}");
+    declare(
+        &mut lambda,
+        json!({ "name": "hourly", "type": "noop", "cron": "0 * * * *" }),
+    )
+    .await;
 
     // WHEN a tick failed the scheduler function through Lambda's retries: Lambda records the
     // invocation on the destination (its documented record: the request's payload, and why)
@@ -299,12 +291,7 @@ async fn a_tick_the_scheduler_function_failed_is_fired_again_by_the_next_sweep()
         .await
         .unwrap();
     // AND the next sweep runs
-    let report = lambda
-        .invoke(
-            "maintenance",
-            &aws_sample("example-eventbridge-schedule.json"),
-        )
-        .await;
+    let report = sweep(&mut lambda).await;
     // THEN the tick fired: its job is made, and the record is gone
     assert_eq!(report["ticks_refired"], 1, "{report}");
     let jobs = deployment.jobs_of("acme").await;
@@ -318,11 +305,6 @@ async fn a_tick_the_scheduler_function_failed_is_fired_again_by_the_next_sweep()
         .unwrap();
     assert!(left.messages().is_empty(), "{left:?}");
     // AND a sweep after that fires nothing more
-    let report = lambda
-        .invoke(
-            "maintenance",
-            &aws_sample("example-eventbridge-schedule.json"),
-        )
-        .await;
+    let report = sweep(&mut lambda).await;
     assert_eq!(report["ticks_refired"], 0, "{report}");
 }
