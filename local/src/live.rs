@@ -19,6 +19,9 @@ use tokio::sync::watch;
 
 /// How long a client may take to send its credential as the first frame.
 const AUTH_WAIT: Duration = Duration::from_secs(10);
+/// The largest frame and message a client may send (its frames are a few hundred bytes): past
+/// it the connection is closed, so no socket buffers more than this.
+const MAX_MESSAGE: usize = 16 * 1024;
 /// How long one frame may take to go out before the client is taken for gone.
 const SEND_WAIT: Duration = Duration::from_secs(10);
 /// A connection's read buffer, and how much is gathered before a write.
@@ -46,8 +49,20 @@ pub async fn upgrade(
     State(gateway): State<Gateway>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    method: axum::http::Method,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let refuse = |status: StatusCode, code: &str, message: &str| {
+        let body = serde_json::json!({"error": {"code": code, "message": message}});
+        (status, axum::Json(body)).into_response()
+    };
+    // (Dev mode, where no credential is asked for: only from this machine's own pages.)
+    if gateway.auth.is_open() {
+        if let Some((_, why)) = shared::entrypoints::http::dev_mode_refusal(&method, &headers, true)
+        {
+            return refuse(StatusCode::FORBIDDEN, "forbidden", &why);
+        }
+    }
     let credential = q.get("token").map(|t| format!("Bearer {t}")).or_else(|| {
         headers
             .get(header::AUTHORIZATION)
@@ -57,28 +72,53 @@ pub async fn upgrade(
     let principal = match credential {
         Some(c) => match gateway.auth.authenticate(Some(&c)).await {
             Ok(p) => Some(p),
-            Err(e) => {
-                let body = serde_json::json!({"error": {"code": "unauthorized", "message": e.to_string()}});
-                return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
-            }
+            Err(e) => return refuse(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string()),
         },
         // No credential: dev mode lets the caller in as it is; otherwise the first frame
         // must carry one.
         None => gateway.auth.authenticate(None).await.ok(),
     };
+    // A place among the process's live readers (one without a credential yet counts too, so
+    // sockets that never authenticate cannot hold them all), and its tenant's when known.
+    let slot = match gateway
+        .feed
+        .limits()
+        .open(principal.as_ref().map(|p| &p.tenant))
+    {
+        Ok(slot) => slot,
+        Err(why) => return refuse(StatusCode::TOO_MANY_REQUESTS, "too_many_connections", &why),
+    };
     // Clients send small frames: a small read buffer keeps an idle connection cheap (the
-    // default is 128 KiB each).
+    // default is 128 KiB each), and nothing larger than `MAX_MESSAGE` is taken.
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| serve(gateway, socket, principal))
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| serve(gateway, socket, principal, slot))
 }
 
-async fn serve(gateway: Gateway, socket: WebSocket, principal: Option<Principal>) {
+async fn serve(
+    gateway: Gateway,
+    socket: WebSocket,
+    principal: Option<Principal>,
+    mut slot: shared::live::LiveSlot,
+) {
     let (mut tx, mut rx) = socket.split();
     let principal = match principal {
         Some(p) => p,
         None => match first_frame_credential(&gateway, &mut rx).await {
-            Ok(p) => p,
+            Ok(p) => match slot.of(&p.tenant) {
+                Ok(()) => p,
+                Err(why) => {
+                    let _ = tx
+                        .send(Message::Text(
+                            error_message("too_many_connections", &why).into(),
+                        ))
+                        .await;
+                    let _ = tx.close().await;
+                    return;
+                }
+            },
             Err(message) => {
                 let _ = tx
                     .send(Message::Text(

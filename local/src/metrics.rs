@@ -2,8 +2,8 @@
 //! Prometheus's text format, with gauges read at each scrape: jobs by type and status, each
 //! queue's depth and the age of its oldest message (embedded backend; on AWS, SQS's own
 //! CloudWatch metrics have those, and the functions write theirs as embedded-metric-format log
-//! lines), and the open live-update connections. An admin credential is asked for, as for
-//! any cross-tenant figure (none in dev mode).
+//! lines), and the open live-update connections. An operator's credential is asked for, as for
+//! any cross-tenant figure (dev mode's caller is the operator).
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -24,16 +24,24 @@ pub struct MetricsSource {
 }
 
 pub async fn serve(State(source): State<MetricsSource>, headers: HeaderMap) -> Response {
+    // (Dev mode, where no credential is asked for: only from this machine.)
+    if source.auth.is_open() {
+        if let Some((_, why)) =
+            shared::entrypoints::http::dev_mode_refusal(&axum::http::Method::GET, &headers, false)
+        {
+            return refuse(StatusCode::FORBIDDEN, "forbidden", &why);
+        }
+    }
     let credential = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     match source.auth.authenticate(credential).await {
-        Ok(p) if p.has(Role::Admin) => {}
+        Ok(p) if p.has(Role::Operator) => {}
         Ok(_) => {
             return refuse(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                "this needs the admin role",
+                "this needs the operator role (its figures are every tenant's)",
             )
         }
         Err(e) => return refuse(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string()),

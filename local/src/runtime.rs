@@ -202,6 +202,10 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
     let registry = Arc::new(registry);
     let health = Arc::new(Health::new());
     let opened = open(&config, &registry, &health).await?;
+    opened.feed.set_limits(shared::live::LiveLimits::new(
+        config.live_max_connections,
+        config.live_max_per_tenant,
+    ));
     let ports = opened.ports.clone();
     let service = JobService::new(ports.clone(), registry.clone(), config.max_payload_bytes)
         .with_tenant_defaults(config.tenant_defaults.clone());

@@ -40,13 +40,19 @@ impl Principal {
         self.roles.iter().any(|r| r.grants(needed))
     }
 
-    /// Dev mode's caller: an admin of the default tenant.
+    /// Dev mode's caller, on this machine's loopback address with nothing configured: the
+    /// deployment's one user, an operator (the default tenant its own).
     pub fn local(tenant: Tenant) -> Self {
         Self {
             tenant,
             subject: "local".into(),
-            roles: vec![Role::Admin],
+            roles: vec![Role::Operator],
         }
+    }
+
+    /// Whether this caller may act on `tenant`: its own, or any for an operator.
+    pub fn may_act_on(&self, tenant: &Tenant) -> bool {
+        tenant == &self.tenant || self.has(Role::Operator)
     }
 }
 
@@ -88,6 +94,26 @@ impl JwksSource {
             Self::File(PathBuf::from(s.strip_prefix("file://").unwrap_or(s)))
         }
     }
+
+    /// Whether keys may be fetched from `url`: over https, or over http from a loopback
+    /// address only (nothing between to swap them).
+    pub fn fetched_safely(url: &str) -> bool {
+        let Ok(parsed) = reqwest::Url::parse(url) else {
+            return false;
+        };
+        match parsed.scheme() {
+            "https" => true,
+            "http" => {
+                let host = parsed.host_str().unwrap_or_default();
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The JWT settings.
@@ -98,6 +124,8 @@ pub struct JwtSettings {
     pub jwks: Option<JwksSource>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
+    /// Whether a token verified with the JWKS may carry `operator` (`CONVEYOR_JWKS_OPERATOR`).
+    pub jwks_operator: bool,
 }
 
 impl JwtSettings {
@@ -180,12 +208,21 @@ struct CachedJwks {
 #[async_trait::async_trait]
 pub trait Verify: Send + Sync {
     async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError>;
+
+    /// Whether every caller is let in without a credential (the local runtime's dev mode).
+    fn is_open(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait::async_trait]
 impl Verify for Authenticator {
     async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
         Authenticator::authenticate(self, authorization).await
+    }
+
+    fn is_open(&self) -> bool {
+        Authenticator::is_open(self)
     }
 }
 
@@ -401,6 +438,15 @@ impl Authenticator {
             RolesClaim::Spaced(s) => parse_roles(s.split_whitespace()),
         }
         .map_err(|e| invalid(format!("the token's roles claim: {e}")))?;
+        if header.alg != Algorithm::HS256
+            && roles.contains(&Role::Operator)
+            && !self.jwt.jwks_operator
+        {
+            return Err(invalid(
+                "a token from the identity provider may not carry the operator role here \
+                 (CONVEYOR_JWKS_OPERATOR is off)",
+            ));
+        }
         Ok((
             Principal {
                 tenant,

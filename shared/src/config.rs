@@ -79,6 +79,10 @@ pub struct Config {
     /// batch submits and every administrative action are audited either way, and a job always
     /// says when it was created.
     pub audit_submits: bool,
+    /// Whether a token from the JWKS (an identity provider, which may sign for other
+    /// applications and their users) may carry the `operator` role (`CONVEYOR_JWKS_OPERATOR`,
+    /// default off: such a token is refused).
+    pub jwks_operator: bool,
     /// AWS backend: shards a tenant's jobs spread over in the table (`CONVEYOR_SHARDS`,
     /// default 64), fixed when the table is made. Each shard takes at most ~1,000 write units a
     /// second, and a job three: 64 shards hold one tenant at 10,000 jobs a second at under 500
@@ -88,8 +92,12 @@ pub struct Config {
     /// `none`, the default, `all`, or a comma-separated list of job types). Each event is
     /// billed ($1 a million) whether or not a rule listens.
     pub events: crate::domain::EventSelection,
-    /// Limits of a tenant an admin set none for (unset: no limit).
+    /// Limits of a tenant an operator set none for (unset: no limit; schedules: 1,000).
     pub tenant_defaults: crate::domain::TenantLimits,
+    /// Live readers (server-sent-event streams and WebSockets) a process holds at most, and of
+    /// one tenant (`CONVEYOR_LIVE_MAX_CONNECTIONS`, `CONVEYOR_LIVE_MAX_PER_TENANT`).
+    pub live_max_connections: usize,
+    pub live_max_per_tenant: usize,
     /// Limits set on job types from the environment (`CONVEYOR_TYPE_LIMITS`), over the ones
     /// they were registered with.
     pub type_limits: Vec<crate::jobs::TypeLimit>,
@@ -314,6 +322,11 @@ impl Config {
             ),
             jwt_audience: get("CONVEYOR_JWT_AUDIENCE").filter(|s| !s.is_empty()),
             audit_retention: r.duration("CONVEYOR_AUDIT_RETENTION", 90 * DAY, HOUR, 3650 * DAY),
+            jwks_operator: r.parsed("CONVEYOR_JWKS_OPERATOR", false, |v| match v.trim() {
+                "true" | "1" | "on" => Some(true),
+                "false" | "0" | "off" => Some(false),
+                _ => None,
+            }),
             audit_submits: r.parsed("CONVEYOR_AUDIT_SUBMITS", false, |v| match v.trim() {
                 "true" | "1" | "on" => Some(true),
                 "false" | "0" | "off" => Some(false),
@@ -334,7 +347,20 @@ impl Config {
                 ),
                 max_payload_bytes: None,
                 max_running: r.optional_number("CONVEYOR_TENANT_MAX_RUNNING", 1, 1_000_000),
+                max_schedules: Some(r.number("CONVEYOR_TENANT_MAX_SCHEDULES", 1_000, 1, 1_000_000)),
             },
+            live_max_connections: r.number(
+                "CONVEYOR_LIVE_MAX_CONNECTIONS",
+                crate::live::LIVE_MAX as u64,
+                1,
+                1_000_000,
+            ) as usize,
+            live_max_per_tenant: r.number(
+                "CONVEYOR_LIVE_MAX_PER_TENANT",
+                crate::live::LIVE_MAX_PER_TENANT as u64,
+                1,
+                1_000_000,
+            ) as usize,
             type_limits: r.parsed(
                 "CONVEYOR_TYPE_LIMITS",
                 vec![],
@@ -357,6 +383,25 @@ impl Config {
                     secret.len(),
                     crate::auth::MIN_SECRET_BYTES
                 ));
+            }
+        }
+        if let Some(crate::auth::JwksSource::Url(url)) = &config.jwks {
+            if !crate::auth::JwksSource::fetched_safely(url) {
+                r.errors.push(format!(
+                    "CONVEYOR_JWKS={url:?}: keys fetched over http:// can be swapped on the way; give an https:// URL (http:// only for a loopback address) or a file"
+                ));
+            }
+        }
+        if config.jwks.is_some() {
+            for (name, given) in [
+                ("CONVEYOR_JWT_ISSUER", &config.jwt_issuer),
+                ("CONVEYOR_JWT_AUDIENCE", &config.jwt_audience),
+            ] {
+                if given.is_none() {
+                    r.errors.push(format!(
+                        "{name} is required with CONVEYOR_JWKS: an identity provider signs tokens for every application it serves, and only the issuer and audience say a token is for this one"
+                    ));
+                }
             }
         }
         if config.heartbeat_interval >= config.stall_after {

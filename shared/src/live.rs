@@ -110,6 +110,95 @@ pub struct ChangeFeed {
     kept_until_ms: std::sync::atomic::AtomicI64,
     /// A change went by unkept since watching last started.
     missed: std::sync::atomic::AtomicBool,
+    /// The caps on this process's live readers, streams and sockets alike.
+    limits: Mutex<Arc<LiveLimits>>,
+}
+
+/// Live readers a process holds at most, and of one tenant (`CONVEYOR_LIVE_MAX_CONNECTIONS`,
+/// `CONVEYOR_LIVE_MAX_PER_TENANT`).
+pub const LIVE_MAX: usize = 10_000;
+pub const LIVE_MAX_PER_TENANT: usize = 1_000;
+
+/// Most subscriptions one live connection holds (a subscribe past it is refused with
+/// `too_many_subscriptions`; subscribing to what it already follows is no new one).
+pub const MAX_SUBSCRIPTIONS: usize = 100;
+
+/// Caps on a process's live readers (server-sent-event streams and WebSockets): in all, and of
+/// one tenant, so that no tenant, and no one without a credential, holds them all.
+pub struct LiveLimits {
+    max: usize,
+    per_tenant: usize,
+    open: Mutex<(usize, std::collections::HashMap<Tenant, usize>)>,
+}
+
+/// One live reader's place, given back when it is dropped.
+pub struct LiveSlot {
+    limits: Arc<LiveLimits>,
+    tenant: Option<Tenant>,
+}
+
+impl LiveLimits {
+    pub fn new(max: usize, per_tenant: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            per_tenant,
+            open: Mutex::new((0, Default::default())),
+        })
+    }
+
+    /// A place for one more reader (of `tenant`, where it is known already), or why not.
+    pub fn open(self: &Arc<Self>, tenant: Option<&Tenant>) -> Result<LiveSlot, String> {
+        {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            if open.0 >= self.max {
+                return Err(format!(
+                    "this server holds {} live connections, its most (CONVEYOR_LIVE_MAX_CONNECTIONS); try again later",
+                    self.max
+                ));
+            }
+            open.0 += 1;
+        }
+        let mut slot = LiveSlot {
+            limits: self.clone(),
+            tenant: None,
+        };
+        if let Some(tenant) = tenant {
+            slot.of(tenant)?;
+        }
+        Ok(slot)
+    }
+}
+
+impl LiveSlot {
+    /// Count the reader as `tenant`'s, now that it is known, or say why it may not be.
+    pub fn of(&mut self, tenant: &Tenant) -> Result<(), String> {
+        let mut open = self.limits.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.1.entry(tenant.clone()).or_default();
+        if *n >= self.limits.per_tenant {
+            return Err(format!(
+                "tenant {tenant} holds {} live connections, its most (CONVEYOR_LIVE_MAX_PER_TENANT)",
+                self.limits.per_tenant
+            ));
+        }
+        *n += 1;
+        self.tenant = Some(tenant.clone());
+        Ok(())
+    }
+}
+
+impl Drop for LiveSlot {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(tenant) = self.tenant.take() {
+            if let Some(n) = open.1.get_mut(&tenant) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.1.remove(&tenant);
+                }
+            }
+        }
+    }
 }
 
 /// How long changes are still kept after the last reader left (for it to come back).
@@ -162,7 +251,21 @@ impl ChangeFeed {
             watchers: Default::default(),
             kept_until_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             missed: Default::default(),
+            limits: Mutex::new(LiveLimits::new(LIVE_MAX, LIVE_MAX_PER_TENANT)),
         })
+    }
+
+    /// Cap this process's live readers with `limits`.
+    pub fn set_limits(&self, limits: Arc<LiveLimits>) {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
+    }
+
+    /// The caps on this process's live readers.
+    pub fn limits(&self) -> Arc<LiveLimits> {
+        self.limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether changes are wanted now (someone reads, or may come back for them).
@@ -256,14 +359,15 @@ pub type Receiver = broadcast::Receiver<Arc<Sequenced>>;
 /// a trait, so that what has no feed, the `api` function, carries none of this code).
 pub trait FollowChanges: Send + Sync {
     /// The events after `last` for `topic` in `tenant`, then each change as it commits, until
-    /// the client leaves; `current` is the followed job as it is now.
+    /// the client leaves; `current` is the followed job as it is now. Refused (why) past the
+    /// process's caps on live readers.
     fn follow(
         &self,
         tenant: Tenant,
         topic: Topic,
         current: Option<JobSummary>,
         last: Option<String>,
-    ) -> axum::body::Body;
+    ) -> Result<axum::body::Body, String>;
 }
 
 /// Events from the process's feed: the kept ones after `last` (or, when those are gone, the
@@ -275,13 +379,14 @@ impl FollowChanges for Arc<ChangeFeed> {
         topic: Topic,
         current: Option<JobSummary>,
         last: Option<String>,
-    ) -> axum::body::Body {
+    ) -> Result<axum::body::Body, String> {
+        let slot = self.limits().open(Some(&tenant))?;
         // (Watching first: if nothing was kept until now, `resume_at` then says so.)
         let watcher = self.watch();
         let (kept, mut rx, start) = self.resume_at(last.as_deref().and_then(|l| l.parse().ok()));
         let (tx, out) = tokio::sync::mpsc::channel::<String>(64);
         tokio::spawn(async move {
-            let _watcher = watcher;
+            let (_watcher, _slot) = (watcher, slot);
             let mut seen = start;
             let mut first = String::new();
             match kept {
@@ -326,11 +431,14 @@ impl FollowChanges for Arc<ChangeFeed> {
                 }
             }
         });
-        axum::body::Body::from_stream(futures::stream::unfold(out, |mut out| async move {
-            out.recv()
-                .await
-                .map(|s| (Ok::<_, std::convert::Infallible>(s), out))
-        }))
+        Ok(axum::body::Body::from_stream(futures::stream::unfold(
+            out,
+            |mut out| async move {
+                out.recv()
+                    .await
+                    .map(|s| (Ok::<_, std::convert::Infallible>(s), out))
+            },
+        )))
     }
 }
 

@@ -461,6 +461,15 @@ pub trait TenantStore: Send + Sync {
     async fn set_limits(&self, tenant: &Tenant, limits: &TenantLimits) -> Result<(), StoreError>;
     /// Unfinished jobs of `tenant` holding a quota slot.
     async fn active_jobs(&self, tenant: &Tenant) -> Result<u64, StoreError>;
+    /// Count one submission of `tenant` in the one-second window `window` (unix seconds) that
+    /// made no job (a debounced submit that replaced the waiting one), in the same count a
+    /// job's creation takes from, if fewer than `per_second` were counted there; whether it was.
+    async fn count_submit(
+        &self,
+        tenant: &Tenant,
+        per_second: u32,
+        window: i64,
+    ) -> Result<bool, StoreError>;
     /// The tenant's webhook key generations; the first call for a tenant stores generation 1.
     async fn webhook_generations(&self, tenant: &Tenant) -> Result<WebhookGenerations, StoreError>;
     /// Start the next generation, the current one staying valid until `overlap_until`.
@@ -549,6 +558,12 @@ pub trait ScheduleStore: Send + Sync {
     ) -> Result<Option<Schedule>, StoreError>;
     /// One tenant's schedules by name, or every tenant's (what the local scheduler evaluates).
     async fn schedules(&self, tenant: Option<&Tenant>) -> Result<Vec<Schedule>, StoreError>;
+    /// The schedules the scheduler may have something to do for at `now`: a tick due, or one
+    /// waiting (at least those: a store that cannot tell reads them all, as the default does).
+    async fn due_schedules(&self, now: DateTime<Utc>) -> Result<Vec<Schedule>, StoreError> {
+        let _ = now;
+        self.schedules(None).await
+    }
     /// Whether there was one to delete.
     async fn delete_schedule(
         &self,

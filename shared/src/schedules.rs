@@ -8,8 +8,8 @@
 //! the time passed in, so tests drive it with their own clock).
 
 use crate::domain::{
-    parse_timezone, Cadence, CatchUp, JobType, Overlap, RunOutcome, Schedule, ScheduleName,
-    ScheduleRun, Tenant, ValidationError,
+    check_year, parse_timezone, Cadence, CatchUp, JobType, Overlap, RunOutcome, Schedule,
+    ScheduleName, ScheduleRun, Tenant, ValidationError,
 };
 use crate::ports::StoreError;
 use crate::service::{JobService, ServiceError, SubmitRequest};
@@ -36,8 +36,14 @@ pub struct ScheduleSpec {
 }
 
 /// Check what only the whole spec and the deployment can tell: the type exists and takes the
-/// payload, the time zone exists, the window is not empty.
-fn check(service: &JobService, spec: &ScheduleSpec) -> Result<(), ServiceError> {
+/// payload, the time zone exists, the window is not empty and falls in the years a schedule
+/// may use, and the schedule fires at least once from `now`.
+fn check(
+    service: &JobService,
+    tenant: &Tenant,
+    spec: &ScheduleSpec,
+    now: DateTime<Utc>,
+) -> Result<(), ServiceError> {
     let registration = service
         .registry()
         .get(spec.job_type.as_str())
@@ -60,10 +66,31 @@ fn check(service: &JobService, spec: &ScheduleSpec) -> Result<(), ServiceError> 
         });
     }
     parse_timezone(&spec.timezone)?;
+    for (field, t) in [("start_at", spec.start_at), ("end_at", spec.end_at)] {
+        if let Some(t) = t {
+            check_year(field, t)?;
+        }
+    }
     if let (Some(start), Some(end)) = (spec.start_at, spec.end_at) {
         if end <= start {
             return Err(ValidationError::new("end_at", "must be after start_at").into());
         }
+    }
+    if schedule_of(tenant, spec.clone(), now)
+        .next_tick_after(now)
+        .is_none()
+    {
+        let (field, why) = match (&spec.expression, spec.end_at) {
+            (Cadence::At(_), _) => ("at", "is not after now (in the schedule's timezone)"),
+            (_, Some(_)) => ("end_at", "comes before the schedule's first tick"),
+            (Cadence::Cron(_), None) => ("cron", "matches no date"),
+            (Cadence::Rate { .. }, None) => ("rate", "has no tick"),
+        };
+        return Err(ValidationError::new(
+            field,
+            format!("the schedule would never fire: it {why}"),
+        )
+        .into());
     }
     Ok(())
 }
@@ -102,8 +129,13 @@ pub async fn create(
     spec: ScheduleSpec,
     now: DateTime<Utc>,
 ) -> Result<Schedule, ServiceError> {
-    check(service, &spec)?;
+    check(service, tenant, &spec, now)?;
     let ports = service.ports();
+    if let Some(max) = service.limits_of(tenant).await?.max_schedules {
+        if ports.schedules.schedules(Some(tenant)).await?.len() as u64 >= max {
+            return Err(ServiceError::TooManySchedules { max });
+        }
+    }
     let schedule = schedule_of(tenant, spec, now);
     match ports.schedules.put_schedule(&schedule, None).await {
         Err(StoreError::Conflict) => return Err(ServiceError::ScheduleExists(schedule.name)),
@@ -176,7 +208,7 @@ pub async fn replace(
     spec: ScheduleSpec,
     now: DateTime<Utc>,
 ) -> Result<Schedule, ServiceError> {
-    check(service, &spec)?;
+    check(service, tenant, &spec, now)?;
     let name = spec.name.clone();
     change(service, tenant, &name, |s| {
         let fresh = schedule_of(tenant, spec.clone(), now);
@@ -419,7 +451,34 @@ pub async fn evaluate(
     ticks: bool,
 ) -> Result<Evaluated, ServiceError> {
     let mut done = Evaluated::default();
-    for schedule in service.ports().schedules.schedules(None).await? {
+    for schedule in service.ports().schedules.due_schedules(now).await? {
+        // Each schedule alone: one that fails, or panics, is logged and counted, and the pass
+        // goes on to the next.
+        let one = std::panic::AssertUnwindSafe(evaluate_one(service, &schedule, now, ticks));
+        match futures::FutureExt::catch_unwind(one).await {
+            Ok(one) => {
+                done.fired += one.fired;
+                done.released += one.released;
+                done.failed += one.failed;
+            }
+            Err(panic) => {
+                done.failed += 1;
+                tracing::error!(schedule = %schedule.name, tenant = %schedule.tenant, panic = %crate::health::panic_message(panic), "a schedule's pass panicked; the others go on");
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// One schedule's part of a pass.
+async fn evaluate_one(
+    service: &JobService,
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+    ticks: bool,
+) -> Evaluated {
+    let mut done = Evaluated::default();
+    {
         let (tenant, name) = (&schedule.tenant, &schedule.name);
         if schedule.waiting_tick.is_some() {
             match release_waiting(service, tenant, name, now).await {
@@ -432,7 +491,7 @@ pub async fn evaluate(
             }
         }
         if !ticks {
-            continue;
+            return done;
         }
         if let Some(tick) = schedule.due_tick(now) {
             match fire(service, tenant, name, tick, now).await {
@@ -445,7 +504,7 @@ pub async fn evaluate(
             }
         }
     }
-    Ok(done)
+    done
 }
 
 /// The next tick a schedule would fire after `now` (for display).

@@ -47,6 +47,8 @@ pub enum ServiceError {
     QuotaExceeded { max: u64 },
     #[error("the tenant may submit {per_second} jobs a second; try again in a second")]
     RateLimited { per_second: u32 },
+    #[error("the tenant has {max} schedules, its most (max_schedules); delete one first")]
+    TooManySchedules { max: u64 },
     #[error("no schedule '{0}'")]
     ScheduleNotFound(crate::domain::ScheduleName),
     #[error("a schedule named '{0}' exists; change it with PUT /v1/schedules/{0}")]
@@ -850,6 +852,9 @@ impl JobService {
     ) -> Result<(Job, bool), ServiceError> {
         let key = format!("{}/{}/{}", job.tenant, job.job_type, debounce.key);
         let patience = std::time::Instant::now() + DEBOUNCE_CLAIM_PATIENCE;
+        // A replacement is a submission like any other: counted against the tenant's rate
+        // (once, however often this tries), and a job made after it is then not counted again.
+        let mut counted: Option<CreateWith> = None;
         for _ in 0..CONFLICT_RETRIES * 64 {
             let held = self.ports.debounces.debounced(&key).await?;
             if let Some(id) = held {
@@ -860,6 +865,21 @@ impl JobService {
                         let now = Utc::now();
                         let run_at = debounce.run_at(waiting.created_at, now);
                         if let Ok(next) = waiting.debounce(job.payload.clone(), run_at, now) {
+                            if let (None, Some(per_second)) = (&counted, with.admission.per_second)
+                            {
+                                let window = with.admission.window;
+                                if !self
+                                    .ports
+                                    .tenants
+                                    .count_submit(&job.tenant, per_second, window)
+                                    .await?
+                                {
+                                    return Err(ServiceError::RateLimited { per_second });
+                                }
+                                let mut rest = with.clone();
+                                rest.admission.per_second = None;
+                                counted = Some(rest);
+                            }
                             // Its message is out already, and comes at or before the new run
                             // time: the worker sends it on (no second message).
                             let change = Change::of(&waiting, next)
@@ -898,7 +918,9 @@ impl JobService {
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
-            let made = self.create(job.clone(), with, None).await;
+            let made = self
+                .create(job.clone(), counted.as_ref().unwrap_or(with), None)
+                .await;
             if made.is_err() {
                 let _ = self.ports.debounces.forget(&key, job.id).await;
             }

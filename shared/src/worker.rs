@@ -27,6 +27,10 @@ pub struct WorkerSettings {
     pub heartbeat_interval: Duration,
     /// A running job without a heartbeat for this long is taken as lost.
     pub stall_after: Duration,
+    /// What a job submitted from a job is held to, as every submit is: the payload limit and
+    /// the limits of tenants with none stored.
+    pub max_payload_bytes: usize,
+    pub tenant_defaults: crate::domain::TenantLimits,
 }
 
 impl WorkerSettings {
@@ -34,6 +38,8 @@ impl WorkerSettings {
         Self {
             heartbeat_interval: c.heartbeat_interval,
             stall_after: c.stall_after,
+            max_payload_bytes: c.max_payload_bytes,
+            tenant_defaults: c.tenant_defaults.clone(),
         }
     }
 }
@@ -42,6 +48,8 @@ impl WorkerSettings {
 pub struct Worker {
     ports: Ports,
     registry: Arc<Registry>,
+    /// The use cases the jobs this worker runs submit through (`JobContext::submit`).
+    service: Arc<crate::service::JobService>,
     settings: WorkerSettings,
     /// The runs this process is executing now, for `interrupt_in_flight` at shutdown.
     in_flight: Arc<std::sync::Mutex<std::collections::HashMap<crate::domain::JobId, JobContext>>>,
@@ -92,9 +100,16 @@ const OUTAGE_RETRIES: usize = 5;
 
 impl Worker {
     pub fn new(ports: Ports, registry: Arc<Registry>, settings: WorkerSettings) -> Self {
+        let service = crate::service::JobService::new(
+            ports.clone(),
+            registry.clone(),
+            settings.max_payload_bytes,
+        )
+        .with_tenant_defaults(settings.tenant_defaults.clone());
         Self {
             ports,
             registry,
+            service: Arc::new(service),
             settings,
             in_flight: Default::default(),
             claimed: Default::default(),
@@ -523,7 +538,7 @@ impl Worker {
             self.ports.store.clone(),
         )
         .for_tenant(job.tenant.clone(), self.ports.tenants.clone())
-        .with_ports(self.ports.clone(), self.registry.clone())
+        .with_service(self.service.clone())
         .depending_on(job.depends_on.clone(), job.batch_id)
         .keeping_logs(Duration::from_secs(job.retention_secs));
         self.in_flight.lock().unwrap().insert(job.id, ctx.clone());

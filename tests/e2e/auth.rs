@@ -56,8 +56,14 @@ fn claims(tenant: &str, roles: &[&str], offset_secs: (i64, i64)) -> Value {
         "roles": roles,
         "nbf": now + offset_secs.0,
         "exp": now + offset_secs.1,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
     })
 }
+
+/// The issuer and audience the runtimes that take a JWKS are given (both required with one).
+const ISSUER: &str = "https://id.example";
+const AUDIENCE: &str = "conveyor";
 
 fn hs256(secret: &str, claims: &Value) -> String {
     jsonwebtoken::encode(
@@ -114,7 +120,12 @@ async fn no_credential_is_a_401_on_every_route_and_healthz_stays_open() {
 async fn bad_tokens_are_refused_and_good_ones_from_a_jwks_are_taken() {
     // GIVEN a runtime with an HS256 secret and a JWKS holding an RSA and an EC key
     let jwks = format!("{FIXTURES}/jwks.json");
-    let app = spawn_app(&[("CONVEYOR_JWKS", jwks.as_str())]).await;
+    let app = spawn_app(&[
+        ("CONVEYOR_JWKS", jwks.as_str()),
+        ("CONVEYOR_JWT_ISSUER", ISSUER),
+        ("CONVEYOR_JWT_AUDIENCE", AUDIENCE),
+    ])
+    .await;
     let good = claims("acme", &["reader"], (-10, 3600));
     let rsa_public = std::fs::read(format!("{FIXTURES}/jwks.json")).unwrap();
     let none = format!(
@@ -292,10 +303,10 @@ async fn another_tenants_jobs_are_invisible_on_every_route() {
         "invalid_field",
         Some("cursor"),
     );
-    // AND naming acme as the tenant is refused to a non-admin, allowed to an admin
+    // AND naming acme as the tenant is refused to anyone but an operator, allowed to one
     let named = globex.get(&format!("/v1/jobs/{id}?tenant=acme")).await;
     assert_error(&named, StatusCode::FORBIDDEN, "forbidden", Some("tenant"));
-    let admin = app.as_caller(Some(&token("ops", &["admin"])));
+    let admin = app.as_caller(Some(&token("ops", &["operator"])));
     let (status, job) = admin.get(&format!("/v1/jobs/{id}?tenant=acme")).await;
     assert_eq!(
         (status, job["tenant"].as_str()),
@@ -309,9 +320,10 @@ async fn another_tenants_jobs_are_invisible_on_every_route() {
 
 #[tokio::test]
 async fn an_api_key_works_until_revoked_and_the_audit_trail_names_each_actor() {
-    // GIVEN an admin of tenant ops, on a deployment that audits every accepted submit
+    // GIVEN an operator (its own tenant ops), on a deployment that audits every accepted
+    // submit
     let app = spawn_app(&[("CONVEYOR_AUDIT_SUBMITS", "true")]).await;
-    let admin = app.as_caller(Some(&token("ops", &["admin"])));
+    let admin = app.as_caller(Some(&token("ops", &["operator"])));
     // WHEN it creates a submitter key for tenant acme
     let (status, created) = admin
         .post_json(
@@ -606,12 +618,15 @@ async fn a_jwks_from_a_url_and_the_configured_issuer_and_audience_are_required()
     .await;
     let with = |iss: Option<&str>, aud: Option<&str>| {
         let mut c = claims("acme", &["reader"], (-10, 3600));
-        if let Some(iss) = iss {
-            c["iss"] = json!(iss);
-        }
-        if let Some(aud) = aud {
-            c["aud"] = json!(aud);
-        }
+        let c_ = c.as_object_mut().unwrap();
+        match iss {
+            Some(iss) => c_.insert("iss".into(), json!(iss)),
+            None => c_.remove("iss"),
+        };
+        match aud {
+            Some(aud) => c_.insert("aud".into(), json!(aud)),
+            None => c_.remove("aud"),
+        };
         signed_with_fixture(Algorithm::RS256, "test-rsa", &c)
     };
     // WHEN tokens signed by the provider's key come with the right and wrong claims
@@ -666,7 +681,7 @@ async fn a_jwks_from_a_url_and_the_configured_issuer_and_audience_are_required()
 async fn by_default_an_accepted_submit_writes_no_audit_entry_and_a_refused_one_does() {
     // GIVEN a deployment with its default settings (submits not audited one by one)
     let app = spawn_app(&[]).await;
-    let admin = app.as_caller(Some(&token("ops", &["admin"])));
+    let admin = app.as_caller(Some(&token("ops", &["operator"])));
     // WHEN a job is accepted, and a submit is refused
     let id = app.submit_new(&json!({ "type": "noop" })).await;
     let (status, _) = app.submit(&json!({ "type": "no.such.type" })).await;
@@ -683,4 +698,48 @@ async fn by_default_an_accepted_submit_writes_no_audit_entry_and_a_refused_one_d
     assert_eq!(submits.len(), 1, "{trail:#}");
     assert_ne!(submits[0]["outcome"], "ok", "{trail:#}");
     assert!(!trail.to_string().contains(&id), "{trail:#}");
+}
+
+#[tokio::test]
+async fn a_token_from_the_identity_provider_is_no_operator_unless_the_deployment_allows_it() {
+    let jwks = format!("{FIXTURES}/jwks.json");
+    let settings = |allow: &'static str| {
+        vec![
+            ("CONVEYOR_JWKS", jwks.clone()),
+            ("CONVEYOR_JWT_ISSUER", ISSUER.to_string()),
+            ("CONVEYOR_JWT_AUDIENCE", AUDIENCE.to_string()),
+            ("CONVEYOR_JWKS_OPERATOR", allow.to_string()),
+        ]
+    };
+    let operator = signed_with_fixture(
+        Algorithm::RS256,
+        "test-rsa",
+        &claims("acme", &["operator"], (-10, 3600)),
+    );
+    let admin = signed_with_fixture(
+        Algorithm::RS256,
+        "test-rsa",
+        &claims("acme", &["admin"], (-10, 3600)),
+    );
+    // GIVEN a deployment that takes the identity provider's tokens, by default
+    let env = settings("false");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = spawn_app(&env).await;
+    // WHEN a token of it claims the operator role, and one claims admin
+    let (claimed, answer) = call(&app, Some(&operator), "GET", "/v1/jobs?tenant=globex").await;
+    let (own, _) = call(&app, Some(&admin), "GET", "/v1/jobs").await;
+    // THEN the operator's is refused, the admin's taken for its own tenant
+    assert_eq!(claimed, StatusCode::UNAUTHORIZED, "{answer}");
+    assert!(
+        answer.to_string().contains("CONVEYOR_JWKS_OPERATOR"),
+        "{answer}"
+    );
+    assert_eq!(own, StatusCode::OK);
+    // WHEN the deployment allows it
+    let env = settings("true");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = spawn_app(&env).await;
+    // THEN the operator's token acts on another tenant
+    let (status, answer) = call(&app, Some(&operator), "GET", "/v1/jobs?tenant=globex").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
 }

@@ -14,6 +14,15 @@ const BAD: &[(&str, &[&str])] = &[
         &["nonsense", "127.0.0.1:99999", "localhost"],
     ),
     ("CONVEYOR_BACKEND", &["cloud", "EMBEDDED"]),
+    ("CONVEYOR_JWKS_OPERATOR", &["maybe", "2"]),
+    ("CONVEYOR_LIVE_MAX_CONNECTIONS", &["0", "lots", "1000001"]),
+    ("CONVEYOR_LIVE_MAX_PER_TENANT", &["0", "-1"]),
+    ("CONVEYOR_TENANT_MAX_SCHEDULES", &["0", "many"]),
+    // (keys over plain http from another machine; a JWKS with no issuer and audience)
+    (
+        "CONVEYOR_JWKS",
+        &["http://id.example/jwks.json", "/etc/conveyor/jwks.json"],
+    ),
     ("CONVEYOR_DURABILITY", &["always"]),
     (
         "CONVEYOR_WAL_LIMIT_BYTES",

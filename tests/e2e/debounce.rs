@@ -99,3 +99,25 @@ async fn a_bad_debounce_is_refused_naming_the_field() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["field"], "idempotency_key", "{body}");
 }
+
+#[tokio::test]
+async fn a_debounced_replacement_counts_against_the_tenants_submit_rate() {
+    // GIVEN tenants allowed 2 submissions a second
+    let app = spawn_app(&[("CONVEYOR_TENANT_SUBMITS_PER_SECOND", "2")]).await;
+    // WHEN 6 debounced submits with one key come one after the other (in at most two of the
+    // rate's one-second windows), each but the first replacing the waiting job
+    let mut answers = vec![];
+    for n in 0..6 {
+        answers.push(app.submit(&debounced("burst", n)).await);
+    }
+    // THEN some are refused as past the rate, as any submit past it is: a replacement is a
+    // submission too
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert!(refused.len() >= 2, "{answers:?}");
+    for (_, body) in &refused {
+        assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    }
+}

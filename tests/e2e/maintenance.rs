@@ -34,6 +34,8 @@ fn harness() -> Harness {
         WorkerSettings {
             heartbeat_interval: Duration::from_millis(200),
             stall_after: Duration::from_secs(2),
+            max_payload_bytes: shared::service::DEFAULT_MAX_PAYLOAD_BYTES,
+            tenant_defaults: Default::default(),
         },
     );
     Harness {

@@ -12,7 +12,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 #[tokio::test]
-async fn metrics_count_jobs_requests_and_run_time_for_an_admin() {
+async fn metrics_count_jobs_requests_and_run_time_for_an_operator() {
     // GIVEN a job that succeeded and one that waits
     let app = spawn_app(&[]).await;
     let id = app.submit_new(&json!({ "type": "noop" })).await;
@@ -21,8 +21,17 @@ async fn metrics_count_jobs_requests_and_run_time_for_an_admin() {
     app.submit_new(&json!({ "type": "noop", "delay_seconds": 600 }))
         .await;
 
-    // WHEN an admin reads /metrics
-    let admin = app.as_caller(Some(&token(TENANT, &["admin"])));
+    // WHEN an operator reads /metrics (its figures are every tenant's: a tenant's admin may
+    // not)
+    let tenant_admin = app.as_caller(Some(&token(TENANT, &["admin"])));
+    let refused = tenant_admin
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let admin = app.as_caller(Some(&token(TENANT, &["operator"])));
     let response = admin.client.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"]

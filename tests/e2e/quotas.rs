@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 async fn set_limits(app: &TestApp, tenant: &str, limits: Value) -> Value {
-    let admin = app.as_caller(Some(&token("ops", &["admin"])));
+    let admin = app.as_caller(Some(&token("ops", &["operator"])));
     let (status, body) = admin
         .send(
             admin
@@ -202,19 +202,23 @@ async fn a_burst_past_the_rate_is_refused_and_a_large_payload_is_a_413() {
 }
 
 #[tokio::test]
-async fn only_an_admin_sets_limits_and_bad_ones_are_named() {
+async fn only_an_operator_sets_limits_and_bad_ones_are_named() {
     let app = spawn_app(&[]).await;
-    let submitter = app.as_caller(Some(&token("acme", &["submitter"])));
-    let (status, _) = submitter
-        .send(
-            submitter
-                .client
-                .put(app.url("/v1/tenants/acme/limits"))
-                .json(&json!({ "max_active": 1 })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    let admin = app.as_caller(Some(&token("ops", &["admin"])));
+    // (the tenant's own admin may not raise its own limits: they are what the deployment
+    // allows it)
+    for roles in [&["submitter"][..], &["admin"][..]] {
+        let caller = app.as_caller(Some(&token("acme", roles)));
+        let (status, _) = caller
+            .send(
+                caller
+                    .client
+                    .put(app.url("/v1/tenants/acme/limits"))
+                    .json(&json!({ "max_active": 1 })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{roles:?}");
+    }
+    let admin = app.as_caller(Some(&token("ops", &["operator"])));
     for (body, field) in [
         (json!({ "max_active": 0 }), "max_active"),
         (json!({ "submits_per_second": -1 }), "submits_per_second"),
@@ -235,4 +239,44 @@ async fn only_an_admin_sets_limits_and_bad_ones_are_named() {
             Some(field),
         );
     }
+}
+
+#[tokio::test]
+async fn jobs_submitted_from_a_job_are_held_to_the_tenants_quota() {
+    // GIVEN a deployment whose tenants may have one unfinished job each (the default limit,
+    // no limits stored), and a scan of this machine's address, which submits a fetch per path
+    let app = spawn_app(&[
+        ("CONVEYOR_TENANT_MAX_ACTIVE", "1"),
+        ("CONVEYOR_OUTBOUND_ALLOW", "127.0.0.1/32"),
+    ])
+    .await;
+    let acme = app.as_caller(Some(&token("acme", &["submitter", "reader"])));
+    let (status, scan) = acme
+        .post_json(
+            "/v1/jobs",
+            &json!({ "type": "scan.domain", "payload": {
+                "domain": "127.0.0.1", "scheme": "http", "port": 9, "paths": ["/a", "/b"] } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{scan}");
+    let id = scan["id"].as_str().unwrap();
+    // WHEN it runs, itself the tenant's one unfinished job
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let job = loop {
+        let (_, job) = acme.get(&format!("/v1/jobs/{id}")).await;
+        if job["error"]["message"].is_string() {
+            break job;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // THEN its submits are refused by the quota, as any submit past it is
+    assert!(
+        job["error"]["message"].as_str().unwrap().contains("quota"),
+        "{job}"
+    );
+    // AND no job of the tenant was made past it
+    let (_, page) = acme.get("/v1/jobs").await;
+    let jobs = page["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{page}");
 }

@@ -209,7 +209,7 @@ async fn runs_of(
     tenant: &str,
     ids: &[String],
 ) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
-    let admin = app.as_caller(Some(&crate::helpers::token("ops", &["admin"])));
+    let admin = app.as_caller(Some(&crate::helpers::token("ops", &["operator"])));
     let mut runs = vec![];
     for id in ids {
         let job = succeeded_as(&admin, &format!("/v1/jobs/{id}?tenant={tenant}")).await;
@@ -264,7 +264,7 @@ async fn a_tenants_running_limit_holds_across_its_types() {
     // GIVEN a deployment whose tenants may run two jobs at once, and tenant acme held to one by
     // an admin
     let app = spawn_app(&[("CONVEYOR_TENANT_MAX_RUNNING", "2")]).await;
-    let admin = app.as_caller(Some(&crate::helpers::token("ops", &["admin"])));
+    let admin = app.as_caller(Some(&crate::helpers::token("ops", &["operator"])));
     let (status, limits) = admin
         .send(
             admin

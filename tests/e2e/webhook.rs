@@ -3,34 +3,42 @@
 //! fails for good. The signature is checked here with our own HMAC-SHA256, not with the
 //! product's `sign`.
 
-use crate::helpers::{failed_attempts, spawn_app, status_is, token, TestApp, TestServer, Then};
+use crate::helpers::{
+    failed_attempts, spawn_app, status_is, token, RecordedRequest, TestApp, TestServer, Then,
+};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::time::Duration;
 
-/// Check `t=<unix>,v1=<hex>[,v1=<hex>…]`: one of the `v1` must be HMAC-SHA256(secret,
-/// "<t>.<body>"); the timestamp.
-fn verify_signature(secret: &str, header: &str, body: &[u8]) -> Result<i64, String> {
+/// Check a delivery's `X-Conveyor-Signature: t=<unix>,v2=<hex>[,v2=<hex>…]`: one of the `v2`
+/// must be HMAC-SHA256(secret, "<t>.<job id>.<attempt>.<body>"), with the job id and attempt
+/// its headers carry; the timestamp.
+fn verify_signature(secret: &str, request: &RecordedRequest) -> Result<i64, String> {
+    let header = request
+        .header("x-conveyor-signature")
+        .ok_or("no x-conveyor-signature header")?;
+    let job_id = request.header("x-conveyor-job-id").ok_or("no job id")?;
+    let attempt = request.header("x-conveyor-attempt").ok_or("no attempt")?;
     let mut parts = header.split(',');
     let t = parts
         .next()
         .and_then(|t| t.strip_prefix("t="))
-        .ok_or_else(|| format!("not t=...,v1=...: {header:?}"))?;
+        .ok_or_else(|| format!("not t=...,v2=...: {header:?}"))?;
     let timestamp: i64 = t.parse().map_err(|e| format!("t={t:?}: {e}"))?;
-    let signatures: Vec<&str> = parts.filter_map(|p| p.strip_prefix("v1=")).collect();
+    let signatures: Vec<&str> = parts.filter_map(|p| p.strip_prefix("v2=")).collect();
     if signatures.is_empty() {
-        return Err(format!("no v1=: {header:?}"));
+        return Err(format!("no v2=: {header:?}"));
     }
-    let matches = signatures.iter().any(|v1| {
+    let matches = signatures.iter().any(|v2| {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-        mac.update(format!("{timestamp}.").as_bytes());
-        mac.update(body);
-        hex::decode(v1).is_ok_and(|expected| mac.verify_slice(&expected).is_ok())
+        mac.update(format!("{timestamp}.{job_id}.{attempt}.").as_bytes());
+        mac.update(&request.body);
+        hex::decode(v2).is_ok_and(|expected| mac.verify_slice(&expected).is_ok())
     });
     if !matches {
         return Err(format!(
-            "no signature matches the body under this secret: {header:?}"
+            "no signature matches the delivery under this secret: {header:?}"
         ));
     }
     Ok(timestamp)
@@ -87,27 +95,36 @@ async fn webhook_is_delivered_once_signed_with_the_secret() {
     let received: Value = serde_json::from_slice(&request.body).expect("JSON body");
     assert_eq!(received, body);
 
-    // AND its signature is HMAC-SHA256 of "<t>.<body>" under the configured secret, t being now
-    let signature = request
-        .header("x-conveyor-signature")
-        .expect("x-conveyor-signature header");
+    // AND its signature is HMAC-SHA256 of "<t>.<job id>.<attempt>.<body>" under the tenant's
+    // secret, t being now
     let secrets = secrets_of(&app, crate::helpers::TENANT).await;
     assert_eq!(secrets.len(), 1, "{secrets:?}");
-    let timestamp =
-        verify_signature(&secrets[0], signature, &request.body).unwrap_or_else(|e| panic!("{e}"));
+    let timestamp = verify_signature(&secrets[0], request).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         (before - 1..=after + 1).contains(&timestamp),
         "t={timestamp} outside the test's run [{before}, {after}]"
     );
     assert!(
-        verify_signature("another-secret", signature, &request.body).is_err(),
+        verify_signature("another-secret", request).is_err(),
         "the signature depends on the secret"
     );
     // AND another tenant's secret does not verify it
     let other = secrets_of(&app, "globex").await;
     assert_ne!(other, secrets);
-    assert!(verify_signature(&other[0], signature, &request.body).is_err());
-    assert!(verify_signature(crate::helpers::WEBHOOK_SECRET, signature, &request.body).is_err());
+    assert!(verify_signature(&other[0], request).is_err());
+    assert!(verify_signature(crate::helpers::WEBHOOK_SECRET, request).is_err());
+    // AND the same delivery replayed under another job id, or another attempt, does not verify
+    for (header, value) in [
+        ("x-conveyor-job-id", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+        ("x-conveyor-attempt", "2"),
+    ] {
+        let mut replayed = request.clone();
+        replayed.headers.insert(header.into(), value.into());
+        assert!(
+            verify_signature(&secrets[0], &replayed).is_err(),
+            "replayed with {header}: {value}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -116,8 +133,8 @@ async fn during_a_rotation_deliveries_carry_both_signatures() {
     let server = TestServer::ok().await;
     let app = spawn_app(&[]).await;
     let old = secrets_of(&app, "acme").await;
-    // WHEN an admin rotates acme's secret with an hour's overlap
-    let admin = app.as_caller(Some(&token("ops", &["admin"])));
+    // WHEN an operator rotates acme's secret with an hour's overlap
+    let admin = app.as_caller(Some(&token("ops", &["operator"])));
     let (status, rotated) = admin
         .post_json(
             "/v1/webhook-secret/rotate?tenant=acme",
@@ -154,9 +171,9 @@ async fn during_a_rotation_deliveries_carry_both_signatures() {
     // THEN the delivery carries two signatures: the new secret and the old one each verify it
     let request = &server.requests()[0];
     let signature = request.header("x-conveyor-signature").unwrap();
-    assert_eq!(signature.matches("v1=").count(), 2, "{signature}");
-    verify_signature(&now[0], signature, &request.body).unwrap();
-    verify_signature(&old[0], signature, &request.body).unwrap();
+    assert_eq!(signature.matches("v2=").count(), 2, "{signature}");
+    verify_signature(&now[0], request).unwrap();
+    verify_signature(&old[0], request).unwrap();
     // AND only an admin may rotate
     let (status, _) = acme
         .post_json("/v1/webhook-secret/rotate", &json!({}))

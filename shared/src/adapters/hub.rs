@@ -117,6 +117,12 @@ impl ConnectionStore for Hub {
         let Some(entry) = state.connections.get_mut(&connection.id) else {
             return Ok(());
         };
+        if entry.topics.len() >= crate::live::MAX_SUBSCRIPTIONS && !entry.topics.contains(&topic) {
+            return Err(StoreError::Rejected(format!(
+                "a connection follows at most {} subscriptions",
+                crate::live::MAX_SUBSCRIPTIONS
+            )));
+        }
         entry.topics.insert(topic);
         state
             .subscribers

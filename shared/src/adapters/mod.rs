@@ -87,6 +87,7 @@ pub async fn jwt_settings(config: &Config) -> crate::auth::JwtSettings {
         jwks: config.jwks.clone(),
         issuer: config.jwt_issuer.clone(),
         audience: config.jwt_audience.clone(),
+        jwks_operator: config.jwks_operator,
     };
     #[cfg(feature = "aws")]
     if let (None, Some(id), Backend::Aws) =

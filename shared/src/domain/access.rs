@@ -6,21 +6,28 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// What a caller may do. `admin` may do everything, for any tenant; `submitter` may submit,
-/// cancel and retry its tenant's jobs, and read them; `reader` may only read.
+/// What a caller may do. `reader` may read its tenant's jobs, schedules and stats;
+/// `submitter` may also submit, cancel and retry them; `admin` may also administer its tenant
+/// (its keys, its audit trail, its webhook secret); `operator` may do all of that for every
+/// tenant (`tenant=`), set tenants' limits, and read the deployment's metrics and the refusals no
+/// tenant could be told for. No tenant credential carries `operator` unless one was made so (a
+/// key by an operator or `conveyor keys create`, a token by `conveyor token`; an identity
+/// provider's token only where `CONVEYOR_JWKS_OPERATOR` allows it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Reader,
     Submitter,
     Admin,
+    Operator,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Admin, Role::Submitter, Role::Reader];
+    pub const ALL: [Role; 4] = [Role::Operator, Role::Admin, Role::Submitter, Role::Reader];
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
+            "operator" => Some(Self::Operator),
             "admin" => Some(Self::Admin),
             "submitter" => Some(Self::Submitter),
             "reader" => Some(Self::Reader),
@@ -30,6 +37,7 @@ impl Role {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Operator => "operator",
             Self::Admin => "admin",
             Self::Submitter => "submitter",
             Self::Reader => "reader",
@@ -48,19 +56,20 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// Parse a list of roles (`admin`, `submitter`, `reader`); at least one, none unknown.
+/// Parse a list of roles (`operator`, `admin`, `submitter`, `reader`); at least one, none
+/// unknown.
 pub fn parse_roles<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<Role>, String> {
     let mut roles = vec![];
     for name in names {
         let role = Role::parse(name.trim()).ok_or_else(|| {
-            format!("unknown role {name:?}: roles are admin, submitter and reader")
+            format!("unknown role {name:?}: roles are operator, admin, submitter and reader")
         })?;
         if !roles.contains(&role) {
             roles.push(role);
         }
     }
     if roles.is_empty() {
-        return Err("at least one role is required (admin, submitter or reader)".into());
+        return Err("at least one role is required (operator, admin, submitter or reader)".into());
     }
     roles.sort_unstable_by(|a, b| b.cmp(a));
     Ok(roles)
@@ -187,6 +196,15 @@ pub struct AuditEntry {
     pub outcome: String,
     /// When the entry may be deleted.
     pub expires_at: DateTime<Utc>,
+    /// How many times it happened: refusals (a credential refused, a rate or quota hit) are
+    /// recorded once a minute for each caller, action and outcome, the first at once and the
+    /// rest of that minute in one more entry counting them.
+    #[serde(default = "one")]
+    pub count: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// An audit entry's id: a ULID ordered by `at` to the nanosecond (the millisecond, then the
@@ -227,6 +245,7 @@ impl Actor {
             outcome: outcome.to_string(),
             expires_at: now
                 + chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX),
+            count: 1,
         }
     }
 }
@@ -301,6 +320,9 @@ pub struct TenantLimits {
     /// Jobs running at once, of every type (for jobs submitted while it is set).
     #[serde(default)]
     pub max_running: Option<u32>,
+    /// Schedules the tenant may have.
+    #[serde(default)]
+    pub max_schedules: Option<u64>,
 }
 
 impl TenantLimits {
@@ -311,6 +333,7 @@ impl TenantLimits {
             submits_per_second: self.submits_per_second.or(defaults.submits_per_second),
             max_payload_bytes: self.max_payload_bytes.or(defaults.max_payload_bytes),
             max_running: self.max_running.or(defaults.max_running),
+            max_schedules: self.max_schedules.or(defaults.max_schedules),
         }
     }
 }

@@ -24,7 +24,7 @@ pub use job::{
 };
 pub use rate::{gcra, Debounce, Rate, MAX_DEBOUNCE};
 pub use schedule::{
-    parse_timezone, Cadence, CatchUp, Cron, Overlap, RateUnit, RunOutcome, Schedule, ScheduleName,
-    ScheduleRun, ON_TIME, RUNS_KEPT, TICK_KEY_PREFIX,
+    check_year, parse_timezone, Cadence, CatchUp, Cron, Overlap, RateUnit, RunOutcome, Schedule,
+    ScheduleName, ScheduleRun, MAX_RATE, ON_TIME, RUNS_KEPT, TICK_KEY_PREFIX, YEARS,
 };
 pub use zones::Zone;

@@ -287,18 +287,27 @@ impl Cadence {
             "day" | "days" => RateUnit::Days,
             _ => return Err(bad()),
         };
+        if Self::period(every, unit) > MAX_RATE {
+            return Err(ValidationError::new(
+                "rate",
+                format!(
+                    "must be at most {} days (or as many hours or minutes)",
+                    MAX_RATE.num_days()
+                ),
+            ));
+        }
         Ok(Cadence::Rate { every, unit })
     }
 
     pub fn parse_at(text: &str) -> Result<Self, ValidationError> {
-        NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S")
-            .map(Cadence::At)
-            .map_err(|_| {
-                ValidationError::new(
-                    "at",
-                    "must be a local date and time, yyyy-mm-ddThh:mm:ss (in the schedule's timezone)",
-                )
-            })
+        let at = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").map_err(|_| {
+            ValidationError::new(
+                "at",
+                "must be a local date and time, yyyy-mm-ddThh:mm:ss (in the schedule's timezone)",
+            )
+        })?;
+        check_year("at", at.and_utc())?;
+        Ok(Cadence::At(at))
     }
 
     /// The stored and displayed form: `cron(…)` in crontab's five fields, `rate(…)`, `at(…)`.
@@ -393,6 +402,28 @@ pub enum CatchUp {
 
 /// How late a tick may fire under `CatchUp::None`.
 pub const ON_TIME: chrono::Duration = chrono::Duration::minutes(1);
+
+/// The longest rate: ten years.
+pub const MAX_RATE: chrono::Duration = chrono::Duration::days(3650);
+
+/// The years a schedule's times (`at`, `start_at`, `end_at`) may fall in: every tick, and
+/// every sum the scheduler makes from them, then stays far inside what a time can hold.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
+
+/// `field` refused unless `t` falls in [`YEARS`].
+pub fn check_year(field: &str, t: DateTime<Utc>) -> Result<(), ValidationError> {
+    if YEARS.contains(&t.year()) {
+        return Ok(());
+    }
+    Err(ValidationError::new(
+        field,
+        format!(
+            "must fall in the years {} to {}",
+            YEARS.start(),
+            YEARS.end()
+        ),
+    ))
+}
 /// Runs kept in a schedule's history.
 pub const RUNS_KEPT: usize = 50;
 
@@ -475,14 +506,20 @@ impl Schedule {
             Cadence::Cron(c) => c.next_after(after, self.tz())?,
             Cadence::Rate { every, unit } => {
                 let period = Cadence::period(*every, *unit);
-                // From the start (a tick there), else one period after the creation.
-                let anchor = self.start_at.unwrap_or(self.created_at + period);
+                // From the start (a tick there), else one period after the creation. (Every
+                // sum checked: a stored schedule with a time out of range has no next tick;
+                // it does not stop the scheduler.)
+                let anchor = match self.start_at {
+                    Some(start) => start,
+                    None => self.created_at.checked_add_signed(period)?,
+                };
                 if after < anchor {
                     anchor
                 } else {
                     let secs = period.num_seconds().max(1);
                     let n = (after - anchor).num_seconds() / secs + 1;
-                    anchor + chrono::Duration::seconds(n * secs)
+                    let since = chrono::Duration::try_seconds(n.checked_mul(secs)?)?;
+                    anchor.checked_add_signed(since)?
                 }
             }
             Cadence::At(local) => {
@@ -492,7 +529,8 @@ impl Schedule {
         };
         let tick = match self.start_at {
             Some(start) if tick < start => {
-                return self.next_tick_after(start - chrono::Duration::seconds(1))
+                return self
+                    .next_tick_after(start.checked_sub_signed(chrono::Duration::seconds(1))?)
             }
             _ => tick,
         };
@@ -529,6 +567,22 @@ impl Schedule {
             CatchUp::None if now - due > ON_TIME => None,
             _ => Some(due),
         }
+    }
+
+    /// From when the scheduler has something to do for this schedule: a waiting tick (at
+    /// once), else its next tick after the last one handled; `None`: never (paused, or no tick
+    /// left in its window).
+    pub fn due_from(&self) -> Option<DateTime<Utc>> {
+        if self.waiting_tick.is_some() {
+            return Some(DateTime::<Utc>::MIN_UTC);
+        }
+        if self.paused {
+            return None;
+        }
+        let from = self
+            .last_tick
+            .map_or(self.fires_after, |t| t.max(self.fires_after));
+        self.next_tick_after(from)
     }
 
     /// The idempotency key of the job this schedule submits for `tick`: a tick fired twice
@@ -597,6 +651,27 @@ mod tests {
             runs: vec![],
             version: 0,
         }
+    }
+
+    #[test]
+    fn a_rate_past_ten_years_is_refused_and_times_past_what_a_time_holds_have_no_tick() {
+        // (the rate that stopped the scheduler: its period overflowed a time)
+        let refused = Cadence::parse_rate("4294967295 days").unwrap_err();
+        assert_eq!(refused.field, "rate");
+        assert!(Cadence::parse_rate("3650 days").is_ok());
+        assert!(Cadence::parse_rate("87601 hours").is_err());
+        assert!(Cadence::parse_expression("at(10000-01-01T00:00:00)").is_err());
+        // A stored schedule whose every tick is past the end of time: none, and no panic
+        let mut end = schedule("rate(1 day)", "UTC", "2026-01-01T00:00:00Z");
+        end.created_at = DateTime::<Utc>::MAX_UTC - chrono::Duration::hours(1);
+        assert_eq!(end.next_tick_after(utc("2026-01-02T00:00:00Z")), None);
+        end.start_at = Some(DateTime::<Utc>::MIN_UTC);
+        assert_eq!(end.next_tick_after(DateTime::<Utc>::MAX_UTC), None);
+        end.expression = Cadence::parse_expression("cron(0 3 * * *)").unwrap();
+        end.timezone = "Pacific/Chatham".into();
+        assert_eq!(end.next_tick_after(DateTime::<Utc>::MAX_UTC), None);
+        // (a scheduler asked at the end of time walks its bounded number of ticks, no further)
+        assert!(end.due_tick(DateTime::<Utc>::MAX_UTC).is_some());
     }
 
     fn ticks(s: &Schedule, from: &str, until: &str) -> Vec<DateTime<Utc>> {

@@ -224,7 +224,15 @@ impl Zone {
         let Some(dst) = self.dst else {
             return self.std;
         };
-        let year = (t + Duration::seconds(self.std as i64)).year();
+        // (At the ends of what a time holds, where a year's changes cannot be computed, the
+        // standard offset: no schedule reaches there, and nothing may panic on the way.)
+        let Some(local) = t.checked_add_signed(Duration::seconds(self.std as i64)) else {
+            return self.std;
+        };
+        let year = local.year();
+        if !(-262_000..=262_000).contains(&year) {
+            return self.std;
+        }
         let start = dst.start.instant(year, self.std);
         let end = dst.end.instant(year, dst.offset);
         let in_dst = if start <= end {
@@ -241,7 +249,10 @@ impl Zone {
 
     /// The local date at `t`.
     pub fn local_date(&self, t: DateTime<Utc>) -> NaiveDate {
-        (t.naive_utc() + Duration::seconds(self.offset_at(t) as i64)).date()
+        let local = t
+            .naive_utc()
+            .checked_add_signed(Duration::seconds(self.offset_at(t) as i64));
+        local.unwrap_or(t.naive_utc()).date()
     }
 
     /// When the local time `local` happens: once, twice (clocks went back) or never (clocks
@@ -256,7 +267,11 @@ impl Zone {
         offsets.dedup();
         let mut found: Vec<DateTime<Utc>> = offsets
             .into_iter()
-            .map(|off| (local - Duration::seconds(off as i64)).and_utc())
+            .filter_map(|off| {
+                local
+                    .checked_sub_signed(Duration::seconds(off as i64))
+                    .map(|t| t.and_utc())
+            })
             .filter(|t| {
                 let off = (local - t.naive_utc()).num_seconds() as i32;
                 self.offset_at(*t) == off

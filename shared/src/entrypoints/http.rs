@@ -103,8 +103,9 @@ impl Caller {
         ))
     }
 
-    /// The tenant a request acts on: the caller's own; an admin may name another with
-    /// `tenant=`. Anyone else naming a tenant not their own gets a 403.
+    /// The tenant a request acts on: the caller's own; an operator may name another with
+    /// `tenant=`. Anyone else naming a tenant not their own gets a 403 (an admin administers
+    /// their own tenant only).
     fn tenant(&self, q: &HashMap<String, String>) -> ApiResult<Tenant> {
         let Some(named) = q.get("tenant") else {
             return Ok(self.principal.tenant.clone());
@@ -112,15 +113,20 @@ impl Caller {
         let named = Tenant::parse(named.as_str()).map_err(|e| {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", e.message).field("tenant")
         })?;
-        if named != self.principal.tenant && !self.principal.has(Role::Admin) {
+        self.act_on(named)
+    }
+
+    /// `tenant`, if the caller may act on it: its own, or any for an operator; else a 403.
+    fn act_on(&self, tenant: Tenant) -> ApiResult<Tenant> {
+        if !self.principal.may_act_on(&tenant) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                "only an admin may act on another tenant",
+                "only an operator may act on another tenant",
             )
             .field("tenant"));
         }
-        Ok(named)
+        Ok(tenant)
     }
 }
 
@@ -265,6 +271,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Rejected(_) => {
                 tracing::warn!(error = %message, "the store refused a request");
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", message)
+            }
+            ServiceError::TooManySchedules { .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message).field("name")
             }
             ServiceError::ScheduleNotFound(_) => {
                 Self::new(StatusCode::NOT_FOUND, "schedule_not_found", message).field("name")
@@ -533,11 +542,99 @@ async fn record_http(request: Request, next: Next) -> Response {
 /// Verify the caller (every route but `/healthz`): no or a refused credential is a 401 (and an
 /// audit entry), a store that cannot be asked a 503. The verified caller goes into the
 /// request's extensions for the handlers.
+/// Why dev mode refuses a request, if it does. Dev mode asks for no credential, on a loopback
+/// address only; but any web page the machine's browser opens can reach a loopback address too.
+/// So it answers only a loopback `Host` (a name rebound to 127.0.0.1 is not one), no request a
+/// proxy forwarded, and no write without `Content-Type: application/json`, which a page cannot
+/// send to another origin without asking first (and it is not answered). `websocket`: the
+/// WebSocket's `Origin` must be a loopback page too.
+pub fn dev_mode_refusal(
+    method: &axum::http::Method,
+    headers: &axum::http::HeaderMap,
+    websocket: bool,
+) -> Option<(&'static str, String)> {
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    if let Some(host) = text("host") {
+        if !is_loopback_host(host) {
+            return Some((
+                "host",
+                format!("dev mode answers only a loopback Host (localhost, 127.0.0.1, [::1]), not {host:?}"),
+            ));
+        }
+    }
+    for forwarded in [
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-real-ip",
+    ] {
+        if headers.contains_key(forwarded) {
+            return Some((
+                "forwarded",
+                format!("dev mode answers no forwarded request ({forwarded}): it serves this machine only"),
+            ));
+        }
+    }
+    if websocket {
+        if let Some(origin) = text("origin") {
+            let host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            if !is_loopback_host(host) {
+                return Some((
+                    "origin",
+                    format!("dev mode takes WebSockets from loopback pages only, not {origin:?}"),
+                ));
+            }
+        }
+        return None;
+    }
+    let writes = !matches!(
+        *method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    let json = text("content-type").is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if writes && !json {
+        return Some((
+            "content-type",
+            "dev mode takes writes only with Content-Type: application/json".to_string(),
+        ));
+    }
+    None
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 async fn authenticate(
     State(state): State<Arc<ApiState>>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    if state.auth.is_open() {
+        if let Some((field, why)) = dev_mode_refusal(request.method(), request.headers(), false) {
+            return ApiError::new(StatusCode::FORBIDDEN, "forbidden", why)
+                .field(field)
+                .into_response();
+        }
+    }
     if OPEN_ROUTES.contains(&request.uri().path()) {
         return next.run(request).await;
     }
@@ -615,8 +712,117 @@ async fn record(state: &ApiState, entry: AuditEntry) {
     if matches!(entry.outcome.as_str(), "unavailable" | "timeout") {
         return;
     }
-    if let Err(e) = state.service.ports().audit.record(&entry).await {
+    let log = state.service.ports().audit.clone();
+    if REFUSALS.contains(&entry.outcome.as_str()) {
+        for entry in refusals().note(entry, log.clone()) {
+            write_audit(log.as_ref(), &entry).await;
+        }
+        return;
+    }
+    write_audit(log.as_ref(), &entry).await;
+}
+
+async fn write_audit(log: &dyn crate::ports::AuditLog, entry: &AuditEntry) {
+    if let Err(e) = log.record(entry).await {
         tracing::error!(error = %e, action = %entry.action, actor = %entry.actor, "could not write an audit entry");
+    }
+}
+
+/// The outcomes a refused caller is answered with, which anyone can cause at any rate: each is
+/// recorded once a minute for a caller, action and outcome (the first at once, the rest of the
+/// minute as one entry with their `count`), so a flood of them costs the operator a few rows.
+const REFUSALS: [&str; 4] = [
+    "unauthorized",
+    "rate_limited",
+    "quota_exceeded",
+    "too_many_connections",
+];
+
+/// The refusals of this process in the current minute, by caller, action and outcome.
+#[derive(Default)]
+struct Refusals {
+    minutes: std::sync::Mutex<HashMap<RefusalKey, Counted>>,
+}
+
+type RefusalKey = (Option<Tenant>, String, Option<String>, String, String);
+
+struct Counted {
+    minute: i64,
+    /// The latest refusal after the first, and how many there were.
+    rest: Option<(AuditEntry, u64)>,
+}
+
+/// Most callers counted at once; past it, the oldest minutes are written out early.
+const REFUSALS_KEPT: usize = 10_000;
+
+fn refusals() -> &'static Refusals {
+    static ONE: std::sync::OnceLock<Refusals> = std::sync::OnceLock::new();
+    ONE.get_or_init(Refusals::default)
+}
+
+impl Refusals {
+    /// Note a refusal: the entries to write now (its own if it is the first of its minute, and
+    /// the counts of minutes that are over). The rest of its minute is written when the minute
+    /// is over: by the next refusal after it, or by a task that waits for the minute's end.
+    fn note(
+        &'static self,
+        entry: AuditEntry,
+        log: Arc<dyn crate::ports::AuditLog>,
+    ) -> Vec<AuditEntry> {
+        let minute = entry.at.timestamp().div_euclid(60);
+        let key = (
+            entry.tenant.clone(),
+            entry.actor.clone(),
+            entry.source_ip.clone(),
+            entry.action.clone(),
+            entry.outcome.clone(),
+        );
+        let mut out = self.over(minute);
+        let mut minutes = self.minutes.lock().unwrap_or_else(|p| p.into_inner());
+        match minutes.get_mut(&key) {
+            Some(counted) if counted.minute == minute => {
+                let first_of_rest = counted.rest.is_none();
+                let n = counted.rest.as_ref().map_or(0, |r| r.1) + 1;
+                counted.rest = Some((entry, n));
+                if first_of_rest {
+                    // (written at the minute's end even if no refusal comes after it)
+                    let wait = (minute + 1) * 60 - chrono::Utc::now().timestamp() + 1;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(wait.clamp(1, 61) as u64)).await;
+                        for entry in refusals().over(minute + 1) {
+                            write_audit(log.as_ref(), &entry).await;
+                        }
+                    });
+                }
+            }
+            _ => {
+                if minutes.len() >= REFUSALS_KEPT {
+                    drop(minutes);
+                    out.extend(self.over(i64::MAX));
+                    minutes = self.minutes.lock().unwrap_or_else(|p| p.into_inner());
+                }
+                minutes.insert(key, Counted { minute, rest: None });
+                out.push(entry);
+            }
+        }
+        out
+    }
+
+    /// The counted rest of every minute before `minute`, taken out to be written.
+    fn over(&self, minute: i64) -> Vec<AuditEntry> {
+        let mut minutes = self.minutes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = vec![];
+        minutes.retain(|_, counted| {
+            if counted.minute >= minute {
+                return true;
+            }
+            if let Some((mut entry, n)) = counted.rest.take() {
+                entry.count = n;
+                out.push(entry);
+            }
+            false
+        });
+        out
     }
 }
 
@@ -1653,7 +1859,11 @@ async fn events(
         .or(q.get("last_event_id").map(String::as_str))
         .map(str::to_string);
     let body = match &state.live {
-        Some(feed) => feed.follow(tenant, topic, current.map(|j| (&j).into()), last),
+        Some(feed) => feed
+            .follow(tenant, topic, current.map(|j| (&j).into()), last)
+            .map_err(|why| {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_connections", why)
+            })?,
         None => axum::body::Body::from(catch_up(&state, &tenant, current, last).await?),
     };
     Ok((
@@ -1937,9 +2147,19 @@ fn new_key(
     };
     let tenant = match obj.remove("tenant") {
         None | Some(Value::Null) => caller.tenant(q)?,
-        Some(Value::String(t)) => Tenant::parse(t).map_err(|e| bad("tenant", &e.message))?,
+        Some(Value::String(t)) => {
+            caller.act_on(Tenant::parse(t).map_err(|e| bad("tenant", &e.message))?)?
+        }
         Some(_) => return Err(bad("tenant", "must be a string")),
     };
+    if roles.contains(&Role::Operator) && !caller.principal.has(Role::Operator) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only an operator may make a key with the operator role",
+        )
+        .field("roles"));
+    }
     let now = chrono::Utc::now();
     let expires_at = match obj.remove("expires_in_seconds") {
         None | Some(Value::Null) => None,
@@ -1965,10 +2185,11 @@ async fn list_keys(
     Params(q): Params,
 ) -> ApiResult<Response> {
     caller.require(Role::Admin)?;
-    let tenant = q
-        .contains_key("tenant")
-        .then(|| caller.tenant(&q))
-        .transpose()?;
+    // (every tenant's keys for an operator that names none; else the one tenant's)
+    let tenant = match q.contains_key("tenant") || !caller.principal.has(Role::Operator) {
+        true => Some(caller.tenant(&q)?),
+        false => None,
+    };
     let keys = state
         .service
         .ports()
@@ -1986,18 +2207,19 @@ async fn revoke_key(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     caller.require(Role::Admin)?;
-    let outcome = state
-        .service
-        .ports()
-        .keys
-        .revoke_key(&id, chrono::Utc::now())
-        .await
-        .map_err(ApiError::from)
-        .and_then(|key| {
-            key.ok_or_else(|| {
-                ApiError::new(StatusCode::NOT_FOUND, "key_not_found", "no such API key").field("id")
-            })
-        });
+    let keys = &state.service.ports().keys;
+    let not_found =
+        || ApiError::new(StatusCode::NOT_FOUND, "key_not_found", "no such API key").field("id");
+    // (another tenant's key is no key to a tenant's admin: not told apart from a missing one)
+    let outcome = match keys.get_key(&id).await.map_err(ApiError::from) {
+        Ok(Some(key)) if caller.principal.may_act_on(&key.tenant) => keys
+            .revoke_key(&id, chrono::Utc::now())
+            .await
+            .map_err(ApiError::from)
+            .and_then(|key| key.ok_or_else(not_found)),
+        Ok(_) => Err(not_found()),
+        Err(e) => Err(e),
+    };
     let tenant = outcome
         .as_ref()
         .map_or(caller.principal.tenant.clone(), |k| k.tenant.clone());
@@ -2028,6 +2250,10 @@ async fn audit_trail(
         Some("true") => true,
         Some(_) => return Err(bad("anonymous", "must be true or false")),
     };
+    if anonymous {
+        // (refusals no tenant could be told for are the deployment's, not a tenant's)
+        caller.require(Role::Operator)?;
+    }
     let tenant = (!anonymous).then(|| caller.tenant(&q)).transpose()?;
     let now = chrono::Utc::now();
     let oldest =
@@ -2098,7 +2324,7 @@ async fn get_limits(
     Path(raw): Path<String>,
 ) -> ApiResult<Response> {
     caller.require(Role::Admin)?;
-    let tenant = path_tenant(&raw)?;
+    let tenant = caller.act_on(path_tenant(&raw)?)?;
     Ok(Json(limits_view(&state, &tenant).await?).into_response())
 }
 
@@ -2110,7 +2336,9 @@ async fn put_limits(
     Path(raw): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    caller.require(Role::Admin)?;
+    // (a tenant's limits are what the deployment allows it: an operator's to set, not the
+    // tenant's own admin's)
+    caller.require(Role::Operator)?;
     let tenant = path_tenant(&raw)?;
     let obj = json_object(
         &body,
@@ -2119,6 +2347,7 @@ async fn put_limits(
             "submits_per_second",
             "max_payload_bytes",
             "max_running",
+            "max_schedules",
         ],
         false,
     )?;
@@ -2146,6 +2375,7 @@ async fn put_limits(
         )?
         .map(|n| n as usize),
         max_running: number("max_running", 1_000_000)?.map(|n| n as u32),
+        max_schedules: number("max_schedules", 1_000_000)?,
     };
     let outcome = state
         .service
@@ -2219,7 +2449,7 @@ async fn webhook_secret(
 }
 
 /// `POST /v1/webhook-secret/rotate` (admin): a new secret signs from now on; the old one also
-/// signs (a second `v1=`) for `overlap_seconds` (default a day, at most 30 days).
+/// signs (a second `v2=`) for `overlap_seconds` (default a day, at most 30 days).
 async fn rotate_webhook_secret(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -2258,4 +2488,70 @@ async fn rotate_webhook_secret(
     )
     .await;
     Ok(Json(webhook_secrets_view(&state, &tenant, outcome?).await?).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Actor;
+
+    /// An audit log in memory.
+    #[derive(Default)]
+    struct Kept(std::sync::Mutex<Vec<AuditEntry>>);
+
+    #[async_trait::async_trait]
+    impl crate::ports::AuditLog for Kept {
+        async fn record(&self, entry: &AuditEntry) -> Result<(), crate::ports::StoreError> {
+            self.0.lock().unwrap().push(entry.clone());
+            Ok(())
+        }
+        async fn audit(
+            &self,
+            _: &crate::ports::AuditQuery,
+        ) -> Result<Vec<AuditEntry>, crate::ports::StoreError> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+    }
+
+    fn refusal(actor: &str, at: chrono::DateTime<chrono::Utc>) -> AuditEntry {
+        Actor {
+            actor: actor.into(),
+            source_ip: Some("203.0.113.7".into()),
+        }
+        .entry(
+            None,
+            "auth",
+            None,
+            "unauthorized",
+            at,
+            Duration::from_secs(3600),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_callers_refusals_of_one_minute_are_written_as_the_first_and_one_count_of_the_rest() {
+        let log: Arc<dyn crate::ports::AuditLog> = Arc::new(Kept::default());
+        let actor = format!("key:{}", ulid::Ulid::new());
+        let minute = chrono::DateTime::from_timestamp(1_800_000_000 / 60 * 60, 0).unwrap();
+        // WHEN one caller is refused 50 times within a minute
+        let mut written = vec![];
+        for i in 0..50 {
+            let at = minute + chrono::Duration::milliseconds(i * 100);
+            written.extend(refusals().note(refusal(&actor, at), log.clone()));
+        }
+        // THEN only the first was written then
+        let ours = |w: &[AuditEntry]| -> Vec<AuditEntry> {
+            w.iter().filter(|e| e.actor == actor).cloned().collect()
+        };
+        assert_eq!(ours(&written).len(), 1, "{written:?}");
+        assert_eq!(ours(&written)[0].count, 1);
+        // AND once the minute is over, the rest is one entry counting them
+        let rest = ours(&refusals().over(minute.timestamp() / 60 + 1));
+        assert_eq!(rest.len(), 1, "{rest:?}");
+        assert_eq!(rest[0].count, 49);
+        // AND a refusal of the next minute is written at once again
+        let next = minute + chrono::Duration::seconds(60);
+        let written = refusals().note(refusal(&actor, next), log.clone());
+        assert_eq!(ours(&written).len(), 1, "{written:?}");
+    }
 }

@@ -139,7 +139,10 @@ impl WsRoutes {
             .connections
             .subscribe(&connection, topic)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| match e {
+                StoreError::Rejected(why) => ("too_many_subscriptions", why),
+                e => unavailable(e),
+            })?;
         reply["type"] = json!("subscribed");
         Ok(reply)
     }

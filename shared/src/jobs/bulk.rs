@@ -158,12 +158,12 @@ impl JobHandler for Bulk {
             _ => return Err(JobError::permanent("a bulk action runs only in a worker")),
         };
         ctx.progress(0, "finding the jobs").await;
-        let ids = matching(&service, &tenant, &request.filter, &ctx).await?;
+        let ids = matching(service, &tenant, &request.filter, &ctx).await?;
         let total = ids.len();
         let (mut done, mut changed, mut skipped, mut reported) = (0usize, 0u64, 0u64, 0u8);
         let mut results = futures::stream::iter(ids)
             .map(|id| {
-                let (service, tenant) = (&service, &tenant);
+                let tenant = &tenant;
                 async move {
                     match request.action {
                         BulkAction::Retry => service.retry(tenant, id).await,

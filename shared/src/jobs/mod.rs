@@ -16,7 +16,7 @@ pub use noop::Noop;
 pub use outbound::{refusal, Network, Outbound, OutboundPolicy, Refused};
 pub use scan::{ScanDomain, SCAN_TYPE};
 pub use sleep::Sleep;
-pub use webhook::{sign, sign_all, tenant_secret, SigningKey, WebhookDeliver, WebhookKey};
+pub use webhook::{sign, sign_all, tenant_secret, Signed, SigningKey, WebhookDeliver, WebhookKey};
 
 use crate::domain::{Backoff, JobError, JobId, JobType, Progress, Tenant, ValidationError};
 use crate::ports::{JobStore, StoreError, TenantStore};
@@ -274,7 +274,7 @@ impl Registry {
                 execution: Execution::Task,
                 ..JobOptions::default()
             },
-            ScanDomain,
+            ScanDomain::new(outbound.clone()),
         );
         r.register(
             BULK_TYPE,
@@ -428,9 +428,10 @@ struct ContextInner {
     /// The job's tenant and the store of tenants' settings (webhook keys), when the worker
     /// runs it (a handler tested alone has neither).
     tenant: Option<(Tenant, Arc<dyn TenantStore>)>,
-    /// The deployment's ports and types, for the shipped types that change other jobs
-    /// (`conveyor.bulk`); the worker sets them.
-    ports: Option<(crate::ports::Ports, Arc<Registry>)>,
+    /// The deployment's use cases, as the worker was given them (its payload limit and its
+    /// tenants' default limits, so a job submitted from a job is held to the same quotas as
+    /// any other), for `submit` and the shipped types that change other jobs (`conveyor.bulk`).
+    service: Option<Arc<crate::service::JobService>>,
     cancelled: AtomicBool,
     cancel_notify: Notify,
     last_progress: Mutex<Option<Progress>>,
@@ -467,7 +468,7 @@ impl JobContext {
                 run,
                 store,
                 tenant: None,
-                ports: None,
+                service: None,
                 cancelled: AtomicBool::new(false),
                 cancel_notify: Notify::new(),
                 last_progress: Mutex::new(None),
@@ -492,13 +493,13 @@ impl JobContext {
         }
     }
 
-    /// The same context, with the deployment's ports and types (the worker sets this).
-    pub fn with_ports(self, ports: crate::ports::Ports, registry: Arc<Registry>) -> Self {
+    /// The same context, with the deployment's use cases (the worker sets this).
+    pub fn with_service(self, service: Arc<crate::service::JobService>) -> Self {
         let inner = Arc::try_unwrap(self.inner)
-            .unwrap_or_else(|_| unreachable!("a context is given its ports before it is shared"));
+            .unwrap_or_else(|_| unreachable!("a context is given its service before it is shared"));
         Self {
             inner: Arc::new(ContextInner {
-                ports: Some((ports, registry)),
+                service: Some(service),
                 ..inner
             }),
         }
@@ -594,13 +595,8 @@ impl JobContext {
 
     /// The use cases over the deployment's ports, for a shipped type that changes other jobs
     /// of its tenant through the one lifecycle path.
-    pub(crate) fn service(&self) -> Option<crate::service::JobService> {
-        let (ports, registry) = self.inner.ports.as_ref()?;
-        Some(crate::service::JobService::new(
-            ports.clone(),
-            registry.clone(),
-            crate::service::DEFAULT_MAX_PAYLOAD_BYTES,
-        ))
+    pub(crate) fn service(&self) -> Option<&crate::service::JobService> {
+        self.inner.service.as_deref()
     }
 
     /// The job's tenant and the store of tenants' settings.

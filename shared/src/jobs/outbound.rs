@@ -63,7 +63,11 @@ fn unmap(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The kind of address that is not reached unless allowed; `None` for a public one.
+/// The kind of address that is not reached unless allowed; `None` for a global unicast one.
+/// Everything that is not global unicast is named: IPv4's special-purpose blocks, and in IPv6
+/// everything outside 2000::/3 and the special blocks inside it. An IPv4 address carried in an
+/// IPv6 one (mapped `::ffff:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:aabb:ccdd::`) is
+/// judged as the IPv4 address it reaches.
 pub fn special_range(ip: IpAddr) -> Option<&'static str> {
     match unmap(ip) {
         IpAddr::V4(v4) => v4_range(v4),
@@ -72,38 +76,75 @@ pub fn special_range(ip: IpAddr) -> Option<&'static str> {
 }
 
 fn v4_range(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     Some(match () {
-        _ if ip.is_unspecified() || a == 0 => "unspecified",
-        _ if ip.is_loopback() => "loopback",
-        _ if ip.is_link_local() => "link-local",
-        _ if ip.is_private() => "private",
+        _ if a == 0 => "unspecified",
+        _ if a == 127 => "loopback",
+        _ if a == 169 && b == 254 => "link-local",
+        _ if a == 10 || (a == 172 && (16..32).contains(&b)) || (a == 192 && b == 168) => "private",
         _ if a == 100 && (64..128).contains(&b) => "shared (CGNAT)",
-        _ if ip.is_multicast() => "multicast",
-        _ if ip.is_broadcast() || a >= 240 => "reserved",
+        _ if a == 192 && b == 0 && c == 0 => "protocol assignments (192.0.0.0/24)",
+        _ if (a == 192 && b == 0 && c == 2)
+            || (a == 198 && b == 51 && c == 100)
+            || (a == 203 && b == 0 && c == 113) =>
+        {
+            "documentation"
+        }
+        _ if a == 198 && (18..20).contains(&b) => "benchmarking (198.18.0.0/15)",
+        _ if a == 192 && b == 88 && c == 99 => "6to4 relay",
+        _ if (224..240).contains(&a) => "multicast",
+        _ if a >= 240 => "reserved",
         _ => return None,
     })
 }
 
 fn v6_range(ip: Ipv6Addr) -> Option<&'static str> {
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let embedded = |high: u16, low: u16| {
+        let [a, b] = high.to_be_bytes();
+        let [c, d] = low.to_be_bytes();
+        Ipv4Addr::new(a, b, c, d)
+    };
     Some(match () {
         _ if ip.is_unspecified() => "unspecified",
         _ if ip.is_loopback() => "loopback",
-        _ if first & 0xffc0 == 0xfe80 => "link-local",
-        _ if first & 0xfe00 == 0xfc00 => "private (unique local)",
-        _ if ip.is_multicast() => "multicast",
+        // NAT64 (well-known prefix): the IPv4 address it reaches
+        _ if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => {
+            return v4_range(embedded(s[6], s[7])).map(|_| "NAT64 of an inner IPv4")
+        }
+        _ if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 => "NAT64 (local use)",
+        // 6to4: the IPv4 address of its relay
+        _ if s[0] == 0x2002 => {
+            return v4_range(embedded(s[1], s[2])).map(|_| "6to4 of an inner IPv4")
+        }
+        _ if s[0] & 0xffc0 == 0xfe80 => "link-local",
+        _ if s[0] & 0xfe00 == 0xfc00 => "private (unique local)",
+        _ if s[0] & 0xff00 == 0xff00 => "multicast",
+        _ if s[0] == 0x2001 && s[1] == 0x0db8 => "documentation",
+        _ if s[0] == 0x3fff && s[1] & 0xf000 == 0 => "documentation",
+        _ if s[0] == 0x2001 && s[1] < 0x0200 => "protocol assignments (2001::/23)",
+        // (the IPv4-compatible `::a.b.c.d` and every other block outside 2000::/3)
+        _ if s[0] & 0xe000 != 0x2000 => "reserved",
         _ => return None,
     })
 }
 
-/// Why a connection was not made.
+/// Why a connection was not made. It names the host and the kind of address, never the
+/// address a name resolved to (a job's error is its submitter's to read: naming inner addresses
+/// would tell them what the deployment's network holds); `ip` is for the operator's log.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("refused to connect to {host} ({ip}): a {range} address, which is not reached unless CONVEYOR_OUTBOUND_ALLOW lists its network")]
+#[error("refused to connect to {host}: {} a {range} address, which is not reached unless CONVEYOR_OUTBOUND_ALLOW lists its network", if host_is_ip(host) { "it is" } else { "it resolves to" })]
 pub struct Refused {
     pub host: String,
     pub ip: IpAddr,
     pub range: &'static str,
+}
+
+fn host_is_ip(host: &str) -> bool {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok()
 }
 
 /// The networks the shipped types may reach besides public addresses.
@@ -122,6 +163,33 @@ impl OutboundPolicy {
             .map(Network::parse)
             .collect::<Result<_, _>>()?;
         Ok(Self { allow })
+    }
+
+    /// The addresses `host` (a name or an address) resolves to that may be reached, through
+    /// the system's resolver; none permitted is the refusal of the first.
+    pub async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<IpAddr>> {
+        let found: Vec<IpAddr> = tokio::net::lookup_host((host, port))
+            .await?
+            .map(|a| a.ip())
+            .collect();
+        let mut refused = None;
+        let permitted: Vec<IpAddr> = found
+            .into_iter()
+            .filter(|ip| match self.check(host, *ip) {
+                Ok(()) => true,
+                Err(e) => {
+                    refused.get_or_insert(e);
+                    false
+                }
+            })
+            .collect();
+        match (permitted.is_empty(), refused) {
+            (true, Some(refused)) => Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                refused,
+            )),
+            _ => Ok(permitted),
+        }
     }
 
     pub fn check(&self, host: &str, ip: IpAddr) -> Result<(), Refused> {
@@ -157,22 +225,19 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let policy = self.0.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut refused = None;
-            let permitted: Vec<SocketAddr> = found
-                .into_iter()
-                .filter(|a| match policy.check(&host, a.ip()) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        refused.get_or_insert(e);
-                        false
-                    }
-                })
-                .collect();
-            match (permitted.is_empty(), refused) {
-                (true, Some(refused)) => Err(Box::new(refused) as _),
-                _ => Ok(Box::new(permitted.into_iter()) as reqwest::dns::Addrs),
+            match policy.resolve(&host, 0).await {
+                Ok(permitted) => Ok(Box::new(
+                    permitted
+                        .into_iter()
+                        .map(|ip| SocketAddr::new(ip, 0))
+                        .collect::<Vec<_>>()
+                        .into_iter(),
+                ) as reqwest::dns::Addrs),
+                Err(e) => match e.into_inner().map(|inner| inner.downcast::<Refused>()) {
+                    Some(Ok(refused)) => Err(refused as _),
+                    Some(Err(other)) => Err(other as _),
+                    None => Err("the name did not resolve".into()),
+                },
             }
         })
     }
@@ -204,6 +269,10 @@ impl Outbound {
             let policy = self.policy.clone();
             reqwest::Client::builder()
                 .user_agent(concat!("conveyor/", env!("CARGO_PKG_VERSION")))
+                // Never through a proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY): the guard judges
+                // the addresses the client connects to, and through a proxy it would see only
+                // the proxy's.
+                .no_proxy()
                 .connect_timeout(Duration::from_secs(10))
                 .dns_resolver(Arc::new(GuardedResolver(self.policy.clone())))
                 .redirect(reqwest::redirect::Policy::custom(move |attempt| {
@@ -269,6 +338,44 @@ mod tests {
     }
 
     #[test]
+    fn every_address_that_is_not_global_unicast_is_named_and_embedded_ipv4_is_judged() {
+        for (addr, range) in [
+            // NAT64, 6to4 and IPv4-compatible forms of inner IPv4 addresses
+            ("64:ff9b::7f00:1", "NAT64 of an inner IPv4"),
+            ("64:ff9b::a9fe:a9fe", "NAT64 of an inner IPv4"),
+            ("64:ff9b:1::a00:1", "NAT64 (local use)"),
+            ("2002:7f00:1::1", "6to4 of an inner IPv4"),
+            ("2002:a00:1::", "6to4 of an inner IPv4"),
+            ("::127.0.0.1", "reserved"),
+            ("::a9fe:a9fe", "reserved"),
+            // IPv4 blocks that are not global
+            ("192.0.0.8", "protocol assignments (192.0.0.0/24)"),
+            ("198.18.0.1", "benchmarking (198.18.0.0/15)"),
+            ("198.19.255.254", "benchmarking (198.18.0.0/15)"),
+            ("192.0.2.1", "documentation"),
+            ("203.0.113.9", "documentation"),
+            ("240.0.0.1", "reserved"),
+            // IPv6 outside 2000::/3, and special blocks inside it
+            ("2001:db8::1", "documentation"),
+            ("2001::1", "protocol assignments (2001::/23)"),
+            ("3fff::1", "documentation"),
+            ("100::1", "reserved"),
+            ("5f00::1", "reserved"),
+        ] {
+            assert_eq!(special_range(ip(addr)), Some(range), "{addr}");
+        }
+        // (a NAT64 or 6to4 address of a public IPv4 address is as public as it)
+        for addr in [
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "198.20.0.1",
+            "192.0.1.1",
+        ] {
+            assert_eq!(special_range(ip(addr)), None, "{addr}");
+        }
+    }
+
+    #[test]
     fn an_allowed_network_is_reached_and_nothing_beside_it() {
         let policy = OutboundPolicy::parse("127.0.0.1/32, 10.0.0.0/8 ,fd00::/8").unwrap();
         assert!(policy.check("h", ip("127.0.0.1")).is_ok());
@@ -277,7 +384,14 @@ mod tests {
         assert!(policy.check("h", ip("fd00:ec2::254")).is_ok());
         let refused = policy.check("meta", ip("127.0.0.2")).unwrap_err();
         assert_eq!(refused.range, "loopback");
-        assert!(refused.to_string().contains("127.0.0.2"), "{refused}");
+        // (a name's address is not told: only that it is an inner one)
+        assert!(!refused.to_string().contains("127.0.0.2"), "{refused}");
+        assert!(refused.to_string().contains("meta"), "{refused}");
+        let refused = policy.check("127.0.0.2", ip("127.0.0.2")).unwrap_err();
+        assert!(
+            refused.to_string().contains("127.0.0.2: it is a loopback"),
+            "{refused}"
+        );
         assert!(policy.check("h", ip("169.254.169.254")).is_err());
         assert!(OutboundPolicy::parse("").unwrap().allow.is_empty());
         assert!(OutboundPolicy::parse("0.0.0.0/0")

@@ -21,7 +21,18 @@ pub const SCAN_TYPE: &str = "scan.domain";
 const MAX_PATHS: usize = 50;
 const DEFAULT_PATHS: [&str; 3] = ["/", "/robots.txt", "/sitemap.xml"];
 
-pub struct ScanDomain;
+/// Resolves its domain under the shipped types' outbound policy: addresses that may not be
+/// reached are neither used nor told (a scan is no way to learn what a name resolves to inside
+/// the deployment's network).
+pub struct ScanDomain {
+    outbound: std::sync::Arc<super::Outbound>,
+}
+
+impl ScanDomain {
+    pub fn new(outbound: std::sync::Arc<super::Outbound>) -> Self {
+        Self { outbound }
+    }
+}
 
 /// The scan's domain, checked: a host name or an address (letters, digits, `.`, `-`).
 fn domain_of(payload: &Value) -> Result<&str, ValidationError> {
@@ -124,10 +135,16 @@ impl JobHandler for ScanDomain {
                 let port = field(&payload, "port")
                     .and_then(Value::as_u64)
                     .unwrap_or(443) as u16;
-                let found = tokio::net::lookup_host((domain.as_str(), port))
+                let found = self
+                    .outbound
+                    .policy()
+                    .resolve(&domain, port)
                     .await
-                    .map_err(|e| JobError::retryable(format!("resolving {domain}: {e}")))?;
-                let mut addresses: Vec<String> = found.map(|a| a.ip().to_string()).collect();
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::PermissionDenied => JobError::permanent(e.to_string()),
+                        _ => JobError::retryable(format!("resolving {domain}: {e}")),
+                    })?;
+                let mut addresses: Vec<String> = found.iter().map(|ip| ip.to_string()).collect();
                 addresses.sort();
                 addresses.dedup();
                 if addresses.is_empty() {

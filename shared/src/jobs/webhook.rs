@@ -1,7 +1,8 @@
 //! `webhook.deliver`: POST a JSON body to a URL, signed with HMAC-SHA256.
 //! Payload: `{"url": "https://…", "body": {…}}`. Headers sent:
-//! `X-Conveyor-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`,
-//! `X-Conveyor-Job-Id` and `X-Conveyor-Attempt` (receivers de-duplicate on the job id).
+//! `X-Conveyor-Signature: t=<unix seconds>,v2=<hex HMAC-SHA256(secret,
+//! "<t>.<job id>.<attempt>.<body>")>`, `X-Conveyor-Job-Id` and `X-Conveyor-Attempt` (receivers
+//! de-duplicate on the job id; the signature covers both headers).
 //! 2xx succeeds; 408, 429, 5xx and network errors retry; other statuses fail permanently.
 
 use super::http_fetch::refused;
@@ -56,21 +57,38 @@ impl WebhookDeliver {
     }
 }
 
-/// The signature header's value for `body` sent at `timestamp` (unix seconds).
-pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    sign_all(&[secret], timestamp, body)
+/// What a delivery's signature covers: its time, the job it delivers and that job's attempt
+/// (the `X-Conveyor-Job-Id` and `X-Conveyor-Attempt` headers), and the body. A captured delivery
+/// replayed under another job id or attempt no longer verifies.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    pub timestamp: i64,
+    pub job_id: &'a str,
+    pub attempt: u32,
+    pub body: &'a [u8],
 }
 
-/// The signature header with one `v1=` per secret (during a key rotation: the new key's first,
+/// The signature header's value for `delivery` under `secret`:
+/// `t=<t>,v2=<hex HMAC-SHA256(secret, "<t>.<job id>.<attempt>.<body>")>`.
+pub fn sign(secret: &str, delivery: Signed<'_>) -> String {
+    sign_all(&[secret], delivery)
+}
+
+/// The signature header with one `v2=` per secret (during a key rotation: the new key's first,
 /// then the old one's), so a receiver holding either verifies it.
-pub fn sign_all(secrets: &[&str], timestamp: i64, body: &[u8]) -> String {
-    let mut header = format!("t={timestamp}");
+pub fn sign_all(secrets: &[&str], delivery: Signed<'_>) -> String {
+    let mut header = format!("t={}", delivery.timestamp);
     for secret in secrets {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-        mac.update(timestamp.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        header.push_str(",v1=");
+        mac.update(
+            format!(
+                "{}.{}.{}.",
+                delivery.timestamp, delivery.job_id, delivery.attempt
+            )
+            .as_bytes(),
+        );
+        mac.update(delivery.body);
+        header.push_str(",v2=");
         header.push_str(&hex::encode(mac.finalize().into_bytes()));
     }
     header
@@ -133,6 +151,7 @@ impl JobHandler for WebhookDeliver {
             .map_err(|e| JobError::permanent(e.to_string()))?;
         let timestamp = chrono::Utc::now().timestamp();
         let started = Instant::now();
+        let job_id = ctx.job_id().to_string();
         self.outbound
             .policy()
             .check_url(&url)
@@ -143,8 +162,19 @@ impl JobHandler for WebhookDeliver {
             .post(url.clone())
             .timeout(Duration::from_secs(15))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("x-conveyor-signature", sign_all(&secrets, timestamp, &body))
-            .header("x-conveyor-job-id", ctx.job_id().to_string())
+            .header(
+                "x-conveyor-signature",
+                sign_all(
+                    &secrets,
+                    Signed {
+                        timestamp,
+                        job_id: &job_id,
+                        attempt: ctx.attempt(),
+                        body: &body,
+                    },
+                ),
+            )
+            .header("x-conveyor-job-id", &job_id)
             .header("x-conveyor-attempt", ctx.attempt().to_string())
             .body(body)
             .send()
@@ -172,14 +202,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signature_matches_a_known_hmac() {
-        // HMAC-SHA256(key="key", msg="1.{}"), computed with Python's hmac module.
-        let sig = sign("key", 1, b"{}");
+    fn the_signature_covers_the_time_the_job_its_attempt_and_the_body() {
+        // HMAC-SHA256(key="key", msg="1.01ARZ3NDEKTSV4RRFFQ69G5FAV.2.{}"), computed with
+        // Python's hmac module.
+        let delivery = Signed {
+            timestamp: 1,
+            job_id: "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            attempt: 2,
+            body: b"{}",
+        };
+        let sig = sign("key", delivery);
         assert_eq!(
             sig,
-            "t=1,v1=1ba6b8171186efc613e8bcc0cbdab2748f24984d7c5a84faa2637afa0e40d224"
+            "t=1,v2=d9984d8faef736cf1febb2555679f44e671ee46482e42909bfe74ff1dfd255c1"
         );
-        assert_ne!(sign("other", 1, b"{}"), sig);
-        assert_ne!(sign("key", 2, b"{}"), sig);
+        // (any part changed, the signature is another)
+        assert_ne!(sign("other", delivery), sig);
+        for changed in [
+            Signed {
+                timestamp: 2,
+                ..delivery
+            },
+            Signed {
+                job_id: "01ARZ3NDEKTSV4RRFFQ69G5FAW",
+                ..delivery
+            },
+            Signed {
+                attempt: 3,
+                ..delivery
+            },
+            Signed {
+                body: b"{ }",
+                ..delivery
+            },
+        ] {
+            assert_ne!(sign("key", changed), sig, "{changed:?}");
+        }
     }
 }

@@ -371,6 +371,7 @@ pub async fn tenant_limits_are_stored_per_tenant(b: Under) {
         submits_per_second: None,
         max_payload_bytes: Some(1000),
         max_running: Some(3),
+        max_schedules: Some(7),
     };
     b.ports.tenants.set_limits(&t, &limits).await.unwrap();
     // THEN they read back for that tenant only, and can be changed

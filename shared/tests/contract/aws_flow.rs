@@ -113,6 +113,8 @@ fn worker_settings() -> WorkerSettings {
     WorkerSettings {
         heartbeat_interval: Duration::from_secs(10),
         stall_after: Duration::from_secs(60),
+        max_payload_bytes: shared::service::DEFAULT_MAX_PAYLOAD_BYTES,
+        tenant_defaults: Default::default(),
     }
 }
 
@@ -604,7 +606,18 @@ async fn a_webhook_is_signed_with_the_key_read_once_from_secrets_manager() {
         .expect("t=<seconds>");
     // (signed with the tenant's own key, derived from the stored master key)
     let tenant_key = shared::jobs::tenant_secret("k3y-from-the-store", &job.tenant, 1);
-    assert_eq!(signature, shared::jobs::sign(&tenant_key, t, &body));
+    assert_eq!(
+        signature,
+        shared::jobs::sign(
+            &tenant_key,
+            shared::jobs::Signed {
+                timestamp: t,
+                job_id: &job.id.to_string(),
+                attempt: 1,
+                body: &body,
+            }
+        )
+    );
 
     // AND the key was read once and kept: with the secret gone, it still answers
     secrets

@@ -108,6 +108,8 @@ on_every_backend!(
     schedules::skip_and_queue_one_hold_while_the_previous_run_is_active,
     schedules::a_restart_fires_the_tick_that_came_due_once,
     schedules::a_paused_schedule_fires_nothing_and_resumes_from_then_on,
+    schedules::a_schedule_whose_times_are_out_of_range_fails_alone,
+    schedules::a_schedulers_pass_reads_the_schedules_due_and_fires_them,
     schedules::debounced_submits_replace_the_waiting_job_until_it_starts,
     schedules::jobs_waiting_for_a_slot_get_it_in_submit_order,
 );

@@ -4,10 +4,10 @@
 //! and a paused schedule fires nothing.
 
 use crate::helpers::Under;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, Timelike, Utc};
 use serde_json::json;
 use shared::domain::{
-    Cadence, CatchUp, JobId, JobType, Outcome, Overlap, RunOutcome, ScheduleName, Tenant,
+    Cadence, CatchUp, JobId, JobType, Outcome, Overlap, RateUnit, RunOutcome, ScheduleName, Tenant,
 };
 use shared::jobs::{BuiltinSettings, Registry};
 use shared::ports::{ListQuery, Ports, Started};
@@ -743,4 +743,96 @@ pub async fn jobs_waiting_for_a_slot_get_it_in_submit_order(b: Under) {
             .unwrap(),
         Taken
     );
+}
+
+pub async fn a_schedule_whose_times_are_out_of_range_fails_alone(b: Under) {
+    // GIVEN a sound schedule, and beside it (sorting before it) one stored with a creation time
+    // an hour before the end of what a time can hold and a daily rate (its first tick past
+    // it), as a schedule stored before its times were bounded could be
+    let s = service(&b);
+    let t = tenant();
+    let sound = schedules::create(
+        &s,
+        &t,
+        spec("sound", "* * * * *", "UTC", Overlap::Allow),
+        utc("2026-01-01T09:59:00Z"),
+    )
+    .await
+    .unwrap();
+    let mut broken = sound.clone();
+    broken.name = ScheduleName::parse("broken").unwrap();
+    broken.expression = Cadence::Rate {
+        every: 1,
+        unit: RateUnit::Days,
+    };
+    broken.created_at = DateTime::<Utc>::MAX_UTC
+        .with_nanosecond(0)
+        .expect("a time chrono holds")
+        - Duration::hours(1);
+    b.ports.schedules.put_schedule(&broken, None).await.unwrap();
+
+    // WHEN the scheduler passes at a minute's tick
+    let done = schedules::evaluate(&s, utc("2026-01-01T10:00:10Z"), true)
+        .await
+        .unwrap();
+    // THEN the sound one fired, and the other, which has no tick, stopped nothing
+    assert_eq!(done.fired, 1, "{done:?}");
+    let jobs = jobs_of(&b, &t).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert!(jobs[0].0.contains("sound"), "{jobs:?}");
+    // AND both are listed
+    let listed = schedules::list(&s, &t).await.unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+}
+
+pub async fn a_schedulers_pass_reads_the_schedules_due_and_fires_them(b: Under) {
+    // GIVEN a schedule due at 10:00 and one that starts tomorrow
+    let s = service(&b);
+    let t = tenant();
+    let created = utc("2026-01-01T09:59:00Z");
+    schedules::create(
+        &s,
+        &t,
+        spec("hourly", "0 * * * *", "UTC", Overlap::Allow),
+        created,
+    )
+    .await
+    .unwrap();
+    let mut later = spec("later", "0 * * * *", "UTC", Overlap::Allow);
+    later.start_at = Some(utc("2026-01-02T00:00:00Z"));
+    schedules::create(&s, &t, later, created).await.unwrap();
+    // WHEN the scheduler asks for what is due at 10:00:30
+    let now = utc("2026-01-01T10:00:30Z");
+    let due: Vec<String> = b
+        .ports
+        .schedules
+        .due_schedules(now)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.tenant == t)
+        .map(|d| d.name.to_string())
+        .collect();
+    // THEN the one due is there; on the embedded store, where the scheduler reads each second,
+    // the one not due is not even read
+    assert!(due.contains(&"hourly".to_string()), "{due:?}");
+    if b.aws().is_none() {
+        assert_eq!(due, ["hourly"]);
+    }
+    // AND the pass fires it, after which it is not due again until 11:00
+    let done = schedules::evaluate(&s, now, true).await.unwrap();
+    assert_eq!(done.fired, 1, "{done:?}");
+    if b.aws().is_none() {
+        let again = b.ports.schedules.due_schedules(now).await.unwrap();
+        assert!(again.iter().all(|d| d.tenant != t), "{again:?}");
+        let at_eleven = b
+            .ports
+            .schedules
+            .due_schedules(utc("2026-01-01T11:00:00Z"))
+            .await
+            .unwrap();
+        assert!(at_eleven
+            .iter()
+            .any(|d| d.tenant == t && d.name.as_str() == "hourly"));
+    }
 }

@@ -387,6 +387,44 @@ impl AuditLog for DynamoAccess {
 
 #[async_trait]
 impl TenantStore for DynamoAccess {
+    async fn count_submit(
+        &self,
+        tenant: &Tenant,
+        per_second: u32,
+        window: i64,
+    ) -> Result<bool, StoreError> {
+        let admission = Admission {
+            max_active: None,
+            per_second: Some(per_second),
+            window,
+        };
+        let Some((write, _)) = admission_writes(&self.table, tenant, &admission).pop() else {
+            return Ok(true);
+        };
+        let update = write.update.expect("the rate's write is an update");
+        let counted = self
+            .client
+            .update_item()
+            .table_name(update.table_name)
+            .set_key(Some(update.key))
+            .update_expression(update.update_expression)
+            .condition_expression(update.condition_expression.unwrap_or_default())
+            .set_expression_attribute_names(update.expression_attribute_names)
+            .set_expression_attribute_values(update.expression_attribute_values)
+            .send()
+            .await;
+        match counted {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
     async fn limits(&self, tenant: &Tenant) -> Result<TenantLimits, StoreError> {
         let out = self
             .client

@@ -164,27 +164,40 @@ impl ConnectionStore for DynamoConnections {
             .item("ttl", ttl_of(c.expires_at))
             .build()
             .map_err(|e| StoreError::Rejected(e.to_string()))?;
-        // Noted on the connection (which must still exist), for its disconnect.
+        // Noted on the connection (which must still exist, and follow fewer than the most, or
+        // this already), for its disconnect.
         let noted = Update::builder()
             .table_name(&self.table)
             .set_key(Some(conn_key(&c.id)))
             .update_expression("ADD topics :t")
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(topics) OR size(topics) < :most OR contains(topics, :k))",
+            )
             .expression_attribute_values(":t", AttributeValue::Ss(vec![topic.key()]))
+            .expression_attribute_values(":k", s(topic.key()))
+            .expression_attribute_values(
+                ":most",
+                AttributeValue::N(crate::live::MAX_SUBSCRIPTIONS.to_string()),
+            )
             .build()
             .map_err(|e| StoreError::Rejected(e.to_string()))?;
-        self.client
+        let written = self
+            .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(sub).build())
             .transact_items(TransactWriteItem::builder().update(noted).build())
             .send()
-            .await
-            .map_err(|e| {
-                StoreError::Unavailable(
-                    aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
-                )
-            })?;
-        Ok(())
+            .await;
+        match written {
+            Ok(_) => Ok(()),
+            Err(e) if super::write::refused_by_condition(&e) => Err(StoreError::Rejected(format!(
+                "a connection follows at most {} subscriptions (or it is gone)",
+                crate::live::MAX_SUBSCRIPTIONS
+            ))),
+            Err(e) => Err(StoreError::Unavailable(
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
+            )),
+        }
     }
 
     async fn unsubscribe(&self, c: &Connection, topic: Topic) -> Result<(), StoreError> {

@@ -109,7 +109,13 @@ impl ScheduleStore for DynamoAccess {
             }
             let out = query.send().await.map_err(classify)?;
             for item in out.items() {
-                all.push(decode(item)?);
+                // (one that cannot be read is left out, said, and does not hide the others)
+                match decode(item) {
+                    Ok(schedule) => all.push(schedule),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a stored schedule cannot be read; left out")
+                    }
+                }
             }
             match out.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),

@@ -50,6 +50,20 @@ pub(super) fn classify_transaction<R: std::fmt::Debug>(
     }
 }
 
+/// Whether a transaction was cancelled because one of its items' conditions failed.
+pub(super) fn refused_by_condition<R>(
+    e: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
+) -> bool {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    match e.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(tc)) => tc
+            .cancellation_reasons()
+            .iter()
+            .any(|r| r.code() == Some("ConditionalCheckFailed")),
+        _ => false,
+    }
+}
+
 /// An update expression built attribute by attribute, with placeholders for every name and
 /// value (so reserved words like `status` or `ttl` need no care).
 #[derive(Default)]

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS schedules (
     name TEXT NOT NULL,
     version INTEGER NOT NULL,
     doc TEXT NOT NULL,
+    due_at INTEGER, -- micros: when the scheduler next has something to do for it; NULL unknown
     PRIMARY KEY (tenant, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS start_rates (
@@ -70,6 +71,18 @@ CREATE TABLE IF NOT EXISTS submit_windows (
     PRIMARY KEY (tenant, second)
 ) WITHOUT ROWID;
 ";
+
+/// Bring an earlier version's `schedules` table up to `SCHEMA`: each row's `due_at` unknown
+/// (read by the next pass, and set as it is written again), and an index on it.
+pub(super) fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has_due_at: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('schedules') WHERE name = 'due_at'")?
+        .exists([])?;
+    if !has_due_at {
+        conn.execute_batch("ALTER TABLE schedules ADD COLUMN due_at INTEGER;")?;
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS schedules_due ON schedules (due_at);")
+}
 
 /// Within a job's creation: refuse it if the tenant is at its quota or used up this second's
 /// submissions (then nothing is written), else count it. The single writer makes the check and
@@ -347,6 +360,26 @@ impl AuditLog for EmbeddedAccess {
 
 #[async_trait]
 impl TenantStore for EmbeddedAccess {
+    async fn count_submit(
+        &self,
+        tenant: &Tenant,
+        per_second: u32,
+        window: i64,
+    ) -> Result<bool, StoreError> {
+        let tenant = tenant.to_string();
+        self.db
+            .write(move |conn| {
+                let admission = Admission {
+                    max_active: None,
+                    per_second: Some(per_second),
+                    window,
+                };
+                Ok(admit(conn, &tenant, &admission)?.is_none())
+            })
+            .await
+            .map_err(failed)
+    }
+
     async fn limits(&self, tenant: &Tenant) -> Result<TenantLimits, StoreError> {
         let tenant = tenant.to_string();
         self.db

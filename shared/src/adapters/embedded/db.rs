@@ -166,6 +166,7 @@ impl Db {
         writer_conn.execute_batch(super::queue::SCHEMA)?;
         super::queue::migrate(&writer_conn)?;
         writer_conn.execute_batch(super::access::SCHEMA)?;
+        super::access::migrate(&writer_conn)?;
         let point = ReaderPool::open(&path, durability, POINT_READERS)?;
         let scan = ReaderPool::open(&path, durability, SCAN_READERS)?;
         // Checkpoints run on a connection of their own (see `checkpoint_loop`), so a write never
