@@ -219,9 +219,14 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        let writes = method != reqwest::Method::GET;
         let mut request = self.http.request(method, format!("{}{path}", self.url));
         if let Some(body) = body {
             request = request.json(&body);
+        } else if writes {
+            // (every write says it is JSON, even without a body: dev mode takes no other,
+            // since a web page may send any other to this machine without asking first)
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
         }
         let response = request
             .send()

@@ -109,3 +109,32 @@ async fn the_client_commands_speak_the_api() {
     let wrong = conveyor(&app, &["get"]).await;
     assert_eq!(wrong.status.code(), Some(2), "{wrong:?}");
 }
+
+#[tokio::test]
+async fn the_client_commands_work_against_dev_mode() {
+    // GIVEN the runtime in dev mode (no credential configured), and a job waiting in it
+    let app = crate::helpers::spawn_app(&[("CONVEYOR_JWT_SECRET", "")]).await;
+    let (status, job) = app
+        .as_caller(None)
+        .post_json("/v1/jobs", &json!({ "type": "noop", "delay_seconds": 600 }))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap();
+    // WHEN the command line cancels it, with no credential (its writes carry no body)
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_conveyor-under-test"));
+    cmd.args(["cancel", id, "--json"])
+        .env("CONVEYOR_URL", &app.address)
+        .env_remove("CONVEYOR_TOKEN")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    // THEN it is done: dev mode takes this machine's own client
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout_json(&out)["status"], "cancelled");
+}
