@@ -1,0 +1,414 @@
+//! The administration of a tenant: API keys, the audit trail, limits and the webhook secret.
+//! A child of `http`.
+
+use super::*;
+
+/// `POST /v1/api-keys` (admin): a new key, shown once.
+pub(super) async fn create_key(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    caller.require(Role::Admin)?;
+    let outcome = new_key(&caller, &q, &body);
+    let (key, token) = match outcome {
+        Ok(made) => made,
+        Err(e) => {
+            let tenant = caller.principal.tenant.clone();
+            audit(&state, &caller, &tenant, "key.create", None, e.code).await;
+            return Err(e);
+        }
+    };
+    let stored = state
+        .service
+        .ports()
+        .keys
+        .put_key(&key)
+        .await
+        .map_err(ApiError::from);
+    let mut entry = caller.actor().entry(
+        Some(key.tenant.clone()),
+        "key.create",
+        None,
+        stored.as_ref().map_or_else(|e| e.code, |_| "ok"),
+        chrono::Utc::now(),
+        state.audit_retention,
+    );
+    entry.action = format!("key.create:{}", key.id);
+    record(&state, entry).await;
+    stored?;
+    let mut view = key.view();
+    view["key"] = Value::String(token);
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// Parse a key request: `{"name", "roles", "tenant"?, "expires_in_seconds"?}`.
+pub(super) fn new_key(
+    caller: &Caller,
+    q: &HashMap<String, String>,
+    body: &[u8],
+) -> ApiResult<(ApiKey, String)> {
+    let mut obj = json_object(
+        body,
+        &["name", "roles", "tenant", "expires_in_seconds"],
+        false,
+    )?;
+    let name = match obj.remove("name") {
+        Some(Value::String(s)) if (1..=100).contains(&s.chars().count()) => s,
+        None => return Err(bad("name", "is required")),
+        _ => return Err(bad("name", "must be a string of 1 to 100 characters")),
+    };
+    let roles = match obj.remove("roles") {
+        Some(Value::Array(items)) => {
+            let names: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+            let names = names.ok_or_else(|| bad("roles", "must be a list of role names"))?;
+            parse_roles(names).map_err(|e| bad("roles", &e))?
+        }
+        None => return Err(bad("roles", "is required")),
+        _ => return Err(bad("roles", "must be a list of role names")),
+    };
+    let tenant = match obj.remove("tenant") {
+        None | Some(Value::Null) => caller.tenant(q)?,
+        Some(Value::String(t)) => {
+            caller.act_on(Tenant::parse(t).map_err(|e| bad("tenant", &e.message))?)?
+        }
+        Some(_) => return Err(bad("tenant", "must be a string")),
+    };
+    if roles.contains(&Role::Operator) && !caller.principal.has(Role::Operator) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only an operator may make a key with the operator role",
+        )
+        .field("roles"));
+    }
+    let now = chrono::Utc::now();
+    let expires_at = match obj.remove("expires_in_seconds") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|n| (60..=10 * 365 * 24 * 3600).contains(n))
+                .map(|n| now + chrono::Duration::seconds(n as i64))
+                .ok_or_else(|| {
+                    bad(
+                        "expires_in_seconds",
+                        "must be a whole number of seconds from 60 to ten years",
+                    )
+                })?,
+        ),
+    };
+    Ok(ApiKey::generate(tenant, roles, name, expires_at, now))
+}
+
+/// `GET /v1/api-keys` (admin): every key (or one tenant's with `tenant=`), without secrets.
+pub(super) async fn list_keys(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+) -> ApiResult<Response> {
+    caller.require(Role::Admin)?;
+    // (every tenant's keys for an operator that names none; else the one tenant's)
+    let tenant = match q.contains_key("tenant") || !caller.principal.has(Role::Operator) {
+        true => Some(caller.tenant(&q)?),
+        false => None,
+    };
+    let keys = state
+        .service
+        .ports()
+        .keys
+        .list_keys(tenant.as_ref())
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(json!({ "keys": keys.iter().map(ApiKey::view).collect::<Vec<_>>() })).into_response())
+}
+
+/// `DELETE /v1/api-keys/{id}` (admin): the key stops working at once.
+pub(super) async fn revoke_key(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    caller.require(Role::Admin)?;
+    let keys = &state.service.ports().keys;
+    let not_found =
+        || ApiError::new(StatusCode::NOT_FOUND, "key_not_found", "no such API key").field("id");
+    // (another tenant's key is no key to a tenant's admin: not told apart from a missing one)
+    let outcome = match keys.get_key(&id).await.map_err(ApiError::from) {
+        Ok(Some(key)) if caller.principal.may_act_on(&key.tenant) => keys
+            .revoke_key(&id, chrono::Utc::now())
+            .await
+            .map_err(ApiError::from)
+            .and_then(|key| key.ok_or_else(not_found)),
+        Ok(_) => Err(not_found()),
+        Err(e) => Err(e),
+    };
+    let tenant = outcome
+        .as_ref()
+        .map_or(caller.principal.tenant.clone(), |k| k.tenant.clone());
+    let mut entry = caller.actor().entry(
+        Some(tenant),
+        "key.revoke",
+        None,
+        outcome.as_ref().map_or_else(|e| e.code, |_| "ok"),
+        chrono::Utc::now(),
+        state.audit_retention,
+    );
+    entry.action = format!("key.revoke:{id}");
+    record(&state, entry).await;
+    Ok(Json(outcome?.view()).into_response())
+}
+
+/// `GET /v1/audit` (admin): a tenant's trail (the caller's own unless `tenant=`), or with
+/// `anonymous=true` the refused callers no tenant could be told for; from `since` (RFC 3339,
+/// default a day ago), oldest first.
+pub(super) async fn audit_trail(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+) -> ApiResult<Response> {
+    caller.require(Role::Admin)?;
+    let anonymous = match q.get("anonymous").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(bad("anonymous", "must be true or false")),
+    };
+    if anonymous {
+        // (refusals no tenant could be told for are the deployment's, not a tenant's)
+        caller.require(Role::Operator)?;
+    }
+    let tenant = (!anonymous).then(|| caller.tenant(&q)).transpose()?;
+    let now = chrono::Utc::now();
+    let oldest =
+        now - chrono::Duration::from_std(state.audit_retention).unwrap_or(chrono::Duration::MAX);
+    let since = match q.get("since") {
+        None => now - chrono::Duration::days(1),
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map_err(|_| {
+                bad(
+                    "since",
+                    "must be an RFC 3339 time, e.g. 2030-01-01T00:00:00Z",
+                )
+            })?
+            .with_timezone(&chrono::Utc),
+    }
+    .max(oldest);
+    let limit = whole_number(&q, "limit", 1, 1000)?.unwrap_or(100) as usize;
+    let entries = state
+        .service
+        .ports()
+        .audit
+        .audit(&AuditQuery {
+            tenant,
+            since,
+            limit,
+        })
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(json!({ "entries": entries })).into_response())
+}
+
+/// The tenant in a `/v1/tenants/{tenant}/…` path.
+pub(super) fn path_tenant(raw: &str) -> ApiResult<Tenant> {
+    Tenant::parse(raw).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", e.message).field("tenant")
+    })
+}
+
+/// A tenant's limits: as stored (`null`: the default), as they apply, and its active jobs.
+pub(super) async fn limits_view(state: &ApiState, tenant: &Tenant) -> ApiResult<Value> {
+    let stored = state
+        .service
+        .ports()
+        .tenants
+        .limits(tenant)
+        .await
+        .map_err(ApiError::from)?;
+    let effective = state.service.limits_of(tenant).await?;
+    let active = state
+        .service
+        .ports()
+        .tenants
+        .active_jobs(tenant)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(json!({
+        "tenant": tenant,
+        "limits": stored,
+        "effective": effective,
+        "active_jobs": active,
+    }))
+}
+
+/// `GET /v1/tenants/{tenant}/limits` (admin).
+pub(super) async fn get_limits(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Response> {
+    caller.require(Role::Admin)?;
+    let tenant = caller.act_on(path_tenant(&raw)?)?;
+    Ok(Json(limits_view(&state, &tenant).await?).into_response())
+}
+
+/// `PUT /v1/tenants/{tenant}/limits` (admin): `{"max_active", "submits_per_second",
+/// "max_payload_bytes", "max_running"}`, each a number or `null` (the deployment's default).
+pub(super) async fn put_limits(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    // (a tenant's limits are what the deployment allows it: an operator's to set, not the
+    // tenant's own admin's)
+    caller.require(Role::Operator)?;
+    let tenant = path_tenant(&raw)?;
+    let obj = json_object(
+        &body,
+        &[
+            "max_active",
+            "submits_per_second",
+            "max_payload_bytes",
+            "max_running",
+            "max_schedules",
+        ],
+        false,
+    )?;
+    let number = |name: &str, max: u64| -> ApiResult<Option<u64>> {
+        match obj.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (1..=max).contains(n))
+                .map(Some)
+                .ok_or_else(|| {
+                    bad(
+                        name,
+                        &format!("must be a whole number from 1 to {max}, or null for the default"),
+                    )
+                }),
+        }
+    };
+    let limits = crate::domain::TenantLimits {
+        max_active: number("max_active", 1_000_000_000)?,
+        submits_per_second: number("submits_per_second", 10_000_000)?.map(|n| n as u32),
+        max_payload_bytes: number(
+            "max_payload_bytes",
+            state.service.max_payload_bytes() as u64,
+        )?
+        .map(|n| n as usize),
+        max_running: number("max_running", 1_000_000)?.map(|n| n as u32),
+        max_schedules: number("max_schedules", 1_000_000)?,
+    };
+    let outcome = state
+        .service
+        .set_limits(&tenant, limits)
+        .await
+        .map_err(ApiError::from);
+    audit(
+        &state,
+        &caller,
+        &tenant,
+        "tenant.limits",
+        None,
+        outcome_of(&outcome),
+    )
+    .await;
+    outcome?;
+    Ok(Json(limits_view(&state, &tenant).await?).into_response())
+}
+
+/// The tenant's webhook signing secrets, each valid generation with its end (the current
+/// one has none).
+pub(super) async fn webhook_secrets_view(
+    state: &ApiState,
+    tenant: &Tenant,
+    generations: crate::domain::WebhookGenerations,
+) -> ApiResult<Value> {
+    let master = match &state.webhook_master {
+        None => Err("no webhook master key is configured".to_string()),
+        Some(key) => key.0.key().await,
+    }
+    .map_err(|why| {
+        tracing::error!(error = %why, "the webhook master key is unavailable");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the webhook signing key is unavailable now; try again shortly",
+        )
+    })?;
+    let now = chrono::Utc::now();
+    let secrets: Vec<Value> = generations
+        .valid(now)
+        .into_iter()
+        .map(|g| {
+            json!({
+                "generation": g,
+                "secret": crate::jobs::tenant_secret(&master, tenant, g),
+                "valid_until": (g != generations.current).then_some(generations.previous_until).flatten(),
+            })
+        })
+        .collect();
+    Ok(json!({ "tenant": tenant, "secrets": secrets }))
+}
+
+/// `GET /v1/webhook-secret` (submitter): the secrets the tenant's deliveries are signed with
+/// (made with the first call or the first delivery), to verify `X-Conveyor-Signature`.
+pub(super) async fn webhook_secret(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+) -> ApiResult<Response> {
+    caller.require(Role::Submitter)?;
+    let tenant = caller.tenant(&q)?;
+    let generations = state
+        .service
+        .ports()
+        .tenants
+        .webhook_generations(&tenant)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(webhook_secrets_view(&state, &tenant, generations).await?).into_response())
+}
+
+/// `POST /v1/webhook-secret/rotate` (admin): a new secret signs from now on; the old one also
+/// signs (a second `v2=`) for `overlap_seconds` (default a day, at most 30 days).
+pub(super) async fn rotate_webhook_secret(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    caller.require(Role::Admin)?;
+    let tenant = caller.tenant(&q)?;
+    let obj = json_object(&body, &["overlap_seconds"], true)?;
+    let overlap = match obj.get("overlap_seconds") {
+        None | Some(Value::Null) => 24 * 3600,
+        Some(v) => v.as_u64().filter(|n| *n <= 30 * 24 * 3600).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                "must be a whole number of seconds from 0 to 30 days",
+            )
+            .field("overlap_seconds")
+        })?,
+    };
+    let until = chrono::Utc::now() + chrono::Duration::seconds(overlap as i64);
+    let outcome = state
+        .service
+        .ports()
+        .tenants
+        .rotate_webhook_key(&tenant, until)
+        .await
+        .map_err(ApiError::from);
+    audit(
+        &state,
+        &caller,
+        &tenant,
+        "webhook.rotate",
+        None,
+        outcome_of(&outcome),
+    )
+    .await;
+    Ok(Json(webhook_secrets_view(&state, &tenant, outcome?).await?).into_response())
+}

@@ -1,0 +1,273 @@
+//! `/v1/jobs/batch` and `/v1/batches`: many jobs in one request, and batches followed to their
+//! end. A child of `http`.
+
+use super::*;
+
+/// Largest batch submit body.
+pub(super) const BATCH_BYTES: usize = 5 * 1024 * 1024;
+
+/// One item's outcome in a batch answer: its job (id and status) and whether it is new, or its
+/// error as a single submit would have answered it.
+pub(super) fn batch_item(
+    index: usize,
+    outcome: Result<(crate::domain::Job, bool), ApiError>,
+) -> Value {
+    match outcome {
+        Ok((job, new)) => json!({
+            "index": index,
+            "status": if new { 202 } else { 200 },
+            "job": { "id": job.id, "status": job.status },
+        }),
+        Err(e) => json!({
+            "index": index,
+            "status": e.status.as_u16(),
+            "error": { "code": e.code, "message": e.message, "field": e.field },
+        }),
+    }
+}
+
+/// `POST /v1/jobs/batch {"jobs": [...], "atomic": false}`: up to 1,000 jobs, each as `POST
+/// /v1/jobs` takes one; 200 with each one's outcome in order. With `atomic`, a batch with any
+/// refused job is a 400 listing those, and nothing is created.
+pub(super) async fn submit_batch(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+    request: Request,
+) -> ApiResult<Response> {
+    caller.require(Role::Submitter)?;
+    let tenant = caller.tenant(&q)?;
+    let body = to_bytes(request.into_body(), BATCH_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("a batch body is at most {BATCH_BYTES} bytes: send it in parts"),
+            )
+            .field("jobs")
+        })?;
+    let mut obj = json_object(&body, &["jobs", "atomic", "batch"], false)?;
+    let batch = match obj.remove("batch") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(b)) => Some(batch_spec_of(b)?),
+        Some(_) => {
+            return Err(bad(
+                "batch",
+                "must be an object {on_complete?, on_success?}: the batch's callbacks",
+            ))
+        }
+    };
+    let atomic = match obj.remove("atomic") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(bad("atomic", "must be true or false")),
+    };
+    let jobs = match obj.remove("jobs") {
+        Some(Value::Array(jobs)) if (1..=crate::service::BATCH_MAX).contains(&jobs.len()) => jobs,
+        Some(Value::Array(_)) => {
+            return Err(bad(
+                "jobs",
+                &format!("must hold 1 to {} jobs", crate::service::BATCH_MAX),
+            ))
+        }
+        _ => return Err(bad("jobs", "must be an array of jobs")),
+    };
+    let n = jobs.len();
+    // Each job parsed as a single submit is; the parsed ones go on, with where they were.
+    let mut outcomes: Vec<Option<Result<(crate::domain::Job, bool), ApiError>>> =
+        (0..n).map(|_| None).collect();
+    let mut parsed = vec![];
+    for (i, job) in jobs.into_iter().enumerate() {
+        match submit_of(job, None) {
+            Ok(req) => parsed.push((i, req)),
+            Err(e) => outcomes[i] = Some(Err(e)),
+        }
+    }
+    let refused = |outcomes: Vec<Option<Result<(crate::domain::Job, bool), ApiError>>>| {
+        let errors: Vec<Value> = outcomes
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, o)| match o {
+                Some(Err(e)) => Some(batch_item(i, Err(e))),
+                _ => None,
+            })
+            .collect();
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "error": {
+                    "code": "invalid_batch",
+                    "message": format!("{} of the batch's {n} jobs are refused; nothing was created (atomic)", errors.len()),
+                    "field": "jobs",
+                },
+                "results": errors,
+            })),
+        )
+            .into_response()
+    };
+    let (at, reqs): (Vec<usize>, Vec<SubmitRequest>) = parsed.into_iter().unzip();
+    if atomic && at.len() < n {
+        // Refused as a whole: with what the others would be refused for, too.
+        let more = state
+            .service
+            .batch_refusals(&tenant, reqs)
+            .await
+            .map_err(ApiError::from)?;
+        for (i, e) in more {
+            outcomes[at[i]] = Some(Err(ApiError::from(e)));
+        }
+        audit(
+            &state,
+            &caller,
+            &tenant,
+            "job.submit_batch",
+            None,
+            "invalid_batch",
+        )
+        .await;
+        return Ok(refused(outcomes));
+    }
+    let entry = caller.actor().entry(
+        Some(tenant.clone()),
+        "job.submit_batch",
+        None,
+        "ok",
+        chrono::Utc::now(),
+        state.audit_retention,
+    );
+    // (The outcome as it is: an atomic batch's refusals are answered item by item.)
+    let submitted = detached(&state, |state| async move {
+        let opened = match batch {
+            Some(spec) => Some(state.service.open_batch(&tenant, spec).await?.id),
+            None => None,
+        };
+        let outcome = state
+            .service
+            .submit_batch_in(tenant.clone(), reqs, atomic, Some(entry), opened)
+            .await;
+        let batch = match opened {
+            Some(id) => Some(state.service.get_batch(&tenant, id).await?),
+            None => None,
+        };
+        Ok(outcome.map(|results| (results, batch)))
+    })
+    .await?;
+    let (submitted, batch) = match submitted {
+        Ok((results, batch)) => (Ok(results), batch),
+        Err(e) => (Err(e), None),
+    };
+    match submitted {
+        Ok(results) => {
+            for (i, r) in at.iter().zip(results) {
+                outcomes[*i] = Some(r.map_err(ApiError::from));
+            }
+        }
+        Err(ServiceError::InvalidBatch(errors)) => {
+            for (i, e) in errors {
+                outcomes[at[i]] = Some(Err(ApiError::from(e)));
+            }
+            return Ok(refused(outcomes));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let results: Vec<Value> = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| batch_item(i, o.expect("every job has its outcome")))
+        .collect();
+    let count = |status: u64| results.iter().filter(|r| r["status"] == status).count();
+    let (created, existing) = (count(202), count(200));
+    let mut answer = json!({
+        "created": created,
+        "existing": existing,
+        "refused": n - created - existing,
+        "results": results,
+    });
+    if let Some(batch) = batch {
+        answer["batch"] = batch_view(&batch);
+    }
+    Ok(Json(answer).into_response())
+}
+
+/// `{"on_complete": {type, payload, priority?, max_attempts?}, "on_success": {…}}`.
+pub(super) fn batch_spec_of(
+    mut b: serde_json::Map<String, Value>,
+) -> ApiResult<crate::service::BatchSpec> {
+    if let Some(unknown) = b
+        .keys()
+        .find(|k| !["on_complete", "on_success"].contains(&k.as_str()))
+    {
+        return Err(bad(&format!("batch.{unknown}"), "unknown field"));
+    }
+    let mut callback = |name: &str| -> ApiResult<Option<crate::domain::CallbackSpec>> {
+        match b.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
+                bad(
+                    &format!("batch.{name}"),
+                    &format!("must be a job {{type, payload, priority?, max_attempts?}}: {e}"),
+                )
+            }),
+        }
+    };
+    Ok(crate::service::BatchSpec {
+        on_complete: callback("on_complete")?,
+        on_success: callback("on_success")?,
+    })
+}
+
+/// A batch as the API shows it: its counts by status, progress and callbacks.
+pub(super) fn batch_view(b: &crate::domain::Batch) -> Value {
+    json!({
+        "id": b.id,
+        "status": if b.finished_at.is_some() { "finished" } else { "running" },
+        "total": b.total,
+        "counts": {
+            "pending": b.pending,
+            "succeeded": b.succeeded,
+            "failed": b.failed,
+            "dead": b.dead,
+            "cancelled": b.cancelled,
+        },
+        "progress": b.progress(),
+        "on_complete": b.on_complete,
+        "on_success": b.on_success,
+        "callbacks": b.callbacks,
+        "created_at": b.created_at,
+        "finished_at": b.finished_at,
+    })
+}
+
+/// `GET /v1/batches/{id}`: the batch's live counts, progress and callbacks.
+pub(super) async fn get_batch(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+    JobPath(id): JobPath,
+) -> ApiResult<Response> {
+    caller.require(Role::Reader)?;
+    let batch = state.service.get_batch(&caller.tenant(&q)?, id).await?;
+    Ok(Json(batch_view(&batch)).into_response())
+}
+
+/// `POST /v1/batches/{id}/cancel`: every unfinished member cancelled, by a bulk job (202 and
+/// that job).
+pub(super) async fn cancel_batch(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+    JobPath(id): JobPath,
+) -> ApiResult<Response> {
+    caller.require(Role::Submitter)?;
+    let tenant = caller.tenant(&q)?;
+    let outcome = detached(&state, |state| async move {
+        state
+            .service
+            .cancel_batch(&tenant, id)
+            .await
+            .map(|(job, _)| job)
+    })
+    .await;
+    Ok((StatusCode::ACCEPTED, Json(outcome?)).into_response())
+}
