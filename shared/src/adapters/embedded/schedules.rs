@@ -17,6 +17,20 @@ fn decode(doc: &str) -> Result<Schedule, DbError> {
     serde_json::from_str(doc).map_err(|e| DbError::Other(format!("a schedule cannot be read: {e}")))
 }
 
+/// The schedules of `docs` that can be read: one that cannot is left out, said, and does not
+/// hide the others.
+fn readable(docs: &[String]) -> Vec<Schedule> {
+    docs.iter()
+        .filter_map(|d| {
+            decode(d)
+                .map_err(
+                    |e| tracing::error!(error = %e, "a stored schedule cannot be read; left out"),
+                )
+                .ok()
+        })
+        .collect()
+}
+
 #[async_trait]
 impl ScheduleStore for EmbeddedAccess {
     async fn put_schedule(
@@ -92,15 +106,7 @@ impl ScheduleStore for EmbeddedAccess {
                     )?
                     .query_map([&tenant], |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
-                // (one that cannot be read is left out, said, and does not hide the others)
-                Ok(docs
-                    .iter()
-                    .filter_map(|d| {
-                        decode(d)
-                            .map_err(|e| tracing::error!(error = %e, "a stored schedule cannot be read; left out"))
-                            .ok()
-                    })
-                    .collect())
+                Ok(readable(&docs))
             })
             .await
             .map_err(failed)
@@ -122,14 +128,7 @@ impl ScheduleStore for EmbeddedAccess {
                     )?
                     .query_map([now], |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
-                Ok(docs
-                    .iter()
-                    .filter_map(|d| {
-                        decode(d)
-                            .map_err(|e| tracing::error!(error = %e, "a stored schedule cannot be read; left out"))
-                            .ok()
-                    })
-                    .collect())
+                Ok(readable(&docs))
             })
             .await
             .map_err(failed)
