@@ -38,6 +38,13 @@ async fn declare(lambda: &mut Lambda, schedule: Value) {
     assert_eq!(status, 201, "{made}");
 }
 
+/// `hour`:00 UTC `days` days from today, as Scheduler writes a tick's time: a tick of a
+/// schedule declared now (it fires no tick from before its declaration).
+fn tick_in(days: i64, hour: u32) -> String {
+    let day = (chrono::Utc::now() + chrono::Duration::days(days)).date_naive();
+    format!("{}T{hour:02}:00:00Z", day.format("%Y-%m-%d"))
+}
+
 /// Invoke maintenance as its sweep's schedule does: its report.
 async fn sweep(lambda: &mut Lambda) -> Value {
     lambda
@@ -96,7 +103,8 @@ async fn a_schedules_tick_as_eventbridge_scheduler_sends_it_makes_one_job() {
 
     // WHEN EventBridge Scheduler fires it: the input its target holds, with the tick's time
     // filled in where Scheduler fills it
-    let event = armed_tick(&deployment, &group, "2026-12-07T03:00:00Z").await;
+    let (tick, later) = (tick_in(1, 3), tick_in(2, 3));
+    let event = armed_tick(&deployment, &group, &tick).await;
     let run = lambda.invoke("scheduler", &event).await;
     // THEN one job of the schedule is made for that tick
     let id = run["job_id"]
@@ -132,12 +140,7 @@ async fn a_schedules_tick_as_eventbridge_scheduler_sends_it_makes_one_job() {
         (200, &json!("nightly")),
         "{deleted}"
     );
-    let late: Value = serde_json::from_str(
-        &event
-            .to_string()
-            .replace("2026-12-07T03:00:00Z", "2026-12-08T03:00:00Z"),
-    )
-    .unwrap();
+    let late: Value = serde_json::from_str(&event.to_string().replace(&tick, &later)).unwrap();
     let run = lambda.invoke("scheduler", &late).await;
     // THEN it makes no job
     assert!(run["job_id"].is_null(), "{run}");
@@ -263,10 +266,11 @@ async fn a_tick_the_scheduler_function_failed_is_fired_again_by_the_next_sweep()
 
     // WHEN a tick failed the scheduler function through Lambda's retries: Lambda records the
     // invocation on the destination (its documented record: the request's payload, and why)
-    let tick = armed_tick(&deployment, &group, "2026-12-07T05:00:00Z").await;
+    let at = tick_in(1, 5);
+    let tick = armed_tick(&deployment, &group, &at).await;
     let record = json!({
         "version": "1.0",
-        "timestamp": "2026-12-07T05:00:03.120Z",
+        "timestamp": at.replace(":00Z", ":03.120Z"),
         "requestContext": {
             "requestId": "e4b46cbf-b738-xmpl-8880-a18cdf61200e",
             "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:scheduler:$LATEST",
