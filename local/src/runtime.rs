@@ -9,7 +9,7 @@ use shared::adapters::hub::Hub;
 use shared::adapters::open_embedded;
 use shared::config::{Backend, Config, ConfigError};
 use shared::domain::Tenant;
-use shared::entrypoints::http::{router, ApiState, HttpLimits};
+use shared::entrypoints::http::{router, ApiState};
 use shared::entrypoints::schedule::handle_maintenance;
 use shared::entrypoints::ws::WsRoutes;
 use shared::health::Health;
@@ -168,7 +168,10 @@ pub async fn bootstrap(settings: LocalSettings, extend: fn(&mut Registry)) -> an
     if config.backend != Backend::Aws {
         bail!("bootstrap is for the aws backend (CONVEYOR_BACKEND=aws or --backend aws); the embedded one needs none");
     }
-    let mut registry = Registry::builtin(&config.queue_prefix, &config.builtin_settings());
+    let mut registry = Registry::builtin(
+        &config.queue_prefix,
+        &shared::jobs::BuiltinSettings::from_config(&config),
+    );
     extend(&mut registry);
     #[cfg(feature = "aws")]
     {
@@ -207,8 +210,6 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         config.live_max_per_tenant,
     ));
     let ports = opened.ports.clone();
-    let service = JobService::new(ports.clone(), registry.clone(), config.max_payload_bytes)
-        .with_tenant_defaults(config.tenant_defaults.clone());
     let auth: Arc<dyn shared::auth::Verify> =
         Arc::new(authenticator(&config, &ports, settings.addr).await?);
     let hub = Hub::new(config.ws_outbox);
@@ -225,32 +226,26 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         auth: auth.clone(),
     };
     let auth_for_metrics = auth.clone();
-    let app = router(Arc::new(ApiState {
-        service,
-        auth,
-        audit_retention: config.audit_retention,
-        audit_submits: config.audit_submits,
-        webhook_master: builtin.webhook_secret.clone(),
-        limits: HttpLimits::from_config(&config),
-        health: health.clone(),
-        live: Some(Arc::new(opened.feed.clone())),
-        ws_url: config.ws_url.clone(),
-    }))
-    .merge(
-        axum::Router::new()
-            .route("/ws", axum::routing::get(crate::live::upgrade))
-            .with_state(gateway),
-    )
-    .merge(
-        axum::Router::new()
-            .route("/metrics", axum::routing::get(crate::metrics::serve))
-            .with_state(crate::metrics::MetricsSource {
-                auth: auth_for_metrics,
-                store: opened.embedded_store.clone(),
-                queue: opened.dead_letters.clone(),
-                hub: hub.clone(),
-            }),
-    );
+    let api = ApiState::from_config(&config, ports.clone(), registry.clone(), auth)
+        .await
+        .with_health(health.clone())
+        .with_live(Arc::new(opened.feed.clone()));
+    let app = router(Arc::new(api))
+        .merge(
+            axum::Router::new()
+                .route("/ws", axum::routing::get(crate::live::upgrade))
+                .with_state(gateway),
+        )
+        .merge(
+            axum::Router::new()
+                .route("/metrics", axum::routing::get(crate::metrics::serve))
+                .with_state(crate::metrics::MetricsSource {
+                    auth: auth_for_metrics,
+                    store: opened.embedded_store.clone(),
+                    queue: opened.dead_letters.clone(),
+                    hub: hub.clone(),
+                }),
+        );
     let listener = tokio::net::TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("binding {}", settings.addr))?;

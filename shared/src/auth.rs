@@ -4,8 +4,7 @@
 //! The same code runs in the local runtime's HTTP layer and in the Lambda authorizer.
 
 use crate::domain::{parse_roles, ApiKey, KeyRefusal, Role, Tenant, KEY_PREFIX};
-use crate::jobs::SigningKey;
-use crate::ports::{KeyStore, StoreError};
+use crate::ports::{KeyStore, SigningKey, StoreError};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};

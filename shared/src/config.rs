@@ -46,7 +46,7 @@ pub struct Config {
     pub webhook_secret_id: Option<String>,
     pub fetch_max_bytes: usize,
     /// Networks the shipped types may reach besides public addresses.
-    pub outbound_allow: crate::jobs::OutboundPolicy,
+    pub outbound_allow: crate::outbound::OutboundPolicy,
     /// HS256 secret for users' JWTs (at least 32 bytes).
     pub jwt_secret: Option<String>,
     /// A Secrets Manager secret holding the HS256 secret (AWS; read on first use).
@@ -100,32 +100,14 @@ pub struct Config {
     pub live_max_per_tenant: usize,
     /// Limits set on job types from the environment (`CONVEYOR_TYPE_LIMITS`), over the ones
     /// they were registered with.
-    pub type_limits: Vec<crate::jobs::TypeLimit>,
+    pub type_limits: Vec<crate::domain::TypeLimit>,
 }
+
+pub use crate::domain::parse_duration;
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {}", .0.join("; "))]
 pub struct ConfigError(pub Vec<String>);
-
-/// Parse `10s`, `500ms`, `15m`, `2h`, `90d` or a bare number of seconds. `None` for anything else,
-/// including values too large for a `Duration` (never a panic).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(secs).ok()
-}
 
 struct Reader<'a> {
     get: &'a dyn Fn(&str) -> Option<String>,
@@ -299,8 +281,8 @@ impl Config {
             ),
             outbound_allow: r.parsed(
                 "CONVEYOR_OUTBOUND_ALLOW",
-                crate::jobs::OutboundPolicy::default(),
-                |v| crate::jobs::OutboundPolicy::parse(v).ok(),
+                crate::outbound::OutboundPolicy::default(),
+                |v| crate::outbound::OutboundPolicy::parse(v).ok(),
             ),
             jwt_secret: get("CONVEYOR_JWT_SECRET").filter(|s| !s.is_empty()),
             jwt_secret_id: get("CONVEYOR_JWT_SECRET_ID").filter(|s| !s.is_empty()),
@@ -364,7 +346,7 @@ impl Config {
             type_limits: r.parsed(
                 "CONVEYOR_TYPE_LIMITS",
                 vec![],
-                crate::jobs::TypeLimit::parse_all,
+                crate::domain::TypeLimit::parse_all,
             ),
         };
         if let Some(secret) = &config.webhook_secret {
@@ -416,17 +398,6 @@ impl Config {
             Err(ConfigError(r.errors))
         }
     }
-
-    pub fn builtin_settings(&self) -> crate::jobs::BuiltinSettings {
-        crate::jobs::BuiltinSettings {
-            webhook_secret: self
-                .webhook_secret
-                .clone()
-                .map(crate::jobs::WebhookKey::value),
-            fetch_max_bytes: self.fetch_max_bytes,
-            outbound: self.outbound_allow.clone(),
-        }
-    }
 }
 
 /// A DynamoDB table or EventBridge bus name: 3 to 200 letters, digits, `-`, `_`, `.`.
@@ -469,7 +440,7 @@ mod tests {
 
     #[test]
     fn type_limits_name_a_type_a_limit_and_its_value() {
-        use crate::jobs::{Limit, TypeLimit};
+        use crate::domain::{Limit, TypeLimit};
         let parsed = TypeLimit::parse_all(
             "http.fetch:rate=10/1s noop:max_running_per_key=64;x:min_interval=250ms",
         )

@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod live;
 pub mod maintenance;
 pub mod metrics;
+pub mod outbound;
 pub mod ports;
 pub mod schedules;
 pub mod service;

@@ -15,6 +15,7 @@
 //! Service, worker and maintenance all change jobs through here, so a new consequence of a
 //! change (a push to subscribers, a counter) is added once.
 
+use crate::domain::JobMessage;
 use crate::domain::{
     Batch, BatchId, CallbackSpec, Expected, IdempotencyKey, Job, JobId, JobStatus, LifecycleEvent,
     NewJob, BATCH_KEY_PREFIX, MAX_QUEUE_DELAY,
@@ -22,7 +23,6 @@ use crate::domain::{
 use crate::jobs::Registry;
 use crate::ports::Created;
 use crate::ports::{Dispatch, Outbox, Ports, QueueError, QueueSender, StoreError};
-use crate::service::JobMessage;
 use chrono::{DateTime, Utc};
 
 /// A stored change in the figures: by type and status; a failed attempt that went back to the

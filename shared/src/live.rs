@@ -11,6 +11,7 @@
 //!   several messages for one connection may come in one frame as `{"type":"batch","messages":[…]}`;
 //! - a bad frame gets `{"type":"error","code","message"}`.
 
+pub use crate::domain::Topic;
 use crate::domain::{JobId, JobSummary, Tenant};
 use crate::ports::{ClientPusher, ConnectionStore, PushError, StoreError};
 use chrono::{DateTime, Utc};
@@ -56,30 +57,6 @@ impl JobChange {
     /// The message as sent to a client.
     pub fn message(&self) -> String {
         serde_json::to_string(&self.update).unwrap_or_default()
-    }
-}
-
-/// What a connection listens to, within its tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Topic {
-    Job(JobId),
-    All,
-}
-
-impl Topic {
-    /// As stored: the job id, or `*`.
-    pub fn key(&self) -> String {
-        match self {
-            Topic::Job(id) => id.to_string(),
-            Topic::All => "*".into(),
-        }
-    }
-
-    pub fn parse_key(key: &str) -> Option<Self> {
-        match key {
-            "*" => Some(Topic::All),
-            id => JobId::parse(id).ok().map(Topic::Job),
-        }
     }
 }
 

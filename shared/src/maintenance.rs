@@ -1,11 +1,11 @@
 //! Maintenance: the sweeps that make sure no job stays non-terminal forever and finished jobs
 //! go away. Run on a schedule (EventBridge rule on AWS, a timer in `local/`).
 
+use crate::domain::JobMessage;
 use crate::domain::{Job, JobStatus, MAX_QUEUE_DELAY};
 use crate::jobs::Registry;
 use crate::lifecycle::{Change, Followed, Lifecycle};
 use crate::ports::{Ports, StoreError};
-use crate::service::JobMessage;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::time::Duration;

@@ -3,10 +3,9 @@
 
 use crate::domain::{
     Admission, ApiKey, AuditEntry, Batch, BatchId, Expected, Job, JobId, JobStatus, JobSummary,
-    JobType, LifecycleEvent, Progress, Schedule, ScheduleName, Tenant, TenantLimits,
+    JobType, LifecycleEvent, Progress, Schedule, ScheduleName, Tenant, TenantLimits, Topic,
     WebhookGenerations,
 };
-use crate::live::Topic;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -683,4 +682,97 @@ pub trait Debounces: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Forget `key` if it holds `job` (a submit that claimed it and then made no job).
     async fn forget(&self, key: &str, job: JobId) -> Result<(), StoreError>;
+}
+
+/// Where the signing key comes from: a value given, or a secret store read on first use.
+#[async_trait]
+pub trait SigningKey: Send + Sync {
+    /// The key; an error is why it could not be had (the delivery is retried).
+    async fn key(&self) -> Result<String, String>;
+}
+
+#[async_trait]
+impl SigningKey for String {
+    async fn key(&self) -> Result<String, String> {
+        Ok(self.clone())
+    }
+}
+
+/// Why a use case (submit, read, cancel, retry, …) did not do what was asked: what the HTTP API
+/// answers with, and what a job that acts on other jobs (through [`TenantJobs`]) is told.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Invalid(#[from] crate::domain::ValidationError),
+    #[error("payload is {size} bytes; the limit is {limit}")]
+    PayloadTooLarge { size: usize, limit: usize },
+    #[error("no job {0}")]
+    NotFound(JobId),
+    #[error("no batch {0}")]
+    BatchNotFound(crate::domain::BatchId),
+    #[error("idempotency key '{0}' was used before for a different request (job {1})")]
+    IdempotencyConflict(crate::domain::IdempotencyKey, JobId),
+    #[error(transparent)]
+    Illegal(#[from] crate::domain::TransitionError),
+    #[error("the job kept changing; try again")]
+    Contended,
+    /// Saturated: nothing was accepted; the client should retry after a moment.
+    #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store refused the request for good (e.g. the job would be too large to store).
+    #[error("{0}")]
+    Rejected(String),
+    #[error("the tenant has {max} unfinished jobs, its quota; submit again once one finishes")]
+    QuotaExceeded { max: u64 },
+    #[error("the tenant may submit {per_second} jobs a second; try again in a second")]
+    RateLimited { per_second: u32 },
+    #[error("the tenant has {max} schedules, its most (max_schedules); delete one first")]
+    TooManySchedules { max: u64 },
+    #[error("no schedule '{0}'")]
+    ScheduleNotFound(crate::domain::ScheduleName),
+    #[error("a schedule named '{0}' exists; change it with PUT /v1/schedules/{0}")]
+    ScheduleExists(crate::domain::ScheduleName),
+    /// The scheduler service refused the definition.
+    #[error("{0}")]
+    ScheduleRefused(String),
+    /// An atomic batch with refused items (by index, with why): nothing was created.
+    #[error("{} of the batch's jobs are refused; nothing was created (atomic)", .0.len())]
+    InvalidBatch(Vec<(usize, ServiceError)>),
+}
+
+impl From<TriggerError> for ServiceError {
+    fn from(e: TriggerError) -> Self {
+        match e {
+            TriggerError::Refused(m) => ServiceError::ScheduleRefused(m),
+            TriggerError::Unavailable(m) => ServiceError::Unavailable(m),
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => ServiceError::Contended,
+            StoreError::Busy(m) => ServiceError::Busy(m),
+            StoreError::Unavailable(m) => ServiceError::Unavailable(m),
+            StoreError::Rejected(m) => ServiceError::Rejected(m),
+        }
+    }
+}
+
+/// What a running job may do to other jobs of its tenant, through the same use cases as the
+/// API (the service provides it to the worker): a job submits, retries and cancels through this
+/// port, never through the service itself.
+#[async_trait]
+pub trait TenantJobs: Send + Sync {
+    /// Submit a job; the job made (or the one an earlier submit with its idempotency key made).
+    async fn submit(
+        &self,
+        tenant: Tenant,
+        job: crate::domain::SubmitRequest,
+    ) -> Result<Job, ServiceError>;
+    async fn retry(&self, tenant: &Tenant, id: JobId) -> Result<Job, ServiceError>;
+    async fn cancel(&self, tenant: &Tenant, id: JobId) -> Result<Job, ServiceError>;
 }

@@ -2,12 +2,12 @@
 //! own task with a timeout and a heartbeat, and record the outcome (conditionally). The SQS
 //! entrypoint (`entrypoints::sqs`) runs this for every record of a batch at once.
 
+use crate::domain::JobMessage;
 use crate::domain::{JobError, JobStatus, Outcome};
 use crate::jobs::{Execution, JobContext, Registry};
 use crate::lifecycle::{Change, EventBatch, Followed, Lifecycle};
 use crate::maintenance::recover_stalled;
 use crate::ports::{Ports, RateDecision, SlotTake, Started, StoreError};
-use crate::service::JobMessage;
 use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -538,7 +538,7 @@ impl Worker {
             self.ports.store.clone(),
         )
         .for_tenant(job.tenant.clone(), self.ports.tenants.clone())
-        .with_service(self.service.clone())
+        .with_jobs(self.service.clone())
         .depending_on(job.depends_on.clone(), job.batch_id)
         .keeping_logs(Duration::from_secs(job.retention_secs));
         self.in_flight.lock().unwrap().insert(job.id, ctx.clone());

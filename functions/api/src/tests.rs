@@ -58,8 +58,10 @@ async fn the_api_function_checks_payloads_of_types_it_cannot_run_and_queues_them
         std::env::set_var(name, value);
     }
     let config = shared::Config::from_env().expect("settings");
-    let registry =
-        shared::jobs::Registry::builtin(&config.queue_prefix, &config.builtin_settings());
+    let registry = shared::jobs::Registry::builtin(
+        &config.queue_prefix,
+        &shared::jobs::BuiltinSettings::from_config(&config),
+    );
     let sdk = shared::adapters::aws::sdk_config_from_env().await;
     let backend = shared::adapters::aws::AwsBackend::new(
         &sdk,

@@ -56,7 +56,7 @@ pub async fn open_ports(config: &Config) -> Result<(Ports, Arc<Registry>), OpenE
         Backend::Aws => Err(OpenError::NotBuilt("aws")),
         #[cfg(feature = "embedded")]
         Backend::Embedded => {
-            let registry = registry(&config.builtin_settings())?;
+            let registry = registry(&crate::jobs::BuiltinSettings::from_config(config))?;
             Ok((open_embedded(config, &registry)?.ports(), registry))
         }
         #[cfg(not(feature = "embedded"))]
@@ -72,7 +72,7 @@ pub async fn builtin_settings(config: &Config) -> crate::jobs::BuiltinSettings {
     if config.backend == Backend::Aws && config.webhook_secret_id.is_some() {
         return with_stored_signing_key(config, &aws::sdk_config_from_env().await);
     }
-    config.builtin_settings()
+    crate::jobs::BuiltinSettings::from_config(config)
 }
 
 /// The JWT settings `config` names; on the AWS backend, where no secret is given but
@@ -113,7 +113,7 @@ fn with_stored_signing_key(
     config: &Config,
     sdk: &aws_config::SdkConfig,
 ) -> crate::jobs::BuiltinSettings {
-    let mut settings = config.builtin_settings();
+    let mut settings = crate::jobs::BuiltinSettings::from_config(config);
     if let (None, Some(id)) = (&settings.webhook_secret, &config.webhook_secret_id) {
         settings.webhook_secret = Some(aws::webhook_key(sdk, id));
     }

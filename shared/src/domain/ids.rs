@@ -188,6 +188,30 @@ pub fn tenant_bucket(tenant: &Tenant) -> u16 {
     ((h >> 16) ^ h) as u16
 }
 
+/// What a connection listens to, within its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    Job(JobId),
+    All,
+}
+
+impl Topic {
+    /// As stored: the job id, or `*`.
+    pub fn key(&self) -> String {
+        match self {
+            Topic::Job(id) => id.to_string(),
+            Topic::All => "*".into(),
+        }
+    }
+
+    pub fn parse_key(key: &str) -> Option<Self> {
+        match key {
+            "*" => Some(Topic::All),
+            id => JobId::parse(id).ok().map(Topic::Job),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,10 @@ mod backoff;
 mod batch;
 mod ids;
 mod job;
+mod message;
 mod rate;
 mod schedule;
+mod submit;
 mod zones;
 
 pub use access::{
@@ -16,15 +18,17 @@ pub use access::{
 pub use backoff::Backoff;
 pub use batch::{batch_count_change, Batch, BatchId, CallbackSpec, BATCH_KEY_PREFIX};
 pub use ids::{
-    tenant_bucket, ConcurrencyKey, IdempotencyKey, JobId, JobType, Tenant, ValidationError,
+    tenant_bucket, ConcurrencyKey, IdempotencyKey, JobId, JobType, Tenant, Topic, ValidationError,
 };
 pub use job::{
     slot_change, DependencyFailure, EventSelection, Expected, Job, JobError, JobStatus, JobSummary,
     LifecycleEvent, LifecycleKind, NewJob, Outcome, Progress, TransitionError, MAX_QUEUE_DELAY,
 };
-pub use rate::{gcra, Debounce, Rate, MAX_DEBOUNCE};
+pub use message::JobMessage;
+pub use rate::{gcra, parse_duration, Debounce, Limit, Rate, TypeLimit, MAX_DEBOUNCE};
 pub use schedule::{
     check_year, parse_timezone, Cadence, CatchUp, Cron, Overlap, RateUnit, RunOutcome, Schedule,
     ScheduleName, ScheduleRun, MAX_RATE, ON_TIME, RUNS_KEPT, TICK_KEY_PREFIX, YEARS,
 };
+pub use submit::SubmitRequest;
 pub use zones::Zone;

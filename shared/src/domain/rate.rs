@@ -1,7 +1,9 @@
 //! The generic cell rate algorithm (GCRA): a rate as one number per key, the theoretical
 //! arrival time (TAT) of the next start, so a store can hold it and change it with one
-//! conditional write.
+//! conditional write. Also the limits set on a job type from the environment, and the
+//! durations they are written in.
 
+use super::JobType;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -63,6 +65,75 @@ pub fn gcra(
         return Err(DateTime::from_timestamp_micros(tat - tolerance_us).unwrap_or(now));
     }
     Ok(tat + interval_us)
+}
+
+/// Parse `10s`, `500ms`, `15m`, `2h`, `90d` or a bare number of seconds. `None` for anything else,
+/// including values too large for a `Duration` (never a panic).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+/// One limit on a job type, set from the environment (`CONVEYOR_TYPE_LIMITS`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeLimit {
+    pub job_type: String,
+    pub limit: Limit,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Limit {
+    Rate(Rate),
+    RatePerKey(Rate),
+    MaxRunningPerKey(u32),
+    MinInterval(Duration),
+}
+
+impl TypeLimit {
+    /// `<type>:<limit>=<value>`, several separated by spaces, commas or semicolons:
+    /// `rate=10/1s`, `rate_per_key=1/30s`, `max_running_per_key=2`, `min_interval=500ms`.
+    pub fn parse_all(s: &str) -> Option<Vec<TypeLimit>> {
+        s.split([' ', ',', ';'])
+            .filter(|p| !p.is_empty())
+            .map(|part| {
+                let (job_type, setting) = part.split_once(':')?;
+                let (name, value) = setting.split_once('=')?;
+                let rate = |v: &str| -> Option<Rate> {
+                    let (per, period) = v.split_once('/')?;
+                    let per: u32 = per.parse().ok().filter(|n| *n > 0)?;
+                    let period = parse_duration(period).filter(|d| !d.is_zero())?;
+                    Some(Rate { per, period })
+                };
+                let limit = match name {
+                    "rate" => Limit::Rate(rate(value)?),
+                    "rate_per_key" => Limit::RatePerKey(rate(value)?),
+                    "max_running_per_key" => {
+                        Limit::MaxRunningPerKey(value.parse().ok().filter(|n| *n > 0)?)
+                    }
+                    "min_interval" => Limit::MinInterval(parse_duration(value)?),
+                    _ => return None,
+                };
+                JobType::parse(job_type).ok()?;
+                Some(TypeLimit {
+                    job_type: job_type.to_string(),
+                    limit,
+                })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

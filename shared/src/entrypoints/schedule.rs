@@ -37,7 +37,7 @@ pub struct ScheduleTick {
 pub async fn handle_tick(
     service: &crate::service::JobService,
     event: ScheduleTickEvent,
-) -> Result<Option<crate::domain::ScheduleRun>, crate::service::ServiceError> {
+) -> Result<Option<crate::domain::ScheduleRun>, crate::ports::ServiceError> {
     let t = event.schedule_tick;
     crate::schedules::fire(service, &t.tenant, &t.name, t.tick, Utc::now()).await
 }
@@ -46,7 +46,7 @@ pub async fn handle_tick(
 /// ticks waiting for a run that has ended (`overlap: queue_one`).
 pub async fn release_waiting_ticks(
     service: &crate::service::JobService,
-) -> Result<crate::schedules::Evaluated, crate::service::ServiceError> {
+) -> Result<crate::schedules::Evaluated, crate::ports::ServiceError> {
     crate::schedules::evaluate(service, Utc::now(), false).await
 }
 
@@ -60,10 +60,10 @@ pub async fn refire_failed_ticks(
     service: &crate::service::JobService,
     failures: &dyn crate::ports::QueueConsumer,
     queue: &str,
-) -> Result<u64, crate::service::ServiceError> {
+) -> Result<u64, crate::ports::ServiceError> {
     const PAGES: usize = 10;
     let unavailable = |e: crate::ports::QueueError| {
-        crate::service::ServiceError::from(crate::ports::StoreError::Unavailable(e.to_string()))
+        crate::ports::ServiceError::from(crate::ports::StoreError::Unavailable(e.to_string()))
     };
     let mut fired = 0;
     for _ in 0..PAGES {

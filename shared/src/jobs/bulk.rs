@@ -7,7 +7,7 @@
 use super::{JobContext, JobHandler};
 use crate::domain::{JobError, JobId, JobStatus, JobType, ValidationError};
 use crate::ports::ListQuery;
-use crate::service::{JobService, ServiceError};
+use crate::ports::{JobStore, ServiceError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -76,7 +76,7 @@ impl BulkRequest {
 /// Every job of the tenant `filter` matches, newest first (never bulk jobs, unless the filter
 /// names their type).
 async fn matching(
-    service: &JobService,
+    store: &dyn JobStore,
     tenant: &crate::domain::Tenant,
     filter: &JobFilter,
     ctx: &JobContext,
@@ -90,10 +90,8 @@ async fn matching(
                 batch: None,
                 ..filter.clone()
             };
-            for id in Box::pin(matching(service, tenant, &by_status, ctx)).await? {
-                let job = service
-                    .ports()
-                    .store
+            for id in Box::pin(matching(store, tenant, &by_status, ctx)).await? {
+                let job = store
                     .get(id)
                     .await
                     .map_err(|e| JobError::retryable(format!("reading job {id}: {e}")))?;
@@ -107,9 +105,7 @@ async fn matching(
     let mut ids = vec![];
     let mut before = None;
     loop {
-        let page = service
-            .ports()
-            .store
+        let page = store
             .list(&ListQuery {
                 tenant: tenant.clone(),
                 status: filter.status,
@@ -153,12 +149,12 @@ impl JobHandler for Bulk {
 
     async fn run(&self, ctx: JobContext, payload: Value) -> Result<Value, JobError> {
         let request = BulkRequest::parse(&payload).map_err(|e| JobError::permanent(e.message))?;
-        let (service, tenant) = match (ctx.service(), ctx.tenant()) {
+        let (service, tenant) = match (ctx.jobs(), ctx.tenant()) {
             (Some(s), Some((t, _))) => (s, t.clone()),
             _ => return Err(JobError::permanent("a bulk action runs only in a worker")),
         };
         ctx.progress(0, "finding the jobs").await;
-        let ids = matching(service, &tenant, &request.filter, &ctx).await?;
+        let ids = matching(ctx.store().as_ref(), &tenant, &request.filter, &ctx).await?;
         let total = ids.len();
         let (mut done, mut changed, mut skipped, mut reported) = (0usize, 0u64, 0u64, 0u8);
         let mut results = futures::stream::iter(ids)

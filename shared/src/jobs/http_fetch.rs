@@ -2,9 +2,9 @@
 //! Payload: `{"url": "https://…", "timeout_ms": 10000, "max_bytes": 1048576}` (last two optional).
 //! 408, 429, 5xx and network errors are retryable; any other answer is the result.
 
-use super::outbound::{refusal, Outbound};
 use super::{field, payload_url, status_is_retryable, JobContext, JobHandler};
 use crate::domain::{JobError, ValidationError};
+use crate::outbound::{refusal, Outbound};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use std::sync::Arc;

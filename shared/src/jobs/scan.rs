@@ -10,8 +10,8 @@
 //! "status", "bytes"} | {"url", "error"}], "reachable", "bytes"}`.
 
 use super::{field, JobContext, JobHandler};
+use crate::domain::SubmitRequest;
 use crate::domain::{DependencyFailure, IdempotencyKey, JobError, JobId, JobType, ValidationError};
-use crate::service::SubmitRequest;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 

@@ -6,29 +6,16 @@
 //! 2xx succeeds; 408, 429, 5xx and network errors retry; other statuses fail permanently.
 
 use super::http_fetch::refused;
-use super::outbound::{refusal, Outbound};
 use super::{field, payload_url, status_is_retryable, JobContext, JobHandler};
 use crate::domain::{JobError, ValidationError};
+use crate::outbound::{refusal, Outbound};
+pub use crate::ports::SigningKey;
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Where the signing key comes from: a value given, or a secret store read on first use.
-#[async_trait]
-pub trait SigningKey: Send + Sync {
-    /// The key; an error is why it could not be had (the delivery is retried).
-    async fn key(&self) -> Result<String, String>;
-}
-
-#[async_trait]
-impl SigningKey for String {
-    async fn key(&self) -> Result<String, String> {
-        Ok(self.clone())
-    }
-}
 
 /// The signing key `webhook.deliver` uses, wherever it comes from.
 #[derive(Clone)]

@@ -6,9 +6,11 @@
 mod access;
 mod aws_flow;
 mod aws_scale;
+mod flow;
 mod helpers;
 mod live;
 mod queue;
+mod runs;
 mod schedules;
 mod store;
 
@@ -69,9 +71,9 @@ macro_rules! across_processes {
 across_processes!(
     access::a_quota_holds_across_processes_and_a_finished_job_gives_its_slot_back
         => a_quota_holds_between_concurrent_callers_and_a_finished_job_gives_its_slot_back,
-    schedules::a_start_rate_is_shared_by_every_process_and_admits_no_start_past_it
+    flow::a_start_rate_is_shared_by_every_process_and_admits_no_start_past_it
         => a_start_rate_admits_no_start_past_it_whoever_asks,
-    schedules::running_slots_are_shared_by_every_process_and_free_when_given_back_or_expired
+    flow::running_slots_are_shared_by_every_process_and_free_when_given_back_or_expired
         => running_slots_free_when_given_back_or_expired_whoever_holds_them,
 );
 
@@ -85,20 +87,20 @@ on_every_backend!(
     store::start_is_one_write_that_returns_the_started_job_or_the_job_as_it_is,
     store::start_refuses_a_job_queued_for_later_than_due_by,
     store::an_idempotency_key_yields_the_first_job,
-    store::a_batch_is_written_together_each_job_new_or_its_keys_earlier_one,
-    store::a_steps_first_record_stays_and_every_run_reads_the_steps_back_in_order,
-    store::the_write_that_ends_a_job_hands_over_the_jobs_waiting_for_it_once,
-    store::maintenance_decides_a_waiting_job_whose_dependencies_ended_unheard,
-    store::a_batch_counts_its_members_as_written_and_as_they_end,
+    runs::a_batch_is_written_together_each_job_new_or_its_keys_earlier_one,
+    runs::a_steps_first_record_stays_and_every_run_reads_the_steps_back_in_order,
+    runs::the_write_that_ends_a_job_hands_over_the_jobs_waiting_for_it_once,
+    runs::maintenance_decides_a_waiting_job_whose_dependencies_ended_unheard,
+    runs::a_batch_counts_its_members_as_written_and_as_they_end,
     store::heartbeats_reach_only_the_running_attempt_and_report_cancel_requests,
     store::listing_is_newest_first_filtered_and_scoped_to_the_tenant,
     store::stats_count_a_tenants_jobs_by_type_and_status_as_they_move,
     store::a_payload_and_a_result_come_back_exactly_as_given,
     store::due_finds_stalled_jobs_and_expired_jobs_are_deleted_with_their_logs,
-    store::a_stall_is_not_recorded_over_a_heartbeat_that_came_after_the_read,
-    store::an_old_run_cannot_heartbeat_into_a_newer_run_after_a_manual_retry,
-    store::a_transition_from_an_older_read_keeps_a_newer_heartbeat_and_progress,
-    store::a_new_run_starts_with_its_own_heartbeat_and_no_progress,
+    runs::a_stall_is_not_recorded_over_a_heartbeat_that_came_after_the_read,
+    runs::an_old_run_cannot_heartbeat_into_a_newer_run_after_a_manual_retry,
+    runs::a_transition_from_an_older_read_keeps_a_newer_heartbeat_and_progress,
+    runs::a_new_run_starts_with_its_own_heartbeat_and_no_progress,
     queue::a_received_message_is_invisible_until_its_visibility_timeout,
     queue::a_delayed_message_is_delivered_only_after_its_delay,
     queue::after_max_receives_a_message_moves_to_the_dead_letter_queue,
@@ -110,6 +112,6 @@ on_every_backend!(
     schedules::a_paused_schedule_fires_nothing_and_resumes_from_then_on,
     schedules::a_schedule_whose_times_are_out_of_range_fails_alone,
     schedules::a_schedulers_pass_reads_the_schedules_due_and_fires_them,
-    schedules::debounced_submits_replace_the_waiting_job_until_it_starts,
-    schedules::jobs_waiting_for_a_slot_get_it_in_submit_order,
+    flow::debounced_submits_replace_the_waiting_job_until_it_starts,
+    flow::jobs_waiting_for_a_slot_get_it_in_submit_order,
 );

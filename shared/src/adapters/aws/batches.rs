@@ -12,7 +12,7 @@
 
 use super::attrs::{get_n, get_s, n, s, Item};
 use super::layout::micros;
-use super::store::DynamoStore;
+use super::table::DynamoStore;
 use super::write::{classify, rfc3339, Update};
 use crate::domain::{Batch, BatchId, JobId, JobStatus};
 use crate::ports::StoreError;

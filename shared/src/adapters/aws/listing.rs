@@ -3,7 +3,7 @@
 
 use super::attrs::{get_n, n, s, Item};
 use super::layout::{decode, expired, micros, INDEX_DUE};
-use super::store::{pk_of, DynamoStore};
+use super::table::{pk_of, DynamoStore};
 use super::write::{classify, Update};
 use crate::domain::{JobId, JobSummary};
 use crate::ports::StoreError;

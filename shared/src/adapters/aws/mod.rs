@@ -9,6 +9,7 @@ mod attrs;
 mod batches;
 mod count;
 mod counts;
+mod creates;
 mod events;
 mod layout;
 mod listing;
@@ -19,6 +20,8 @@ mod queue;
 mod schedules;
 mod secrets;
 mod store;
+mod table;
+mod transitions;
 mod write;
 
 pub use access::DynamoAccess;
@@ -34,7 +37,7 @@ pub use meter::{CapacityMeter, Hottest};
 pub use queue::SqsQueue;
 pub use schedules::{EventBridgeScheduler, SchedulerSettings};
 pub use secrets::{webhook_key, SecretsManagerKey};
-pub use store::DynamoStore;
+pub use table::DynamoStore;
 pub use write::classify;
 
 use crate::ports::Ports;

@@ -4,7 +4,7 @@
 
 use super::attrs::{get_s, Item};
 use super::layout::{item_size, INDEX_DUE};
-use super::store::{pk_of, DynamoStore};
+use super::table::{pk_of, DynamoStore};
 use super::write::{classify, classify_transaction};
 use crate::ports::StoreError;
 use aws_sdk_dynamodb::types::{Put, PutRequest, TransactWriteItem, WriteRequest};

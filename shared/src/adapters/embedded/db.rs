@@ -161,12 +161,7 @@ impl Db {
         }
         let path = dir.join("conveyor.db");
         let writer_conn = open_conn(&path, durability, WRITER_CACHE_KIB)?;
-        writer_conn.execute_batch(super::store::SCHEMA)?;
-        super::store::migrate(&writer_conn)?;
-        writer_conn.execute_batch(super::queue::SCHEMA)?;
-        super::queue::migrate(&writer_conn)?;
-        writer_conn.execute_batch(super::access::SCHEMA)?;
-        super::access::migrate(&writer_conn)?;
+        super::schema::apply(&writer_conn)?;
         let point = ReaderPool::open(&path, durability, POINT_READERS)?;
         let scan = ReaderPool::open(&path, durability, SCAN_READERS)?;
         // Checkpoints run on a connection of their own (see `checkpoint_loop`), so a write never

@@ -2,10 +2,14 @@
 //! SIGKILL loses no accepted job; an in-process event channel.
 
 mod access;
+mod batches;
 mod db;
 mod events;
+mod logs;
 mod queue;
+mod rows;
 mod schedules;
+mod schema;
 mod store;
 
 pub use access::EmbeddedAccess;

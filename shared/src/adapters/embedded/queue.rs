@@ -16,38 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    queue TEXT NOT NULL,
-    body TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    sent_at INTEGER NOT NULL,
-    visible_at INTEGER NOT NULL,
-    receive_count INTEGER NOT NULL,
-    dead_since INTEGER
-);
-";
-
-/// Bring an earlier version's `messages` table up to `SCHEMA`: dead letters get the time they
-/// entered their dead-letter queue (taken as now for those already there), and an index on it.
-pub(super) fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-    let has_dead_since: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'dead_since'")?
-        .exists([])?;
-    if !has_dead_since {
-        conn.execute_batch("ALTER TABLE messages ADD COLUMN dead_since INTEGER;")?;
-        conn.execute(
-            "UPDATE messages SET dead_since = ?1 WHERE queue LIKE '%-dlq'",
-            [now_micros()],
-        )?;
-    }
-    conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS messages_dead ON messages (queue, dead_since)
-         WHERE dead_since IS NOT NULL;",
-    )
-}
-
 /// A queue's redrive policy: after `max_receive_count` receives, a message moves to
 /// `dead_letter_queue` instead of being delivered again, and is kept there for
 /// `dead_letter_retention` (counted from the moment it moved), then deleted.

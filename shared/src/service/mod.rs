@@ -2,108 +2,25 @@
 //! Also `dispatch`, the one way a queued job's message is sent.
 
 use crate::domain::{
-    Admission, AuditEntry, Backoff, IdempotencyKey, Job, JobId, JobStatus, JobSummary, JobType,
-    NewJob, Tenant, TenantLimits, TransitionError, ValidationError,
+    Admission, AuditEntry, Job, JobId, JobStatus, JobSummary, JobType, NewJob, Tenant,
+    TenantLimits, TransitionError, ValidationError,
 };
+pub use crate::domain::{JobMessage, SubmitRequest};
 use crate::jobs::Registry;
 use crate::lifecycle::{Change, Lifecycle};
+pub use crate::ports::ServiceError;
 use crate::ports::{CreateWith, Created, ListQuery, LogLine, Ports, StoreError, StoreStats};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod batches;
 
 /// Conditional writes that lose a race are re-read and re-applied this many times.
 const CONFLICT_RETRIES: usize = 8;
 /// How long a debounced submit waits for the job another submit claimed the key for.
 const DEBOUNCE_CLAIM_PATIENCE: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error("{0}")]
-    Invalid(#[from] ValidationError),
-    #[error("payload is {size} bytes; the limit is {limit}")]
-    PayloadTooLarge { size: usize, limit: usize },
-    #[error("no job {0}")]
-    NotFound(JobId),
-    #[error("no batch {0}")]
-    BatchNotFound(crate::domain::BatchId),
-    #[error("idempotency key '{0}' was used before for a different request (job {1})")]
-    IdempotencyConflict(IdempotencyKey, JobId),
-    #[error(transparent)]
-    Illegal(#[from] TransitionError),
-    #[error("the job kept changing; try again")]
-    Contended,
-    /// Saturated: nothing was accepted; the client should retry after a moment.
-    #[error("{0}")]
-    Busy(String),
-    #[error("{0}")]
-    Unavailable(String),
-    /// The store refused the request for good (e.g. the job would be too large to store).
-    #[error("{0}")]
-    Rejected(String),
-    #[error("the tenant has {max} unfinished jobs, its quota; submit again once one finishes")]
-    QuotaExceeded { max: u64 },
-    #[error("the tenant may submit {per_second} jobs a second; try again in a second")]
-    RateLimited { per_second: u32 },
-    #[error("the tenant has {max} schedules, its most (max_schedules); delete one first")]
-    TooManySchedules { max: u64 },
-    #[error("no schedule '{0}'")]
-    ScheduleNotFound(crate::domain::ScheduleName),
-    #[error("a schedule named '{0}' exists; change it with PUT /v1/schedules/{0}")]
-    ScheduleExists(crate::domain::ScheduleName),
-    /// The scheduler service refused the definition.
-    #[error("{0}")]
-    ScheduleRefused(String),
-    /// An atomic batch with refused items (by index, with why): nothing was created.
-    #[error("{} of the batch's jobs are refused; nothing was created (atomic)", .0.len())]
-    InvalidBatch(Vec<(usize, ServiceError)>),
-}
-
-impl From<crate::ports::TriggerError> for ServiceError {
-    fn from(e: crate::ports::TriggerError) -> Self {
-        match e {
-            crate::ports::TriggerError::Refused(m) => ServiceError::ScheduleRefused(m),
-            crate::ports::TriggerError::Unavailable(m) => ServiceError::Unavailable(m),
-        }
-    }
-}
-
-impl From<StoreError> for ServiceError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict => ServiceError::Contended,
-            StoreError::Busy(m) => ServiceError::Busy(m),
-            StoreError::Unavailable(m) => ServiceError::Unavailable(m),
-            StoreError::Rejected(m) => ServiceError::Rejected(m),
-        }
-    }
-}
-
-/// A submit, already parsed into valid values (see `entrypoints::http` for the wire form).
-#[derive(Debug, Clone)]
-pub struct SubmitRequest {
-    pub job_type: JobType,
-    pub payload: Value,
-    pub priority: i32,
-    pub run_at: Option<DateTime<Utc>>,
-    pub delay: Option<Duration>,
-    pub max_attempts: Option<u32>,
-    pub backoff: Option<Backoff>,
-    pub idempotency_key: Option<IdempotencyKey>,
-    /// What the type's per-key limits count the job under.
-    pub concurrency_key: Option<crate::domain::ConcurrencyKey>,
-    /// Later submits with this key replace the job while it waits (never with an idempotency
-    /// key).
-    pub debounce: Option<crate::domain::Debounce>,
-    /// Jobs of the same tenant this one waits for (`waiting` until they end; at most
-    /// `DEPENDS_ON_MAX`).
-    pub depends_on: Vec<JobId>,
-    pub on_dependency_failure: crate::domain::DependencyFailure,
-    /// The (unfinished) batch of the tenant's this job joins as a member.
-    pub batch_id: Option<crate::domain::BatchId>,
-}
 
 /// What a batch object is opened with: the jobs it submits when every member has ended.
 #[derive(Debug, Clone, Default)]
@@ -117,49 +34,6 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 
 /// Most jobs one job may depend on.
 pub const DEPENDS_ON_MAX: usize = 100;
-
-impl SubmitRequest {
-    /// A submit of `job_type` with `payload` and every option left to the type's defaults.
-    pub fn new(job_type: JobType, payload: Value) -> Self {
-        Self {
-            job_type,
-            payload,
-            priority: 0,
-            run_at: None,
-            delay: None,
-            max_attempts: None,
-            backoff: None,
-            idempotency_key: None,
-            concurrency_key: None,
-            debounce: None,
-            depends_on: vec![],
-            on_dependency_failure: crate::domain::DependencyFailure::Cancel,
-            batch_id: None,
-        }
-    }
-
-    /// A digest of what the request asks for, as given (a relative delay stays relative), in a
-    /// canonical form: the same request always gives the same digest, whatever its key order.
-    pub fn fingerprint(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let described = serde_json::json!({
-            "type": self.job_type.as_str(),
-            "payload": &self.payload,
-            "priority": self.priority,
-            "run_at": self.run_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-            "delay_ms": self.delay.map(|d| d.as_millis() as u64),
-            "max_attempts": self.max_attempts,
-            "backoff": self.backoff.map(|b| [b.base_ms, b.cap_ms]),
-            "concurrency_key": self.concurrency_key.as_ref().map(|k| k.as_str()),
-            "depends_on": self.depends_on.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
-            "on_dependency_failure": self.on_dependency_failure,
-            "batch_id": self.batch_id.map(|b| b.to_string()),
-        });
-        let mut canonical = String::new();
-        write_canonical(&described, &mut canonical);
-        hex::encode(Sha256::digest(canonical.as_bytes()))
-    }
-}
 
 /// The job an earlier submit with the same idempotency key made, if that submit asked for the
 /// same (`fingerprint`); else the conflict. (A job stored before fingerprints were kept has
@@ -177,91 +51,9 @@ fn same_request(existing: Job, fingerprint: Option<&str>) -> Result<(Job, bool),
 /// Most jobs one batch submit may carry.
 pub const BATCH_MAX: usize = 1000;
 
-/// JSON with object keys sorted at every depth.
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&map[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(v, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
 /// Most bytes of jobs one list page carries; past it the page ends early with a cursor (a job
 /// larger than this still goes alone on its page).
 pub const LIST_MAX_BYTES: usize = 1024 * 1024;
-
-/// The queue message: the job's id, and its type so a worker can wait for the type's start
-/// slot before it starts the job; the job's state lives in the store.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct JobMessage {
-    pub job_id: JobId,
-    /// Absent in messages from earlier versions.
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
-    pub job_type: Option<JobType>,
-    /// `<tenant>/<concurrency key>`, so the job's per-key rate is known before it is read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// The job's tenant and its running limit, where it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant_running: Option<(Tenant, u32)>,
-    /// The job's priority (0 left out), so a held job goes back to the queue it came from.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub priority: i32,
-    /// Times maintenance sent this message back from the dead-letter queue because its job had
-    /// never started (0 left out; see `maintenance::settle_dead_letters`).
-    #[serde(default, skip_serializing_if = "is_none_resent")]
-    pub resent: u32,
-}
-
-fn is_zero(n: &i32) -> bool {
-    *n == 0
-}
-
-fn is_none_resent(n: &u32) -> bool {
-    *n == 0
-}
-
-impl JobMessage {
-    pub fn of(job: &Job) -> Self {
-        Self {
-            job_id: job.id,
-            job_type: Some(job.job_type.clone()),
-            key: job
-                .concurrency_key
-                .as_ref()
-                .map(|k| format!("{}/{}", job.tenant, k)),
-            tenant_running: job.tenant_max_running.map(|max| (job.tenant.clone(), max)),
-            priority: job.priority,
-            resent: 0,
-        }
-    }
-
-    pub fn to_body(&self) -> String {
-        serde_json::to_string(self).expect("serializable")
-    }
-}
 
 pub struct JobService {
     ports: Ports,
@@ -473,101 +265,6 @@ impl JobService {
         }
     }
 
-    /// Open a batch of `tenant`'s with `spec`'s callbacks (checked as submits are): its members
-    /// are the jobs then submitted with its id (`submit_batch` with it, or `batch_id`).
-    pub async fn open_batch(
-        &self,
-        tenant: &Tenant,
-        spec: BatchSpec,
-    ) -> Result<crate::domain::Batch, ServiceError> {
-        for (field, callback) in [
-            ("batch.on_complete", &spec.on_complete),
-            ("batch.on_success", &spec.on_success),
-        ] {
-            let Some(callback) = callback else { continue };
-            let registration = self
-                .registry
-                .get(callback.job_type.as_str())
-                .ok_or_else(|| {
-                    ValidationError::new(
-                        format!("{field}.type"),
-                        format!("unknown job type '{}'", callback.job_type),
-                    )
-                })?;
-            registration
-                .handler
-                .validate(&callback.payload)
-                .map_err(|e| ValidationError::new(format!("{field}.{}", e.field), e.message))?;
-        }
-        let batch = crate::domain::Batch::new(
-            tenant.clone(),
-            spec.on_complete,
-            spec.on_success,
-            Utc::now(),
-        );
-        self.ports.store.open_batch(&batch).await?;
-        Ok(batch)
-    }
-
-    /// A batch of `tenant`'s, as it stands.
-    pub async fn get_batch(
-        &self,
-        tenant: &Tenant,
-        id: crate::domain::BatchId,
-    ) -> Result<crate::domain::Batch, ServiceError> {
-        match self.ports.store.get_batch(id).await? {
-            Some(b) if &b.tenant == tenant => Ok(b),
-            _ => Err(ServiceError::BatchNotFound(id)),
-        }
-    }
-
-    /// A batch a job may join: the tenant's, and not ended.
-    async fn open_batch_of(
-        &self,
-        tenant: &Tenant,
-        id: crate::domain::BatchId,
-    ) -> Result<crate::domain::Batch, ServiceError> {
-        let batch = self.get_batch(tenant, id).await.map_err(|e| match e {
-            ServiceError::BatchNotFound(_) => {
-                ValidationError::new("batch_id", format!("no batch {id} of this tenant")).into()
-            }
-            e => e,
-        })?;
-        if batch.finished_at.is_some() {
-            return Err(ValidationError::new(
-                "batch_id",
-                format!("batch {id} has ended: its callbacks ran; open a new one"),
-            )
-            .into());
-        }
-        Ok(batch)
-    }
-
-    /// Cancel every unfinished member of a batch: a `conveyor.bulk` job does it (202 and that
-    /// job); members added later are not cancelled.
-    pub async fn cancel_batch(
-        &self,
-        tenant: &Tenant,
-        id: crate::domain::BatchId,
-    ) -> Result<(Job, bool), ServiceError> {
-        self.get_batch(tenant, id).await?;
-        let request = crate::jobs::BulkRequest {
-            action: crate::jobs::BulkAction::Cancel,
-            filter: crate::jobs::JobFilter {
-                batch: Some(id),
-                ..Default::default()
-            },
-        };
-        self.submit(
-            tenant.clone(),
-            SubmitRequest::new(
-                crate::domain::JobType::parse(crate::jobs::BULK_TYPE).expect("a valid type"),
-                serde_json::to_value(request).expect("serializable"),
-            ),
-        )
-        .await
-    }
-
     /// A new waiting job is noted on each job it depends on (so their ends decide it); any that
     /// had ended already, or is gone, decides it now. (A crash before this ends leaves it to
     /// maintenance, which decides waiting jobs from their dependencies itself.)
@@ -592,169 +289,6 @@ impl JobService {
                 .settle_waiting(vec![job.id], None, Utc::now())
                 .await;
         }
-    }
-
-    /// Accept up to `BATCH_MAX` jobs at once: each item's outcome in order (its job, new or an
-    /// idempotency key's earlier one, or why it was refused), with the new ones written together
-    /// (one commit on SQLite; batch writes on DynamoDB) and their messages sent together. With
-    /// `atomic`, either every valid item is written or, if any item is refused,
-    /// `InvalidBatch` and nothing. `audit` is one entry for the whole batch.
-    pub async fn submit_batch(
-        &self,
-        tenant: Tenant,
-        items: Vec<SubmitRequest>,
-        atomic: bool,
-        audit: Option<AuditEntry>,
-    ) -> Result<Vec<Result<(Job, bool), ServiceError>>, ServiceError> {
-        self.submit_batch_in(tenant, items, atomic, audit, None)
-            .await
-    }
-
-    /// `submit_batch`, each new job a member of `batch` (opened by `open_batch`).
-    pub async fn submit_batch_in(
-        &self,
-        tenant: Tenant,
-        items: Vec<SubmitRequest>,
-        atomic: bool,
-        audit: Option<AuditEntry>,
-        batch: Option<crate::domain::BatchId>,
-    ) -> Result<Vec<Result<(Job, bool), ServiceError>>, ServiceError> {
-        let limits = self.limits_of(&tenant).await?;
-        let now = Utc::now();
-        let mut prepared = self.prepare_batch(&tenant, items, &limits, now);
-        for (job, _) in prepared.iter_mut().flatten() {
-            job.batch_id = batch;
-        }
-        if atomic && prepared.iter().any(Result::is_err) {
-            return Err(ServiceError::InvalidBatch(
-                prepared
-                    .into_iter()
-                    .enumerate()
-                    .filter_map(|(i, p)| p.err().map(|e| (i, e)))
-                    .collect(),
-            ));
-        }
-        let with_quota = limits.max_active.is_some() || limits.submits_per_second.is_some();
-        if with_quota {
-            // Each job within the tenant's quota, one after the other, as single submits are.
-            if atomic {
-                return Err(ValidationError::new(
-                    "atomic",
-                    "an atomic batch is not available to a tenant with a quota (max_active or \
-                     submits_per_second): send the batch without atomic",
-                )
-                .into());
-            }
-            let admission = Admission {
-                max_active: limits.max_active,
-                per_second: limits.submits_per_second,
-                window: now.timestamp(),
-            };
-            if let Some(entry) = &audit {
-                if let Err(e) = self.ports.audit.record(entry).await {
-                    tracing::warn!(error = %e, "a batch submit's audit entry was not written");
-                }
-            }
-            let mut out = Vec::with_capacity(prepared.len());
-            for p in prepared {
-                out.push(match p {
-                    Ok((job, fingerprint)) => {
-                        let with = CreateWith {
-                            audit: None,
-                            admission,
-                        };
-                        self.create(job, &with, fingerprint).await
-                    }
-                    Err(e) => Err(e),
-                });
-            }
-            return Ok(out);
-        }
-        let jobs: Vec<Job> = prepared
-            .iter()
-            .filter_map(|p| p.as_ref().ok().map(|(job, _)| job.clone()))
-            .collect();
-        let created = self
-            .ports
-            .store
-            .create_batch(&jobs, audit.as_ref(), atomic)
-            .await?;
-        let mut created = created.into_iter().zip(jobs);
-        let mut new = vec![];
-        let out = prepared
-            .into_iter()
-            .map(|p| {
-                let (_, fingerprint) = p?;
-                match created.next().expect("one outcome a job") {
-                    (Created::New, job) => {
-                        new.push(job.clone());
-                        Ok((job, true))
-                    }
-                    (Created::Existing(existing), _) => {
-                        same_request(*existing, fingerprint.as_deref())
-                    }
-                    (Created::OverQuota { max }, _) => Err(ServiceError::QuotaExceeded { max }),
-                    (Created::RateLimited { per_second }, _) => {
-                        Err(ServiceError::RateLimited { per_second })
-                    }
-                }
-            })
-            .collect();
-        // The jobs are durable now; a message not sent is re-dispatched by maintenance.
-        self.lifecycle().follow_new(&new, now).await;
-        Ok(out)
-    }
-
-    /// Each job of a batch prepared (`prepare`), or why it is refused.
-    fn prepare_batch(
-        &self,
-        tenant: &Tenant,
-        items: Vec<SubmitRequest>,
-        limits: &TenantLimits,
-        now: DateTime<Utc>,
-    ) -> Vec<Result<(Job, Option<String>), ServiceError>> {
-        items
-            .into_iter()
-            .map(|req| {
-                if req.debounce.is_some() {
-                    return Err(ValidationError::new(
-                        "debounce",
-                        "is not available in a batch: submit a debounced job on its own",
-                    )
-                    .into());
-                }
-                if !req.depends_on.is_empty() {
-                    return Err(ValidationError::new(
-                        "depends_on",
-                        "is not available in a batch: submit a job with dependencies on its own",
-                    )
-                    .into());
-                }
-                if req.batch_id.is_some() {
-                    return Err(ValidationError::new(
-                        "batch_id",
-                        "is not available in a batch submit: its batch (\"batch\") holds its jobs",
-                    )
-                    .into());
-                }
-                self.prepare(tenant.clone(), req, limits, now)
-            })
-            .collect()
-    }
-
-    /// Which jobs of a batch would be refused before anything is stored (by index, with why).
-    pub async fn batch_refusals(
-        &self,
-        tenant: &Tenant,
-        items: Vec<SubmitRequest>,
-    ) -> Result<Vec<(usize, ServiceError)>, ServiceError> {
-        let limits = self.limits_of(tenant).await?;
-        Ok(self
-            .prepare_batch(tenant, items, &limits, Utc::now())
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.err().map(|e| (i, e)))
-            .collect())
     }
 
     /// A submit's job, checked against its type and the tenant's limits but not stored, and the
@@ -1047,5 +581,22 @@ impl JobService {
 
     pub async fn stats(&self, tenant: &Tenant) -> Result<StoreStats, ServiceError> {
         Ok(self.ports.store.stats(tenant).await?)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ports::TenantJobs for JobService {
+    async fn submit(&self, tenant: Tenant, job: SubmitRequest) -> Result<Job, ServiceError> {
+        JobService::submit(self, tenant, job)
+            .await
+            .map(|(job, _)| job)
+    }
+
+    async fn retry(&self, tenant: &Tenant, id: JobId) -> Result<Job, ServiceError> {
+        JobService::retry(self, tenant, id).await
+    }
+
+    async fn cancel(&self, tenant: &Tenant, id: JobId) -> Result<Job, ServiceError> {
+        JobService::cancel(self, tenant, id).await
     }
 }
