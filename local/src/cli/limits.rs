@@ -70,7 +70,7 @@ const NAMES: [&str; 5] = [
 
 fn limits_lines(v: &Value) -> String {
     let shown = |n: &Value| match n {
-        Value::Null => "-".to_string(),
+        Value::Null => "none".to_string(),
         n => n.to_string(),
     };
     let mut lines = vec![format!(
