@@ -8,86 +8,87 @@ use shared::config::Config;
 use shared::domain::{parse_roles, ApiKey, Role, Tenant};
 use std::time::Duration;
 
-/// The flags of a subcommand: `--name value` pairs (a flag may repeat) and bare words.
-struct Flags {
-    pairs: Vec<(String, String)>,
-    words: Vec<String>,
+/// `--tenant`: a tenant name as the API takes it.
+pub fn parse_tenant(raw: &str) -> Result<Tenant, String> {
+    Tenant::parse(raw).map_err(|e| e.message)
 }
 
-impl Flags {
-    fn parse(args: &[String], known: &[&str]) -> anyhow::Result<Self> {
-        let (mut pairs, mut words) = (vec![], vec![]);
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            match arg.strip_prefix("--") {
-                Some(name) if known.contains(&name) => {
-                    let value = it
-                        .next()
-                        .with_context(|| format!("--{name} needs a value"))?;
-                    pairs.push((name.to_string(), value.clone()));
-                }
-                Some(name) => bail!(
-                    "unknown flag --{name}; this command takes: --{}",
-                    known.join(", --")
-                ),
-                None => words.push(arg.clone()),
-            }
-        }
-        Ok(Self { pairs, words })
-    }
+/// `--role`: a role name (operator, admin, submitter or reader).
+fn parse_role(raw: &str) -> Result<Role, String> {
+    parse_roles([raw]).map(|roles| roles[0])
+}
 
-    fn one(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
+/// A duration such as `30m`, `12h` or `90d`, not zero.
+fn parse_ttl(raw: &str) -> Result<Duration, String> {
+    shared::config::parse_duration(raw)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{raw:?}: expected e.g. 30m, 12h or 90d"))
+}
 
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.pairs
-            .iter()
-            .filter(|(k, _)| k == name)
-            .flat_map(|(_, v)| v.split(','))
-            .collect()
-    }
+/// Roles, each once, highest first.
+fn roles_of(roles: &[Role]) -> Vec<Role> {
+    parse_roles(roles.iter().map(|r| r.as_str())).expect("parsed roles")
+}
 
-    fn tenant(&self) -> anyhow::Result<Tenant> {
-        let raw = self.one("tenant").context("--tenant is required")?;
-        Tenant::parse(raw).map_err(|e| anyhow::anyhow!("--tenant: {}", e.message))
-    }
+/// `conveyor token`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// The tenant the token acts for
+    #[arg(long, value_parser = parse_tenant)]
+    pub tenant: Tenant,
+    /// A role the token carries: operator, admin, submitter or reader (repeat, or R1,R2)
+    #[arg(long = "role", value_name = "ROLE", required = true, value_delimiter = ',', value_parser = parse_role)]
+    pub roles: Vec<Role>,
+    /// The token's subject (who it names in the audit trail)
+    #[arg(long, value_name = "NAME", default_value = "cli")]
+    pub sub: String,
+    /// How long the token is valid, e.g. 30m, 12h
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_ttl)]
+    pub ttl: Duration,
+}
 
-    fn roles(&self) -> anyhow::Result<Vec<Role>> {
-        parse_roles(self.all("role")).map_err(|e| anyhow::anyhow!("--role: {e}"))
-    }
-
-    fn duration(&self, name: &str) -> anyhow::Result<Option<Duration>> {
-        self.one(name)
-            .map(|v| {
-                shared::config::parse_duration(v)
-                    .filter(|d| !d.is_zero())
-                    .with_context(|| format!("--{name} {v:?}: expected e.g. 30m, 12h or 90d"))
-            })
-            .transpose()
-    }
+/// `conveyor keys …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key and print it (shown once)
+    Create {
+        /// The tenant the key acts for
+        #[arg(long, value_parser = parse_tenant)]
+        tenant: Tenant,
+        /// A role the key carries: operator, admin, submitter or reader (repeat, or R1,R2)
+        #[arg(long = "role", value_name = "ROLE", required = true, value_delimiter = ',', value_parser = parse_role)]
+        roles: Vec<Role>,
+        /// The key's name, shown in lists
+        #[arg(long, value_name = "NAME", default_value = "cli")]
+        name: String,
+        /// The key stops working after this long, e.g. 90d [default: never]
+        #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+        expires_in: Option<Duration>,
+    },
+    /// List the keys (one JSON object a line), of one tenant or every one
+    List {
+        /// Only this tenant's keys
+        #[arg(long, value_parser = parse_tenant)]
+        tenant: Option<Tenant>,
+    },
+    /// Revoke a key: it stops working at once
+    Revoke {
+        /// The key's id (the 26 characters after `cvk_`)
+        key_id: String,
+    },
 }
 
 /// `conveyor token --tenant T --role R [--role R2] [--sub NAME] [--ttl 1h]`: print an HS256 JWT.
-pub fn token(config: &Config, args: &[String]) -> anyhow::Result<()> {
-    let flags = Flags::parse(args, &["tenant", "role", "sub", "ttl"])?;
+pub fn token(config: &Config, args: &TokenArgs) -> anyhow::Result<()> {
     let Some(secret) = &config.jwt_secret else {
         bail!("CONVEYOR_JWT_SECRET is not set: tokens are signed with it (the runtime must have the same)");
     };
-    let tenant = flags.tenant()?;
-    let roles = flags.roles()?;
-    let ttl = flags.duration("ttl")?.unwrap_or(Duration::from_secs(3600));
-    let sub = flags.one("sub").unwrap_or("cli");
     let token = shared::auth::issue_token(
         secret,
-        &tenant,
-        sub,
-        &roles,
-        ttl,
+        &args.tenant,
+        &args.sub,
+        &roles_of(&args.roles),
+        args.ttl,
         config.jwt_issuer.as_deref(),
         config.jwt_audience.as_deref(),
         chrono::Utc::now(),
@@ -98,10 +99,7 @@ pub fn token(config: &Config, args: &[String]) -> anyhow::Result<()> {
 }
 
 /// `conveyor keys create|list|revoke`.
-pub async fn keys(config: &Config, args: &[String]) -> anyhow::Result<()> {
-    let Some((action, rest)) = args.split_first() else {
-        bail!("conveyor keys create|list|revoke; see --help");
-    };
+pub async fn keys(config: &Config, command: &KeysCommand) -> anyhow::Result<()> {
     let (ports, _) = shared::adapters::open_ports(config)
         .await
         .with_context(|| {
@@ -110,16 +108,19 @@ pub async fn keys(config: &Config, args: &[String]) -> anyhow::Result<()> {
         })?;
     let keys = &ports.keys;
     let now = chrono::Utc::now();
-    match action.as_str() {
-        "create" => {
-            let flags = Flags::parse(rest, &["tenant", "role", "name", "expires-in"])?;
-            let expires_at = flags
-                .duration("expires-in")?
+    match command {
+        KeysCommand::Create {
+            tenant,
+            roles,
+            name,
+            expires_in,
+        } => {
+            let expires_at = expires_in
                 .map(|d| now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX));
             let (key, token) = ApiKey::generate(
-                flags.tenant()?,
-                flags.roles()?,
-                flags.one("name").unwrap_or("cli").to_string(),
+                tenant.clone(),
+                roles_of(roles),
+                name.clone(),
                 expires_at,
                 now,
             );
@@ -136,24 +137,15 @@ pub async fn keys(config: &Config, args: &[String]) -> anyhow::Result<()> {
             );
             println!("{token}");
         }
-        "list" => {
-            let flags = Flags::parse(rest, &["tenant"])?;
-            let tenant = flags.one("tenant").map(|_| flags.tenant()).transpose()?;
+        KeysCommand::List { tenant } => {
             for key in keys.list_keys(tenant.as_ref()).await? {
                 println!("{}", key.view());
             }
         }
-        "revoke" => {
-            let flags = Flags::parse(rest, &[])?;
-            let [id] = flags.words.as_slice() else {
-                bail!("conveyor keys revoke KEY_ID");
-            };
-            match keys.revoke_key(id, now).await? {
-                Some(key) => println!("{}", key.view()),
-                None => bail!("no API key {id}"),
-            }
-        }
-        other => bail!("conveyor keys {other}: expected create, list or revoke"),
+        KeysCommand::Revoke { key_id } => match keys.revoke_key(key_id, now).await? {
+            Some(key) => println!("{}", key.view()),
+            None => bail!("no API key {key_id}"),
+        },
     }
     Ok(())
 }

@@ -43,7 +43,7 @@ const PRICES: &[(&str, f64)] = &[
 /// from the rest), and the partition heat: the largest share of the write units that one
 /// partition key value took, in the table or its index, and what it means at 10,000 jobs a
 /// second in one tenant. Its resources get names of their own.
-pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
+pub async fn bench(args: crate::bench::BenchAwsArgs) -> anyhow::Result<()> {
     use shared::adapters::aws::{CapacityMeter, RequestCounter};
     use shared::entrypoints::sqs::handle_sqs_batch;
     use shared::jobs::BuiltinSettings;
@@ -53,29 +53,12 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
     use std::sync::Arc;
     use std::time::Duration;
 
-    let number = |flag: &str, default: usize, range: std::ops::RangeInclusive<usize>| match args
-        .iter()
-        .position(|a| a == flag)
-    {
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .filter(|n| range.contains(n))
-            .with_context(|| {
-                format!(
-                    "{flag} needs a number from {} to {}",
-                    range.start(),
-                    range.end()
-                )
-            }),
-        None => Ok(default),
-    };
-    let jobs = number("--jobs", 200, 1..=10_000_000)?;
-    // Jobs per submit: 1 submits each on its own (one API request a job); more, through batch
-    // submit (one API request a batch).
-    let per_submit = number("--batch", 1, 1..=1000)?;
-    let payload_bytes = number("--payload-bytes", DEFAULT_PAYLOAD_BYTES, 12..=380_000)?;
-    let heartbeats = number("--heartbeats", 50, 1..=10_000)?;
+    let crate::bench::BenchAwsArgs {
+        jobs,
+        batch: per_submit,
+        payload_bytes,
+        heartbeats,
+    } = args;
     let config = Config::from_env()?;
     let id = chrono::Utc::now().timestamp_millis();
     let (counter, meter) = (RequestCounter::default(), CapacityMeter::default());
@@ -321,9 +304,6 @@ pub async fn bench(args: Vec<String>) -> anyhow::Result<()> {
     );
     Ok(())
 }
-
-/// The bench's default payload: a job whose state item, payload included, stays within 1 KB.
-const DEFAULT_PAYLOAD_BYTES: usize = 256;
 
 /// A JSON object of exactly `bytes` bytes as text, of letters that do not compress.
 fn payload_of(bytes: usize) -> serde_json::Value {

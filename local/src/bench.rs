@@ -4,68 +4,58 @@
 //! jobs queued) and restart-to-first-job. Figures, never asserts: this machine is noisy.
 
 use anyhow::{bail, Context};
+use clap::builder::RangedU64ValueParser;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct Options {
-    jobs: usize,
-    clients: usize,
-    queued: usize,
-    pickups: usize,
-    /// Also run the Celery + Redis baseline (bench/celery) with the same jobs and clients.
-    celery: bool,
-    /// Connected WebSocket clients to measure push latency with (each a run of its own).
-    push_clients: Vec<usize>,
+/// `conveyor bench`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// No-op jobs each run submits
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub jobs: usize,
+    /// Concurrent HTTP clients
+    #[arg(long, value_name = "C", default_value_t = 8, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    pub clients: usize,
+    /// Jobs left waiting for the RSS and restart figures
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub queued: usize,
+    /// Single jobs timed from submit to start on an idle runtime
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub pickups: usize,
+    /// Also run the Celery + Redis baseline (bench/celery) with the same jobs and clients
+    #[arg(long)]
+    pub celery: bool,
+    /// Connected WebSocket clients to measure push latency with, each a run of its own (0: none)
+    #[arg(
+        long,
+        value_name = "N,N",
+        value_delimiter = ',',
+        default_value = "100,1000"
+    )]
+    pub push_clients: Vec<usize>,
 }
 
-fn parse(args: &[String]) -> anyhow::Result<Options> {
-    let mut o = Options {
-        jobs: 10_000,
-        clients: 8,
-        queued: 1_000_000,
-        pickups: 200,
-        celery: false,
-        push_clients: vec![100, 1000],
-    };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        if flag == "--celery" {
-            o.celery = true;
-            continue;
-        }
-        if flag == "--push-clients" {
-            let v = it
-                .next()
-                .context("--push-clients needs a list, e.g. 100,1000 (0: none)")?;
-            o.push_clients = v
-                .split(',')
-                .map(|n| n.trim().parse::<usize>())
-                .collect::<Result<Vec<_>, _>>()
-                .context("--push-clients needs whole numbers, e.g. 100,1000")?
-                .into_iter()
-                .filter(|n| *n > 0)
-                .collect();
-            continue;
-        }
-        let v: usize = it
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?
-            .parse()
-            .with_context(|| format!("{flag} needs a whole number"))?;
-        match flag.as_str() {
-            "--jobs" => o.jobs = v,
-            "--clients" => o.clients = v.max(1),
-            "--queued" => o.queued = v,
-            "--pickups" => o.pickups = v,
-            other => bail!(
-                "unknown bench flag {other} (--jobs, --clients, --queued, --pickups, --push-clients, --celery)"
-            ),
-        }
-    }
-    Ok(o)
+/// `conveyor bench-aws`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchAwsArgs {
+    /// No-op jobs to run
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub jobs: usize,
+    /// Jobs a submit: 1 submits each on its own (one API request a job); more, through batch
+    /// submit (one API request a batch)
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    pub batch: usize,
+    /// Each job's payload, in bytes of JSON (the default: a job whose state item, payload
+    /// included, stays within 1 KB)
+    #[arg(long, value_name = "B", default_value_t = 256, value_parser = RangedU64ValueParser::<usize>::new().range(12..=380_000))]
+    pub payload_bytes: usize,
+    /// Jobs started apart from the rest, each beating once, for a heartbeat's write units
+    #[arg(long, value_name = "H", default_value_t = 50, value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+    pub heartbeats: usize,
 }
 
 /// Jobs per request in the batch-submit run.
@@ -315,8 +305,8 @@ async fn one_job(http: &reqwest::Client, base: &str) -> anyhow::Result<Duration>
 /// The bench's runtime checks credentials as a deployment does: every request carries a JWT.
 const BENCH_SECRET: &str = "bench-secret-of-at-least-thirty-two-bytes";
 
-pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
-    let o = parse(&args)?;
+pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
+    let push_clients: Vec<usize> = o.push_clients.iter().copied().filter(|n| *n > 0).collect();
     let dir = std::env::temp_dir().join(format!("conveyor-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let token = shared::auth::issue_token(
@@ -448,7 +438,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     // submitted every 10 ms; for each change each client receives, the time from the change
     // (its `updated_at`, set just before the write commits) to its arrival. And what an idle
     // subscribed connection costs the server in RSS.
-    for &n in &o.push_clients {
+    for &n in &push_clients {
         let p = push_latency(&server, &http, &token, n, 200).await?;
         rows.push((
             format!("push latency p50, {n} clients (change -> client)"),

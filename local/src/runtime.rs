@@ -31,9 +31,24 @@ pub struct LocalSettings {
     pub addr: SocketAddr,
 }
 
+/// `serve`'s and `bootstrap`'s flags; each, when given, wins over the variable it mirrors.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: CONVEYOR_ADDR, else 127.0.0.1:3000]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<SocketAddr>,
+    /// Where the embedded backend keeps its data [default: CONVEYOR_DATA_DIR, else ./.conveyor]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// The backend to run on [default: CONVEYOR_BACKEND, else embedded]
+    #[arg(long, value_parser = ["embedded", "aws"])]
+    pub backend: Option<String>,
+}
+
 impl LocalSettings {
-    /// Settings from `CONVEYOR_*` and the command line; every fault is named in one error.
-    pub fn from_env_and_args(args: &[String]) -> Result<Self, ConfigError> {
+    /// Settings from `CONVEYOR_*` and the command line's flags; every fault is named in one
+    /// error.
+    pub fn from_env_and_flags(flags: &ServeArgs) -> Result<Self, ConfigError> {
         let mut errors = vec![];
         let mut config = match Config::from_env() {
             Ok(c) => Some(c),
@@ -42,38 +57,33 @@ impl LocalSettings {
                 None
             }
         };
-        let mut addr = std::env::var("CONVEYOR_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
-        let mut addr_source = "CONVEYOR_ADDR";
-        let mut it = args.iter();
-        while let Some(flag) = it.next() {
-            let Some(value) = it.next().filter(|_| flag.starts_with("--")) else {
-                errors.push(format!(
-                    "unknown argument {flag:?}, or a flag without its value; see --help"
-                ));
-                break;
-            };
-            match (flag.as_str(), config.as_mut()) {
-                ("--addr", _) => {
-                    addr = value.clone();
-                    addr_source = "--addr";
+        if let Some(c) = config.as_mut() {
+            if let Some(dir) = &flags.data_dir {
+                c.data_dir = dir.clone();
+            }
+            match flags.backend.as_deref() {
+                Some("embedded") => c.backend = Backend::Embedded,
+                Some("aws") => c.backend = Backend::Aws,
+                Some(other) => {
+                    errors.push(format!("--backend {other:?}: expected embedded or aws"))
                 }
-                ("--data-dir", Some(c)) => c.data_dir = value.into(),
-                ("--backend", Some(c)) => match value.as_str() {
-                    "embedded" => c.backend = Backend::Embedded,
-                    "aws" => c.backend = Backend::Aws,
-                    other => errors.push(format!("--backend {other:?}: expected embedded or aws")),
-                },
-                ("--data-dir" | "--backend", None) => {}
-                (other, _) => errors.push(format!("unknown argument {other:?}; see --help")),
+                None => {}
             }
         }
-        let addr = match addr.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                errors.push(format!(
-                    "{addr_source}={addr:?} is not HOST:PORT (e.g. 127.0.0.1:3000)"
-                ));
-                None
+        let addr = match flags.addr {
+            Some(addr) => Some(addr),
+            None => {
+                let addr =
+                    std::env::var("CONVEYOR_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+                match addr.parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        errors.push(format!(
+                            "CONVEYOR_ADDR={addr:?} is not HOST:PORT (e.g. 127.0.0.1:3000)"
+                        ));
+                        None
+                    }
+                }
             }
         };
         match (config, addr) {
