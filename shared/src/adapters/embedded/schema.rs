@@ -5,6 +5,7 @@
 pub(super) fn apply(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     conn.execute_batch(JOBS)?;
     migrate_jobs(conn)?;
+    count_jobs(conn)?;
     conn.execute_batch(MESSAGES)?;
     migrate_messages(conn)?;
     conn.execute_batch(ACCESS)?;
@@ -31,7 +32,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, id);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (tenant, status, id);
 CREATE INDEX IF NOT EXISTS jobs_by_type ON jobs (tenant, type, id);
-CREATE INDEX IF NOT EXISTS jobs_stats ON jobs (tenant, type, status);
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, due_at);
 CREATE TABLE IF NOT EXISTS idempotency (
     tenant TEXT NOT NULL,
@@ -117,6 +117,50 @@ fn migrate_jobs(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
              progress = json_extract(doc, '$.progress')
          WHERE json_valid(doc);",
     )
+}
+
+/// Jobs counted per tenant, type and status, kept by triggers in the same commit as the job's
+/// own change: a stats read is a few rows, and a status change moves two counters on one hot
+/// page instead of an index entry among the jobs.
+const COUNTS: &str = "
+CREATE TABLE job_counts (
+    tenant TEXT NOT NULL,
+    type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (tenant, type, status)
+) WITHOUT ROWID;
+INSERT INTO job_counts (tenant, type, status, n)
+    SELECT tenant, type, status, COUNT(*) FROM jobs GROUP BY tenant, type, status;
+CREATE TRIGGER job_counted AFTER INSERT ON jobs BEGIN
+    INSERT INTO job_counts (tenant, type, status, n) VALUES (NEW.tenant, NEW.type, NEW.status, 1)
+        ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER job_recounted AFTER UPDATE OF tenant, type, status ON jobs
+    WHEN OLD.status IS NOT NEW.status OR OLD.type IS NOT NEW.type OR OLD.tenant IS NOT NEW.tenant
+BEGIN
+    UPDATE job_counts SET n = n - 1
+        WHERE tenant = OLD.tenant AND type = OLD.type AND status = OLD.status;
+    INSERT INTO job_counts (tenant, type, status, n) VALUES (NEW.tenant, NEW.type, NEW.status, 1)
+        ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER job_uncounted AFTER DELETE ON jobs BEGIN
+    UPDATE job_counts SET n = n - 1
+        WHERE tenant = OLD.tenant AND type = OLD.type AND status = OLD.status;
+END;
+DROP INDEX IF EXISTS jobs_stats;
+";
+
+/// Make `job_counts` (filled from the jobs there are, with its triggers) where an earlier
+/// version counted with an index: all of it in one transaction, so it is made whole or not.
+fn count_jobs(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let counted = conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'job_counts'")?
+        .exists([])?;
+    if counted {
+        return Ok(());
+    }
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {COUNTS} COMMIT;"))
 }
 
 // The queues' messages (`EmbeddedQueue`).

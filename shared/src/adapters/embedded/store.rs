@@ -185,12 +185,12 @@ impl EmbeddedStore {
             .read(move |conn| {
                 let (sql, quarantine_sql, args) = match &tenant {
                     Some(t) => (
-                        "SELECT type, status, COUNT(*) FROM jobs WHERE tenant = ?1 GROUP BY type, status ORDER BY type, status",
+                        "SELECT type, status, n FROM job_counts WHERE tenant = ?1 AND n > 0 ORDER BY type, status",
                         "SELECT COUNT(*) FROM quarantine WHERE tenant = ?1",
                         vec![t.clone()],
                     ),
                     None => (
-                        "SELECT type, status, COUNT(*) FROM jobs GROUP BY type, status ORDER BY type, status",
+                        "SELECT type, status, SUM(n) FROM job_counts GROUP BY type, status HAVING SUM(n) > 0 ORDER BY type, status",
                         "SELECT COUNT(*) FROM quarantine",
                         vec![],
                     ),

@@ -162,3 +162,74 @@ async fn get_of_an_unreadable_row_quarantines_it() {
     let stats = store.stats(&job.tenant).await.unwrap();
     assert_eq!((stats.quarantined, stats.rows.len()), (1, 0));
 }
+
+#[tokio::test]
+async fn a_database_counted_by_index_opens_with_its_jobs_counted() {
+    // GIVEN a database as an earlier version left it: jobs counted through an index, no
+    // counters table
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (db, store) = {
+            let db = Db::open(dir.path(), super::super::Durability::Process).unwrap();
+            (db.clone(), EmbeddedStore::new(db))
+        };
+        let now = Utc::now();
+        for tenant in ["a", "a", "b"] {
+            store.create(&job_at(tenant, now)).await.unwrap();
+        }
+        let job = job_at("a", now);
+        store.create(&job).await.unwrap();
+        store
+            .transition(job.expected(), &job.start(now).unwrap())
+            .await
+            .unwrap();
+        db.write(|c| {
+            c.execute_batch(
+                "DROP TRIGGER job_counted; DROP TRIGGER job_recounted; DROP TRIGGER job_uncounted;
+                 DROP TABLE job_counts;
+                 CREATE INDEX jobs_stats ON jobs (tenant, type, status);",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        db.close().await;
+    }
+
+    // WHEN this version opens it
+    let db = Db::open(dir.path(), super::super::Durability::Process).unwrap();
+    let store = EmbeddedStore::new(db.clone());
+
+    // THEN its jobs are counted as they are, the index is gone, and changes are counted on
+    let counts = |stats: StoreStats| {
+        stats
+            .rows
+            .iter()
+            .map(|r| (r.status, r.count))
+            .collect::<Vec<_>>()
+    };
+    let a = Tenant::parse("a").unwrap();
+    assert_eq!(
+        counts(store.stats(&a).await.unwrap()),
+        vec![(JobStatus::Queued, 2), (JobStatus::Running, 1)]
+    );
+    assert_eq!(
+        counts(store.stats_of(None).await.unwrap()),
+        vec![(JobStatus::Queued, 3), (JobStatus::Running, 1)]
+    );
+    let index: bool = db
+        .read(|c| {
+            Ok(
+                c.prepare("SELECT 1 FROM sqlite_master WHERE name = 'jobs_stats'")?
+                    .exists([])?,
+            )
+        })
+        .await
+        .unwrap();
+    assert!(!index, "the counting index was dropped");
+    store.create(&job_at("a", Utc::now())).await.unwrap();
+    assert_eq!(
+        counts(store.stats(&a).await.unwrap()),
+        vec![(JobStatus::Queued, 3), (JobStatus::Running, 1)]
+    );
+}
