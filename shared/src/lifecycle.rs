@@ -343,6 +343,27 @@ impl<'a> Lifecycle<'a> {
         self.follow_sending(job, attempt, log, now, true).await
     }
 
+    /// `follow` for a new job whose message the store wrote with it (`writes_messages`).
+    pub async fn follow_sent(&self, job: &Job, now: DateTime<Utc>) -> Followed {
+        self.follow_sending(job, 0, None, now, false).await
+    }
+
+    /// The message `dispatch` would send for `job` now (`None` unless it is queued).
+    pub fn message_for(
+        &self,
+        job: &Job,
+        now: DateTime<Utc>,
+    ) -> Option<crate::ports::QueuedMessage> {
+        message_of(self.registry, job, now).map(|(queue, (body, delay, priority))| {
+            crate::ports::QueuedMessage {
+                queue,
+                body,
+                delay,
+                priority,
+            }
+        })
+    }
+
     async fn follow_sending(
         &self,
         job: &Job,

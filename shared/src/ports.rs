@@ -102,12 +102,23 @@ pub enum Created {
     },
 }
 
-/// What is written with a new job, in the same write: the audit entry of its submit, and the
-/// quota it must fit in (with `admission.max_active`, the job must have `holds_slot` set).
+/// What is written with a new job, in the same write: the audit entry of its submit, the
+/// quota it must fit in (with `admission.max_active`, the job must have `holds_slot` set), and
+/// its queue message where the store `writes_messages` (a store that does not ignores it).
 #[derive(Debug, Clone, Default)]
 pub struct CreateWith {
     pub audit: Option<AuditEntry>,
     pub admission: Admission,
+    pub message: Option<QueuedMessage>,
+}
+
+/// A queued job's message: the queue, the body, the delay before it is visible, the priority.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    pub queue: String,
+    pub body: String,
+    pub delay: std::time::Duration,
+    pub priority: i32,
 }
 
 /// What a transition's write found on the job: the jobs waiting for it (`depends_on`), when
@@ -217,6 +228,11 @@ pub trait JobStore: Send + Sync {
     /// below `per_second`). An existing job found by its idempotency key is returned before any
     /// limit applies, and writes nothing.
     async fn create_with(&self, job: &Job, with: &CreateWith) -> Result<Created, StoreError>;
+    /// Whether `create_with` writes `with.message` in the new job's own write (one commit for
+    /// both, and none left for the caller to send). Where not, the caller sends it.
+    fn writes_messages(&self) -> bool {
+        false
+    }
     async fn create(&self, job: &Job) -> Result<Created, StoreError> {
         self.create_with(job, &CreateWith::default()).await
     }

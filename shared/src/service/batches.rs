@@ -165,8 +165,8 @@ impl JobService {
                 out.push(match p {
                     Ok((job, fingerprint)) => {
                         let with = CreateWith {
-                            audit: None,
                             admission,
+                            ..Default::default()
                         };
                         self.create(job, &with, fingerprint).await
                     }

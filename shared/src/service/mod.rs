@@ -252,6 +252,7 @@ impl JobService {
                 per_second: limits.submits_per_second,
                 window: now.timestamp(),
             },
+            ..Default::default()
         };
         match debounce {
             Some(d) => self.submit_debounced(job, &with, &d).await,
@@ -360,6 +361,18 @@ impl JobService {
         fingerprint: Option<String>,
     ) -> Result<(Job, bool), ServiceError> {
         let now = job.created_at;
+        // Its message in the job's own commit, where the store can write it there.
+        let message = self
+            .ports
+            .store
+            .writes_messages()
+            .then(|| self.lifecycle().message_for(&job, now))
+            .flatten();
+        let sent = message.is_some();
+        let with = &CreateWith {
+            message,
+            ..with.clone()
+        };
         match self.ports.store.create_with(&job, with).await? {
             Created::OverQuota { max } => return Err(ServiceError::QuotaExceeded { max }),
             Created::RateLimited { per_second } => {
@@ -370,7 +383,11 @@ impl JobService {
         }
         // The job is durable now. If the message cannot be sent, maintenance re-dispatches it
         // (outbox rule), so the submit still succeeds.
-        self.lifecycle().follow(&job, 0, None, now).await;
+        if sent {
+            self.lifecycle().follow_sent(&job, now).await;
+        } else {
+            self.lifecycle().follow(&job, 0, None, now).await;
+        }
         Ok((job, true))
     }
 

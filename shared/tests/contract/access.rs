@@ -218,12 +218,12 @@ pub async fn the_audit_trail_is_per_tenant_in_order_and_a_submit_is_written_with
 
 fn admit(max_active: Option<u64>, per_second: Option<u32>, window: i64) -> CreateWith {
     CreateWith {
-        audit: None,
         admission: shared::domain::Admission {
             max_active,
             per_second,
             window,
         },
+        ..Default::default()
     }
 }
 

@@ -327,12 +327,12 @@ pub async fn the_write_that_ends_a_job_hands_over_the_jobs_waiting_for_it_once(b
     quota.holds_slot = true;
     s.create(&plain).await.unwrap();
     let with = CreateWith {
-        audit: None,
         admission: Admission {
             max_active: Some(10),
             per_second: None,
             window: 0,
         },
+        ..Default::default()
     };
     assert!(matches!(
         s.create_with(&quota, &with).await.unwrap(),

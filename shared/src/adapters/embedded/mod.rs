@@ -82,7 +82,11 @@ impl EmbeddedBackend {
         let queue = Arc::new(EmbeddedQueue::open(db.clone(), queues)?);
         let feed = crate::live::ChangeFeed::new(crate::live::REPLAY);
         Ok(Self {
-            store: Arc::new(EmbeddedStore::new(db.clone()).with_feed(feed.clone())),
+            store: Arc::new(
+                EmbeddedStore::new(db.clone())
+                    .with_feed(feed.clone())
+                    .with_queue(queue.clone()),
+            ),
             feed,
             queue,
             events: Arc::new(InProcessEvents::new(1024)),

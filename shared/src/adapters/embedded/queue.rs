@@ -370,6 +370,63 @@ impl EmbeddedQueue {
     }
 }
 
+/// A message as its row, made on the caller's thread: written by a write of its own (`send`)
+/// or inside another (a new job's, in the job's own commit), then `noted` once committed.
+pub(super) struct NewMessage {
+    queue: String,
+    body: String,
+    priority: i16,
+    sent_at: i64,
+    visible_at: i64,
+}
+
+impl NewMessage {
+    pub(super) fn of(queue: &str, body: &str, delay: Duration, priority: i32) -> Self {
+        let now = now_micros();
+        Self {
+            queue: queue.to_string(),
+            body: body.to_string(),
+            priority: priority.clamp(i16::MIN.into(), i16::MAX.into()) as i16,
+            sent_at: now,
+            visible_at: now + dur_micros(delay),
+        }
+    }
+
+    /// Write its row (inside the writer's transaction); its id.
+    pub(super) fn insert(&self, conn: &rusqlite::Connection) -> Result<i64, DbError> {
+        conn.prepare_cached(
+            "INSERT INTO messages (queue, body, priority, sent_at, visible_at, receive_count)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+        )?
+        .execute(params![
+            self.queue,
+            self.body,
+            self.priority,
+            self.sent_at,
+            self.visible_at
+        ])?;
+        Ok(conn.last_insert_rowid())
+    }
+}
+
+impl EmbeddedQueue {
+    /// Index a message whose row `id` is committed, and wake its queue's receivers.
+    pub(super) fn noted(&self, message: &NewMessage, id: i64) {
+        let notify = {
+            let mut all = self.state.lock().unwrap();
+            let q = all.entry(message.queue.clone()).or_default();
+            let m = Message {
+                visible_at: message.visible_at,
+                priority: message.priority,
+                receive_count: 0,
+            };
+            q.insert(id, m, now_micros());
+            q.notify.clone()
+        };
+        notify.notify_waiters();
+    }
+}
+
 #[async_trait]
 impl QueueSender for EmbeddedQueue {
     async fn send(
@@ -379,34 +436,14 @@ impl QueueSender for EmbeddedQueue {
         delay: Duration,
         priority: i32,
     ) -> Result<String, QueueError> {
-        let now = now_micros();
-        let visible_at = now + dur_micros(delay);
-        let priority = priority.clamp(i16::MIN.into(), i16::MAX.into()) as i16;
-        let (q, b) = (queue.to_string(), body.to_string());
+        let message = Arc::new(NewMessage::of(queue, body, delay, priority));
+        let row = message.clone();
         let id = self
             .db
-            .write(move |conn| {
-                conn.prepare_cached(
-                    "INSERT INTO messages (queue, body, priority, sent_at, visible_at, receive_count)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0)",
-                )?
-                .execute(params![q, b, priority, now, visible_at])?;
-                Ok(conn.last_insert_rowid())
-            })
+            .write(move |conn| row.insert(conn))
             .await
             .map_err(qerr)?;
-        let message = Message {
-            visible_at,
-            priority,
-            receive_count: 0,
-        };
-        let notify = {
-            let mut all = self.state.lock().unwrap();
-            let q = all.entry(queue.to_string()).or_default();
-            q.insert(id, message, now_micros());
-            q.notify.clone()
-        };
-        notify.notify_waiters();
+        self.noted(&message, id);
         Ok(id.to_string())
     }
 

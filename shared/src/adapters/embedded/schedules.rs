@@ -244,12 +244,18 @@ impl RunningSlots for EmbeddedAccess {
 
     async fn release(&self, key: &str, holder: crate::domain::JobId) -> Result<(), StoreError> {
         let (key, holder) = (key.to_string(), holder.to_string());
+        // One statement: no savepoint around it.
         self.db
-            .write(move |conn| {
-                conn.prepare_cached("DELETE FROM running_slots WHERE key = ?1 AND holder = ?2")?
+            .write_statement_then(
+                move |conn| {
+                    conn.prepare_cached(
+                        "DELETE FROM running_slots WHERE key = ?1 AND holder = ?2",
+                    )?
                     .execute(params![key, holder])?;
-                Ok(())
-            })
+                    Ok(())
+                },
+                |_| {},
+            )
             .await
             .map_err(failed)
     }

@@ -6,6 +6,7 @@
 
 use super::access::{admit, delete_expired_audit, insert_audit, move_slot, AuditRow};
 use super::db::{Db, DbError};
+use super::queue::{EmbeddedQueue, NewMessage};
 use super::rows::*;
 use crate::domain::{
     batch_count_change, slot_change, AuditEntry, Batch, BatchId, Expected, Job, JobId, JobStatus,
@@ -28,6 +29,8 @@ pub struct EmbeddedStore {
     /// Where committed changes are announced, in commit order (live updates).
     pub(super) feed: Option<Arc<ChangeFeed>>,
     waiters: WaitersSeen,
+    /// The queue whose messages a new job's write carries (`writes_messages`), if any.
+    queue: Option<Arc<EmbeddedQueue>>,
 }
 
 /// Whether `job_waiters` may hold a row: unknown until the writer first looks, then kept by the
@@ -118,6 +121,16 @@ impl EmbeddedStore {
             db,
             feed: None,
             waiters: WaitersSeen::default(),
+            queue: None,
+        }
+    }
+
+    /// Write a new job's message in the job's own commit, into `queue` (which must be on the
+    /// same database).
+    pub fn with_queue(self, queue: Arc<EmbeddedQueue>) -> Self {
+        Self {
+            queue: Some(queue),
+            ..self
         }
     }
 
@@ -231,7 +244,14 @@ impl JobStore for EmbeddedStore {
         let admission = with.admission;
         let key = job.idempotency_key.as_ref().map(|k| k.to_string());
         let announce = self.announce(job);
-        self.db
+        let message = self
+            .queue
+            .as_ref()
+            .zip(with.message.as_ref())
+            .map(|(_, m)| Arc::new(NewMessage::of(&m.queue, &m.body, m.delay, m.priority)));
+        let message_row = message.clone();
+        let (created, sent) = self
+            .db
             .write_new_then(move |conn| {
                 if let Some(key) = &key {
                     let existing: Option<String> = conn
@@ -242,14 +262,14 @@ impl JobStore for EmbeddedStore {
                         .optional()?;
                     if let Some(stored) = existing.map(|id| get_stored(conn, &id)).transpose()?.flatten() {
                         match stored.decode() {
-                            Ok(found) => return Ok(Created::Existing(Box::new(found))),
+                            Ok(found) => return Ok((Created::Existing(Box::new(found)), None)),
                             // The key's job cannot be read: it is kept aside, the key is free.
                             Err(reason) => quarantine_row(conn, &Unreadable { id: stored.id, reason })?,
                         }
                     }
                 }
                 if let Some(refused) = admit(conn, &row.tenant, &admission)? {
-                    return Ok(refused);
+                    return Ok((refused, None));
                 }
                 if let Some(key) = &key {
                     conn.prepare_cached(
@@ -261,14 +281,23 @@ impl JobStore for EmbeddedStore {
                 if let Some(entry) = &audit {
                     insert_audit(conn, entry)?;
                 }
-                Ok(Created::New)
-            }, move |created| {
+                let sent = message_row.map(|m| m.insert(conn)).transpose()?;
+                Ok((Created::New, sent))
+            }, move |(created, _)| {
                 if let (Created::New, Some((feed, change))) = (created, announce) {
                     feed.publish(change);
                 }
             })
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if let (Some(queue), Some(message), Some(id)) = (&self.queue, &message, sent) {
+            queue.noted(message, id);
+        }
+        Ok(created)
+    }
+
+    fn writes_messages(&self) -> bool {
+        self.queue.is_some()
     }
 
     async fn create_batch(
