@@ -3,6 +3,7 @@
 
 mod access;
 mod batches;
+mod counts;
 mod db;
 mod events;
 mod logs;
