@@ -3,6 +3,7 @@
 
 pub mod authorizer;
 pub mod http;
+#[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod schedule;
 pub mod sqs;
