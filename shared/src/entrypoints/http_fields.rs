@@ -132,12 +132,17 @@ pub(crate) struct Whole<const MIN: i64, const MAX: i64>(pub i64);
 
 impl<'de, const MIN: i64, const MAX: i64> Deserialize<'de> for Whole<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Value::deserialize(d)?
-            .as_i64()
-            .filter(|n| (MIN..=MAX).contains(n))
+        whole(&Value::deserialize(d)?, MIN, MAX)
             .map(Whole)
-            .ok_or_else(|| D::Error::custom(format!("must be a whole number from {MIN} to {MAX}")))
+            .map_err(D::Error::custom)
     }
+}
+
+/// `v` if it is a whole number from `min` to `max` (one body for every `Whole`).
+fn whole(v: &Value, min: i64, max: i64) -> Result<i64, String> {
+    v.as_i64()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("must be a whole number from {min} to {max}"))
 }
 
 #[cfg(feature = "openapi")]
@@ -160,6 +165,14 @@ pub(crate) type MaxAttempts = Whole<1, 100>;
 /// Milliseconds of a backoff: up to one day.
 pub(crate) type Millis = Whole<0, 86_400_000>;
 
+/// `v` as a duration if it is a number of seconds from 0 (or above it, without `zero`) to `max`.
+fn seconds(v: &Value, zero: bool, max: f64) -> Option<Duration> {
+    v.as_f64()
+        .filter(|s| if zero { *s >= 0.0 } else { *s > 0.0 })
+        .filter(|s| *s <= max)
+        .map(Duration::from_secs_f64)
+}
+
 /// Longest `delay_seconds` accepted: one year.
 pub(crate) const MAX_DELAY_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
@@ -173,11 +186,8 @@ macro_rules! seconds {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                Value::deserialize(d)?
-                    .as_f64()
-                    .filter(|s| if $zero { *s >= 0.0 } else { *s > 0.0 })
-                    .filter(|s| *s <= $max as f64)
-                    .map(|s| $name(Duration::from_secs_f64(s)))
+                seconds(&Value::deserialize(d)?, $zero, $max as f64)
+                    .map($name)
                     .ok_or_else(|| D::Error::custom(concat!("must be ", $expected)))
             }
         }

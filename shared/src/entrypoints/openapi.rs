@@ -444,7 +444,7 @@ fn operation(generator: &mut SchemaGenerator, method: &str, path: &str) -> Value
     responses.insert(
         "default".into(),
         json!({
-            "description": "an error: 400 invalid input (`field` names it), 401 no or a refused credential, 403 a role too low, 404 not found, 409 conflict, 413 too large, 422 refused by the store, 429 quota or rate (`Retry-After`), 431 headers, 503 unavailable (`Retry-After`), 504 timeout",
+            "description": "an error (its status: see the description's info)",
             "content": { "application/json": { "schema": schema("Error") } },
         }),
     );
@@ -493,7 +493,7 @@ pub fn generate() -> Value {
         "info": {
             "title": "Conveyor",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Background jobs over HTTP. Every route but /healthz and this one needs `Authorization: Bearer <API key or JWT>`; the tenant comes from the credential. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`.",
+            "description": "Background jobs over HTTP. Every route but /healthz and this one needs `Authorization: Bearer <API key or JWT>`; the tenant comes from the credential. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`: 400 invalid input (`field` names it), 401 no or a refused credential, 403 a role too low, 404 not found, 409 conflict, 413 too large, 422 refused by the store, 429 quota or rate (`Retry-After`), 431 headers, 503 unavailable (`Retry-After`), 504 timeout.",
         },
         "servers": [{ "url": "/" }],
         "security": [{ "bearer": [] }],
@@ -507,9 +507,33 @@ pub fn generate() -> Value {
     })
 }
 
-/// The description as it is checked in: pretty JSON, keys sorted, ending in a newline.
+/// The description as it is checked in: an operation or a schema a line (a change shows as
+/// the lines of what changed, and the text every binary includes stays small), keys sorted,
+/// ending in a newline.
 pub fn generate_text() -> String {
-    let mut text = serde_json::to_string_pretty(&generate()).expect("JSON");
+    let mut text = String::new();
+    write_lines(&generate(), 0, &mut text);
     text.push('\n');
     text
+}
+
+/// `value` into `out`: objects down to an operation or a schema one key a line, the rest
+/// compact.
+fn write_lines(value: &Value, depth: usize, out: &mut String) {
+    let compact = |v: &Value| serde_json::to_string(v).expect("JSON");
+    match value {
+        Value::Object(map) if depth < 3 && !map.is_empty() => {
+            out.push_str("{\n");
+            for (i, (key, v)) in map.iter().enumerate() {
+                out.push_str(&" ".repeat(depth + 1));
+                out.push_str(&compact(&Value::String(key.clone())));
+                out.push_str(": ");
+                write_lines(v, depth + 1, out);
+                out.push_str(if i + 1 < map.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&" ".repeat(depth));
+            out.push('}');
+        }
+        other => out.push_str(&compact(other)),
+    }
 }
