@@ -104,3 +104,20 @@ async fn every_described_operation_is_served_and_the_description_is_open() {
     let described: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(described, ROUTES.len());
 }
+
+#[test]
+fn the_checked_in_description_is_what_the_route_table_and_the_request_types_generate() {
+    // GIVEN the description as the route table and the request types make it
+    let generated = shared::entrypoints::openapi::generate_text();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/entrypoints/openapi.json");
+    if std::env::var_os("CONVEYOR_UPDATE_OPENAPI").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    // THEN every binary serves that one (the file it includes)
+    assert!(
+        shared::entrypoints::http::OPENAPI == generated,
+        "{path} is not what the route table and the request types generate; write it again \
+         with:\n  CONVEYOR_UPDATE_OPENAPI=1 cargo nextest run -p shared --test openapi\n\
+         (then build again: the binaries include the file)"
+    );
+}
