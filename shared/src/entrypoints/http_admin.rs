@@ -403,3 +403,39 @@ pub(super) async fn rotate_webhook_secret(
     .await;
     Ok(Json(webhook_secrets_view(&state, &tenant, outcome?).await?).into_response())
 }
+
+/// The administration's routes, as described.
+pub(super) const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/api-keys"),
+    ("get", "/v1/api-keys"),
+    ("delete", "/v1/api-keys/{id}"),
+    ("get", "/v1/audit"),
+    ("get", "/v1/tenants/{tenant}/limits"),
+    ("put", "/v1/tenants/{tenant}/limits"),
+    ("get", "/v1/webhook-secret"),
+    ("post", "/v1/webhook-secret/rotate"),
+];
+
+/// The query parameters each of the resource's routes takes.
+pub(super) fn params(route: &str) -> Option<&'static [&'static str]> {
+    Some(match route {
+        "/v1/api-keys" | "/v1/webhook-secret" | "/v1/webhook-secret/rotate" => &["tenant"],
+        "/v1/audit" => &["tenant", "since", "limit", "anonymous"],
+        "/v1/api-keys/{id}" | "/v1/tenants/{tenant}/limits" => &[],
+        _ => return None,
+    })
+}
+
+/// The resource's routes, served.
+pub(super) fn router() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/v1/api-keys", post(create_key).get(list_keys))
+        .route("/v1/api-keys/{id}", axum::routing::delete(revoke_key))
+        .route("/v1/audit", get(audit_trail))
+        .route(
+            "/v1/tenants/{tenant}/limits",
+            get(get_limits).put(put_limits),
+        )
+        .route("/v1/webhook-secret", get(webhook_secret))
+        .route("/v1/webhook-secret/rotate", post(rotate_webhook_secret))
+}

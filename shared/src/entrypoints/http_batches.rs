@@ -335,3 +335,26 @@ pub(super) async fn cancel_batch(
     .await;
     Ok((StatusCode::ACCEPTED, Json(outcome?)).into_response())
 }
+
+/// The batches resource's routes, as described.
+pub(super) const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/jobs/batch"),
+    ("get", "/v1/batches/{id}"),
+    ("post", "/v1/batches/{id}/cancel"),
+];
+
+/// The query parameters each of the resource's routes takes.
+pub(super) fn params(route: &str) -> Option<&'static [&'static str]> {
+    ROUTES
+        .iter()
+        .any(|(_, path)| *path == route)
+        .then_some(&["tenant"])
+}
+
+/// The resource's routes, served.
+pub(super) fn router() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/v1/jobs/batch", post(submit_batch))
+        .route("/v1/batches/{id}", get(get_batch))
+        .route("/v1/batches/{id}/cancel", post(cancel_batch))
+}

@@ -320,3 +320,28 @@ pub(super) async fn redrive(
     .await;
     outcome
 }
+
+/// The routes of bulk actions and dead letters, as described.
+pub(super) const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/jobs/bulk"),
+    ("get", "/v1/dead-letters"),
+    ("post", "/v1/dead-letters/redrive"),
+];
+
+/// The query parameters each of the resource's routes takes.
+pub(super) fn params(route: &str) -> Option<&'static [&'static str]> {
+    Some(match route {
+        "/v1/jobs/bulk" | "/v1/dead-letters/redrive" => &["tenant"],
+        "/v1/dead-letters" => &["type", "limit", "cursor", "tenant"],
+        _ => return None,
+    })
+}
+
+/// The resource's routes, served.
+pub(super) fn router() -> axum::Router<std::sync::Arc<ApiState>> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/v1/jobs/bulk", post(bulk))
+        .route("/v1/dead-letters", get(dead_letters))
+        .route("/v1/dead-letters/redrive", post(redrive))
+}

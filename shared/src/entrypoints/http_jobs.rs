@@ -513,3 +513,51 @@ pub(super) async fn types(State(state): State<Arc<ApiState>>) -> Json<Value> {
         })).collect::<Vec<_>>()
     }))
 }
+
+/// The jobs resource's routes, as described (`(method, path)`, in `http::routes`).
+pub(super) const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/jobs"),
+    ("get", "/v1/jobs"),
+    ("get", "/v1/jobs/{id}"),
+    ("post", "/v1/jobs/{id}/cancel"),
+    ("post", "/v1/jobs/{id}/retry"),
+    ("get", "/v1/jobs/{id}/logs"),
+    ("get", "/v1/jobs/{id}/result"),
+    ("get", "/v1/stats"),
+    ("get", "/v1/types"),
+];
+
+/// The query parameters each of the resource's routes takes.
+pub(super) fn params(route: &str) -> Option<&'static [&'static str]> {
+    Some(match route {
+        "/v1/jobs" => &[
+            "status",
+            "type",
+            "limit",
+            "cursor",
+            "tenant",
+            "updated_since",
+        ],
+        "/v1/jobs/{id}/logs" => &["after", "limit", "tenant"],
+        "/v1/jobs/{id}"
+        | "/v1/jobs/{id}/cancel"
+        | "/v1/jobs/{id}/retry"
+        | "/v1/jobs/{id}/result"
+        | "/v1/stats" => &["tenant"],
+        "/v1/types" => &[],
+        _ => return None,
+    })
+}
+
+/// The resource's routes, served.
+pub(super) fn router() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/v1/jobs", post(submit).get(list))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/jobs/{id}/retry", post(retry))
+        .route("/v1/jobs/{id}/logs", get(logs))
+        .route("/v1/jobs/{id}/result", get(result))
+        .route("/v1/stats", get(stats))
+        .route("/v1/types", get(types))
+}

@@ -299,3 +299,37 @@ pub(super) async fn delete(
     .await;
     Ok(Json(json!({ "deleted": outcome? })).into_response())
 }
+
+/// The schedules resource's routes, as described.
+pub(super) const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/schedules"),
+    ("get", "/v1/schedules"),
+    ("get", "/v1/schedules/{name}"),
+    ("put", "/v1/schedules/{name}"),
+    ("delete", "/v1/schedules/{name}"),
+    ("post", "/v1/schedules/{name}/pause"),
+    ("post", "/v1/schedules/{name}/resume"),
+    ("get", "/v1/schedules/{name}/runs"),
+];
+
+/// The query parameters each of the resource's routes takes.
+pub(super) fn params(route: &str) -> Option<&'static [&'static str]> {
+    ROUTES
+        .iter()
+        .any(|(_, path)| *path == route)
+        .then_some(&["tenant"])
+}
+
+/// The resource's routes, served.
+pub(super) fn router() -> axum::Router<std::sync::Arc<ApiState>> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/v1/schedules", post(create).get(list))
+        .route(
+            "/v1/schedules/{name}",
+            get(get_one).put(replace).delete(delete),
+        )
+        .route("/v1/schedules/{name}/pause", post(pause))
+        .route("/v1/schedules/{name}/resume", post(resume))
+        .route("/v1/schedules/{name}/runs", get(runs))
+}

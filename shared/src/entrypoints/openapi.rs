@@ -1,5 +1,5 @@
 //! The API's OpenAPI 3.1 description, generated: its operations from the route table the
-//! router checks query parameters against (`http::ROUTES`), and its request bodies' schemas
+//! router checks query parameters against (`http::routes`), and its request bodies' schemas
 //! from the types the handlers read them into (`http::bodies`), so a route, a parameter or a
 //! field cannot be added to one and not the other. Every binary serves the checked-in result
 //! (`http::OPENAPI`, `openapi.json`); the shared crate's tests hold that file to what this
@@ -9,7 +9,7 @@
 use super::http::bodies::{
     BatchBody, BulkBody, KeyBody, LimitsBody, RedriveBody, RotateBody, ScheduleBody, SubmitBody,
 };
-use super::http::{route_params, ROUTES};
+use super::http::{route_params, routes};
 use schemars::{generate::SchemaSettings, JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
@@ -475,9 +475,9 @@ pub fn generate() -> Value {
         .with(|s| s.definitions_path = "/components/schemas".into())
         .into_generator();
     let mut paths = Map::new();
-    for (method, path) in ROUTES {
+    for (method, path) in routes() {
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        entry[*method] = operation(&mut generator, method, path);
+        entry[method] = operation(&mut generator, method, path);
     }
     let Ok(Value::Object(mut schemas)) = serde_json::from_str::<Value>(ANSWERS) else {
         panic!("openapi_answers.json is a JSON object");
