@@ -331,10 +331,11 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
     };
 
     let scheduler = {
-        let service = Arc::new(
-            JobService::new(ports.clone(), registry.clone(), config.max_payload_bytes)
-                .with_tenant_defaults(config.tenant_defaults.clone()),
-        );
+        let service = Arc::new(JobService::from_config(
+            &config,
+            ports.clone(),
+            registry.clone(),
+        ));
         let (every, stop, health_) = (config.scheduler_interval, stop_rx.clone(), health.clone());
         health.up(SCHEDULER);
         tokio::spawn(supervise(

@@ -6,7 +6,7 @@ use axum::body::{to_bytes, Body};
 use axum::http::{Request, StatusCode};
 use serde_json::Value;
 use shared::adapters::embedded::{Durability, EmbeddedBackend};
-use shared::entrypoints::http::{router, ApiState, HttpLimits, ROUTES};
+use shared::entrypoints::http::{router, routes, ApiState, HttpLimits};
 use shared::jobs::{BuiltinSettings, Registry};
 use shared::service::JobService;
 use std::sync::Arc;
@@ -68,8 +68,8 @@ async fn every_described_operation_is_served_and_the_description_is_open() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(spec["openapi"], "3.1.0");
     let paths = spec["paths"].as_object().unwrap();
-    for (method, path) in ROUTES {
-        let op = &paths[*path][*method];
+    for (method, path) in routes() {
+        let op = &paths[path][method];
         assert!(
             op["responses"]["default"]["content"]["application/json"]["schema"].is_object(),
             "{method} {path}"
@@ -102,5 +102,22 @@ async fn every_described_operation_is_served_and_the_description_is_open() {
         );
     }
     let described: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(described, ROUTES.len());
+    assert_eq!(described, routes().count());
+}
+
+#[test]
+fn the_checked_in_description_is_what_the_route_table_and_the_request_types_generate() {
+    // GIVEN the description as the route table and the request types make it
+    let generated = shared::entrypoints::openapi::generate_text();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/entrypoints/openapi.json");
+    if std::env::var_os("CONVEYOR_UPDATE_OPENAPI").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    // THEN every binary serves that one (the file it includes)
+    assert!(
+        shared::entrypoints::http::OPENAPI == generated,
+        "{path} is not what the route table and the request types generate; write it again \
+         with:\n  CONVEYOR_UPDATE_OPENAPI=1 cargo nextest run -p shared --test openapi\n\
+         (then build again: the binaries include the file)"
+    );
 }

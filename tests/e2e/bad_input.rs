@@ -59,6 +59,15 @@ impl Case {
         self
     }
 
+    fn with_body(self, body: Value) -> Self {
+        self.with_raw_body(body.to_string())
+    }
+
+    fn with_raw_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
     fn with_path(mut self, path: &str) -> Self {
         self.path = path.into();
         self
@@ -350,6 +359,51 @@ fn bad_requests(succeeded: &str, queued: &str) -> Vec<Case> {
             .header("x-large", "x".repeat(20 * 1024))
             .expect(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", None),
         // Nested fields, bounds and overflow.
+        C::submit(
+            "a dependency that is not a job id",
+            noop_with(json!({ "depends_on": ["01JF0000000000000000000000", "nope"] })),
+        )
+        .invalid("depends_on[1]"),
+        C::submit(
+            "backoff milliseconds as text",
+            noop_with(json!({ "backoff": { "base_ms": "10", "cap_ms": 20 } })),
+        )
+        .invalid("backoff.base_ms"),
+        C::submit(
+            "a debounce window as text",
+            noop_with(json!({ "debounce": { "key": "k", "window_seconds": "2" } })),
+        )
+        .invalid("debounce.window_seconds"),
+        C::submit(
+            "priority as text",
+            noop_with(json!({ "priority": "high" })),
+        )
+        .invalid("priority"),
+        C::submit(
+            "an unknown on_dependency_failure",
+            noop_with(json!({ "on_dependency_failure": "maybe" })),
+        )
+        .invalid("on_dependency_failure"),
+        C::submit("a batch id that is not one", noop_with(json!({ "batch_id": 7 })))
+            .invalid("batch_id"),
+        C::call("a batch with a bad job's field", Method::POST, "/v1/jobs/batch")
+            .with_body(json!({ "jobs": [{ "type": "noop" }], "batch": { "on_complete": { "type": "noop", "priority": "high" } } }))
+            .invalid("batch.on_complete.priority"),
+        C::call("a schedule with a bad overlap", Method::POST, "/v1/schedules")
+            .with_body(json!({ "name": "a", "type": "noop", "cron": "* * * * *", "overlap": 3 }))
+            .invalid("overlap"),
+        C::call("a schedule with an unknown field", Method::POST, "/v1/schedules")
+            .with_body(json!({ "name": "a", "type": "noop", "cron": "* * * * *", "every": "day" }))
+            .invalid("every"),
+        C::call("a schedule body that is not JSON", Method::POST, "/v1/schedules")
+            .with_raw_body("{\"name\":")
+            .expect(bad_request, "malformed_json", None),
+        C::call("a bulk filter that is not an object", Method::POST, "/v1/jobs/bulk")
+            .with_body(json!({ "action": "retry", "filter": [] }))
+            .invalid("filter"),
+        C::call("a redrive of ids that are not ids", Method::POST, "/v1/dead-letters/redrive")
+            .with_body(json!({ "ids": [1, 2] }))
+            .invalid("ids"),
         C::submit(
             "unknown field inside backoff",
             noop_with(json!({ "backoff": { "base_ms": 1, "cap_ms": 2, "jitter": true } })),

@@ -11,8 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     shared::init_lambda_logs();
     let config = shared::Config::from_env()?;
     let (ports, registry) = shared::adapters::open_ports(&config).await?;
-    let service = &JobService::new(ports, registry, config.max_payload_bytes)
-        .with_tenant_defaults(config.tenant_defaults.clone());
+    let service = &JobService::from_config(&config, ports, registry);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ScheduleTickEvent>| async move {
             let run = handle_tick(service, event.payload).await;

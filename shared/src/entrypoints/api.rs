@@ -23,8 +23,7 @@ impl ApiState {
         auth: Arc<dyn Verify>,
     ) -> Self {
         Self {
-            service: JobService::new(ports, registry, config.max_payload_bytes)
-                .with_tenant_defaults(config.tenant_defaults.clone()),
+            service: JobService::from_config(config, ports, registry),
             auth,
             audit_retention: config.audit_retention,
             audit_submits: config.audit_submits,

@@ -2,16 +2,18 @@
 //! `lambda_http::run`) and the local runtime. Errors are JSON:
 //! `{"error": {"code": "...", "message": "...", "field": "..."}}`.
 //!
-//! This module holds what every route shares: the state, the caller, the errors, the route
-//! table and the router. Each resource is a child module of its own (`http_<name>.rs`): `jobs`,
-//! `batches`, `schedules`, `bulk` (bulk actions and dead letters), `live` (server-sent events),
-//! `admin` (keys, audit trail, limits, webhook secret); `middleware` is what a request passes
-//! before its handler, and `auditing` writes the audit trail.
+//! This module holds what every route shares: the state, the caller, the errors, health, the
+//! description and the page, and the router assembled from the resources. Each resource is a
+//! child module of its own (`http_<name>.rs`) with its routes (`ROUTES`, `params`, `router`),
+//! request types and handlers: `jobs`, `batches`, `schedules`, `bulk` (bulk actions and dead
+//! letters), `live` (server-sent events), `admin` (keys, audit trail, limits, webhook secret);
+//! `fields` holds the field types request bodies parse into, `middleware` is what a request
+//! passes before its handler, and `auditing` writes the audit trail.
 
 use crate::auth::{AuthError, Principal, Verify};
 use crate::domain::{
-    parse_roles, Actor, ApiKey, AuditEntry, Backoff, IdempotencyKey, JobId, JobStatus, JobType,
-    Role, Tenant, ValidationError,
+    Actor, ApiKey, AuditEntry, Backoff, IdempotencyKey, JobId, JobStatus, JobType, Role, Tenant,
+    ValidationError,
 };
 use crate::health::Health;
 use crate::ports::AuditQuery;
@@ -25,7 +27,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -311,6 +313,8 @@ where
     }
 }
 
+#[path = "http_fields.rs"]
+mod fields;
 #[path = "http_middleware.rs"]
 mod middleware;
 use middleware::*;
@@ -320,15 +324,12 @@ use auditing::*;
 #[path = "http_jobs.rs"]
 mod jobs;
 use jobs::*;
-#[path = "http_batches.rs"]
-mod batches;
-use batches::*;
-#[path = "http_live.rs"]
-mod live;
-use live::*;
 #[path = "http_admin.rs"]
 mod admin;
-use admin::*;
+#[path = "http_batches.rs"]
+mod batches;
+#[path = "http_live.rs"]
+mod live;
 pub use jobs::parse_submit;
 pub use live::CATCH_UP_OVERLAP;
 pub use middleware::dev_mode_refusal;
@@ -339,81 +340,53 @@ mod schedules;
 #[path = "http_bulk.rs"]
 mod bulk;
 
-/// Every route, as `(method, path)`: what `/v1/openapi.json` describes (`openapi::spec`); a
-/// test checks the router serves each.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/healthz"),
-    ("get", "/v1/openapi.json"),
-    ("post", "/v1/jobs"),
-    ("get", "/v1/jobs"),
-    ("get", "/v1/jobs/{id}"),
-    ("post", "/v1/jobs/{id}/cancel"),
-    ("post", "/v1/jobs/{id}/retry"),
-    ("get", "/v1/jobs/{id}/logs"),
-    ("get", "/v1/jobs/{id}/result"),
-    ("get", "/v1/stats"),
-    ("get", "/v1/types"),
-    ("get", "/v1/events"),
-    ("post", "/v1/api-keys"),
-    ("get", "/v1/api-keys"),
-    ("delete", "/v1/api-keys/{id}"),
-    ("get", "/v1/audit"),
-    ("get", "/v1/tenants/{tenant}/limits"),
-    ("put", "/v1/tenants/{tenant}/limits"),
-    ("get", "/v1/webhook-secret"),
-    ("post", "/v1/webhook-secret/rotate"),
-    ("post", "/v1/schedules"),
-    ("get", "/v1/schedules"),
-    ("get", "/v1/schedules/{name}"),
-    ("put", "/v1/schedules/{name}"),
-    ("delete", "/v1/schedules/{name}"),
-    ("post", "/v1/schedules/{name}/pause"),
-    ("post", "/v1/schedules/{name}/resume"),
-    ("get", "/v1/schedules/{name}/runs"),
-    ("post", "/v1/jobs/bulk"),
-    ("post", "/v1/jobs/batch"),
-    ("get", "/v1/batches/{id}"),
-    ("post", "/v1/batches/{id}/cancel"),
-    ("get", "/v1/dead-letters"),
-    ("post", "/v1/dead-letters/redrive"),
-];
+/// The request bodies, each a type that parses: what the OpenAPI description's request
+/// schemas are generated from (`openapi`).
+#[cfg(feature = "openapi")]
+pub(crate) mod bodies {
+    pub(crate) use super::admin::{KeyBody, LimitsBody, RotateBody};
+    pub(crate) use super::batches::BatchBody;
+    pub(crate) use super::bulk::{BulkBody, RedriveBody};
+    pub(crate) use super::jobs::SubmitBody;
+    pub(crate) use super::schedules::ScheduleBody;
+}
+
+/// The API's OpenAPI 3.1 description, served at `/v1/openapi.json`: generated from the route
+/// table and the request types by `openapi::generate` (a test holds this file to it).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The description's own routes, and health.
+const DOCS_ROUTES: &[(&str, &str)] = &[("get", "/healthz"), ("get", "/v1/openapi.json")];
+
+/// Every route, as `(method, path)`, resource by resource: what `/v1/openapi.json` describes
+/// (`openapi::generate`); a test checks the router serves each.
+pub fn routes() -> impl Iterator<Item = (&'static str, &'static str)> {
+    [
+        DOCS_ROUTES,
+        jobs::ROUTES,
+        live::ROUTES,
+        admin::ROUTES,
+        schedules::ROUTES,
+        bulk::ROUTES,
+        batches::ROUTES,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+}
 
 /// Routes that need no credential.
 pub const OPEN_ROUTES: [&str; 2] = ["/healthz", "/v1/openapi.json"];
 
 /// Query parameters each route takes; any other is a 400 (a typo is never silently ignored).
 pub fn route_params(route: &str) -> &'static [&'static str] {
-    match route {
-        "/v1/jobs" => &[
-            "status",
-            "type",
-            "limit",
-            "cursor",
-            "tenant",
-            "updated_since",
-        ],
-        "/v1/events" => &["job_id", "all", "tenant", "last_event_id"],
-        "/v1/jobs/{id}/logs" => &["after", "limit", "tenant"],
-        "/v1/jobs/{id}"
-        | "/v1/jobs/{id}/cancel"
-        | "/v1/jobs/{id}/retry"
-        | "/v1/jobs/{id}/result"
-        | "/v1/stats" => &["tenant"],
-        "/v1/api-keys" | "/v1/webhook-secret" | "/v1/webhook-secret/rotate" => &["tenant"],
-        "/v1/schedules"
-        | "/v1/schedules/{name}"
-        | "/v1/schedules/{name}/pause"
-        | "/v1/schedules/{name}/resume"
-        | "/v1/schedules/{name}/runs" => &["tenant"],
-        "/v1/jobs/bulk"
-        | "/v1/jobs/batch"
-        | "/v1/dead-letters/redrive"
-        | "/v1/batches/{id}"
-        | "/v1/batches/{id}/cancel" => &["tenant"],
-        "/v1/dead-letters" => &["type", "limit", "cursor", "tenant"],
-        "/v1/audit" => &["tenant", "since", "limit", "anonymous"],
-        _ => &[],
-    }
+    jobs::params(route)
+        .or_else(|| live::params(route))
+        .or_else(|| admin::params(route))
+        .or_else(|| schedules::params(route))
+        .or_else(|| bulk::params(route))
+        .or_else(|| batches::params(route))
+        .unwrap_or(&[])
 }
 
 /// Build the API router over a service: every answer, error or not, is JSON; requests are
@@ -424,45 +397,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(healthz))
         .route(
             "/v1/openapi.json",
-            get(|| async { Json(super::openapi::spec()) }),
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
-        .route("/v1/jobs", post(submit).get(list))
-        .route("/v1/jobs/{id}", get(get_job))
-        .route("/v1/jobs/{id}/cancel", post(cancel))
-        .route("/v1/jobs/{id}/retry", post(retry))
-        .route("/v1/jobs/{id}/logs", get(logs))
-        .route("/v1/jobs/{id}/result", get(result))
-        .route("/v1/stats", get(stats))
-        .route("/v1/types", get(types))
-        .route("/v1/events", get(events))
-        .route("/v1/api-keys", post(create_key).get(list_keys))
-        .route("/v1/api-keys/{id}", axum::routing::delete(revoke_key))
-        .route("/v1/audit", get(audit_trail))
-        .route(
-            "/v1/tenants/{tenant}/limits",
-            get(get_limits).put(put_limits),
-        )
-        .route("/v1/webhook-secret", get(webhook_secret))
-        .route("/v1/webhook-secret/rotate", post(rotate_webhook_secret))
-        .route(
-            "/v1/schedules",
-            post(schedules::create).get(schedules::list),
-        )
-        .route(
-            "/v1/schedules/{name}",
-            get(schedules::get_one)
-                .put(schedules::replace)
-                .delete(schedules::delete),
-        )
-        .route("/v1/schedules/{name}/pause", post(schedules::pause))
-        .route("/v1/schedules/{name}/resume", post(schedules::resume))
-        .route("/v1/schedules/{name}/runs", get(schedules::runs))
-        .route("/v1/jobs/bulk", post(bulk::bulk))
-        .route("/v1/jobs/batch", post(submit_batch))
-        .route("/v1/batches/{id}", get(get_batch))
-        .route("/v1/batches/{id}/cancel", post(cancel_batch))
-        .route("/v1/dead-letters", get(bulk::dead_letters))
-        .route("/v1/dead-letters/redrive", post(bulk::redrive))
+        .merge(jobs::router())
+        .merge(live::router())
+        .merge(admin::router())
+        .merge(schedules::router())
+        .merge(bulk::router())
+        .merge(batches::router())
         .route_layer(axum::middleware::from_fn(only_known_params))
         // (Runs before the parameter check: a caller without a credential learns nothing.)
         .route_layer(axum::middleware::from_fn_with_state(
@@ -557,28 +499,6 @@ async fn dashboard(State(state): State<Arc<ApiState>>) -> Response {
         DASHBOARD.replace("{{WS_URL}}", &ws),
     )
         .into_response()
-}
-
-/// A request body that must be a JSON object with no fields but `known` (an empty body, where
-/// `empty_ok`, is an empty object).
-fn json_object(body: &[u8], known: &[&str], empty_ok: bool) -> ApiResult<Map<String, Value>> {
-    if empty_ok && body.is_empty() {
-        return Ok(Map::new());
-    }
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            "request body must be a JSON object",
-        ));
-    };
-    if let Some(unknown) = obj.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", "unknown field")
-                .field(unknown.clone()),
-        );
-    }
-    Ok(obj)
 }
 
 impl From<crate::ports::StoreError> for ApiError {

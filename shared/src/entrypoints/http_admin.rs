@@ -1,7 +1,9 @@
 //! The administration of a tenant: API keys, the audit trail, limits and the webhook secret.
 //! A child of `http`.
 
+use super::fields::{parse_body, Label, Roles, Text, Whole};
 use super::*;
+use serde::Deserialize;
 
 /// `POST /v1/api-keys` (admin): a new key, shown once.
 pub(super) async fn create_key(
@@ -43,37 +45,68 @@ pub(super) async fn create_key(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+/// `POST /v1/api-keys`: a key's name, roles, tenant (default the caller's) and lifetime.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(schemars::JsonSchema),
+    schemars(rename = "KeyRequest")
+)]
+pub(crate) struct KeyBody {
+    name: Label,
+    roles: Roles,
+    tenant: Option<Text<Tenant>>,
+    /// seconds from now until the key stops working (none: it does not expire)
+    expires_in_seconds: Option<Whole<60, 315_360_000>>,
+}
+
+/// `PUT /v1/tenants/{tenant}/limits`: each a number, or null (or left out) for the
+/// deployment's default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(schemars::JsonSchema),
+    schemars(rename = "LimitsRequest")
+)]
+pub(crate) struct LimitsBody {
+    max_active: Option<Whole<1, 1_000_000_000>>,
+    submits_per_second: Option<Whole<1, 10_000_000>>,
+    /// at most the deployment's payload limit
+    max_payload_bytes: Option<Whole<1, { i64::MAX }>>,
+    max_running: Option<Whole<1, 1_000_000>>,
+    max_schedules: Option<Whole<1, 1_000_000>>,
+}
+
+/// `POST /v1/webhook-secret/rotate` (an empty body: the defaults).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(schemars::JsonSchema),
+    schemars(rename = "RotateRequest")
+)]
+pub(crate) struct RotateBody {
+    /// how long the old secret also signs, in seconds (default a day, at most 30 days)
+    overlap_seconds: Option<Whole<0, 2_592_000>>,
+}
+
 /// Parse a key request: `{"name", "roles", "tenant"?, "expires_in_seconds"?}`.
 pub(super) fn new_key(
     caller: &Caller,
     q: &HashMap<String, String>,
     body: &[u8],
 ) -> ApiResult<(ApiKey, String)> {
-    let mut obj = json_object(
-        body,
-        &["name", "roles", "tenant", "expires_in_seconds"],
-        false,
-    )?;
-    let name = match obj.remove("name") {
-        Some(Value::String(s)) if (1..=100).contains(&s.chars().count()) => s,
-        None => return Err(bad("name", "is required")),
-        _ => return Err(bad("name", "must be a string of 1 to 100 characters")),
-    };
-    let roles = match obj.remove("roles") {
-        Some(Value::Array(items)) => {
-            let names: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
-            let names = names.ok_or_else(|| bad("roles", "must be a list of role names"))?;
-            parse_roles(names).map_err(|e| bad("roles", &e))?
-        }
-        None => return Err(bad("roles", "is required")),
-        _ => return Err(bad("roles", "must be a list of role names")),
-    };
-    let tenant = match obj.remove("tenant") {
-        None | Some(Value::Null) => caller.tenant(q)?,
-        Some(Value::String(t)) => {
-            caller.act_on(Tenant::parse(t).map_err(|e| bad("tenant", &e.message))?)?
-        }
-        Some(_) => return Err(bad("tenant", "must be a string")),
+    let KeyBody {
+        name: Label(name),
+        roles: Roles(roles),
+        tenant,
+        expires_in_seconds,
+    } = parse_body(body)?;
+    let tenant = match tenant {
+        None => caller.tenant(q)?,
+        Some(Text(t)) => caller.act_on(t)?,
     };
     if roles.contains(&Role::Operator) && !caller.principal.has(Role::Operator) {
         return Err(ApiError::new(
@@ -84,20 +117,7 @@ pub(super) fn new_key(
         .field("roles"));
     }
     let now = chrono::Utc::now();
-    let expires_at = match obj.remove("expires_in_seconds") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .filter(|n| (60..=10 * 365 * 24 * 3600).contains(n))
-                .map(|n| now + chrono::Duration::seconds(n as i64))
-                .ok_or_else(|| {
-                    bad(
-                        "expires_in_seconds",
-                        "must be a whole number of seconds from 60 to ten years",
-                    )
-                })?,
-        ),
-    };
+    let expires_at = expires_in_seconds.map(|n| now + chrono::Duration::seconds(n.0));
     Ok(ApiKey::generate(tenant, roles, name, expires_at, now))
 }
 
@@ -263,42 +283,20 @@ pub(super) async fn put_limits(
     // tenant's own admin's)
     caller.require(Role::Operator)?;
     let tenant = path_tenant(&raw)?;
-    let obj = json_object(
-        &body,
-        &[
-            "max_active",
-            "submits_per_second",
+    let body: LimitsBody = parse_body(&body)?;
+    let max_payload = state.service.max_payload_bytes() as i64;
+    if body.max_payload_bytes.is_some_and(|n| n.0 > max_payload) {
+        return Err(bad(
             "max_payload_bytes",
-            "max_running",
-            "max_schedules",
-        ],
-        false,
-    )?;
-    let number = |name: &str, max: u64| -> ApiResult<Option<u64>> {
-        match obj.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .filter(|n| (1..=max).contains(n))
-                .map(Some)
-                .ok_or_else(|| {
-                    bad(
-                        name,
-                        &format!("must be a whole number from 1 to {max}, or null for the default"),
-                    )
-                }),
-        }
-    };
+            &format!("must be a whole number from 1 to {max_payload}, or null for the default"),
+        ));
+    }
     let limits = crate::domain::TenantLimits {
-        max_active: number("max_active", 1_000_000_000)?,
-        submits_per_second: number("submits_per_second", 10_000_000)?.map(|n| n as u32),
-        max_payload_bytes: number(
-            "max_payload_bytes",
-            state.service.max_payload_bytes() as u64,
-        )?
-        .map(|n| n as usize),
-        max_running: number("max_running", 1_000_000)?.map(|n| n as u32),
-        max_schedules: number("max_schedules", 1_000_000)?,
+        max_active: body.max_active.map(|n| n.0 as u64),
+        submits_per_second: body.submits_per_second.map(|n| n.0 as u32),
+        max_payload_bytes: body.max_payload_bytes.map(|n| n.0 as usize),
+        max_running: body.max_running.map(|n| n.0 as u32),
+        max_schedules: body.max_schedules.map(|n| n.0 as u64),
     };
     let outcome = state
         .service
@@ -381,18 +379,11 @@ pub(super) async fn rotate_webhook_secret(
 ) -> ApiResult<Response> {
     caller.require(Role::Admin)?;
     let tenant = caller.tenant(&q)?;
-    let obj = json_object(&body, &["overlap_seconds"], true)?;
-    let overlap = match obj.get("overlap_seconds") {
-        None | Some(Value::Null) => 24 * 3600,
-        Some(v) => v.as_u64().filter(|n| *n <= 30 * 24 * 3600).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_field",
-                "must be a whole number of seconds from 0 to 30 days",
-            )
-            .field("overlap_seconds")
-        })?,
+    let body: RotateBody = match body.is_empty() {
+        true => RotateBody::default(),
+        false => parse_body(&body)?,
     };
+    let overlap = body.overlap_seconds.map_or(24 * 3600, |n| n.0);
     let until = chrono::Utc::now() + chrono::Duration::seconds(overlap as i64);
     let outcome = state
         .service
@@ -411,4 +402,40 @@ pub(super) async fn rotate_webhook_secret(
     )
     .await;
     Ok(Json(webhook_secrets_view(&state, &tenant, outcome?).await?).into_response())
+}
+
+/// The administration's routes, as described.
+pub(super) const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/api-keys"),
+    ("get", "/v1/api-keys"),
+    ("delete", "/v1/api-keys/{id}"),
+    ("get", "/v1/audit"),
+    ("get", "/v1/tenants/{tenant}/limits"),
+    ("put", "/v1/tenants/{tenant}/limits"),
+    ("get", "/v1/webhook-secret"),
+    ("post", "/v1/webhook-secret/rotate"),
+];
+
+/// The query parameters each of the resource's routes takes.
+pub(super) fn params(route: &str) -> Option<&'static [&'static str]> {
+    Some(match route {
+        "/v1/api-keys" | "/v1/webhook-secret" | "/v1/webhook-secret/rotate" => &["tenant"],
+        "/v1/audit" => &["tenant", "since", "limit", "anonymous"],
+        "/v1/api-keys/{id}" | "/v1/tenants/{tenant}/limits" => &[],
+        _ => return None,
+    })
+}
+
+/// The resource's routes, served.
+pub(super) fn router() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/v1/api-keys", post(create_key).get(list_keys))
+        .route("/v1/api-keys/{id}", axum::routing::delete(revoke_key))
+        .route("/v1/audit", get(audit_trail))
+        .route(
+            "/v1/tenants/{tenant}/limits",
+            get(get_limits).put(put_limits),
+        )
+        .route("/v1/webhook-secret", get(webhook_secret))
+        .route("/v1/webhook-secret/rotate", post(rotate_webhook_secret))
 }

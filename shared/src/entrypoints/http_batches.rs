@@ -1,10 +1,120 @@
 //! `/v1/jobs/batch` and `/v1/batches`: many jobs in one request, and batches followed to their
 //! end. A child of `http`.
 
+use super::fields::*;
 use super::*;
+use serde::{Deserialize, Deserializer};
 
 /// Largest batch submit body.
 pub(super) const BATCH_BYTES: usize = 5 * 1024 * 1024;
+
+/// `POST /v1/jobs/batch`: up to 1,000 jobs, each as `POST /v1/jobs` takes one (no debounce);
+/// `atomic`: all or nothing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(schemars::JsonSchema),
+    schemars(rename = "BatchRequest")
+)]
+pub(crate) struct BatchBody {
+    jobs: BatchJobs,
+    atomic: Option<bool>,
+    /// make the jobs one batch: GET /v1/batches/{id} follows it; on_complete runs once every
+    /// member has ended, on_success only if all succeeded
+    batch: Option<BatchSpecBody>,
+}
+
+/// A batch's jobs, each kept as given: each is read on its own, and refused on its own.
+#[derive(Debug)]
+pub(crate) struct BatchJobs(Vec<Value>);
+
+impl<'de> Deserialize<'de> for BatchJobs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match Value::deserialize(d)? {
+            Value::Array(jobs) if (1..=crate::service::BATCH_MAX).contains(&jobs.len()) => {
+                Ok(BatchJobs(jobs))
+            }
+            Value::Array(_) => Err(D::Error::custom(format!(
+                "must hold 1 to {} jobs",
+                crate::service::BATCH_MAX
+            ))),
+            _ => Err(D::Error::custom("must be an array of jobs")),
+        }
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl schemars::JsonSchema for BatchJobs {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "BatchJobs".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "array",
+            "items": generator.subschema_for::<super::jobs::SubmitBody>(),
+            "minItems": 1,
+            "maxItems": crate::service::BATCH_MAX,
+        })
+    }
+}
+
+/// A batch's callbacks: `{"on_complete": {type, payload, …}, "on_success": {…}}`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object {on_complete?, on_success?}: the batch's callbacks"
+)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(schemars::JsonSchema),
+    schemars(rename = "BatchCallbacks")
+)]
+pub(crate) struct BatchSpecBody {
+    on_complete: Option<CallbackBody>,
+    on_success: Option<CallbackBody>,
+}
+
+/// A job submitted once when every member has ended (its payload gets the batch's counts as
+/// "batch").
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a job {type, payload, priority?, max_attempts?}"
+)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(schemars::JsonSchema),
+    schemars(rename = "BatchCallback")
+)]
+pub(crate) struct CallbackBody {
+    #[serde(rename = "type")]
+    job_type: Text<JobType>,
+    /// any JSON the type accepts
+    #[serde(default)]
+    payload: Value,
+    priority: Option<Priority>,
+    max_attempts: Option<MaxAttempts>,
+}
+
+impl BatchSpecBody {
+    fn into_spec(self) -> crate::service::BatchSpec {
+        let callback = |c: CallbackBody| crate::domain::CallbackSpec {
+            job_type: c.job_type.0,
+            payload: c.payload,
+            priority: c.priority.map_or(0, |p| p.0 as i32),
+            max_attempts: c.max_attempts.map(|n| n.0 as u32),
+        };
+        crate::service::BatchSpec {
+            on_complete: self.on_complete.map(callback),
+            on_success: self.on_success.map(callback),
+        }
+    }
+}
 
 /// One item's outcome in a batch answer: its job (id and status) and whether it is new, or its
 /// error as a single submit would have answered it.
@@ -47,32 +157,13 @@ pub(super) async fn submit_batch(
             )
             .field("jobs")
         })?;
-    let mut obj = json_object(&body, &["jobs", "atomic", "batch"], false)?;
-    let batch = match obj.remove("batch") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(b)) => Some(batch_spec_of(b)?),
-        Some(_) => {
-            return Err(bad(
-                "batch",
-                "must be an object {on_complete?, on_success?}: the batch's callbacks",
-            ))
-        }
-    };
-    let atomic = match obj.remove("atomic") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => b,
-        Some(_) => return Err(bad("atomic", "must be true or false")),
-    };
-    let jobs = match obj.remove("jobs") {
-        Some(Value::Array(jobs)) if (1..=crate::service::BATCH_MAX).contains(&jobs.len()) => jobs,
-        Some(Value::Array(_)) => {
-            return Err(bad(
-                "jobs",
-                &format!("must hold 1 to {} jobs", crate::service::BATCH_MAX),
-            ))
-        }
-        _ => return Err(bad("jobs", "must be an array of jobs")),
-    };
+    let BatchBody {
+        jobs: BatchJobs(jobs),
+        atomic,
+        batch,
+    } = parse_body(&body)?;
+    let atomic = atomic.unwrap_or(false);
+    let batch = batch.map(BatchSpecBody::into_spec);
     let n = jobs.len();
     // Each job parsed as a single submit is; the parsed ones go on, with where they were.
     let mut outcomes: Vec<Option<Result<(crate::domain::Job, bool), ApiError>>> =
@@ -190,33 +281,6 @@ pub(super) async fn submit_batch(
     Ok(Json(answer).into_response())
 }
 
-/// `{"on_complete": {type, payload, priority?, max_attempts?}, "on_success": {…}}`.
-pub(super) fn batch_spec_of(
-    mut b: serde_json::Map<String, Value>,
-) -> ApiResult<crate::service::BatchSpec> {
-    if let Some(unknown) = b
-        .keys()
-        .find(|k| !["on_complete", "on_success"].contains(&k.as_str()))
-    {
-        return Err(bad(&format!("batch.{unknown}"), "unknown field"));
-    }
-    let mut callback = |name: &str| -> ApiResult<Option<crate::domain::CallbackSpec>> {
-        match b.remove(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
-                bad(
-                    &format!("batch.{name}"),
-                    &format!("must be a job {{type, payload, priority?, max_attempts?}}: {e}"),
-                )
-            }),
-        }
-    };
-    Ok(crate::service::BatchSpec {
-        on_complete: callback("on_complete")?,
-        on_success: callback("on_success")?,
-    })
-}
-
 /// A batch as the API shows it: its counts by status, progress and callbacks.
 pub(super) fn batch_view(b: &crate::domain::Batch) -> Value {
     json!({
@@ -270,4 +334,27 @@ pub(super) async fn cancel_batch(
     })
     .await;
     Ok((StatusCode::ACCEPTED, Json(outcome?)).into_response())
+}
+
+/// The batches resource's routes, as described.
+pub(super) const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/jobs/batch"),
+    ("get", "/v1/batches/{id}"),
+    ("post", "/v1/batches/{id}/cancel"),
+];
+
+/// The query parameters each of the resource's routes takes.
+pub(super) fn params(route: &str) -> Option<&'static [&'static str]> {
+    ROUTES
+        .iter()
+        .any(|(_, path)| *path == route)
+        .then_some(&["tenant"])
+}
+
+/// The resource's routes, served.
+pub(super) fn router() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/v1/jobs/batch", post(submit_batch))
+        .route("/v1/batches/{id}", get(get_batch))
+        .route("/v1/batches/{id}/cancel", post(cancel_batch))
 }

@@ -4,6 +4,9 @@
 //! at once, or every one a filter matches as a bulk job; `POST /v1/jobs/bulk` retries or cancels
 //! every job a filter matches, as a job of its own (`conveyor.bulk`). A child of `http`.
 
+#[cfg(feature = "openapi")]
+use super::fields::JobRef;
+use super::fields::{parse_body, BulkActionChoice, StatusChoice, Text, Time};
 use super::{audit, bad, ApiError, ApiResult, ApiState, Caller, Params};
 use crate::domain::{JobId, JobStatus, JobType, Role, Tenant};
 use crate::jobs::{BulkAction, BulkRequest, JobFilter, BULK_TYPE};
@@ -13,14 +16,16 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// Ids one redrive request may name (more: use a filter, which runs as a bulk job).
 pub const REDRIVE_IDS: usize = 100;
 const BODY_BYTES: usize = 64 * 1024;
 
-async fn object(request: Request) -> ApiResult<Map<String, Value>> {
+/// The body of a bulk request: at most `BODY_BYTES`, read as `T`.
+async fn body_of<T: serde::de::DeserializeOwned>(request: Request) -> ApiResult<T> {
     let body = to_bytes(request.into_body(), BODY_BYTES)
         .await
         .map_err(|_| {
@@ -30,63 +35,121 @@ async fn object(request: Request) -> ApiResult<Map<String, Value>> {
                 format!("request body is over {BODY_BYTES} bytes"),
             )
         })?;
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(obj)) => Ok(obj),
-        Ok(_) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            "request body must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("request body is not valid JSON: {e}"),
-        )),
+    parse_body(&body)
+}
+
+/// `POST /v1/jobs/bulk`: retry or cancel every job of the tenant `filter` matches.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(schemars::JsonSchema),
+    schemars(rename = "BulkRequest")
+)]
+pub(crate) struct BulkBody {
+    action: BulkActionChoice,
+    filter: Option<FilterBody>,
+}
+
+/// Which of the tenant's jobs: all given conditions hold.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an object")]
+#[cfg_attr(
+    feature = "openapi",
+    derive(schemars::JsonSchema),
+    schemars(rename = "JobFilter")
+)]
+pub(crate) struct FilterBody {
+    status: Option<StatusChoice>,
+    #[serde(rename = "type")]
+    job_type: Option<Text<JobType>>,
+    created_after: Option<Time>,
+    created_before: Option<Time>,
+}
+
+/// `POST /v1/dead-letters/redrive`: ids (at most 100), or a filter (type, created range) run
+/// as a bulk job.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(schemars::JsonSchema),
+    schemars(rename = "RedriveRequest")
+)]
+pub(crate) struct RedriveBody {
+    ids: Option<RedriveIds>,
+    /// (refused: a redrive takes dead jobs only)
+    #[cfg_attr(feature = "openapi", schemars(skip))]
+    status: Option<StatusChoice>,
+    #[serde(rename = "type")]
+    job_type: Option<Text<JobType>>,
+    created_after: Option<Time>,
+    created_before: Option<Time>,
+}
+
+/// The dead jobs a redrive names: 1 to `REDRIVE_IDS` job ids.
+#[derive(Debug)]
+pub(crate) struct RedriveIds(Vec<JobId>);
+
+impl<'de> serde::Deserialize<'de> for RedriveIds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match Value::deserialize(d)? {
+            Value::Array(ids) if ids.is_empty() || ids.len() > REDRIVE_IDS => {
+                Err(D::Error::custom(format!(
+                    "must hold 1 to {REDRIVE_IDS} job ids (more: a filter)"
+                )))
+            }
+            Value::Array(ids) => ids
+                .iter()
+                .map(|v| v.as_str().and_then(|s| JobId::parse(s).ok()))
+                .collect::<Option<Vec<JobId>>>()
+                .map(RedriveIds)
+                .ok_or_else(|| D::Error::custom("must be job ids")),
+            _ => Err(D::Error::custom("must be a list of job ids")),
+        }
     }
 }
 
-/// A filter's fields from `obj` (each named `<prefix><field>` when at fault).
-fn filter_of(obj: &mut Map<String, Value>, prefix: &str) -> ApiResult<JobFilter> {
-    let field = |name: &str| format!("{prefix}{name}");
-    let string = |obj: &mut Map<String, Value>, name: &str| -> ApiResult<Option<String>> {
-        match obj.remove(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(bad(&field(name), "must be a string")),
-        }
-    };
-    let time = |obj: &mut Map<String, Value>, name: &str| {
-        string(obj, name)?
-            .map(|s| {
-                chrono::DateTime::parse_from_rfc3339(&s)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .map_err(|_| bad(&field(name), "must be an RFC 3339 time"))
-            })
-            .transpose()
-    };
-    let status = string(obj, "status")?
-        .map(|s| {
-            JobStatus::parse(&s).ok_or_else(|| {
-                bad(
-                    &field("status"),
-                    "must be one of waiting, scheduled, queued, running, succeeded, failed, dead, cancelled",
-                )
-            })
+#[cfg(feature = "openapi")]
+impl schemars::JsonSchema for RedriveIds {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RedriveIds".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "array",
+            "items": generator.subschema_for::<JobRef>(),
+            "minItems": 1,
+            "maxItems": REDRIVE_IDS,
         })
-        .transpose()?;
-    let job_type = string(obj, "type")?
-        .map(|t| JobType::parse(t).map_err(|e| bad(&field("type"), &e.message)))
-        .transpose()?;
+    }
+}
+
+/// A filter from its fields (each named `<prefix><field>` when at fault).
+fn filter_of(
+    prefix: &str,
+    status: Option<StatusChoice>,
+    job_type: Option<Text<JobType>>,
+    created_after: Option<Time>,
+    created_before: Option<Time>,
+) -> ApiResult<JobFilter> {
     let filter = JobFilter {
-        status,
-        job_type,
-        created_after: time(obj, "created_after")?,
-        created_before: time(obj, "created_before")?,
+        status: status.map(|s| s.0),
+        job_type: job_type.map(|t| t.0),
+        created_after: created_after.map(|t| t.0),
+        created_before: created_before.map(|t| t.0),
         batch: None,
     };
     if let (Some(a), Some(b)) = (filter.created_after, filter.created_before) {
         if b <= a {
-            return Err(bad(&field("created_before"), "must be after created_after"));
+            return Err(bad(
+                &format!("{prefix}created_before"),
+                "must be after created_after",
+            ));
         }
     }
     Ok(filter)
@@ -126,34 +189,28 @@ pub(super) async fn bulk(
     caller.require(Role::Submitter)?;
     let tenant = caller.tenant(&q)?;
     let outcome = async {
-        let mut obj = object(request).await?;
-        let action = match obj.remove("action") {
-            Some(Value::String(a)) if a == "retry" => BulkAction::Retry,
-            Some(Value::String(a)) if a == "cancel" => BulkAction::Cancel,
-            None | Some(Value::Null) => return Err(bad("action", "is required: retry or cancel")),
-            Some(_) => return Err(bad("action", "must be retry or cancel")),
+        let BulkBody { action, filter } = body_of(request).await?;
+        let parsed = match filter {
+            Some(f) => filter_of(
+                "filter.",
+                f.status,
+                f.job_type,
+                f.created_after,
+                f.created_before,
+            )?,
+            None => JobFilter::default(),
         };
-        let mut filter = match obj.remove("filter") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(f)) => f,
-            Some(_) => return Err(bad("filter", "must be an object")),
-        };
-        let parsed = filter_of(&mut filter, "filter.")?;
-        if let Some(unknown) = filter.keys().next() {
-            return Err(bad(&format!("filter.{unknown}"), "unknown field"));
-        }
-        if let Some(unknown) = obj.keys().next() {
-            return Err(bad(unknown, "unknown field"));
-        }
-        Ok(submit_bulk(
-            &state,
-            tenant.clone(),
-            BulkRequest {
-                action,
-                filter: parsed,
-            },
+        Ok::<_, ApiError>(
+            submit_bulk(
+                &state,
+                tenant.clone(),
+                BulkRequest {
+                    action: action.0,
+                    filter: parsed,
+                },
+            )
+            .await?,
         )
-        .await?)
     }
     .await;
     audit(
@@ -210,30 +267,18 @@ pub(super) async fn redrive(
     caller.require(Role::Submitter)?;
     let tenant = caller.tenant(&q)?;
     let outcome = async {
-        let mut obj = object(request).await?;
-        let ids = match obj.remove("ids") {
-            None | Some(Value::Null) => None,
-            Some(Value::Array(ids)) if ids.is_empty() || ids.len() > REDRIVE_IDS => {
-                return Err(bad("ids", &format!("must hold 1 to {REDRIVE_IDS} job ids (more: a filter)")))
-            }
-            Some(Value::Array(ids)) => Some(
-                ids.iter()
-                    .map(|v| {
-                        v.as_str()
-                            .and_then(|s| JobId::parse(s).ok())
-                            .ok_or_else(|| bad("ids", "must be job ids"))
-                    })
-                    .collect::<ApiResult<Vec<JobId>>>()?,
-            ),
-            Some(_) => return Err(bad("ids", "must be a list of job ids")),
-        };
-        let mut filter = filter_of(&mut obj, "")?;
-        if let Some(unknown) = obj.keys().next() {
-            return Err(bad(unknown, "unknown field"));
-        }
-        if filter.status.is_some() {
+        let body: RedriveBody = body_of(request).await?;
+        if body.status.is_some() {
             return Err(bad("status", "a redrive takes dead jobs only"));
         }
+        let ids = body.ids.map(|ids| ids.0);
+        let mut filter = filter_of(
+            "",
+            None,
+            body.job_type,
+            body.created_after,
+            body.created_before,
+        )?;
         let Some(ids) = ids else {
             filter.status = Some(JobStatus::Dead);
             return Ok(submit_bulk(&state, tenant.clone(), BulkRequest { action: BulkAction::Retry, filter }).await?);
@@ -274,4 +319,29 @@ pub(super) async fn redrive(
     )
     .await;
     outcome
+}
+
+/// The routes of bulk actions and dead letters, as described.
+pub(super) const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/jobs/bulk"),
+    ("get", "/v1/dead-letters"),
+    ("post", "/v1/dead-letters/redrive"),
+];
+
+/// The query parameters each of the resource's routes takes.
+pub(super) fn params(route: &str) -> Option<&'static [&'static str]> {
+    Some(match route {
+        "/v1/jobs/bulk" | "/v1/dead-letters/redrive" => &["tenant"],
+        "/v1/dead-letters" => &["type", "limit", "cursor", "tenant"],
+        _ => return None,
+    })
+}
+
+/// The resource's routes, served.
+pub(super) fn router() -> axum::Router<std::sync::Arc<ApiState>> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/v1/jobs/bulk", post(bulk))
+        .route("/v1/dead-letters", get(dead_letters))
+        .route("/v1/dead-letters/redrive", post(redrive))
 }

@@ -1,54 +1,193 @@
-//! `/v1/jobs`: submit (one job, parsed from its JSON), read, list, cancel, retry, logs and
-//! results; `/v1/stats` and `/v1/types`. A child of `http`.
+//! `/v1/jobs`: submit (one job, read from its JSON as a `SubmitBody`), read, list, cancel,
+//! retry, logs and results; `/v1/stats` and `/v1/types`. A child of `http`.
 
+use super::fields::*;
 use super::*;
-
-/// Longest `delay_seconds` accepted: one year.
-pub(super) const MAX_DELAY_SECS: f64 = 365.0 * 24.0 * 3600.0;
+use crate::domain::{
+    ConcurrencyKey, Debounce, DependencyFailure, BATCH_KEY_PREFIX, TICK_KEY_PREFIX,
+};
+use crate::service::DEPENDS_ON_MAX;
+use serde::Deserialize;
 
 /// Room for the fields around the payload in a submit body.
 pub(super) const ENVELOPE_BYTES: usize = 64 * 1024;
 
-/// The fields a job submit and a schedule share: its type (required), payload (default `{}`),
-/// priority (default 0) and max attempts.
-pub(crate) struct JobFields {
-    pub job_type: JobType,
-    pub payload: Value,
-    pub priority: i32,
-    pub max_attempts: Option<u32>,
+/// A job as `POST /v1/jobs` takes it, and as each of a batch's jobs is given.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(schemars::JsonSchema),
+    schemars(rename = "SubmitRequest")
+)]
+pub(crate) struct SubmitBody {
+    #[serde(rename = "type")]
+    job_type: Text<JobType>,
+    /// any JSON the type accepts
+    #[serde(default = "empty_object")]
+    payload: Value,
+    priority: Option<Priority>,
+    max_attempts: Option<MaxAttempts>,
+    delay_seconds: Option<DelaySeconds>,
+    run_at: Option<Time>,
+    idempotency_key: Option<Text<IdempotencyKey>>,
+    backoff: Option<BackoffBody>,
+    /// what the type's per-key limits count this job under (a customer, a domain)
+    concurrency_key: Option<Text<ConcurrencyKey>>,
+    /// later submits with this key (same tenant and type) replace the waiting job's payload and
+    /// move its run to window_seconds after the latest submit, at most max_wait_seconds after
+    /// the first; not with idempotency_key, run_at or delay_seconds
+    debounce: Option<DebounceBody>,
+    /// jobs of the same tenant this one waits for (status waiting until they end); it runs once
+    /// all succeeded; not with run_at, delay_seconds or debounce
+    depends_on: Option<AtMost<JobRef, DEPENDS_ON_MAX>>,
+    /// when a job it depends on fails, dies, is cancelled or is gone: cancel this one (default)
+    /// or run it anyway once all have ended
+    on_dependency_failure: Option<DependencyFailureChoice>,
+    /// join an unfinished batch of the tenant's as a member (e.g. from a member, before it ends)
+    batch_id: Option<BatchRef>,
 }
 
-/// Take the shared job fields out of a request body, naming the one at fault.
-pub(crate) fn job_fields(obj: &mut Map<String, Value>) -> ApiResult<JobFields> {
-    let job_type = match obj.remove("type") {
-        Some(Value::String(s)) => JobType::parse(s).map_err(ApiError::invalid)?,
-        Some(_) => return Err(bad("type", "must be a string")),
-        None => return Err(bad("type", "is required")),
-    };
-    let payload = obj.remove("payload").unwrap_or(Value::Object(Map::new()));
-    let priority = match obj.remove("priority") {
-        None | Some(Value::Null) => 0,
-        Some(v) => v
-            .as_i64()
-            .filter(|p| (-1000..=1000).contains(p))
-            .ok_or_else(|| bad("priority", "must be a whole number from -1000 to 1000"))?
-            as i32,
-    };
-    let max_attempts = match obj.remove("max_attempts") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .filter(|n| (1..=100).contains(n))
-                .ok_or_else(|| bad("max_attempts", "must be a whole number from 1 to 100"))?
-                as u32,
-        ),
-    };
-    Ok(JobFields {
-        job_type,
-        payload,
-        priority,
-        max_attempts,
-    })
+/// A job's retry delays: `base_ms` doubled each attempt, up to `cap_ms`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an object {base_ms, cap_ms}")]
+#[cfg_attr(
+    feature = "openapi",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Backoff")
+)]
+pub(crate) struct BackoffBody {
+    base_ms: Millis,
+    cap_ms: Millis,
+}
+
+/// `{"key": "…", "window_seconds": n, "max_wait_seconds": m}` (the last optional).
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object {key, window_seconds, max_wait_seconds}"
+)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(schemars::JsonSchema),
+    schemars(rename = "Debounce")
+)]
+pub(crate) struct DebounceBody {
+    key: Text<ConcurrencyKey>,
+    window_seconds: DebounceSeconds,
+    max_wait_seconds: Option<DebounceSeconds>,
+}
+
+/// Keys starting with these are the schedules' and the batches' own.
+fn reserved(key: &str) -> bool {
+    key.starts_with(TICK_KEY_PREFIX) || key.starts_with(BATCH_KEY_PREFIX)
+}
+
+const RESERVED: &str =
+    "keys starting with 'schedule:' or 'batch:' are kept for schedules' and batches' jobs";
+
+impl SubmitBody {
+    /// The submit it asks for, with what only the fields together tell (and the
+    /// `Idempotency-Key` header, which the body may repeat but not contradict).
+    fn into_request(self, idempotency_header: Option<&str>) -> ApiResult<SubmitRequest> {
+        let delay = self.delay_seconds.map(|d| d.0);
+        let run_at = self.run_at.map(|t| t.0);
+        if let Some(at) = run_at {
+            let horizon = chrono::Utc::now() + chrono::Duration::seconds(MAX_DELAY_SECS as i64);
+            if at > horizon {
+                return Err(bad("run_at", "must be at most one year from now"));
+            }
+        }
+        if delay.is_some() && run_at.is_some() {
+            return Err(bad("run_at", "give delay_seconds or run_at, not both"));
+        }
+        let idempotency_key = match (self.idempotency_key, idempotency_header) {
+            (Some(Text(k)), Some(h)) if k.as_str() != h => {
+                return Err(bad(
+                    "idempotency_key",
+                    "differs from the Idempotency-Key header; give one, or the same in both",
+                ))
+            }
+            (Some(Text(k)), _) if reserved(k.as_str()) => {
+                return Err(bad("idempotency_key", RESERVED))
+            }
+            (Some(Text(k)), _) => Some(k),
+            (None, Some(h)) if reserved(h) => return Err(bad("idempotency-key", RESERVED)),
+            (None, Some(h)) => {
+                Some(IdempotencyKey::parse(h).map_err(|e| bad("idempotency-key", &e.message))?)
+            }
+            (None, None) => None,
+        };
+        let backoff = match self.backoff {
+            Some(b) if b.cap_ms.0 < b.base_ms.0 => {
+                return Err(bad("backoff.cap_ms", "must be at least backoff.base_ms"))
+            }
+            Some(b) => Some(Backoff {
+                base_ms: b.base_ms.0 as u64,
+                cap_ms: b.cap_ms.0 as u64,
+            }),
+            None => None,
+        };
+        let debounce = self.debounce.map(DebounceBody::parse).transpose()?;
+        if debounce.is_some() {
+            none_given_with(
+                "debounce (a debounced job runs window_seconds after the last submit)",
+                &[
+                    ("idempotency_key", idempotency_key.is_some()),
+                    ("run_at", run_at.is_some()),
+                    ("delay_seconds", delay.is_some()),
+                ],
+            )?;
+        }
+        let depends_on: Vec<JobId> = self
+            .depends_on
+            .map(|ids| ids.0.into_iter().map(|id| id.0).collect())
+            .unwrap_or_default();
+        if !depends_on.is_empty() {
+            none_given_with(
+                "depends_on (a dependent job runs when its dependencies end)",
+                &[
+                    ("debounce", debounce.is_some()),
+                    ("run_at", run_at.is_some()),
+                    ("delay_seconds", delay.is_some()),
+                ],
+            )?;
+        }
+        Ok(SubmitRequest {
+            job_type: self.job_type.0,
+            payload: self.payload,
+            priority: self.priority.map_or(0, |p| p.0 as i32),
+            run_at,
+            delay,
+            max_attempts: self.max_attempts.map(|n| n.0 as u32),
+            backoff,
+            idempotency_key,
+            concurrency_key: self.concurrency_key.map(|k| k.0),
+            debounce,
+            depends_on,
+            on_dependency_failure: self
+                .on_dependency_failure
+                .map_or(DependencyFailure::Cancel, |f| f.0),
+            batch_id: self.batch_id.map(|id| id.0),
+        })
+    }
+}
+
+impl DebounceBody {
+    fn parse(self) -> ApiResult<Debounce> {
+        let (window, max_wait) = (self.window_seconds.0, self.max_wait_seconds.map(|m| m.0));
+        if max_wait.is_some_and(|m| m < window) {
+            return Err(bad(
+                "debounce.max_wait_seconds",
+                "must be at least debounce.window_seconds",
+            ));
+        }
+        Ok(Debounce {
+            key: self.key.0,
+            window,
+            max_wait,
+        })
+    }
 }
 
 /// Parse a submit body into a `SubmitRequest`, naming the field at fault.
@@ -71,270 +210,7 @@ pub(super) fn submit_of(
     value: Value,
     idempotency_header: Option<&str>,
 ) -> Result<SubmitRequest, ApiError> {
-    let Value::Object(mut obj) = value else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            "a job must be a JSON object",
-        ));
-    };
-    const KNOWN: [&str; 13] = [
-        "batch_id",
-        "depends_on",
-        "on_dependency_failure",
-        "debounce",
-        "type",
-        "payload",
-        "priority",
-        "delay_seconds",
-        "run_at",
-        "max_attempts",
-        "idempotency_key",
-        "backoff",
-        "concurrency_key",
-    ];
-    if let Some(unknown) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(bad(unknown, "unknown field"));
-    }
-    let JobFields {
-        job_type,
-        payload,
-        priority,
-        max_attempts,
-    } = job_fields(&mut obj)?;
-    let delay = match obj.remove("delay_seconds") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_f64()
-                .filter(|d| (0.0..=MAX_DELAY_SECS).contains(d))
-                .map(Duration::from_secs_f64)
-                .ok_or_else(|| {
-                    bad(
-                        "delay_seconds",
-                        "must be a number of seconds from 0 to one year",
-                    )
-                })?,
-        ),
-    };
-    let run_at = match obj.remove("run_at") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(
-            chrono::DateTime::parse_from_rfc3339(&s)
-                .map_err(|_| {
-                    bad(
-                        "run_at",
-                        "must be an RFC 3339 time, e.g. 2030-01-01T00:00:00Z",
-                    )
-                })?
-                .with_timezone(&chrono::Utc),
-        ),
-        Some(_) => return Err(bad("run_at", "must be an RFC 3339 time string")),
-    };
-    if let Some(at) = run_at {
-        let horizon = chrono::Utc::now() + chrono::Duration::seconds(MAX_DELAY_SECS as i64);
-        if at > horizon {
-            return Err(bad("run_at", "must be at most one year from now"));
-        }
-    }
-    if delay.is_some() && run_at.is_some() {
-        return Err(bad("run_at", "give delay_seconds or run_at, not both"));
-    }
-    let idempotency_key = match (obj.remove("idempotency_key"), idempotency_header) {
-        (Some(Value::String(s)), Some(h)) if s != h => {
-            return Err(bad(
-                "idempotency_key",
-                "differs from the Idempotency-Key header; give one, or the same in both",
-            ))
-        }
-        (Some(Value::String(s)), _) => Some(IdempotencyKey::parse(s).map_err(ApiError::invalid)?),
-        (None | Some(Value::Null), Some(h))
-            if h.starts_with(crate::domain::TICK_KEY_PREFIX)
-                || h.starts_with(crate::domain::BATCH_KEY_PREFIX) =>
-        {
-            return Err(bad(
-                "idempotency-key",
-                "keys starting with 'schedule:' or 'batch:' are kept for schedules' and batches' jobs",
-            ))
-        }
-        (None | Some(Value::Null), Some(h)) => {
-            Some(IdempotencyKey::parse(h).map_err(|e| bad("idempotency-key", &e.message))?)
-        }
-        (None | Some(Value::Null), None) => None,
-        (Some(_), _) => return Err(bad("idempotency_key", "must be a string")),
-    };
-    if idempotency_key.as_ref().is_some_and(|k| {
-        k.as_str().starts_with(crate::domain::TICK_KEY_PREFIX)
-            || k.as_str().starts_with(crate::domain::BATCH_KEY_PREFIX)
-    }) {
-        return Err(bad(
-            "idempotency_key",
-            "keys starting with 'schedule:' or 'batch:' are kept for schedules' and batches' jobs",
-        ));
-    }
-    let backoff = match obj.remove("backoff") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(b)) => {
-            if let Some(unknown) = b
-                .keys()
-                .find(|k| !["base_ms", "cap_ms"].contains(&k.as_str()))
-            {
-                return Err(bad(&format!("backoff.{unknown}"), "unknown field"));
-            }
-            let ms = |name: &str| -> ApiResult<u64> {
-                b.get(name)
-                    .and_then(Value::as_u64)
-                    .filter(|v| *v <= 24 * 3600 * 1000)
-                    .ok_or_else(|| {
-                        bad(
-                            &format!("backoff.{name}"),
-                            "must be a whole number of milliseconds up to one day",
-                        )
-                    })
-            };
-            let (base_ms, cap_ms) = (ms("base_ms")?, ms("cap_ms")?);
-            if cap_ms < base_ms {
-                return Err(bad("backoff.cap_ms", "must be at least backoff.base_ms"));
-            }
-            Some(Backoff { base_ms, cap_ms })
-        }
-        Some(_) => return Err(bad("backoff", "must be an object {base_ms, cap_ms}")),
-    };
-    let concurrency_key = match obj.remove("concurrency_key") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(k)) => {
-            Some(crate::domain::ConcurrencyKey::parse(k).map_err(ApiError::invalid)?)
-        }
-        Some(_) => return Err(bad("concurrency_key", "must be a string")),
-    };
-    let debounce = match obj.remove("debounce") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(d)) => Some(debounce_of(d)?),
-        Some(_) => {
-            return Err(bad(
-                "debounce",
-                "must be an object {key, window_seconds, max_wait_seconds}",
-            ))
-        }
-    };
-    if debounce.is_some() {
-        none_given_with(
-            "debounce (a debounced job runs window_seconds after the last submit)",
-            &[
-                ("idempotency_key", idempotency_key.is_some()),
-                ("run_at", run_at.is_some()),
-                ("delay_seconds", delay.is_some()),
-            ],
-        )?;
-    }
-    let depends_on = match obj.remove("depends_on") {
-        None | Some(Value::Null) => vec![],
-        Some(Value::Array(ids)) if ids.len() <= crate::service::DEPENDS_ON_MAX => ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                id.as_str()
-                    .and_then(|id| JobId::parse(id).ok())
-                    .ok_or_else(|| bad(&format!("depends_on[{i}]"), "must be a job id"))
-            })
-            .collect::<ApiResult<Vec<_>>>()?,
-        Some(_) => {
-            return Err(bad(
-                "depends_on",
-                &format!(
-                    "must be a list of at most {} job ids",
-                    crate::service::DEPENDS_ON_MAX
-                ),
-            ))
-        }
-    };
-    let on_dependency_failure = match obj.remove("on_dependency_failure") {
-        None | Some(Value::Null) => crate::domain::DependencyFailure::Cancel,
-        Some(v) => serde_json::from_value::<crate::domain::DependencyFailure>(v)
-            .map_err(|_| bad("on_dependency_failure", "must be \"cancel\" or \"run\""))?,
-    };
-    let batch_id = match obj.remove("batch_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(id)) => {
-            Some(JobId::parse(&id).map_err(|_| bad("batch_id", "must be a batch id"))?)
-        }
-        Some(_) => return Err(bad("batch_id", "must be a batch id (a string)")),
-    };
-    if !depends_on.is_empty() {
-        none_given_with(
-            "depends_on (a dependent job runs when its dependencies end)",
-            &[
-                ("debounce", debounce.is_some()),
-                ("run_at", run_at.is_some()),
-                ("delay_seconds", delay.is_some()),
-            ],
-        )?;
-    }
-    Ok(SubmitRequest {
-        job_type,
-        payload,
-        priority,
-        run_at,
-        delay,
-        max_attempts,
-        backoff,
-        idempotency_key,
-        concurrency_key,
-        debounce,
-        depends_on,
-        on_dependency_failure,
-        batch_id,
-    })
-}
-
-/// `{"key": "…", "window_seconds": n, "max_wait_seconds": m}` (the last optional).
-pub(super) fn debounce_of(
-    mut d: serde_json::Map<String, Value>,
-) -> ApiResult<crate::domain::Debounce> {
-    if let Some(unknown) = d
-        .keys()
-        .find(|k| !["key", "window_seconds", "max_wait_seconds"].contains(&k.as_str()))
-    {
-        return Err(bad(&format!("debounce.{unknown}"), "unknown field"));
-    }
-    let key = match d.remove("key") {
-        Some(Value::String(k)) => crate::domain::ConcurrencyKey::parse(k).map_err(|e| {
-            ApiError::invalid(crate::domain::ValidationError::new(
-                "debounce.key",
-                e.message,
-            ))
-        })?,
-        _ => return Err(bad("debounce.key", "must be a string")),
-    };
-    let max = crate::domain::MAX_DEBOUNCE.as_secs_f64();
-    let seconds = |name: &str, v: Option<Value>| -> ApiResult<Option<Duration>> {
-        match v {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .filter(|s| *s > 0.0 && *s <= max)
-                .map(|s| Some(Duration::from_secs_f64(s)))
-                .ok_or_else(|| {
-                    bad(
-                        &format!("debounce.{name}"),
-                        "must be a number of seconds above 0, up to one day",
-                    )
-                }),
-        }
-    };
-    let window = seconds("window_seconds", d.remove("window_seconds"))?
-        .ok_or_else(|| bad("debounce.window_seconds", "is required"))?;
-    let max_wait = seconds("max_wait_seconds", d.remove("max_wait_seconds"))?;
-    if max_wait.is_some_and(|m| m < window) {
-        return Err(bad(
-            "debounce.max_wait_seconds",
-            "must be at least debounce.window_seconds",
-        ));
-    }
-    Ok(crate::domain::Debounce {
-        key,
-        window,
-        max_wait,
-    })
+    object::<SubmitBody>(value, "a job must be a JSON object")?.into_request(idempotency_header)
 }
 
 pub(super) async fn submit(
@@ -636,4 +512,52 @@ pub(super) async fn types(State(state): State<Arc<ApiState>>) -> Json<Value> {
             "retention_secs": r.options.retention.as_secs(),
         })).collect::<Vec<_>>()
     }))
+}
+
+/// The jobs resource's routes, as described (`(method, path)`, in `http::routes`).
+pub(super) const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/jobs"),
+    ("get", "/v1/jobs"),
+    ("get", "/v1/jobs/{id}"),
+    ("post", "/v1/jobs/{id}/cancel"),
+    ("post", "/v1/jobs/{id}/retry"),
+    ("get", "/v1/jobs/{id}/logs"),
+    ("get", "/v1/jobs/{id}/result"),
+    ("get", "/v1/stats"),
+    ("get", "/v1/types"),
+];
+
+/// The query parameters each of the resource's routes takes.
+pub(super) fn params(route: &str) -> Option<&'static [&'static str]> {
+    Some(match route {
+        "/v1/jobs" => &[
+            "status",
+            "type",
+            "limit",
+            "cursor",
+            "tenant",
+            "updated_since",
+        ],
+        "/v1/jobs/{id}/logs" => &["after", "limit", "tenant"],
+        "/v1/jobs/{id}"
+        | "/v1/jobs/{id}/cancel"
+        | "/v1/jobs/{id}/retry"
+        | "/v1/jobs/{id}/result"
+        | "/v1/stats" => &["tenant"],
+        "/v1/types" => &[],
+        _ => return None,
+    })
+}
+
+/// The resource's routes, served.
+pub(super) fn router() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/v1/jobs", post(submit).get(list))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/jobs/{id}/retry", post(retry))
+        .route("/v1/jobs/{id}/logs", get(logs))
+        .route("/v1/jobs/{id}/result", get(result))
+        .route("/v1/stats", get(stats))
+        .route("/v1/types", get(types))
 }

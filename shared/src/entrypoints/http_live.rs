@@ -99,3 +99,16 @@ pub(super) async fn catch_up(
     }
     Ok(body)
 }
+
+/// The live resource's routes (the WebSocket protocol has routes of its own, `ws::ROUTES`).
+pub(super) const ROUTES: &[(&str, &str)] = &[("get", "/v1/events")];
+
+/// The query parameters each of the resource's routes takes.
+pub(super) fn params(route: &str) -> Option<&'static [&'static str]> {
+    (route == "/v1/events").then_some(&["job_id", "all", "tenant", "last_event_id"])
+}
+
+/// The resource's routes, served.
+pub(super) fn router() -> Router<Arc<ApiState>> {
+    Router::new().route("/v1/events", get(events))
+}

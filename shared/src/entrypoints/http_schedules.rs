@@ -1,15 +1,20 @@
 //! `/v1/schedules`: declare, read, change, pause, resume and delete recurring jobs, and read
 //! what each tick became. A child of `http`: same errors, caller, audit and limits.
 
+use super::fields::{
+    empty_object, parse_body, AtText, CatchUpChoice, CronText, MaxAttempts, OverlapChoice,
+    Priority, RateText, Text, Time, TimeZone,
+};
 use super::{audit, bad, ApiError, ApiResult, ApiState, Caller, Params};
-use crate::domain::{Cadence, CatchUp, Overlap, Role, Schedule, ScheduleName};
+use crate::domain::{CatchUp, JobType, Overlap, Role, Schedule, ScheduleName};
 use crate::schedules::{self, ScheduleSpec};
 use axum::body::to_bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// Largest schedule body: the payload limit and room for the other fields.
@@ -35,120 +40,71 @@ pub fn view(schedule: &Schedule) -> Value {
     v
 }
 
+/// A schedule as `POST /v1/schedules` and `PUT /v1/schedules/{name}` take it: give exactly one
+/// of cron, rate or at; name is required on POST (on PUT it may repeat the path's).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(schemars::JsonSchema),
+    schemars(rename = "ScheduleRequest")
+)]
+pub(crate) struct ScheduleBody {
+    name: Option<Text<ScheduleName>>,
+    #[serde(rename = "type")]
+    job_type: Text<JobType>,
+    /// any JSON the type accepts
+    #[serde(default = "empty_object")]
+    payload: Value,
+    priority: Option<Priority>,
+    max_attempts: Option<MaxAttempts>,
+    cron: Option<CronText>,
+    rate: Option<RateText>,
+    at: Option<AtText>,
+    timezone: Option<TimeZone>,
+    start_at: Option<Time>,
+    end_at: Option<Time>,
+    /// while the previous run is not finished: skip the tick (default), allow it, or keep one
+    /// waiting
+    overlap: Option<OverlapChoice>,
+    /// after downtime: fire the latest missed tick once (default), or none more than a minute
+    /// late
+    catch_up: Option<CatchUpChoice>,
+    paused: Option<bool>,
+}
+
 /// Parse a schedule body, naming the field at fault. `path_name`: the name in the path (PUT),
 /// which the body may repeat but not contradict.
 pub fn parse_schedule(body: &[u8], path_name: Option<&ScheduleName>) -> ApiResult<ScheduleSpec> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("request body is not valid JSON: {e}"),
-        )
-    })?;
-    let Value::Object(mut obj) = value else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            "request body must be a JSON object",
-        ));
-    };
-    const KNOWN: [&str; 14] = [
-        "name",
-        "type",
-        "payload",
-        "priority",
-        "max_attempts",
-        "cron",
-        "rate",
-        "at",
-        "timezone",
-        "start_at",
-        "end_at",
-        "overlap",
-        "catch_up",
-        "paused",
-    ];
-    if let Some(unknown) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(bad(unknown, "unknown field"));
-    }
-    let string = |obj: &mut Map<String, Value>, field: &str| -> ApiResult<Option<String>> {
-        match obj.remove(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(bad(field, "must be a string")),
-        }
-    };
-    let name = match (string(&mut obj, "name")?, path_name) {
-        (Some(n), Some(p)) if n != p.as_str() => {
+    let body: ScheduleBody = parse_body(body)?;
+    let name = match (body.name, path_name) {
+        (Some(Text(n)), Some(p)) if &n != p => {
             return Err(bad("name", "differs from the name in the path"))
         }
-        (Some(n), _) => name_of(&n)?,
+        (Some(Text(n)), _) => n,
         (None, Some(p)) => p.clone(),
         (None, None) => return Err(bad("name", "is required")),
     };
-    let super::JobFields {
-        job_type,
-        payload,
-        priority,
-        max_attempts,
-    } = super::job_fields(&mut obj)?;
-    let expression = match (
-        string(&mut obj, "cron")?,
-        string(&mut obj, "rate")?,
-        string(&mut obj, "at")?,
-    ) {
-        (Some(c), None, None) => {
-            Cadence::Cron(crate::domain::Cron::parse(&c).map_err(ApiError::invalid)?)
-        }
-        (None, Some(r), None) => Cadence::parse_rate(&r).map_err(ApiError::invalid)?,
-        (None, None, Some(a)) => Cadence::parse_at(&a).map_err(ApiError::invalid)?,
+    let expression = match (body.cron, body.rate, body.at) {
+        (Some(CronText(c)), None, None)
+        | (None, Some(RateText(c)), None)
+        | (None, None, Some(AtText(c))) => c,
         (None, None, None) => return Err(bad("cron", "give one of cron, rate or at")),
         _ => return Err(bad("cron", "give only one of cron, rate or at")),
     };
-    let timezone = string(&mut obj, "timezone")?.unwrap_or_else(|| "UTC".into());
-    crate::domain::parse_timezone(&timezone).map_err(ApiError::invalid)?;
-    let time = |obj: &mut Map<String, Value>,
-                field: &str|
-     -> ApiResult<Option<chrono::DateTime<chrono::Utc>>> {
-        string(obj, field)?
-            .map(|s| {
-                chrono::DateTime::parse_from_rfc3339(&s)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .map_err(|_| bad(field, "must be an RFC 3339 time, e.g. 2030-01-01T00:00:00Z"))
-            })
-            .transpose()
-    };
-    let start_at = time(&mut obj, "start_at")?;
-    let end_at = time(&mut obj, "end_at")?;
-    let overlap = match string(&mut obj, "overlap")?.as_deref() {
-        None | Some("skip") => Overlap::Skip,
-        Some("allow") => Overlap::Allow,
-        Some("queue_one") => Overlap::QueueOne,
-        Some(_) => return Err(bad("overlap", "must be skip, allow or queue_one")),
-    };
-    let catch_up = match string(&mut obj, "catch_up")?.as_deref() {
-        None | Some("latest") => CatchUp::Latest,
-        Some("none") => CatchUp::None,
-        Some(_) => return Err(bad("catch_up", "must be latest or none")),
-    };
-    let paused = match obj.remove("paused") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => b,
-        Some(_) => return Err(bad("paused", "must be true or false")),
-    };
     Ok(ScheduleSpec {
         name,
-        job_type,
-        payload,
-        priority,
-        max_attempts,
+        job_type: body.job_type.0,
+        payload: body.payload,
+        priority: body.priority.map_or(0, |p| p.0 as i32),
+        max_attempts: body.max_attempts.map(|n| n.0 as u32),
         expression,
-        timezone,
-        start_at,
-        end_at,
-        overlap,
-        catch_up,
-        paused,
+        timezone: body.timezone.map_or_else(|| "UTC".into(), |z| z.0),
+        start_at: body.start_at.map(|t| t.0),
+        end_at: body.end_at.map(|t| t.0),
+        overlap: body.overlap.map_or(Overlap::Skip, |o| o.0),
+        catch_up: body.catch_up.map_or(CatchUp::Latest, |c| c.0),
+        paused: body.paused.unwrap_or(false),
     })
 }
 
@@ -342,4 +298,38 @@ pub(super) async fn delete(
     )
     .await;
     Ok(Json(json!({ "deleted": outcome? })).into_response())
+}
+
+/// The schedules resource's routes, as described.
+pub(super) const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/schedules"),
+    ("get", "/v1/schedules"),
+    ("get", "/v1/schedules/{name}"),
+    ("put", "/v1/schedules/{name}"),
+    ("delete", "/v1/schedules/{name}"),
+    ("post", "/v1/schedules/{name}/pause"),
+    ("post", "/v1/schedules/{name}/resume"),
+    ("get", "/v1/schedules/{name}/runs"),
+];
+
+/// The query parameters each of the resource's routes takes.
+pub(super) fn params(route: &str) -> Option<&'static [&'static str]> {
+    ROUTES
+        .iter()
+        .any(|(_, path)| *path == route)
+        .then_some(&["tenant"])
+}
+
+/// The resource's routes, served.
+pub(super) fn router() -> axum::Router<std::sync::Arc<ApiState>> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/v1/schedules", post(create).get(list))
+        .route(
+            "/v1/schedules/{name}",
+            get(get_one).put(replace).delete(delete),
+        )
+        .route("/v1/schedules/{name}/pause", post(pause))
+        .route("/v1/schedules/{name}/resume", post(resume))
+        .route("/v1/schedules/{name}/runs", get(runs))
 }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod api_gateway;
 pub mod authorizer;
 pub mod http;
+#[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod schedule;
 pub mod sqs;

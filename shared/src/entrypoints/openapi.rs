@@ -1,18 +1,33 @@
-//! The API's OpenAPI 3.1 description, served at `/v1/openapi.json`. It is built from the same
-//! route table the router checks query parameters against (`http::ROUTES`), so a route or a
-//! parameter cannot be added to one and not the other (a test compares the router with it).
+//! The API's OpenAPI 3.1 description, generated: its operations from the route table the
+//! router checks query parameters against (`http::routes`), and its request bodies' schemas
+//! from the types the handlers read them into (`http::bodies`), so a route, a parameter or a
+//! field cannot be added to one and not the other. Every binary serves the checked-in result
+//! (`http::OPENAPI`, `openapi.json`); the shared crate's tests hold that file to what this
+//! generates (`CONVEYOR_UPDATE_OPENAPI=1` writes it). Only with the `openapi` feature: the
+//! schema generator stays out of the Lambda functions.
 
-use super::http::{route_params, ROUTES};
+use super::http::bodies::{
+    BatchBody, BulkBody, KeyBody, LimitsBody, RedriveBody, RotateBody, ScheduleBody, SubmitBody,
+};
+use super::http::{route_params, routes};
+use schemars::{generate::SchemaSettings, JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
+/// A request body's schema: a reference to the one generated from its type.
+type Body = fn(&mut SchemaGenerator) -> Value;
+
+fn body<T: JsonSchema>(generator: &mut SchemaGenerator) -> Value {
+    generator.subschema_for::<T>().into()
+}
+
 /// What each operation is, for the description only (the router holds the behaviour):
-/// `(method, path, summary, role needed, request body schema, success status, its schema)`.
+/// `(method, path, summary, role needed, request body type, success status, its schema)`.
 type OpRow = (
     &'static str,
     &'static str,
     &'static str,
     Option<&'static str>,
-    Option<&'static str>,
+    Option<Body>,
     u16,
     &'static str,
 );
@@ -41,7 +56,7 @@ const OPS: &[OpRow] = &[
         "/v1/jobs",
         "Submit a job (202 new; 200 the job an earlier submit with the same idempotency key made)",
         Some("submitter"),
-        Some("SubmitRequest"),
+        Some(body::<SubmitBody>),
         202,
         "Job",
     ),
@@ -131,7 +146,7 @@ const OPS: &[OpRow] = &[
         "/v1/api-keys",
         "Create an API key (shown once)",
         Some("admin"),
-        Some("KeyRequest"),
+        Some(body::<KeyBody>),
         201,
         "ApiKeyCreated",
     ),
@@ -176,7 +191,7 @@ const OPS: &[OpRow] = &[
         "/v1/tenants/{tenant}/limits",
         "Set a tenant's limits (null: the default)",
         Some("admin"),
-        Some("LimitsRequest"),
+        Some(body::<LimitsBody>),
         200,
         "Limits",
     ),
@@ -194,7 +209,7 @@ const OPS: &[OpRow] = &[
         "/v1/webhook-secret/rotate",
         "Start a new webhook secret; the old one also signs during the overlap",
         Some("admin"),
-        Some("RotateRequest"),
+        Some(body::<RotateBody>),
         200,
         "WebhookSecrets",
     ),
@@ -203,7 +218,7 @@ const OPS: &[OpRow] = &[
         "/v1/schedules",
         "Declare a recurring job: a cron (five fields), rate or one-time `at` expression in an IANA time zone; each tick submits one job (idempotency key `schedule:<name>:<tick>`). On AWS it becomes an EventBridge Scheduler schedule",
         Some("submitter"),
-        Some("ScheduleRequest"),
+        Some(body::<ScheduleBody>),
         201,
         "Schedule",
     ),
@@ -230,7 +245,7 @@ const OPS: &[OpRow] = &[
         "/v1/schedules/{name}",
         "Replace a schedule's definition (its runs stay); ticks fire from now on",
         Some("submitter"),
-        Some("ScheduleRequest"),
+        Some(body::<ScheduleBody>),
         200,
         "Schedule",
     ),
@@ -275,7 +290,7 @@ const OPS: &[OpRow] = &[
         "/v1/jobs/bulk",
         "Retry or cancel every job of the tenant a filter matches, as a job of its own (type conveyor.bulk): 202 and that job, whose progress and result tell how it went",
         Some("submitter"),
-        Some("BulkRequest"),
+        Some(body::<BulkBody>),
         202,
         "Job",
     ),
@@ -284,7 +299,7 @@ const OPS: &[OpRow] = &[
         "/v1/jobs/batch",
         "Submit up to 1,000 jobs at once: 200 and each one's outcome in order (202 created, 200 an idempotency key's earlier job, or its error); with atomic, any refused job makes it a 400 listing them, and nothing is created",
         Some("submitter"),
-        Some("BatchRequest"),
+        Some(body::<BatchBody>),
         200,
         "BatchResults",
     ),
@@ -320,14 +335,15 @@ const OPS: &[OpRow] = &[
         "/v1/dead-letters/redrive",
         "Put dead jobs back with fresh attempts: given ids at once (200, a result each), or every one a filter matches as a bulk job (202 and that job)",
         Some("submitter"),
-        Some("RedriveRequest"),
+        Some(body::<RedriveBody>),
         202,
         "Job",
     ),
 ];
 
-/// The schemas of bodies and answers (JSON Schema 2020-12, as OpenAPI 3.1 takes it).
-const SCHEMAS: &str = include_str!("openapi_schemas.json");
+/// The schemas of the answers (JSON Schema 2020-12, as OpenAPI 3.1 takes it); the request
+/// bodies' are generated.
+const ANSWERS: &str = include_str!("openapi_answers.json");
 
 /// A tenant name: letters, digits, `.`, `_`, `-`, at most 64.
 fn tenant_schema() -> Value {
@@ -378,7 +394,7 @@ fn param_doc(name: &str) -> &'static str {
     }
 }
 
-fn operation(method: &str, path: &str) -> Value {
+fn operation(generator: &mut SchemaGenerator, method: &str, path: &str) -> Value {
     let &(_, _, summary, role, body, ok_status, ok_schema) = OPS
         .iter()
         .find(|o| o.0 == method && o.1 == path)
@@ -428,7 +444,7 @@ fn operation(method: &str, path: &str) -> Value {
     responses.insert(
         "default".into(),
         json!({
-            "description": "an error: 400 invalid input (`field` names it), 401 no or a refused credential, 403 a role too low, 404 not found, 409 conflict, 413 too large, 422 refused by the store, 429 quota or rate (`Retry-After`), 431 headers, 503 unavailable (`Retry-After`), 504 timeout",
+            "description": "an error (its status: see the description's info)",
             "content": { "application/json": { "schema": schema("Error") } },
         }),
     );
@@ -447,25 +463,37 @@ fn operation(method: &str, path: &str) -> Value {
     if let Some(body) = body {
         out["requestBody"] = json!({
             "required": true,
-            "content": { "application/json": { "schema": schema(body) } },
+            "content": { "application/json": { "schema": body(generator) } },
         });
     }
     out
 }
 
 /// The whole description.
-pub fn spec() -> Value {
+pub fn generate() -> Value {
+    let mut generator = SchemaSettings::draft2020_12()
+        .with(|s| s.definitions_path = "/components/schemas".into())
+        .into_generator();
     let mut paths = Map::new();
-    for (method, path) in ROUTES {
+    for (method, path) in routes() {
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        entry[*method] = operation(method, path);
+        entry[method] = operation(&mut generator, method, path);
+    }
+    let Ok(Value::Object(mut schemas)) = serde_json::from_str::<Value>(ANSWERS) else {
+        panic!("openapi_answers.json is a JSON object");
+    };
+    for (name, schema) in generator.take_definitions(true) {
+        assert!(
+            schemas.insert(name.clone(), schema).is_none(),
+            "{name} is both an answer's schema and a request type's"
+        );
     }
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Conveyor",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Background jobs over HTTP. Every route but /healthz and this one needs `Authorization: Bearer <API key or JWT>`; the tenant comes from the credential. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`.",
+            "description": "Background jobs over HTTP. Every route but /healthz and this one needs `Authorization: Bearer <API key or JWT>`; the tenant comes from the credential. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`: 400 invalid input (`field` names it), 401 no or a refused credential, 403 a role too low, 404 not found, 409 conflict, 413 too large, 422 refused by the store, 429 quota or rate (`Retry-After`), 431 headers, 503 unavailable (`Retry-After`), 504 timeout.",
         },
         "servers": [{ "url": "/" }],
         "security": [{ "bearer": [] }],
@@ -474,7 +502,38 @@ pub fn spec() -> Value {
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer", "description": "an API key (cvk_…) or a JWT (HS256, or RS/PS/ES from the configured JWKS)" },
             },
-            "schemas": serde_json::from_str::<Value>(SCHEMAS).expect("the schemas are JSON"),
+            "schemas": schemas,
         },
     })
+}
+
+/// The description as it is checked in: an operation or a schema a line (a change shows as
+/// the lines of what changed, and the text every binary includes stays small), keys sorted,
+/// ending in a newline.
+pub fn generate_text() -> String {
+    let mut text = String::new();
+    write_lines(&generate(), 0, &mut text);
+    text.push('\n');
+    text
+}
+
+/// `value` into `out`: objects down to an operation or a schema one key a line, the rest
+/// compact.
+fn write_lines(value: &Value, depth: usize, out: &mut String) {
+    let compact = |v: &Value| serde_json::to_string(v).expect("JSON");
+    match value {
+        Value::Object(map) if depth < 3 && !map.is_empty() => {
+            out.push_str("{\n");
+            for (i, (key, v)) in map.iter().enumerate() {
+                out.push_str(&" ".repeat(depth + 1));
+                out.push_str(&compact(&Value::String(key.clone())));
+                out.push_str(": ");
+                write_lines(v, depth + 1, out);
+                out.push_str(if i + 1 < map.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&" ".repeat(depth));
+            out.push('}');
+        }
+        other => out.push_str(&compact(other)),
+    }
 }

@@ -113,3 +113,30 @@ pub async fn refire_failed_ticks(
     }
     Ok(fired)
 }
+
+/// What one maintenance tick does, as the `maintenance` function runs it on each EventBridge
+/// schedule event: a sweep, then the schedule ticks that waited for a run to end, then (where
+/// `failures` names the scheduler function's on-failure queue) the ticks it failed on. A part
+/// that fails is logged and tried again on the next tick; only the sweep's failure is returned.
+pub async fn maintenance_tick(
+    service: &crate::service::JobService,
+    settings: MaintenanceSettings,
+    failures: Option<&str>,
+) -> Result<SweepReport, StoreError> {
+    let report = handle_maintenance(service.ports(), service.registry(), settings).await;
+    if let Err(e) = release_waiting_ticks(service).await {
+        tracing::warn!(error = %e, "waiting schedule ticks not released; next sweep tries again");
+    }
+    let refired = match failures {
+        Some(queue) => refire_failed_ticks(service, service.ports().dead_letters.as_ref(), queue)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "failed schedule ticks not read; next sweep tries again");
+                0
+            }),
+        None => 0,
+    };
+    let mut report = report?;
+    report.ticks_refired = refired;
+    Ok(report)
+}

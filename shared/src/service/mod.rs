@@ -124,6 +124,17 @@ impl JobService {
         }
     }
 
+    /// The use cases over `ports` and `registry` with the payload limit and tenants' default
+    /// limits `config` gives (every runtime builds them this way).
+    pub fn from_config(
+        config: &crate::config::Config,
+        ports: Ports,
+        registry: Arc<Registry>,
+    ) -> Self {
+        Self::new(ports, registry, config.max_payload_bytes)
+            .with_tenant_defaults(config.tenant_defaults.clone())
+    }
+
     /// With the limits of tenants that have none stored.
     pub fn with_tenant_defaults(mut self, defaults: TenantLimits) -> Self {
         self.tenant_defaults = defaults;
