@@ -61,6 +61,9 @@ pub struct BenchAwsArgs {
 /// Jobs per request in the batch-submit run.
 const BATCH: usize = 100;
 
+/// Keep-alive clients that drive each system in the saturated side-by-side line (`--celery`).
+const SATURATED_CLIENTS: usize = 32;
+
 /// The keyed run's concurrency keys, and the running limit per key it runs under.
 const KEYS: usize = 64;
 const PER_KEY: u32 = 4;
@@ -163,13 +166,25 @@ async fn submit_keyed(
     body: Value,
     keys: usize,
 ) -> anyhow::Result<Vec<Duration>> {
+    // Every body written before the clock starts: the line measures the runtime, not the
+    // client's JSON.
+    let bodies: Arc<Vec<String>> = Arc::new(match keys {
+        0 => vec![body.to_string()],
+        keys => (0..keys)
+            .map(|k| {
+                let mut keyed = body.clone();
+                keyed["concurrency_key"] = json!(format!("k{k}"));
+                keyed.to_string()
+            })
+            .collect(),
+    });
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = vec![];
     for _ in 0..clients {
-        let (http, url, body, next) = (
+        let (http, url, bodies, next) = (
             http.clone(),
             format!("{base}/v1/jobs"),
-            body.to_string(),
+            bodies.clone(),
             next.clone(),
         );
         tasks.push(tokio::spawn(async move {
@@ -179,14 +194,7 @@ async fn submit_keyed(
                 if i >= n {
                     break;
                 }
-                let body = match keys {
-                    0 => body.clone(),
-                    keys => {
-                        let mut keyed: Value = serde_json::from_str(&body)?;
-                        keyed["concurrency_key"] = json!(format!("k{}", i % keys));
-                        keyed.to_string()
-                    }
-                };
+                let body = bodies[i % bodies.len()].clone();
                 let t = Instant::now();
                 let r = http
                     .post(&url)
@@ -325,14 +333,20 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
         reqwest::header::AUTHORIZATION,
         format!("Bearer {token}").parse()?,
     );
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(o.clients)
-        .default_headers(headers)
-        .build()?;
+    let http_for = |clients: usize| {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(clients)
+            .default_headers(headers.clone())
+            .build()
+    };
+    let http = http_for(o.clients)?;
     let mut rows: Vec<(String, String, &str)> = vec![];
 
-    // 1. Throughput and submit latency: N no-op jobs from C concurrent clients.
-    let (server, _) = Server::start(&dir)?;
+    // 1. Throughput and submit latency: N no-op jobs from C concurrent clients. Each throughput
+    // line runs on a runtime of its own over a fresh data directory, so the lines compare like
+    // for like (none starts on the jobs another left).
+    let main_dir = dir.join("main");
+    let (server, _) = Server::start(&main_dir)?;
     one_job(&http, &server.base).await?; // warm-up
     let t0 = Instant::now();
     let lat = submit_many(
@@ -379,9 +393,13 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
         "",
     ));
 
+    server.stop();
+
     // 1b. The cost of a per-key running limit: the same jobs again, each with one of
     // `KEYS` concurrency keys, under the runtime's `noop:max_running_per_key` (every start
-    // takes a slot in the store and every end gives it back), right after the run without.
+    // takes a running slot and every end gives it back), on a runtime like the one without.
+    let server = Server::start(&dir.join("keys"))?.0;
+    one_job(&http, &server.base).await?; // warm-up
     let t0 = Instant::now();
     let before = succeeded(&http, &server.base).await?;
     submit_keyed(
@@ -404,7 +422,11 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
         "",
     ));
 
+    server.stop();
+
     // 1c. Batch submit: the same number of jobs, `BATCH` a request.
+    let server = Server::start(&dir.join("batch"))?.0;
+    one_job(&http, &server.base).await?; // warm-up
     let t0 = Instant::now();
     let before = succeeded(&http, &server.base).await?;
     let batched = o.jobs.div_ceil(BATCH) * BATCH;
@@ -416,6 +438,8 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
         format!("{batch_throughput:.0} jobs/s"),
         ">= 12000 jobs/s",
     ));
+    server.stop();
+    let (server, _) = Server::start(&main_dir)?;
 
     // 2. Ready-job start latency on an idle runtime.
     let mut pickups = vec![];
@@ -488,7 +512,7 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
 
     // 5. SIGKILL with everything queued, restart, first job processed.
     server.kill9();
-    let (server, started) = Server::start(&dir)?;
+    let (server, started) = Server::start(&main_dir)?;
     let ready = started.elapsed();
     one_job(&http, &server.base).await?;
     rows.push((
@@ -504,10 +528,16 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 
+    // (The runtime under test reads the same variable.)
+    let durability = std::env::var("CONVEYOR_DURABILITY").unwrap_or_else(|_| "process".into());
+    let survives = match durability.as_str() {
+        "power" => "a power cut",
+        _ => "a crash or SIGKILL of the process",
+    };
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(10);
     let v = rows.iter().map(|r| r.1.len()).max().unwrap_or(10);
     println!(
-        "\nconveyor bench — embedded backend, durable (WAL), {} cores\n",
+        "\nconveyor bench — embedded backend, durable (WAL, CONVEYOR_DURABILITY={durability}: a 202 survives {survives}), {} cores\n",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("| {:w$} | {:v$} | target |", "metric", "value");
@@ -516,6 +546,28 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
         println!("| {name:w$} | {value:v$} | {target} |");
     }
     if o.celery {
+        // Saturated: each system driven by as many keep-alive clients as it can take, each on
+        // a fresh start, one after the other in this run.
+        let saturated = {
+            let http = http_for(SATURATED_CLIENTS)?;
+            let server = Server::start(&dir.join("saturated"))?.0;
+            one_job(&http, &server.base).await?; // warm-up
+            let t0 = Instant::now();
+            submit_many(
+                &http,
+                &server.base,
+                o.jobs,
+                SATURATED_CLIENTS,
+                json!({"type": "noop"}),
+            )
+            .await?;
+            wait_succeeded(&http, &server.base, o.jobs as u64 + 1).await?;
+            let throughput = o.jobs as f64 / t0.elapsed().as_secs_f64();
+            server.stop();
+            let _ = std::fs::remove_dir_all(&dir);
+            throughput
+        };
+        let theirs_saturated = celery_baseline(o.jobs, SATURATED_CLIENTS)?;
         let theirs = celery_baseline(o.jobs, o.clients)?;
         println!(
             "\nsame {} no-op jobs, {} clients, side by side ({}):\n",
@@ -542,6 +594,12 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
             "end-to-end throughput",
             ours.throughput,
             theirs.h.throughput,
+            "jobs/s",
+        );
+        row(
+            &format!("end-to-end throughput, saturated ({SATURATED_CLIENTS} clients each)"),
+            saturated,
+            theirs_saturated.h.throughput,
             "jobs/s",
         );
         row(

@@ -11,12 +11,14 @@ mod queue;
 mod rows;
 mod schedules;
 mod schema;
+mod slots;
 mod store;
 
 pub use access::EmbeddedAccess;
 pub use db::{Db, DbError, Durability, WAL_RESTART_BYTES, WRITE_QUEUE};
 pub use events::InProcessEvents;
 pub use queue::{EmbeddedQueue, QueueSettings};
+pub use slots::MemorySlots;
 pub use store::{EmbeddedStore, LOG_CAP};
 
 use std::path::Path;
@@ -30,6 +32,8 @@ pub struct EmbeddedBackend {
     pub queue: Arc<EmbeddedQueue>,
     pub events: Arc<InProcessEvents>,
     pub access: Arc<EmbeddedAccess>,
+    /// Running slots, in memory (see `MemorySlots`).
+    pub slots: Arc<MemorySlots>,
     /// Every committed change of a job, in commit order (live updates).
     pub feed: Arc<crate::live::ChangeFeed>,
 }
@@ -47,7 +51,7 @@ impl EmbeddedBackend {
             schedules: self.access.clone(),
             triggers: std::sync::Arc::new(crate::ports::StoredDefinitionsOnly),
             rates: self.access.clone(),
-            slots: self.access.clone(),
+            slots: self.slots.clone(),
             debounces: self.access.clone(),
             dispatch: crate::ports::Dispatch::AfterWrite,
         }
@@ -92,6 +96,7 @@ impl EmbeddedBackend {
             queue,
             events: Arc::new(InProcessEvents::new(1024)),
             access: Arc::new(EmbeddedAccess::new(db.clone())),
+            slots: Arc::new(MemorySlots::new()),
             db,
         })
     }

@@ -1,15 +1,13 @@
 //! `ScheduleStore` on SQLite: one row per schedule, its definition and history as JSON, written
 //! only if its `version` is the one expected. Also `StartRates`: a row per rate, its GCRA
-//! arrival time read and written in one step of the single writer; and `RunningSlots`, a row per
-//! held slot, counted and taken in one step (with a row per job waiting in line for one); and `Debounces`, a row per key, claimed in one
-//! step (rows past their time are deleted as keys are claimed).
+//! arrival time read and written in one step of the single writer; and `Debounces`, a row per
+//! key, claimed in one step (rows past their time are deleted as keys are claimed). Running
+//! slots are kept in memory (`slots.rs`).
 
 use super::access::{failed, EmbeddedAccess};
 use super::db::DbError;
 use crate::domain::{Schedule, ScheduleName, Tenant};
-use crate::ports::{
-    Debounces, RateDecision, RunningSlots, ScheduleStore, SlotTake, StartRates, StoreError,
-};
+use crate::ports::{Debounces, RateDecision, ScheduleStore, StartRates, StoreError};
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 
@@ -180,82 +178,6 @@ impl StartRates for EmbeddedAccess {
                     Err(at) => Ok(RateDecision::WaitUntil(at)),
                 }
             })
-            .await
-            .map_err(failed)
-    }
-}
-
-#[async_trait]
-impl RunningSlots for EmbeddedAccess {
-    async fn take(
-        &self,
-        key: &str,
-        holder: crate::domain::JobId,
-        max: u32,
-        until: chrono::DateTime<chrono::Utc>,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<SlotTake, StoreError> {
-        let (key, holder) = (key.to_string(), holder.to_string());
-        let line_until = (now
-            + chrono::Duration::from_std(crate::ports::SLOT_LINE_LEASE).unwrap_or_default())
-        .timestamp_micros();
-        let (until, now) = (until.timestamp_micros(), now.timestamp_micros());
-        self.db
-            .write(move |conn| {
-                conn.prepare_cached("DELETE FROM running_slots WHERE key = ?1 AND until <= ?2")?
-                    .execute(params![key, now])?;
-                conn.prepare_cached("DELETE FROM slot_line WHERE key = ?1 AND until <= ?2")?
-                    .execute(params![key, now])?;
-                let renewed = conn
-                    .prepare_cached(
-                        "UPDATE running_slots SET until = ?3 WHERE key = ?1 AND holder = ?2",
-                    )?
-                    .execute(params![key, holder, until])?;
-                if renewed > 0 {
-                    return Ok(SlotTake::AlreadyHeld);
-                }
-                let held: i64 = conn
-                    .prepare_cached("SELECT COUNT(*) FROM running_slots WHERE key = ?1")?
-                    .query_row(params![key], |r| r.get(0))?;
-                let ahead: i64 = conn
-                    .prepare_cached(
-                        "SELECT COUNT(*) FROM slot_line WHERE key = ?1 AND holder < ?2",
-                    )?
-                    .query_row(params![key, holder], |r| r.get(0))?;
-                if held + ahead >= max as i64 {
-                    conn.prepare_cached(
-                        "INSERT INTO slot_line (key, holder, until) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (key, holder) DO UPDATE SET until = ?3",
-                    )?
-                    .execute(params![key, holder, line_until])?;
-                    return Ok(SlotTake::Full);
-                }
-                conn.prepare_cached("DELETE FROM slot_line WHERE key = ?1 AND holder = ?2")?
-                    .execute(params![key, holder])?;
-                conn.prepare_cached(
-                    "INSERT INTO running_slots (key, holder, until) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![key, holder, until])?;
-                Ok(SlotTake::Taken)
-            })
-            .await
-            .map_err(failed)
-    }
-
-    async fn release(&self, key: &str, holder: crate::domain::JobId) -> Result<(), StoreError> {
-        let (key, holder) = (key.to_string(), holder.to_string());
-        // One statement: no savepoint around it.
-        self.db
-            .write_statement_then(
-                move |conn| {
-                    conn.prepare_cached(
-                        "DELETE FROM running_slots WHERE key = ?1 AND holder = ?2",
-                    )?
-                    .execute(params![key, holder])?;
-                    Ok(())
-                },
-                |_| {},
-            )
             .await
             .map_err(failed)
     }

@@ -243,18 +243,9 @@ CREATE TABLE IF NOT EXISTS debounces (
     job_id TEXT NOT NULL,
     expires INTEGER NOT NULL -- micros: forgotten after this
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS slot_line (
-    key TEXT NOT NULL,
-    holder TEXT NOT NULL, -- a job id: ids sort in submit order
-    until INTEGER NOT NULL, -- micros: its place is kept until then
-    PRIMARY KEY (key, holder)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS running_slots (
-    key TEXT NOT NULL,
-    holder TEXT NOT NULL,
-    until INTEGER NOT NULL, -- micros: the lease
-    PRIMARY KEY (key, holder)
-) WITHOUT ROWID;
+-- Running slots are kept in memory now (`slots.rs`); an earlier version kept them here.
+DROP TABLE IF EXISTS slot_line;
+DROP TABLE IF EXISTS running_slots;
 CREATE TABLE IF NOT EXISTS submit_windows (
     tenant TEXT NOT NULL,
     second INTEGER NOT NULL,
