@@ -37,6 +37,10 @@ pub struct BenchArgs {
         default_value = "100,1000"
     )]
     pub push_clients: Vec<usize>,
+    /// Run the runtime under test from this binary instead of this one (to compare two builds
+    /// with the same driver, alternating runs)
+    #[arg(long, value_name = "PATH")]
+    pub server: Option<std::path::PathBuf>,
 }
 
 /// `conveyor bench-aws`'s flags.
@@ -75,9 +79,9 @@ struct Server {
 }
 
 impl Server {
-    fn start(data_dir: &std::path::Path) -> anyhow::Result<(Self, Instant)> {
+    fn start(exe: &std::path::Path, data_dir: &std::path::Path) -> anyhow::Result<(Self, Instant)> {
         let started = Instant::now();
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut child = Command::new(exe)
             .arg("serve")
             .env("CONVEYOR_ADDR", "127.0.0.1:0")
             .env("CONVEYOR_DATA_DIR", data_dir)
@@ -315,6 +319,10 @@ const BENCH_SECRET: &str = "bench-secret-of-at-least-thirty-two-bytes";
 
 pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
     let push_clients: Vec<usize> = o.push_clients.iter().copied().filter(|n| *n > 0).collect();
+    let exe = match &o.server {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?,
+    };
     let dir = std::env::temp_dir().join(format!("conveyor-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let token = shared::auth::issue_token(
@@ -346,7 +354,7 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
     // line runs on a runtime of its own over a fresh data directory, so the lines compare like
     // for like (none starts on the jobs another left).
     let main_dir = dir.join("main");
-    let (server, _) = Server::start(&main_dir)?;
+    let (server, _) = Server::start(&exe, &main_dir)?;
     one_job(&http, &server.base).await?; // warm-up
     let t0 = Instant::now();
     let lat = submit_many(
@@ -398,7 +406,7 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
     // 1b. The cost of a per-key running limit: the same jobs again, each with one of
     // `KEYS` concurrency keys, under the runtime's `noop:max_running_per_key` (every start
     // takes a running slot and every end gives it back), on a runtime like the one without.
-    let server = Server::start(&dir.join("keys"))?.0;
+    let server = Server::start(&exe, &dir.join("keys"))?.0;
     one_job(&http, &server.base).await?; // warm-up
     let t0 = Instant::now();
     let before = succeeded(&http, &server.base).await?;
@@ -425,7 +433,7 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
     server.stop();
 
     // 1c. Batch submit: the same number of jobs, `BATCH` a request.
-    let server = Server::start(&dir.join("batch"))?.0;
+    let server = Server::start(&exe, &dir.join("batch"))?.0;
     one_job(&http, &server.base).await?; // warm-up
     let t0 = Instant::now();
     let before = succeeded(&http, &server.base).await?;
@@ -439,7 +447,7 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
         ">= 12000 jobs/s",
     ));
     server.stop();
-    let (server, _) = Server::start(&main_dir)?;
+    let (server, _) = Server::start(&exe, &main_dir)?;
 
     // 2. Ready-job start latency on an idle runtime.
     let mut pickups = vec![];
@@ -512,7 +520,7 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
 
     // 5. SIGKILL with everything queued, restart, first job processed.
     server.kill9();
-    let (server, started) = Server::start(&main_dir)?;
+    let (server, started) = Server::start(&exe, &main_dir)?;
     let ready = started.elapsed();
     one_job(&http, &server.base).await?;
     rows.push((
@@ -550,7 +558,7 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
         // a fresh start, one after the other in this run.
         let saturated = {
             let http = http_for(SATURATED_CLIENTS)?;
-            let server = Server::start(&dir.join("saturated"))?.0;
+            let server = Server::start(&exe, &dir.join("saturated"))?.0;
             one_job(&http, &server.base).await?; // warm-up
             let t0 = Instant::now();
             submit_many(
