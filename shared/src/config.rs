@@ -420,7 +420,8 @@ pub const WRITE_QUEUE: usize = 8192;
 pub enum Durability {
     /// Survives a crash or SIGKILL of the process (WAL, `synchronous=NORMAL`). The default.
     Process,
-    /// Also survives power loss: every group commit is fsynced (`synchronous=FULL`).
+    /// Also survives a power cut: each group commit is answered after an `fdatasync` of the
+    /// WAL that covers it, made beside the writer while it goes on with the next group.
     Power,
 }
 
