@@ -37,7 +37,10 @@ struct Message {
 
 #[derive(Default)]
 struct QueueState {
-    messages: HashMap<i64, Message>,
+    /// By id. A B-tree, not a hash table: ids only grow, so entries append at its right edge,
+    /// and it holds about 26 bytes a message where a hash table holds up to twice that just
+    /// after it grows (a million messages waiting: 26 MB against 50).
+    messages: BTreeMap<i64, Message>,
     /// Visible messages, highest priority first, then in the order they became visible. An
     /// entry is a hint, checked when popped (the message may have gone or moved since).
     ready: BTreeMap<Reverse<i16>, VecDeque<i64>>,
@@ -109,9 +112,9 @@ impl QueueState {
             .values()
             .map(|d| d.capacity() * size_of::<i64>())
             .sum();
-        self.messages.capacity() * (size_of::<i64>() + size_of::<Message>() + 1)
+        // (a B-tree node holds up to 11 entries: count a third more for partly full nodes)
+        self.messages.len() * (size_of::<i64>() + size_of::<Message>()) * 4 / 3
             + ready
-            // (a B-tree node holds up to 11 keys: count a third more for partly full nodes)
             + self.waiting.len() * size_of::<(i64, i64)>() * 4 / 3
     }
 }
@@ -207,7 +210,7 @@ impl EmbeddedQueue {
                     (
                         name.clone(),
                         q.messages.len(),
-                        q.messages.keys().min().copied(),
+                        q.messages.keys().next().copied(),
                     )
                 })
                 .collect();
