@@ -20,14 +20,18 @@ use std::time::Duration;
 /// A request body: JSON (else `malformed_json`), an object (else `malformed_json`), then `T`
 /// (else `invalid_field` naming the field).
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    object(json_of(body)?, "request body must be a JSON object")
+}
+
+/// A request body as JSON, else `malformed_json`.
+pub(crate) fn json_of(body: &[u8]) -> ApiResult<Value> {
+    serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "malformed_json",
             format!("request body is not valid JSON: {e}"),
         )
-    })?;
-    object(value, "request body must be a JSON object")
+    })
 }
 
 /// `value` as `T` if it is a JSON object (else `malformed_json` with `not_object`).

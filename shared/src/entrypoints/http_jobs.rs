@@ -195,14 +195,7 @@ pub fn parse_submit(
     body: &[u8],
     idempotency_header: Option<&str>,
 ) -> Result<SubmitRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("request body is not valid JSON: {e}"),
-        )
-    })?;
-    submit_of(value, idempotency_header)
+    submit_of(json_of(body)?, idempotency_header)
 }
 
 /// A submit from its JSON (a request body, or one job of a batch).
