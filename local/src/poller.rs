@@ -4,9 +4,10 @@
 //! once (Lambda's MaximumConcurrency); failed records reappear after the visibility timeout.
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use shared::domain::JobType;
 use shared::entrypoints::sqs::handle_sqs_batch;
 use shared::health::Health;
-use shared::ports::{QueueConsumer, ReceivedMessage};
+use shared::ports::{PauseStore, QueueConsumer, ReceivedMessage};
 use shared::worker::Worker;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,7 +31,26 @@ pub struct PollerSettings {
     pub lease: Option<Duration>,
     /// How long in-flight batches get to finish once stop is signalled.
     pub grace: Duration,
+    /// Where to ask whether the queue's type is paused for every tenant, and the type: while it
+    /// is, nothing is received (its messages wait untouched).
+    pub paused: Option<PausedLook>,
 }
+
+/// Where a poller asks whether its type is paused for every tenant.
+#[derive(Clone)]
+pub struct PausedLook {
+    pub pauses: Arc<dyn PauseStore>,
+    pub job_type: JobType,
+}
+
+impl std::fmt::Debug for PausedLook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PausedLook({})", self.job_type)
+    }
+}
+
+/// How often a poller whose type is paused everywhere looks again.
+const PAUSED_LOOK: Duration = Duration::from_millis(250);
 
 /// Resolves once stop is signalled (or its sender is gone).
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -125,6 +145,21 @@ pub async fn run_poller(
             p = permits.clone().acquire_owned() => p.expect("semaphore open"),
             _ = stopped(&mut stop) => break,
         };
+        if let Some(look) = &settings.paused {
+            // (a store that cannot say is taken as not paused: the worker asks again per job)
+            if look
+                .pauses
+                .pauses()
+                .await
+                .is_ok_and(|p| p.everywhere(look.job_type.as_str()))
+            {
+                drop(permit);
+                tokio::select! {
+                    _ = tokio::time::sleep(PAUSED_LOOK) => continue,
+                    _ = stopped(&mut stop) => break,
+                }
+            }
+        }
         let received = tokio::select! {
             r = next_batch(queue.as_ref(), &settings, turn) => r,
             _ = stopped(&mut stop) => break,

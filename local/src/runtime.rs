@@ -1,7 +1,7 @@
 //! Wiring: open the backend, recover what a previous process left, serve, poll, sweep, and
 //! shut down gracefully.
 
-use crate::poller::{health_name, run_poller, stopped, PollerSettings};
+use crate::poller::{health_name, run_poller, stopped, PausedLook, PollerSettings};
 use crate::supervise::supervise;
 use anyhow::{bail, Context};
 use shared::adapters::embedded::EmbeddedQueue;
@@ -266,11 +266,15 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let worker = Worker::new(
-        ports.clone(),
-        registry.clone(),
-        WorkerSettings::from_config(&config),
-    );
+    let embedded = settings.config.backend != Backend::Aws;
+    let worker = Worker::new(ports.clone(), registry.clone(), {
+        let mut w = WorkerSettings::from_config(&config);
+        if embedded {
+            // (the embedded backend keeps the pauses in memory: a worker asks for every job)
+            w.pause_cache = Duration::ZERO;
+        }
+        w
+    });
     // Every part is on the health report before the first request can ask for it.
     health.up(MAINTENANCE);
     let mut pollers = vec![];
@@ -286,6 +290,12 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
             lease: (settings.config.backend == Backend::Aws)
                 .then(|| settings.config.stall_after.max(Duration::from_secs(1))),
             grace: settings.config.shutdown_grace,
+            // On one machine, a type paused for every tenant is not polled at all (on AWS the
+            // worker sends its jobs back, as Lambda's event-source mapping would deliver them).
+            paused: embedded.then(|| PausedLook {
+                pauses: ports.pauses.clone(),
+                job_type: reg.job_type.clone(),
+            }),
         };
         health.up(&health_name(&settings.queue));
         let (queue, worker, stop, health) = (

@@ -34,6 +34,12 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     pub stall_after: Duration,
     pub orphan_after: Duration,
+    /// A job of a paused type goes back to its queue for this long before it is looked at
+    /// again (`CONVEYOR_PAUSE_RECHECK`): how soon a resumed type's jobs start.
+    pub pause_recheck: Duration,
+    /// How long a worker keeps the paused types it read (`CONVEYOR_PAUSE_CACHE`; AWS: a
+    /// pause or resume takes effect within it; the embedded backend keeps them in memory).
+    pub pause_cache: Duration,
     pub maintenance_interval: Duration,
     /// Local runtime: how long in-flight jobs get to finish at shutdown.
     pub shutdown_grace: Duration,
@@ -251,6 +257,18 @@ impl Config {
                 Duration::from_secs(15 * 60),
                 SECOND,
                 7 * DAY,
+            ),
+            pause_recheck: r.duration(
+                "CONVEYOR_PAUSE_RECHECK",
+                Duration::from_secs(10),
+                10 * MS,
+                15 * 60 * SECOND,
+            ),
+            pause_cache: r.duration(
+                "CONVEYOR_PAUSE_CACHE",
+                Duration::from_secs(5),
+                Duration::ZERO,
+                5 * 60 * SECOND,
             ),
             maintenance_interval: r.duration(
                 "CONVEYOR_MAINTENANCE_INTERVAL",

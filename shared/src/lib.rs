@@ -5,6 +5,7 @@
 //! over this crate, so every path a job takes is the same code wherever it runs.
 
 pub mod adapters;
+pub mod assets;
 pub mod auth;
 pub mod config;
 pub mod domain;

@@ -103,13 +103,22 @@ pub async fn redispatch_orphans(
     now: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
     let mut n = 0;
+    // A paused type's jobs are not orphans: their messages go round until it is resumed.
+    let pauses = ports.pauses.pauses().await?;
     for _ in 0..MAX_PAGES {
         let orphans = ports
             .store
             .due(JobStatus::Queued, before(now, orphan_after), PAGE)
             .await?;
         let page = orphans.len();
+        let held = orphans
+            .iter()
+            .filter(|job| pauses.holds(&job.tenant, job.job_type.as_str()))
+            .count();
         for job in &orphans {
+            if pauses.holds(&job.tenant, job.job_type.as_str()) {
+                continue;
+            }
             let Ok(next) = job.redispatch(now) else {
                 continue;
             };
@@ -123,7 +132,9 @@ pub async fn redispatch_orphans(
                 Err(e) => return Err(e),
             }
         }
-        if page < PAGE {
+        // (a page of held jobs only comes back the same next time: the rest waits for the
+        // next sweep)
+        if page < PAGE || held == page {
             break;
         }
     }

@@ -12,6 +12,9 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod pauses;
+pub use pauses::PauseStore;
+
 /// The adapters one deployment runs on, handed to every use case.
 #[derive(Clone)]
 pub struct Ports {
@@ -38,6 +41,8 @@ pub struct Ports {
     pub slots: Arc<dyn RunningSlots>,
     /// Which job a debounce key holds now (`debounce` on submit).
     pub debounces: Arc<dyn Debounces>,
+    /// Job types paused for a tenant or for all (`domain::Pauses`).
+    pub pauses: Arc<dyn PauseStore>,
     /// Who sends the message of a job that a write queued.
     pub dispatch: Dispatch,
 }

@@ -31,6 +31,10 @@ pub struct WorkerSettings {
     /// the limits of tenants with none stored.
     pub max_payload_bytes: usize,
     pub tenant_defaults: crate::domain::TenantLimits,
+    /// A paused type's job goes back to its queue for this long, then is looked at again.
+    pub pause_recheck: Duration,
+    /// How long the paused types read are kept (zero: asked for every job).
+    pub pause_cache: Duration,
 }
 
 impl WorkerSettings {
@@ -40,6 +44,8 @@ impl WorkerSettings {
             stall_after: c.stall_after,
             max_payload_bytes: c.max_payload_bytes,
             tenant_defaults: c.tenant_defaults.clone(),
+            pause_recheck: c.pause_recheck,
+            pause_cache: c.pause_cache,
         }
     }
 }
@@ -65,6 +71,8 @@ pub struct Worker {
     /// When the invocation running this worker ends (Lambda): no attempt may run past it less
     /// `DEADLINE_MARGIN`, so its outcome is always recorded.
     deadline: Option<tokio::time::Instant>,
+    /// The paused types as last read, and when (see `WorkerSettings::pause_cache`).
+    pauses: Arc<std::sync::Mutex<Option<(tokio::time::Instant, crate::domain::Pauses)>>>,
 }
 
 /// Time kept back before an invocation's end to record the outcome of an attempt cut short.
@@ -116,6 +124,7 @@ impl Worker {
             events: None,
             rate_gates: Default::default(),
             deadline: None,
+            pauses: Default::default(),
         }
     }
 
@@ -214,6 +223,15 @@ impl Worker {
         let Some(registration) = self.registry.get(job_type.as_str()).cloned() else {
             return self.fail_unhandled(id).await;
         };
+        // A paused type's job goes back to wait, untouched (no attempt used): as a new message,
+        // so no number of rechecks brings it nearer its dead-letter queue.
+        if self.paused(&job_type, &message).await? {
+            tracing::debug!("its type is paused; sent back to wait");
+            return self
+                .send_back(&registration, &message, self.settings.pause_recheck)
+                .await
+                .map(|()| Disposition::Done);
+        }
         // The running slots of its key and its tenant, or sent back to wait for them.
         let slots = match self.take_slots(&registration, &message).await? {
             Slot::Taken(keys) => keys,
@@ -338,6 +356,51 @@ impl Worker {
         self.send_back(registration, message, SLOT_RETRY)
             .await
             .map(|()| Slot::Busy)
+    }
+
+    /// Whether a pause holds this job: its type paused for every tenant, or for the job's.
+    async fn paused(
+        &self,
+        job_type: &crate::domain::JobType,
+        message: &JobMessage,
+    ) -> Result<bool, StoreError> {
+        let pauses = self.pauses_now().await?;
+        if !pauses.names(job_type.as_str()) {
+            return Ok(false);
+        }
+        if pauses.everywhere(job_type.as_str()) {
+            return Ok(true);
+        }
+        // Paused for some tenant: whose job is this? (The message says, where it carries a
+        // tenant running limit or a key; else the job does.)
+        let tenant = match (&message.tenant_running, &message.key) {
+            (Some((tenant, _)), _) => Some(tenant.clone()),
+            (None, Some(key)) => key
+                .split_once('/')
+                .and_then(|(t, _)| crate::domain::Tenant::parse(t).ok()),
+            (None, None) => None,
+        };
+        let tenant = match tenant {
+            Some(t) => t,
+            None => match self.ports.store.get(message.job_id).await? {
+                Some(job) => job.tenant,
+                None => return Ok(false),
+            },
+        };
+        Ok(pauses.holds(&tenant, job_type.as_str()))
+    }
+
+    /// The paused types, read again once `pause_cache` has passed since the last read.
+    async fn pauses_now(&self) -> Result<crate::domain::Pauses, StoreError> {
+        let now = tokio::time::Instant::now();
+        if let Some((at, known)) = self.pauses.lock().unwrap().as_ref() {
+            if now.duration_since(*at) < self.settings.pause_cache {
+                return Ok(known.clone());
+            }
+        }
+        let read = self.ports.pauses.pauses().await?;
+        *self.pauses.lock().unwrap() = Some((now, read.clone()));
+        Ok(read)
     }
 
     async fn release_slots(&self, keys: &[String], holder: crate::domain::JobId) {

@@ -115,7 +115,7 @@ fn the_checked_in_description_is_what_the_route_table_and_the_request_types_gene
     }
     // THEN every binary serves that one (the file it includes)
     assert!(
-        shared::entrypoints::http::OPENAPI == generated,
+        shared::entrypoints::http::OPENAPI.text() == generated,
         "{path} is not what the route table and the request types generate; write it again \
          with:\n  CONVEYOR_UPDATE_OPENAPI=1 cargo nextest run -p shared --test openapi\n\
          (then build again: the binaries include the file)"

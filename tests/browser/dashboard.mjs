@@ -1,6 +1,7 @@
 // The dashboard in a real browser (headless Chromium driven by playwright-core) against a
 // running local runtime: submit a job from the page and watch it to the end without a reload,
-// cancel a running job from the page, and keep updating with the WebSocket blocked.
+// cancel a running job from the page, replay a finished one with an edited payload, see a paused
+// type marked, and keep updating with the WebSocket blocked.
 // Env: BASE_URL (the runtime), PLAYWRIGHT_DIR (where playwright-core is installed),
 // SCREENSHOT_DIR (where the screenshots go).
 import { createRequire } from "node:module";
@@ -69,6 +70,53 @@ await step("a running job is cancelled from the page", async () => {
   await page.click("#d-cancel");
   await page.waitForFunction(() => document.getElementById("d-status").textContent === "cancelled", null, { timeout: 20000 });
   await page.screenshot({ path: `${shots}/dashboard-cancelled.png`, fullPage: true });
+  await page.close();
+});
+
+await step("a finished job is replayed from the page with an edited payload, each linking the other", async () => {
+  const page = await browser.newPage();
+  await page.goto(base);
+  await page.waitForFunction(() => document.getElementById("transport").textContent === "websocket");
+  const id = await submitFromPage(page, "sleep", { ms: 10 });
+  await page.waitForFunction(() => document.getElementById("d-status").textContent === "succeeded", null, { timeout: 20000 });
+  await page.fill("#d-replay-payload", JSON.stringify({ ms: 20 }));
+  await page.click("#d-replay");
+  // The new job is shown, naming the old; it runs with the edited payload and succeeds.
+  await page.waitForFunction((old) => document.getElementById("d-id").textContent !== old, id, { timeout: 20000 });
+  const replay = await text(page, "#d-id");
+  assert.match(await text(page, "#d-links"), new RegExp(`replay of ${id}`));
+  assert.equal(JSON.parse(await page.inputValue("#d-replay-payload")).ms, 20);
+  await page.waitForFunction(() => document.getElementById("d-status").textContent === "succeeded", null, { timeout: 20000 });
+  // Back on the old job, it names its replay.
+  await page.click(`#d-links a[data-job="${id}"]`);
+  await page.waitForFunction((old) => document.getElementById("d-id").textContent === old, id);
+  assert.match(await text(page, "#d-links"), new RegExp(`replayed as ${replay}`));
+  await page.screenshot({ path: `${shots}/dashboard-replayed.png`, fullPage: true });
+  await page.close();
+});
+
+await step("the submit form offers the types a user submits, not the deployment's own", async () => {
+  const page = await browser.newPage();
+  await page.goto(base);
+  await page.waitForFunction(() => document.querySelectorAll("#type option").length > 0);
+  const offered = await page.$$eval("#type option", (os) => os.map((o) => o.textContent));
+  const filter = await page.$$eval("#f-type option", (os) => os.map((o) => o.textContent));
+  assert.ok(offered.includes("sleep") && !offered.includes("conveyor.bulk"), offered.join(","));
+  assert.ok(filter.includes("conveyor.bulk"), "the history filter still lists it");
+  await page.close();
+});
+
+await step("a paused type says so in the page's table of types", async () => {
+  const page = await browser.newPage();
+  await page.goto(base);
+  const post = (path) => page.evaluate((p) => fetch(p, { method: "POST", headers: { "content-type": "application/json" } }).then((r) => r.status), path);
+  assert.equal(await post("/v1/types/noop/pause"), 200);
+  await submitFromPage(page, "noop", {});
+  await page.waitForFunction(() => [...document.querySelectorAll("#queues tr")].some((tr) => tr.textContent.startsWith("noop") && tr.textContent.includes("paused")), null, { timeout: 20000 });
+  assert.equal(await status(page), "queued");
+  await page.screenshot({ path: `${shots}/dashboard-paused.png`, fullPage: true });
+  assert.equal(await post("/v1/types/noop/resume"), 200);
+  await page.waitForFunction(() => document.getElementById("d-status").textContent === "succeeded", null, { timeout: 20000 });
   await page.close();
 });
 

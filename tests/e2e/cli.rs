@@ -453,3 +453,72 @@ async fn a_tenants_limits_are_set_and_read_back() {
     let out = run(cmd).await;
     assert!(out.status.success(), "{out:?}");
 }
+
+#[tokio::test]
+async fn a_type_is_paused_listed_and_resumed() {
+    let app = spawn_app(&[]).await;
+    // WHEN the tenant's admin pauses `sleep`
+    let out = conveyor_as(&app, &["admin"], &["types", "pause", "sleep", "--json"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout_json(&out)["paused"], true);
+    // THEN the list says so, in JSON and to a reader
+    let listed = stdout_json(&conveyor(&app, &["types", "list", "--json"]).await);
+    let sleep = listed["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["type"] == "sleep")
+        .cloned()
+        .unwrap();
+    assert_eq!(sleep["paused"], true, "{listed}");
+    let human = conveyor(&app, &["types", "list"]).await;
+    let line = text(&human.stdout)
+        .lines()
+        .find(|l| l.starts_with("sleep "))
+        .map(str::to_string);
+    assert!(
+        line.as_deref()
+            .is_some_and(|l| l.contains("paused (tenant)")),
+        "{human:?}"
+    );
+    // AND a submitter may not resume it, nor the admin for every tenant: the API's refusal
+    let refused = conveyor(&app, &["types", "resume", "sleep"]).await;
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let refused = conveyor_as(
+        &app,
+        &["admin"],
+        &["types", "resume", "sleep", "--all-tenants"],
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(text(&refused.stderr).contains("operator"), "{refused:?}");
+    // WHEN the admin resumes it
+    let out = conveyor_as(&app, &["admin"], &["types", "resume", "sleep"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout).trim(), "sleep: running");
+}
+
+#[tokio::test]
+async fn a_job_is_replayed_with_another_payload() {
+    let app = spawn_app(&[]).await;
+    let id = app
+        .submit_new(&json!({ "type": "sleep", "payload": { "ms": 10 } }))
+        .await;
+    app.wait_for_status(&id, status_is("succeeded"), Duration::from_secs(20))
+        .await;
+    // WHEN it is replayed with another payload
+    let out = conveyor(
+        &app,
+        &["replay", &id, "--payload", r#"{"ms": 20}"#, "--json"],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let new = stdout_json(&out);
+    // THEN the new job has it and names the old; the old names the new
+    assert_eq!(new["payload"], json!({ "ms": 20 }), "{new}");
+    assert_eq!(new["replay_of"], id.as_str(), "{new}");
+    assert_eq!(app.get_job(&id).await["replayed_as"], json!([new["id"]]));
+    // AND a payload that is not JSON is the command line's error
+    let bad = conveyor(&app, &["replay", &id, "--payload", "{"]).await;
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+}

@@ -45,6 +45,8 @@ const BAD: &[(&str, &[&str])] = &[
         &["0", "99999999999999999999s", "1e400", "2d"],
     ),
     ("CONVEYOR_ORPHAN_AFTER", &["0", "99999999999999999999h"]),
+    ("CONVEYOR_PAUSE_RECHECK", &["0", "1h", "soon"]),
+    ("CONVEYOR_PAUSE_CACHE", &["1h", "soon"]),
     ("CONVEYOR_MAINTENANCE_INTERVAL", &["0", "5ms", "2h"]),
     ("CONVEYOR_SCHEDULER_INTERVAL", &["0", "10ms", "2m", "soon"]),
     (

@@ -106,9 +106,18 @@ async fn a_debounced_replacement_counts_against_the_tenants_submit_rate() {
     let app = spawn_app(&[("CONVEYOR_TENANT_SUBMITS_PER_SECOND", "2")]).await;
     // WHEN 6 debounced submits with one key come one after the other (in at most two of the
     // rate's one-second windows), each but the first replacing the waiting job
+    // (on a machine too busy to answer 6 submits within two seconds that does not hold: the
+    // burst is made again with another key, a few times at most)
     let mut answers = vec![];
-    for n in 0..6 {
-        answers.push(app.submit(&debounced("burst", n)).await);
+    for round in 0..4 {
+        let began = std::time::Instant::now();
+        answers.clear();
+        for n in 0..6 {
+            answers.push(app.submit(&debounced(&format!("burst-{round}"), n)).await);
+        }
+        if began.elapsed() < std::time::Duration::from_millis(1500) {
+            break;
+        }
     }
     // THEN some are refused as past the rate, as any submit past it is: a replacement is a
     // submission too

@@ -30,9 +30,11 @@ mod maintenance;
 mod metrics;
 #[path = "../../shared/tests/support/moto.rs"]
 mod moto;
+mod pauses;
 mod priorities;
 mod quotas;
 mod rates;
+mod replay;
 mod retries;
 mod scan;
 mod schedules;

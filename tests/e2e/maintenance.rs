@@ -36,6 +36,8 @@ fn harness() -> Harness {
             stall_after: Duration::from_secs(2),
             max_payload_bytes: shared::service::DEFAULT_MAX_PAYLOAD_BYTES,
             tenant_defaults: Default::default(),
+            pause_recheck: Duration::from_secs(10),
+            pause_cache: Duration::ZERO,
         },
     );
     Harness {

@@ -14,7 +14,7 @@ use shared::entrypoints::http::routes;
 
 /// How B's admin is refused on a route with A's objects.
 enum Case {
-    /// No tenant's data: `/healthz`, the API's description, the registered types.
+    /// No tenant's data: `/healthz`, the API's description.
     NoTenantData,
     /// Called as `method` `path` with `body`, B's admin gets `status`.
     Refused {
@@ -47,12 +47,16 @@ fn case(method: &str, template: &str, a: &A) -> Case {
     };
     let schedule = json!({ "name": "nightly", "type": "noop", "cron": "0 3 * * *" });
     match (method, template) {
-        ("get", "/healthz") | ("get", "/v1/openapi.json") | ("get", "/v1/types") => NoTenantData,
+        ("get", "/healthz") | ("get", "/v1/openapi.json") => NoTenantData,
+        ("get", "/v1/types") => forbidden("/v1/types?tenant=acme", None),
+        ("post", "/v1/types/{type}/pause") => forbidden("/v1/types/noop/pause?tenant=acme", None),
+        ("post", "/v1/types/{type}/resume") => forbidden("/v1/types/noop/resume?tenant=acme", None),
         ("post", "/v1/jobs") => forbidden("/v1/jobs?tenant=acme", Some(json!({ "type": "noop" }))),
         ("get", "/v1/jobs") => forbidden("/v1/jobs?tenant=acme", None),
         ("get", "/v1/jobs/{id}") => missing(format!("/v1/jobs/{}", a.job), None),
         ("post", "/v1/jobs/{id}/cancel") => missing(format!("/v1/jobs/{}/cancel", a.job), None),
         ("post", "/v1/jobs/{id}/retry") => missing(format!("/v1/jobs/{}/retry", a.job), None),
+        ("post", "/v1/jobs/{id}/replay") => missing(format!("/v1/jobs/{}/replay", a.job), None),
         ("get", "/v1/jobs/{id}/logs") => missing(format!("/v1/jobs/{}/logs", a.job), None),
         ("get", "/v1/jobs/{id}/result") => missing(format!("/v1/jobs/{}/result", a.job), None),
         ("get", "/v1/stats") => forbidden("/v1/stats?tenant=acme", None),
@@ -109,7 +113,7 @@ fn case(method: &str, template: &str, a: &A) -> Case {
 }
 
 /// The routes only an admin (or an operator) may take.
-const ADMIN_ROUTES: [(&str, &str); 7] = [
+const ADMIN_ROUTES: [(&str, &str); 9] = [
     ("post", "/v1/api-keys"),
     ("get", "/v1/api-keys"),
     ("delete", "/v1/api-keys/{id}"),
@@ -117,6 +121,8 @@ const ADMIN_ROUTES: [(&str, &str); 7] = [
     ("get", "/v1/tenants/{tenant}/limits"),
     ("put", "/v1/tenants/{tenant}/limits"),
     ("post", "/v1/webhook-secret/rotate"),
+    ("post", "/v1/types/{type}/pause"),
+    ("post", "/v1/types/{type}/resume"),
 ];
 
 async fn call(
@@ -150,6 +156,7 @@ async fn snapshot(app: &TestApp, admin: &str, a: &A) -> Vec<(String, Value)> {
         "/v1/schedules/nightly".to_string(),
         "/v1/webhook-secret".to_string(),
         "/v1/tenants/acme/limits".to_string(),
+        "/v1/types".to_string(),
     ] {
         let (status, mut body) = call(app, admin, "get", &path, None).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
@@ -169,7 +176,8 @@ async fn snapshot(app: &TestApp, admin: &str, a: &A) -> Vec<(String, Value)> {
 
 #[tokio::test]
 async fn another_tenants_admin_is_refused_on_every_route_and_changes_nothing() {
-    // GIVEN tenant A (acme) with a waiting job, a batch, a schedule, a key and its limits, and
+    // GIVEN tenant A (acme) with a waiting job, a batch, a schedule, a key, its limits and a
+    // paused type, and
     // tenant B's (globex) admin
     let app = spawn_app(&[]).await;
     let a_admin = token("acme", &["admin"]);
@@ -219,6 +227,8 @@ async fn another_tenants_admin_is_refused_on_every_route_and_changes_nothing() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{limits}");
+    let (status, paused) = call(&app, &a_admin, "post", "/v1/types/sleep/pause", None).await;
+    assert_eq!(status, StatusCode::OK, "{paused}");
     let a = A {
         job: job["id"].as_str().unwrap().into(),
         batch: batch["batch"]["id"].as_str().unwrap().into(),
@@ -277,7 +287,8 @@ async fn another_tenants_admin_is_refused_on_every_route_and_changes_nothing() {
         for (method, template) in ADMIN_ROUTES {
             let path = template
                 .replace("{id}", "01JF0000000000000000000000")
-                .replace("{tenant}", "globex");
+                .replace("{tenant}", "globex")
+                .replace("{type}", "noop");
             let body = (method != "get" && method != "delete")
                 .then(|| json!({ "name": "k", "roles": ["reader"] }));
             let (status, answer) = call(&app, &caller, method, &path, body.as_ref()).await;

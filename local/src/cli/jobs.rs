@@ -46,6 +46,20 @@ pub struct JobArgs {
     pub connection: Connection,
 }
 
+/// `conveyor replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The job to replay (of any status)
+    pub job_id: String,
+    /// The new job's payload, as JSON (default: the replayed job's)
+    #[arg(long, value_parser = parse_json)]
+    pub payload: Option<serde_json::Value>,
+    #[command(flatten)]
+    pub scope: Scope,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
 /// `conveyor list`.
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
@@ -131,6 +145,22 @@ pub async fn one(action: &str, a: JobArgs) -> anyhow::Result<u8> {
             out.push_str(&format!("\nresult: {}", j["result"]));
         }
         out
+    });
+    Ok(0)
+}
+
+pub async fn replay(a: ReplayArgs) -> anyhow::Result<u8> {
+    let c = Client::new(&a.connection, Some(&a.scope))?;
+    let body = a.payload.map(|p| serde_json::json!({ "payload": p }));
+    let job = c
+        .post(&format!("/v1/jobs/{}/replay", a.job_id), body)
+        .await?;
+    c.print(&job, |j| {
+        format!(
+            "{}\nreplays {}",
+            summary_line(j),
+            j["replay_of"].as_str().unwrap_or("?")
+        )
     });
     Ok(0)
 }

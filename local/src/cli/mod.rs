@@ -14,6 +14,7 @@ mod dead_letters;
 mod jobs;
 mod limits;
 mod schedules;
+mod types;
 mod watch;
 
 use crate::access::{KeysCommand, TokenArgs};
@@ -83,6 +84,8 @@ enum Command {
     Cancel(jobs::JobArgs),
     /// Retry a job that ended, with fresh attempts
     Retry(jobs::JobArgs),
+    /// A new job made from one (of any status), with its payload or another
+    Replay(jobs::ReplayArgs),
     /// A job's log lines
     Logs(jobs::LogsArgs),
     /// The tenant's jobs counted by type and status
@@ -100,6 +103,8 @@ enum Command {
     Bulk(bulk::BulkArgs),
     /// A tenant's limits
     Limits(limits::LimitsArgs),
+    /// The job types, and pausing and resuming one
+    Types(types::TypesArgs),
     /// Print a completion script for a shell, e.g. `conveyor completions bash >
     /// /etc/bash_completion.d/conveyor`
     Completions {
@@ -157,6 +162,7 @@ fn run_client(name: &str, command: Command) -> ExitCode {
                 Command::Get(a) => jobs::one("get", a).await,
                 Command::Cancel(a) => jobs::one("cancel", a).await,
                 Command::Retry(a) => jobs::one("retry", a).await,
+                Command::Replay(a) => jobs::replay(a).await,
                 Command::List(a) => jobs::list(a).await,
                 Command::Logs(a) => jobs::logs(a).await,
                 Command::Stats(a) => jobs::stats(a).await,
@@ -166,6 +172,7 @@ fn run_client(name: &str, command: Command) -> ExitCode {
                 Command::DeadLetters(a) => dead_letters::run(a).await,
                 Command::Bulk(a) => bulk::run(a).await,
                 Command::Limits(a) => limits::run(a).await,
+                Command::Types(a) => types::run(a).await,
                 other => unreachable!("not a client command: {other:?}"),
             }
         })

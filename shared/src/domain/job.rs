@@ -149,6 +149,9 @@ pub struct TransitionError {
     pub from: JobStatus,
 }
 
+/// How many of a job's replays it names (`Job::replayed_as`): the newest.
+pub const REPLAYS_KEPT: usize = 20;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,
@@ -191,6 +194,13 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "DependencyFailure::is_cancel")]
     pub on_dependency_failure: DependencyFailure,
     pub cancel_requested: bool,
+    /// The job this one replays (`POST /v1/jobs/{id}/replay`): made from it, maybe with
+    /// another payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<JobId>,
+    /// The jobs made by replaying this one, oldest first (the last `REPLAYS_KEPT`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replayed_as: Vec<JobId>,
     /// The job counts against its tenant's active-job quota (it was submitted while one
     /// applied): the store takes a slot while it is unfinished and gives it back when it ends.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

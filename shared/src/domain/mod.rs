@@ -6,6 +6,7 @@ mod batch;
 mod ids;
 mod job;
 mod message;
+mod pause;
 mod rate;
 mod schedule;
 mod submit;
@@ -25,10 +26,11 @@ pub use job::{
     LifecycleEvent, LifecycleKind, NewJob, Outcome, Progress, TransitionError, MAX_QUEUE_DELAY,
 };
 pub use message::JobMessage;
+pub use pause::{Pause, PauseScope, PauseView, Pauses};
 pub use rate::{gcra, parse_duration, Debounce, Limit, Rate, TypeLimit, MAX_DEBOUNCE};
 pub use schedule::{
     check_year, parse_timezone, Cadence, CatchUp, Cron, Overlap, RateUnit, RunOutcome, Schedule,
     ScheduleName, ScheduleRun, MAX_RATE, ON_TIME, RUNS_KEPT, TICK_KEY_PREFIX, YEARS,
 };
 pub use submit::SubmitRequest;
-pub use zones::Zone;
+pub use zones::{Zone, ZONES_TABLE};

@@ -9,7 +9,8 @@ use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-const ZONES: &str = include_str!("zones.txt");
+/// `zones.txt`, deflated in the binary.
+pub static ZONES_TABLE: crate::assets::Packed = crate::packed!("zones.txt.z");
 
 /// A time zone: its standard offset and, if it has one, its daylight-saving rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +195,8 @@ impl Zone {
         static TABLE: OnceLock<HashMap<&'static str, Zone>> = OnceLock::new();
         TABLE
             .get_or_init(|| {
-                ZONES
+                ZONES_TABLE
+                    .text()
                     .lines()
                     .filter_map(|line| {
                         let (name, rule) = line.split_once(' ')?;
@@ -334,8 +336,9 @@ mod tests {
 
     #[test]
     fn every_zone_in_the_table_parses() {
-        let lines = ZONES.lines().count();
-        let parsed = ZONES
+        let lines = ZONES_TABLE.text().lines().count();
+        let parsed = ZONES_TABLE
+            .text()
             .lines()
             .filter(|l| {
                 l.split_once(' ')

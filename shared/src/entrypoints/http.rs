@@ -340,6 +340,9 @@ mod schedules;
 #[path = "http_bulk.rs"]
 mod bulk;
 
+#[path = "http_types.rs"]
+mod types;
+
 /// The request bodies, each a type that parses: what the OpenAPI description's request
 /// schemas are generated from (`openapi`).
 #[cfg(feature = "openapi")]
@@ -347,13 +350,13 @@ pub(crate) mod bodies {
     pub(crate) use super::admin::{KeyBody, LimitsBody, RotateBody};
     pub(crate) use super::batches::BatchBody;
     pub(crate) use super::bulk::{BulkBody, RedriveBody};
-    pub(crate) use super::jobs::SubmitBody;
+    pub(crate) use super::jobs::{ReplayBody, SubmitBody};
     pub(crate) use super::schedules::ScheduleBody;
 }
 
 /// The API's OpenAPI 3.1 description, served at `/v1/openapi.json`: generated from the route
 /// table and the request types by `openapi::generate` (a test holds this file to it).
-pub const OPENAPI: &str = include_str!("openapi.json");
+pub static OPENAPI: crate::assets::Packed = crate::packed!("openapi.json.z");
 
 /// The description's own routes, and health.
 const DOCS_ROUTES: &[(&str, &str)] = &[("get", "/healthz"), ("get", "/v1/openapi.json")];
@@ -369,6 +372,7 @@ pub fn routes() -> impl Iterator<Item = (&'static str, &'static str)> {
         schedules::ROUTES,
         bulk::ROUTES,
         batches::ROUTES,
+        types::ROUTES,
     ]
     .into_iter()
     .flatten()
@@ -386,6 +390,7 @@ pub fn route_params(route: &str) -> &'static [&'static str] {
         .or_else(|| schedules::params(route))
         .or_else(|| bulk::params(route))
         .or_else(|| batches::params(route))
+        .or_else(|| types::params(route))
         .unwrap_or(&[])
 }
 
@@ -397,7 +402,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(healthz))
         .route(
             "/v1/openapi.json",
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI.text()) }),
         )
         .merge(jobs::router())
         .merge(live::router())
@@ -405,6 +410,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(schedules::router())
         .merge(bulk::router())
         .merge(batches::router())
+        .merge(types::router())
         .route_layer(axum::middleware::from_fn(only_known_params))
         // (Runs before the parameter check: a caller without a credential learns nothing.)
         .route_layer(axum::middleware::from_fn_with_state(
@@ -483,7 +489,7 @@ fn whole_number(
 }
 
 /// The dashboard: one page, no build step, talking to this API and its live updates.
-const DASHBOARD: &str = include_str!("dashboard.html");
+static DASHBOARD: crate::assets::Packed = crate::packed!("dashboard.html.z");
 
 async fn dashboard(State(state): State<Arc<ApiState>>) -> Response {
     let ws = state.ws_url.as_deref().unwrap_or("");
@@ -496,7 +502,7 @@ async fn dashboard(State(state): State<Arc<ApiState>>) -> Response {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        DASHBOARD.replace("{{WS_URL}}", &ws),
+        DASHBOARD.text().replace("{{WS_URL}}", &ws),
     )
         .into_response()
 }

@@ -1,5 +1,5 @@
 //! `/v1/jobs`: submit (one job, read from its JSON as a `SubmitBody`), read, list, cancel,
-//! retry, logs and results; `/v1/stats` and `/v1/types`. A child of `http`.
+//! retry, replay, logs and results; `/v1/stats`. A child of `http`.
 
 use super::fields::*;
 use super::*;
@@ -430,6 +430,70 @@ pub(super) async fn change_job(
     Ok((StatusCode::ACCEPTED, Json(outcome?)).into_response())
 }
 
+/// `POST /v1/jobs/{id}/replay`'s body (optional).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(schemars::JsonSchema),
+    schemars(rename = "ReplayRequest")
+)]
+pub(crate) struct ReplayBody {
+    /// the new job's payload (default: the replayed job's), checked as a submit's is
+    payload: Option<Value>,
+}
+
+/// `POST /v1/jobs/{id}/replay` (submitter): a new job made from this one (of any status), with
+/// another payload if given; 202 and the new job, which names the old (`replay_of`), as the
+/// old names it (`replayed_as`).
+pub(super) async fn replay(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+    JobPath(id): JobPath,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let tenant = caller.tenant(&q)?;
+    let outcome = replay_as(&state, &caller, &tenant, id, &body).await;
+    if let Err(e) = &outcome {
+        // (a replay made is recorded with its job, in the same write)
+        audit(&state, &caller, &tenant, "job.replay", Some(id), e.code).await;
+    }
+    outcome
+}
+
+async fn replay_as(
+    state: &Arc<ApiState>,
+    caller: &Caller,
+    tenant: &Tenant,
+    id: JobId,
+    body: &[u8],
+) -> ApiResult<Response> {
+    caller.require(Role::Submitter)?;
+    let body: ReplayBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ReplayBody::default()
+    } else {
+        parse_body(body)?
+    };
+    let entry = caller.actor().entry(
+        Some(tenant.clone()),
+        "job.replay",
+        None,
+        "ok",
+        chrono::Utc::now(),
+        state.audit_retention,
+    );
+    let t = tenant.clone();
+    let (new, _old) = detached(state, |state| async move {
+        state
+            .service
+            .replay(&t, id, body.payload, Some(entry))
+            .await
+    })
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(new)).into_response())
+}
+
 pub(super) async fn logs(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -453,6 +517,8 @@ pub(super) struct Stats {
     total: u64,
     /// Job rows that could not be read, set aside (not in `total`).
     quarantined: u64,
+    /// The types paused for the tenant (for it alone or for every tenant): their jobs wait.
+    paused: Vec<crate::domain::JobType>,
 }
 
 pub(super) async fn stats(
@@ -461,12 +527,22 @@ pub(super) async fn stats(
     Params(q): Params,
 ) -> ApiResult<Response> {
     caller.require(Role::Reader)?;
-    let stats = state.service.stats(&caller.tenant(&q)?).await?;
+    let tenant = caller.tenant(&q)?;
+    let stats = state.service.stats(&tenant).await?;
+    let paused = state
+        .service
+        .ports()
+        .pauses
+        .pauses()
+        .await
+        .map_err(ApiError::from)?
+        .types_for(&tenant);
     let mut out = Stats {
         by_type: BTreeMap::new(),
         by_status: JobStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
         total: 0,
         quarantined: stats.quarantined,
+        paused,
     };
     for row in stats.rows {
         *out.by_type
@@ -480,33 +556,6 @@ pub(super) async fn stats(
     Ok(Json(out).into_response())
 }
 
-pub(super) async fn types(State(state): State<Arc<ApiState>>) -> Json<Value> {
-    let registry = state.service.registry();
-    Json(json!({
-        "types": registry.iter().map(|r| json!({
-            "type": r.job_type,
-            "queue": registry.queue_name(&r.job_type),
-            "high_priority_queue": registry.high_queue_name(&r.job_type),
-            "high_priority_ratio": r.options.high_priority_ratio,
-            "max_attempts": r.options.max_attempts,
-            "timeout_ms": r.options.timeout.as_millis() as u64,
-            "concurrency": r.options.concurrency,
-            "batch_size": r.options.batch_size,
-            "min_interval_ms": r.options.min_interval.as_millis() as u64,
-            "rate": r.options.rate.map(|rate| json!({
-                "per": rate.per,
-                "period_ms": rate.period.as_millis() as u64,
-            })),
-            "max_running_per_key": r.options.max_running_per_key,
-            "rate_per_key": r.options.rate_per_key.map(|rate| json!({
-                "per": rate.per,
-                "period_ms": rate.period.as_millis() as u64,
-            })),
-            "retention_secs": r.options.retention.as_secs(),
-        })).collect::<Vec<_>>()
-    }))
-}
-
 /// The jobs resource's routes, as described (`(method, path)`, in `http::routes`).
 pub(super) const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/jobs"),
@@ -514,10 +563,10 @@ pub(super) const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/jobs/{id}"),
     ("post", "/v1/jobs/{id}/cancel"),
     ("post", "/v1/jobs/{id}/retry"),
+    ("post", "/v1/jobs/{id}/replay"),
     ("get", "/v1/jobs/{id}/logs"),
     ("get", "/v1/jobs/{id}/result"),
     ("get", "/v1/stats"),
-    ("get", "/v1/types"),
 ];
 
 /// The query parameters each of the resource's routes takes.
@@ -535,9 +584,9 @@ pub(super) fn params(route: &str) -> Option<&'static [&'static str]> {
         "/v1/jobs/{id}"
         | "/v1/jobs/{id}/cancel"
         | "/v1/jobs/{id}/retry"
+        | "/v1/jobs/{id}/replay"
         | "/v1/jobs/{id}/result"
         | "/v1/stats" => &["tenant"],
-        "/v1/types" => &[],
         _ => return None,
     })
 }
@@ -549,8 +598,8 @@ pub(super) fn router() -> Router<Arc<ApiState>> {
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/retry", post(retry))
+        .route("/v1/jobs/{id}/replay", post(replay))
         .route("/v1/jobs/{id}/logs", get(logs))
         .route("/v1/jobs/{id}/result", get(result))
         .route("/v1/stats", get(stats))
-        .route("/v1/types", get(types))
 }

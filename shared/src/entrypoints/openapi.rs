@@ -7,7 +7,8 @@
 //! schema generator stays out of the Lambda functions.
 
 use super::http::bodies::{
-    BatchBody, BulkBody, KeyBody, LimitsBody, RedriveBody, RotateBody, ScheduleBody, SubmitBody,
+    BatchBody, BulkBody, KeyBody, LimitsBody, RedriveBody, ReplayBody, RotateBody, ScheduleBody,
+    SubmitBody,
 };
 use super::http::{route_params, routes};
 use schemars::{generate::SchemaSettings, JsonSchema, SchemaGenerator};
@@ -106,6 +107,15 @@ const OPS: &[OpRow] = &[
         "Job",
     ),
     (
+        "post",
+        "/v1/jobs/{id}/replay",
+        "Replay a job (any status): a new job of its type, priority, attempts, backoff and key, with its payload or the one given; each names the other (replay_of, replayed_as)",
+        Some("submitter"),
+        Some(body::<ReplayBody>),
+        202,
+        "Job",
+    ),
+    (
         "get",
         "/v1/jobs/{id}/logs",
         "A job's log lines",
@@ -135,11 +145,29 @@ const OPS: &[OpRow] = &[
     (
         "get",
         "/v1/types",
-        "The registered job types and their options",
+        "The registered job types, their options, and the pauses that hold the tenant's jobs of each",
         Some("reader"),
         None,
         200,
         "Types",
+    ),
+    (
+        "post",
+        "/v1/types/{type}/pause",
+        "Pause a type: its jobs keep being accepted and none starts until it is resumed (for the tenant; all_tenants=true: for every tenant, operator)",
+        Some("admin"),
+        None,
+        200,
+        "Type",
+    ),
+    (
+        "post",
+        "/v1/types/{type}/resume",
+        "Resume a paused type (for the tenant; all_tenants=true: for every tenant, operator)",
+        Some("admin"),
+        None,
+        200,
+        "Type",
     ),
     (
         "post",
@@ -370,7 +398,7 @@ fn param_schema(name: &str) -> Value {
         "since" | "updated_since" => json!({ "type": "string", "format": "date-time" }),
         "job_id" => ulid_schema(),
         "all" => json!({ "type": "boolean" }),
-        "anonymous" => json!({ "type": "boolean" }),
+        "anonymous" | "all_tenants" => json!({ "type": "boolean" }),
         "tenant" => tenant_schema(),
         _ => json!({ "type": "string" }),
     }
@@ -389,6 +417,7 @@ fn param_doc(name: &str) -> &'static str {
         "updated_since" => "instead of a page by creation: the jobs changed at or after this time (RFC 3339), oldest change first; poll again from next_updated_since",
         "job_id" => "the job to follow",
         "all" => "follow every job of the tenant (true)",
+        "all_tenants" => "for every tenant, not the caller's alone (true; operator)",
         "last_event_id" => "resume after this event (as the Last-Event-ID header does)",
         _ => "",
     }
@@ -405,6 +434,7 @@ fn operation(generator: &mut SchemaGenerator, method: &str, path: &str) -> Value
             let schema = match (name, path) {
                 ("tenant", _) => tenant_schema(),
                 ("name", _) => json!({ "type": "string", "pattern": "^[A-Za-z0-9._-]{1,48}$" }),
+                ("type", _) => json!({ "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" }),
                 (_, p) if p.starts_with("/v1/jobs") => ulid_schema(),
                 _ => json!({ "type": "string", "pattern": "^[0-9a-z]{26}$" }),
             };

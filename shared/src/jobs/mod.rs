@@ -211,7 +211,7 @@ impl Registry {
                 execution: Execution::Task,
                 ..JobOptions::default()
             },
-            Sleep,
+            runs(Sleep),
         );
         r.register(
             "http.fetch",
@@ -238,7 +238,7 @@ impl Registry {
                 execution: Execution::Task,
                 ..JobOptions::default()
             },
-            ScanDomain::new(outbound.clone()),
+            runs(ScanDomain::new(outbound.clone())),
         );
         r.register(
             BULK_TYPE,
@@ -250,7 +250,7 @@ impl Registry {
                 execution: Execution::Task,
                 ..JobOptions::default()
             },
-            Bulk,
+            runs(Bulk),
         );
         r
     }

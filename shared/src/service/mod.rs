@@ -16,6 +16,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod batches;
+mod replay;
+
+/// What a new job of a submit is written with: `audit` (its job id filled in) and its
+/// tenant's `limits`, checked in the same write.
+fn creating(job: &Job, audit: Option<AuditEntry>, limits: &TenantLimits) -> CreateWith {
+    CreateWith {
+        audit: audit.map(|mut entry| {
+            entry.job_id = Some(job.id);
+            entry
+        }),
+        admission: Admission {
+            max_active: limits.max_active,
+            per_second: limits.submits_per_second,
+            window: job.created_at.timestamp(),
+        },
+        ..Default::default()
+    }
+}
 
 /// Conditional writes that lose a race are re-read and re-applied this many times.
 const CONFLICT_RETRIES: usize = 8;
@@ -252,19 +270,7 @@ impl JobService {
             }
             job = job.waiting_for(parents, on_failure);
         }
-        let now = job.created_at;
-        let with = CreateWith {
-            audit: audit.map(|mut entry| {
-                entry.job_id = Some(job.id);
-                entry
-            }),
-            admission: Admission {
-                max_active: limits.max_active,
-                per_second: limits.submits_per_second,
-                window: now.timestamp(),
-            },
-            ..Default::default()
-        };
+        let with = creating(&job, audit, &limits);
         match debounce {
             Some(d) => self.submit_debounced(job, &with, &d).await,
             None => {
@@ -560,6 +566,26 @@ impl JobService {
         id: JobId,
         change: impl Fn(&Job, DateTime<Utc>) -> Result<Job, TransitionError>,
     ) -> Result<Job, ServiceError> {
+        self.change_with(tenant, id, change, true).await
+    }
+
+    /// `change`, for a change that sends no message (the job's is out already, if any).
+    async fn change_keeping_message(
+        &self,
+        tenant: &Tenant,
+        id: JobId,
+        change: impl Fn(&Job, DateTime<Utc>) -> Result<Job, TransitionError>,
+    ) -> Result<Job, ServiceError> {
+        self.change_with(tenant, id, change, false).await
+    }
+
+    async fn change_with(
+        &self,
+        tenant: &Tenant,
+        id: JobId,
+        change: impl Fn(&Job, DateTime<Utc>) -> Result<Job, TransitionError>,
+        dispatch: bool,
+    ) -> Result<Job, ServiceError> {
         for _ in 0..CONFLICT_RETRIES {
             let job = self.get(tenant, id).await?;
             let now = Utc::now();
@@ -567,7 +593,10 @@ impl JobService {
             if next.version == job.version {
                 return Ok(next); // nothing to change (e.g. a cancel asked twice)
             }
-            let change = Change::of(&job, next);
+            let mut change = Change::of(&job, next);
+            if !dispatch {
+                change = change.keeping_message();
+            }
             match self.lifecycle().apply(&change, now).await {
                 Ok(_) => return Ok(change.next),
                 Err(StoreError::Conflict) => continue,

@@ -390,3 +390,67 @@ pub async fn tenant_limits_are_stored_per_tenant(b: Under) {
         Default::default()
     );
 }
+
+pub async fn types_are_paused_per_tenant_or_for_all_and_resumed(b: Under) {
+    use shared::domain::{JobType, Pause, PauseScope};
+    let sleep = JobType::parse("sleep").unwrap();
+    let noop = JobType::parse("noop").unwrap();
+    let pause = |scope: PauseScope, t: &JobType, by: &str| Pause {
+        scope,
+        job_type: t.clone(),
+        since: Utc::now(),
+        by: by.into(),
+    };
+    // GIVEN nothing paused
+    assert!(b.ports.pauses.pauses().await.unwrap().0.is_empty());
+    // WHEN one tenant's admin pauses `sleep`, and an operator `noop` for every tenant
+    let mine = PauseScope::Tenant(tenant("pa"));
+    assert!(b
+        .ports
+        .pauses
+        .pause(&pause(mine.clone(), &sleep, "admin"))
+        .await
+        .unwrap());
+    assert!(b
+        .ports
+        .pauses
+        .pause(&pause(PauseScope::All, &noop, "operator"))
+        .await
+        .unwrap());
+    // THEN both read back, each holding whom it names
+    let now = b.ports.pauses.pauses().await.unwrap();
+    assert_eq!(now.0.len(), 2);
+    assert!(now.holds(&tenant("pa"), "sleep"));
+    assert!(!now.holds(&tenant("other"), "sleep"));
+    assert!(now.holds(&tenant("other"), "noop") && now.everywhere("noop"));
+    let first = now.holding(&tenant("pa"), "sleep").next().unwrap().clone();
+    assert_eq!(first.by, "admin");
+    // AND pausing again keeps the first pause (its moment and who)
+    assert!(!b
+        .ports
+        .pauses
+        .pause(&pause(mine.clone(), &sleep, "someone else"))
+        .await
+        .unwrap());
+    let again = b.ports.pauses.pauses().await.unwrap();
+    let pa = tenant("pa");
+    let kept = again.holding(&pa, "sleep").next().unwrap();
+    assert_eq!(
+        (kept.by.as_str(), kept.since.timestamp()),
+        ("admin", first.since.timestamp())
+    );
+    // WHEN the tenant's pause is resumed (and one that was never there)
+    assert!(b.ports.pauses.resume(&mine, &sleep).await.unwrap());
+    assert!(!b.ports.pauses.resume(&mine, &sleep).await.unwrap());
+    assert!(!b
+        .ports
+        .pauses
+        .resume(&PauseScope::Tenant(tenant("other")), &noop)
+        .await
+        .unwrap());
+    // THEN only the operator's pause is left
+    let left = b.ports.pauses.pauses().await.unwrap();
+    assert!(!left.holds(&tenant("pa"), "sleep"));
+    assert_eq!(left.0.len(), 1);
+    assert!(left.everywhere("noop"));
+}

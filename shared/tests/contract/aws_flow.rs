@@ -115,6 +115,8 @@ fn worker_settings() -> WorkerSettings {
         stall_after: Duration::from_secs(60),
         max_payload_bytes: shared::service::DEFAULT_MAX_PAYLOAD_BYTES,
         tenant_defaults: Default::default(),
+        pause_recheck: Duration::from_secs(10),
+        pause_cache: Duration::ZERO,
     }
 }
 

@@ -82,6 +82,7 @@ on_every_backend!(
     access::the_audit_trail_is_per_tenant_in_order_and_a_submit_is_written_with_its_job,
     access::submissions_are_counted_per_second_and_refused_past_the_rate,
     access::tenant_limits_are_stored_per_tenant,
+    access::types_are_paused_per_tenant_or_for_all_and_resumed,
     store::a_transition_is_written_only_from_the_expected_state,
     store::paging_across_shards_returns_every_job_once_in_order_with_each_filter,
     store::start_is_one_write_that_returns_the_started_job_or_the_job_as_it_is,

@@ -8,6 +8,7 @@
 //! | webhook key generations | `WEBHOOK` | `<tenant>` | `doc` (generation numbers; no secret) |
 //! | active jobs | `QUOTA#<tenant>` | `ACTIVE` | `active`: unfinished jobs holding a slot |
 //! | submissions in a second | `RATE#<tenant>` | `<unix second>` | `n`, `ttl` (a minute on) |
+//! | paused type | `PAUSES` | `<tenant or *>#<type>` | `since`, `by` (`pauses.rs`) |
 //!
 //! Neither carries `tenant` or `id` as attributes of their own, so no job index ever holds them.
 //! Keys share one partition: they are few, read by key (strongly consistent, so a revoked key

@@ -15,6 +15,7 @@ mod layout;
 mod listing;
 mod live;
 mod meter;
+mod pauses;
 mod puts;
 mod queue;
 mod schedules;
@@ -334,6 +335,7 @@ impl AwsBackend {
             rates: self.access.clone(),
             slots: self.access.clone(),
             debounces: self.access.clone(),
+            pauses: self.access.clone(),
             dispatch: crate::ports::Dispatch::FromStream,
         }
     }

@@ -132,11 +132,17 @@ pub(super) fn delete_expired_audit(
 
 pub struct EmbeddedAccess {
     pub(super) db: Db,
+    /// The paused types as stored, once read: this process is the data directory's one owner,
+    /// so every pause and resume goes through here (`pauses.rs`).
+    pub(super) pauses: std::sync::Mutex<Option<crate::domain::Pauses>>,
 }
 
 impl EmbeddedAccess {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            db,
+            pauses: Default::default(),
+        }
     }
 }
 

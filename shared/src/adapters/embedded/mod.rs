@@ -7,6 +7,7 @@ mod counts;
 mod db;
 mod events;
 mod logs;
+mod pauses;
 mod queue;
 mod rows;
 mod schedules;
@@ -53,6 +54,7 @@ impl EmbeddedBackend {
             rates: self.access.clone(),
             slots: self.slots.clone(),
             debounces: self.access.clone(),
+            pauses: self.access.clone(),
             dispatch: crate::ports::Dispatch::AfterWrite,
         }
     }

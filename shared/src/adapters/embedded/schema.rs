@@ -252,6 +252,13 @@ CREATE TABLE IF NOT EXISTS submit_windows (
     n INTEGER NOT NULL,
     PRIMARY KEY (tenant, second)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS paused_types (
+    scope TEXT NOT NULL, -- the tenant, or '*' for every tenant
+    type TEXT NOT NULL,
+    since INTEGER NOT NULL, -- micros
+    by TEXT NOT NULL,
+    PRIMARY KEY (scope, type)
+) WITHOUT ROWID;
 ";
 
 /// Bring an earlier version's `schedules` table up to `ACCESS`: each row's `due_at` unknown

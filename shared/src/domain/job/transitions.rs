@@ -45,6 +45,23 @@ impl Job {
             expires_at: None,
             updated_at: now,
             version: 1,
+            replay_of: None,
+            replayed_as: vec![],
+        }
+    }
+
+    /// This job, naming `replay` as made by replaying it (a change of no state: its status,
+    /// attempt and run stay).
+    pub fn replayed_as(&self, replay: JobId, now: DateTime<Utc>) -> Job {
+        let mut replayed_as = self.replayed_as.clone();
+        replayed_as.push(replay);
+        let over = replayed_as.len().saturating_sub(super::REPLAYS_KEPT);
+        replayed_as.drain(..over);
+        Job {
+            replayed_as,
+            updated_at: now,
+            version: self.version + 1,
+            ..self.clone()
         }
     }
 
