@@ -180,7 +180,7 @@ pub struct NewLogLine<'a> {
     pub keep_until: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct LogLine {
     pub seq: u64,
     pub at: DateTime<Utc>,
@@ -189,7 +189,7 @@ pub struct LogLine {
 }
 
 /// A durable step a job's handler completed (`JobContext::step`): its result, kept with the job.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct StepRecord {
     pub name: String,
     pub result: serde_json::Value,

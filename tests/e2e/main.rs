@@ -45,5 +45,6 @@ mod steps;
 mod storage;
 mod template;
 mod tenancy;
+mod transfer;
 mod webhook;
 mod worker_entrypoint;

@@ -48,6 +48,13 @@ fn case(method: &str, template: &str, a: &A) -> Case {
     let schedule = json!({ "name": "nightly", "type": "noop", "cron": "0 3 * * *" });
     match (method, template) {
         ("get", "/healthz") | ("get", "/v1/openapi.json") => NoTenantData,
+        // (the caller's own credential, described to it)
+        ("get", "/v1/me") => NoTenantData,
+        ("get", "/v1/jobs/export") => forbidden("/v1/jobs/export?tenant=acme", None),
+        ("post", "/v1/jobs/import") => forbidden(
+            "/v1/jobs/import?tenant=acme",
+            Some(json!({ "jobs": [{ "job": { "id": a.job } }] })),
+        ),
         ("get", "/v1/types") => forbidden("/v1/types?tenant=acme", None),
         ("post", "/v1/types/{type}/pause") => forbidden("/v1/types/noop/pause?tenant=acme", None),
         ("post", "/v1/types/{type}/resume") => forbidden("/v1/types/noop/resume?tenant=acme", None),
@@ -113,7 +120,7 @@ fn case(method: &str, template: &str, a: &A) -> Case {
 }
 
 /// The routes only an admin (or an operator) may take.
-const ADMIN_ROUTES: [(&str, &str); 9] = [
+const ADMIN_ROUTES: [(&str, &str); 10] = [
     ("post", "/v1/api-keys"),
     ("get", "/v1/api-keys"),
     ("delete", "/v1/api-keys/{id}"),
@@ -123,6 +130,7 @@ const ADMIN_ROUTES: [(&str, &str); 9] = [
     ("post", "/v1/webhook-secret/rotate"),
     ("post", "/v1/types/{type}/pause"),
     ("post", "/v1/types/{type}/resume"),
+    ("post", "/v1/jobs/import"),
 ];
 
 async fn call(

@@ -14,6 +14,7 @@ mod dead_letters;
 mod jobs;
 mod limits;
 mod schedules;
+mod transfer;
 mod types;
 mod watch;
 
@@ -105,6 +106,12 @@ enum Command {
     Limits(limits::LimitsArgs),
     /// The job types, and pausing and resuming one
     Types(types::TypesArgs),
+    /// Write the tenant's jobs (by filter) as JSON Lines, oldest first, each with its payload,
+    /// result, log and steps
+    Export(transfer::ExportArgs),
+    /// Take in jobs `conveyor export` wrote, under their ids: a finished one as it ended (it
+    /// never runs again), a queued or running one queued again
+    Import(transfer::ImportArgs),
     /// Print a completion script for a shell, e.g. `conveyor completions bash >
     /// /etc/bash_completion.d/conveyor`
     Completions {
@@ -173,6 +180,8 @@ fn run_client(name: &str, command: Command) -> ExitCode {
                 Command::Bulk(a) => bulk::run(a).await,
                 Command::Limits(a) => limits::run(a).await,
                 Command::Types(a) => types::run(a).await,
+                Command::Export(a) => transfer::export(a).await,
+                Command::Import(a) => transfer::import(a).await,
                 other => unreachable!("not a client command: {other:?}"),
             }
         })

@@ -82,6 +82,15 @@ impl JobId {
         chrono::DateTime::from_timestamp_millis(self.0.timestamp_ms() as i64).unwrap_or_default()
     }
 
+    /// The least id made at `at` (to the millisecond): every id made at or after it is at
+    /// least this, every one made before is less.
+    pub fn first_at(at: chrono::DateTime<chrono::Utc>) -> Self {
+        Self(ulid::Ulid::from_parts(
+            at.timestamp_millis().max(0) as u64,
+            0,
+        ))
+    }
+
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
         ulid::Ulid::from_str(s).map(Self).map_err(|_| {
             ValidationError::new("id", format!("'{s}' is not a job id (a 26-character ULID)"))

@@ -343,6 +343,9 @@ mod bulk;
 #[path = "http_types.rs"]
 mod types;
 
+#[path = "http_transfer.rs"]
+mod transfer;
+
 /// The request bodies, each a type that parses: what the OpenAPI description's request
 /// schemas are generated from (`openapi`).
 #[cfg(feature = "openapi")]
@@ -352,6 +355,7 @@ pub(crate) mod bodies {
     pub(crate) use super::bulk::{BulkBody, RedriveBody};
     pub(crate) use super::jobs::{ReplayBody, SubmitBody};
     pub(crate) use super::schedules::ScheduleBody;
+    pub(crate) use super::transfer::ImportBody;
 }
 
 /// The API's OpenAPI 3.1 description, served at `/v1/openapi.json`: generated from the route
@@ -373,6 +377,7 @@ pub fn routes() -> impl Iterator<Item = (&'static str, &'static str)> {
         bulk::ROUTES,
         batches::ROUTES,
         types::ROUTES,
+        transfer::ROUTES,
     ]
     .into_iter()
     .flatten()
@@ -391,6 +396,7 @@ pub fn route_params(route: &str) -> &'static [&'static str] {
         .or_else(|| bulk::params(route))
         .or_else(|| batches::params(route))
         .or_else(|| types::params(route))
+        .or_else(|| transfer::params(route))
         .unwrap_or(&[])
 }
 
@@ -411,6 +417,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(bulk::router())
         .merge(batches::router())
         .merge(types::router())
+        .merge(transfer::router())
         .route_layer(axum::middleware::from_fn(only_known_params))
         // (Runs before the parameter check: a caller without a credential learns nothing.)
         .route_layer(axum::middleware::from_fn_with_state(
@@ -462,6 +469,26 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
 
 fn job_id(raw: &str) -> ApiResult<JobId> {
     JobId::parse(raw).map_err(ApiError::invalid)
+}
+
+/// A listing's `status` and `type` query parameters, each checked where given.
+fn status_and_type(q: &HashMap<String, String>) -> ApiResult<(Option<JobStatus>, Option<JobType>)> {
+    let status = q
+        .get("status")
+        .map(|s| {
+            JobStatus::parse(s).ok_or_else(|| {
+                bad(
+                    "status",
+                    "must be one of waiting, scheduled, queued, running, succeeded, failed, dead, cancelled",
+                )
+            })
+        })
+        .transpose()?;
+    let job_type = q
+        .get("type")
+        .map(|t| JobType::parse(t.as_str()).map_err(ApiError::invalid))
+        .transpose()?;
+    Ok((status, job_type))
 }
 
 /// An optional whole-number query parameter within `[min, max]` (overflow is out of range).

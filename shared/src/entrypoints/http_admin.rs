@@ -404,8 +404,23 @@ pub(super) async fn rotate_webhook_secret(
     Ok(Json(webhook_secrets_view(&state, &tenant, outcome?).await?).into_response())
 }
 
+/// `GET /v1/me` (any credential): who the caller is, its tenant, and which roles it holds (a
+/// higher one grants every lower one), so a client offers only what the caller may do.
+pub(super) async fn me(caller: Caller) -> ApiResult<Response> {
+    let p = &caller.principal;
+    let grants: BTreeMap<&str, bool> = Role::ALL.iter().map(|r| (r.as_str(), p.has(*r))).collect();
+    Ok(Json(json!({
+        "tenant": p.tenant,
+        "subject": p.subject,
+        "roles": p.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "grants": grants,
+    }))
+    .into_response())
+}
+
 /// The administration's routes, as described.
 pub(super) const ROUTES: &[(&str, &str)] = &[
+    ("get", "/v1/me"),
     ("post", "/v1/api-keys"),
     ("get", "/v1/api-keys"),
     ("delete", "/v1/api-keys/{id}"),
@@ -421,7 +436,7 @@ pub(super) fn params(route: &str) -> Option<&'static [&'static str]> {
     Some(match route {
         "/v1/api-keys" | "/v1/webhook-secret" | "/v1/webhook-secret/rotate" => &["tenant"],
         "/v1/audit" => &["tenant", "since", "limit", "anonymous"],
-        "/v1/api-keys/{id}" | "/v1/tenants/{tenant}/limits" => &[],
+        "/v1/api-keys/{id}" | "/v1/tenants/{tenant}/limits" | "/v1/me" => &[],
         _ => return None,
     })
 }
@@ -429,6 +444,7 @@ pub(super) fn params(route: &str) -> Option<&'static [&'static str]> {
 /// The resource's routes, served.
 pub(super) fn router() -> Router<Arc<ApiState>> {
     Router::new()
+        .route("/v1/me", get(me))
         .route("/v1/api-keys", post(create_key).get(list_keys))
         .route("/v1/api-keys/{id}", axum::routing::delete(revoke_key))
         .route("/v1/audit", get(audit_trail))

@@ -317,21 +317,7 @@ pub(super) async fn list(
 ) -> ApiResult<Response> {
     caller.require(Role::Reader)?;
     let tenant = caller.tenant(&q)?;
-    let status = q
-        .get("status")
-        .map(|s| {
-            JobStatus::parse(s).ok_or_else(|| {
-                bad(
-                    "status",
-                    "must be one of waiting, scheduled, queued, running, succeeded, failed, dead, cancelled",
-                )
-            })
-        })
-        .transpose()?;
-    let job_type = q
-        .get("type")
-        .map(|t| JobType::parse(t.as_str()).map_err(ApiError::invalid))
-        .transpose()?;
+    let (status, job_type) = status_and_type(&q)?;
     let limit = whole_number(&q, "limit", 1, 500)?.unwrap_or(50) as usize;
     if let Some(since) = q.get("updated_since") {
         let since = DateTime::parse_from_rfc3339(since)

@@ -7,8 +7,8 @@
 //! schema generator stays out of the Lambda functions.
 
 use super::http::bodies::{
-    BatchBody, BulkBody, KeyBody, LimitsBody, RedriveBody, ReplayBody, RotateBody, ScheduleBody,
-    SubmitBody,
+    BatchBody, BulkBody, ImportBody, KeyBody, LimitsBody, RedriveBody, ReplayBody, RotateBody,
+    ScheduleBody, SubmitBody,
 };
 use super::http::{route_params, routes};
 use schemars::{generate::SchemaSettings, JsonSchema, SchemaGenerator};
@@ -78,6 +78,24 @@ const OPS: &[OpRow] = &[
         None,
         200,
         "EventStream",
+    ),
+    (
+        "get",
+        "/v1/jobs/export",
+        "Export the tenant's jobs a filter takes, newest first, each with its payload, result, log and steps (`conveyor export` writes them oldest first as JSON Lines)",
+        Some("reader"),
+        None,
+        200,
+        "ExportPage",
+    ),
+    (
+        "post",
+        "/v1/jobs/import",
+        "Import exported jobs under their ids, in order: a finished job as it ended (never run again), a waiting one waiting here, a queued or running one queued again; what became of each",
+        Some("admin"),
+        Some(body::<ImportBody>),
+        200,
+        "ImportResults",
     ),
     (
         "get",
@@ -168,6 +186,15 @@ const OPS: &[OpRow] = &[
         None,
         200,
         "Type",
+    ),
+    (
+        "get",
+        "/v1/me",
+        "Who the credential is: its tenant, subject and roles, and which roles it grants (a higher role grants the lower ones)",
+        Some("reader"),
+        None,
+        200,
+        "Me",
     ),
     (
         "post",

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 mod batches;
 mod replay;
+mod transfer;
+pub use transfer::{ExportFilter, ExportPage, ExportedJob, Imported};
 
 /// What a new job of a submit is written with: `audit` (its job id filled in) and its
 /// tenant's `limits`, checked in the same write.

@@ -65,6 +65,39 @@ impl Job {
         }
     }
 
+    /// The job as another deployment takes it in (an import): what ended stays as it ended,
+    /// never to run again; a running job was cut off where it ran, so it is queued again
+    /// without using up that attempt (or ends cancelled, if a cancel was asked for); a queued
+    /// one is queued from now (its message is sent anew). It holds no quota slot and is no
+    /// batch's member there (a batch stays where it was made).
+    pub fn imported(self, now: DateTime<Utc>) -> Job {
+        let job = match self.interrupt(now) {
+            Ok(requeued) if requeued.status == JobStatus::Queued => Job {
+                error: Some(JobError::with_kind(
+                    "interrupted",
+                    format!(
+                        "attempt {} was running where the job was exported from; it does not count",
+                        self.attempt
+                    ),
+                    true,
+                )),
+                ..requeued
+            },
+            Ok(cancelled) => cancelled,
+            Err(_) if self.status == JobStatus::Queued => Job {
+                queued_at: now,
+                updated_at: now,
+                ..self
+            },
+            Err(_) => self,
+        };
+        Job {
+            holds_slot: false,
+            batch_id: None,
+            ..job
+        }
+    }
+
     pub fn expected(&self) -> Expected {
         Expected {
             status: self.status,
