@@ -373,6 +373,9 @@ impl<'a> Lifecycle<'a> {
         send: bool,
     ) -> Followed {
         count_change(job);
+        if job.status.is_terminal() {
+            self.ports.history.ended(job);
+        }
         if let Some(line) = log {
             if let Err(e) = self
                 .ports
@@ -423,6 +426,9 @@ impl<'a> Lifecycle<'a> {
         > = Default::default();
         for job in jobs {
             count_change(job);
+            if job.status.is_terminal() {
+                self.ports.history.ended(job);
+            }
             events.extend(job.lifecycle_event());
             if self.ports.dispatch == Dispatch::AfterWrite {
                 if let Some((queue, message)) = message_of(self.registry, job, now) {

@@ -12,7 +12,9 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod history;
 mod pauses;
+pub use history::TypeHistory;
 pub use pauses::PauseStore;
 
 /// The adapters one deployment runs on, handed to every use case.
@@ -43,6 +45,8 @@ pub struct Ports {
     pub debounces: Arc<dyn Debounces>,
     /// Job types paused for a tenant or for all (`domain::Pauses`).
     pub pauses: Arc<dyn PauseStore>,
+    /// What ended per type and minute.
+    pub history: Arc<dyn TypeHistory>,
     /// Who sends the message of a job that a write queued.
     pub dispatch: Dispatch,
 }

@@ -470,6 +470,21 @@ await step("a reader is offered no control it may not use, an admin and an opera
   await operator.close();
 });
 
+await step("the Types view charts each type's last hour: succeeded and failed per minute, and run time", async () => {
+  const page = await openPage();
+  await tab(page, "types");
+  // (the steps before ran sleep jobs to success)
+  const chart = '#charts .chart[data-type="sleep"]';
+  await page.waitForSelector(chart, { timeout: 20000 });
+  const succeeded = Number(await text(page, `${chart} .c-ok`));
+  assert.ok(succeeded > 0, `sleep jobs counted as succeeded: ${succeeded}`);
+  assert.ok(await page.locator(`${chart} svg rect.ok`).count() > 0, "a bar for a minute with ends");
+  assert.match(await text(page, `${chart} .c-p50`), /^\d+$/);
+  assert.match(await text(page, `${chart} .c-p99`), /^\d+$/);
+  await shot(page, "dashboard-charts");
+  await page.close();
+});
+
 await step("the whole page is under 100 KB", async () => {
   const r = await fetch(base + "/");
   const body = await r.text();

@@ -51,6 +51,7 @@ fn case(method: &str, template: &str, a: &A) -> Case {
         // (the caller's own credential, described to it)
         ("get", "/v1/me") => NoTenantData,
         ("get", "/v1/jobs/export") => forbidden("/v1/jobs/export?tenant=acme", None),
+        ("get", "/v1/stats/history") => forbidden("/v1/stats/history?tenant=acme", None),
         ("post", "/v1/jobs/import") => forbidden(
             "/v1/jobs/import?tenant=acme",
             Some(json!({ "jobs": [{ "job": { "id": a.job } }] })),

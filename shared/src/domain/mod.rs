@@ -3,6 +3,7 @@
 mod access;
 mod backoff;
 mod batch;
+mod history;
 mod ids;
 mod job;
 mod message;
@@ -18,6 +19,9 @@ pub use access::{
 };
 pub use backoff::Backoff;
 pub use batch::{batch_count_change, Batch, BatchId, CallbackSpec, BATCH_KEY_PREFIX};
+pub use history::{
+    ended as job_ended, minute_of, MinuteView, TypeMinute, HISTORY_KEPT, RUN_BUCKETS,
+};
 pub use ids::{
     tenant_bucket, ConcurrencyKey, IdempotencyKey, JobId, JobType, Tenant, Topic, ValidationError,
 };

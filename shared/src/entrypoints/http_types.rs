@@ -1,6 +1,7 @@
 //! The job types: what each is (`GET /v1/types`), and pausing and resuming one, for a tenant
 //! (its admin) or for every tenant (an operator, `all_tenants=true`). A paused type keeps
-//! taking submits and starts none of the jobs it holds until it is resumed.
+//! taking submits and starts none of the jobs it holds until it is resumed. And what ended per
+//! type and minute, for charts (`GET /v1/stats/history`).
 
 use super::*;
 use crate::domain::{PauseScope, Pauses};
@@ -169,11 +170,42 @@ pub(super) async fn resume_type(
     pause_or_resume(state, caller, raw, q, false).await
 }
 
+/// `GET /v1/stats/history` (reader): what ended per type and minute over the last `minutes` (1
+/// to 2,880; default 60), oldest first: jobs succeeded, failed (or dead), and the p50 and p99
+/// of their run times (from buckets: each the upper bound of the bucket it falls in).
+pub(super) async fn history(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+) -> ApiResult<Response> {
+    caller.require(Role::Reader)?;
+    let tenant = caller.tenant(&q)?;
+    let minutes = whole_number(&q, "minutes", 1, 2880)?.unwrap_or(60);
+    let since =
+        crate::domain::minute_of(Utc::now() - chrono::Duration::minutes(minutes as i64 - 1));
+    let rows = state
+        .service
+        .ports()
+        .history
+        .minutes(&tenant, since)
+        .await
+        .map_err(ApiError::from)?;
+    let mut types: BTreeMap<String, Vec<crate::domain::MinuteView>> = BTreeMap::new();
+    for (at, job_type, minute) in rows {
+        types
+            .entry(job_type)
+            .or_default()
+            .push(crate::domain::MinuteView::of(at, &minute));
+    }
+    Ok(Json(json!({ "minutes": minutes, "since": since, "types": types })).into_response())
+}
+
 /// The types resource's routes, as described.
 pub(super) const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/types"),
     ("post", "/v1/types/{type}/pause"),
     ("post", "/v1/types/{type}/resume"),
+    ("get", "/v1/stats/history"),
 ];
 
 /// The query parameters each of the resource's routes takes.
@@ -181,6 +213,7 @@ pub(super) fn params(route: &str) -> Option<&'static [&'static str]> {
     Some(match route {
         "/v1/types" => &["tenant"],
         "/v1/types/{type}/pause" | "/v1/types/{type}/resume" => &["tenant", "all_tenants"],
+        "/v1/stats/history" => &["tenant", "minutes"],
         _ => return None,
     })
 }
@@ -191,4 +224,5 @@ pub(super) fn router() -> Router<Arc<ApiState>> {
         .route("/v1/types", get(types))
         .route("/v1/types/{type}/pause", post(pause_type))
         .route("/v1/types/{type}/resume", post(resume_type))
+        .route("/v1/stats/history", get(history))
 }

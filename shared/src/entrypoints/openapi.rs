@@ -81,6 +81,15 @@ const OPS: &[OpRow] = &[
     ),
     (
         "get",
+        "/v1/stats/history",
+        "What ended per type and minute over the last `minutes` (default 60, at most 2,880): succeeded, failed (or dead), p50 and p99 run time (each the upper bound of its bucket), oldest first",
+        Some("reader"),
+        None,
+        200,
+        "History",
+    ),
+    (
+        "get",
         "/v1/jobs/export",
         "Export the tenant's jobs a filter takes, newest first, each with its payload, result, log and steps (`conveyor export` writes them oldest first as JSON Lines)",
         Some("reader"),

@@ -17,8 +17,9 @@
 //! On AWS the `stats` function reads the stream (an event-source mapping; [`handle_stream_event`]);
 //! locally, and in tests, [`StreamReader`] reads it through the DynamoDB Streams API.
 
+use super::minutes::{Ended, MinuteKey};
 use super::write::classify;
-use crate::domain::{JobStatus, Tenant};
+use crate::domain::{JobStatus, Tenant, TypeMinute};
 use crate::ports::{StatsRow, StoreError, StoreStats};
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use serde_json::{json, Value};
@@ -60,37 +61,42 @@ pub struct Change {
     pub sequence: String,
     old: Option<Counted>,
     new: Option<Counted>,
+    /// The job's end, when this change ended it (`minutes.rs`).
+    ended: Option<Ended>,
 }
 
 impl Change {
     /// A record as Lambda delivers it (attribute values in DynamoDB JSON).
     pub fn from_lambda(record: &Value) -> Option<Self> {
         let d = record.get("dynamodb")?;
-        let image = |name: &str| {
-            let image = d.get(name)?;
-            Counted::of(|f| Some(image.get(f)?.get("S")?.as_str()?.to_string()))
+        let image = |name: &'static str| {
+            move |f: &str| Some(d.get(name)?.get(f)?.get("S")?.as_str()?.to_string())
         };
+        let (old, new) = (image("OldImage"), image("NewImage"));
         Some(Self {
             sequence: d.get("SequenceNumber")?.as_str()?.to_string(),
-            old: image("OldImage"),
-            new: image("NewImage"),
+            old: Counted::of(old),
+            new: Counted::of(new),
+            ended: Ended::of(old, new),
         })
     }
 
     fn from_stream(record: &aws_sdk_dynamodbstreams::types::Record) -> Option<Self> {
         use aws_sdk_dynamodbstreams::types::AttributeValue as A;
         let d = record.dynamodb()?;
-        let image = |image: Option<&HashMap<String, A>>| {
-            let image = image?;
-            Counted::of(|f| match image.get(f)? {
+        fn attribute(image: Option<&HashMap<String, A>>, f: &str) -> Option<String> {
+            match image?.get(f)? {
                 A::S(s) => Some(s.clone()),
                 _ => None,
-            })
-        };
+            }
+        }
+        let old = |f: &str| attribute(d.old_image(), f);
+        let new = |f: &str| attribute(d.new_image(), f);
         Some(Self {
             sequence: d.sequence_number()?.to_string(),
-            old: image(d.old_image()),
-            new: image(d.new_image()),
+            old: Counted::of(old),
+            new: Counted::of(new),
+            ended: Ended::of(old, new),
         })
     }
 
@@ -171,21 +177,27 @@ impl Counters {
         let mut start = 0;
         while start < changes.len() {
             let mut deltas: BTreeMap<Counted, i64> = BTreeMap::new();
+            let mut minutes: BTreeMap<MinuteKey, TypeMinute> = BTreeMap::new();
             let mut end = start;
             while end < changes.len() {
                 let d = changes[end].deltas();
-                let new_keys = d.iter().filter(|(k, _)| !deltas.contains_key(k)).count();
-                if end > start && deltas.len() + new_keys > MAX_COUNTERS {
+                let ended = changes[end].ended.as_ref();
+                let new_keys = d.iter().filter(|(k, _)| !deltas.contains_key(k)).count()
+                    + ended.is_some_and(|e| !minutes.contains_key(&e.key)) as usize;
+                if end > start && deltas.len() + minutes.len() + new_keys > MAX_COUNTERS {
                     break;
                 }
                 for (k, v) in d {
                     *deltas.entry(k).or_default() += v;
                 }
+                if let Some(e) = ended {
+                    e.fold(&mut minutes);
+                }
                 end += 1;
             }
             deltas.retain(|_, v| *v != 0);
             let group = &changes[start..end];
-            self.write(&deltas, group, position.as_deref_mut())
+            self.write(&deltas, &minutes, group, position.as_deref_mut())
                 .await
                 .map_err(|error| NotCounted {
                     from: changes[start].sequence.clone(),
@@ -199,6 +211,7 @@ impl Counters {
     async fn write(
         &self,
         deltas: &BTreeMap<Counted, i64>,
+        minutes: &BTreeMap<MinuteKey, TypeMinute>,
         group: &[Change],
         position: Option<&mut Position>,
     ) -> Result<(), StoreError> {
@@ -207,7 +220,7 @@ impl Counters {
         let (Some(first), Some(last)) = (group.first(), group.last()) else {
             return Ok(());
         };
-        if deltas.is_empty() {
+        if deltas.is_empty() && minutes.is_empty() {
             return Ok(());
         }
         let mut items = vec![];
@@ -236,6 +249,7 @@ impl Counters {
                 .map_err(|e| StoreError::Rejected(e.to_string()))?;
             items.push(TransactWriteItem::builder().update(update).build());
         }
+        items.extend(super::minutes::updates(&self.table, minutes, spread)?);
         if let Some(p) = &position {
             let mut update = Update::builder()
                 .table_name(&self.table)

@@ -15,6 +15,7 @@ mod layout;
 mod listing;
 mod live;
 mod meter;
+mod minutes;
 mod pauses;
 mod puts;
 mod queue;
@@ -336,6 +337,10 @@ impl AwsBackend {
             slots: self.access.clone(),
             debounces: self.access.clone(),
             pauses: self.access.clone(),
+            history: Arc::new(minutes::DynamoHistory {
+                client: self.dynamodb.clone(),
+                table: self.store.table.clone(),
+            }),
             dispatch: crate::ports::Dispatch::FromStream,
         }
     }

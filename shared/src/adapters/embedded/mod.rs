@@ -6,6 +6,7 @@ mod batches;
 mod counts;
 mod db;
 mod events;
+mod history;
 mod logs;
 mod pauses;
 mod queue;
@@ -37,6 +38,8 @@ pub struct EmbeddedBackend {
     pub slots: Arc<MemorySlots>,
     /// Every committed change of a job, in commit order (live updates).
     pub feed: Arc<crate::live::ChangeFeed>,
+    /// What ended per type and minute.
+    pub history: Arc<history::EmbeddedHistory>,
 }
 
 impl EmbeddedBackend {
@@ -55,6 +58,7 @@ impl EmbeddedBackend {
             slots: self.slots.clone(),
             debounces: self.access.clone(),
             pauses: self.access.clone(),
+            history: self.history.clone(),
             dispatch: crate::ports::Dispatch::AfterWrite,
         }
     }
@@ -99,6 +103,7 @@ impl EmbeddedBackend {
             events: Arc::new(InProcessEvents::new(1024)),
             access: Arc::new(EmbeddedAccess::new(db.clone())),
             slots: Arc::new(MemorySlots::new()),
+            history: Arc::new(history::EmbeddedHistory::new(db.clone())),
             db,
         })
     }

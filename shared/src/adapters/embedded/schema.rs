@@ -259,6 +259,15 @@ CREATE TABLE IF NOT EXISTS paused_types (
     by TEXT NOT NULL,
     PRIMARY KEY (scope, type)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS type_minutes (
+    tenant TEXT NOT NULL,
+    minute INTEGER NOT NULL, -- the minute's start, seconds since the epoch
+    type TEXT NOT NULL,
+    succeeded INTEGER NOT NULL,
+    failed INTEGER NOT NULL, -- failed or dead
+    runs TEXT NOT NULL, -- JSON array: runs per bucket of RUN_BOUNDS_MS
+    PRIMARY KEY (tenant, minute, type)
+) WITHOUT ROWID;
 ";
 
 /// Bring an earlier version's `schedules` table up to `ACCESS`: each row's `due_at` unknown
