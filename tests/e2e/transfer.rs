@@ -86,7 +86,7 @@ async fn make_jobs(app: &TestApp, n: [usize; 6]) {
     }));
     jobs.extend((0..queued).map(|_| json!({ "type": "sleep", "payload": { "ms": 10 } })));
     let mut ids = vec![];
-    for chunk in jobs.chunks(500) {
+    for chunk in jobs.chunks(50) {
         ids.extend(batch(app, chunk).await);
     }
     let first_later = done + failing;
