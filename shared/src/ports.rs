@@ -14,9 +14,11 @@ use std::time::Duration;
 
 mod debounces;
 mod history;
+mod no_dead_letters;
 mod pauses;
 pub use debounces::Debounces;
 pub use history::TypeHistory;
+pub use no_dead_letters::NoDeadLetters;
 pub use pauses::PauseStore;
 
 /// The adapters one deployment runs on, handed to every use case.

@@ -12,7 +12,7 @@ use shared::maintenance::{MaintenanceSettings, SweepReport};
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::init_lambda_logs();
     let config = shared::Config::from_env()?;
-    let (ports, registry) = shared::adapters::open_ports(&config).await?;
+    let (ports, registry) = shared::adapters::open_ports_with_dead_letters(&config).await?;
     let service = &shared::service::JobService::from_config(&config, ports, registry);
     let settings = MaintenanceSettings {
         stall_after: config.stall_after,

@@ -32,6 +32,21 @@ pub enum OpenError {
 /// The registry of shipped job types and the ports `config.backend` names, with each type's
 /// queue and dead-letter queue declared (embedded; on AWS the template creates them).
 pub async fn open_ports(config: &Config) -> Result<(Ports, Arc<Registry>), OpenError> {
+    open_ports_reading::<false>(config).await
+}
+
+/// `open_ports` for what settles dead letters (the maintenance function): on AWS its ports read
+/// the types' dead-letter queues, which no other function's do (`NoDeadLetters`; a parameter of
+/// the type, so that the others are built without that code).
+pub async fn open_ports_with_dead_letters(
+    config: &Config,
+) -> Result<(Ports, Arc<Registry>), OpenError> {
+    open_ports_reading::<true>(config).await
+}
+
+async fn open_ports_reading<const DEAD_LETTERS: bool>(
+    config: &Config,
+) -> Result<(Ports, Arc<Registry>), OpenError> {
     let registry = |settings: &crate::jobs::BuiltinSettings| {
         let mut registry = Registry::builtin(&config.queue_prefix, settings);
         registry
@@ -50,7 +65,12 @@ pub async fn open_ports(config: &Config) -> Result<(Ports, Arc<Registry>), OpenE
                 .await
                 .map_err(|e| OpenError::Table(e.to_string()))?;
             let settings = with_stored_signing_key(config, &sdk);
-            Ok((backend.ports(), registry(&settings)?))
+            let ports = if DEAD_LETTERS {
+                backend.ports()
+            } else {
+                backend.ports_without_dead_letters()
+            };
+            Ok((ports, registry(&settings)?))
         }
         #[cfg(not(feature = "aws"))]
         Backend::Aws => Err(OpenError::NotBuilt("aws")),

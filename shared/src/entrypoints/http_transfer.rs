@@ -10,8 +10,6 @@ use crate::service::{ExportFilter, ExportedJob, Imported};
 pub const IMPORT_MAX: usize = 100;
 /// Most bytes of one import request (under a Lambda function's request size).
 pub const IMPORT_BYTES: usize = 5 * 1024 * 1024;
-/// Jobs of one import request taken in at once.
-const IMPORTS_AT_ONCE: usize = 8;
 /// Most ids one export request names.
 pub const EXPORT_IDS: usize = 100;
 
@@ -98,23 +96,42 @@ pub(crate) struct ImportBody {
     jobs: Vec<Value>,
 }
 
-/// One job of an import body, read: its id (when it has one that reads), and the job or why not.
+/// One job of an import body, read: its id (when it has one that reads), and the job or why
+/// not, naming the part that does not read (`jobs[i].job`, `.logs` or `.steps`). (Each part is
+/// read on its own with `serde_json`, whose readers of a job every binary has already: a reader
+/// that tracks paths would be a second copy of them in the api function.)
 fn exported_of(i: usize, raw: Value) -> (Option<String>, Result<ExportedJob, ApiError>) {
     let id = raw["job"]["id"].as_str().map(str::to_string);
-    let parsed = serde_path_to_error::deserialize::<_, ExportedJob>(raw).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            format!("jobs[{i}]")
-        } else {
-            format!("jobs[{i}].{path}")
-        };
+    let part = |field: &str, e: String| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_field",
-            format!("not a job as an export gives it: {}", e.inner()),
+            format!("not a job as an export gives it: {e}"),
         )
-        .field(&field)
-    });
+        .field(format!("jobs[{i}].{field}"))
+    };
+    let parsed = (|| {
+        let Value::Object(mut record) = raw else {
+            return Err(part("job", "each job is an object".into()));
+        };
+        if let Some(other) = record
+            .keys()
+            .find(|k| !matches!(k.as_str(), "job" | "logs" | "steps"))
+        {
+            return Err(part(other, "unknown field (job, logs, steps)".into()));
+        }
+        let mut take = |name: &str| record.remove(name).unwrap_or(Value::Null);
+        let job = serde_json::from_value(take("job")).map_err(|e| part("job", e.to_string()))?;
+        let logs = match take("logs") {
+            Value::Null => vec![],
+            v => serde_json::from_value(v).map_err(|e| part("logs", e.to_string()))?,
+        };
+        let steps = match take("steps") {
+            Value::Null => vec![],
+            v => serde_json::from_value(v).map_err(|e| part("steps", e.to_string()))?,
+        };
+        Ok(ExportedJob { job, logs, steps })
+    })();
     (id, parsed)
 }
 
@@ -163,64 +180,27 @@ async fn import_as(
         ));
     }
     let tenant = tenant.clone();
+    // One at a time, in order: a job comes after the jobs it depends on, which are then here
+    // when it is decided.
     let results = detached(state, move |state| async move {
-        use futures::StreamExt;
         let now = Utc::now();
-        let import = |i: usize, parsed: Result<ExportedJob, ApiError>| {
-            let (state, tenant) = (state.clone(), tenant.clone());
-            async move {
-                state
+        let mut results = Vec::with_capacity(body.jobs.len());
+        for (i, raw) in body.jobs.into_iter().enumerate() {
+            let (id, parsed) = exported_of(i, raw);
+            let outcome = match parsed {
+                Ok(exported) => state
                     .service
-                    .import(&tenant, parsed?, now)
+                    .import(&tenant, exported, now)
                     .await
                     .map_err(|e| {
                         let e = ApiError::from(e);
                         let field = e.field.as_deref().map(|f| format!("jobs[{i}].{f}"));
                         ApiError { field, ..e }
-                    })
-            }
-        };
-        // A few at once; but a waiting job only once the jobs it depends on are in (those of
-        // this request first), so that it is decided from them: in waves.
-        let mut todo: Vec<_> = body
-            .jobs
-            .into_iter()
-            .enumerate()
-            .map(|(i, raw)| {
-                let (id, parsed) = exported_of(i, raw);
-                (i, id, parsed)
-            })
-            .collect();
-        let mut results = vec![];
-        while !todo.is_empty() {
-            let pending: std::collections::HashSet<JobId> = todo
-                .iter()
-                .filter_map(|(_, _, parsed)| parsed.as_ref().ok().map(|e| e.job.id))
-                .collect();
-            let (wave, later): (Vec<_>, Vec<_>) = todo.into_iter().partition(|(_, _, parsed)| {
-                parsed.as_ref().map_or(true, |e| {
-                    !e.job.depends_on.iter().any(|p| pending.contains(p))
-                })
-            });
-            // (a job waiting for itself, or a cycle, goes in the last wave, and is decided then)
-            let (wave, later) = if wave.is_empty() {
-                (later, vec![])
-            } else {
-                (wave, later)
+                    }),
+                Err(e) => Err(e),
             };
-            results.extend(
-                futures::stream::iter(wave)
-                    .map(|(i, id, parsed)| {
-                        let import = &import;
-                        async move { (i, id, import(i, parsed).await) }
-                    })
-                    .buffer_unordered(IMPORTS_AT_ONCE)
-                    .collect::<Vec<_>>()
-                    .await,
-            );
-            todo = later;
+            results.push((i, id, outcome));
         }
-        results.sort_by_key(|(i, _, _)| *i);
         Ok::<_, ServiceError>(results)
     })
     .await?;

@@ -5,7 +5,6 @@
 
 use super::*;
 use crate::ports::StepRecord;
-use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 
 /// A job as exported: the job, its log and its steps, oldest first.
@@ -62,8 +61,6 @@ pub enum Imported {
 
 /// Log lines read a request while a job's log is exported.
 const LOG_PAGE: usize = 1000;
-/// Jobs an export page reads at once.
-const EXPORT_READS_AT_ONCE: usize = 16;
 
 impl JobService {
     /// A page of `tenant`'s jobs that `filter` takes, newest first, each with its log and
@@ -119,20 +116,16 @@ impl JobService {
                 more = false;
             }
         }
-        // (read a few at once; a job that ended and expired since the listing is passed)
-        let ids: Vec<JobId> = page.iter().map(|s| s.id).collect();
-        let read: Vec<(JobId, Option<ExportedJob>)> = futures::stream::iter(ids)
-            .map(|id| async move {
-                let job = store.get(id).await?.filter(|j| filter.holds(j));
-                let exported = match job {
-                    Some(job) => Some(self.exported(job).await?),
-                    None => None,
-                };
-                Ok::<_, ServiceError>((id, exported))
-            })
-            .buffered(EXPORT_READS_AT_ONCE)
-            .try_collect()
-            .await?;
+        // (a job that ended and expired since the listing is passed)
+        let mut read = Vec::with_capacity(page.len());
+        for summary in &page {
+            let job = store.get(summary.id).await?.filter(|j| filter.holds(j));
+            let exported = match job {
+                Some(job) => Some(self.exported(job).await?),
+                None => None,
+            };
+            read.push((summary.id, exported));
+        }
         let mut last = None;
         for (id, exported) in read {
             if bytes > LIST_MAX_BYTES {

@@ -320,11 +320,21 @@ impl AwsBackend {
     }
 
     pub fn ports(&self) -> Ports {
+        self.ports_with(self.queue.clone())
+    }
+
+    /// `ports` with no dead-letter queue to read (`NoDeadLetters`): for every function but
+    /// maintenance, so that none carries the code that receives from a queue.
+    pub fn ports_without_dead_letters(&self) -> Ports {
+        self.ports_with(Arc::new(crate::ports::NoDeadLetters))
+    }
+
+    fn ports_with(&self, dead_letters: Arc<dyn crate::ports::QueueConsumer>) -> Ports {
         Ports {
             store: self.store.clone(),
             queue: self.queue.clone(),
             events: self.events.clone(),
-            dead_letters: self.queue.clone(),
+            dead_letters,
             keys: self.access.clone(),
             audit: self.access.clone(),
             tenants: self.access.clone(),
