@@ -12,9 +12,13 @@ use std::collections::BTreeMap;
 use std::process::Output;
 use std::time::Duration;
 
-/// A paused type's jobs looked at again every 30 s (not 10): an emulator serving one request at
-/// a time is not kept busy sending the held messages back.
-const HELD: [(&str, &str); 1] = [("CONVEYOR_PAUSE_RECHECK", "30s")];
+/// A paused type's jobs looked at again every 30 s (not 10), and maintenance every 2 s (not
+/// 250 ms): an emulator serving one request at a time is kept for the export and the import,
+/// not for sending held messages back and sweeping.
+const HELD: [(&str, &str); 2] = [
+    ("CONVEYOR_PAUSE_RECHECK", "30s"),
+    ("CONVEYOR_MAINTENANCE_INTERVAL", "2s"),
+];
 
 /// Run `conveyor ARGS` against `app` with a credential of `roles`.
 async fn conveyor(app: &TestApp, roles: &[&str], args: &[&str]) -> Output {

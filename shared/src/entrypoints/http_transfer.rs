@@ -10,6 +10,8 @@ use crate::service::{ExportFilter, ExportedJob, Imported};
 pub const IMPORT_MAX: usize = 100;
 /// Most bytes of one import request (under a Lambda function's request size).
 pub const IMPORT_BYTES: usize = 5 * 1024 * 1024;
+/// Jobs of one import request taken in at once.
+const IMPORTS_AT_ONCE: usize = 8;
 /// Most ids one export request names.
 pub const EXPORT_IDS: usize = 100;
 
@@ -180,27 +182,64 @@ async fn import_as(
         ));
     }
     let tenant = tenant.clone();
-    // One at a time, in order: a job comes after the jobs it depends on, which are then here
-    // when it is decided.
     let results = detached(state, move |state| async move {
+        use futures::StreamExt;
         let now = Utc::now();
-        let mut results = Vec::with_capacity(body.jobs.len());
-        for (i, raw) in body.jobs.into_iter().enumerate() {
-            let (id, parsed) = exported_of(i, raw);
-            let outcome = match parsed {
-                Ok(exported) => state
+        let import = |i: usize, parsed: Result<ExportedJob, ApiError>| {
+            let (state, tenant) = (state.clone(), tenant.clone());
+            async move {
+                state
                     .service
-                    .import(&tenant, exported, now)
+                    .import(&tenant, parsed?, now)
                     .await
                     .map_err(|e| {
                         let e = ApiError::from(e);
                         let field = e.field.as_deref().map(|f| format!("jobs[{i}].{f}"));
                         ApiError { field, ..e }
-                    }),
-                Err(e) => Err(e),
+                    })
+            }
+        };
+        // A few at once; but a waiting job only once the jobs it depends on are in (those of
+        // this request first), so that it is decided from them: in waves.
+        let mut todo: Vec<_> = body
+            .jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                let (id, parsed) = exported_of(i, raw);
+                (i, id, parsed)
+            })
+            .collect();
+        let mut results = vec![];
+        while !todo.is_empty() {
+            let pending: std::collections::HashSet<JobId> = todo
+                .iter()
+                .filter_map(|(_, _, parsed)| parsed.as_ref().ok().map(|e| e.job.id))
+                .collect();
+            let (wave, later): (Vec<_>, Vec<_>) = todo.into_iter().partition(|(_, _, parsed)| {
+                parsed.as_ref().map_or(true, |e| {
+                    !e.job.depends_on.iter().any(|p| pending.contains(p))
+                })
+            });
+            // (a job waiting for itself, or a cycle, goes in the last wave, and is decided then)
+            let (wave, later) = if wave.is_empty() {
+                (later, vec![])
+            } else {
+                (wave, later)
             };
-            results.push((i, id, outcome));
+            results.extend(
+                futures::stream::iter(wave)
+                    .map(|(i, id, parsed)| {
+                        let import = &import;
+                        async move { (i, id, import(i, parsed).await) }
+                    })
+                    .buffer_unordered(IMPORTS_AT_ONCE)
+                    .collect::<Vec<_>>()
+                    .await,
+            );
+            todo = later;
         }
+        results.sort_by_key(|(i, _, _)| *i);
         Ok::<_, ServiceError>(results)
     })
     .await?;
