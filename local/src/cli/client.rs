@@ -53,6 +53,8 @@ pub struct Client {
     pub token: Option<String>,
     pub json: bool,
     tenant: Option<String>,
+    /// How long one request may take (30 s; longer for the transfer commands' pages).
+    pub request_timeout: Duration,
 }
 
 impl Client {
@@ -77,12 +79,12 @@ impl Client {
         Ok(Self {
             http: reqwest::Client::builder()
                 .default_headers(headers)
-                .timeout(Duration::from_secs(30))
                 .build()?,
             url,
             token,
             json: connection.json,
             tenant: scope.and_then(|s| s.tenant.clone()),
+            request_timeout: Duration::from_secs(30),
         })
     }
 
@@ -99,6 +101,7 @@ impl Client {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.url))
+            .timeout(self.request_timeout)
             .query(query);
         if let Some(tenant) = &self.tenant {
             request = request.query(&[("tenant", tenant)]);

@@ -9,10 +9,12 @@ use serde_json::{json, Value};
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 
 /// Jobs an export asks for a page.
-const EXPORT_PAGE: usize = 100;
+const EXPORT_PAGE: usize = 25;
 /// Most jobs and bytes of one import request (the API takes up to 100 and 5 MB).
 const IMPORT_CHUNK: usize = 25;
 const IMPORT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// How long one page of an export or an import may take.
+const PAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 /// Ids one export request names.
 const IDS_A_REQUEST: usize = 100;
 
@@ -57,7 +59,8 @@ pub struct ImportArgs {
 }
 
 pub async fn export(a: ExportArgs) -> anyhow::Result<u8> {
-    let c = Client::new(&a.connection, Some(&a.scope))?;
+    let mut c = Client::new(&a.connection, Some(&a.scope))?;
+    c.request_timeout = PAGE_TIMEOUT;
     let filter: Vec<(&str, String)> = [
         ("status", a.status.clone()),
         ("type", a.job_type.clone()),
@@ -139,7 +142,8 @@ pub async fn export(a: ExportArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn import(a: ImportArgs) -> anyhow::Result<u8> {
-    let c = Client::new(&a.connection, Some(&a.scope))?;
+    let mut c = Client::new(&a.connection, Some(&a.scope))?;
+    c.request_timeout = PAGE_TIMEOUT;
     let input: Box<dyn BufRead> = if a.file.as_os_str() == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin().lock()))
     } else {
