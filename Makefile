@@ -47,7 +47,9 @@ lint:
 # thousand-job move between backends, which names its backends itself (embedded, and the suite's
 # emulator: moto in `make test`), and would only repeat that against LocalStack, slowly.
 # Tests that need LocalStack's concurrent DynamoDB (moto serves one request at a time: too slow
-# for them); `make test-aws-endpoint` runs them, alone (they keep the emulator busy).
+# for them); `make test-aws-endpoint` runs them first and alone (they keep the emulator busy,
+# and an emulator holding the hundreds of tables and streams the other tests leave behind
+# serves them several times slower).
 AWS_ONLY := binary(e2e) & test(/^at_scale::/)
 
 AWS_E2E_SKIP := test(/^storage::/) | test(/^maintenance::/) | test(/^worker_entrypoint::/) \
@@ -59,9 +61,9 @@ AWS_E2E_SKIP := test(/^storage::/) | test(/^maintenance::/) | test(/^worker_entr
 
 test-aws-endpoint: tools
 	@test -n "$$CONVEYOR_TEST_AWS_ENDPOINT" || { echo "set CONVEYOR_TEST_AWS_ENDPOINT" >&2; exit 1; }
+	CONVEYOR_TEST_E2E_BACKEND=aws $(NEXTEST) $(RUNTIME) -E '$(AWS_ONLY)'
 	$(NEXTEST) $(RUNTIME) -E 'binary(contract) & (test(/^aws::/) | test(/^aws_flow::/) | test(/^aws_scale::/) | test(/^live::/))'
 	CONVEYOR_TEST_E2E_BACKEND=aws $(NEXTEST) $(RUNTIME) -E 'binary(e2e) & not ($(AWS_E2E_SKIP)) & not ($(AWS_ONLY))'
-	CONVEYOR_TEST_E2E_BACKEND=aws $(NEXTEST) $(RUNTIME) -E '$(AWS_ONLY)'
 	$(NEXTEST) $(FUNCTIONS)
 
 # The Lambda functions as shipped, run as Lambda runs them (tests/functions): the release
