@@ -3,8 +3,8 @@
 
 use crate::domain::{
     Admission, ApiKey, AuditEntry, Batch, BatchId, Expected, Job, JobId, JobStatus, JobSummary,
-    JobType, LifecycleEvent, Progress, Schedule, ScheduleName, Tenant, TenantLimits, Topic,
-    WebhookGenerations,
+    JobType, LifecycleEvent, MemberPosition, MembersPage, Progress, Schedule, ScheduleName, Tenant,
+    TenantLimits, Topic, WebhookGenerations,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -336,9 +336,17 @@ pub trait JobStore: Send + Sync {
     /// The steps a job recorded, oldest first.
     async fn steps(&self, id: JobId) -> Result<Vec<StepRecord>, StoreError>;
     /// Store a new batch, with no members yet: creating a job with its `batch_id` counts it in,
-    /// in the same write (and its end, in the write that ends it).
+    /// and lists it among the members, in the same write (its end, in the write that ends it).
     async fn open_batch(&self, batch: &Batch) -> Result<(), StoreError>;
     async fn get_batch(&self, id: BatchId) -> Result<Option<Batch>, StoreError>;
+    /// Up to `limit` of a batch's members from `from` (the start when `None`), in the order they
+    /// joined (`MemberPosition`); members whose jobs have expired are left out.
+    async fn batch_members(
+        &self,
+        id: BatchId,
+        from: Option<MemberPosition>,
+        limit: usize,
+    ) -> Result<MembersPage, StoreError>;
     /// Record the callbacks an ended batch submitted, and when it ended: it leaves
     /// `due_batches`.
     async fn finish_batch(

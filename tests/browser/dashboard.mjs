@@ -258,7 +258,7 @@ await step("a dead letter is redriven from the page and goes on to succeed, live
   await page.close();
 });
 
-await step("a batch's view fills in live, its succeeded count going up step by step", async () => {
+await step("a batch's view fills in live, its succeeded count going up step by step and its members' rows with them", async () => {
   const lengths = [600, 1800, 3000, 4200];
   const r = await call("POST", "/v1/jobs/batch", {
     jobs: lengths.map((ms) => ({ type: "sleep", payload: { ms } })),
@@ -272,11 +272,19 @@ await step("a batch's view fills in live, its succeeded count going up step by s
   await page.click("#b-open");
   await page.waitForFunction(() => document.getElementById("b-total").textContent !== "", null, { timeout: 10000 });
   assert.equal(await text(page, "#b-total"), String(lengths.length));
-  // Every value the succeeded cell shows, as it changes.
+  // Its members are listed, in the order submitted.
+  await page.waitForFunction((n) => document.querySelectorAll("#b-members tr.job").length === n, lengths.length, { timeout: 10000 });
+  const members = await page.$$eval("#b-members tr.job", (rows) => rows.map((row) => row.dataset.id));
+  assert.deepEqual(members, r.body.results.map((x) => x.job.id));
+  // Every value the succeeded cell shows, and every set of the members' statuses, as they change.
   await page.evaluate(() => {
+    const statuses = () => [...document.querySelectorAll("#b-members tr.job [data-status]")].map((e) => e.textContent).join(" ");
     window.seen = [document.getElementById("b-succeeded").textContent];
+    window.statuses = [statuses()];
     new MutationObserver(() => { const v = document.getElementById("b-succeeded").textContent; if (v !== window.seen.at(-1)) window.seen.push(v); })
       .observe(document.getElementById("b-succeeded"), { childList: true, characterData: true, subtree: true });
+    new MutationObserver(() => { const v = statuses(); if (v !== window.statuses.at(-1)) window.statuses.push(v); })
+      .observe(document.getElementById("b-members"), { childList: true, characterData: true, subtree: true });
   });
   await page.waitForFunction((n) => document.getElementById("b-succeeded").textContent === String(n), lengths.length, { timeout: 30000 });
   await page.waitForFunction(() => document.getElementById("b-status").textContent === "finished", null, { timeout: 10000 });
@@ -284,6 +292,11 @@ await step("a batch's view fills in live, its succeeded count going up step by s
   assert.ok(seen.every((v, i) => i === 0 || v > seen[i - 1]), `only ever up: ${seen}`);
   assert.ok(new Set(seen).size >= 3, `seen step by step: ${seen}`);
   console.log(`     succeeded counts the page showed: ${seen.join(" → ")}`);
+  // The members' rows moved with them: the first shown succeeded while the last still ran.
+  await page.waitForFunction(() => [...document.querySelectorAll("#b-members tr.job [data-status]")].every((e) => e.textContent === "succeeded"), null, { timeout: 10000 });
+  const statuses = await page.evaluate(() => window.statuses);
+  assert.ok(statuses.some((v) => v.startsWith("succeeded") && !v.endsWith("succeeded")), `members seen: ${statuses.join(" | ")}`);
+  console.log(`     members' statuses the page showed: ${statuses.length} sets, from "${statuses[0]}"`);
   assert.equal(await text(page, "#b-pending"), "0");
   assert.ok(await page.evaluate(() => window.sameDocument === true), "the page was not reloaded");
   await shot(page, "dashboard-batch");

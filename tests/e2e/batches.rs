@@ -1,9 +1,10 @@
 //! Batches as objects (`POST /v1/jobs/batch {"batch": {…}}`): live counts by status, callbacks
-//! submitted exactly once when every member has ended, members added by a member, cancel.
+//! submitted exactly once when every member has ended, members added by a member and listed
+//! page by page, cancel.
 //! `test.count` as the callback appends a line per run to a file outside the store, so the
 //! callback's runs are counted, not inferred.
 
-use crate::helpers::{spawn_app, spawn_app_on_aws, status_is, TestApp};
+use crate::helpers::{spawn_app, spawn_app_on_aws, status_is, token, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -191,6 +192,95 @@ async fn a_batch_can_be_cancelled(app: &TestApp) {
     assert_eq!(body["error"]["code"], "batch_not_found");
 }
 
+/// `quick` members and a fan-out of three, read `per` a page.
+async fn a_batchs_members_are_listed_page_by_page_as_they_are(
+    app: &TestApp,
+    quick: usize,
+    per: usize,
+) {
+    // GIVEN a batch of quick members and one that adds three more as it runs
+    let mut jobs: Vec<Value> = (0..quick)
+        .map(|i| json!({ "type": "noop", "payload": { "i": i } }))
+        .collect();
+    jobs.push(json!({ "type": "test.fanout", "payload": { "n": 3 } }));
+    let body = submit_batch(app, jobs, json!({})).await;
+    let id = body["batch"]["id"].as_str().unwrap().to_string();
+    let submitted: Vec<Value> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["job"]["id"].clone())
+        .collect();
+    let batch = finished(app, &id).await;
+    let total = quick + 4;
+    assert_eq!(batch["total"], total, "{batch}");
+
+    // WHEN its members are read a page at a time
+    let mut listed: Vec<Value> = vec![];
+    let mut pages = vec![];
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("limit={per}&cursor={c}"),
+            None => format!("limit={per}"),
+        };
+        let (status, page) = app.get(&format!("/v1/batches/{id}/jobs?{query}")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let jobs = page["jobs"].as_array().unwrap();
+        pages.push(jobs.len());
+        listed.extend(jobs.iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+
+    // THEN each member comes once: the batch's own in the order submitted, then the three the
+    // fan-out added, each as it is now (ended), with the batch's id
+    let full = total / per;
+    let mut expected = vec![per; full];
+    expected.extend(Some(total % per).filter(|n| *n > 0));
+    assert_eq!(pages, expected);
+    let ids: Vec<Value> = listed.iter().map(|j| j["id"].clone()).collect();
+    assert_eq!(ids.len(), total);
+    assert_eq!(ids[..quick + 1], submitted[..]);
+    assert!(
+        ids[quick + 1..].iter().all(|i| !submitted.contains(i)),
+        "{ids:?}"
+    );
+    assert!(
+        listed.iter().all(|j| j["status"] == "succeeded"),
+        "{listed:?}"
+    );
+    let (_, added) = app
+        .get(&format!("/v1/jobs/{}", ids[total - 1].as_str().unwrap()))
+        .await;
+    assert_eq!(added["batch_id"], id.as_str(), "{added}");
+
+    // AND another tenant finds no such batch, and cannot use this tenant's cursor; a cursor it
+    // did not hand out, or a limit out of range, is a 400 naming the field
+    let (_, page) = app.get(&format!("/v1/batches/{id}/jobs?limit=1")).await;
+    let cursor = page["next_cursor"].as_str().unwrap().to_string();
+    let other = app.as_caller(Some(&token("someone-else", &["reader"])));
+    let (status, body) = other.get(&format!("/v1/batches/{id}/jobs")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = other
+        .get(&format!("/v1/batches/{id}/jobs?cursor={cursor}"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    for (query, field) in [
+        ("cursor=m1nonsense", "cursor"),
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+    ] {
+        let (status, body) = app.get(&format!("/v1/batches/{id}/jobs?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
+    }
+    let (status, body) = app.get("/v1/batches/01J00000000000000000000000/jobs").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
 #[tokio::test]
 async fn on_complete_runs_exactly_once_when_the_last_two_members_end_at_the_same_moment() {
     let counts = tempfile::tempdir().unwrap();
@@ -205,6 +295,8 @@ async fn a_failed_member_ends_its_batch_without_on_success_and_members_can_add_m
     a_failed_member_ends_the_batch_without_on_success(&app).await;
     a_member_adds_members_before_it_ends(&app).await;
     a_batch_can_be_cancelled(&app).await;
+    // (more than one DynamoDB transaction holds: 100 items)
+    a_batchs_members_are_listed_page_by_page_as_they_are(&app, 110, 50).await;
 }
 
 #[tokio::test]
@@ -216,4 +308,6 @@ async fn batches_on_the_aws_backend() {
     a_failed_member_ends_the_batch_without_on_success(&app).await;
     a_member_adds_members_before_it_ends(&app).await;
     a_batch_can_be_cancelled(&app).await;
+    // (fewer: moto answers one request at a time)
+    a_batchs_members_are_listed_page_by_page_as_they_are(&app, 40, 15).await;
 }

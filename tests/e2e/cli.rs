@@ -289,6 +289,34 @@ async fn batches_are_submitted_and_followed() {
         text(&human.stdout).contains("finished") && text(&human.stdout).contains("succeeded 2"),
         "{human:?}"
     );
+    // AND its members are listed, a line each with its status, a page at a time
+    let ids: Vec<&str> = created["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["job"]["id"].as_str().unwrap())
+        .collect();
+    let first = conveyor(&app, &["batches", "jobs", &batch, "--limit", "1"]).await;
+    let lines: Vec<String> = text(&first.stdout).lines().map(String::from).collect();
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with(ids[0]) && lines[0].contains("succeeded"),
+        "{lines:?}"
+    );
+    let cursor = lines[1]
+        .strip_prefix("(more: --cursor ")
+        .and_then(|l| l.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    let rest = conveyor(
+        &app,
+        &["batches", "members", &batch, "--cursor", cursor, "--json"],
+    )
+    .await;
+    let rest = stdout_json(&rest);
+    assert_eq!(rest["jobs"][0]["id"], ids[1], "{rest}");
+    assert_eq!(rest["jobs"].as_array().unwrap().len(), 1, "{rest}");
+    assert!(rest["next_cursor"].is_null(), "{rest}");
     // AND a batch with a refused job says which, exiting 1
     let out = conveyor(
         &app,

@@ -1,7 +1,9 @@
-//! `conveyor batches …`: many jobs submitted as one batch, followed by its counts, cancelled
-//! together.
+//! `conveyor batches …`: many jobs submitted as one batch, followed by its counts and its
+//! members, cancelled together.
 
-use super::client::{item_error, parse_json, summary_line, Client, Connection, Scope, Usage};
+use super::client::{
+    item_error, page_lines, parse_json, summary_line, Client, Connection, Scope, Usage,
+};
 use serde_json::{json, Value};
 
 /// `conveyor batches`.
@@ -25,6 +27,18 @@ pub enum BatchesCommand {
     Get {
         /// The batch's id
         batch_id: String,
+    },
+    /// A batch's members, in the order they joined, each with its status now
+    #[command(visible_alias = "members")]
+    Jobs {
+        /// The batch's id
+        batch_id: String,
+        /// Members a page (1 to 500)
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// The page after the one that printed this cursor
+        #[arg(long, value_name = "CURSOR")]
+        cursor: Option<String>,
     },
     /// Cancel every unfinished member, as a bulk job (prints that job)
     Cancel {
@@ -147,6 +161,22 @@ pub async fn run(a: BatchesArgs) -> anyhow::Result<u8> {
         BatchesCommand::Get { batch_id } => {
             let b = c.get(&format!("/v1/batches/{batch_id}"), &[]).await?;
             c.print(&b, batch_line);
+            Ok(0)
+        }
+        BatchesCommand::Jobs {
+            batch_id,
+            limit,
+            cursor,
+        } => {
+            let query: Vec<(&str, String)> =
+                [("limit", limit.map(|n| n.to_string())), ("cursor", cursor)]
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, v?)))
+                    .collect();
+            let page = c
+                .get(&format!("/v1/batches/{batch_id}/jobs"), &query)
+                .await?;
+            c.print(&page, page_lines);
             Ok(0)
         }
         BatchesCommand::Cancel { batch_id } => {

@@ -123,3 +123,19 @@ pub fn batch_count_change(from: JobStatus, to: JobStatus) -> Option<(i64, JobSta
         _ => None,
     }
 }
+
+/// Where a listing of a batch's members goes on. Members are listed in the order they joined:
+/// group by group (the members written together, a group named by its first member's id),
+/// each group in id order; `taken` of the group `group` were listed already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberPosition {
+    pub group: JobId,
+    pub taken: u32,
+}
+
+/// One page of a batch's members, and where the next one starts (`None`: no more).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MembersPage {
+    pub jobs: Vec<super::JobSummary>,
+    pub next: Option<MemberPosition>,
+}

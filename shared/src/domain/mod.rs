@@ -18,7 +18,9 @@ pub use access::{
     WebhookGenerations, KEY_PREFIX,
 };
 pub use backoff::Backoff;
-pub use batch::{batch_count_change, Batch, BatchId, CallbackSpec, BATCH_KEY_PREFIX};
+pub use batch::{
+    batch_count_change, Batch, BatchId, CallbackSpec, MemberPosition, MembersPage, BATCH_KEY_PREFIX,
+};
 pub use history::{
     ended as job_ended, minute_of, MinuteView, TypeMinute, HISTORY_KEPT, RUN_BUCKETS,
 };

@@ -3,6 +3,7 @@
 
 use super::fields::*;
 use super::*;
+use crate::service::MemberCursor;
 use serde::{Deserialize, Deserializer};
 
 /// Largest batch submit body.
@@ -315,6 +316,35 @@ pub(super) async fn get_batch(
     Ok(Json(batch_view(&batch)).into_response())
 }
 
+/// `GET /v1/batches/{id}/jobs`: a page of the batch's members (1 to 500, 50 unless `limit` says),
+/// in the order they joined, each as the job listing shows it; and the next page's cursor.
+pub(super) async fn batch_members(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params,
+    JobPath(id): JobPath,
+) -> ApiResult<Response> {
+    caller.require(Role::Reader)?;
+    let tenant = caller.tenant(&q)?;
+    let limit = whole_number(&q, "limit", 1, 500)?.unwrap_or(50) as usize;
+    let cursor = q
+        .get("cursor")
+        .map(|c| {
+            MemberCursor::decode(c, &tenant).ok_or_else(|| {
+                bad(
+                    "cursor",
+                    "is not a cursor this API returned for this batch's tenant",
+                )
+            })
+        })
+        .transpose()?;
+    let page = state
+        .service
+        .batch_members(&tenant, id, cursor, limit)
+        .await?;
+    Ok(Json(page).into_response())
+}
+
 /// `POST /v1/batches/{id}/cancel`: every unfinished member cancelled, by a bulk job (202 and
 /// that job).
 pub(super) async fn cancel_batch(
@@ -340,15 +370,19 @@ pub(super) async fn cancel_batch(
 pub(super) const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/jobs/batch"),
     ("get", "/v1/batches/{id}"),
+    ("get", "/v1/batches/{id}/jobs"),
     ("post", "/v1/batches/{id}/cancel"),
 ];
 
 /// The query parameters each of the resource's routes takes.
 pub(super) fn params(route: &str) -> Option<&'static [&'static str]> {
-    ROUTES
-        .iter()
-        .any(|(_, path)| *path == route)
-        .then_some(&["tenant"])
+    match route {
+        "/v1/batches/{id}/jobs" => Some(&["tenant", "cursor", "limit"]),
+        _ => ROUTES
+            .iter()
+            .any(|(_, path)| *path == route)
+            .then_some(&["tenant"]),
+    }
 }
 
 /// The resource's routes, served.
@@ -356,5 +390,6 @@ pub(super) fn router() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/v1/jobs/batch", post(submit_batch))
         .route("/v1/batches/{id}", get(get_batch))
+        .route("/v1/batches/{id}/jobs", get(batch_members))
         .route("/v1/batches/{id}/cancel", post(cancel_batch))
 }

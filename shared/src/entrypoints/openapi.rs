@@ -377,6 +377,15 @@ const OPS: &[OpRow] = &[
         "Batch",
     ),
     (
+        "get",
+        "/v1/batches/{id}/jobs",
+        "A batch's members, in the order they joined, each as the job listing shows it (its status now); next_cursor pages on",
+        Some("reader"),
+        None,
+        200,
+        "Page",
+    ),
+    (
         "post",
         "/v1/batches/{id}/cancel",
         "Cancel every unfinished member of a batch, as a job of its own (type conveyor.bulk): 202 and that job",

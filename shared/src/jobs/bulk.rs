@@ -82,25 +82,26 @@ async fn matching(
     ctx: &JobContext,
 ) -> Result<Vec<JobId>, JobError> {
     if let Some(batch) = filter.batch {
-        // A batch's unfinished members: the tenant's unfinished jobs, each read for its batch.
+        // A batch's unfinished members, read from its member list a page at a time.
         let mut members = vec![];
-        for status in JobStatus::ALL.into_iter().filter(|s| !s.is_terminal()) {
-            let by_status = JobFilter {
-                status: Some(status),
-                batch: None,
-                ..filter.clone()
-            };
-            for id in Box::pin(matching(store, tenant, &by_status, ctx)).await? {
-                let job = store
-                    .get(id)
-                    .await
-                    .map_err(|e| JobError::retryable(format!("reading job {id}: {e}")))?;
-                if job.is_some_and(|j| j.batch_id == Some(batch)) {
-                    members.push(id);
-                }
+        let mut from = None;
+        loop {
+            let page = store
+                .batch_members(batch, from, PAGE)
+                .await
+                .map_err(|e| JobError::retryable(format!("listing batch {batch}: {e}")))?;
+            members.extend(
+                page.jobs
+                    .iter()
+                    .filter(|j| &j.tenant == tenant && !j.status.is_terminal())
+                    .map(|j| j.id),
+            );
+            match page.next {
+                Some(next) => from = Some(next),
+                None => return Ok(members),
             }
+            ctx.heartbeat().await;
         }
-        return Ok(members);
     }
     let mut ids = vec![];
     let mut before = None;

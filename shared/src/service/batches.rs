@@ -52,6 +52,27 @@ impl JobService {
         }
     }
 
+    /// A page of a batch of `tenant`'s members (1 to 500), in the order they joined, from
+    /// `cursor`; and the next page's cursor, when there are more.
+    pub async fn batch_members(
+        &self,
+        tenant: &Tenant,
+        id: crate::domain::BatchId,
+        cursor: Option<MemberCursor>,
+        limit: usize,
+    ) -> Result<Page, ServiceError> {
+        self.get_batch(tenant, id).await?;
+        let page = self
+            .ports
+            .store
+            .batch_members(id, cursor.map(|c| c.0), limit.clamp(1, 500))
+            .await?;
+        Ok(Page {
+            jobs: page.jobs,
+            next_cursor: page.next.map(|p| MemberCursor(p).encode(tenant)),
+        })
+    }
+
     /// A batch a job may join: the tenant's, and not ended.
     pub(super) async fn open_batch_of(
         &self,
@@ -260,5 +281,36 @@ impl JobService {
             .enumerate()
             .filter_map(|(i, p)| p.err().map(|e| (i, e)))
             .collect())
+    }
+}
+
+/// Where a listing of a batch's members goes on, as handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberCursor(pub crate::domain::MemberPosition);
+
+impl MemberCursor {
+    /// The position (its group's id, and how many of the group were listed) and a digest of the
+    /// tenant it was listed for, so a cursor is refused for another tenant.
+    pub fn encode(&self, tenant: &Tenant) -> String {
+        format!(
+            "m1{}{:08x}{}",
+            self.0.group,
+            self.0.taken,
+            tenant_tag(tenant)
+        )
+    }
+
+    /// `None` for anything this API did not hand out to `tenant`.
+    pub fn decode(s: &str, tenant: &Tenant) -> Option<Self> {
+        let rest = s.strip_prefix("m1")?;
+        let (group, rest) = rest.split_at_checked(26)?;
+        let (taken, tag) = rest.split_at_checked(8)?;
+        if tag != tenant_tag(tenant) {
+            return None;
+        }
+        Some(Self(crate::domain::MemberPosition {
+            group: JobId::parse(group).ok()?,
+            taken: u32::from_str_radix(taken, 16).ok()?,
+        }))
     }
 }

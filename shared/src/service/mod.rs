@@ -18,6 +18,7 @@ use std::time::Duration;
 mod batches;
 mod replay;
 mod transfer;
+pub use batches::MemberCursor;
 pub use transfer::{ExportFilter, ExportPage, ExportedJob, Imported};
 
 /// What a new job of a submit is written with: `audit` (its job id filled in) and its

@@ -93,6 +93,7 @@ on_every_backend!(
     runs::the_write_that_ends_a_job_hands_over_the_jobs_waiting_for_it_once,
     runs::maintenance_decides_a_waiting_job_whose_dependencies_ended_unheard,
     runs::a_batch_counts_its_members_as_written_and_as_they_end,
+    runs::a_batch_lists_its_members_in_the_order_they_joined_page_by_page,
     store::heartbeats_reach_only_the_running_attempt_and_report_cancel_requests,
     store::listing_is_newest_first_filtered_and_scoped_to_the_tenant,
     store::stats_count_a_tenants_jobs_by_type_and_status_as_they_move,

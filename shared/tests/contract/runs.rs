@@ -1,5 +1,6 @@
 //! A job's runs on every backend: heartbeats and stalls across runs, steps recorded once,
-//! jobs waiting for others handed over when those end, and batches counting their members.
+//! jobs waiting for others handed over when those end, and batches counting and listing their
+//! members.
 
 use crate::helpers::{job, Under};
 use chrono::Utc;
@@ -545,4 +546,95 @@ pub async fn a_batch_counts_its_members_as_written_and_as_they_end(b: Under) {
         .unwrap()
         .iter()
         .all(|d| d.id != batch.id));
+}
+
+pub async fn a_batch_lists_its_members_in_the_order_they_joined_page_by_page(b: Under) {
+    use shared::domain::{Batch, MemberPosition};
+    let tenant = format!("m{}", crate::helpers::unique());
+    let s = &b.ports.store;
+    let now = Utc::now();
+    // GIVEN two open batches, and members of the first written every way there is (a plain
+    // batch write with a keyed member, an atomic one, and two alone), a job of the second among
+    // them, and a job of no batch
+    let (batch, other) = (
+        Batch::new(Tenant::parse(&tenant).unwrap(), None, None, now),
+        Batch::new(Tenant::parse(&tenant).unwrap(), None, None, now),
+    );
+    s.open_batch(&batch).await.unwrap();
+    s.open_batch(&other).await.unwrap();
+    let member_of = |batch: &Batch| {
+        let mut j = job(&tenant, "noop");
+        j.batch_id = Some(batch.id);
+        j
+    };
+    let mut plain: Vec<_> = (0..7).map(|_| member_of(&batch)).collect();
+    let mut keyed = member_of(&batch);
+    keyed.idempotency_key = Some(IdempotencyKey::parse("member").unwrap());
+    plain.push(keyed);
+    s.create_batch(&plain, None, false).await.unwrap();
+    let outsider = member_of(&other);
+    s.create(&outsider).await.unwrap();
+    let atomic: Vec<_> = (0..3).map(|_| member_of(&batch)).collect();
+    s.create_batch(&atomic, None, true).await.unwrap();
+    let alone: Vec<_> = (0..2).map(|_| member_of(&batch)).collect();
+    for j in &alone {
+        s.create(j).await.unwrap();
+    }
+    s.create(&job(&tenant, "noop")).await.unwrap();
+    // (ids made in turn increase: the order they were written in)
+    let joined: Vec<_> = plain
+        .iter()
+        .chain(&atomic)
+        .chain(&alone)
+        .map(|j| j.id)
+        .collect();
+
+    // WHEN they are listed three at a time
+    let mut listed = vec![];
+    let mut from: Option<MemberPosition> = None;
+    let mut pages = 0;
+    loop {
+        let page = s.batch_members(batch.id, from, 3).await.unwrap();
+        pages += 1;
+        assert!(page.jobs.len() <= 3, "{} on a page", page.jobs.len());
+        listed.extend(page.jobs.iter().map(|j| (j.id, j.status)));
+        match page.next {
+            Some(next) => from = Some(next),
+            None => break,
+        }
+        assert!(pages < 10, "the pages never end");
+    }
+
+    // THEN each member comes once, in the order they joined, as it is now, and nothing else
+    let ids: Vec<_> = listed.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, joined);
+    assert!(listed.iter().all(|(_, st)| *st == JobStatus::Queued));
+    assert_eq!(pages, 5, "12 members, 3 a page");
+    // AND one that ended shows it, the other batch lists its own, and a batch with none, none
+    let first = &plain[0];
+    let running = first.start(now).unwrap();
+    s.transition(first.expected(), &running).await.unwrap();
+    let done = running
+        .finish(Outcome::Succeeded(serde_json::json!(1)), now, 0.0)
+        .unwrap();
+    s.transition(running.expected(), &done).await.unwrap();
+    let page = s.batch_members(batch.id, None, 1).await.unwrap();
+    assert_eq!(
+        page.jobs
+            .iter()
+            .map(|j| (j.id, j.status))
+            .collect::<Vec<_>>(),
+        vec![(first.id, JobStatus::Succeeded)]
+    );
+    assert!(page.next.is_some());
+    let theirs = s.batch_members(other.id, None, 10).await.unwrap();
+    assert_eq!(
+        theirs.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![outsider.id]
+    );
+    assert_eq!(theirs.next, None);
+    let empty = Batch::new(Tenant::parse(&tenant).unwrap(), None, None, now);
+    s.open_batch(&empty).await.unwrap();
+    let none = s.batch_members(empty.id, None, 10).await.unwrap();
+    assert!(none.jobs.is_empty() && none.next.is_none());
 }

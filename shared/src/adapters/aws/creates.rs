@@ -79,11 +79,12 @@ impl DynamoStore {
     /// Put new jobs (and their audit entry) in transactions of up to 100 items and 3.5 MB, each
     /// also counting its jobs in `batch`.
     async fn put_counted(&self, items: Vec<Item>, batch: BatchId) -> Result<(), StoreError> {
-        for chunk in chunk_for_transactions(items, BATCH_SPREAD as usize) {
+        for chunk in chunk_for_transactions(items, BATCH_SPREAD as usize + 1) {
             let members = new_members(&chunk);
             let mut writes: Vec<TransactWriteItem> =
                 chunk.into_iter().map(|item| self.put_new(item)).collect();
             writes.extend(self.batch_writes(batch, &members));
+            writes.extend(self.members_write(batch, members.iter().map(|(id, _)| *id)));
             self.transact_retrying(writes).await?;
         }
         Ok(())
@@ -126,7 +127,7 @@ impl DynamoStore {
         items.extend(audit);
         let batch = jobs.first().and_then(|j| j.batch_id);
         let bytes: usize = items.iter().map(item_size).sum();
-        let count = items.len() + batch.map_or(0, |_| BATCH_SPREAD as usize);
+        let count = items.len() + batch.map_or(0, |_| BATCH_SPREAD as usize + 1);
         if count > TRANSACTION_MAX || bytes > TRANSACTION_BYTES {
             return Err(StoreError::Rejected(format!(
                 "an atomic batch on DynamoDB is one transaction of at most {TRANSACTION_MAX} \
@@ -140,6 +141,7 @@ impl DynamoStore {
             items.into_iter().map(|item| self.put_new(item)).collect();
         if let Some(batch) = batch {
             writes.extend(self.batch_writes(batch, &members));
+            writes.extend(self.members_write(batch, members.iter().map(|(id, _)| *id)));
         }
         self.transact_retrying(writes).await?;
         Ok(created)
@@ -193,8 +195,9 @@ impl DynamoStore {
             writes.extend(limits.iter().map(|(write, _)| write.clone()));
             let batch_at = writes.len();
             if let Some(batch) = job.batch_id {
-                // (counted in its batch in the same write)
+                // (counted in its batch, and listed among its members, in the same write)
                 writes.extend(self.batch_writes(batch, &[(job.id, CountChange::new_member())]));
+                writes.extend(self.members_write(batch, [job.id]));
             }
             let e = match self.transact(writes).await {
                 Ok(()) => return Ok(Created::New),

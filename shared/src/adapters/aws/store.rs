@@ -5,6 +5,7 @@
 //! |---|---|---|---|
 //! | idempotency key | `IDEM#<tenant>#<key>` | `IDEM` | `job_id`, `ttl` |
 //! | batch | `BATCH#<id>` | `BATCH` | counts as numbers; in the `due` index (`batch#<shard>`) until it ends |
+//! | a batch's members | `BM#<id>` | `<first member's id>` | the ids a create wrote (see `batches`) |
 //!
 //! A transition is one conditional `UpdateItem` of the state item that sets the
 //! transition-owned fields and leaves the worker-owned ones (`heartbeat_at`, `progress`) to the
@@ -22,7 +23,7 @@ use super::layout::{expired, log_pk, log_sk, micros, step_key};
 use super::write::{classify, rfc3339, Update};
 use crate::domain::{
     tenant_bucket, AuditEntry, Batch, BatchId, Expected, Job, JobId, JobStatus, JobSummary,
-    Progress, Tenant,
+    MemberPosition, MembersPage, Progress, Tenant,
 };
 use crate::ports::{
     CreateWith, Created, JobStore, ListQuery, Liveness, LogLine, NewLogLine, Started, StepRecord,
@@ -355,6 +356,15 @@ impl JobStore for DynamoStore {
 
     async fn get_batch(&self, id: BatchId) -> Result<Option<Batch>, StoreError> {
         self.read_batch(id).await
+    }
+
+    async fn batch_members(
+        &self,
+        id: BatchId,
+        from: Option<MemberPosition>,
+        limit: usize,
+    ) -> Result<MembersPage, StoreError> {
+        self.member_page(id, from, limit).await
     }
 
     async fn finish_batch(

@@ -1,9 +1,10 @@
-//! Batches in the embedded store: a batch's row, its counts as members end, and the sweep
-//! that finds the batches due to end.
+//! Batches in the embedded store: a batch's row, its counts as members end, its members (a
+//! `batch_members` row each, written with the member: a group of one), and the sweep that finds
+//! the batches due to end.
 
 use super::rows::*;
 use super::store::EmbeddedStore;
-use crate::domain::{Batch, BatchId, JobId};
+use crate::domain::{Batch, BatchId, JobId, JobSummary, MemberPosition, MembersPage};
 use crate::ports::StoreError;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -40,6 +41,64 @@ impl EmbeddedStore {
             .await
             .map_err(unavailable)?;
         row.map(decode_batch).transpose()
+    }
+
+    pub(super) async fn member_rows(
+        &self,
+        id: BatchId,
+        from: Option<MemberPosition>,
+        limit: usize,
+    ) -> Result<MembersPage, StoreError> {
+        use rusqlite::types::Value;
+        // (each member is a group of its own: a position past it has taken it)
+        let (after, inclusive) = match from {
+            Some(p) => (p.group.to_string(), p.taken == 0),
+            None => (String::new(), false),
+        };
+        let limit = limit.max(1);
+        let ids: Vec<String> = self
+            .db
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT job_id FROM batch_members WHERE batch = ?1
+                         AND (job_id > ?2 OR (?3 AND job_id = ?2)) ORDER BY job_id LIMIT ?4",
+                    )?
+                    .query_map(
+                        params![id.to_string(), after, inclusive, limit as i64 + 1],
+                        |r| r.get(0),
+                    )?
+                    .collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .map_err(unavailable)?;
+        // (one more read than taken: a next page only when there is one)
+        let mut ids = ids;
+        let next = match ids.len() > limit {
+            true => {
+                ids.truncate(limit);
+                let last = ids.last().expect("limit is at least one");
+                Some(MemberPosition {
+                    group: JobId::parse(last).map_err(|e| StoreError::Unavailable(e.message))?,
+                    taken: 1,
+                })
+            }
+            false => None,
+        };
+        let jobs = if ids.is_empty() {
+            vec![]
+        } else {
+            let marks = vec!["?"; ids.len()].join(", ");
+            self.scan_jobs(
+                format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({marks}) ORDER BY id"),
+                ids.into_iter().map(Value::Text).collect(),
+            )
+            .await?
+            .iter()
+            .map(JobSummary::from)
+            .collect()
+        };
+        Ok(MembersPage { jobs, next })
     }
 
     pub(super) async fn finish_batch_row(

@@ -251,8 +251,10 @@ impl Row {
             self.updated_at,
         ])?;
         if let Some(batch) = &self.batch {
-            // (counted in its batch in the same write)
+            // (counted in its batch, and listed among its members, in the same write)
             count_member(conn, batch, 1, 1, None, Utc::now())?;
+            conn.prepare_cached("INSERT INTO batch_members (batch, job_id) VALUES (?1, ?2)")?
+                .execute([batch, &self.id])?;
         }
         Ok(())
     }

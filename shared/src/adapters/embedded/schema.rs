@@ -6,6 +6,7 @@ pub(super) fn apply(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     conn.execute_batch(JOBS)?;
     migrate_jobs(conn)?;
     count_jobs(conn)?;
+    list_members(conn)?;
     conn.execute_batch(MESSAGES)?;
     migrate_messages(conn)?;
     conn.execute_batch(ACCESS)?;
@@ -161,6 +162,30 @@ fn count_jobs(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
         return Ok(());
     }
     conn.execute_batch(&format!("BEGIN IMMEDIATE; {COUNTS} COMMIT;"))
+}
+
+/// Batches' members, a row each, written with the member (`batch_members`).
+const MEMBERS: &str = "
+CREATE TABLE batch_members (
+    batch TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    PRIMARY KEY (batch, job_id)
+) WITHOUT ROWID;
+INSERT INTO batch_members (batch, job_id)
+    SELECT json_extract(doc, '$.batch_id'), id FROM jobs
+    WHERE json_valid(doc) AND json_extract(doc, '$.batch_id') IS NOT NULL;
+";
+
+/// Make `batch_members` (filled from the members there are) where an earlier version kept none:
+/// in one transaction, so it is made whole or not.
+fn list_members(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let listed = conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'batch_members'")?
+        .exists([])?;
+    if listed {
+        return Ok(());
+    }
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {MEMBERS} COMMIT;"))
 }
 
 // The queues' messages (`EmbeddedQueue`).

@@ -10,7 +10,7 @@ use super::queue::{EmbeddedQueue, NewMessage};
 use super::rows::*;
 use crate::domain::{
     batch_count_change, slot_change, AuditEntry, Batch, BatchId, Expected, Job, JobId, JobStatus,
-    JobSummary, Progress, Tenant,
+    JobSummary, MemberPosition, MembersPage, Progress, Tenant,
 };
 use crate::live::{ChangeFeed, JobChange};
 use crate::ports::{
@@ -163,7 +163,7 @@ impl EmbeddedStore {
     /// A scan that returns job rows: unreadable rows are quarantined and the scan run again, so
     /// a page is never short because of them while readable rows remain (a sweep that stops at
     /// a short page would otherwise end early). Each pass removes at least one row, so it ends.
-    async fn scan_jobs(
+    pub(super) async fn scan_jobs(
         &self,
         sql: String,
         args: Vec<rusqlite::types::Value>,
@@ -667,6 +667,15 @@ impl JobStore for EmbeddedStore {
         self.get_batch_row(id).await
     }
 
+    async fn batch_members(
+        &self,
+        id: BatchId,
+        from: Option<MemberPosition>,
+        limit: usize,
+    ) -> Result<MembersPage, StoreError> {
+        self.member_rows(id, from, limit).await
+    }
+
     async fn finish_batch(
         &self,
         id: BatchId,
@@ -761,6 +770,10 @@ impl JobStore for EmbeddedStore {
                         deleted += 1;
                     }
                 }
+                conn.prepare_cached(
+                    "DELETE FROM batch_members WHERE batch IN (SELECT id FROM batches WHERE expires_at < ?1)",
+                )?
+                .execute([micros(now)])?;
                 conn.prepare_cached("DELETE FROM batches WHERE expires_at < ?1")?
                     .execute([micros(now)])?;
                 // The audit trail's expired entries go in the same sweep (not counted as jobs).

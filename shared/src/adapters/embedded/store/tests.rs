@@ -233,3 +233,45 @@ async fn a_database_counted_by_index_opens_with_its_jobs_counted() {
         vec![(JobStatus::Queued, 3), (JobStatus::Running, 1)]
     );
 }
+
+#[tokio::test]
+async fn a_database_without_member_rows_opens_with_its_batches_members_listed() {
+    // GIVEN a database as an earlier version left it: a batch's members known only from their
+    // documents
+    let dir = tempfile::tempdir().unwrap();
+    let now = Utc::now();
+    let batch = Batch::new(Tenant::parse("a").unwrap(), None, None, now);
+    let mut members = vec![];
+    {
+        let db = Db::open(dir.path(), super::super::Durability::Process).unwrap();
+        let store = EmbeddedStore::new(db.clone());
+        store.open_batch(&batch).await.unwrap();
+        for _ in 0..3 {
+            let mut job = job_at("a", now);
+            job.batch_id = Some(batch.id);
+            store.create(&job).await.unwrap();
+            members.push(job.id);
+        }
+        store.create(&job_at("a", now)).await.unwrap();
+        db.write(|c| {
+            c.execute_batch("DROP TABLE batch_members;")?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        db.close().await;
+    }
+
+    // WHEN this version opens it
+    let store =
+        EmbeddedStore::new(Db::open(dir.path(), super::super::Durability::Process).unwrap());
+
+    // THEN the batch lists those members, and the ones that join from now on after them
+    let mut later = job_at("a", Utc::now());
+    later.batch_id = Some(batch.id);
+    store.create(&later).await.unwrap();
+    members.push(later.id);
+    let page = store.batch_members(batch.id, None, 10).await.unwrap();
+    assert_eq!(page.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), members);
+    assert_eq!(page.next, None);
+}
