@@ -105,6 +105,7 @@ fn case(method: &str, template: &str, a: &A) -> Case {
             Some(json!({ "jobs": [{ "type": "noop" }] })),
         ),
         ("get", "/v1/batches/{id}") => missing(format!("/v1/batches/{}", a.batch), None),
+        ("get", "/v1/batches/{id}/jobs") => missing(format!("/v1/batches/{}/jobs", a.batch), None),
         ("post", "/v1/batches/{id}/cancel") => {
             missing(format!("/v1/batches/{}/cancel", a.batch), None)
         }

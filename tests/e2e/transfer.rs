@@ -14,10 +14,13 @@ use std::time::Duration;
 
 /// A paused type's jobs looked at again every 30 s (not 10), and maintenance every 2 s (not
 /// 250 ms): an emulator serving one request at a time is kept for the export and the import,
-/// not for sending held messages back and sweeping.
-const HELD: [(&str, &str); 2] = [
+/// not for sending held messages back and sweeping. And a request may take as long as the
+/// command line waits for it (120 s, not 30): a page of an export from that emulator, busy
+/// with the whole suite, has taken longer.
+const HELD: [(&str, &str); 3] = [
     ("CONVEYOR_PAUSE_RECHECK", "30s"),
     ("CONVEYOR_MAINTENANCE_INTERVAL", "2s"),
+    ("CONVEYOR_HTTP_TIMEOUT", "120s"),
 ];
 
 /// Run `conveyor ARGS` against `app` with a credential of `roles`.

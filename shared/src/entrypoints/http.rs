@@ -492,6 +492,17 @@ fn status_and_type(q: &HashMap<String, String>) -> ApiResult<(Option<JobStatus>,
 }
 
 /// An optional whole-number query parameter within `[min, max]` (overflow is out of range).
+/// A query parameter that is a time, RFC 3339.
+fn time_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
+    q.get(name)
+        .map(|raw| {
+            DateTime::parse_from_rfc3339(raw)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| bad(name, "must be an RFC 3339 time, e.g. 2030-01-01T00:00:00Z"))
+        })
+        .transpose()
+}
+
 fn whole_number(
     q: &HashMap<String, String>,
     name: &str,

@@ -201,18 +201,9 @@ pub(super) async fn audit_trail(
     let now = chrono::Utc::now();
     let oldest =
         now - chrono::Duration::from_std(state.audit_retention).unwrap_or(chrono::Duration::MAX);
-    let since = match q.get("since") {
-        None => now - chrono::Duration::days(1),
-        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .map_err(|_| {
-                bad(
-                    "since",
-                    "must be an RFC 3339 time, e.g. 2030-01-01T00:00:00Z",
-                )
-            })?
-            .with_timezone(&chrono::Utc),
-    }
-    .max(oldest);
+    let since = time_param(&q, "since")?
+        .unwrap_or(now - chrono::Duration::days(1))
+        .max(oldest);
     let limit = whole_number(&q, "limit", 1, 1000)?.unwrap_or(100) as usize;
     let entries = state
         .service

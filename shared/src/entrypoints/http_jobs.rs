@@ -61,6 +61,22 @@ pub(crate) struct BackoffBody {
     cap_ms: Millis,
 }
 
+impl BackoffBody {
+    /// The backoff, its cap at least its base (`at`: where the body has it).
+    pub(crate) fn parse(self, at: &str) -> ApiResult<Backoff> {
+        if self.cap_ms.0 < self.base_ms.0 {
+            return Err(bad(
+                &format!("{at}.cap_ms"),
+                &format!("must be at least {at}.base_ms"),
+            ));
+        }
+        Ok(Backoff {
+            base_ms: self.base_ms.0 as u64,
+            cap_ms: self.cap_ms.0 as u64,
+        })
+    }
+}
+
 /// `{"key": "…", "window_seconds": n, "max_wait_seconds": m}` (the last optional).
 #[derive(Debug, Deserialize)]
 #[serde(
@@ -118,16 +134,7 @@ impl SubmitBody {
             }
             (None, None) => None,
         };
-        let backoff = match self.backoff {
-            Some(b) if b.cap_ms.0 < b.base_ms.0 => {
-                return Err(bad("backoff.cap_ms", "must be at least backoff.base_ms"))
-            }
-            Some(b) => Some(Backoff {
-                base_ms: b.base_ms.0 as u64,
-                cap_ms: b.cap_ms.0 as u64,
-            }),
-            None => None,
-        };
+        let backoff = self.backoff.map(|b| b.parse("backoff")).transpose()?;
         let debounce = self.debounce.map(DebounceBody::parse).transpose()?;
         if debounce.is_some() {
             none_given_with(
@@ -319,15 +326,7 @@ pub(super) async fn list(
     let tenant = caller.tenant(&q)?;
     let (status, job_type) = status_and_type(&q)?;
     let limit = whole_number(&q, "limit", 1, 500)?.unwrap_or(50) as usize;
-    if let Some(since) = q.get("updated_since") {
-        let since = DateTime::parse_from_rfc3339(since)
-            .map_err(|_| {
-                bad(
-                    "updated_since",
-                    "must be an RFC 3339 time, e.g. 2026-01-02T03:04:05.123456Z",
-                )
-            })?
-            .with_timezone(&Utc);
+    if let Some(since) = time_param(&q, "updated_since")? {
         if q.contains_key("cursor") {
             return Err(bad(
                 "cursor",

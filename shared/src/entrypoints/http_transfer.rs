@@ -15,17 +15,6 @@ const IMPORTS_AT_ONCE: usize = 8;
 /// Most ids one export request names.
 pub const EXPORT_IDS: usize = 100;
 
-/// A time query parameter, RFC 3339.
-fn time_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
-    q.get(name)
-        .map(|raw| {
-            DateTime::parse_from_rfc3339(raw)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| bad(name, "must be an RFC 3339 time, e.g. 2030-01-01T00:00:00Z"))
-        })
-        .transpose()
-}
-
 /// `GET /v1/jobs/export` (reader): a page of the tenant's jobs a filter takes, newest first,
 /// each as `{"job", "logs", "steps"}`, and the next page's cursor.
 pub(super) async fn export(

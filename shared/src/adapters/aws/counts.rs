@@ -303,46 +303,33 @@ impl Counters {
     pub async fn read(&self, tenant: &Tenant) -> Result<StoreStats, StoreError> {
         // (by `<type>#<status>`, the order the items are read in)
         let mut summed: BTreeMap<(String, String), (JobStatus, i64)> = BTreeMap::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(
-                    ":pk",
-                    AttributeValue::S(format!("{COUNT_PREFIX}{tenant}")),
-                )
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(classify)?;
-            for item in out.items() {
-                let (Some(AttributeValue::S(sk)), Some(AttributeValue::N(n))) =
-                    (item.get("sk"), item.get("n"))
-                else {
-                    continue;
-                };
-                // (`<type>#<status>#<spread>`: each counter's items added up)
-                let mut parts = sk.rsplitn(3, '#');
-                let (Some(_), Some(status), Some(job_type)) =
-                    (parts.next(), parts.next(), parts.next())
-                else {
-                    continue;
-                };
-                let (Some(status), Ok(count)) = (JobStatus::parse(status), n.parse::<i64>()) else {
-                    continue;
-                };
-                summed
-                    .entry((job_type.to_string(), status.as_str().to_string()))
-                    .or_insert((status, 0))
-                    .1 += count;
-            }
-            match out.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => break,
-            }
+        let items = super::table::query_all(
+            &self.client,
+            &self.table,
+            format!("{COUNT_PREFIX}{tenant}"),
+            None,
+        )
+        .await?;
+        for item in &items {
+            let (Some(AttributeValue::S(sk)), Some(AttributeValue::N(n))) =
+                (item.get("sk"), item.get("n"))
+            else {
+                continue;
+            };
+            // (`<type>#<status>#<spread>`: each counter's items added up)
+            let mut parts = sk.rsplitn(3, '#');
+            let (Some(_), Some(status), Some(job_type)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let (Some(status), Ok(count)) = (JobStatus::parse(status), n.parse::<i64>()) else {
+                continue;
+            };
+            summed
+                .entry((job_type.to_string(), status.as_str().to_string()))
+                .or_insert((status, 0))
+                .1 += count;
         }
         let rows = summed
             .into_iter()

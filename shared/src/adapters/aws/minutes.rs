@@ -7,7 +7,6 @@
 //! | minute | `MIN#<tenant>` | `<minute, RFC 3339>#<type>#<spread>` | `s`, `f`, `r0`…`r16` (Numbers), `ttl` |
 
 use super::attrs::{n, s, Item};
-use super::write::classify;
 use crate::domain::{minute_of, Tenant, TypeMinute, HISTORY_KEPT, RUN_BUCKETS};
 use crate::ports::{StoreError, TypeHistory};
 use async_trait::async_trait;
@@ -133,47 +132,36 @@ impl TypeHistory for DynamoHistory {
     ) -> Result<Vec<(DateTime<Utc>, String, TypeMinute)>, StoreError> {
         let from = minute_of(since).to_rfc3339_opts(SecondsFormat::Secs, true);
         let mut summed: BTreeMap<(String, String), TypeMinute> = BTreeMap::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk >= :from")
-                .expression_attribute_values(":pk", s(format!("{MINUTE_PREFIX}{tenant}")))
-                .expression_attribute_values(":from", s(from.clone()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(classify)?;
-            for item in out.items() {
-                let Some(AttributeValue::S(sk)) = item.get("sk") else {
-                    continue;
-                };
-                // (`<minute>#<type>#<spread>`: each minute's items added up)
-                let mut parts = sk.rsplitn(3, '#');
-                let (Some(_), Some(job_type), Some(minute)) =
-                    (parts.next(), parts.next(), parts.next())
-                else {
-                    continue;
-                };
-                let mut m = TypeMinute {
-                    succeeded: number(item, "s"),
-                    failed: number(item, "f"),
-                    runs: [0; RUN_BUCKETS],
-                };
-                for (i, slot) in m.runs.iter_mut().enumerate() {
-                    *slot = number(item, &format!("r{i}"));
-                }
-                summed
-                    .entry((minute.to_string(), job_type.to_string()))
-                    .or_default()
-                    .add(&m);
+        let items = super::table::query_all(
+            &self.client,
+            &self.table,
+            format!("{MINUTE_PREFIX}{tenant}"),
+            Some(from),
+        )
+        .await?;
+        for item in &items {
+            let Some(AttributeValue::S(sk)) = item.get("sk") else {
+                continue;
+            };
+            // (`<minute>#<type>#<spread>`: each minute's items added up)
+            let mut parts = sk.rsplitn(3, '#');
+            let (Some(_), Some(job_type), Some(minute)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let mut m = TypeMinute {
+                succeeded: number(item, "s"),
+                failed: number(item, "f"),
+                runs: [0; RUN_BUCKETS],
+            };
+            for (i, slot) in m.runs.iter_mut().enumerate() {
+                *slot = number(item, &format!("r{i}"));
             }
-            match out.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => break,
-            }
+            summed
+                .entry((minute.to_string(), job_type.to_string()))
+                .or_default()
+                .add(&m);
         }
         Ok(summed
             .into_iter()

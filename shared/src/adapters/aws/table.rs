@@ -18,6 +18,43 @@ pub struct DynamoStore {
     meter: Option<CapacityMeter>,
 }
 
+/// Every item under `pk` (from sort key `from` on, when given), page after page: for the small
+/// partitions read whole (a tenant's counters, its minutes).
+pub(super) async fn query_all(
+    client: &Client,
+    table: &str,
+    pk: String,
+    from: Option<String>,
+) -> Result<Vec<Item>, StoreError> {
+    let mut items = vec![];
+    let mut start = None;
+    loop {
+        let mut query = client
+            .query()
+            .table_name(table)
+            .expression_attribute_values(
+                ":pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(pk.clone()),
+            )
+            .set_exclusive_start_key(start.take());
+        query = match &from {
+            Some(from) => query
+                .key_condition_expression("pk = :pk AND sk >= :from")
+                .expression_attribute_values(
+                    ":from",
+                    aws_sdk_dynamodb::types::AttributeValue::S(from.clone()),
+                ),
+            None => query.key_condition_expression("pk = :pk"),
+        };
+        let out = query.send().await.map_err(classify)?;
+        items.extend(out.items.unwrap_or_default());
+        match out.last_evaluated_key {
+            Some(k) => start = Some(k),
+            None => return Ok(items),
+        }
+    }
+}
+
 /// The partition key of an item.
 pub(super) fn pk_of(item: &Item) -> String {
     get_s(item, "pk").unwrap_or("?").to_string()
