@@ -128,4 +128,23 @@ async fn a_thousand_keyed_jobs_submitted_across_three_sigkills_each_end_once_and
         "{} fetches",
         target.request_count()
     );
+    // (the table goes, with its stream: the emulator serves the tests after this one without a
+    // thousand jobs' records to keep forwarding)
+    let table = app.setting("CONVEYOR_TABLE").unwrap().to_string();
+    drop(app);
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(shared::adapters::aws::http_client())
+        .endpoint_url(crate::moto::endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "e2e",
+        ))
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&sdk)
+        .delete_table()
+        .table_name(&table)
+        .send()
+        .await
+        .expect("the table is deleted");
 }

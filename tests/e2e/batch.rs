@@ -9,7 +9,9 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn a_batch_creates_its_valid_jobs_names_each_refusal_and_is_idempotent() {
-    let app = spawn_app(&[]).await;
+    // (a request may take 2 minutes, not 30 s: an emulator busy with the suite has taken longer
+    // over a batch of keyed jobs, a transaction each)
+    let app = spawn_app(&[("CONVEYOR_HTTP_TIMEOUT", "120s")]).await;
     // GIVEN a batch of 1,000 jobs (250 on an emulator, whose transactions are slow: still
     // three of DynamoDB's 100-item transactions), each with its own idempotency key, three of
     // them invalid
@@ -37,8 +39,13 @@ async fn a_batch_creates_its_valid_jobs_names_each_refusal_and_is_idempotent() {
         let body = json!({ "jobs": jobs, "atomic": atomic });
         let app = &app;
         async move {
-            app.send(app.client.post(app.url("/v1/jobs/batch")).json(&body))
-                .await
+            app.send(
+                app.client
+                    .post(app.url("/v1/jobs/batch"))
+                    .timeout(Duration::from_secs(120))
+                    .json(&body),
+            )
+            .await
         }
     };
     let refusals_are_named = |results: &Value| {
