@@ -57,9 +57,10 @@ async fn counts_what_ended(app: TestApp) {
     assert_eq!(history["minutes"], 60);
     let (succeeded, failed, p50, p99) = totals(&history, "sleep");
     assert_eq!((succeeded, failed), (5, 0), "{history:#}");
-    // (a run of 300 ms falls in the bucket up to 500 ms, or a later one on a busy machine)
+    // (a run of 300 ms falls in the bucket up to 500 ms, or a later one on a busy machine: on
+    // an emulator under the whole suite, its writes have taken tens of seconds)
     assert!(
-        (500..=10_000).contains(&p50) && (p50..=10_000).contains(&p99),
+        (500..=60_000).contains(&p50) && (p50..=60_000).contains(&p99),
         "{history:#}"
     );
     assert_eq!(totals(&history, "http.fetch").0, 0, "{history:#}");
