@@ -80,9 +80,19 @@ struct Server {
 
 impl Server {
     fn start(exe: &std::path::Path, data_dir: &std::path::Path) -> anyhow::Result<(Self, Instant)> {
+        Self::start_with(exe, data_dir, &[])
+    }
+
+    /// `start`, with `env` besides.
+    fn start_with(
+        exe: &std::path::Path,
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<(Self, Instant)> {
         let started = Instant::now();
         let mut child = Command::new(exe)
             .arg("serve")
+            .envs(env.iter().copied())
             .env("CONVEYOR_ADDR", "127.0.0.1:0")
             .env("CONVEYOR_DATA_DIR", data_dir)
             .env("CONVEYOR_JWT_SECRET", BENCH_SECRET)
@@ -329,7 +339,8 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
         BENCH_SECRET,
         &shared::domain::Tenant::parse("bench").expect("a tenant name"),
         "bench",
-        &[shared::domain::Role::Submitter],
+        // (an admin: the external-handler line declares its type)
+        &[shared::domain::Role::Admin],
         Duration::from_secs(24 * 3600),
         None,
         None,
@@ -575,6 +586,7 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
             let _ = std::fs::remove_dir_all(&dir);
             throughput
         };
+        let external = external_handler(&exe, &dir, &http, o.jobs, o.clients).await?;
         let theirs_saturated = celery_baseline(o.jobs, SATURATED_CLIENTS)?;
         let theirs = celery_baseline(o.jobs, o.clients)?;
         println!(
@@ -611,6 +623,12 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
             "jobs/s",
         );
         row(
+            "end-to-end throughput, external handler (py.echo in examples/python-worker, over HTTP; celery: its no-op task)",
+            external,
+            theirs.h.throughput,
+            "jobs/s",
+        );
+        row(
             "peak RSS (all processes)",
             ours.peak_rss_mb,
             theirs.h.peak_rss_mb,
@@ -618,6 +636,72 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The external-handler line: `n` jobs of an external type, `py.echo`, each attempt a signed
+/// call to the Python example (`examples/python-worker`) on this machine, submitted by `clients`
+/// clients; jobs a second, end to end.
+async fn external_handler(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    http: &reqwest::Client,
+    n: usize,
+    clients: usize,
+) -> anyhow::Result<f64> {
+    let server = Server::start_with(
+        exe,
+        &dir.join("external"),
+        &[("CONVEYOR_OUTBOUND_ALLOW", "127.0.0.1")],
+    )?
+    .0;
+    let secrets: Value = http
+        .get(format!("{}/v1/webhook-secret", server.base))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let secret = secrets["secrets"][0]["secret"]
+        .as_str()
+        .context("the tenant's signing secret")?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/python-worker/worker.py");
+    let mut handler = Command::new("python3")
+        .arg(script)
+        .env("SIGNING_SECRET", secret)
+        .env("PORT", "0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting examples/python-worker/worker.py with python3")?;
+    let mut line = String::new();
+    BufReader::new(handler.stdout.take().context("its stdout")?).read_line(&mut line)?;
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .with_context(|| format!("unexpected first line from the handler: {line:?}"))?
+        .to_string();
+    let declared = http
+        .put(format!("{}/v1/types/py.echo", server.base))
+        .json(&json!({ "handler": { "url": format!("{url}/") }, "concurrency": 64 }))
+        .send()
+        .await?;
+    if !declared.status().is_success() {
+        bail!("declaring py.echo answered {}", declared.status());
+    }
+    let t0 = Instant::now();
+    submit_many(
+        http,
+        &server.base,
+        n,
+        clients,
+        json!({"type": "py.echo", "payload": {}}),
+    )
+    .await?;
+    wait_succeeded(http, &server.base, n as u64).await?;
+    let throughput = n as f64 / t0.elapsed().as_secs_f64();
+    let _ = handler.kill();
+    let _ = handler.wait();
+    server.stop();
+    Ok(throughput)
 }
 
 struct PushFigures {

@@ -220,8 +220,20 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         config.live_max_per_tenant,
     ));
     let ports = opened.ports.clone();
-    let auth: Arc<dyn shared::auth::Verify> =
-        Arc::new(authenticator(&config, &ports, settings.addr).await?);
+    // The external types, declared in the store just opened.
+    let external = Arc::new(shared::jobs::ExternalCalls::new(
+        ports.types.clone(),
+        builtin.webhook_secret.clone(),
+        builtin.outbound.clone(),
+        config.public_url.clone(),
+    ));
+    registry.with_external(external.clone());
+    let auth = authenticator(&config, &ports, settings.addr).await?;
+    if auth.is_open() {
+        // (dev mode serves only loopback: a handler on this machine is the one it would call)
+        external.allow_loopback();
+    }
+    let auth: Arc<dyn shared::auth::Verify> = Arc::new(auth);
     let hub = Hub::new(config.ws_outbox);
     let gateway = crate::live::Gateway {
         hub: hub.clone(),
@@ -260,6 +272,7 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         .await
         .with_context(|| format!("binding {}", settings.addr))?;
     let local_addr = listener.local_addr()?;
+    external.api_at(format!("http://{local_addr}"));
     println!(
         "conveyor listening on http://{local_addr} (backend {})",
         opened.describe

@@ -65,6 +65,9 @@ pub struct Config {
     pub ws_endpoint: Option<String>,
     /// Where the dashboard connects for live updates (`None`: its own origin's `/ws`).
     pub ws_url: Option<String>,
+    /// Where external handlers reach the API with their job tokens (`CONVEYOR_PUBLIC_URL`);
+    /// none: the local runtime's own address.
+    pub public_url: Option<String>,
     /// AWS: the EventBridge Scheduler group users' schedules are created in.
     pub schedule_group: String,
     /// AWS: the function a schedule's tick invokes (the `scheduler` function), and the role
@@ -310,6 +313,9 @@ impl Config {
             jwt_issuer: get("CONVEYOR_JWT_ISSUER").filter(|s| !s.is_empty()),
             ws_endpoint: get("CONVEYOR_WS_ENDPOINT").filter(|s| !s.is_empty()),
             ws_url: get("CONVEYOR_WS_URL").filter(|s| !s.is_empty()),
+            public_url: get("CONVEYOR_PUBLIC_URL")
+                .filter(|s| !s.is_empty())
+                .map(|s| s.trim_end_matches('/').to_string()),
             schedule_group: r.string("CONVEYOR_SCHEDULE_GROUP", "conveyor"),
             scheduler_target_arn: get("CONVEYOR_SCHEDULER_TARGET_ARN").filter(|s| !s.is_empty()),
             scheduler_role_arn: get("CONVEYOR_SCHEDULER_ROLE_ARN").filter(|s| !s.is_empty()),

@@ -213,7 +213,7 @@ impl<'a> Lifecycle<'a> {
         spec: &CallbackSpec,
         now: DateTime<Utc>,
     ) -> Result<Option<JobId>, StoreError> {
-        let Some(registration) = self.registry.get(spec.job_type.as_str()) else {
+        let Some(registration) = self.registry.resolve(&batch.tenant, &spec.job_type).await? else {
             tracing::warn!(batch_id = %batch.id, job_type = %spec.job_type, "a batch callback's type is not registered; skipped");
             return Ok(None);
         };

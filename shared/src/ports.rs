@@ -16,10 +16,12 @@ mod debounces;
 mod history;
 mod no_dead_letters;
 mod pauses;
+mod types;
 pub use debounces::Debounces;
 pub use history::TypeHistory;
 pub use no_dead_letters::NoDeadLetters;
 pub use pauses::PauseStore;
+pub use types::TypeStore;
 
 /// The adapters one deployment runs on, handed to every use case.
 #[derive(Clone)]
@@ -49,6 +51,8 @@ pub struct Ports {
     pub debounces: Arc<dyn Debounces>,
     /// Job types paused for a tenant or for all (`domain::Pauses`).
     pub pauses: Arc<dyn PauseStore>,
+    /// Declared external job types.
+    pub types: Arc<dyn TypeStore>,
     /// What ended per type and minute.
     pub history: Arc<dyn TypeHistory>,
     /// Who sends the message of a job that a write queued.

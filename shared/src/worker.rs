@@ -220,7 +220,15 @@ impl Worker {
                 None => return Ok(self.missing()),
             },
         };
-        let Some(registration) = self.registry.get(job_type.as_str()).cloned() else {
+        let registration = match self.registry.get(job_type.as_str()) {
+            Some(builtin) => Some(builtin.clone()),
+            // An external type's: declared for the job's tenant (or for all).
+            None => match store.get(id).await? {
+                Some(job) => self.registry.resolve(&job.tenant, &job_type).await?,
+                None => return Ok(self.missing()),
+            },
+        };
+        let Some(registration) = registration else {
             return self.fail_unhandled(id).await;
         };
         // A paused type's job goes back to wait, untouched (no attempt used): as a new message,
@@ -283,6 +291,10 @@ impl Worker {
         }
         if let Some((tenant, max)) = &message.tenant_running {
             needed.push((format!("tenant:{tenant}"), *max));
+        }
+        if let Some((tenant, max)) = &registration.tenant {
+            // (an external type's most running at once, for its tenant)
+            needed.push((format!("type:{tenant}/{}", registration.job_type), *max));
         }
         needed
     }
@@ -430,7 +442,12 @@ impl Worker {
             ));
         }
         if let Some((interval, burst)) = registration.start_rate() {
-            rates.push((format!("type:{}", registration.job_type), interval, burst));
+            let key = match &registration.tenant {
+                // (an external type's rate is its tenant's alone)
+                Some((tenant, _)) => format!("type:{tenant}/{}", registration.job_type),
+                None => format!("type:{}", registration.job_type),
+            };
+            rates.push((key, interval, burst));
         }
         let mut now = Utc::now();
         for (key, interval, burst) in rates {

@@ -527,6 +527,59 @@ async fn a_type_is_paused_listed_and_resumed() {
 }
 
 #[tokio::test]
+async fn an_external_type_is_registered_listed_and_deleted() {
+    let app = spawn_app(&[]).await;
+    // WHEN the tenant's admin registers an external type
+    let out = conveyor_as(
+        &app,
+        &["admin"],
+        &[
+            "types",
+            "register",
+            "py.echo",
+            "--handler",
+            "http://127.0.0.1:9/run",
+            "--timeout-ms",
+            "5000",
+            "--rate",
+            "10",
+            "--rate-period-ms",
+            "1000",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let declared = stdout_json(&out);
+    assert_eq!(declared["timeout_ms"], 5000, "{declared}");
+    assert_eq!(
+        declared["rate"],
+        json!({ "per": 10, "period_ms": 1000 }),
+        "{declared}"
+    );
+    // THEN it is listed beside the shipped types, with its handler
+    let human = conveyor(&app, &["types", "list"]).await;
+    let line = text(&human.stdout)
+        .lines()
+        .find(|l| l.starts_with("py.echo "))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        line.contains("external (tenant): http://127.0.0.1:9/run"),
+        "{human:?}"
+    );
+    let one = stdout_json(&conveyor(&app, &["types", "get", "py.echo", "--json"]).await);
+    assert_eq!(one["external"], true, "{one}");
+    // AND a submitter may not delete it; the admin does
+    let refused = conveyor(&app, &["types", "delete", "py.echo"]).await;
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let out = conveyor_as(&app, &["admin"], &["types", "delete", "py.echo"]).await;
+    assert_eq!(text(&out.stdout).trim(), "deleted py.echo", "{out:?}");
+    let gone = conveyor(&app, &["types", "get", "py.echo"]).await;
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+}
+
+#[tokio::test]
 async fn a_job_is_replayed_with_another_payload() {
     let app = spawn_app(&[]).await;
     let id = app

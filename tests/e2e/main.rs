@@ -22,6 +22,7 @@ mod dead_letters;
 mod debounce;
 mod dependencies;
 mod exactly_once;
+mod external;
 mod history;
 mod http_fetch;
 mod idempotency;

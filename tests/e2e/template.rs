@@ -570,8 +570,26 @@ fn the_gateway_lets_through_unauthenticated_only_what_the_router_serves_openly_a
         BTreeSet::from([
             "GET /".to_string(),
             "GET /healthz".to_string(),
-            "GET /v1/openapi.json".to_string()
+            "GET /v1/openapi.json".to_string(),
+            "POST /v1/jobs/{id}/handler/{action}".to_string(),
         ])
+    );
+    // (an external handler's routes: the router checks their job token itself, outside the
+    // credential check, and serves no other route under that path)
+    let handler_routes: Vec<&str> = shared::entrypoints::http::routes()
+        .filter(|(_, p)| p.contains("/handler/"))
+        .map(|(m, p)| {
+            assert_eq!(m, "post", "{p}");
+            p
+        })
+        .collect();
+    assert_eq!(
+        handler_routes,
+        [
+            "/v1/jobs/{id}/handler/progress",
+            "/v1/jobs/{id}/handler/heartbeat",
+            "/v1/jobs/{id}/handler/complete"
+        ]
     );
     // (the router serves those two to anyone too; `/` is the dashboard's page, which holds
     // no data and asks for the credential)

@@ -58,6 +58,29 @@ fn case(method: &str, template: &str, a: &A) -> Case {
         ),
         ("get", "/v1/types") => forbidden("/v1/types?tenant=acme", None),
         ("post", "/v1/types/{type}/pause") => forbidden("/v1/types/noop/pause?tenant=acme", None),
+        // (A's external type: B sees none of that name, and may declare its own, not A's)
+        ("get", "/v1/types/{type}") => missing("/v1/types/a.only".into(), None),
+        ("delete", "/v1/types/{type}") => missing("/v1/types/a.only".into(), None),
+        ("put", "/v1/types/{type}") => forbidden(
+            "/v1/types/a.only?tenant=acme",
+            Some(json!({ "handler": { "url": "http://127.0.0.1:9/b" } })),
+        ),
+        // (a handler's routes take only its job token)
+        ("post", "/v1/jobs/{id}/handler/progress") => Refused {
+            path: format!("/v1/jobs/{}/handler/progress", a.job),
+            body: Some(json!({ "percent": 1 })),
+            status: StatusCode::UNAUTHORIZED,
+        },
+        ("post", "/v1/jobs/{id}/handler/heartbeat") => Refused {
+            path: format!("/v1/jobs/{}/handler/heartbeat", a.job),
+            body: None,
+            status: StatusCode::UNAUTHORIZED,
+        },
+        ("post", "/v1/jobs/{id}/handler/complete") => Refused {
+            path: format!("/v1/jobs/{}/handler/complete", a.job),
+            body: Some(json!({ "result": 1 })),
+            status: StatusCode::UNAUTHORIZED,
+        },
         ("post", "/v1/types/{type}/resume") => forbidden("/v1/types/noop/resume?tenant=acme", None),
         ("post", "/v1/jobs") => forbidden("/v1/jobs?tenant=acme", Some(json!({ "type": "noop" }))),
         ("get", "/v1/jobs") => forbidden("/v1/jobs?tenant=acme", None),
@@ -122,7 +145,9 @@ fn case(method: &str, template: &str, a: &A) -> Case {
 }
 
 /// The routes only an admin (or an operator) may take.
-const ADMIN_ROUTES: [(&str, &str); 10] = [
+const ADMIN_ROUTES: [(&str, &str); 12] = [
+    ("put", "/v1/types/{type}"),
+    ("delete", "/v1/types/{type}"),
     ("post", "/v1/api-keys"),
     ("get", "/v1/api-keys"),
     ("delete", "/v1/api-keys/{id}"),
@@ -167,6 +192,7 @@ async fn snapshot(app: &TestApp, admin: &str, a: &A) -> Vec<(String, Value)> {
         "/v1/webhook-secret".to_string(),
         "/v1/tenants/acme/limits".to_string(),
         "/v1/types".to_string(),
+        "/v1/types/a.only".to_string(),
     ] {
         let (status, mut body) = call(app, admin, "get", &path, None).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
@@ -186,8 +212,8 @@ async fn snapshot(app: &TestApp, admin: &str, a: &A) -> Vec<(String, Value)> {
 
 #[tokio::test]
 async fn another_tenants_admin_is_refused_on_every_route_and_changes_nothing() {
-    // GIVEN tenant A (acme) with a waiting job, a batch, a schedule, a key, its limits and a
-    // paused type, and
+    // GIVEN tenant A (acme) with a waiting job, a batch, a schedule, a key, its limits, a
+    // paused type and an external type of its own, and
     // tenant B's (globex) admin
     let app = spawn_app(&[]).await;
     let a_admin = token("acme", &["admin"]);
@@ -239,6 +265,15 @@ async fn another_tenants_admin_is_refused_on_every_route_and_changes_nothing() {
     assert_eq!(status, StatusCode::OK, "{limits}");
     let (status, paused) = call(&app, &a_admin, "post", "/v1/types/sleep/pause", None).await;
     assert_eq!(status, StatusCode::OK, "{paused}");
+    let (status, declared) = call(
+        &app,
+        &a_admin,
+        "put",
+        "/v1/types/a.only",
+        Some(&json!({ "handler": { "url": "http://127.0.0.1:9/a" } })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{declared}");
     let a = A {
         job: job["id"].as_str().unwrap().into(),
         batch: batch["batch"]["id"].as_str().unwrap().into(),

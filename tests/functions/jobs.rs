@@ -393,3 +393,107 @@ async fn the_worker_function_settles_dependents_and_batches_and_runs_jobs_that_s
     let (status, job) = status_of(&summary).await;
     assert_eq!(status, "queued", "{job}");
 }
+
+#[tokio::test]
+async fn an_external_type_declared_through_api_is_called_by_the_worker_function() {
+    // GIVEN a handler on this machine that answers each call with the job's payload (and keeps
+    // the calls), and api, stats and the worker function, which may reach it
+    type Calls = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>;
+    let calls: Calls = Default::default();
+    let kept = calls.clone();
+    let handler = axum::Router::new().route(
+        "/run",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let kept = kept.clone();
+            async move {
+                let call: Value = serde_json::from_str(&body).unwrap();
+                kept.lock().unwrap().push((headers, body));
+                axum::Json(json!({ "echo": call["job"]["payload"] }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, handler).await });
+    let deployment = Deployment::new(&[("CONVEYOR_OUTBOUND_ALLOW", "127.0.0.1/32")]).await;
+    let mut lambda = Lambda::start().await;
+    for function in ["api", "stats", "worker"] {
+        lambda.run(function, &deployment, &[]);
+    }
+    let ports = deployment.ports().await;
+
+    // WHEN acme's admin declares py.echo through api, and a job of it is submitted, dispatched
+    // and handed to the worker function from the external types' queue
+    let (status, declared) = call(
+        &mut lambda,
+        "PUT",
+        "/v1/types/py.echo",
+        Some(&json!({ "handler": { "url": format!("http://127.0.0.1:{port}/run") } })),
+        Some(&caller("acme", "admin")),
+    )
+    .await;
+    assert_eq!(status, 201, "{declared}");
+    let id = submit(
+        &mut lambda,
+        "acme",
+        &json!({ "type": "py.echo", "payload": { "n": 7 } }),
+    )
+    .await;
+    dispatch(&mut lambda, &deployment).await;
+    work(
+        &mut lambda,
+        &deployment,
+        "conveyor.external",
+        &[&id.to_string()],
+    )
+    .await;
+
+    // THEN the job succeeded with the handler's answer, on its first attempt
+    let ran = ports.store.get(id).await.unwrap().expect("the job");
+    assert_eq!(
+        (ran.status.as_str(), ran.attempt),
+        ("succeeded", 1),
+        "{ran:?}"
+    );
+    assert_eq!(ran.result, Some(json!({ "echo": { "n": 7 } })));
+    // AND the handler was called once, signed with acme's own secret, with the job and a token
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let (headers, body) = &calls[0];
+    let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_string();
+    let t: i64 = header("x-conveyor-signature")
+        .split(',')
+        .find_map(|p| p.strip_prefix("t="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let secret = shared::jobs::tenant_secret(
+        "functions-test-master-key-of-32-bytes",
+        &shared::domain::Tenant::parse("acme").unwrap(),
+        1,
+    );
+    let signed = shared::jobs::sign(
+        &secret,
+        shared::jobs::Signed {
+            timestamp: t,
+            job_id: &id.to_string(),
+            attempt: 1,
+            body: body.as_bytes(),
+        },
+    );
+    assert_eq!(header("x-conveyor-signature"), signed);
+    let call_body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(call_body["job"]["id"], id.to_string());
+    let token = call_body["token"].as_str().unwrap();
+    assert!(token.starts_with("cjt_"), "{call_body}");
+    // AND api refuses that token now that its attempt has ended
+    let mut event = crate::http::http_event(
+        "POST",
+        &format!("/v1/jobs/{id}/handler/heartbeat"),
+        Some(&json!({})),
+        None,
+    );
+    event["headers"]["authorization"] = json!(format!("Bearer {token}"));
+    let (status, body) = crate::http::answer_of(&lambda.invoke("api", &event).await);
+    assert_eq!(status, 403, "{body}");
+}

@@ -52,8 +52,19 @@ async fn open_ports_reading<const DEAD_LETTERS: bool>(
         registry
             .limit(&config.type_limits)
             .map_err(OpenError::TypeLimits)?;
-        Ok::<_, OpenError>(Arc::new(registry))
+        Ok::<_, OpenError>(registry)
     };
+    // (the external types are declared in the store the ports hold)
+    let with_external =
+        |registry: Registry, settings: &crate::jobs::BuiltinSettings, ports: &Ports| {
+            registry.with_external(Arc::new(crate::jobs::ExternalCalls::new(
+                ports.types.clone(),
+                settings.webhook_secret.clone(),
+                settings.outbound.clone(),
+                config.public_url.clone(),
+            )));
+            Arc::new(registry)
+        };
     match config.backend {
         #[cfg(feature = "aws")]
         Backend::Aws => {
@@ -70,14 +81,18 @@ async fn open_ports_reading<const DEAD_LETTERS: bool>(
             } else {
                 backend.ports_without_dead_letters()
             };
-            Ok((ports, registry(&settings)?))
+            let registry = with_external(registry(&settings)?, &settings, &ports);
+            Ok((ports, registry))
         }
         #[cfg(not(feature = "aws"))]
         Backend::Aws => Err(OpenError::NotBuilt("aws")),
         #[cfg(feature = "embedded")]
         Backend::Embedded => {
-            let registry = registry(&crate::jobs::BuiltinSettings::from_config(config))?;
-            Ok((open_embedded(config, &registry)?.ports(), registry))
+            let settings = crate::jobs::BuiltinSettings::from_config(config);
+            let registry = registry(&settings)?;
+            let ports = open_embedded(config, &registry)?.ports();
+            let registry = with_external(registry, &settings, &ports);
+            Ok((ports, registry))
         }
         #[cfg(not(feature = "embedded"))]
         Backend::Embedded => Err(OpenError::NotBuilt("embedded")),

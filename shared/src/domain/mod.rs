@@ -3,6 +3,7 @@
 mod access;
 mod backoff;
 mod batch;
+mod external;
 mod history;
 mod ids;
 mod job;
@@ -20,6 +21,10 @@ pub use access::{
 pub use backoff::Backoff;
 pub use batch::{
     batch_count_change, Batch, BatchId, CallbackSpec, MemberPosition, MembersPage, BATCH_KEY_PREFIX,
+};
+pub use external::{
+    ExternalType, HandlerTarget, EXTERNAL_ATTEMPTS_MAX, EXTERNAL_CONCURRENCY_MAX,
+    EXTERNAL_TIMEOUT_MAX, RESERVED_PREFIX,
 };
 pub use history::{
     ended as job_ended, minute_of, MinuteView, TypeMinute, HISTORY_KEPT, RUN_BUCKETS,

@@ -346,6 +346,9 @@ mod types;
 #[path = "http_transfer.rs"]
 mod transfer;
 
+#[path = "http_handler.rs"]
+mod handler;
+
 /// The request bodies, each a type that parses: what the OpenAPI description's request
 /// schemas are generated from (`openapi`).
 #[cfg(feature = "openapi")]
@@ -353,9 +356,11 @@ pub(crate) mod bodies {
     pub(crate) use super::admin::{KeyBody, LimitsBody, RotateBody};
     pub(crate) use super::batches::BatchBody;
     pub(crate) use super::bulk::{BulkBody, RedriveBody};
+    pub(crate) use super::handler::{CompleteBody, ProgressBody};
     pub(crate) use super::jobs::{ReplayBody, SubmitBody};
     pub(crate) use super::schedules::ScheduleBody;
     pub(crate) use super::transfer::ImportBody;
+    pub(crate) use super::types::DeclareBody;
 }
 
 /// The API's OpenAPI 3.1 description, served at `/v1/openapi.json`: generated from the route
@@ -378,6 +383,7 @@ pub fn routes() -> impl Iterator<Item = (&'static str, &'static str)> {
         batches::ROUTES,
         types::ROUTES,
         transfer::ROUTES,
+        handler::ROUTES,
     ]
     .into_iter()
     .flatten()
@@ -397,6 +403,7 @@ pub fn route_params(route: &str) -> &'static [&'static str] {
         .or_else(|| batches::params(route))
         .or_else(|| types::params(route))
         .or_else(|| transfer::params(route))
+        .or_else(|| handler::params(route))
         .unwrap_or(&[])
 }
 
@@ -425,6 +432,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
             authenticate,
         ))
         .route_layer(axum::middleware::from_fn(record_http))
+        // (An external handler's routes take its job token, which they check themselves.)
+        .merge(handler::router())
         // (The page holds no data: it asks for the credential and calls the API with it.)
         .route("/", get(dashboard))
         .fallback(|| async {
@@ -492,6 +501,19 @@ fn status_and_type(q: &HashMap<String, String>) -> ApiResult<(Option<JobStatus>,
 }
 
 /// An optional whole-number query parameter within `[min, max]` (overflow is out of range).
+/// A request's body of at most `limit` bytes (else a 413), read as `T` (else a 400 naming
+/// the field).
+async fn body_as<T: serde::de::DeserializeOwned>(request: Request, limit: usize) -> ApiResult<T> {
+    let body = to_bytes(request.into_body(), limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is over {limit} bytes"),
+        )
+    })?;
+    fields::parse_body(&body)
+}
+
 /// A query parameter that is a time, RFC 3339.
 fn time_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
     q.get(name)

@@ -6,12 +6,11 @@
 
 #[cfg(feature = "openapi")]
 use super::fields::JobRef;
-use super::fields::{parse_body, BulkActionChoice, StatusChoice, Text, Time};
-use super::{audit, bad, ApiError, ApiResult, ApiState, Caller, Params};
+use super::fields::{BulkActionChoice, StatusChoice, Text, Time};
+use super::{audit, bad, body_as, ApiError, ApiResult, ApiState, Caller, Params};
 use crate::domain::{JobId, JobStatus, JobType, Role, Tenant};
 use crate::jobs::{BulkAction, BulkRequest, JobFilter, BULK_TYPE};
 use crate::service::{Cursor, ServiceError, SubmitRequest};
-use axum::body::to_bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,16 +25,7 @@ const BODY_BYTES: usize = 64 * 1024;
 
 /// The body of a bulk request: at most `BODY_BYTES`, read as `T`.
 async fn body_of<T: serde::de::DeserializeOwned>(request: Request) -> ApiResult<T> {
-    let body = to_bytes(request.into_body(), BODY_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body is over {BODY_BYTES} bytes"),
-            )
-        })?;
-    parse_body(&body)
+    body_as(request, BODY_BYTES).await
 }
 
 /// `POST /v1/jobs/bulk`: retry or cancel every job of the tenant `filter` matches.

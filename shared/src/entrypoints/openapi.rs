@@ -7,8 +7,8 @@
 //! schema generator stays out of the Lambda functions.
 
 use super::http::bodies::{
-    BatchBody, BulkBody, ImportBody, KeyBody, LimitsBody, RedriveBody, ReplayBody, RotateBody,
-    ScheduleBody, SubmitBody,
+    BatchBody, BulkBody, CompleteBody, DeclareBody, ImportBody, KeyBody, LimitsBody, ProgressBody,
+    RedriveBody, ReplayBody, RotateBody, ScheduleBody, SubmitBody,
 };
 use super::http::{route_params, routes};
 use schemars::{generate::SchemaSettings, JsonSchema, SchemaGenerator};
@@ -32,6 +32,9 @@ type OpRow = (
     u16,
     &'static str,
 );
+
+/// The "role" of the routes an external type's handler calls with its job token.
+const JOB_TOKEN: &str = "job token";
 
 const OPS: &[OpRow] = &[
     (
@@ -78,6 +81,60 @@ const OPS: &[OpRow] = &[
         None,
         200,
         "EventStream",
+    ),
+    (
+        "get",
+        "/v1/types/{type}",
+        "One job type, shipped or external, as the tenant sees it",
+        Some("reader"),
+        None,
+        200,
+        "Type",
+    ),
+    (
+        "put",
+        "/v1/types/{type}",
+        "Declare an external type (201; 200 when it replaced the declaration): each attempt of its jobs is one signed POST to the handler's URL, which answers with the result (2xx), a permanent failure (4xx), a retryable one (5xx, 429, or no answer in time), or 202 and completes the job later with its job token. For the tenant (admin), or with all_tenants=true for every tenant (operator)",
+        Some("admin"),
+        Some(body::<DeclareBody>),
+        201,
+        "Type",
+    ),
+    (
+        "delete",
+        "/v1/types/{type}",
+        "Remove an external type's declaration for the tenant (admin), or with all_tenants=true for every tenant (operator); jobs of it not started then fail",
+        Some("admin"),
+        None,
+        200,
+        "Deleted",
+    ),
+    (
+        "post",
+        "/v1/jobs/{id}/handler/progress",
+        "An external handler reports its attempt's progress (shown on the job, pushed live); answers whether a cancel was asked for",
+        Some(JOB_TOKEN),
+        Some(body::<ProgressBody>),
+        200,
+        "Liveness",
+    ),
+    (
+        "post",
+        "/v1/jobs/{id}/handler/heartbeat",
+        "An external handler says its attempt is alive; answers whether a cancel was asked for",
+        Some(JOB_TOKEN),
+        None,
+        200,
+        "Liveness",
+    ),
+    (
+        "post",
+        "/v1/jobs/{id}/handler/complete",
+        "An external handler that answered 202 posts its attempt's result or error (once: 409 after)",
+        Some(JOB_TOKEN),
+        Some(body::<CompleteBody>),
+        202,
+        "Accepted",
     ),
     (
         "get",
@@ -531,6 +588,9 @@ fn operation(generator: &mut SchemaGenerator, method: &str, path: &str) -> Value
     });
     match role {
         None => out["security"] = json!([]),
+        Some(JOB_TOKEN) => {
+            out["description"] = json!("Takes the job token the handler's call carried (`Authorization: Bearer cjt_…`), good for that one attempt of that one job until its deadline; no other credential.")
+        }
         Some(role) => {
             out["description"] = json!(format!("Needs the {role} role (or one above it)."))
         }

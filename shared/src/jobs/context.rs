@@ -300,6 +300,15 @@ impl JobContext {
         decode(stored)
     }
 
+    /// The steps the job has recorded so far, read now.
+    pub async fn recorded_steps(&self) -> Result<Vec<crate::ports::StepRecord>, JobError> {
+        self.inner
+            .store
+            .steps(self.inner.job_id)
+            .await
+            .map_err(|e| JobError::retryable(format!("the job's steps could not be read: {e}")))
+    }
+
     /// Say how many steps the handler has, so progress follows them (steps done of `total`).
     pub fn plan_steps(&self, total: u32) {
         self.inner.step_count.lock().unwrap().1 = Some(total);

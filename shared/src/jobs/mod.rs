@@ -4,6 +4,7 @@
 
 mod bulk;
 mod context;
+mod external;
 mod http_fetch;
 mod noop;
 mod scan;
@@ -14,6 +15,9 @@ pub use crate::domain::{Limit, TypeLimit};
 pub use crate::outbound::{refusal, Network, Outbound, OutboundPolicy, Refused};
 pub use bulk::{Bulk, BulkAction, BulkRequest, JobFilter, BULK_TYPE};
 pub use context::JobContext;
+pub use external::{
+    handler_error, ExternalCalls, ExternalHandler, JobToken, EXTERNAL_QUEUE_TYPE, RESULT_STEP,
+};
 pub use http_fetch::HttpFetch;
 pub use noop::Noop;
 pub use scan::{ScanDomain, SCAN_TYPE};
@@ -132,6 +136,9 @@ impl JobOptions {
 pub struct Registration {
     pub job_type: JobType,
     pub options: JobOptions,
+    /// For an external type, the tenant it runs for and its most running at once there (its
+    /// limits are that tenant's alone).
+    pub tenant: Option<(Tenant, u32)>,
     pub handler: Arc<dyn JobHandler>,
 }
 
@@ -170,6 +177,8 @@ impl BuiltinSettings {
 pub struct Registry {
     types: BTreeMap<String, Arc<Registration>>,
     queue_prefix: String,
+    /// The declared external types (`external`), once the store is known.
+    external: std::sync::OnceLock<Arc<ExternalCalls>>,
 }
 
 impl Registry {
@@ -177,6 +186,7 @@ impl Registry {
         Self {
             types: BTreeMap::new(),
             queue_prefix: queue_prefix.into(),
+            external: std::sync::OnceLock::new(),
         }
     }
 
@@ -252,6 +262,18 @@ impl Registry {
             },
             runs(Bulk),
         );
+        // Every external type's jobs, each run under its declaration (`external`): as long as
+        // the longest an external type may take.
+        r.register(
+            EXTERNAL_QUEUE_TYPE,
+            JobOptions {
+                timeout: crate::domain::EXTERNAL_TIMEOUT_MAX,
+                concurrency: 16,
+                execution: Execution::Task,
+                ..JobOptions::default()
+            },
+            external::ExternalQueue,
+        );
         r
     }
 
@@ -285,6 +307,7 @@ impl Registry {
             Arc::new(Registration {
                 job_type,
                 options,
+                tenant: None,
                 handler: Arc::new(handler),
             }),
         );
@@ -292,6 +315,32 @@ impl Registry {
 
     pub fn get(&self, name: &str) -> Option<&Arc<Registration>> {
         self.types.get(name)
+    }
+
+    /// Call the external types through `calls` (declared in its store): once, when the store
+    /// is open (a later call changes nothing).
+    pub fn with_external(&self, calls: Arc<ExternalCalls>) {
+        let _ = self.external.set(calls);
+    }
+
+    pub fn external(&self) -> Option<&Arc<ExternalCalls>> {
+        self.external.get()
+    }
+
+    /// The registration `tenant`'s jobs of `name` run under: a shipped type's, else the external
+    /// type declared for the tenant (or for every tenant), if any.
+    pub async fn resolve(
+        &self,
+        tenant: &Tenant,
+        name: &JobType,
+    ) -> Result<Option<Arc<Registration>>, StoreError> {
+        if let Some(builtin) = self.types.get(name.as_str()) {
+            return Ok(Some(builtin.clone()));
+        }
+        match self.external.get() {
+            Some(calls) => calls.registration(tenant, name).await,
+            None => Ok(None),
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Registration>> {
@@ -327,6 +376,11 @@ impl Registry {
     /// The queue a job of `job_type` with `priority` goes through: the type's high-priority
     /// queue for a priority above 0, where it has one; else its queue.
     pub fn queue_for(&self, job_type: &JobType, priority: i32) -> String {
+        if !self.types.contains_key(job_type.as_str()) {
+            // (every external type's jobs go through one queue)
+            let external = JobType::parse(EXTERNAL_QUEUE_TYPE).expect("a valid type");
+            return self.queue_name(&external);
+        }
         match self.high_queue_name(job_type) {
             Some(high) if priority > 0 => high,
             _ => self.queue_name(job_type),

@@ -147,7 +147,7 @@ impl JobService {
     ) -> Result<Vec<Result<(Job, bool), ServiceError>>, ServiceError> {
         let limits = self.limits_of(&tenant).await?;
         let now = Utc::now();
-        let mut prepared = self.prepare_batch(&tenant, items, &limits, now);
+        let mut prepared = self.prepare_batch(&tenant, items, &limits, now).await?;
         for (job, _) in prepared.iter_mut().flatten() {
             job.batch_id = batch;
         }
@@ -232,14 +232,22 @@ impl JobService {
     }
 
     /// Each job of a batch prepared (`prepare`), or why it is refused.
-    fn prepare_batch(
+    async fn prepare_batch(
         &self,
         tenant: &Tenant,
         items: Vec<SubmitRequest>,
         limits: &TenantLimits,
         now: DateTime<Utc>,
-    ) -> Vec<Result<(Job, Option<String>), ServiceError>> {
-        items
+    ) -> Result<Vec<Result<(Job, Option<String>), ServiceError>>, ServiceError> {
+        // (each type the batch names resolved once)
+        let mut registrations = std::collections::HashMap::new();
+        for req in &items {
+            if !registrations.contains_key(&req.job_type) {
+                let found = self.registration(tenant, &req.job_type).await?;
+                registrations.insert(req.job_type.clone(), found);
+            }
+        }
+        Ok(items
             .into_iter()
             .map(|req| {
                 if req.debounce.is_some() {
@@ -263,9 +271,10 @@ impl JobService {
                     )
                     .into());
                 }
-                self.prepare(tenant.clone(), req, limits, now)
+                let registration = registrations.get(&req.job_type).cloned().flatten();
+                self.prepare(tenant.clone(), req, registration.as_deref(), limits, now)
             })
-            .collect()
+            .collect())
     }
 
     /// Which jobs of a batch would be refused before anything is stored (by index, with why).
@@ -277,6 +286,7 @@ impl JobService {
         let limits = self.limits_of(tenant).await?;
         Ok(self
             .prepare_batch(tenant, items, &limits, Utc::now())
+            .await?
             .into_iter()
             .enumerate()
             .filter_map(|(i, p)| p.err().map(|e| (i, e)))

@@ -252,7 +252,9 @@ impl JobService {
         let parents = req.depends_on.clone();
         let on_failure = req.on_dependency_failure;
         let batch = req.batch_id;
-        let (mut job, fingerprint) = self.prepare(tenant, req, &limits, Utc::now())?;
+        let registration = self.registration(&tenant, &req.job_type).await?;
+        let (mut job, fingerprint) =
+            self.prepare(tenant, req, registration.as_deref(), &limits, Utc::now())?;
         if let Some(batch) = batch {
             self.open_batch_of(&job.tenant, batch).await?;
             job.batch_id = Some(batch);
@@ -312,22 +314,39 @@ impl JobService {
         }
     }
 
-    /// A submit's job, checked against its type and the tenant's limits but not stored, and the
-    /// request's fingerprint (with an idempotency key).
+    /// The registration `tenant`'s jobs of `job_type` run under (a shipped type's, or an
+    /// external type declared for the tenant or for all); `None` for a type neither.
+    pub(crate) async fn registration(
+        &self,
+        tenant: &Tenant,
+        job_type: &JobType,
+    ) -> Result<Option<Arc<crate::jobs::Registration>>, ServiceError> {
+        Ok(self.registry.resolve(tenant, job_type).await?)
+    }
+
+    /// A submit's job, checked against its type's `registration` (`None`: a type unknown to
+    /// the tenant) and the tenant's limits but not stored, and the request's fingerprint (with
+    /// an idempotency key).
     fn prepare(
         &self,
         tenant: Tenant,
         req: SubmitRequest,
+        registration: Option<&crate::jobs::Registration>,
         limits: &TenantLimits,
         now: DateTime<Utc>,
     ) -> Result<(Job, Option<String>), ServiceError> {
-        let registration = self.registry.get(req.job_type.as_str()).ok_or_else(|| {
+        let registration = registration.ok_or_else(|| {
             ValidationError::new(
                 "type",
                 format!(
-                    "unknown job type '{}'; known types: {}",
+                    "unknown job type '{}'; known types: {} (and the external types declared for the tenant: GET /v1/types)",
                     req.job_type,
-                    self.registry.names().join(", ")
+                    self.registry
+                        .names()
+                        .into_iter()
+                        .filter(|n| !n.starts_with(crate::domain::RESERVED_PREFIX))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )
         })?;

@@ -25,7 +25,14 @@ impl JobService {
         req.backoff = Some(old.backoff);
         req.concurrency_key = old.concurrency_key.clone();
         let limits = self.limits_of(tenant).await?;
-        let (mut job, _) = self.prepare(tenant.clone(), req, &limits, Utc::now())?;
+        let registration = self.registration(tenant, &req.job_type).await?;
+        let (mut job, _) = self.prepare(
+            tenant.clone(),
+            req,
+            registration.as_deref(),
+            &limits,
+            Utc::now(),
+        )?;
         job.replay_of = Some(old.id);
         let with = creating(&job, audit, &limits);
         let (new, _) = self.create(job, &with, None).await?;

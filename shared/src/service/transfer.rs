@@ -182,7 +182,12 @@ impl JobService {
             )
             .into());
         }
-        if !job.status.is_terminal() && self.registry.get(job.job_type.as_str()).is_none() {
+        if !job.status.is_terminal()
+            && self
+                .registration(&job.tenant, &job.job_type)
+                .await?
+                .is_none()
+        {
             return Err(ValidationError::new(
                 "job.type",
                 format!(

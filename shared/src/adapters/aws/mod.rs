@@ -24,6 +24,7 @@ mod secrets;
 mod store;
 mod table;
 mod transitions;
+mod types;
 mod write;
 
 pub use access::DynamoAccess;
@@ -347,6 +348,7 @@ impl AwsBackend {
             slots: self.access.clone(),
             debounces: self.access.clone(),
             pauses: self.access.clone(),
+            types: self.access.clone(),
             history: Arc::new(minutes::DynamoHistory {
                 client: self.dynamodb.clone(),
                 table: self.store.table.clone(),

@@ -15,6 +15,7 @@ mod schedules;
 mod schema;
 mod slots;
 mod store;
+mod types;
 
 pub use access::EmbeddedAccess;
 pub use db::{Db, DbError, Durability, WAL_RESTART_BYTES, WRITE_QUEUE};
@@ -58,6 +59,7 @@ impl EmbeddedBackend {
             slots: self.slots.clone(),
             debounces: self.access.clone(),
             pauses: self.access.clone(),
+            types: self.access.clone(),
             history: self.history.clone(),
             dispatch: crate::ports::Dispatch::AfterWrite,
         }

@@ -284,6 +284,12 @@ CREATE TABLE IF NOT EXISTS paused_types (
     by TEXT NOT NULL,
     PRIMARY KEY (scope, type)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS external_types (
+    scope TEXT NOT NULL, -- the tenant, or '*' for every tenant
+    name TEXT NOT NULL,
+    doc TEXT NOT NULL, -- the declaration (domain::ExternalType) as JSON
+    PRIMARY KEY (scope, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS type_minutes (
     tenant TEXT NOT NULL,
     minute INTEGER NOT NULL, -- the minute's start, seconds since the epoch
