@@ -49,6 +49,7 @@ async fn health_check_reports_the_writer_the_pollers_and_maintenance() {
         "test-spin",
         "test-steps",
         "webhook-deliver",
+        "conveyor-external",
     ] {
         expected.push(format!("poller:{prefix}{queue}"));
     }

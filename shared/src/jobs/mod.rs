@@ -477,6 +477,7 @@ mod tests {
             r.names(),
             vec![
                 "conveyor.bulk",
+                "conveyor.external",
                 "http.fetch",
                 "noop",
                 "scan.domain",
@@ -484,5 +485,9 @@ mod tests {
                 "webhook.deliver"
             ]
         );
+        // (a type the deployment does not ship goes through the external types' queue)
+        let external = JobType::parse("py.echo").unwrap();
+        assert_eq!(r.queue_for(&external, 5), "conveyor-conveyor-external");
+        assert_eq!(r.queue_for(&t, 5), "conveyor-http-fetch-high");
     }
 }
