@@ -163,10 +163,11 @@ impl ExternalCalls {
                 ..JobOptions::default()
             },
             tenant: Some((tenant.clone(), declared.concurrency)),
-            handler: Arc::new(ExternalHandler {
+            // (where jobs only get submitted, the call is left out: `runs`)
+            handler: Arc::new(super::runs(ExternalHandler {
                 declared,
                 calls: self.clone(),
-            }),
+            })),
         }
     }
 }
