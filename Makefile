@@ -46,7 +46,8 @@ lint:
 # emulator's slower submits never produce; exactly_once's SIGKILL test runs there. And the
 # thousand-job move between backends, which names its backends itself (embedded, and the suite's
 # emulator: moto in `make test`), and would only repeat that against LocalStack, slowly. And the
-# external types' run on the AWS backend, which the same run on the suite's backend repeats there.
+# external types' runs (on SQLite and moto in `make test`): a hundred jobs through a Python
+# process on top of the pass's own load slowed the emulator past what its neighbours allow.
 # Tests that need LocalStack's concurrent DynamoDB (moto serves one request at a time: too slow
 # for them); `make test-aws-endpoint` runs them first and alone (they keep the emulator busy,
 # and an emulator holding the hundreds of tables and streams the other tests leave behind
@@ -59,7 +60,7 @@ AWS_E2E_SKIP := test(/^storage::/) | test(/^maintenance::/) | test(/^worker_entr
 	| test(=auth::the_command_line_manages_keys_in_the_data_directory) \
 	| test(=live::a_client_that_stops_reading_is_dropped_and_the_others_keep_receiving) \
 	| test(=transfer::a_thousand_jobs_exported_from_embedded_list_and_count_the_same_on_aws) \
-	| test(=external::external_types_run_through_a_python_handler_on_the_aws_backend)
+	| test(/^external::/)
 
 test-aws-endpoint: tools
 	@test -n "$$CONVEYOR_TEST_AWS_ENDPOINT" || { echo "set CONVEYOR_TEST_AWS_ENDPOINT" >&2; exit 1; }

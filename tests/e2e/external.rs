@@ -135,7 +135,7 @@ async fn jobs_through_the_python_example(app: &TestApp) {
 
     // WHEN 100 jobs are submitted to it, THEN each succeeds with the handler's answer
     let (status, batch) = app
-        .send(app.client.post(app.url("/v1/jobs/batch")).json(&json!({
+        .send(app.client.post(app.url("/v1/jobs/batch")).timeout(Duration::from_secs(120)).json(&json!({
             "jobs": (0..100).map(|i| json!({ "type": "py.echo", "payload": { "i": i } })).collect::<Vec<_>>(),
         })))
         .await;
