@@ -46,13 +46,17 @@ lint:
 # emulator's slower submits never produce; exactly_once's SIGKILL test runs there. And the
 # thousand-job move between backends, which names its backends itself (embedded, and the suite's
 # emulator: moto in `make test`), and would only repeat that against LocalStack, slowly. And the
-# external types' runs (on SQLite and moto in `make test`): a hundred jobs through a Python
-# process on top of the pass's own load slowed the emulator past what its neighbours allow.
+# external types' runs in the pass (on SQLite and moto in `make test`; the AWS one is run alone
+# before it, AWS_EXTERNAL).
 # Tests that need LocalStack's concurrent DynamoDB (moto serves one request at a time: too slow
 # for them); `make test-aws-endpoint` runs them first and alone (they keep the emulator busy,
 # and an emulator holding the hundreds of tables and streams the other tests leave behind
 # serves them several times slower).
 AWS_ONLY := binary(e2e) & test(/^at_scale::/)
+
+# The external types' run on the AWS backend (a real Python handler process, a hundred jobs
+# and more) runs next, alone too: beside the others it slowed the emulator past their limits.
+AWS_EXTERNAL := binary(e2e) & test(=external::external_types_run_through_a_python_handler_on_the_aws_backend)
 
 AWS_E2E_SKIP := test(/^storage::/) | test(/^maintenance::/) | test(/^worker_entrypoint::/) \
 	| test(/^template::/) | test(/^config::/) | test(/^containment::/) \
@@ -65,6 +69,7 @@ AWS_E2E_SKIP := test(/^storage::/) | test(/^maintenance::/) | test(/^worker_entr
 test-aws-endpoint: tools
 	@test -n "$$CONVEYOR_TEST_AWS_ENDPOINT" || { echo "set CONVEYOR_TEST_AWS_ENDPOINT" >&2; exit 1; }
 	CONVEYOR_TEST_E2E_BACKEND=aws $(NEXTEST) $(RUNTIME) -E '$(AWS_ONLY)'
+	CONVEYOR_TEST_E2E_BACKEND=aws $(NEXTEST) $(RUNTIME) -E '$(AWS_EXTERNAL)'
 	$(NEXTEST) $(RUNTIME) -E 'binary(contract) & (test(/^aws::/) | test(/^aws_flow::/) | test(/^aws_scale::/) | test(/^live::/))'
 	CONVEYOR_TEST_E2E_BACKEND=aws $(NEXTEST) $(RUNTIME) -E 'binary(e2e) & not ($(AWS_E2E_SKIP)) & not ($(AWS_ONLY))'
 	$(NEXTEST) $(FUNCTIONS)

@@ -228,6 +228,13 @@ pub async fn run(settings: LocalSettings, extend: fn(&mut Registry)) -> anyhow::
         config.public_url.clone(),
     ));
     registry.with_external(external.clone());
+    #[cfg(feature = "aws")]
+    if config.backend == Backend::Aws {
+        external.allow_lambda(
+            shared::jobs::LambdaHandlers::parse(&config.lambda_handlers),
+            shared::adapters::function_caller(&shared::adapters::aws::sdk_config_from_env().await),
+        );
+    }
     let auth = authenticator(&config, &ports, settings.addr).await?;
     if auth.is_open() {
         // (dev mode serves only loopback: a handler on this machine is the one it would call)

@@ -68,6 +68,9 @@ pub struct Config {
     /// Where external handlers reach the API with their job tokens (`CONVEYOR_PUBLIC_URL`);
     /// none: the local runtime's own address.
     pub public_url: Option<String>,
+    /// AWS: the Lambda functions external types may name (`CONVEYOR_LAMBDA_HANDLERS`, ARN
+    /// patterns; the worker's role may invoke these only).
+    pub lambda_handlers: String,
     /// AWS: the EventBridge Scheduler group users' schedules are created in.
     pub schedule_group: String,
     /// AWS: the function a schedule's tick invokes (the `scheduler` function), and the role
@@ -316,6 +319,7 @@ impl Config {
             public_url: get("CONVEYOR_PUBLIC_URL")
                 .filter(|s| !s.is_empty())
                 .map(|s| s.trim_end_matches('/').to_string()),
+            lambda_handlers: r.string("CONVEYOR_LAMBDA_HANDLERS", LAMBDA_HANDLERS),
             schedule_group: r.string("CONVEYOR_SCHEDULE_GROUP", "conveyor"),
             scheduler_target_arn: get("CONVEYOR_SCHEDULER_TARGET_ARN").filter(|s| !s.is_empty()),
             scheduler_role_arn: get("CONVEYOR_SCHEDULER_ROLE_ARN").filter(|s| !s.is_empty()),
@@ -434,6 +438,10 @@ fn aws_name(v: &str) -> Option<String> {
 
 /// The highest payload limit allowed: a job is one DynamoDB item, at most 400 KB with its other
 /// fields, so no backend may accept a job the other would refuse.
+/// The Lambda functions external types may name unless `CONVEYOR_LAMBDA_HANDLERS` says
+/// otherwise: those named `conveyor-handler-…`, in any region and account.
+pub const LAMBDA_HANDLERS: &str = "arn:aws:lambda:*:*:function:conveyor-handler-*";
+
 pub const MAX_PAYLOAD_LIMIT: usize = 350 * 1024;
 
 /// Writes that may wait for the writer by default (`CONVEYOR_WRITE_QUEUE`).

@@ -6,7 +6,8 @@
 //! guard; and tenants kept apart.
 
 use crate::helpers::{
-    spawn_app, spawn_app_on_aws, spawn_app_with, status_is, token, TestApp, TestServer, TENANT,
+    client_for, spawn_app, spawn_app_on_aws, spawn_app_with, status_is, token, TestApp, TestServer,
+    TENANT,
 };
 use futures::{SinkExt, StreamExt};
 use reqwest::StatusCode;
@@ -456,9 +457,32 @@ async fn a_handler_on_loopback_is_refused_unless_allowed() {
             json!({ "handler": { "url": "https://example.com" }, "rate": { "per": 1 } }),
             "rate.period_ms",
         ),
+        // (a Lambda function is a handler on the AWS backend only)
+        (
+            json!({ "handler": { "lambda": "arn:aws:lambda:us-east-1:000000000000:function:conveyor-handler-x" } }),
+            "handler.lambda",
+        ),
     ] {
         let (status, answer) = declare(&app, "py.echo", body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
         assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
     }
+}
+
+#[tokio::test]
+async fn dev_mode_calls_a_handler_on_loopback() {
+    // GIVEN the runtime in dev mode (no credential configured: it serves only loopback), its
+    // outbound guard allowing no private address, and the example handler on loopback
+    let mut app =
+        spawn_app_with(&[("CONVEYOR_JWT_SECRET", ""), ("CONVEYOR_OUTBOUND_ALLOW", "")]).await;
+    app.client = client_for(None);
+    let worker = PythonWorker::start(&app).await;
+    // WHEN a type is declared with that handler, THEN it is taken
+    let (status, declared) =
+        declare(&app, "py.echo", json!({ "handler": { "url": worker.url } })).await;
+    assert_eq!(status, StatusCode::CREATED, "{declared}");
+    // AND its job is run there
+    let id = submit(&app, "py.echo", json!({ "n": 1 })).await;
+    let job = app.wait_for_status(&id, status_is("succeeded"), WAIT).await;
+    assert_eq!(job["result"], json!({ "echo": { "n": 1 } }), "{job}");
 }

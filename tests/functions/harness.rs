@@ -280,6 +280,53 @@ async fn relay_runtime_api(emulator: u16) -> u16 {
     port
 }
 
+/// cargo-lambda's Lambda Runtime API emulator (`cargo lambda watch --only-lambda-apis`) for the
+/// functions `project` (a cargo project's directory) builds, its invoke API on `port`.
+pub fn emulator(project: &std::path::Path, port: u16, log: &std::path::Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    let cargo_lambda =
+        std::env::var("CONVEYOR_TEST_CARGO_LAMBDA").unwrap_or_else(|_| "cargo-lambda".into());
+    Command::new(&cargo_lambda)
+        .args(["lambda", "watch", "--only-lambda-apis", "--invoke-address"])
+        .arg("127.0.0.1")
+        .arg("--invoke-port")
+        .arg(port.to_string())
+        .current_dir(project)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{cargo_lambda} (cargo-lambda: `make test-functions` installs it): {e}")
+        })
+}
+
+/// A free port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Wait until something listens on `port` (30 s at most), else fail with `log`'s text.
+pub async fn listening(port: u16, log: impl Fn() -> String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing listened on {port} within 30 s: {}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// cargo-lambda's Lambda Runtime API emulator (`cargo lambda watch --only-lambda-apis`), with
 /// the functions started against it (through `relay_runtime_api`).
 pub struct Lambda {
@@ -294,29 +341,9 @@ pub struct Lambda {
 impl Lambda {
     pub async fn start() -> Self {
         grant_each_function_its_table_actions().await;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let logs = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(logs.path().join("emulator.log")).unwrap();
-        let cargo_lambda =
-            std::env::var("CONVEYOR_TEST_CARGO_LAMBDA").unwrap_or_else(|_| "cargo-lambda".into());
-        let emulator = Command::new(&cargo_lambda)
-            .args(["lambda", "watch", "--only-lambda-apis", "--invoke-address"])
-            .arg("127.0.0.1")
-            .arg("--invoke-port")
-            .arg(port.to_string())
-            .current_dir(workspace())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("{cargo_lambda} (cargo-lambda: `make test-functions` installs it): {e}")
-            });
+        let emulator = emulator(&workspace(), port, &logs.path().join("emulator.log"));
         let lambda = Self {
             port,
             runtime_api: relay_runtime_api(port).await,
@@ -325,18 +352,7 @@ impl Lambda {
             client: reqwest::Client::new(),
             logs,
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the Runtime API emulator did not listen within 30 s: {}",
-                lambda.log("emulator")
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        listening(port, || lambda.log("emulator")).await;
         lambda
     }
 

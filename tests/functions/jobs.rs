@@ -497,3 +497,120 @@ async fn an_external_type_declared_through_api_is_called_by_the_worker_function(
     let (status, body) = crate::http::answer_of(&lambda.invoke("api", &event).await);
     assert_eq!(status, 403, "{body}");
 }
+
+#[tokio::test]
+async fn an_external_type_served_by_a_lambda_function_is_invoked_by_the_worker_function() {
+    // GIVEN the team's own Lambda function (the Python example), which the worker function
+    // reaches as it reaches Lambda, and api, stats and the worker function
+    let arn = "arn:aws:lambda:us-east-1:000000000000:function:conveyor-handler-py";
+    let function = crate::user_function::UserFunction::python_example("conveyor-handler-py").await;
+    let deployment = Deployment::new(&[]).await;
+    let mut lambda = Lambda::start().await;
+    for name in ["api", "stats"] {
+        lambda.run(name, &deployment, &[]);
+    }
+    lambda.run(
+        "worker",
+        &deployment,
+        &[("AWS_ENDPOINT_URL_LAMBDA", &function.endpoint)],
+    );
+    let ports = deployment.ports().await;
+    let admin = caller("acme", "admin");
+
+    // WHEN acme's admin declares py.echo served by that function (and tries one the
+    // deployment may not invoke: refused, naming the field)
+    let declare = |arn: &str| {
+        json!({
+            "handler": { "lambda": arn },
+            "max_attempts": 3,
+            "backoff": { "base_ms": 100, "cap_ms": 200 },
+        })
+    };
+    let (status, body) = call(
+        &mut lambda,
+        "PUT",
+        "/v1/types/py.other",
+        Some(&declare(
+            "arn:aws:lambda:us-east-1:000000000000:function:billing",
+        )),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "handler.lambda", "{body}");
+    let (status, declared) = call(
+        &mut lambda,
+        "PUT",
+        "/v1/types/py.echo",
+        Some(&declare(arn)),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, 201, "{declared}");
+    // AND three jobs are submitted: one it answers, one it refuses, one it raises on at first
+    let mut ids = vec![];
+    for payload in [
+        json!({ "n": 7 }),
+        json!({ "reject": "no such customer" }),
+        json!({ "fail_first": true }),
+    ] {
+        ids.push(
+            submit(
+                &mut lambda,
+                "acme",
+                &json!({ "type": "py.echo", "payload": payload }),
+            )
+            .await,
+        );
+    }
+    dispatch(&mut lambda, &deployment).await;
+    let all: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    work(&mut lambda, &deployment, "conveyor.external", &all).await;
+
+    // THEN the answered job succeeded with the function's result, on its first attempt
+    let job = |id| {
+        let ports = &ports;
+        async move { ports.store.get(id).await.unwrap().expect("the job") }
+    };
+    let answered = job(ids[0]).await;
+    assert_eq!(
+        (answered.status.as_str(), answered.attempt),
+        ("succeeded", 1),
+        "{answered:?}\n{}",
+        function.log()
+    );
+    assert_eq!(answered.result, Some(json!({ "echo": { "n": 7 } })));
+    // AND the refused one failed for good, with the function's message
+    let refused = job(ids[1]).await;
+    assert_eq!(refused.status.as_str(), "failed", "{refused:?}");
+    let error = refused.error.expect("the function's error");
+    assert_eq!(
+        (error.message.as_str(), error.retryable),
+        ("no such customer", false)
+    );
+    // AND the one it raised on is retried, with what it raised, and its next attempt succeeds
+    let raised = job(ids[2]).await;
+    assert_eq!(raised.attempt, 1, "{raised:?}");
+    assert_ne!(raised.status.as_str(), "failed", "{raised:?}");
+    let error = raised.error.clone().expect("what the function raised");
+    assert!(
+        error.retryable
+            && error.message.contains("failing the first attempt")
+            && error.message.contains("Unhandled"),
+        "{error:?}"
+    );
+    // (its retry is sent as its first message was: from the table's stream, by stats)
+    dispatch(&mut lambda, &deployment).await;
+    work(&mut lambda, &deployment, "conveyor.external", &[all[2]]).await;
+    let retried = job(ids[2]).await;
+    assert_eq!(
+        (retried.status.as_str(), retried.attempt),
+        ("succeeded", 2),
+        "{retried:?}"
+    );
+    assert_eq!(
+        retried.result,
+        Some(json!({ "echo": { "fail_first": true } }))
+    );
+}

@@ -18,4 +18,5 @@ mod moto;
 mod schedules;
 #[path = "../support/template.rs"]
 mod template;
+mod user_function;
 mod ws;

@@ -25,8 +25,9 @@ pub enum TypesCommand {
         /// The job type
         job_type: String,
     },
-    /// Declare an external type: each attempt of its jobs is a signed POST to --handler, whose
-    /// answer ends the attempt (declared again: replaced)
+    /// Declare an external type: each attempt of its jobs is a signed POST to --handler (or, on
+    /// AWS, an invocation of the --lambda function), whose answer ends the attempt (declared
+    /// again: replaced)
     Register(RegisterArgs),
     /// Remove an external type's declaration (its jobs not started then fail)
     Delete {
@@ -47,8 +48,16 @@ pub struct RegisterArgs {
     /// The type's name (not a shipped type's, nor starting with "conveyor.")
     pub job_type: String,
     /// Where each attempt is POSTed: the handler's http or https URL
-    #[arg(long, value_name = "URL")]
-    pub handler: String,
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "lambda",
+        conflicts_with = "lambda"
+    )]
+    pub handler: Option<String>,
+    /// On the AWS backend: the Lambda function (its ARN) invoked once an attempt
+    #[arg(long, value_name = "ARN")]
+    pub lambda: Option<String>,
     /// Longest an attempt may take, in milliseconds (default 60000)
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
@@ -101,7 +110,10 @@ fn type_line(t: &Value) -> String {
         t["max_attempts"],
         t["timeout_ms"]
     );
-    if let Some(url) = t["handler"]["url"].as_str() {
+    let handler = t["handler"]["url"]
+        .as_str()
+        .or_else(|| t["handler"]["lambda"].as_str());
+    if let Some(url) = handler {
         line.push_str(&format!(
             "  external ({}): {url}",
             t["scope"].as_str().unwrap_or("tenant").replace('_', " ")
@@ -138,7 +150,10 @@ pub async fn run(a: TypesArgs) -> anyhow::Result<u8> {
             c.print(&v, type_line);
         }
         TypesCommand::Register(r) => {
-            let mut body = json!({ "handler": { "url": r.handler } });
+            let mut body = json!({ "handler": match (r.handler, r.lambda) {
+                (Some(url), _) => json!({ "url": url }),
+                (None, arn) => json!({ "lambda": arn }),
+            } });
             for (field, value) in [
                 ("timeout_ms", r.timeout_ms.map(Value::from)),
                 ("max_attempts", r.max_attempts.map(Value::from)),

@@ -57,13 +57,14 @@ async fn open_ports_reading<const DEAD_LETTERS: bool>(
     // (the external types are declared in the store the ports hold)
     let with_external =
         |registry: Registry, settings: &crate::jobs::BuiltinSettings, ports: &Ports| {
-            registry.with_external(Arc::new(crate::jobs::ExternalCalls::new(
+            let calls = Arc::new(crate::jobs::ExternalCalls::new(
                 ports.types.clone(),
                 settings.webhook_secret.clone(),
                 settings.outbound.clone(),
                 config.public_url.clone(),
-            )));
-            Arc::new(registry)
+            ));
+            registry.with_external(calls.clone());
+            (Arc::new(registry), calls)
         };
     match config.backend {
         #[cfg(feature = "aws")]
@@ -81,7 +82,11 @@ async fn open_ports_reading<const DEAD_LETTERS: bool>(
             } else {
                 backend.ports_without_dead_letters()
             };
-            let registry = with_external(registry(&settings)?, &settings, &ports);
+            let (registry, calls) = with_external(registry(&settings)?, &settings, &ports);
+            calls.allow_lambda(
+                crate::jobs::LambdaHandlers::parse(&config.lambda_handlers),
+                function_caller(&sdk),
+            );
             Ok((ports, registry))
         }
         #[cfg(not(feature = "aws"))]
@@ -91,11 +96,26 @@ async fn open_ports_reading<const DEAD_LETTERS: bool>(
             let settings = crate::jobs::BuiltinSettings::from_config(config);
             let registry = registry(&settings)?;
             let ports = open_embedded(config, &registry)?.ports();
-            let registry = with_external(registry, &settings, &ports);
+            let (registry, _) = with_external(registry, &settings, &ports);
             Ok((ports, registry))
         }
         #[cfg(not(feature = "embedded"))]
         Backend::Embedded => Err(OpenError::NotBuilt("embedded")),
+    }
+}
+
+/// What invokes the Lambda functions external types name, in a build that runs their jobs
+/// (feature `invoke`: the worker function, the local runtime).
+#[cfg(feature = "aws")]
+pub fn function_caller(
+    sdk: &aws_config::SdkConfig,
+) -> Option<Arc<dyn crate::jobs::FunctionCaller>> {
+    #[cfg(feature = "invoke")]
+    return Some(Arc::new(aws::LambdaFunctions::new(sdk)));
+    #[cfg(not(feature = "invoke"))]
+    {
+        let _ = sdk;
+        None
     }
 }
 

@@ -32,9 +32,9 @@ pub(crate) struct DeclareBody {
     rate: Option<RateBody>,
 }
 
-/// An external type's handler: a URL.
+/// An external type's handler: a URL, or on the AWS backend a Lambda function.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "an object {url}")]
+#[serde(deny_unknown_fields, expecting = "an object {url} or {lambda}")]
 #[cfg_attr(
     feature = "openapi",
     derive(schemars::JsonSchema),
@@ -42,7 +42,20 @@ pub(crate) struct DeclareBody {
 )]
 pub(crate) struct HandlerBody {
     /// an http or https URL, POSTed once an attempt
-    url: String,
+    url: Option<String>,
+    /// on the AWS backend: a Lambda function's ARN, invoked once an attempt (one that
+    /// CONVEYOR_LAMBDA_HANDLERS allows)
+    lambda: Option<String>,
+}
+
+impl HandlerBody {
+    fn target(self) -> Result<HandlerTarget, ApiError> {
+        match (self.url, self.lambda) {
+            (Some(url), None) => Ok(HandlerTarget::Url(url)),
+            (None, Some(arn)) => Ok(HandlerTarget::Lambda(arn)),
+            _ => Err(bad("handler", "give one of url or lambda")),
+        }
+    }
 }
 
 /// `{"per": n, "period_ms": m}`.
@@ -223,7 +236,9 @@ pub(super) async fn declare_type(
     let registry = state.service.registry();
     ExternalType::check_name(&name, &registry.names()).map_err(|e| bad("type", &e.message))?;
     let body: DeclareBody = body_as(request, 64 * 1024).await?;
-    let handler = HandlerTarget::Url(body.handler.url)
+    let handler = body
+        .handler
+        .target()?
         .parse()
         .map_err(|e| bad(&e.field, &e.message))?;
     let calls = registry.external().ok_or_else(|| {

@@ -45,6 +45,80 @@ const CANCEL_GRACE: Duration = Duration::from_secs(5);
 /// A declaration as read (its registration, `None` for none), and when.
 type Known = (Instant, Option<Arc<Registration>>);
 
+/// What a Lambda function answered a synchronous invocation: its payload, and, when it raised
+/// instead of returning, Lambda's `FunctionError` (`Unhandled`).
+pub struct FunctionAnswer {
+    pub payload: Vec<u8>,
+    pub raised: Option<String>,
+}
+
+/// Invoking a Lambda function: the AWS backend's worker (`adapters::aws::LambdaFunctions`).
+#[async_trait]
+pub trait FunctionCaller: Send + Sync {
+    /// Invoke `arn` once, synchronously, with `body`, giving it `timeout` to answer (a failure
+    /// to reach it, or a refusal, is the attempt's error: retryable or not as Lambda's is).
+    async fn invoke(
+        &self,
+        arn: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<FunctionAnswer, JobError>;
+}
+
+/// The Lambda functions external types may name (`CONVEYOR_LAMBDA_HANDLERS`): ARN patterns in
+/// which `*` stands for any run of characters, as in an IAM policy's resources. The worker's
+/// role may invoke those and no others; a declaration naming another is refused at once.
+#[derive(Debug, Clone, Default)]
+pub struct LambdaHandlers {
+    patterns: Vec<String>,
+}
+
+impl LambdaHandlers {
+    /// The patterns of a comma-separated list (blanks dropped).
+    pub fn parse(list: &str) -> Self {
+        Self {
+            patterns: list
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+
+    pub fn allows(&self, arn: &str) -> bool {
+        self.patterns.iter().any(|p| wildcard_match(p, arn))
+    }
+
+    fn describe(&self) -> String {
+        if self.patterns.is_empty() {
+            "none (CONVEYOR_LAMBDA_HANDLERS is empty)".into()
+        } else {
+            self.patterns.join(", ")
+        }
+    }
+}
+
+/// Whether `text` matches `pattern`, whose `*`s stand for any run of characters.
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let mut pieces = pattern.split('*');
+    let first = pieces.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let pieces: Vec<&str> = pieces.collect();
+    let Some((last, middle)) = pieces.split_last() else {
+        return rest.is_empty();
+    };
+    for piece in middle {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 /// What an external type's calls need besides the declaration: the signing key, the outbound
 /// guard, and where handlers find the API.
 pub struct ExternalCalls {
@@ -55,6 +129,9 @@ pub struct ExternalCalls {
     /// Handlers on loopback allowed (dev mode, which serves only loopback).
     loopback: std::sync::atomic::AtomicBool,
     api: Mutex<Option<String>>,
+    /// On the AWS backend: the Lambda functions a type may name, and (in what runs jobs) the
+    /// client that invokes them. Elsewhere a Lambda handler is refused.
+    lambda: OnceLock<(LambdaHandlers, Option<Arc<dyn FunctionCaller>>)>,
     /// Declarations read, by (tenant, name), and when.
     known: Mutex<HashMap<(Tenant, JobType), Known>>,
 }
@@ -73,6 +150,7 @@ impl ExternalCalls {
             outbound: OnceLock::new(),
             loopback: false.into(),
             api: Mutex::new(api),
+            lambda: OnceLock::new(),
             known: Mutex::new(HashMap::new()),
         }
     }
@@ -82,6 +160,12 @@ impl ExternalCalls {
     pub fn allow_loopback(&self) {
         self.loopback
             .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Let types name the Lambda functions `handlers` allows (the AWS backend), invoked by
+    /// `caller` where jobs run (none where they are only declared and submitted).
+    pub fn allow_lambda(&self, handlers: LambdaHandlers, caller: Option<Arc<dyn FunctionCaller>>) {
+        let _ = self.lambda.set((handlers, caller));
     }
 
     /// Where handlers reach the API, unless configured (the local runtime's own address).
@@ -103,17 +187,44 @@ impl ExternalCalls {
         })
     }
 
-    /// Whether `target` may be called (a URL the outbound guard lets through).
+    /// Whether `target` may be called: a URL the outbound guard lets through, or on the AWS
+    /// backend a Lambda function `CONVEYOR_LAMBDA_HANDLERS` allows.
     pub fn check(&self, target: &HandlerTarget) -> Result<(), ValidationError> {
-        if let HandlerTarget::Url(url) = target {
-            let url = reqwest::Url::parse(url)
-                .map_err(|e| ValidationError::new("handler.url", e.to_string()))?;
-            self.outbound()
-                .policy()
-                .check_url(&url)
-                .map_err(|r| ValidationError::new("handler.url", r.to_string()))?;
+        match target {
+            HandlerTarget::Url(url) => {
+                let url = reqwest::Url::parse(url)
+                    .map_err(|e| ValidationError::new("handler.url", e.to_string()))?;
+                self.outbound()
+                    .policy()
+                    .check_url(&url)
+                    .map_err(|r| ValidationError::new("handler.url", r.to_string()))
+            }
+            HandlerTarget::Lambda(arn) => self.lambda_allowed(arn).map(|_| ()),
         }
-        Ok(())
+    }
+
+    /// The invoker for `arn`, if the deployment may invoke it (its caller `None` where jobs
+    /// are not run).
+    fn lambda_allowed(
+        &self,
+        arn: &str,
+    ) -> Result<Option<&Arc<dyn FunctionCaller>>, ValidationError> {
+        let Some((handlers, caller)) = self.lambda.get() else {
+            return Err(ValidationError::new(
+                "handler.lambda",
+                "a Lambda handler is for the AWS backend; here, give a handler URL",
+            ));
+        };
+        if !handlers.allows(arn) {
+            return Err(ValidationError::new(
+                "handler.lambda",
+                format!(
+                    "{arn} is not among the functions this deployment may invoke: {} (CONVEYOR_LAMBDA_HANDLERS)",
+                    handlers.describe()
+                ),
+            ));
+        }
+        Ok(caller.as_ref())
     }
 
     /// The registration `tenant`'s jobs of `name` run under, if the type is declared for it.
@@ -329,21 +440,152 @@ pub fn handler_error(error: &Value) -> JobError {
     JobError::with_kind("handler", message, retryable)
 }
 
+/// How a call ended, short of a failure: with the result, or with the handler working on.
+enum Answered {
+    Result(Value),
+    Later,
+}
+
+/// Where one attempt's call goes, checked.
+enum Call<'a> {
+    Url(reqwest::Url),
+    Lambda(&'a str, &'a Arc<dyn FunctionCaller>),
+}
+
+impl ExternalHandler {
+    /// The signed POST to `url`, its answer read as the call's end.
+    async fn post(
+        &self,
+        url: &reqwest::Url,
+        body: Vec<u8>,
+        signature: String,
+        ctx: &JobContext,
+    ) -> Result<(Answered, String), JobError> {
+        let job_id = ctx.job_id().to_string();
+        let response = self
+            .calls
+            .outbound()
+            .client()
+            .post(url.clone())
+            .timeout(self.declared.timeout())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("x-conveyor-signature", signature)
+            .header("x-conveyor-job-id", &job_id)
+            .header("x-conveyor-attempt", ctx.attempt().to_string())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| match refusal(&e) {
+                Some(r) => JobError::with_kind("outbound_refused", format!("{url}: {r}"), false),
+                None if e.is_timeout() => self.no_answer(),
+                None => JobError::retryable(format!("POST {url}: {e}")),
+            })?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| JobError::retryable(format!("reading the handler's answer: {e}")))?;
+        let answered = match status {
+            202 => Answered::Later,
+            200..=299 if text.trim().is_empty() => Answered::Result(Value::Null),
+            200..=299 => Answered::Result(serde_json::from_str(&text).map_err(|e| {
+                JobError::permanent(format!("the handler's answer is not JSON: {e}"))
+            })?),
+            s if status_is_retryable(s) => {
+                return Err(JobError::retryable(format!(
+                    "the handler answered {status}: {}",
+                    clip(&text)
+                )))
+            }
+            _ => {
+                return Err(JobError::with_kind(
+                    "handler",
+                    format!("the handler answered {status}: {}", clip(&text)),
+                    false,
+                ))
+            }
+        };
+        Ok((answered, format!("POST {url} -> {status}")))
+    }
+
+    /// The synchronous invocation of a Lambda function, its returned value read as the call's
+    /// end: `{"result": …}` succeeded, `{"accepted": true}` to be completed with the token,
+    /// `{"error": {"message", "retryable"?}}` failed; a function that raised, a retryable
+    /// failure (as an HTTP handler's 500).
+    async fn invoke(
+        &self,
+        arn: &str,
+        caller: &Arc<dyn FunctionCaller>,
+        body: Vec<u8>,
+    ) -> Result<(Answered, String), JobError> {
+        let answer = caller.invoke(arn, body, self.declared.timeout()).await?;
+        let text = String::from_utf8_lossy(&answer.payload);
+        if let Some(kind) = answer.raised {
+            return Err(JobError::retryable(format!(
+                "the function raised ({kind}): {}",
+                clip(&text)
+            )));
+        }
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| JobError::permanent(format!("the function's answer is not JSON: {e}")))?;
+        let answered = match (
+            value.get("result"),
+            value.get("error"),
+            value.get("accepted"),
+        ) {
+            (Some(result), None, None) => Answered::Result(result.clone()),
+            (None, Some(error), None) => return Err(handler_error(error)),
+            (None, None, Some(Value::Bool(true))) => Answered::Later,
+            _ => {
+                return Err(JobError::permanent(format!(
+                    "the function's answer holds none of result, error or accepted (true): {}",
+                    clip(&text)
+                )))
+            }
+        };
+        Ok((answered, format!("invoke {arn}")))
+    }
+
+    fn no_answer(&self) -> JobError {
+        JobError::retryable(format!(
+            "the handler did not answer within {} ms",
+            self.declared.timeout_ms
+        ))
+    }
+
+    /// Where this attempt's call goes, if it may go there now.
+    fn target(&self) -> Result<Call<'_>, JobError> {
+        match &self.declared.handler {
+            HandlerTarget::Url(raw) => {
+                let url = reqwest::Url::parse(raw)
+                    .map_err(|e| JobError::permanent(format!("the handler's URL: {e}")))?;
+                self.calls
+                    .outbound()
+                    .policy()
+                    .check_url(&url)
+                    .map_err(|r| {
+                        JobError::with_kind("outbound_refused", format!("{url}: {r}"), false)
+                    })?;
+                Ok(Call::Url(url))
+            }
+            HandlerTarget::Lambda(arn) => {
+                let caller = self
+                    .calls
+                    .lambda_allowed(arn)
+                    .map_err(|e| JobError::with_kind("outbound_refused", e.message, false))?
+                    .ok_or_else(|| {
+                        JobError::permanent("this runtime does not invoke Lambda functions")
+                    })?;
+                Ok(Call::Lambda(arn, caller))
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl JobHandler for ExternalHandler {
     async fn run(&self, ctx: JobContext, payload: Value) -> Result<Value, JobError> {
-        let HandlerTarget::Url(raw) = &self.declared.handler else {
-            return Err(JobError::permanent(
-                "a Lambda handler is called by the AWS worker function, not by this runtime",
-            ));
-        };
-        let url = reqwest::Url::parse(raw)
-            .map_err(|e| JobError::permanent(format!("the handler's URL: {e}")))?;
-        let outbound = self.calls.outbound();
-        outbound
-            .policy()
-            .check_url(&url)
-            .map_err(|r| JobError::with_kind("outbound_refused", format!("{url}: {r}"), false))?;
+        let target = self.target()?;
         let (master, secrets) = self.keys(&ctx).await?;
         let tenant = ctx
             .tenant()
@@ -372,70 +614,44 @@ impl JobHandler for ExternalHandler {
             "api": api,
         }))
         .map_err(|e| JobError::permanent(e.to_string()))?;
-        let job_id = ctx.job_id().to_string();
-        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-        let signature = sign_all(
-            &secrets,
-            Signed {
-                timestamp: chrono::Utc::now().timestamp(),
-                job_id: &job_id,
-                attempt: ctx.attempt(),
-                body: &body,
-            },
-        );
         let started = Instant::now();
-        let request = outbound
-            .client()
-            .post(url.clone())
-            .timeout(self.declared.timeout())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("x-conveyor-signature", signature)
-            .header("x-conveyor-job-id", &job_id)
-            .header("x-conveyor-attempt", ctx.attempt().to_string())
-            .body(body)
-            .send();
+        let call = async {
+            match target {
+                Call::Url(url) => {
+                    let job_id = ctx.job_id().to_string();
+                    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+                    let signature = sign_all(
+                        &secrets,
+                        Signed {
+                            timestamp: chrono::Utc::now().timestamp(),
+                            job_id: &job_id,
+                            attempt: ctx.attempt(),
+                            body: &body,
+                        },
+                    );
+                    self.post(&url, body, signature, &ctx).await
+                }
+                // (IAM says who may invoke a function: the request is not signed)
+                Call::Lambda(arn, caller) => self.invoke(arn, caller, body).await,
+            }
+        };
         // (asked to cancel, the call is given `CANCEL_GRACE` to answer, then dropped)
         let cancelled = async {
             ctx.cancelled().await;
             tokio::time::sleep(CANCEL_GRACE).await;
         };
-        let response = tokio::select! {
+        let (answered, what) = tokio::select! {
             () = cancelled => return Err(JobError::cancelled()),
-            r = request => r.map_err(|e| match refusal(&e) {
-                Some(r) => JobError::with_kind("outbound_refused", format!("{url}: {r}"), false),
-                None if e.is_timeout() => JobError::retryable(format!(
-                    "the handler did not answer within {} ms", self.declared.timeout_ms
-                )),
-                None => JobError::retryable(format!("POST {url}: {e}")),
-            })?,
+            answered = call => answered?,
         };
-        let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| JobError::retryable(format!("reading the handler's answer: {e}")))?;
-        ctx.log(format!(
-            "POST {url} -> {status} in {} ms",
-            started.elapsed().as_millis()
-        ))
-        .await;
+        ctx.log(format!("{what} in {} ms", started.elapsed().as_millis()))
+            .await;
         if ctx.is_cancelled() {
             return Err(JobError::cancelled());
         }
-        match status {
-            202 => self.completion(&ctx).await,
-            200..=299 if text.trim().is_empty() => Ok(Value::Null),
-            200..=299 => serde_json::from_str(&text)
-                .map_err(|e| JobError::permanent(format!("the handler's answer is not JSON: {e}"))),
-            s if status_is_retryable(s) => Err(JobError::retryable(format!(
-                "the handler answered {status}: {}",
-                clip(&text)
-            ))),
-            _ => Err(JobError::with_kind(
-                "handler",
-                format!("the handler answered {status}: {}", clip(&text)),
-                false,
-            )),
+        match answered {
+            Answered::Later => self.completion(&ctx).await,
+            Answered::Result(result) => Ok(result),
         }
     }
 }

@@ -16,7 +16,8 @@ pub use crate::outbound::{refusal, Network, Outbound, OutboundPolicy, Refused};
 pub use bulk::{Bulk, BulkAction, BulkRequest, JobFilter, BULK_TYPE};
 pub use context::JobContext;
 pub use external::{
-    handler_error, ExternalCalls, ExternalHandler, JobToken, EXTERNAL_QUEUE_TYPE, RESULT_STEP,
+    handler_error, ExternalCalls, ExternalHandler, FunctionAnswer, FunctionCaller, JobToken,
+    LambdaHandlers, EXTERNAL_QUEUE_TYPE, RESULT_STEP,
 };
 pub use http_fetch::HttpFetch;
 pub use noop::Noop;

@@ -11,6 +11,8 @@ mod count;
 mod counts;
 mod creates;
 mod events;
+#[cfg(feature = "invoke")]
+mod functions;
 mod layout;
 mod listing;
 mod live;
@@ -31,6 +33,8 @@ pub use access::DynamoAccess;
 pub use count::RequestCounter;
 pub use counts::{handle_stream_event, Change, Counters, NotCounted, StreamReader};
 pub use events::BusEvents;
+#[cfg(feature = "invoke")]
+pub use functions::LambdaFunctions;
 pub use layout::{item_size, write_units, MODEL_VERSION};
 pub use live::{
     change_of_stream_record, changes_from_lambda, notify_stream_event, ApiGatewayPusher,
