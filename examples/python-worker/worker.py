@@ -77,6 +77,8 @@ def long_job(call):
 
 
 class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: the worker sends each call on a connection it keeps
+
     def answer(self, status, body):
         data = json.dumps(body).encode()
         self.send_response(status)

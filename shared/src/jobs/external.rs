@@ -10,7 +10,7 @@
 //! completed with the token before the deadline); 408, 429 and 5xx, or no answer in time, a
 //! retryable failure; any other 4xx, failed for good, with the body as the error.
 
-use super::webhook::{sign_all, tenant_secret, Signed};
+use super::webhook::{sign_all, signing_keys, Signed};
 use super::{status_is_retryable, JobContext, JobHandler, JobOptions, Registration, WebhookKey};
 use crate::domain::{
     ExternalType, HandlerTarget, JobError, JobId, JobType, PauseScope, Tenant, ValidationError,
@@ -363,32 +363,6 @@ pub struct ExternalHandler {
 }
 
 impl ExternalHandler {
-    /// The tenant's signing secrets (each valid generation) and the master key.
-    async fn keys(&self, ctx: &JobContext) -> Result<(String, Vec<String>), JobError> {
-        let key = self.calls.secret.as_ref().ok_or_else(|| {
-            JobError::permanent(
-                "neither CONVEYOR_WEBHOOK_SECRET nor CONVEYOR_WEBHOOK_SECRET_ID is set: cannot sign calls to external handlers",
-            )
-        })?;
-        let master = key
-            .0
-            .key()
-            .await
-            .map_err(|e| JobError::retryable(format!("the signing key is unavailable: {e}")))?;
-        let Some((tenant, tenants)) = ctx.tenant() else {
-            return Ok((master.clone(), vec![master]));
-        };
-        let generations = tenants.webhook_generations(tenant).await.map_err(|e| {
-            JobError::retryable(format!("the tenant's webhook key is unavailable: {e}"))
-        })?;
-        let secrets = generations
-            .valid(chrono::Utc::now())
-            .into_iter()
-            .map(|g| tenant_secret(&master, tenant, g))
-            .collect();
-        Ok((master, secrets))
-    }
-
     /// Wait for the result a handler that answered 202 posts with its token (recorded as the
     /// step `conveyor:result:<run>`). Asked to cancel, the attempt gives the handler
     /// `CANCEL_GRACE` to see it and stop, then ends cancelled whatever it posts.
@@ -586,7 +560,12 @@ impl ExternalHandler {
 impl JobHandler for ExternalHandler {
     async fn run(&self, ctx: JobContext, payload: Value) -> Result<Value, JobError> {
         let target = self.target()?;
-        let (master, secrets) = self.keys(&ctx).await?;
+        let (master, secrets) = signing_keys(
+            self.calls.secret.as_ref(),
+            &ctx,
+            "calls to external handlers",
+        )
+        .await?;
         let tenant = ctx
             .tenant()
             .map(|(t, _)| t.clone())
@@ -718,5 +697,32 @@ mod tests {
         for bad in ["", "cjt_", "Bearer x", &format!("{token}_x")] {
             assert!(JobToken::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn lambda_handlers_allow_the_functions_their_patterns_match() {
+        let handlers = LambdaHandlers::parse(
+            "arn:aws:lambda:*:*:function:conveyor-handler-*, arn:aws:lambda:eu-west-1:123:function:billing",
+        );
+        for arn in [
+            "arn:aws:lambda:us-east-1:000000000000:function:conveyor-handler-py",
+            "arn:aws:lambda:eu-west-1:123:function:conveyor-handler-",
+            "arn:aws:lambda:eu-west-1:123:function:billing",
+        ] {
+            assert!(handlers.allows(arn), "{arn}");
+        }
+        for arn in [
+            "arn:aws:lambda:us-east-1:000000000000:function:conveyor-api",
+            "arn:aws:lambda:eu-west-1:123:function:billing-2",
+            "arn:aws:lambda:eu-west-1:456:function:billing",
+            "arn:aws:lambda:us-east-1:0:function:x:conveyor-handler-y",
+        ] {
+            assert!(!handlers.allows(arn), "{arn}");
+        }
+        assert!(!LambdaHandlers::parse(" , ").allows("arn:aws:lambda:r:a:function:f"));
+        assert!(wildcard_match("a*b*c", "aXbYc") && !wildcard_match("a*b*c", "aXcYb"));
+        assert!(
+            wildcard_match("*", "") && wildcard_match("ab", "ab") && !wildcard_match("ab", "abc")
+        );
     }
 }

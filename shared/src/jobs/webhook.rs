@@ -107,31 +107,7 @@ impl JobHandler for WebhookDeliver {
     }
 
     async fn run(&self, ctx: JobContext, payload: Value) -> Result<Value, JobError> {
-        let key = self.secret.as_ref().ok_or_else(|| {
-            JobError::permanent(
-                "neither CONVEYOR_WEBHOOK_SECRET nor CONVEYOR_WEBHOOK_SECRET_ID is set: cannot sign deliveries",
-            )
-        })?;
-        let master = key
-            .0
-            .key()
-            .await
-            .map_err(|e| JobError::retryable(format!("the signing key is unavailable: {e}")))?;
-        // The tenant's own keys (each valid generation); a handler run alone signs with the
-        // master key.
-        let secrets: Vec<String> = match ctx.tenant() {
-            Some((tenant, tenants)) => {
-                let generations = tenants.webhook_generations(tenant).await.map_err(|e| {
-                    JobError::retryable(format!("the tenant's webhook key is unavailable: {e}"))
-                })?;
-                generations
-                    .valid(chrono::Utc::now())
-                    .into_iter()
-                    .map(|g| tenant_secret(&master, tenant, g))
-                    .collect()
-            }
-            None => vec![master],
-        };
+        let (_, secrets) = signing_keys(self.secret.as_ref(), &ctx, "deliveries").await?;
         let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
         let url = payload_url(&payload).map_err(|e| JobError::permanent(e.to_string()))?;
         let body = serde_json::to_vec(field(&payload, "body").unwrap_or(&Value::Null))
@@ -182,6 +158,38 @@ impl JobHandler for WebhookDeliver {
             _ => Err(JobError::permanent(format!("POST {url}: HTTP {status}"))),
         }
     }
+}
+
+/// The master key, and the keys a call for `ctx`'s job is signed with: its tenant's own (each
+/// valid generation), or for a handler run alone the master key. `what` names what is signed
+/// in the error when no key is configured.
+pub(crate) async fn signing_keys(
+    key: Option<&WebhookKey>,
+    ctx: &JobContext,
+    what: &str,
+) -> Result<(String, Vec<String>), JobError> {
+    let key = key.ok_or_else(|| {
+        JobError::permanent(format!(
+            "neither CONVEYOR_WEBHOOK_SECRET nor CONVEYOR_WEBHOOK_SECRET_ID is set: cannot sign {what}"
+        ))
+    })?;
+    let master = key
+        .0
+        .key()
+        .await
+        .map_err(|e| JobError::retryable(format!("the signing key is unavailable: {e}")))?;
+    let Some((tenant, tenants)) = ctx.tenant() else {
+        return Ok((master.clone(), vec![master]));
+    };
+    let generations = tenants.webhook_generations(tenant).await.map_err(|e| {
+        JobError::retryable(format!("the tenant's webhook key is unavailable: {e}"))
+    })?;
+    let secrets = generations
+        .valid(chrono::Utc::now())
+        .into_iter()
+        .map(|g| tenant_secret(&master, tenant, g))
+        .collect();
+    Ok((master, secrets))
 }
 
 #[cfg(test)]
