@@ -59,8 +59,10 @@ async fn pause(app: &TestApp, job_type: &str, pause: bool) {
 async fn batch(app: &TestApp, jobs: &[Value]) -> Vec<String> {
     let (status, body) = app
         .send(
+            // (an emulator under the whole suite has taken past 15 s for a hundred)
             app.client
                 .post(app.url("/v1/jobs/batch"))
+                .timeout(std::time::Duration::from_secs(120))
                 .json(&json!({ "jobs": jobs })),
         )
         .await;

@@ -525,6 +525,24 @@ fn time_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<DateT
         .transpose()
 }
 
+/// The query parameter `cursor`, decoded by `decode` for the caller's tenant (a cursor names
+/// its tenant: another tenant's is refused as no cursor of this API's).
+fn cursor_param<C>(
+    q: &HashMap<String, String>,
+    decode: impl FnOnce(&str) -> Option<C>,
+) -> ApiResult<Option<C>> {
+    q.get("cursor")
+        .map(|c| {
+            decode(c).ok_or_else(|| {
+                bad(
+                    "cursor",
+                    "is not a cursor this API returned for this tenant",
+                )
+            })
+        })
+        .transpose()
+}
+
 fn whole_number(
     q: &HashMap<String, String>,
     name: &str,

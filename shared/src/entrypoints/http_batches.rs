@@ -327,17 +327,7 @@ pub(super) async fn batch_members(
     caller.require(Role::Reader)?;
     let tenant = caller.tenant(&q)?;
     let limit = whole_number(&q, "limit", 1, 500)?.unwrap_or(50) as usize;
-    let cursor = q
-        .get("cursor")
-        .map(|c| {
-            MemberCursor::decode(c, &tenant).ok_or_else(|| {
-                bad(
-                    "cursor",
-                    "is not a cursor this API returned for this batch's tenant",
-                )
-            })
-        })
-        .transpose()?;
+    let cursor = cursor_param(&q, |c| MemberCursor::decode(c, &tenant))?;
     let page = state
         .service
         .batch_members(&tenant, id, cursor, limit)

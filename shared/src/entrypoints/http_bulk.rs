@@ -7,7 +7,7 @@
 #[cfg(feature = "openapi")]
 use super::fields::JobRef;
 use super::fields::{BulkActionChoice, StatusChoice, Text, Time};
-use super::{audit, bad, body_as, ApiError, ApiResult, ApiState, Caller, Params};
+use super::{audit, bad, body_as, cursor_param, ApiError, ApiResult, ApiState, Caller, Params};
 use crate::domain::{JobId, JobStatus, JobType, Role, Tenant};
 use crate::jobs::{BulkAction, BulkRequest, JobFilter, BULK_TYPE};
 use crate::service::{Cursor, ServiceError, SubmitRequest};
@@ -226,13 +226,7 @@ pub(super) async fn dead_letters(
         .get("type")
         .map(|t| JobType::parse(t.as_str()).map_err(|e| bad("type", &e.message)))
         .transpose()?;
-    let cursor = q
-        .get("cursor")
-        .map(|c| {
-            Cursor::decode(c, &tenant)
-                .ok_or_else(|| bad("cursor", "not a cursor this API handed out"))
-        })
-        .transpose()?;
+    let cursor = cursor_param(&q, |c| Cursor::decode(c, &tenant))?;
     let limit = match q.get("limit") {
         None => 50,
         Some(l) => l

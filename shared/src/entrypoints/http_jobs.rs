@@ -345,17 +345,7 @@ pub(super) async fn list(
         }))
         .into_response());
     }
-    let cursor = q
-        .get("cursor")
-        .map(|c| {
-            Cursor::decode(c, &tenant).ok_or_else(|| {
-                bad(
-                    "cursor",
-                    "is not a cursor this API returned for this tenant",
-                )
-            })
-        })
-        .transpose()?;
+    let cursor = cursor_param(&q, |c| Cursor::decode(c, &tenant))?;
     let page = state
         .service
         .list(&tenant, status, job_type, cursor, limit)

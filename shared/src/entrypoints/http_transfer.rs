@@ -48,23 +48,13 @@ pub(super) async fn export(
         created_before: time_param(&q, "created_before")?,
         ids,
     };
-    let cursor = q
-        .get("cursor")
-        .map(|c| {
-            if filter.ids.is_some() {
-                return Err(bad(
-                    "cursor",
-                    "cannot be combined with ids (one page holds them)",
-                ));
-            }
-            Cursor::decode(c, &tenant).ok_or_else(|| {
-                bad(
-                    "cursor",
-                    "is not a cursor this API returned for this tenant",
-                )
-            })
-        })
-        .transpose()?;
+    if filter.ids.is_some() && q.contains_key("cursor") {
+        return Err(bad(
+            "cursor",
+            "cannot be combined with ids (one page holds them)",
+        ));
+    }
+    let cursor = cursor_param(&q, |c| Cursor::decode(c, &tenant))?;
     let limit = whole_number(&q, "limit", 1, 500)?.unwrap_or(100) as usize;
     let page = state
         .service
