@@ -10,6 +10,7 @@ use shared::health::Health;
 use shared::ports::{PauseStore, QueueConsumer, ReceivedMessage};
 use shared::worker::Worker;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
@@ -136,15 +137,56 @@ pub async fn run_poller(
     mut stop: watch::Receiver<bool>,
     health: Arc<Health>,
 ) {
-    let name = health_name(&settings.queue);
     let concurrency = settings.concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
-    let mut turn = 0u64;
+    let taker = Arc::new(Taker {
+        name: health_name(&settings.queue),
+        queue,
+        worker,
+        settings,
+        health,
+        turn: AtomicU64::new(0),
+    });
+    // Each permit takes a batch, runs it and gives its messages back or deletes them: up to
+    // `concurrency` receives wait at once, as Lambda's pollers do, so no batch waits for
+    // another's receive to be written.
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p.expect("semaphore open"),
             _ = stopped(&mut stop) => break,
         };
+        let (taker, stop) = (taker.clone(), stop.clone());
+        tokio::spawn(async move {
+            taker.take_and_run(stop).await;
+            drop(permit);
+        });
+    }
+    // Wait for in-flight batches; what does not finish returns to the queue on its own.
+    let all = permits.acquire_many(concurrency as u32);
+    if tokio::time::timeout(taker.settings.grace, all)
+        .await
+        .is_err()
+    {
+        tracing::warn!(queue = %taker.settings.queue, "in-flight batches did not finish in time; their messages return to the queue");
+    }
+}
+
+/// What each of a poller's batches needs.
+struct Taker {
+    name: String,
+    queue: Arc<dyn QueueConsumer>,
+    worker: Worker,
+    settings: PollerSettings,
+    health: Arc<Health>,
+    /// Batches taken so far (for the high-priority queue's turns).
+    turn: AtomicU64,
+}
+
+impl Taker {
+    /// Take one batch (waiting for one while the queue is empty, until stop), run it, and
+    /// delete the messages it is done with.
+    async fn take_and_run(&self, mut stop: watch::Receiver<bool>) {
+        let settings = &self.settings;
         if let Some(look) = &settings.paused {
             // (a store that cannot say is taken as not paused: the worker asks again per job)
             if look
@@ -153,66 +195,56 @@ pub async fn run_poller(
                 .await
                 .is_ok_and(|p| p.everywhere(look.job_type.as_str()))
             {
-                drop(permit);
                 tokio::select! {
-                    _ = tokio::time::sleep(PAUSED_LOOK) => continue,
-                    _ = stopped(&mut stop) => break,
+                    _ = tokio::time::sleep(PAUSED_LOOK) => {}
+                    _ = stopped(&mut stop) => {}
                 }
+                return;
             }
         }
+        let turn = self.turn.load(Ordering::Relaxed);
         let received = tokio::select! {
-            r = next_batch(queue.as_ref(), &settings, turn) => r,
-            _ = stopped(&mut stop) => break,
+            r = next_batch(self.queue.as_ref(), settings, turn) => r,
+            _ = stopped(&mut stop) => return,
         };
-        let (from, messages) = match received {
+        let (name, messages) = match received {
             Ok((from, m)) => {
-                health.up(&name);
+                self.health.up(&self.name);
                 if m.is_empty() {
-                    continue;
+                    return;
                 }
-                turn += 1;
+                self.turn.fetch_add(1, Ordering::Relaxed);
                 (from, m)
             }
             Err(e) => {
                 tracing::error!(queue = %settings.queue, error = %e, "receive failed; backing off");
-                health.down(&name, format!("receive failed: {e}"));
+                self.health.down(&self.name, format!("receive failed: {e}"));
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+                return;
             }
         };
-        let (queue, worker, name) = (queue.clone(), worker.clone(), from);
-        let lease = settings.lease;
-        tokio::spawn(async move {
-            let extending = lease.map(|lease| {
-                let (queue, name) = (queue.clone(), name.clone());
-                let handles: Vec<String> =
-                    messages.iter().map(|m| m.receipt_handle.clone()).collect();
-                tokio::spawn(extend_while_running(queue, name, handles, lease))
-            });
-            let response = handle_sqs_batch(&worker, sqs_event(&name, &messages)).await;
-            if let Some(extending) = extending {
-                extending.abort();
-            }
-            let failed: HashSet<String> = response
-                .batch_item_failures
-                .into_iter()
-                .map(|f| f.item_identifier)
-                .collect();
-            let done: Vec<String> = messages
-                .into_iter()
-                .filter(|m| !failed.contains(&m.message_id))
-                .map(|m| m.receipt_handle)
-                .collect();
-            if let Err(e) = queue.delete(&name, &done).await {
-                tracing::error!(queue = %name, error = %e, "could not delete processed messages; they will be redelivered");
-            }
-            drop(permit);
+        let extending = settings.lease.map(|lease| {
+            let (queue, name) = (self.queue.clone(), name.clone());
+            let handles: Vec<String> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
+            tokio::spawn(extend_while_running(queue, name, handles, lease))
         });
-    }
-    // Wait for in-flight batches; what does not finish returns to the queue on its own.
-    let all = permits.acquire_many(concurrency as u32);
-    if tokio::time::timeout(settings.grace, all).await.is_err() {
-        tracing::warn!(queue = %settings.queue, "in-flight batches did not finish in time; their messages return to the queue");
+        let response = handle_sqs_batch(&self.worker, sqs_event(&name, &messages)).await;
+        if let Some(extending) = extending {
+            extending.abort();
+        }
+        let failed: HashSet<String> = response
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        let done: Vec<String> = messages
+            .into_iter()
+            .filter(|m| !failed.contains(&m.message_id))
+            .map(|m| m.receipt_handle)
+            .collect();
+        if let Err(e) = self.queue.delete(&name, &done).await {
+            tracing::error!(queue = %name, error = %e, "could not delete processed messages; they will be redelivered");
+        }
     }
 }
 
