@@ -162,27 +162,27 @@ fn ms(d: Duration) -> String {
 }
 
 async fn submit_many(
-    http: &reqwest::Client,
+    auth: &str,
     base: &str,
     n: usize,
     clients: usize,
     body: Value,
 ) -> anyhow::Result<Vec<Duration>> {
-    submit_keyed(http, base, n, clients, body, 0).await
+    submit_keyed(auth, base, n, clients, body, 0).await
 }
 
 /// `submit_many`, the i-th job with `concurrency_key` `k<i % keys>` (none when `keys` is 0).
 async fn submit_keyed(
-    http: &reqwest::Client,
+    auth: &str,
     base: &str,
     n: usize,
     clients: usize,
     body: Value,
     keys: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    // Every body written before the clock starts: the line measures the runtime, not the
+    // Every request written before the clock starts: the line measures the runtime, not the
     // client's JSON.
-    let bodies: Arc<Vec<String>> = Arc::new(match keys {
+    let bodies = match keys {
         0 => vec![body.to_string()],
         keys => (0..keys)
             .map(|k| {
@@ -191,14 +191,19 @@ async fn submit_keyed(
                 keyed.to_string()
             })
             .collect(),
-    });
+    };
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+        bodies
+            .iter()
+            .map(|b| client::post(base, "/v1/jobs", auth, b))
+            .collect::<Result<_, _>>()?,
+    );
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = vec![];
     for _ in 0..clients {
-        let (http, url, bodies, next) = (
-            http.clone(),
-            format!("{base}/v1/jobs"),
-            bodies.clone(),
+        let (mut conn, requests, next) = (
+            client::Conn::open(base).await?,
+            requests.clone(),
             next.clone(),
         );
         tasks.push(tokio::spawn(async move {
@@ -208,16 +213,10 @@ async fn submit_keyed(
                 if i >= n {
                     break;
                 }
-                let body = bodies[i % bodies.len()].clone();
                 let t = Instant::now();
-                let r = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?;
-                if r.status() != reqwest::StatusCode::ACCEPTED {
-                    bail!("submit answered {}", r.status());
+                let status = conn.send(&requests[i % requests.len()]).await?;
+                if status != 202 {
+                    bail!("submit answered {status}");
                 }
                 latencies.push(t.elapsed());
             }
@@ -234,7 +233,7 @@ async fn submit_keyed(
 
 /// `n` no-op jobs through `POST /v1/jobs/batch`, `per` a request, from `clients` clients.
 async fn submit_batches(
-    http: &reqwest::Client,
+    auth: &str,
     base: &str,
     n: usize,
     clients: usize,
@@ -242,24 +241,19 @@ async fn submit_batches(
 ) -> anyhow::Result<()> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let body = json!({ "jobs": vec![json!({"type": "noop"}); per] }).to_string();
+    let request = Arc::new(client::post(base, "/v1/jobs/batch", auth, &body)?);
     let mut tasks = vec![];
     for _ in 0..clients {
-        let (http, url, body, next) = (
-            http.clone(),
-            format!("{base}/v1/jobs/batch"),
-            body.clone(),
+        let (mut conn, request, next) = (
+            client::Conn::open(base).await?,
+            request.clone(),
             next.clone(),
         );
         tasks.push(tokio::spawn(async move {
             while next.fetch_add(per, std::sync::atomic::Ordering::Relaxed) < n {
-                let r = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await?;
-                if r.status() != reqwest::StatusCode::OK {
-                    bail!("batch submit answered {}", r.status());
+                let status = conn.send(&request).await?;
+                if status != 200 {
+                    bail!("batch submit answered {status}");
                 }
             }
             Ok(())
@@ -347,11 +341,9 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
         chrono::Utc::now(),
     )
     .map_err(anyhow::Error::msg)?;
+    let auth = format!("Bearer {token}");
     let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {token}").parse()?,
-    );
+    headers.insert(reqwest::header::AUTHORIZATION, auth.parse()?);
     let http_for = |clients: usize| {
         reqwest::Client::builder()
             .pool_max_idle_per_host(clients)
@@ -369,7 +361,7 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
     one_job(&http, &server.base).await?; // warm-up
     let t0 = Instant::now();
     let lat = submit_many(
-        &http,
+        &auth,
         &server.base,
         o.jobs,
         o.clients,
@@ -422,7 +414,7 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let before = succeeded(&http, &server.base).await?;
     submit_keyed(
-        &http,
+        &auth,
         &server.base,
         o.jobs,
         o.clients,
@@ -449,7 +441,7 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let before = succeeded(&http, &server.base).await?;
     let batched = o.jobs.div_ceil(BATCH) * BATCH;
-    submit_batches(&http, &server.base, batched, o.clients, BATCH).await?;
+    submit_batches(&auth, &server.base, batched, o.clients, BATCH).await?;
     wait_succeeded(&http, &server.base, before + batched as u64).await?;
     let batch_throughput = batched as f64 / t0.elapsed().as_secs_f64();
     rows.push((
@@ -513,7 +505,7 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
         }
         let t = Instant::now();
         submit_many(
-            &http,
+            &auth,
             &server.base,
             step - queued,
             o.clients,
@@ -573,7 +565,7 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
             one_job(&http, &server.base).await?; // warm-up
             let t0 = Instant::now();
             submit_many(
-                &http,
+                &auth,
                 &server.base,
                 o.jobs,
                 SATURATED_CLIENTS,
@@ -586,7 +578,7 @@ pub async fn run(o: BenchArgs) -> anyhow::Result<()> {
             let _ = std::fs::remove_dir_all(&dir);
             throughput
         };
-        let external = external_handler(&exe, &dir, &http, o.jobs, o.clients).await?;
+        let external = external_handler(&exe, &dir, &http, &auth, o.jobs, o.clients).await?;
         let theirs_saturated = celery_baseline(o.jobs, SATURATED_CLIENTS)?;
         let theirs = celery_baseline(o.jobs, o.clients)?;
         println!(
@@ -738,4 +730,7 @@ struct Headline {
 // The systems it is measured against, and the external-handler line.
 #[path = "bench_versus.rs"]
 mod versus;
+// The submit lines' HTTP client.
+#[path = "bench_client.rs"]
+mod client;
 use versus::{celery_baseline, external_handler};

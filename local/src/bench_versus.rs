@@ -11,6 +11,7 @@ pub(super) async fn external_handler(
     exe: &std::path::Path,
     dir: &std::path::Path,
     http: &reqwest::Client,
+    auth: &str,
     n: usize,
     clients: usize,
 ) -> anyhow::Result<f64> {
@@ -55,7 +56,7 @@ pub(super) async fn external_handler(
     }
     let t0 = Instant::now();
     submit_many(
-        http,
+        auth,
         &server.base,
         n,
         clients,

@@ -206,7 +206,7 @@ impl Registry {
         r.register(
             "noop",
             JobOptions {
-                concurrency: 8,
+                concurrency: 32,
                 execution: Execution::Task,
                 ..JobOptions::default()
             },
