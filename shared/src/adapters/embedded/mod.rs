@@ -3,6 +3,7 @@
 
 mod access;
 mod batches;
+mod by_id;
 mod counts;
 mod db;
 mod events;

@@ -5,6 +5,7 @@
 //! message, whatever its body): bodies are read from the rows when messages are received.
 //! Dead letters are kept for their queue's retention, then deleted.
 
+use super::by_id::ById;
 use super::db::{Db, DbError};
 use crate::ports::{QueueConsumer, QueueError, QueueSender, ReceivedMessage};
 use async_trait::async_trait;
@@ -28,7 +29,7 @@ pub struct QueueSettings {
 
 /// What the index keeps of a message: when it is visible, its priority, how often it was
 /// received (which is also its receipt: a stale receipt handle names an older count).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Message {
     visible_at: i64,
     priority: i16,
@@ -37,10 +38,8 @@ struct Message {
 
 #[derive(Default)]
 struct QueueState {
-    /// By id. A B-tree, not a hash table: ids only grow, so entries append at its right edge,
-    /// and it holds about 26 bytes a message where a hash table holds up to twice that just
-    /// after it grows (a million messages waiting: 26 MB against 50).
-    messages: BTreeMap<i64, Message>,
+    /// By id, in chunks of consecutive ids (`ById`): about 18 bytes a message.
+    messages: ById<Message>,
     /// Visible messages, highest priority first, then in the order they became visible. An
     /// entry is a hint, checked when popped (the message may have gone or moved since).
     ready: BTreeMap<Reverse<i16>, VecDeque<i64>>,
@@ -113,9 +112,7 @@ impl QueueState {
             .map(|d| d.capacity() * size_of::<i64>())
             .sum();
         // (a B-tree node holds up to 11 entries: count a third more for partly full nodes)
-        self.messages.len() * (size_of::<i64>() + size_of::<Message>()) * 4 / 3
-            + ready
-            + self.waiting.len() * size_of::<(i64, i64)>() * 4 / 3
+        self.messages.bytes() + ready + self.waiting.len() * size_of::<(i64, i64)>() * 4 / 3
     }
 }
 
@@ -206,13 +203,7 @@ impl EmbeddedQueue {
             let state = self.state.lock().unwrap();
             let mut v: Vec<_> = state
                 .iter()
-                .map(|(name, q)| {
-                    (
-                        name.clone(),
-                        q.messages.len(),
-                        q.messages.keys().next().copied(),
-                    )
-                })
+                .map(|(name, q)| (name.clone(), q.messages.len(), q.messages.first_id()))
                 .collect();
             v.sort();
             v
