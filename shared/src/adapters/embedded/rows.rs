@@ -105,18 +105,14 @@ pub(super) fn get_stored(
         .optional()?)
 }
 
-/// Write a job's start (its row as `Row::of` the started job), on condition that it is still
-/// queued at `read_version` when one is given. The rows written.
-pub(super) fn write_start(
-    conn: &rusqlite::Connection,
-    row: &Row,
-    read_version: Option<i64>,
-) -> Result<usize, DbError> {
+/// Write a job's start (its row as `Row::of` the started job), on the writer, which has just
+/// read it queued. The rows written.
+pub(super) fn write_start(conn: &rusqlite::Connection, row: &Row) -> Result<usize, DbError> {
     Ok(conn
         .prepare_cached(
             "UPDATE jobs SET status = ?1, attempt = ?2, version = ?3, due_at = ?4, doc = ?5,
                  runs = ?6, heartbeat_at = ?7, progress = NULL, updated_at = ?9
-             WHERE id = ?8 AND (?10 IS NULL OR (version = ?10 AND status = 'queued'))",
+             WHERE id = ?8",
         )?
         .execute(params![
             row.status,
@@ -128,7 +124,6 @@ pub(super) fn write_start(
             row.heartbeat_at,
             row.id,
             row.updated_at,
-            read_version,
         ])?)
 }
 
