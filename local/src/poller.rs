@@ -100,16 +100,19 @@ pub fn health_name(queue: &str) -> String {
 /// queue: `ratio` turns in `ratio + 1` look there first, the others at the normal queue first;
 /// the other is looked at when the first is empty, and when both are, each is long-polled
 /// briefly in turn.
+/// `waiting` false: only what is there now (no long poll).
 async fn next_batch(
     queue: &dyn QueueConsumer,
     settings: &PollerSettings,
     turn: u64,
+    waiting: bool,
 ) -> Result<(String, Vec<ReceivedMessage>), shared::ports::QueueError> {
     let max = settings.batch_size.max(1);
     let visibility = settings.lease.unwrap_or(settings.visibility);
     let Some((high, ratio)) = &settings.high else {
+        let wait = if waiting { LONG_POLL } else { Duration::ZERO };
         let got = queue
-            .receive(&settings.queue, max, visibility, LONG_POLL)
+            .receive(&settings.queue, max, visibility, wait)
             .await?;
         return Ok((settings.queue.clone(), got));
     };
@@ -119,7 +122,12 @@ async fn next_batch(
     } else {
         [&settings.queue, high]
     };
-    for wait in [Duration::ZERO, IDLE_POLL] {
+    let waits: &[Duration] = if waiting {
+        &[Duration::ZERO, IDLE_POLL]
+    } else {
+        &[Duration::ZERO]
+    };
+    for &wait in waits {
         for name in order {
             let got = queue.receive(name, max, visibility, wait).await?;
             if !got.is_empty() {
@@ -146,10 +154,12 @@ pub async fn run_poller(
         settings,
         health,
         turn: AtomicU64::new(0),
+        long_poll: tokio::sync::Mutex::new(()),
     });
-    // Each permit takes a batch, runs it and gives its messages back or deletes them: up to
-    // `concurrency` receives wait at once, as Lambda's pollers do, so no batch waits for
-    // another's receive to be written.
+    // Each permit takes a batch, runs it and deletes the messages it is done with, so no batch
+    // waits for another's receive to be written. Only one of them long-polls an empty queue
+    // at a time (`Taker::long_poll`): a long poll cut short by a stop may still take messages
+    // on the queue's side, which then wait out their visibility timeout.
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p.expect("semaphore open"),
@@ -180,6 +190,8 @@ struct Taker {
     health: Arc<Health>,
     /// Batches taken so far (for the high-priority queue's turns).
     turn: AtomicU64,
+    /// Held by the one that long-polls while the queue is empty.
+    long_poll: tokio::sync::Mutex<()>,
 }
 
 impl Taker {
@@ -203,9 +215,16 @@ impl Taker {
             }
         }
         let turn = self.turn.load(Ordering::Relaxed);
-        let received = tokio::select! {
-            r = next_batch(self.queue.as_ref(), settings, turn) => r,
-            _ = stopped(&mut stop) => return,
+        let queue = self.queue.as_ref();
+        let received = match next_batch(queue, settings, turn, false).await {
+            Ok((_, m)) if m.is_empty() => tokio::select! {
+                r = async {
+                    let _turn = self.long_poll.lock().await;
+                    next_batch(queue, settings, turn, true).await
+                } => r,
+                _ = stopped(&mut stop) => return,
+            },
+            other => other,
         };
         let (name, messages) = match received {
             Ok((from, m)) => {

@@ -518,42 +518,53 @@ impl QueueConsumer for EmbeddedQueue {
             if !taken.is_empty() || !moved.is_empty() {
                 let dead_since = now_micros();
                 // The update hands back what the consumer gets: no second trip for the bodies.
-                let received = self
-                    .db
-                    .write(move |conn| {
-                        for (id, dlq) in moved {
-                            conn.prepare_cached(
-                                "UPDATE messages SET queue = ?1, receive_count = 0, dead_since = ?3
-                                 WHERE id = ?2",
-                            )?
-                            .execute(params![dlq, id, dead_since])?;
-                        }
-                        let mut received = Vec::with_capacity(taken.len());
-                        for t in taken {
-                            let row: Option<(String, i64)> = conn
-                                .prepare_cached(
-                                    "UPDATE messages SET visible_at = ?1, receive_count = ?2 WHERE id = ?3
-                                     RETURNING body, sent_at",
-                                )?
-                                .query_row(params![t.visible_at, t.receive_count, t.id], |r| {
-                                    Ok((r.get(0)?, r.get(1)?))
-                                })
-                                .optional()?;
-                            if let Some((body, sent_at)) = row {
-                                received.push(ReceivedMessage {
-                                    message_id: t.id.to_string(),
-                                    receipt_handle: receipt_handle(t.id, t.receive_count),
-                                    body,
-                                    receive_count: t.receive_count,
-                                    sent_at: DateTime::from_timestamp_micros(sent_at)
-                                        .unwrap_or_default(),
-                                });
-                            }
-                        }
-                        Ok(received)
-                    })
-                    .await
-                    .map_err(qerr)?;
+                // All the received in one statement (no savepoint needed around it, and none
+                // copying the pages it touches) unless some move to their dead-letter queue.
+                let one_statement = moved.is_empty();
+                let write = move |conn: &rusqlite::Connection| {
+                    for (id, dlq) in moved {
+                        conn.prepare_cached(
+                            "UPDATE messages SET queue = ?1, receive_count = 0, dead_since = ?3
+                             WHERE id = ?2",
+                        )?
+                        .execute(params![dlq, id, dead_since])?;
+                    }
+                    let marks: Vec<(i64, i64, u32)> = taken
+                        .iter()
+                        .map(|t| (t.id, t.visible_at, t.receive_count))
+                        .collect();
+                    let marks =
+                        serde_json::to_string(&marks).map_err(|e| DbError::Other(e.to_string()))?;
+                    let mut rows: HashMap<i64, (String, i64)> = conn
+                        .prepare_cached(
+                            "UPDATE messages SET visible_at = m.value ->> 1, receive_count = m.value ->> 2
+                             FROM json_each(?1) AS m WHERE messages.id = m.value ->> 0
+                             RETURNING messages.id, messages.body, messages.sent_at",
+                        )?
+                        .query_map([marks], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+                        .collect::<Result<_, _>>()?;
+                    // (in the order they were taken: RETURNING's is unspecified)
+                    Ok(taken
+                        .iter()
+                        .filter_map(|t| {
+                            let (body, sent_at) = rows.remove(&t.id)?;
+                            Some(ReceivedMessage {
+                                message_id: t.id.to_string(),
+                                receipt_handle: receipt_handle(t.id, t.receive_count),
+                                body,
+                                receive_count: t.receive_count,
+                                sent_at: DateTime::from_timestamp_micros(sent_at)
+                                    .unwrap_or_default(),
+                            })
+                        })
+                        .collect::<Vec<_>>())
+                };
+                let received = if one_statement {
+                    self.db.write_statement_then(write, |_| {}).await
+                } else {
+                    self.db.write(write).await
+                }
+                .map_err(qerr)?;
                 if !received.is_empty() {
                     return Ok(received);
                 }
@@ -594,14 +605,19 @@ impl QueueConsumer for EmbeddedQueue {
         if ids.is_empty() {
             return Ok(());
         }
+        // One statement for them all: no savepoint around it.
+        let ids = serde_json::to_string(&ids).map_err(|e| QueueError(e.to_string()))?;
         self.db
-            .write(move |conn| {
-                for id in ids {
-                    conn.prepare_cached("DELETE FROM messages WHERE id = ?1")?
-                        .execute([id])?;
-                }
-                Ok(())
-            })
+            .write_statement_then(
+                move |conn| {
+                    conn.prepare_cached(
+                        "DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?1))",
+                    )?
+                    .execute([ids])?;
+                    Ok(())
+                },
+                |_| {},
+            )
             .await
             .map_err(qerr)
     }
